@@ -1,0 +1,74 @@
+"""Commands: imperative, validated at construction time by ``checked()``.
+
+They arrive from the API (already shaped by pydantic) or from Python callers with any
+values at all, so every field is checked here again before the domain sees it.
+"""
+
+from dataclasses import dataclass, field
+
+from app.domain.errors import SameAccountError, ValidationError
+from app.domain.values import (
+    check_amount,
+    check_id,
+    check_metadata,
+    check_overdraft_limit,
+    check_timeout_seconds,
+    check_unit,
+)
+
+
+@dataclass(frozen=True)
+class OpenAccount:
+    id: str
+    unit: str
+    allow_negative: bool = False
+    overdraft_limit: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def checked(self) -> "OpenAccount":
+        if not isinstance(self.allow_negative, bool):
+            raise ValidationError("allow_negative must be a boolean", field="allow_negative")
+        return OpenAccount(
+            id=check_id(self.id, "id"),
+            unit=check_unit(self.unit),
+            allow_negative=self.allow_negative,
+            overdraft_limit=check_overdraft_limit(self.overdraft_limit),
+            metadata=check_metadata(self.metadata),
+        )
+
+
+@dataclass(frozen=True)
+class RecordTransfer:
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    pending: bool = False
+    timeout_seconds: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def checked(self) -> "RecordTransfer":
+        if not isinstance(self.pending, bool):
+            raise ValidationError("pending must be a boolean", field="pending")
+        timeout_seconds = self.timeout_seconds
+        if timeout_seconds is not None:
+            if not self.pending:
+                raise ValidationError(
+                    "timeout_seconds applies only to pending transfers", field="timeout_seconds"
+                )
+            timeout_seconds = check_timeout_seconds(timeout_seconds)
+        command = RecordTransfer(
+            id=check_id(self.id, "id"),
+            debit_account_id=check_id(self.debit_account_id, "debit_account_id"),
+            credit_account_id=check_id(self.credit_account_id, "credit_account_id"),
+            amount=check_amount(self.amount),
+            pending=self.pending,
+            timeout_seconds=timeout_seconds,
+            metadata=check_metadata(self.metadata),
+        )
+        if command.debit_account_id == command.credit_account_id:
+            raise SameAccountError(
+                "debit_account_id and credit_account_id must differ",
+                account_id=command.debit_account_id,
+            )
+        return command

@@ -1,0 +1,428 @@
+"""The Ledger application service: one method per command, each ONE atomic write.
+
+Every command runs as an attempt on freshly loaded aggregates: it checks everything
+first, then triggers events, then saves every touched aggregate in a single
+``Application.save`` — one transaction on SQL, one multi-stream append on KurrentDB —
+with optimistic concurrency on every stream. A conflict (another writer got there
+first) throws the attempt away and runs it again on the new state, a bounded number
+of times with jittered backoff. Because nothing is written until the whole command
+has passed its checks, a rejection leaves nothing behind.
+"""
+
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Recording
+
+from app.application.commands import OpenAccount, RecordTransfer
+from app.application.views import (
+    AccountOutcome,
+    AccountView,
+    BatchOutcome,
+    TransferOutcome,
+    TransferView,
+)
+from app.domain import limits
+from app.domain.account import Account
+from app.domain.errors import (
+    AccountNotFoundError,
+    BatchRejectedError,
+    BatchTooLargeError,
+    ConcurrencyConflictError,
+    IdempotencyConflictError,
+    LedgerError,
+    TransferNotFoundError,
+    UnitMismatchError,
+    ValidationError,
+)
+from app.domain.transfer import Transfer
+from app.domain.values import account_uuid, check_amount, check_id, check_metadata, transfer_uuid
+from app.persistence.positions import recorded_position
+
+R = TypeVar("R")
+
+# Contention on one hot account can make many writers collide; each retry reloads the
+# fresh state (a cache fast-forward), so the cost of a retry is small.
+RETRY_ATTEMPTS_MAX: Final = 64
+RETRY_BACKOFF_BASE_SECONDS: Final = 0.001
+RETRY_BACKOFF_CAP_SECONDS: Final = 0.05
+# A hot account replays at most this many events after its newest snapshot when it is
+# not in the cache (e.g. right after a restart).
+ACCOUNT_SNAPSHOT_INTERVAL: Final = 500
+AGGREGATE_CACHE_SIZE: Final = 20_000
+
+
+def utc_now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+class _Attempt:
+    """The aggregates one attempt of one command has loaded or created, saved together."""
+
+    def __init__(self, ledger: "Ledger") -> None:
+        self.ledger = ledger
+        self.accounts: dict[str, Account] = {}
+        self.transfers: dict[str, Transfer | None] = {}
+
+    def account(self, account_id: str) -> Account:
+        account = self.accounts.get(account_id)
+        if account is None:
+            try:
+                account = self.ledger.repository.get(account_uuid(account_id))
+            except AggregateNotFoundError:
+                raise AccountNotFoundError(
+                    f"account {account_id} does not exist", account_id=account_id
+                ) from None
+            self.accounts[account_id] = account
+        return account
+
+    def find_account(self, account_id: str) -> Account | None:
+        try:
+            return self.account(account_id)
+        except AccountNotFoundError:
+            return None
+
+    def find_transfer(self, transfer_id: str) -> Transfer | None:
+        if transfer_id not in self.transfers:
+            transfer: Transfer | None
+            try:
+                transfer = self.ledger.repository.get(transfer_uuid(transfer_id))
+            except AggregateNotFoundError:
+                transfer = None
+            self.transfers[transfer_id] = transfer
+        return self.transfers[transfer_id]
+
+    def transfer(self, transfer_id: str) -> Transfer:
+        transfer = self.find_transfer(transfer_id)
+        if transfer is None:
+            raise TransferNotFoundError(
+                f"transfer {transfer_id} does not exist", transfer_id=transfer_id
+            )
+        return transfer
+
+    def aggregates(self) -> list[Account | Transfer]:
+        touched: list[Account | Transfer] = list(self.accounts.values())
+        touched.extend(t for t in self.transfers.values() if t is not None)
+        return touched
+
+
+class Ledger(Application[UUID]):
+    name = "ledger"
+    env: ClassVar[dict[str, str]] = {
+        "AGGREGATE_CACHE_MAXSIZE": str(AGGREGATE_CACHE_SIZE),
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
+    }
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Account: ACCOUNT_SNAPSHOT_INTERVAL}
+
+    def __init__(
+        self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        super().__init__(env)
+        self.clock = clock
+
+    # Accounts --------------------------------------------------------------------------
+
+    def open_account(self, command: OpenAccount) -> AccountOutcome:
+        command = command.checked()
+
+        def attempt(work: _Attempt) -> Callable[[int | None], AccountOutcome]:
+            existing = work.find_account(command.id)
+            if existing is not None:
+                if not existing.same_opening(
+                    command.unit,
+                    command.allow_negative,
+                    command.overdraft_limit,
+                    command.metadata,
+                ):
+                    raise IdempotencyConflictError(
+                        f"account {command.id} already exists with a different body",
+                        account_id=command.id,
+                    )
+                view = AccountView.of(existing)
+                return lambda _: AccountOutcome(
+                    view, created=False, position=self._position_of(existing.id, 0)
+                )
+            account = Account.open(
+                command.id,
+                command.unit,
+                command.allow_negative,
+                command.overdraft_limit,
+                command.metadata,
+            )
+            work.accounts[command.id] = account
+            view = AccountView.of(account)
+            return lambda position: AccountOutcome(view, created=True, position=_known(position))
+
+        return self._run(attempt)
+
+    def close_account(self, account_id: str) -> AccountOutcome:
+        account_id = check_id(account_id, "account_id")
+
+        def attempt(work: _Attempt) -> Callable[[int | None], AccountOutcome]:
+            account = work.account(account_id)
+            already_closed = account.status == "closed"
+            account.close()
+            view = AccountView.of(account)
+            if already_closed:
+                return lambda _: AccountOutcome(
+                    view, created=False, position=self._position_of(account.id, account.version)
+                )
+            return lambda position: AccountOutcome(view, created=False, position=_known(position))
+
+        return self._run(attempt)
+
+    def get_account(self, account_id: str) -> AccountView:
+        """The account as its own stream says now (the write side; views come from
+        projections)."""
+        account_id = check_id(account_id, "account_id")
+        return AccountView.of(_Attempt(self).account(account_id))
+
+    def get_account_at_version(self, account_id: str, version: int) -> AccountView:
+        account_id = check_id(account_id, "account_id")
+        try:
+            account: Account = self.repository.get(account_uuid(account_id), version=version)
+        except AggregateNotFoundError:
+            raise AccountNotFoundError(
+                f"account {account_id} does not exist", account_id=account_id
+            ) from None
+        return AccountView.of(account)
+
+    # Transfers -------------------------------------------------------------------------
+
+    def record_transfer(self, command: RecordTransfer) -> TransferOutcome:
+        command = command.checked()
+        return self._run(lambda work: self._apply_transfer(work, command))
+
+    def record_batch(self, commands: Sequence[RecordTransfer], *, atomic: bool) -> BatchOutcome:
+        if len(commands) > limits.BATCH_SIZE_MAX:
+            raise BatchTooLargeError(
+                f"a batch holds at most {limits.BATCH_SIZE_MAX} transfers, got {len(commands)}"
+            )
+        if not commands:
+            raise ValidationError("a batch needs at least one transfer", field="transfers")
+        if atomic:
+            return self._record_atomic_batch(commands)
+        return self._record_independent_batch(commands)
+
+    def _record_atomic_batch(self, commands: Sequence[RecordTransfer]) -> BatchOutcome:
+        checked: list[RecordTransfer] = []
+        for index, command in enumerate(commands):
+            try:
+                checked.append(command.checked())
+            except LedgerError as error:
+                raise BatchRejectedError(index, error) from None
+
+        def attempt(work: _Attempt) -> Callable[[int | None], BatchOutcome]:
+            finishers = []
+            for index, command in enumerate(checked):
+                try:
+                    finishers.append(self._apply_transfer(work, command))
+                except LedgerError as error:
+                    raise BatchRejectedError(index, error) from None
+            return lambda position: BatchOutcome([finish(position) for finish in finishers])
+
+        return self._run(attempt)
+
+    def _record_independent_batch(self, commands: Sequence[RecordTransfer]) -> BatchOutcome:
+        # Items are applied in order on one set of aggregates; an item that fails its
+        # checks changes nothing (checks run before any event), so the survivors can
+        # still share a single write.
+        def attempt(work: _Attempt) -> Callable[[int | None], BatchOutcome]:
+            items: list[Callable[[int | None], TransferOutcome] | LedgerError] = []
+            for command in commands:
+                try:
+                    items.append(self._apply_transfer(work, command.checked()))
+                except LedgerError as error:
+                    items.append(error)
+            return lambda position: BatchOutcome(
+                [item if isinstance(item, LedgerError) else item(position) for item in items]
+            )
+
+        return self._run(attempt)
+
+    def _apply_transfer(
+        self, work: _Attempt, command: RecordTransfer, reversal_of: str | None = None
+    ) -> Callable[[int | None], TransferOutcome]:
+        existing = work.find_transfer(command.id)
+        if existing is not None:
+            return self._replay(existing, command, reversal_of)
+        debit_account = work.account(command.debit_account_id)
+        credit_account = work.account(command.credit_account_id)
+        if debit_account.unit != credit_account.unit:
+            raise UnitMismatchError(
+                f"account {debit_account.account_id} holds {debit_account.unit}, "
+                f"account {credit_account.account_id} holds {credit_account.unit}",
+                debit_unit=debit_account.unit,
+                credit_unit=credit_account.unit,
+            )
+        debit_account.check_debit(command.amount)
+        credit_account.check_credit(command.amount)
+        # Every check passed: from here on nothing may refuse, so the events below are
+        # all-or-nothing for this transfer even inside a larger batch.
+        transfer = Transfer.record(
+            transfer_id=command.id,
+            debit_account_id=command.debit_account_id,
+            credit_account_id=command.credit_account_id,
+            amount=command.amount,
+            unit=debit_account.unit,
+            pending=command.pending,
+            timeout_seconds=command.timeout_seconds,
+            metadata=command.metadata,
+            reversal_of=reversal_of,
+        )
+        debit_account.debit(command.id, command.amount, pending=command.pending)
+        credit_account.credit(command.id, command.amount, pending=command.pending)
+        work.transfers[command.id] = transfer
+        view = TransferView.of(transfer)
+        return lambda position: TransferOutcome(view, created=True, position=_known(position))
+
+    def _replay(
+        self, existing: Transfer, command: RecordTransfer, reversal_of: str | None
+    ) -> Callable[[int | None], TransferOutcome]:
+        if not existing.same_body(
+            command.debit_account_id,
+            command.credit_account_id,
+            command.amount,
+            command.pending,
+            command.timeout_seconds,
+            command.metadata,
+            reversal_of,
+        ):
+            raise IdempotencyConflictError(
+                f"transfer {command.id} was already recorded with a different body",
+                transfer_id=command.id,
+            )
+        view = TransferView.of(existing)
+        return lambda _: TransferOutcome(view, created=False, position=self._recorded_at(existing))
+
+    def _recorded_at(self, transfer: Transfer) -> int:
+        return self._position_of(transfer.id, Transfer.INITIAL_VERSION)
+
+    def _position_of(self, originator_id: UUID, version: int) -> int:
+        return recorded_position(self.recorder, originator_id, version)
+
+    def post_pending(self, transfer_id: str, amount: int | None = None) -> TransferOutcome:
+        transfer_id = check_id(transfer_id, "transfer_id")
+        if amount is not None:
+            amount = check_amount(amount)
+
+        def attempt(work: _Attempt) -> Callable[[int | None], TransferOutcome]:
+            transfer = work.transfer(transfer_id)
+            posted_amount = transfer.amount if amount is None else amount
+            transfer.post(posted_amount, self.clock())
+            self._settle_hold(work, transfer, posted_amount)
+            return self._outcome(transfer)
+
+        return self._run(attempt)
+
+    def void_pending(self, transfer_id: str) -> TransferOutcome:
+        transfer_id = check_id(transfer_id, "transfer_id")
+
+        def attempt(work: _Attempt) -> Callable[[int | None], TransferOutcome]:
+            transfer = work.transfer(transfer_id)
+            transfer.void(self.clock())
+            self._settle_hold(work, transfer, 0)
+            return self._outcome(transfer)
+
+        return self._run(attempt)
+
+    def expire_pending(self, transfer_id: str) -> TransferOutcome:
+        """Release a hold whose timeout has passed. Safe to run twice: an expired hold
+        is answered as it is, with nothing written."""
+        transfer_id = check_id(transfer_id, "transfer_id")
+
+        def attempt(work: _Attempt) -> Callable[[int | None], TransferOutcome]:
+            transfer = work.transfer(transfer_id)
+            if transfer.status == "expired":
+                view = TransferView.of(transfer)
+                return lambda _: TransferOutcome(
+                    view, created=False, position=self._position_of(transfer.id, transfer.version)
+                )
+            transfer.expire(self.clock())
+            self._settle_hold(work, transfer, 0)
+            return self._outcome(transfer)
+
+        return self._run(attempt)
+
+    def _settle_hold(self, work: _Attempt, transfer: Transfer, posted_amount: int) -> None:
+        debit_account = work.account(transfer.debit_account_id)
+        credit_account = work.account(transfer.credit_account_id)
+        debit_account.settle_debit_hold(transfer.transfer_id, transfer.amount, posted_amount)
+        credit_account.settle_credit_hold(transfer.transfer_id, transfer.amount, posted_amount)
+
+    def reverse_transfer(
+        self, transfer_id: str, reversal_id: str, metadata: dict[str, str] | None = None
+    ) -> TransferOutcome:
+        """Refund a posted transfer: a new transfer, accounts swapped, linked both ways."""
+        transfer_id = check_id(transfer_id, "transfer_id")
+        reversal_id = check_id(reversal_id, "id")
+        checked_metadata = check_metadata(metadata)
+
+        def attempt(work: _Attempt) -> Callable[[int | None], TransferOutcome]:
+            original = work.transfer(transfer_id)
+            command = RecordTransfer(
+                id=reversal_id,
+                debit_account_id=original.credit_account_id,
+                credit_account_id=original.debit_account_id,
+                amount=original.amount_posted,
+                metadata=checked_metadata,
+            )
+            if work.find_transfer(reversal_id) is not None:
+                return self._replay(work.transfer(reversal_id), command, transfer_id)
+            original.check_reversible()
+            finish = self._apply_transfer(work, command, reversal_of=transfer_id)
+            original.mark_reversed(reversal_id)
+            return finish
+
+        return self._run(attempt)
+
+    def get_transfer(self, transfer_id: str) -> TransferView:
+        transfer_id = check_id(transfer_id, "transfer_id")
+        return TransferView.of(_Attempt(self).transfer(transfer_id))
+
+    def transfer_position(self, transfer_id: str) -> int:
+        """The log position at which the transfer was recorded."""
+        transfer_id = check_id(transfer_id, "transfer_id")
+        return self._recorded_at(_Attempt(self).transfer(transfer_id))
+
+    def _outcome(self, transfer: Transfer) -> Callable[[int | None], TransferOutcome]:
+        view = TransferView.of(transfer)
+        return lambda position: TransferOutcome(view, created=False, position=_known(position))
+
+    # The retry loop --------------------------------------------------------------------
+
+    def _run(self, attempt: Callable[[_Attempt], Callable[[int | None], R]]) -> R:
+        for attempt_number in range(RETRY_ATTEMPTS_MAX):
+            work = _Attempt(self)
+            finish = attempt(work)
+            try:
+                recordings = self.save(*work.aggregates())
+            except IntegrityError:
+                # Another writer moved one of our streams: redo everything on fresh state.
+                _backoff(attempt_number)
+                continue
+            return finish(_commit_position(recordings))
+        raise ConcurrencyConflictError(
+            f"gave up after {RETRY_ATTEMPTS_MAX} conflicting attempts; "
+            "sending the same command again is safe"
+        )
+
+
+def _commit_position(recordings: Iterable[Recording[UUID]]) -> int | None:
+    positions = [r.notification.id for r in recordings]
+    return max(positions) if positions else None
+
+
+def _known(position: int | None) -> int:
+    assert position is not None, "a command that wrote must have a position"
+    return position
+
+
+def _backoff(attempt_number: int) -> None:
+    ceiling = min(RETRY_BACKOFF_CAP_SECONDS, RETRY_BACKOFF_BASE_SECONDS * 2**attempt_number)
+    time.sleep(random.uniform(0, ceiling))

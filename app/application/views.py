@@ -1,0 +1,113 @@
+"""What the application hands out: plain, frozen values, never live aggregates."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from app.domain.account import Account
+from app.domain.transfer import Transfer, TransferStatus
+
+
+@dataclass(frozen=True)
+class AccountView:
+    id: str
+    unit: str
+    status: str
+    allow_negative: bool
+    overdraft_limit: int
+    metadata: dict[str, str]
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+    version: int
+    position: int | None = None
+
+    @property
+    def balance(self) -> int:
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.debits_pending
+
+    @classmethod
+    def of(cls, account: Account, position: int | None = None) -> "AccountView":
+        return cls(
+            id=account.account_id,
+            unit=account.unit,
+            status=account.status,
+            allow_negative=account.allow_negative,
+            overdraft_limit=account.overdraft_limit,
+            metadata=dict(account.metadata),
+            debits_posted=account.debits_posted,
+            credits_posted=account.credits_posted,
+            debits_pending=account.debits_pending,
+            credits_pending=account.credits_pending,
+            version=account.version,
+            position=position,
+        )
+
+
+@dataclass(frozen=True)
+class TransferView:
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    unit: str
+    pending: bool
+    timeout_seconds: int | None
+    metadata: dict[str, str]
+    status: TransferStatus
+    amount_posted: int
+    recorded_at: datetime
+    expires_at: datetime | None
+    reversal_of: str | None
+    reversed_by: str | None
+
+    @classmethod
+    def of(cls, transfer: Transfer) -> "TransferView":
+        return cls(
+            id=transfer.transfer_id,
+            debit_account_id=transfer.debit_account_id,
+            credit_account_id=transfer.credit_account_id,
+            amount=transfer.amount,
+            unit=transfer.unit,
+            pending=transfer.pending,
+            timeout_seconds=transfer.timeout_seconds,
+            metadata=dict(transfer.metadata),
+            status=transfer.status,
+            amount_posted=transfer.amount_posted,
+            recorded_at=transfer.recorded_at,
+            expires_at=transfer.expires_at,
+            reversal_of=transfer.reversal_of,
+            reversed_by=transfer.reversed_by,
+        )
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    """The answer to a transfer command.
+
+    ``created`` is False for an idempotent replay (HTTP 200 instead of 201).
+    ``position`` is the log position to wait for to read this write's effects:
+    the command's own commit for a new write, the original record for a replay.
+    """
+
+    transfer: TransferView
+    created: bool
+    position: int
+
+
+@dataclass(frozen=True)
+class AccountOutcome:
+    account: AccountView
+    created: bool
+    position: int
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """Per item, in request order: a TransferOutcome or the error that refused it."""
+
+    results: list["TransferOutcome | Exception"] = field(default_factory=list)

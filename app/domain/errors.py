@@ -1,0 +1,145 @@
+"""Domain errors: each has a stable machine-readable ``code`` that clients can branch on.
+
+Codes are part of the public contract (API problem documents, CLI messages):
+they may be added, never renamed.
+"""
+
+from typing import Any, ClassVar
+
+
+class LedgerError(Exception):
+    """Base of every rejection the ledger makes. Nothing is written when one is raised."""
+
+    code: ClassVar[str] = "ledger_error"
+    # The HTTP layer maps these; the domain only says what kind of rejection it is.
+    kind: ClassVar[str] = "unprocessable"
+
+    def __init__(self, detail: str, **context: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.context = context
+
+
+class ValidationError(LedgerError):
+    code = "validation_error"
+    kind = "invalid"
+
+
+class AmountOutOfRangeError(ValidationError):
+    code = "amount_out_of_range"
+
+
+class SameAccountError(ValidationError):
+    code = "same_account"
+
+
+class BatchTooLargeError(ValidationError):
+    code = "batch_too_large"
+    kind = "too_large"
+
+
+class AccountNotFoundError(LedgerError):
+    code = "account_not_found"
+    kind = "not_found"
+
+
+class TransferNotFoundError(LedgerError):
+    code = "transfer_not_found"
+    kind = "not_found"
+
+
+class IdempotencyConflictError(LedgerError):
+    """The id was used before with a different body."""
+
+    code = "idempotency_conflict"
+    kind = "conflict"
+
+
+class ConcurrencyConflictError(LedgerError):
+    """Retries were exhausted under contention; the command may be sent again safely."""
+
+    code = "concurrency_conflict"
+    kind = "conflict"
+
+
+class UnitMismatchError(LedgerError):
+    code = "unit_mismatch"
+
+
+class AccountClosedError(LedgerError):
+    code = "account_closed"
+
+
+class AccountHasPendingTransfersError(LedgerError):
+    code = "account_has_pending_transfers"
+
+
+class InsufficientFundsError(LedgerError):
+    code = "insufficient_funds"
+
+
+class OverdraftLimitExceededError(LedgerError):
+    code = "overdraft_limit_exceeded"
+
+
+class BalanceOverflowError(LedgerError):
+    code = "balance_overflow"
+
+
+class TransferNotPendingError(LedgerError):
+    code = "transfer_not_pending"
+
+
+class TransferAlreadyPostedError(LedgerError):
+    code = "transfer_already_posted"
+
+
+class TransferAlreadyVoidedError(LedgerError):
+    code = "transfer_already_voided"
+
+
+class TransferExpiredError(LedgerError):
+    code = "transfer_expired"
+
+
+class TransferNotYetExpiredError(LedgerError):
+    code = "transfer_not_yet_expired"
+
+
+class PostAmountExceedsPendingError(LedgerError):
+    code = "post_amount_exceeds_pending"
+
+
+class TransferNotReversibleError(LedgerError):
+    code = "transfer_not_reversible"
+
+
+class TransferAlreadyReversedError(LedgerError):
+    code = "transfer_already_reversed"
+
+
+class BatchRejectedError(LedgerError):
+    """An atomic batch failed as a whole because one of its items was rejected."""
+
+    def __init__(self, index: int, cause: LedgerError) -> None:
+        super().__init__(
+            f"batch item {index} rejected ({cause.code}): {cause.detail}",
+            index=index,
+            item_code=cause.code,
+        )
+        self.index = index
+        self.cause = cause
+        self.code = cause.code  # type: ignore[misc]  # the batch fails with its item's code
+        self.kind = cause.kind  # type: ignore[misc]
+
+
+def all_error_codes() -> set[str]:
+    """Every stable code, for documentation and the contract tests."""
+    codes: set[str] = set()
+    pending: list[type[LedgerError]] = [LedgerError]
+    while pending:
+        cls = pending.pop()
+        codes.add(cls.code)
+        pending.extend(cls.__subclasses__())
+    codes.discard(LedgerError.code)
+    return codes

@@ -1,0 +1,228 @@
+"""The Transfer aggregate: one stream per transfer; its client id is its idempotency key."""
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from app.domain.errors import (
+    PostAmountExceedsPendingError,
+    TransferAlreadyPostedError,
+    TransferAlreadyReversedError,
+    TransferAlreadyVoidedError,
+    TransferExpiredError,
+    TransferNotPendingError,
+    TransferNotReversibleError,
+    TransferNotYetExpiredError,
+)
+from app.domain.values import transfer_uuid
+
+TransferStatus = Literal["posted", "pending", "voided", "expired"]
+
+
+class Transfer(Aggregate):
+    INITIAL_VERSION = 0
+
+    class TransferRecorded(Aggregate.Created):
+        transfer_id: str
+        debit_account_id: str
+        credit_account_id: str
+        amount: int
+        unit: str
+        pending: bool
+        timeout_seconds: int | None
+        metadata: dict[str, str]
+        reversal_of: str | None
+
+    class PendingPosted(Aggregate.Event):
+        amount: int
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = "posted"
+            aggregate.amount_posted = self.amount
+
+    class PendingVoided(Aggregate.Event):
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = "voided"
+
+    class PendingExpired(Aggregate.Event):
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = "expired"
+
+    class Reversed(Aggregate.Event):
+        reversal_id: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.reversed_by = self.reversal_id
+
+    @staticmethod
+    def create_id(transfer_id: str) -> UUID:
+        return transfer_uuid(transfer_id)
+
+    def __init__(
+        self,
+        transfer_id: str,
+        debit_account_id: str,
+        credit_account_id: str,
+        amount: int,
+        unit: str,
+        pending: bool,
+        timeout_seconds: int | None,
+        metadata: dict[str, str],
+        reversal_of: str | None,
+    ) -> None:
+        self.transfer_id = transfer_id
+        self.debit_account_id = debit_account_id
+        self.credit_account_id = credit_account_id
+        self.amount = amount
+        self.unit = unit
+        self.pending = pending
+        self.timeout_seconds = timeout_seconds
+        self.metadata = dict(metadata)
+        self.reversal_of = reversal_of
+        self.status: TransferStatus = "pending" if pending else "posted"
+        self.amount_posted = 0 if pending else amount
+        self.reversed_by: str | None = None
+
+    @classmethod
+    def record(
+        cls,
+        transfer_id: str,
+        debit_account_id: str,
+        credit_account_id: str,
+        amount: int,
+        unit: str,
+        pending: bool,
+        timeout_seconds: int | None,
+        metadata: dict[str, str],
+        reversal_of: str | None = None,
+    ) -> "Transfer":
+        return cls._create(
+            cls.TransferRecorded,
+            transfer_id=transfer_id,
+            debit_account_id=debit_account_id,
+            credit_account_id=credit_account_id,
+            amount=amount,
+            unit=unit,
+            pending=pending,
+            timeout_seconds=timeout_seconds,
+            metadata=metadata,
+            reversal_of=reversal_of,
+        )
+
+    @property
+    def recorded_at(self) -> datetime:
+        return self.created_on
+
+    @property
+    def expires_at(self) -> datetime | None:
+        if not self.pending or self.timeout_seconds is None:
+            return None
+        return self.created_on + timedelta(seconds=self.timeout_seconds)
+
+    def is_due_to_expire(self, now: datetime) -> bool:
+        expires_at = self.expires_at
+        return self.status == "pending" and expires_at is not None and now >= expires_at
+
+    def same_body(
+        self,
+        debit_account_id: str,
+        credit_account_id: str,
+        amount: int,
+        pending: bool,
+        timeout_seconds: int | None,
+        metadata: dict[str, str],
+        reversal_of: str | None,
+    ) -> bool:
+        mine = (
+            self.debit_account_id,
+            self.credit_account_id,
+            self.amount,
+            self.pending,
+            self.timeout_seconds,
+            self.metadata,
+            self.reversal_of,
+        )
+        theirs = (
+            debit_account_id,
+            credit_account_id,
+            amount,
+            pending,
+            timeout_seconds,
+            metadata,
+            reversal_of,
+        )
+        return mine == theirs
+
+    # Commands --------------------------------------------------------------------------
+
+    def check_postable(self, amount: int, now: datetime) -> None:
+        self._check_still_pending(now)
+        if amount > self.amount:
+            raise PostAmountExceedsPendingError(
+                f"cannot post {amount}: transfer {self.transfer_id} holds {self.amount}",
+                transfer_id=self.transfer_id,
+            )
+
+    def post(self, amount: int, now: datetime) -> None:
+        self.check_postable(amount, now)
+        self.trigger_event(self.PendingPosted, amount=amount)
+
+    def void(self, now: datetime) -> None:
+        self._check_still_pending(now)
+        self.trigger_event(self.PendingVoided)
+
+    def expire(self, now: datetime) -> None:
+        self._check_pending()
+        if not self.is_due_to_expire(now):
+            raise TransferNotYetExpiredError(
+                f"transfer {self.transfer_id} expires at {self.expires_at}",
+                transfer_id=self.transfer_id,
+            )
+        self.trigger_event(self.PendingExpired)
+
+    def mark_reversed(self, reversal_id: str) -> None:
+        self.check_reversible()
+        self.trigger_event(self.Reversed, reversal_id=reversal_id)
+
+    def check_reversible(self) -> None:
+        if self.status != "posted":
+            raise TransferNotReversibleError(
+                f"transfer {self.transfer_id} is {self.status}; only posted transfers reverse",
+                transfer_id=self.transfer_id,
+            )
+        if self.reversed_by is not None:
+            raise TransferAlreadyReversedError(
+                f"transfer {self.transfer_id} was reversed by {self.reversed_by}",
+                transfer_id=self.transfer_id,
+                reversed_by=self.reversed_by,
+            )
+
+    def _check_pending(self) -> None:
+        if self.status == "pending":
+            return
+        if not self.pending:
+            raise TransferNotPendingError(
+                f"transfer {self.transfer_id} is not a pending transfer",
+                transfer_id=self.transfer_id,
+            )
+        error_class = {
+            "posted": TransferAlreadyPostedError,
+            "voided": TransferAlreadyVoidedError,
+            "expired": TransferExpiredError,
+        }[self.status]
+        raise error_class(
+            f"pending transfer {self.transfer_id} is already {self.status}",
+            transfer_id=self.transfer_id,
+        )
+
+    def _check_still_pending(self, now: datetime) -> None:
+        self._check_pending()
+        if self.is_due_to_expire(now):
+            # Past its timeout a hold can no longer be posted or voided, even before the
+            # expiry worker has written the expiry: the reservation is already lost.
+            raise TransferExpiredError(
+                f"pending transfer {self.transfer_id} expired at {self.expires_at}",
+                transfer_id=self.transfer_id,
+            )

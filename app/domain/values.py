@@ -1,0 +1,96 @@
+"""Value checks and deterministic ids. Client ids map to aggregate ids by uuid5,
+so every process (and every backend) finds the same stream for the same id."""
+
+from collections.abc import Mapping
+from typing import Final
+from uuid import UUID, uuid5
+
+from app.domain import limits
+from app.domain.errors import AmountOutOfRangeError, ValidationError
+
+# Fixed forever: changing it would orphan every stream already written.
+LEDGER_NAMESPACE: Final = UUID("6f1d2c1e-4b7a-5c3d-9e8f-0a1b2c3d4e5f")
+
+
+def account_uuid(account_id: str) -> UUID:
+    return uuid5(LEDGER_NAMESPACE, "account:" + account_id)
+
+
+def transfer_uuid(transfer_id: str) -> UUID:
+    return uuid5(LEDGER_NAMESPACE, "transfer:" + transfer_id)
+
+
+def check_id(value: object, field: str) -> str:
+    if not isinstance(value, str) or not limits.ID_PATTERN.fullmatch(value):
+        raise ValidationError(
+            f"{field} must be 1-{limits.ID_LENGTH_MAX} characters of [A-Za-z0-9._:-]",
+            field=field,
+        )
+    return value
+
+
+def check_unit(value: object) -> str:
+    if not isinstance(value, str) or not limits.UNIT_PATTERN.fullmatch(value):
+        raise ValidationError("unit must be 1-16 characters of [A-Z0-9_]", field="unit")
+    return value
+
+
+def check_amount(value: object, field: str = "amount") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{field} must be an integer", field=field)
+    if not limits.AMOUNT_MIN <= value <= limits.AMOUNT_MAX:
+        raise AmountOutOfRangeError(
+            f"{field} must be between {limits.AMOUNT_MIN} and {limits.AMOUNT_MAX}",
+            field=field,
+        )
+    return value
+
+
+def check_overdraft_limit(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("overdraft_limit must be an integer", field="overdraft_limit")
+    if not 0 <= value <= limits.OVERDRAFT_LIMIT_MAX:
+        raise ValidationError(
+            f"overdraft_limit must be between 0 and {limits.OVERDRAFT_LIMIT_MAX}",
+            field="overdraft_limit",
+        )
+    return value
+
+
+def check_timeout_seconds(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("timeout_seconds must be an integer", field="timeout_seconds")
+    if not limits.TIMEOUT_SECONDS_MIN <= value <= limits.TIMEOUT_SECONDS_MAX:
+        raise ValidationError(
+            f"timeout_seconds must be between {limits.TIMEOUT_SECONDS_MIN} "
+            f"and {limits.TIMEOUT_SECONDS_MAX}",
+            field="timeout_seconds",
+        )
+    return value
+
+
+def check_metadata(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError("metadata must be an object of strings", field="metadata")
+    if len(value) > limits.METADATA_ENTRIES_MAX:
+        raise ValidationError(
+            f"metadata may hold at most {limits.METADATA_ENTRIES_MAX} entries",
+            field="metadata",
+        )
+    checked: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= limits.METADATA_KEY_LENGTH_MAX:
+            raise ValidationError(
+                f"metadata keys must be strings of 1-{limits.METADATA_KEY_LENGTH_MAX} characters",
+                field="metadata",
+            )
+        if not isinstance(item, str) or len(item) > limits.METADATA_VALUE_LENGTH_MAX:
+            raise ValidationError(
+                f"metadata values must be strings of at most "
+                f"{limits.METADATA_VALUE_LENGTH_MAX} characters",
+                field="metadata",
+            )
+        checked[key] = item
+    return dict(sorted(checked.items()))

@@ -1,0 +1,73 @@
+"""Event-store URLs → the eventsourcing library's environment for one backend.
+
+The library is configured by environment keys (PERSISTENCE_MODULE, SQLITE_DBNAME, ...);
+this module is the one place that turns our URLs into those keys.
+"""
+
+from pathlib import Path
+from typing import Final
+from urllib.parse import unquote, urlsplit
+
+# Writers wait this long for SQLite's single write lock before giving up: long enough
+# for a burst of contending processes, short enough that a wedged writer is noticed.
+SQLITE_LOCK_TIMEOUT_SECONDS: Final = 30
+POSTGRES_POOL_SIZE: Final = 8
+POSTGRES_MAX_OVERFLOW: Final = 8
+
+
+class StoreURLError(ValueError):
+    """The URL names no backend we support, or is malformed."""
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def sqlite_env(path: str) -> dict[str, str]:
+    if path != ":memory:" and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": path,
+        "SQLITE_LOCK_TIMEOUT": str(SQLITE_LOCK_TIMEOUT_SECONDS),
+    }
+
+
+def postgres_env(url: str) -> dict[str, str]:
+    parts = urlsplit(url)
+    dbname = unquote(parts.path.lstrip("/"))
+    if not dbname:
+        raise StoreURLError(f"PostgreSQL URL needs a database name: {url!r}")
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": dbname,
+        "POSTGRES_HOST": parts.hostname or "localhost",
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": unquote(parts.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_POOL_SIZE": str(POSTGRES_POOL_SIZE),
+        "POSTGRES_MAX_OVERFLOW": str(POSTGRES_MAX_OVERFLOW),
+    }
+    for option in parts.query.split("&") if parts.query else []:
+        key, _, value = option.partition("=")
+        if key == "schema":
+            env["POSTGRES_SCHEMA"] = unquote(value)
+    return env
+
+
+def event_store_env(url: str) -> dict[str, str]:
+    """The library environment for an event-store URL (``memory://``, ``sqlite:///…``,
+    ``postgresql://…``)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+    if scheme == "sqlite":
+        path = url.removeprefix("sqlite://").removeprefix("/") if "///" in url else ""
+        if not path:
+            raise StoreURLError(f"SQLite URL must look like sqlite:///path/to/file: {url!r}")
+        return sqlite_env("/" + path if url.startswith("sqlite:////") else path)
+    if scheme in ("postgresql", "postgres"):
+        return postgres_env(url)
+    raise StoreURLError(
+        f"unsupported event store {url!r}: use sqlite:///PATH, postgresql://… or memory://"
+    )

@@ -1,0 +1,141 @@
+"""A throwaway PostgreSQL server for tests and benchmarks.
+
+PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` OS
+user (``runuser``); its data directory is a fresh temp folder, its port a free one,
+and it is stopped and deleted afterwards. Nothing here skips: if the binaries are
+missing, starting fails loudly.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import psycopg
+
+START_TIMEOUT_SECONDS: Final = 60
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    host: str
+    port: int
+    user: str
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+
+    def create_database(self, dbname: str) -> str:
+        with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+            connection.execute(f'CREATE DATABASE "{dbname}"')
+        return self.url(dbname)
+
+
+def _bindir() -> Path:
+    found = shutil.which("pg_config")
+    if found:
+        output = subprocess.run([found, "--bindir"], capture_output=True, text=True, check=True)
+        candidate = Path(output.stdout.strip())
+        if (candidate / "initdb").exists():
+            return candidate
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _as_server_user(command: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *command]
+    return command
+
+
+@contextmanager
+def running_postgres(*, fsync: bool = True) -> Iterator[PostgresServer]:
+    bindir = _bindir()
+    workdir = Path(tempfile.mkdtemp(prefix="ledger-pg-"))
+    datadir = workdir / "data"
+    if os.geteuid() == 0:
+        shutil.chown(workdir, "postgres", "postgres")
+    os.chmod(workdir, 0o700)
+    subprocess.run(
+        _as_server_user(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(datadir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    port = _free_port()
+    options = (
+        f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c max_connections=200 "
+        f"-c fsync={'on' if fsync else 'off'} -c shared_buffers=256MB"
+    )
+    subprocess.run(
+        _as_server_user(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(datadir),
+                "-o",
+                options,
+                "-l",
+                str(workdir / "log"),
+                "-w",
+                "-t",
+                str(START_TIMEOUT_SECONDS),
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    server = PostgresServer(host="127.0.0.1", port=port, user="postgres")
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        subprocess.run(
+            _as_server_user(
+                [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"]
+            ),
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_ready(server: PostgresServer) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while True:
+        try:
+            with psycopg.connect(server.url("postgres"), connect_timeout=2):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
