@@ -12,6 +12,9 @@ from urllib.parse import unquote, urlsplit
 # for a burst of contending processes, short enough that a wedged writer is noticed.
 SQLITE_LOCK_TIMEOUT_SECONDS: Final = 30
 POSTGRES_POOL_SIZE: Final = 8
+SQLITE_RECORDER_TOPIC: Final = (
+    "app.persistence.sqlite_subscription:SubscribableSQLiteApplicationRecorder"
+)
 POSTGRES_MAX_OVERFLOW: Final = 8
 
 
@@ -28,6 +31,8 @@ def sqlite_env(path: str) -> dict[str, str]:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        # The library's SQLite recorder cannot subscribe; ours polls (decision 0005).
+        "APPLICATION_RECORDER_TOPIC": SQLITE_RECORDER_TOPIC,
         "SQLITE_DBNAME": path,
         "SQLITE_LOCK_TIMEOUT": str(SQLITE_LOCK_TIMEOUT_SECONDS),
     }

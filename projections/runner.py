@@ -1,0 +1,300 @@
+"""Projection workers: the library's ProjectionRunner over our views, plus lag,
+read-your-writes, the expiry worker, and rebuild-beside-and-switch by generations.
+
+A *generation* is one complete copy of the views: a SQLite file ``views.gN.sqlite``
+or a PostgreSQL schema ``ledger_views_gN``. A small pointer names the generation
+readers use; a rebuild fills generation N+1 from position zero while N keeps
+serving, then moves the pointer in one write (decision 0006).
+"""
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import psycopg
+import structlog
+from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.projection import ProjectionRunner
+from eventsourcing.utils import Environment
+
+from app.application.ledger import Ledger
+from app.domain.errors import LedgerError
+from app.persistence.stores import event_store_env, postgres_env, sqlite_env
+from projections.projection import LedgerProjection
+from projections.views import LedgerViewMixin, PostgresLedgerView, SQLiteLedgerView
+
+log = structlog.get_logger(__name__)
+
+VIEW_ENV_PREFIX: Final = LedgerProjection.name.upper() + "_"
+EXPIRY_INTERVAL_SECONDS: Final = 1.0
+EXPIRY_BATCH_SIZE: Final = 100
+GENERATION_CHECK_SECONDS: Final = 1.0
+REBUILD_POLL_SECONDS: Final = 0.25
+
+
+@dataclass(frozen=True)
+class Lag:
+    generation: int
+    checkpoint: int
+    head: int
+    positions: int
+    seconds: float
+
+
+class GenerationPointer:
+    """Which view generation is live (``current``) and which is being rebuilt."""
+
+    def __init__(self, read_model_url: str) -> None:
+        self.url = read_model_url
+        self.is_postgres = urlsplit(read_model_url).scheme in ("postgresql", "postgres")
+        with self._connect() as connection:
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS ledger_view_generation ("
+                "id INTEGER PRIMARY KEY, current_generation INTEGER NOT NULL, "
+                "building_generation INTEGER)"
+            )
+            connection.execute(
+                "INSERT INTO ledger_view_generation VALUES (1, 1, NULL) ON CONFLICT DO NOTHING"
+            )
+
+    @contextmanager
+    def _connect(self) -> Iterator[Any]:
+        if self.is_postgres:
+            with psycopg.connect(self.url, autocommit=True) as connection:
+                yield connection
+            return
+        path = _sqlite_path(self.url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lite = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            yield lite
+        finally:
+            lite.close()
+
+    def read(self) -> tuple[int, int | None]:
+        with self._connect() as connection:
+            row = connection.execute(
+                "SELECT current_generation, building_generation FROM ledger_view_generation"
+            ).fetchone()
+        return int(row[0]), (None if row[1] is None else int(row[1]))
+
+    @property
+    def current(self) -> int:
+        return self.read()[0]
+
+    def start_building(self, generation: int) -> None:
+        self._write("UPDATE ledger_view_generation SET building_generation = {}", generation)
+
+    def switch_to(self, generation: int) -> None:
+        # One statement: readers see the old generation or the new one, never neither.
+        self._write(
+            "UPDATE ledger_view_generation SET current_generation = {}, building_generation = NULL",
+            generation,
+        )
+
+    def _write(self, statement: str, generation: int) -> None:
+        with self._connect() as connection:
+            connection.execute(statement.format(int(generation)))
+
+
+def _sqlite_path(url: str) -> Path:
+    return Path(
+        url.removeprefix("sqlite://")[1:]
+        if url.startswith("sqlite:////")
+        else url.removeprefix("sqlite:///")
+    )
+
+
+def view_env(read_model_url: str, generation: int) -> dict[str, str]:
+    """Library keys for the views, prefixed with the projection's name."""
+    if urlsplit(read_model_url).scheme in ("postgresql", "postgres"):
+        env = postgres_env(read_model_url)
+        env["POSTGRES_SCHEMA"] = f"ledger_views_g{generation}"
+    else:
+        base = _sqlite_path(read_model_url)
+        env = sqlite_env(str(base.with_name(f"{base.stem}.g{generation}{base.suffix}")))
+    return {VIEW_ENV_PREFIX + key: value for key, value in env.items()}
+
+
+def view_class_for(read_model_url: str) -> type[SQLiteLedgerView] | type[PostgresLedgerView]:
+    if urlsplit(read_model_url).scheme in ("postgresql", "postgres"):
+        return PostgresLedgerView
+    return SQLiteLedgerView
+
+
+def open_view(read_model_url: str, generation: int) -> LedgerViewMixin:
+    """A view to read (and to write, for a runner), without starting any worker."""
+    env = Environment(LedgerProjection.name, view_env(read_model_url, generation))
+    factory = InfrastructureFactory.construct(env)
+    view = factory.tracking_recorder(view_class_for(read_model_url))
+    assert isinstance(view, LedgerViewMixin)
+    return view
+
+
+def start_runner(
+    event_store_url: str, read_model_url: str, generation: int
+) -> ProjectionRunner[Ledger, Any]:
+    env = {**event_store_env(event_store_url), **view_env(read_model_url, generation)}
+    runner: ProjectionRunner[Ledger, Any] = ProjectionRunner(
+        application_class=Ledger,
+        projection_class=LedgerProjection,
+        view_class=view_class_for(read_model_url),
+        env=env,
+    )
+    # Entering marks the subscription as owned, so that __exit__ can close it cleanly.
+    runner.__enter__()
+    return runner
+
+
+def measure_lag(ledger: Ledger, view: LedgerViewMixin, generation: int) -> Lag:
+    head = ledger.recorder.max_notification_id() or 0
+    checkpoint = view.checkpoint()
+    seconds = 0.0
+    if checkpoint < head:
+        waiting = ledger.recorder.select_notifications(
+            start=checkpoint, limit=1, inclusive_of_start=False
+        )
+        if waiting:
+            event: Any = ledger.mapper.to_domain_event(waiting[0])
+            oldest: datetime = event.timestamp
+            seconds = max(0.0, (datetime.now(tz=UTC) - oldest).total_seconds())
+    return Lag(generation, checkpoint, head, max(0, head - checkpoint), seconds)
+
+
+class ProjectionWorkers:
+    """The live workers of one process: the runner of the current generation (swapped
+    when a rebuild moves the pointer) and the expiry worker."""
+
+    def __init__(
+        self,
+        event_store_url: str,
+        read_model_url: str,
+        ledger: Ledger,
+        *,
+        expire_holds: bool = True,
+        clock: Callable[[], datetime] = lambda: datetime.now(tz=UTC),
+    ) -> None:
+        self.event_store_url = event_store_url
+        self.read_model_url = read_model_url
+        self.ledger = ledger
+        self.pointer = GenerationPointer(read_model_url)
+        self.generation = self.pointer.current
+        self.expire_holds = expire_holds
+        self.clock = clock
+        self._runner: ProjectionRunner[Ledger, Any] | None = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    @property
+    def view(self) -> LedgerViewMixin:
+        assert self._runner is not None, "workers not started"
+        view: LedgerViewMixin = self._runner.view
+        return view
+
+    def start(self) -> "ProjectionWorkers":
+        self._runner = start_runner(self.event_store_url, self.read_model_url, self.generation)
+        self._spawn(self._watch_generation)
+        if self.expire_holds:
+            self._spawn(self._expire_due_holds)
+        log.info("projections.started", generation=self.generation)
+        return self
+
+    def _spawn(self, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, daemon=True, name=target.__name__)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join()
+        with self._lock:
+            if self._runner is not None:
+                self._runner.__exit__(None, None, None)
+
+    def lag(self) -> Lag:
+        return measure_lag(self.ledger, self.view, self.generation)
+
+    def check(self) -> None:
+        """Re-raise a failure of the runner's thread (for a supervisor or readiness)."""
+        with self._lock:
+            if self._runner is not None:
+                self._runner.run_forever(timeout=0)
+
+    def _watch_generation(self) -> None:
+        while not self._stopping.wait(GENERATION_CHECK_SECONDS):
+            current = self.pointer.current
+            if current != self.generation:
+                self._swap_to(current)
+
+    def _swap_to(self, generation: int) -> None:
+        new_runner = start_runner(self.event_store_url, self.read_model_url, generation)
+        with self._lock:
+            old, self._runner, self.generation = self._runner, new_runner, generation
+        if old is not None:
+            old.__exit__(None, None, None)
+        log.info("projections.switched", generation=generation)
+
+    def _expire_due_holds(self) -> None:
+        while not self._stopping.wait(EXPIRY_INTERVAL_SECONDS):
+            expire_due_holds(self.ledger, self.view, self.clock())
+
+
+def expire_due_holds(ledger: Ledger, view: LedgerViewMixin, now: datetime) -> list[str]:
+    """Expire every hold the view says is past its timeout. Idempotent: a hold already
+    expired, posted or voided (the view may lag) is skipped."""
+    expired = []
+    for transfer_id in view.due_expiries(now, EXPIRY_BATCH_SIZE):
+        try:
+            ledger.expire_pending(transfer_id)
+        except LedgerError as error:
+            log.info("expiry.skipped", transfer_id=transfer_id, code=error.code)
+            continue
+        expired.append(transfer_id)
+    return expired
+
+
+def rebuild(
+    event_store_url: str,
+    read_model_url: str,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Fill a new generation from position zero beside the live one, then switch.
+
+    Resumable: an interrupted rebuild is continued from its own checkpoint."""
+    pointer = GenerationPointer(read_model_url)
+    current, building = pointer.read()
+    generation = building if building is not None else current + 1
+    pointer.start_building(generation)
+    runner = start_runner(event_store_url, read_model_url, generation)
+    try:
+        view: LedgerViewMixin = runner.view
+        while True:
+            head = runner.app.recorder.max_notification_id() or 0
+            checkpoint = view.checkpoint()
+            if on_progress is not None:
+                on_progress(checkpoint, head)
+            if checkpoint >= head:
+                break
+            runner.run_forever(timeout=REBUILD_POLL_SECONDS)
+    finally:
+        runner.__exit__(None, None, None)
+    pointer.switch_to(generation)
+    return generation
+
+
+def wait_until(predicate: Callable[[], bool], timeout_seconds: float) -> bool:
+    deadline = time.monotonic() + timeout_seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
