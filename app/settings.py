@@ -21,6 +21,22 @@ class Settings(BaseSettings):
         default=None, description="sqlite:///PATH or postgresql://… for the projections"
     )
 
+    read_wait_seconds: float = Field(
+        default=5.0, ge=0, le=60, description="How long a read waits for min_position"
+    )
+    ready_lag_seconds_max: float = Field(
+        default=30.0, gt=0, description="Readiness fails when the views lag more than this"
+    )
+    request_body_bytes_max: int = Field(default=2_000_000, gt=0)
+    log_format: str = Field(default="json", pattern="^(json|console)$")
+
+    @cached_property
+    def keys_url(self) -> str:
+        """API keys live beside the read model (never in a disposable view generation)."""
+        if self.read_model and not self.read_model.startswith("sqlite"):
+            return self.read_model
+        return sqlite_url(self.data_dir.resolve() / "keys.sqlite")
+
     @cached_property
     def event_store_url(self) -> str:
         return self.event_store or sqlite_url(self.data_dir.resolve() / "events.sqlite")

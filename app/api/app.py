@@ -1,0 +1,156 @@
+"""The Litestar application factory: no I/O at import time; everything comes in through
+``Services``, built by the composition root (``app.bootstrap``)."""
+
+import time
+import uuid
+from typing import Any
+
+import structlog
+from litestar import Litestar, MediaType, Response, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.enums import ScopeType
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.pydantic import PydanticPlugin
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.controllers.accounts import AccountController
+from app.api.controllers.transfers import TransferController
+from app.api.errors import EXCEPTION_HANDLERS
+from app.api.metrics import Metrics
+from app.api.schemas import Health, Readiness
+from app.api.services import Services
+
+log = structlog.get_logger("app.api")
+
+
+def request_context(app: ASGIApp) -> ASGIApp:
+    """Request ids (taken from X-Request-ID or made), structured access logs, metrics."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        method = str(scope.get("method", "-"))
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")[:64]
+        request_id = given if given.isprintable() and given else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await app(scope, receive, send_with_id)
+            finally:
+                seconds = time.perf_counter() - started
+                route = scope.get("path_template") or "unmatched"
+                metrics: Metrics = scope["app"].state.metrics
+                metrics.observe(method, route, status, seconds)
+                log.info(
+                    "request",
+                    method=method,
+                    path=scope["path"],
+                    status=status,
+                    ms=round(seconds * 1000, 2),
+                )
+
+    return middleware
+
+
+@get("/v1/health", tags=["operations"], summary="Liveness", sync_to_thread=False)
+def health() -> Health:
+    return Health(status="ok")
+
+
+@get(
+    "/v1/ready",
+    tags=["operations"],
+    summary="Readiness: store reachable, views fresh",
+    sync_to_thread=True,
+)
+def ready(services: Services) -> Response[Readiness]:
+    try:
+        lag = services.lag()
+    except Exception as error:  # noqa: BLE001  # a probe answers, whatever broke
+        log.warning("ready.store_unreachable", error=repr(error))
+        body = Readiness(
+            status="not_ready",
+            store_reachable=False,
+            generation=0,
+            checkpoint=0,
+            head=0,
+            lag_positions=0,
+            lag_seconds=0.0,
+        )
+        return Response(body, status_code=503)
+    fresh = lag.seconds <= services.settings.ready_lag_seconds_max
+    body = Readiness(
+        status="ready" if fresh else "not_ready",
+        store_reachable=True,
+        generation=lag.generation,
+        checkpoint=lag.checkpoint,
+        head=lag.head,
+        lag_positions=lag.positions,
+        lag_seconds=round(lag.seconds, 3),
+    )
+    return Response(body, status_code=200 if fresh else 503)
+
+
+@get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics",
+    sync_to_thread=True,
+    media_type=MediaType.TEXT,
+    include_in_schema=False,
+)
+def metrics_endpoint(metrics: Metrics) -> Response[bytes]:
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(services: Services, *, on_shutdown: list[Any] | None = None) -> Litestar:
+    metrics = Metrics(services.lag)
+    return Litestar(
+        route_handlers=[AccountController, TransferController, health, ready, metrics_endpoint],
+        dependencies={
+            "services": Provide(lambda: services, sync_to_thread=False),
+            "metrics": Provide(lambda: metrics, sync_to_thread=False),
+        },
+        state=State({"services": services, "metrics": metrics}),
+        exception_handlers=EXCEPTION_HANDLERS,
+        # Strict: "5" is not an amount. Money fields never coerce from strings or floats.
+        plugins=[PydanticPlugin(validate_strict=True)],
+        middleware=[request_context],
+        request_max_body_size=services.settings.request_body_bytes_max,
+        on_shutdown=on_shutdown or [],
+        openapi_config=OpenAPIConfig(
+            title="Credits ledger",
+            version="1.0.0",
+            description="Event-sourced double-entry ledger. Errors are "
+            "application/problem+json with a stable `code`.",
+            components=Components(
+                security_schemes={
+                    "BearerAuth": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An API key from `ledger keys create`",
+                    )
+                }
+            ),
+            security=[{"BearerAuth": []}],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,28 @@
+"""Bearer API keys with scopes read < write < admin, checked by a route guard."""
+
+from collections.abc import Callable
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from app.persistence.keys import KeyStore, scope_allows
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+
+
+def requires(scope: str) -> Guard:
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        header = connection.headers.get("authorization", "")
+        kind, _space, key = header.partition(" ")
+        if kind.lower() != "bearer" or not key.strip():
+            raise NotAuthorizedException("an API key is required: Authorization: Bearer <key>")
+        keys: KeyStore = connection.app.state.services.keys
+        granted = keys.verify(key.strip())
+        if granted is None:
+            raise NotAuthorizedException("the API key is unknown or revoked")
+        if not scope_allows(granted, scope):
+            raise PermissionDeniedException(f"this operation needs the {scope!r} scope")
+
+    return guard

@@ -1,0 +1,146 @@
+"""Accounts: open, read (now, as of a time, at a position), statement, close."""
+
+from datetime import datetime
+from typing import Annotated
+
+from litestar import Controller, Response, get, post
+from litestar.params import Parameter
+
+from app.api.auth import requires
+from app.api.errors import ApiError
+from app.api.pagination import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, decode_cursor, next_cursor
+from app.api.schemas import AccountCreate, AccountRead, EntryRead, Page
+from app.api.services import Services
+from app.application.commands import OpenAccount
+from app.application.views import AccountView
+from app.domain.values import check_id
+
+Position = Annotated[int | None, Parameter(ge=0, le=2**63 - 1, required=False)]
+
+
+def account_read(view: AccountView, position: int) -> AccountRead:
+    return AccountRead(
+        id=view.id,
+        unit=view.unit,
+        status=view.status,  # type: ignore[arg-type]
+        balance=view.balance,
+        available=view.available,
+        debits_posted=view.debits_posted,
+        credits_posted=view.credits_posted,
+        debits_pending=view.debits_pending,
+        credits_pending=view.credits_pending,
+        allow_negative=view.allow_negative,
+        overdraft_limit=view.overdraft_limit,
+        metadata=view.metadata,
+        position=position,
+    )
+
+
+def not_found(account_id: str) -> ApiError:
+    return ApiError(404, "account_not_found", f"account {account_id} does not exist (yet)")
+
+
+class AccountController(Controller):
+    path = "/v1/accounts"
+    tags = ["accounts"]  # noqa: RUF012
+
+    @post(
+        "/",
+        guards=[requires("write")],
+        sync_to_thread=True,
+        status_code=201,
+        summary="Open an account (idempotent on id)",
+    )
+    def open(self, data: AccountCreate, services: Services) -> Response[AccountRead]:
+        outcome = services.ledger.open_account(OpenAccount(**data.model_dump()))
+        return Response(
+            account_read(outcome.account, outcome.position),
+            status_code=201 if outcome.created else 200,
+        )
+
+    @get(
+        "/{account_id:str}",
+        guards=[requires("read")],
+        sync_to_thread=True,
+        summary="Balances now, as of a time, or at a log position",
+    )
+    def read(
+        self,
+        account_id: str,
+        services: Services,
+        as_of: Annotated[datetime | None, Parameter(required=False)] = None,
+        at_position: Position = None,
+        min_position: Position = None,
+    ) -> AccountRead:
+        check_id(account_id, "account_id")
+        if as_of is not None and at_position is not None:
+            raise ApiError(422, "validation_error", "use as_of or at_position, not both")
+        if at_position is not None:
+            view = services.reach(at_position)
+            row = view.balance_at_position(account_id, at_position)
+            if row is None:
+                raise not_found(account_id)
+            return AccountRead.of(row, at_position)
+        if as_of is not None:
+            if as_of.tzinfo is None:
+                raise ApiError(422, "validation_error", "as_of needs a time zone (RFC 3339)")
+            if as_of > services.now():
+                raise ApiError(422, "as_of_in_future", "as_of must not be in the future")
+            # Every event recorded up to as_of is at or before today's head.
+            view = services.reach(max(services.head(), min_position or 0))
+            row = view.balance_as_of(account_id, as_of)
+            if row is None:
+                raise not_found(account_id)
+            return AccountRead.of(row, row.position)
+        view = services.reach(min_position)
+        checkpoint = view.checkpoint()
+        row = view.balance(account_id)
+        if row is None:
+            raise not_found(account_id)
+        return AccountRead.of(row, max(checkpoint, row.position))
+
+    @get(
+        "/{account_id:str}/entries",
+        guards=[requires("read")],
+        sync_to_thread=True,
+        summary="Statement lines, newest first",
+    )
+    def entries(
+        self,
+        account_id: str,
+        services: Services,
+        cursor: Annotated[str | None, Parameter(required=False, max_length=200)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
+        since: Annotated[datetime | None, Parameter(required=False)] = None,
+        until: Annotated[datetime | None, Parameter(required=False)] = None,
+        min_position: Position = None,
+    ) -> Page[EntryRead]:
+        check_id(account_id, "account_id")
+        for moment in (since, until):
+            if moment is not None and moment.tzinfo is None:
+                raise ApiError(422, "validation_error", "times need a time zone (RFC 3339)")
+        view = services.reach(min_position)
+        if view.balance(account_id) is None:
+            raise not_found(account_id)
+        rows = view.entries(
+            account_id,
+            before_position=decode_cursor(cursor),
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        return Page[EntryRead](
+            items=[EntryRead.of(row) for row in rows],
+            next_cursor=next_cursor([row.position for row in rows], limit),
+        )
+
+    @post(
+        "/{account_id:str}/close",
+        guards=[requires("write")],
+        sync_to_thread=True,
+        status_code=200,
+        summary="Close an account (idempotent)",
+    )
+    def close(self, account_id: str, services: Services) -> AccountRead:
+        outcome = services.ledger.close_account(account_id)
+        return account_read(outcome.account, outcome.position)

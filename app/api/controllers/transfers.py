@@ -1,0 +1,170 @@
+"""Transfers: record (one or a batch), read, list, and the two-phase and refund verbs."""
+
+from typing import Annotated
+
+from litestar import Controller, Response, get, post
+from litestar.params import Parameter
+
+from app.api.auth import requires
+from app.api.errors import ApiError, ledger_error_body
+from app.api.metrics import Metrics
+from app.api.pagination import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, decode_cursor, next_cursor
+from app.api.schemas import (
+    BatchCreate,
+    BatchItemResult,
+    BatchRead,
+    Page,
+    PostPending,
+    Problem,
+    ReverseTransfer,
+    TransferCreate,
+    TransferRead,
+    VoidPending,
+)
+from app.api.services import Services
+from app.application.commands import RecordTransfer
+from app.application.views import TransferOutcome
+from app.domain.errors import LedgerError
+from app.domain.values import check_id
+
+Position = Annotated[int | None, Parameter(ge=0, le=2**63 - 1, required=False)]
+
+
+def command_of(data: TransferCreate) -> RecordTransfer:
+    return RecordTransfer(**data.model_dump())
+
+
+def transfer_response(outcome: TransferOutcome) -> Response[TransferRead]:
+    return Response(
+        TransferRead.of(outcome.transfer, outcome.position),
+        status_code=201 if outcome.created else 200,
+    )
+
+
+class TransferController(Controller):
+    path = "/v1/transfers"
+    tags = ["transfers"]  # noqa: RUF012
+
+    @post(
+        "/",
+        guards=[requires("write")],
+        sync_to_thread=True,
+        status_code=201,
+        summary="Record a transfer (201; an idempotent replay answers 200, same body)",
+    )
+    def record(
+        self, data: TransferCreate, services: Services, metrics: Metrics
+    ) -> Response[TransferRead]:
+        outcome = services.ledger.record_transfer(command_of(data))
+        if outcome.created:
+            metrics.transfers_recorded.inc()
+        return transfer_response(outcome)
+
+    @post(
+        "/batch",
+        guards=[requires("write")],
+        sync_to_thread=True,
+        status_code=200,
+        summary="Record a batch: atomic (all or nothing) or one result per item",
+    )
+    def batch(self, data: BatchCreate, services: Services, metrics: Metrics) -> BatchRead:
+        commands = [command_of(item) for item in data.transfers]
+        outcome = services.ledger.record_batch(commands, atomic=data.atomic)
+        results = []
+        for result in outcome.results:
+            if isinstance(result, LedgerError):
+                metrics.rejections.labels(code=result.code).inc()
+                results.append(
+                    BatchItemResult(
+                        status=422 if result.kind != "conflict" else 409,
+                        error=Problem(**ledger_error_body(result)),
+                    )
+                )
+                continue
+            assert isinstance(result, TransferOutcome)
+            if result.created:
+                metrics.transfers_recorded.inc()
+            results.append(
+                BatchItemResult(
+                    status=201 if result.created else 200,
+                    transfer=TransferRead.of(result.transfer, result.position),
+                )
+            )
+        return BatchRead(results=results)
+
+    @get(
+        "/{transfer_id:str}",
+        guards=[requires("read")],
+        sync_to_thread=True,
+        summary="One transfer, with its status",
+    )
+    def read(
+        self, transfer_id: str, services: Services, min_position: Position = None
+    ) -> TransferRead:
+        check_id(transfer_id, "transfer_id")
+        row = services.reach(min_position).transfer(transfer_id)
+        if row is None:
+            raise ApiError(404, "transfer_not_found", f"transfer {transfer_id} does not exist")
+        return TransferRead.of(row, row.position)
+
+    @get(
+        "/",
+        guards=[requires("read")],
+        sync_to_thread=True,
+        summary="Transfers, newest first, optionally of one account",
+    )
+    def list(
+        self,
+        services: Services,
+        account_id: Annotated[str | None, Parameter(required=False, max_length=128)] = None,
+        cursor: Annotated[str | None, Parameter(required=False, max_length=200)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
+        min_position: Position = None,
+    ) -> Page[TransferRead]:
+        if account_id is not None:
+            check_id(account_id, "account_id")
+        rows = services.reach(min_position).transfers(
+            account_id=account_id, before_position=decode_cursor(cursor), limit=limit
+        )
+        return Page[TransferRead](
+            items=[TransferRead.of(row, row.position) for row in rows],
+            next_cursor=next_cursor([row.position for row in rows], limit),
+        )
+
+    @post(
+        "/{transfer_id:str}/post",
+        guards=[requires("write")],
+        sync_to_thread=True,
+        status_code=200,
+        summary="Post a pending transfer, whole or a smaller amount",
+    )
+    def post_pending(self, transfer_id: str, data: PostPending, services: Services) -> TransferRead:
+        outcome = services.ledger.post_pending(transfer_id, data.amount)
+        return TransferRead.of(outcome.transfer, outcome.position)
+
+    @post(
+        "/{transfer_id:str}/void",
+        guards=[requires("write")],
+        sync_to_thread=True,
+        status_code=200,
+        summary="Void a pending transfer",
+    )
+    def void_pending(self, transfer_id: str, data: VoidPending, services: Services) -> TransferRead:
+        del data  # the body is {} by contract; extra fields are refused by its model
+        outcome = services.ledger.void_pending(transfer_id)
+        return TransferRead.of(outcome.transfer, outcome.position)
+
+    @post(
+        "/{transfer_id:str}/reverse",
+        guards=[requires("write")],
+        sync_to_thread=True,
+        status_code=201,
+        summary="Reverse (refund) a posted transfer with a new transfer",
+    )
+    def reverse(
+        self, transfer_id: str, data: ReverseTransfer, services: Services, metrics: Metrics
+    ) -> Response[TransferRead]:
+        outcome = services.ledger.reverse_transfer(transfer_id, data.id, data.metadata)
+        if outcome.created:
+            metrics.transfers_recorded.inc()
+        return transfer_response(outcome)

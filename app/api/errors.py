@@ -1,0 +1,163 @@
+"""The only place that maps errors to HTTP: RFC 9457 problem documents with a stable
+``code``. Nothing internal ever reaches a client; unexpected errors are logged with the
+request id and answered as a generic problem."""
+
+from typing import Any, Final
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from app.domain.errors import BatchRejectedError, LedgerError
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+
+STATUS_BY_KIND: Final = {
+    "invalid": 422,
+    "unprocessable": 422,
+    "not_found": 404,
+    "conflict": 409,
+    "too_large": 413,
+}
+
+TITLES: Final = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Content too large",
+    422: "Unprocessable content",
+    500: "Internal server error",
+}
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal raised by the API itself (cursor, position, auth, …)."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+def problem_body(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": f"/problems/{code}",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+
+
+def problem(status: int, code: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response(
+        problem_body(status, code, detail, **extra),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def status_of(error: LedgerError) -> int:
+    return STATUS_BY_KIND.get(error.kind, 422)
+
+
+def ledger_error_body(error: LedgerError) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if isinstance(error, BatchRejectedError):
+        extra["index"] = error.index
+    return problem_body(status_of(error), error.code, error.detail, **extra)
+
+
+def on_ledger_error(
+    request: Request[Any, Any, Any], error: LedgerError
+) -> Response[dict[str, Any]]:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.rejections.labels(code=error.code).inc()
+    body = ledger_error_body(error)
+    return problem(
+        body.pop("status"),
+        body.pop("code"),
+        body.pop("detail"),
+        **{k: v for k, v in body.items() if k not in ("type", "title")},
+    )
+
+
+def on_api_error(_: Request[Any, Any, Any], error: ApiError) -> Response[dict[str, Any]]:
+    return problem(error.status, error.code, error.detail)
+
+
+def on_validation_error(
+    _: Request[Any, Any, Any], error: ValidationException
+) -> Response[dict[str, Any]]:
+    message = str(error.detail or "")
+    if "malformed" in message.lower() or ("json" in message.lower() and not error.extra):
+        return problem(400, "malformed_json", "the request body is not valid JSON")
+    return problem(422, "validation_error", _describe(error.extra) or message)
+
+
+def _describe(extra: Any) -> str:
+    if not isinstance(extra, list):
+        return ""
+    parts = []
+    for item in extra[:10]:
+        if isinstance(item, dict):
+            where = item.get("key") or item.get("source") or "body"
+            parts.append(f"{where}: {item.get('message', 'invalid')}")
+    return "; ".join(parts)
+
+
+def on_http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[dict[str, Any]]:
+    status = error.status_code
+    codes: dict[type[HTTPException], str] = {
+        NotAuthorizedException: "unauthorized",
+        PermissionDeniedException: "forbidden",
+        NotFoundException: "not_found",
+    }
+    code = codes.get(type(error))
+    if code is None:
+        code = {405: "method_not_allowed", 413: "body_too_large", 400: "bad_request"}.get(
+            status, "http_error"
+        )
+    if status >= 500:
+        return on_unexpected_error(_, error)
+    if status == 400 and "malformed" in str(error.detail).lower():
+        return problem(400, "malformed_json", "the request body is not valid JSON")
+    return problem(status, code, str(error.detail))
+
+
+def on_unexpected_error(
+    request: Request[Any, Any, Any], error: Exception
+) -> Response[dict[str, Any]]:
+    request_id = request.scope.get("state", {}).get("request_id", "-")
+    log.error("request.failed", request_id=request_id, error=repr(error), exc_info=error)
+    return problem(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "internal_error",
+        f"an unexpected error occurred; quote request id {request_id}",
+    )
+
+
+EXCEPTION_HANDLERS: Final[dict[Any, Any]] = {
+    LedgerError: on_ledger_error,
+    ApiError: on_api_error,
+    ValidationException: on_validation_error,
+    HTTPException: on_http_error,
+    Exception: on_unexpected_error,
+}

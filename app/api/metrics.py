@@ -1,0 +1,69 @@
+"""Prometheus metrics, in a registry per app (tests build many apps in one process)."""
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from projections.runner import Lag
+
+
+class LagCollector(Collector):
+    """Reads the projection lag at scrape time, so the figure is never stale."""
+
+    def __init__(self, lag: Callable[[], Lag]) -> None:
+        self.lag = lag
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        lag = self.lag()
+        yield GaugeMetricFamily(
+            "ledger_projection_lag_positions",
+            "Log positions the views are behind",
+            value=lag.positions,
+        )
+        yield GaugeMetricFamily(
+            "ledger_projection_lag_seconds",
+            "Age of the oldest event the views lack",
+            value=lag.seconds,
+        )
+        yield GaugeMetricFamily(
+            "ledger_projection_checkpoint",
+            "Last position applied to the views",
+            value=lag.checkpoint,
+        )
+
+
+class Metrics:
+    def __init__(self, lag: Callable[[], Lag] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ledger_http_requests",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ledger_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.transfers_recorded = Counter(
+            "ledger_transfers_recorded",
+            "Transfers recorded (replays excluded)",
+            registry=self.registry,
+        )
+        self.rejections = Counter(
+            "ledger_rejections",
+            "Commands refused, by error code",
+            ["code"],
+            registry=self.registry,
+        )
+        if lag is not None:
+            self.registry.register(LagCollector(lag))
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method=method, route=route, status=str(status)).inc()
+        self.latency.labels(method=method, route=route).observe(seconds)

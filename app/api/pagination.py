@@ -1,0 +1,34 @@
+"""Opaque cursors: base64url of a small JSON object. Clients pass them back verbatim."""
+
+import base64
+import binascii
+import json
+from typing import Final
+
+from app.api.errors import ApiError
+
+PAGE_LIMIT_DEFAULT: Final = 100
+PAGE_LIMIT_MAX: Final = 1000
+
+
+def encode_cursor(position: int) -> str:
+    raw = json.dumps({"before": position}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        position = value["before"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API handed out") from None
+    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API handed out")
+    return position
+
+
+def next_cursor(positions: list[int], limit: int) -> str | None:
+    return encode_cursor(positions[-1]) if len(positions) == limit else None

@@ -1,0 +1,218 @@
+"""Request and response shapes of API v1 (fields may be added, never renamed)."""
+
+from datetime import datetime
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from app.application.views import TransferView
+from app.domain import limits
+from projections.views import BalanceRow, EntryRow, TransferRow
+
+T = TypeVar("T")
+
+Identifier = Annotated[
+    StrictStr,
+    Field(
+        min_length=1,
+        max_length=limits.ID_LENGTH_MAX,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        examples=["user:42:credits"],
+    ),
+]
+Unit = Annotated[StrictStr, Field(pattern=r"^[A-Z0-9_]{1,16}$", examples=["CREDITS"])]
+Amount = Annotated[StrictInt, Field(ge=limits.AMOUNT_MIN, le=limits.AMOUNT_MAX, examples=[100])]
+Metadata = Annotated[
+    dict[
+        Annotated[StrictStr, Field(min_length=1, max_length=limits.METADATA_KEY_LENGTH_MAX)],
+        Annotated[StrictStr, Field(max_length=limits.METADATA_VALUE_LENGTH_MAX)],
+    ],
+    Field(max_length=limits.METADATA_ENTRIES_MAX, examples=[{"order": "o-981"}]),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountCreate(Strict):
+    id: Identifier
+    unit: Unit
+    allow_negative: StrictBool = False
+    overdraft_limit: Annotated[StrictInt, Field(ge=0, le=limits.OVERDRAFT_LIMIT_MAX)] = 0
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class AccountRead(BaseModel):
+    id: str
+    unit: str
+    status: Literal["open", "closed"]
+    balance: int
+    available: int
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+    allow_negative: bool
+    overdraft_limit: int
+    metadata: dict[str, str]
+    position: int = Field(description="The log position this answer reflects")
+
+    @classmethod
+    def of(cls, row: BalanceRow, position: int) -> "AccountRead":
+        return cls(
+            id=row.account_id,
+            unit=row.unit,
+            status=row.status,  # type: ignore[arg-type]
+            balance=row.balance,
+            available=row.available,
+            debits_posted=row.debits_posted,
+            credits_posted=row.credits_posted,
+            debits_pending=row.debits_pending,
+            credits_pending=row.credits_pending,
+            allow_negative=row.allow_negative,
+            overdraft_limit=row.overdraft_limit,
+            metadata=row.metadata,
+            position=position,
+        )
+
+
+class TransferCreate(Strict):
+    id: Identifier
+    debit_account_id: Identifier
+    credit_account_id: Identifier
+    amount: Amount
+    pending: StrictBool = False
+    timeout_seconds: (
+        Annotated[StrictInt, Field(ge=limits.TIMEOUT_SECONDS_MIN, le=limits.TIMEOUT_SECONDS_MAX)]
+        | None
+    ) = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class TransferRead(BaseModel):
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    unit: str
+    pending: bool
+    timeout_seconds: int | None
+    metadata: dict[str, str]
+    status: Literal["posted", "pending", "voided", "expired"]
+    amount_posted: int
+    recorded_at: datetime
+    expires_at: datetime | None
+    reversal_of: str | None
+    reversed_by: str | None
+    position: int
+
+    @classmethod
+    def of(cls, transfer: TransferView | TransferRow, position: int) -> "TransferRead":
+        return cls(
+            id=transfer.id,
+            debit_account_id=transfer.debit_account_id,
+            credit_account_id=transfer.credit_account_id,
+            amount=transfer.amount,
+            unit=transfer.unit,
+            pending=transfer.pending,
+            timeout_seconds=transfer.timeout_seconds,
+            metadata=transfer.metadata,
+            status=transfer.status,  # type: ignore[arg-type]
+            amount_posted=transfer.amount_posted,
+            recorded_at=transfer.recorded_at,
+            expires_at=transfer.expires_at,
+            reversal_of=transfer.reversal_of,
+            reversed_by=transfer.reversed_by,
+            position=position,
+        )
+
+
+class BatchCreate(Strict):
+    atomic: StrictBool
+    transfers: Annotated[list[TransferCreate], Field(min_length=1)]
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    index: int | None = None
+
+
+class BatchItemResult(BaseModel):
+    status: int
+    transfer: TransferRead | None = None
+    error: Problem | None = None
+
+
+class BatchRead(BaseModel):
+    results: list[BatchItemResult]
+
+
+class PostPending(Strict):
+    amount: Amount | None = None
+
+
+class VoidPending(Strict):
+    pass
+
+
+class ReverseTransfer(Strict):
+    id: Identifier
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class EntryRead(BaseModel):
+    position: int
+    transfer_id: str
+    kind: str
+    amount: int
+    counterparty_id: str | None
+    balance: int
+    available: int
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+    recorded_at: datetime
+    metadata: dict[str, str]
+
+    @classmethod
+    def of(cls, row: EntryRow) -> "EntryRead":
+        return cls(
+            position=row.position,
+            transfer_id=row.transfer_id,
+            kind=row.kind,
+            amount=row.amount,
+            counterparty_id=row.counterparty_id,
+            balance=row.balance,
+            available=row.available,
+            debits_posted=row.debits_posted,
+            credits_posted=row.credits_posted,
+            debits_pending=row.debits_pending,
+            credits_pending=row.credits_pending,
+            recorded_at=row.recorded_at,
+            metadata=row.metadata,
+        )
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    store_reachable: bool
+    generation: int
+    checkpoint: int
+    head: int
+    lag_positions: int
+    lag_seconds: float
