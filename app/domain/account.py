@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate
-
 from app.domain import limits
+from app.domain.chain import ChainedAggregate, ChainedCreated, ChainedEvent
 from app.domain.errors import (
     AccountClosedError,
     AccountHasPendingTransfersError,
@@ -41,21 +40,21 @@ class BalanceDelta:
         return self.balance - self.debits_pending
 
 
-class Account(Aggregate):
+class Account(ChainedAggregate):
     INITIAL_VERSION = 0
 
-    class Opened(Aggregate.Created):
+    class Opened(ChainedCreated):
         account_id: str
         unit: str
         allow_negative: bool
         overdraft_limit: int
         metadata: dict[str, str]
 
-    class Closed(Aggregate.Event):
+    class Closed(ChainedEvent):
         def apply(self, aggregate: Any) -> None:
             aggregate.status = "closed"
 
-    class BalanceChanged(Aggregate.Event):
+    class BalanceChanged(ChainedEvent):
         """Base of every event that moves money on this account: it names its transfer."""
 
         transfer_id: str
@@ -146,8 +145,9 @@ class Account(Aggregate):
         overdraft_limit: int,
         metadata: dict[str, str],
     ) -> "Account":
-        return cls._create(
+        return cls._create_chained(
             cls.Opened,
+            id=account_uuid(account_id),
             account_id=account_id,
             unit=unit,
             allow_negative=allow_negative,

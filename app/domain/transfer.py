@@ -4,8 +4,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate
-
+from app.domain.chain import ChainedAggregate, ChainedCreated, ChainedEvent
 from app.domain.errors import (
     PostAmountExceedsPendingError,
     TransferAlreadyPostedError,
@@ -21,10 +20,10 @@ from app.domain.values import transfer_uuid
 TransferStatus = Literal["posted", "pending", "voided", "expired"]
 
 
-class Transfer(Aggregate):
+class Transfer(ChainedAggregate):
     INITIAL_VERSION = 0
 
-    class TransferRecorded(Aggregate.Created):
+    class TransferRecorded(ChainedCreated):
         transfer_id: str
         debit_account_id: str
         credit_account_id: str
@@ -35,22 +34,22 @@ class Transfer(Aggregate):
         metadata: dict[str, str]
         reversal_of: str | None
 
-    class PendingPosted(Aggregate.Event):
+    class PendingPosted(ChainedEvent):
         amount: int
 
         def apply(self, aggregate: Any) -> None:
             aggregate.status = "posted"
             aggregate.amount_posted = self.amount
 
-    class PendingVoided(Aggregate.Event):
+    class PendingVoided(ChainedEvent):
         def apply(self, aggregate: Any) -> None:
             aggregate.status = "voided"
 
-    class PendingExpired(Aggregate.Event):
+    class PendingExpired(ChainedEvent):
         def apply(self, aggregate: Any) -> None:
             aggregate.status = "expired"
 
-    class Reversed(Aggregate.Event):
+    class Reversed(ChainedEvent):
         reversal_id: str
 
         def apply(self, aggregate: Any) -> None:
@@ -98,8 +97,9 @@ class Transfer(Aggregate):
         metadata: dict[str, str],
         reversal_of: str | None = None,
     ) -> "Transfer":
-        return cls._create(
+        return cls._create_chained(
             cls.TransferRecorded,
+            id=transfer_uuid(transfer_id),
             transfer_id=transfer_id,
             debit_account_id=debit_account_id,
             credit_account_id=credit_account_id,
