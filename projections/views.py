@@ -489,6 +489,18 @@ class LedgerViewMixin:
         )
         return [row["transfer_id"] for row in rows]
 
+    def transfer_page(self, after_id: str, limit: int) -> list[TransferRow]:
+        """Transfers in id order after ``after_id``: for audits that walk the index."""
+        rows = self._all(
+            "SELECT * FROM {transfers} WHERE transfer_id > ? ORDER BY transfer_id LIMIT ?",
+            [after_id, min(limit, PAGE_SIZE_MAX)],
+        )
+        return [_transfer_row(row) for row in rows]
+
+    def entry_counts(self) -> dict[str, int]:
+        rows = self._all("SELECT account_id, COUNT(*) AS n FROM {entries} GROUP BY account_id")
+        return {row["account_id"]: int(row["n"]) for row in rows}
+
     def all_balances(self) -> Iterator[BalanceRow]:
         """Every account, in id order, page by page (constant memory)."""
         after = ""
