@@ -1,6 +1,8 @@
 """Shared fixtures: one real PostgreSQL server per test session, fresh stores per test."""
 
 import itertools
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,11 +10,13 @@ import pytest
 
 from app.application.ledger import Ledger
 from app.persistence.stores import event_store_env
+from tests.support.fake_kurrentdb import fake_env
 from tests.support.pgserver import PostgresServer, running_postgres
 
 _database_numbers = itertools.count()
 
-BACKENDS = ["memory", "sqlite", "postgres"]
+BACKENDS = ["memory", "sqlite", "postgres", "kurrentdb-fake", "kurrentdb-real"]
+KURRENTDB_REAL_SKIP = "KURRENTDB_URI is not set: no KurrentDB server to run the suite against"
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +37,21 @@ def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
         return f"sqlite:///{tmp_path / 'events.sqlite'}"
     if backend == "postgres":
         return str(request.getfixturevalue("postgres_url"))
+    if backend == "kurrentdb-fake":
+        return f"fake://{uuid.uuid4().hex}"
+    if backend == "kurrentdb-real":
+        uri = os.environ.get("KURRENTDB_URI")
+        if not uri:
+            pytest.skip(KURRENTDB_REAL_SKIP)
+        return uri
     raise ValueError(backend)
+
+
+def store_env(url: str) -> dict[str, str]:
+    """The library environment for a test store URL (the fake KurrentDB included)."""
+    if url.startswith("fake://"):
+        return fake_env(url.removeprefix("fake://"))
+    return event_store_env(url)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -43,6 +61,6 @@ def event_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def ledger(event_store_url: str) -> Iterator[Ledger]:
-    app = Ledger(event_store_env(event_store_url))
+    app = Ledger(store_env(event_store_url))
     yield app
     app.close()

@@ -4,6 +4,7 @@ The library is configured by environment keys (PERSISTENCE_MODULE, SQLITE_DBNAME
 this module is the one place that turns our URLs into those keys.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
@@ -12,6 +13,8 @@ from urllib.parse import unquote, urlsplit
 # for a burst of contending processes, short enough that a wedged writer is noticed.
 SQLITE_LOCK_TIMEOUT_SECONDS: Final = 30
 POSTGRES_POOL_SIZE: Final = 8
+KURRENTDB_SCHEMES: Final = ("kurrentdb", "kurrentdb+discover", "esdb", "esdb+discover")
+KURRENTDB_FACTORY_TOPIC: Final = "app.persistence.kurrentdb:LedgerKurrentDBFactory"
 SQLITE_RECORDER_TOPIC: Final = (
     "app.persistence.sqlite_subscription:SubscribableSQLiteApplicationRecorder"
 )
@@ -20,6 +23,14 @@ POSTGRES_MAX_OVERFLOW: Final = 8
 
 class StoreURLError(ValueError):
     """The URL names no backend we support, or is malformed."""
+
+
+# Further backends by URL scheme (e.g. the test suite's fake KurrentDB, ``fake://``).
+EXTRA_SCHEMES: dict[str, Callable[[str], dict[str, str]]] = {}
+
+
+def register_store_scheme(scheme: str, env_for_url: Callable[[str], dict[str, str]]) -> None:
+    EXTRA_SCHEMES[scheme] = env_for_url
 
 
 def sqlite_url(path: Path) -> str:
@@ -64,6 +75,8 @@ def event_store_env(url: str) -> dict[str, str]:
     """The library environment for an event-store URL (``memory://``, ``sqlite:///…``,
     ``postgresql://…``)."""
     scheme = urlsplit(url).scheme
+    if scheme in EXTRA_SCHEMES:
+        return EXTRA_SCHEMES[scheme](url)
     if scheme == "memory":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     if scheme == "sqlite":
@@ -73,6 +86,9 @@ def event_store_env(url: str) -> dict[str, str]:
         return sqlite_env("/" + path if url.startswith("sqlite:////") else path)
     if scheme in ("postgresql", "postgres"):
         return postgres_env(url)
+    if scheme in KURRENTDB_SCHEMES:
+        return {"PERSISTENCE_MODULE": KURRENTDB_FACTORY_TOPIC, "KURRENTDB_URI": url}
     raise StoreURLError(
-        f"unsupported event store {url!r}: use sqlite:///PATH, postgresql://… or memory://"
+        f"unsupported event store {url!r}: use sqlite:///PATH, postgresql://…, "
+        "kurrentdb://… (or esdb://…) or memory://"
     )

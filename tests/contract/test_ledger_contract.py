@@ -12,8 +12,7 @@ from app.application.ledger import ACCOUNT_SNAPSHOT_INTERVAL, Ledger
 from app.application.views import AccountView
 from app.domain import errors, limits
 from app.domain.values import account_uuid
-from app.persistence.stores import event_store_env
-from tests.conftest import store_url
+from tests.conftest import store_env, store_url
 
 ISSUANCE = "issuance"
 ALICE = "user:alice"
@@ -375,7 +374,7 @@ def test_a_hold_expires_after_its_timeout_and_expiring_twice_is_harmless(
     event_store_url: str,
 ) -> None:
     clock = Clock()
-    ledger = Ledger(event_store_env(event_store_url), clock=clock)
+    ledger = Ledger(store_env(event_store_url), clock=clock)
     open_accounts(ledger)
     fund(ledger, ALICE, 10, "t1")
     ledger.record_transfer(RecordTransfer("h1", ALICE, BOB, 7, pending=True, timeout_seconds=60))
@@ -592,12 +591,14 @@ def test_every_error_code_is_distinct_and_snake_case() -> None:
     assert all(code.replace("_", "").isalpha() and code.islower() for code in codes)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])  # memory dies with its Ledger
+@pytest.mark.parametrize(
+    "backend", ["sqlite", "postgres", "kurrentdb-fake", "kurrentdb-real"]
+)  # memory dies with its Ledger
 def test_a_hot_account_reloads_from_its_snapshot_after_a_restart(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     event_store_url = store_url(backend, tmp_path, request)
-    first = Ledger(event_store_env(event_store_url))
+    first = Ledger(store_env(event_store_url))
     open_accounts(first)
     count = ACCOUNT_SNAPSHOT_INTERVAL * 2 + 7
     for start in range(0, count, 500):
@@ -609,7 +610,7 @@ def test_a_hot_account_reloads_from_its_snapshot_after_a_restart(
             atomic=True,
         )
     first.close()
-    restarted = Ledger(event_store_env(event_store_url))
+    restarted = Ledger(store_env(event_store_url))
     assert restarted.snapshots is not None
     newest = list(restarted.snapshots.get(account_uuid(ALICE), desc=True, limit=1))
     assert newest
