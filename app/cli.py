@@ -1,10 +1,12 @@
 """The `ledger` command: thin wrappers over the application and the projections."""
 
+import json
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -101,9 +103,12 @@ def project() -> None:
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
+    heartbeat = settings.data_dir / "projections.heartbeat"
+    heartbeat.parent.mkdir(parents=True, exist_ok=True)
     try:
         while not stopping.wait(1.0):
-            workers.check()
+            workers.check()  # re-raises a dead worker's error: the process exits non-zero
+            heartbeat.write_text(json.dumps(asdict(workers.lag())))
     finally:
         workers.stop()
         ledger.close()
