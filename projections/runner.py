@@ -27,7 +27,7 @@ from eventsourcing.utils import Environment
 from app.application.ledger import Ledger
 from app.domain.errors import LedgerError
 from app.persistence.stores import event_store_env, postgres_env, sqlite_env
-from projections.projection import LedgerProjection
+from projections.projection import BatchingProjectionRunner, LedgerProjection
 from projections.views import LedgerViewMixin, PostgresLedgerView, SQLiteLedgerView
 
 log = structlog.get_logger(__name__)
@@ -142,7 +142,7 @@ def start_runner(
     event_store_url: str, read_model_url: str, generation: int
 ) -> ProjectionRunner[Ledger, Any]:
     env = {**event_store_env(event_store_url), **view_env(read_model_url, generation)}
-    runner: ProjectionRunner[Ledger, Any] = ProjectionRunner(
+    runner: ProjectionRunner[Ledger, Any] = BatchingProjectionRunner(
         application_class=Ledger,
         projection_class=LedgerProjection,
         view_class=view_class_for(read_model_url),

@@ -225,9 +225,17 @@ class LedgerViewMixin:
 
     def apply_event(self, event: object, tracking: Tracking) -> None:
         """Apply one event and record its tracking, in one transaction."""
+        self.apply_events([(event, tracking)])
+
+    def apply_events(self, batch: Sequence[tuple[object, Tracking]]) -> None:
+        """Apply consecutive events and record the last one's tracking, in one
+        transaction: all of them are applied exactly once, or none is."""
+        if not batch:
+            return
         with self._transaction(commit=True) as cursor:
-            self._apply(cursor, event, tracking.notification_id)
-            self._insert_tracking_in(cursor, tracking)
+            for event, tracking in batch:
+                self._apply(cursor, event, tracking.notification_id)
+            self._insert_tracking_in(cursor, batch[-1][1])
 
     def _apply(self, cursor: Cursor, event: object, position: int) -> None:
         if isinstance(event, Account.BalanceChanged):
@@ -611,12 +619,31 @@ def _table_names(prefix: str) -> dict[str, str]:
     return names
 
 
+def _relax_durability(datastore: Any) -> None:
+    """Views need no fsync per commit: they are disposable and rebuildable, and in WAL
+    mode ``synchronous=NORMAL`` still survives any process crash; only a power loss can
+    drop the newest commits, and their tracking records go with them, so exactly-once
+    holds. (The event store keeps the library's full durability.)"""
+    pool = datastore.pool
+    create_connection = pool._create_connection  # no public hook exists
+
+    def create_relaxed_connection() -> Any:
+        connection = create_connection()
+        connection._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    pool._create_connection = create_relaxed_connection
+    for connection in list(pool._pool):  # any opened before this point
+        connection._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+
+
 class SQLiteLedgerView(LedgerViewMixin, SQLiteTrackingRecorder):
     """The views in one SQLite file (one file per view generation: decision 0006)."""
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         self._names = _table_names("")
         super().__init__(datastore, **kwargs)
+        _relax_durability(datastore)
 
     def construct_create_table_statements(self) -> list[str]:
         statements = super().construct_create_table_statements()
