@@ -10,8 +10,10 @@ has passed its checks, a rejection leaves nothing behind.
 """
 
 import random
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, TypeVar
 from uuid import UUID
@@ -47,8 +49,11 @@ from app.persistence.positions import existing_streams, recorded_position
 R = TypeVar("R")
 
 # Contention on one hot account can make many writers collide; each retry reloads the
-# fresh state (a cache fast-forward), so the cost of a retry is small.
-RETRY_ATTEMPTS_MAX: Final = 64
+# fresh state (a cache fast-forward), so the cost of a retry is small. Retries are
+# bounded by time (and, as a backstop, by count).
+RETRY_DEADLINE_SECONDS: Final = 30.0
+RETRY_ATTEMPTS_MAX: Final = 10_000
+LOCK_STRIPES: Final = 256
 RETRY_BACKOFF_BASE_SECONDS: Final = 0.001
 RETRY_BACKOFF_CAP_SECONDS: Final = 0.05
 # A hot account replays at most this many events after its newest snapshot when it is
@@ -70,6 +75,16 @@ class _Attempt:
         self.ledger = ledger
         self.accounts: dict[str, Account] = {}
         self.transfers: dict[str, Transfer | None] = {}
+        # What this attempt read, as it read it: stream id → version (None: absent).
+        self.read_versions: dict[UUID, int | None] = {}
+
+    def is_stale(self) -> bool:
+        """Whether any stream this attempt read has changed since it read it."""
+        for originator_id, version in self.read_versions.items():
+            newer = self.ledger.events.get(originator_id, gt=version, limit=1)
+            if next(iter(newer), None) is not None:
+                return True
+        return False
 
     def account(self, account_id: str) -> Account:
         account = self.accounts.get(account_id)
@@ -77,10 +92,12 @@ class _Attempt:
             try:
                 account = self.ledger.repository.get(account_uuid(account_id))
             except AggregateNotFoundError:
+                self.read_versions[account_uuid(account_id)] = None
                 raise AccountNotFoundError(
                     f"account {account_id} does not exist", account_id=account_id
                 ) from None
             self.accounts[account_id] = account
+            self.read_versions[account.id] = account.version
         return account
 
     def find_account(self, account_id: str) -> Account | None:
@@ -97,6 +114,9 @@ class _Attempt:
             except AggregateNotFoundError:
                 transfer = None
             self.transfers[transfer_id] = transfer
+            self.read_versions[transfer_uuid(transfer_id)] = (
+                None if transfer is None else transfer.version
+            )
         return self.transfers[transfer_id]
 
     def prefetch_absent_transfers(self, transfer_ids: Sequence[str]) -> None:
@@ -110,6 +130,7 @@ class _Attempt:
         for transfer_id in unknown:
             if transfer_uuid(transfer_id) not in existing:
                 self.transfers[transfer_id] = None
+                self.read_versions[transfer_uuid(transfer_id)] = None
 
     def transfer(self, transfer_id: str) -> Transfer:
         transfer = self.find_transfer(transfer_id)
@@ -138,6 +159,7 @@ class Ledger(Application[UUID]):
     ) -> None:
         super().__init__(env)
         self.clock = clock
+        self._stripes = KeyStripes()
         # Transfers are never snapshotted (a handful of events each): a repository
         # without the snapshot store saves one read per transfer lookup.
         self.transfers: Repository[UUID] = Repository(
@@ -177,7 +199,7 @@ class Ledger(Application[UUID]):
             view = AccountView.of(account)
             return lambda position: AccountOutcome(view, created=True, position=_known(position))
 
-        return self._run(attempt)
+        return self._run(attempt, [command.id])
 
     def close_account(self, account_id: str) -> AccountOutcome:
         account_id = check_id(account_id, "account_id")
@@ -193,7 +215,7 @@ class Ledger(Application[UUID]):
                 )
             return lambda position: AccountOutcome(view, created=False, position=_known(position))
 
-        return self._run(attempt)
+        return self._run(attempt, [account_id])
 
     def get_account(self, account_id: str) -> AccountView:
         """The account as its own stream says now (the write side; views come from
@@ -215,7 +237,10 @@ class Ledger(Application[UUID]):
 
     def record_transfer(self, command: RecordTransfer) -> TransferOutcome:
         command = command.checked()
-        return self._run(lambda work: self._apply_transfer(work, command))
+        return self._run(
+            lambda work: self._apply_transfer(work, command),
+            [command.debit_account_id, command.credit_account_id],
+        )
 
     def record_batch(self, commands: Sequence[RecordTransfer], *, atomic: bool) -> BatchOutcome:
         if len(commands) > limits.BATCH_SIZE_MAX:
@@ -246,7 +271,7 @@ class Ledger(Application[UUID]):
                     raise BatchRejectedError(index, error) from None
             return lambda position: BatchOutcome([finish(position) for finish in finishers])
 
-        return self._run(attempt)
+        return self._run(attempt, _account_keys(checked))
 
     def _record_independent_batch(self, commands: Sequence[RecordTransfer]) -> BatchOutcome:
         # Items are applied in order on one set of aggregates; an item that fails its
@@ -266,7 +291,7 @@ class Ledger(Application[UUID]):
                 [item if isinstance(item, LedgerError) else item(position) for item in items]
             )
 
-        return self._run(attempt)
+        return self._run(attempt, _account_keys(commands))
 
     def _apply_transfer(
         self, work: _Attempt, command: RecordTransfer, reversal_of: str | None = None
@@ -341,7 +366,7 @@ class Ledger(Application[UUID]):
             self._settle_hold(work, transfer, posted_amount)
             return self._outcome(transfer)
 
-        return self._run(attempt)
+        return self._run(attempt, [transfer_id])
 
     def void_pending(self, transfer_id: str) -> TransferOutcome:
         transfer_id = check_id(transfer_id, "transfer_id")
@@ -352,7 +377,7 @@ class Ledger(Application[UUID]):
             self._settle_hold(work, transfer, 0)
             return self._outcome(transfer)
 
-        return self._run(attempt)
+        return self._run(attempt, [transfer_id])
 
     def expire_pending(self, transfer_id: str) -> TransferOutcome:
         """Release a hold whose timeout has passed. Safe to run twice: an expired hold
@@ -370,7 +395,7 @@ class Ledger(Application[UUID]):
             self._settle_hold(work, transfer, 0)
             return self._outcome(transfer)
 
-        return self._run(attempt)
+        return self._run(attempt, [transfer_id])
 
     def _settle_hold(self, work: _Attempt, transfer: Transfer, posted_amount: int) -> None:
         debit_account = work.account(transfer.debit_account_id)
@@ -402,7 +427,7 @@ class Ledger(Application[UUID]):
             original.mark_reversed(reversal_id)
             return finish
 
-        return self._run(attempt)
+        return self._run(attempt, [transfer_id, reversal_id])
 
     def get_transfer(self, transfer_id: str) -> TransferView:
         transfer_id = check_id(transfer_id, "transfer_id")
@@ -419,21 +444,60 @@ class Ledger(Application[UUID]):
 
     # The retry loop --------------------------------------------------------------------
 
-    def _run(self, attempt: Callable[[_Attempt], Callable[[int | None], R]]) -> R:
-        for attempt_number in range(RETRY_ATTEMPTS_MAX):
-            work = _Attempt(self)
-            finish = attempt(work)
-            try:
-                recordings = self.save(*work.aggregates())
-            except IntegrityError:
-                # Another writer moved one of our streams: redo everything on fresh state.
-                _backoff(attempt_number)
-                continue
-            return finish(_commit_position(recordings))
+    def _run(
+        self, attempt: Callable[[_Attempt], Callable[[int | None], R]], keys: Iterable[str] = ()
+    ) -> R:
+        # Commands of this process on the same accounts take turns (striped locks), so
+        # a hot account's conflicts come only from other processes; those are retried.
+        with self._stripes.holding(keys):
+            deadline = time.monotonic() + RETRY_DEADLINE_SECONDS
+            for attempt_number in range(RETRY_ATTEMPTS_MAX):
+                work = _Attempt(self)
+                try:
+                    finish = attempt(work)
+                except LedgerError:
+                    # A rejection must rest on one consistent state. If anything this
+                    # attempt read has moved since, its reads may straddle another
+                    # write (e.g. a concurrent identical transfer): run it again.
+                    if work.is_stale() and time.monotonic() < deadline:
+                        continue
+                    raise
+                try:
+                    recordings = self.save(*work.aggregates())
+                except IntegrityError:
+                    # Another writer moved one of our streams: redo it all on fresh state.
+                    if time.monotonic() > deadline:
+                        break
+                    _backoff(attempt_number)
+                    continue
+                return finish(_commit_position(recordings))
         raise ConcurrencyConflictError(
-            f"gave up after {RETRY_ATTEMPTS_MAX} conflicting attempts; "
+            f"gave up after {RETRY_DEADLINE_SECONDS}s of conflicting attempts; "
             "sending the same command again is safe"
         )
+
+
+class KeyStripes:
+    """A fixed set of locks; a command holds the stripes of its keys, in index order
+    (so two commands can never wait on each other in a cycle)."""
+
+    def __init__(self, count: int = LOCK_STRIPES) -> None:
+        self._locks = [threading.Lock() for _ in range(count)]
+
+    @contextmanager
+    def holding(self, keys: Iterable[str]) -> Iterator[None]:
+        indexes = sorted({hash(key) % len(self._locks) for key in keys if isinstance(key, str)})
+        with ExitStack() as stack:
+            for index in indexes:
+                stack.enter_context(self._locks[index])
+            yield
+
+
+def _account_keys(commands: Sequence[RecordTransfer]) -> list[str]:
+    keys: list[str] = []
+    for command in commands:
+        keys += [command.debit_account_id, command.credit_account_id]
+    return keys
 
 
 def _commit_position(recordings: Iterable[Recording[UUID]]) -> int | None:
