@@ -9,13 +9,16 @@ commodity); an account that never moved; ids that need mapping to journal names.
 """
 
 import os
-import time
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
+
+import psycopg
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
@@ -105,6 +108,8 @@ class History:
     # The position each command's commit ended at (every write is one commit).
     commit_positions: list[int] = field(default_factory=list)
     head: int = 0
+    # Named commit positions: the last commit before something happened.
+    marks: dict[str, int] = field(default_factory=dict)
 
     def note(self, position: int) -> None:
         self.commit_positions.append(position)
@@ -138,13 +143,10 @@ def build_history(ledger: Ledger) -> History:
     open_account(OpenAccount(IDLE, UNIT))
     open_account(OpenAccount(USD_BANK, "USD", allow_negative=True))
     open_account(OpenAccount(USD_ALICE, "USD"))
-    open_account(OpenAccount(ODD_ISSUER, ODD_UNIT, allow_negative=True))
-    open_account(OpenAccount(ODD_HOLDER, ODD_UNIT))
 
     transfer("fund:alice", ISSUANCE, ALICE, 1000, metadata={"reason": "top-up"})
     transfer("fund:bob", ISSUANCE, BOB, 300)
     transfer("fund:usd", USD_BANK, USD_ALICE, 2**62)
-    transfer("fund:odd", ODD_ISSUER, ODD_HOLDER, 7)
     transfer("spend:1", ALICE, SHOP, 37, metadata={"order": "A-1"})
     transfer(REVERSED, BOB, SHOP, 120)
     history.note(ledger.reverse_transfer(REVERSED, REVERSAL, {"why": "refund"}).position)
@@ -158,6 +160,7 @@ def build_history(ledger: Ledger) -> History:
     history.note(ledger.post_pending(POSTED_HOLD).position)
     history.note(ledger.post_pending(PARTIAL_HOLD, 30).position)
     history.note(ledger.void_pending(VOIDED_HOLD).position)
+    history.marks["before_expiry"] = history.commit_positions[-1]
     real_clock = ledger.clock
     ledger.clock = lambda: real_clock() + timedelta(seconds=120)
     try:
@@ -194,6 +197,10 @@ def build_history(ledger: Ledger) -> History:
     transfer("drain:closed", CLOSED, SHOP, 40)
     history.note(ledger.close_account(CLOSED).position)
     transfer("late:1", SHOP, BOB, 3)
+    history.marks["before_odd_unit"] = history.commit_positions[-1]
+    open_account(OpenAccount(ODD_ISSUER, ODD_UNIT, allow_negative=True))
+    open_account(OpenAccount(ODD_HOLDER, ODD_UNIT))
+    transfer("fund:odd", ODD_ISSUER, ODD_HOLDER, 7)
     history.head = ledger.recorder.max_notification_id() or 0
     assert history.head == history.commit_positions[-1]
     return history
@@ -224,6 +231,52 @@ def healthy_ledger(stores: Stores) -> Iterator[tuple[Ledger, History]]:
         ledger.close()
 
 
+def release_connections(stores: Stores, postgres: PostgresServer | None) -> None:
+    """End every session still open on a PostgreSQL store (idle pool connections that
+    closed applications leave behind), so that it can serve as a template."""
+    if stores.backend != "postgres":
+        return
+    assert postgres is not None
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as connection:
+        for url in (stores.event_store_url, stores.read_model_url):
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (_database_name(url),),
+            )
+
+
+def clone_stores(
+    template: Stores, folder: Path, postgres: PostgresServer | None, name: str
+) -> Stores:
+    """An independent copy of ``template`` (which nothing may be connected to)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if template.backend == "sqlite":
+        for source in template.data_dir.glob("*.sqlite"):
+            with (
+                closing(sqlite3.connect(source)) as reader,
+                closing(sqlite3.connect(folder / source.name)) as writer,
+            ):
+                reader.backup(writer)
+        return make_stores("sqlite", folder, None, name)
+    assert postgres is not None
+    urls = []
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as connection:
+        for url, suffix in (
+            (template.event_store_url, "events"),
+            (template.read_model_url, "views"),
+        ):
+            database = f"{name}_{suffix}"
+            connection.execute(f'DROP DATABASE IF EXISTS "{database}"')
+            connection.execute(f'CREATE DATABASE "{database}" TEMPLATE "{_database_name(url)}"')
+            urls.append(postgres.url(database))
+    return Stores("postgres", urls[0], urls[1], folder)
+
+
+def _database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
 def event_times(ledger: Ledger) -> list[tuple[int, datetime]]:
     """(position, recorded time) of every event of the log."""
     return [(position, event.timestamp) for position, event in read_log(ledger)]
@@ -240,8 +293,3 @@ def commit_boundary_times(ledger: Ledger, commit_positions: list[int]) -> list[d
         if after and min(after) > before:
             moments.append(before + (min(after) - before) / 2)
     return moments
-
-
-def wait_briefly() -> None:
-    """Let the wall clock move on, so that a later commit has a later time."""
-    time.sleep(0.002)
