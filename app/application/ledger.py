@@ -13,13 +13,22 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
-from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    EventStore,
+    IntegrityError,
+    ProgrammingError,
+    Recording,
+)
+from eventsourcing.persistence import IntegrityError as PersistenceIntegrityError
+from eventsourcing.persistence import InternalError as PersistenceInternalError
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.views import (
@@ -54,6 +63,7 @@ R = TypeVar("R")
 RETRY_DEADLINE_SECONDS: Final = 30.0
 RETRY_ATTEMPTS_MAX: Final = 10_000
 LOCK_STRIPES: Final = 256
+SCHEMA_ATTEMPTS_MAX: Final = 5
 RETRY_BACKOFF_BASE_SECONDS: Final = 0.001
 RETRY_BACKOFF_CAP_SECONDS: Final = 0.05
 # A hot account replays at most this many events after its newest snapshot when it is
@@ -77,6 +87,8 @@ class _Attempt:
         self.transfers: dict[str, Transfer | None] = {}
         # What this attempt read, as it read it: stream id → version (None: absent).
         self.read_versions: dict[UUID, int | None] = {}
+        # Set when an item of a non-atomic batch was refused (the batch itself goes on).
+        self.rejected = False
 
     def is_stale(self) -> bool:
         """Whether any stream this attempt read has changed since it read it."""
@@ -160,11 +172,18 @@ class Ledger(Application[UUID]):
         super().__init__(env)
         self.clock = clock
         self._stripes = KeyStripes()
+        self._groups = TransferGroups(self._record_group)
         # Transfers are never snapshotted (a handful of events each): a repository
         # without the snapshot store saves one read per transfer lookup.
         self.transfers: Repository[UUID] = Repository(
             event_store=self.events, cache_maxsize=AGGREGATE_CACHE_SIZE
         )
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        return _retrying_schema_race(super().construct_recorder)
+
+    def construct_snapshot_store(self) -> EventStore[UUID]:
+        return _retrying_schema_race(super().construct_snapshot_store)
 
     # Accounts --------------------------------------------------------------------------
 
@@ -236,11 +255,14 @@ class Ledger(Application[UUID]):
     # Transfers -------------------------------------------------------------------------
 
     def record_transfer(self, command: RecordTransfer) -> TransferOutcome:
+        """Record one transfer. Concurrent calls in this process are group-committed:
+        the ones that arrive while a write is in flight share the next write, each
+        still all-or-nothing on its own (see ``TransferGroups``)."""
         command = command.checked()
-        return self._run(
-            lambda work: self._apply_transfer(work, command),
-            [command.debit_account_id, command.credit_account_id],
-        )
+        return self._groups.submit(command)
+
+    def _record_group(self, commands: Sequence[RecordTransfer]) -> BatchOutcome:
+        return self._record_independent_batch(commands)
 
     def record_batch(self, commands: Sequence[RecordTransfer], *, atomic: bool) -> BatchOutcome:
         if len(commands) > limits.BATCH_SIZE_MAX:
@@ -287,6 +309,7 @@ class Ledger(Application[UUID]):
                     items.append(self._apply_transfer(work, command.checked()))
                 except LedgerError as error:
                     items.append(error)
+                    work.rejected = True
             return lambda position: BatchOutcome(
                 [item if isinstance(item, LedgerError) else item(position) for item in items]
             )
@@ -455,6 +478,8 @@ class Ledger(Application[UUID]):
                 work = _Attempt(self)
                 try:
                     finish = attempt(work)
+                    if work.rejected and work.is_stale() and time.monotonic() < deadline:
+                        continue  # an item was refused on reads that have since moved
                 except LedgerError:
                     # A rejection must rest on one consistent state. If anything this
                     # attempt read has moved since, its reads may straddle another
@@ -477,6 +502,57 @@ class Ledger(Application[UUID]):
         )
 
 
+class TransferGroups:
+    """Group commit for concurrent single transfers.
+
+    The first caller becomes the leader and writes what is pending; callers that
+    arrive meanwhile queue up and the leader writes them together next, as one
+    non-atomic batch (each transfer all-or-nothing, one store write for all). Under
+    no concurrency a group is one transfer: nothing waits for a timer.
+    """
+
+    def __init__(self, write: Callable[[Sequence[RecordTransfer]], BatchOutcome]) -> None:
+        self._write = write
+        self._lock = threading.Lock()
+        self._pending: list[tuple[RecordTransfer, Future[TransferOutcome]]] = []
+        self._leading = False
+
+    def submit(self, command: RecordTransfer) -> TransferOutcome:
+        future: Future[TransferOutcome] = Future()
+        with self._lock:
+            self._pending.append((command, future))
+            if self._leading:
+                leader = False
+            else:
+                self._leading = leader = True
+        if leader:
+            self._lead()
+        return future.result()
+
+    def _lead(self) -> None:
+        while True:
+            with self._lock:
+                group = self._pending[: limits.BATCH_SIZE_MAX]
+                del self._pending[: limits.BATCH_SIZE_MAX]
+                if not group:
+                    self._leading = False
+                    return
+            self._write_group(group)
+
+    def _write_group(self, group: list[tuple[RecordTransfer, Future[TransferOutcome]]]) -> None:
+        try:
+            outcome = self._write([command for command, _ in group])
+        except BaseException as error:  # noqa: BLE001  # handed to every waiter of the group
+            for _, future in group:
+                future.set_exception(error)
+            return
+        for (_, future), result in zip(group, outcome.results, strict=True):
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
 class KeyStripes:
     """A fixed set of locks; a command holds the stripes of its keys, in index order
     (so two commands can never wait on each other in a cycle)."""
@@ -491,6 +567,20 @@ class KeyStripes:
             for index in indexes:
                 stack.enter_context(self._locks[index])
             yield
+
+
+def _retrying_schema_race(construct: Callable[[], R]) -> R:
+    """Processes starting together on a new PostgreSQL database race to create the same
+    tables (``CREATE … IF NOT EXISTS`` is not atomic in the catalog: "tuple concurrently
+    updated"). The loser tries again and finds the tables there."""
+    for attempt_number in range(SCHEMA_ATTEMPTS_MAX):
+        try:
+            return construct()
+        except (PersistenceInternalError, PersistenceIntegrityError, ProgrammingError):
+            if attempt_number == SCHEMA_ATTEMPTS_MAX - 1:
+                raise
+            time.sleep(0.05 * (attempt_number + 1))
+    raise AssertionError("unreachable")
 
 
 def _account_keys(commands: Sequence[RecordTransfer]) -> list[str]:
