@@ -40,6 +40,7 @@ from app.application.views import (
 )
 from app.domain import limits
 from app.domain.account import Account
+from app.domain.chain import command_time
 from app.domain.errors import (
     AccountNotFoundError,
     BatchRejectedError,
@@ -477,7 +478,8 @@ class Ledger(Application[UUID]):
             for attempt_number in range(RETRY_ATTEMPTS_MAX):
                 work = _Attempt(self)
                 try:
-                    finish = attempt(work)
+                    with command_time(utc_now()):
+                        finish = attempt(work)
                     if work.rejected and work.is_stale() and time.monotonic() < deadline:
                         continue  # an item was refused on reads that have since moved
                 except LedgerError:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from app.application.ledger import Ledger
-from app.audit.log import LOG_PAGE_SIZE, Instant, read_log
+from app.audit.log import LOG_PAGE_SIZE, Instant, InstantWindow, read_log
 from app.audit.replay import ReplayedAccount, Replayer
 from app.domain.account import Account
 from app.domain.chain import GENESIS, expected_chain
@@ -107,6 +107,7 @@ class Auditor:
         self.report = AuditReport(instant)
         self.full = Replayer()
         self.at_instant = Replayer()
+        self.window = InstantWindow(instant)
         self.entry_counts: dict[str, int] = defaultdict(int)
 
     def run(self, on_page: Callable[[int, int], None] | None = None) -> AuditReport:
@@ -121,9 +122,9 @@ class Auditor:
             self._process_page(page)
             self._check_transfers()
             self._check_pending_holds()
-        self._check_unit_sums()
-        if self.view is not None:
-            self._check_projections(self.view)
+            self._check_unit_sums()
+            if self.view is not None:
+                self._check_projections(self.view)
         return self.report
 
     # One page of the log ---------------------------------------------------------------
@@ -141,7 +142,7 @@ class Auditor:
 
     def _fold_accounts(self, position: int, event: Any) -> None:
         account = self.full.apply(position, event)
-        if self.instant.includes(position, event.timestamp):
+        if self.window.admits(position, event):
             self.at_instant.apply(position, event)
         if account is None or not isinstance(event, Account.BalanceChanged):
             return
@@ -344,10 +345,12 @@ class Auditor:
 
     def _check_unit_sums(self) -> None:
         self.report.accounts = len(self.full.accounts)
-        for label, replayer, sums in (
-            ("at the head", self.full, self.report.unit_sums),
-            (self.instant.describe(), self.at_instant, self.report.unit_sums_at_instant),
-        ):
+        checks = [("at the head", self.full, self.report.unit_sums)]
+        if self.instant.position is not None or self.instant.moment is not None:
+            checks.append(
+                (self.instant.describe(), self.at_instant, self.report.unit_sums_at_instant)
+            )
+        for label, replayer, sums in checks:
             for account in replayer.accounts.values():
                 sums[account.unit] = sums.get(account.unit, 0) + account.balance
             for unit, total in sums.items():
@@ -453,7 +456,9 @@ class Auditor:
     def _compare_instant(self, view: LedgerViewMixin) -> None:
         for account in self.at_instant.accounts.values():
             if self.instant.position is not None:
-                row = view.balance_at_position(account.id, self.instant.position)
+                # The instant's commit may end after the position asked for.
+                position = max(self.instant.position, self.window.last_position or 0)
+                row = view.balance_at_position(account.id, position)
             else:
                 assert self.instant.moment is not None
                 row = view.balance_as_of(account.id, self.instant.moment)

@@ -15,7 +15,7 @@ from typing import Any, Final, TextIO
 from uuid import UUID
 
 from app.application.ledger import Ledger
-from app.audit.log import Instant, read_log
+from app.audit.log import Instant, read_at
 from app.audit.replay import Replayer
 from app.domain.account import Account
 from app.domain.transfer import Transfer
@@ -33,8 +33,9 @@ def account_name(account_id: str) -> str:
     readable = "-".join(part[:1].upper() + part[1:] for part in parts) or "Account"
     if not readable[0].isalnum():
         readable = "A" + readable
-    if readable != account_id or not _COMPONENT.fullmatch(readable):
-        readable += "-" + hashlib.sha256(account_id.encode()).hexdigest()[:8]
+    # Always suffixed: the readable part alone could collide ("a.b" and "A-B" both read
+    # "A-B"), and an id could itself look like a suffixed name.
+    readable += "-" + hashlib.sha256(account_id.encode()).hexdigest()[:8]
     return f"{ROOT}:{readable}"
 
 
@@ -73,9 +74,7 @@ def journal_items(
 ) -> Iterator[Opening | Movement]:
     """Openings and posted movements in log order; holds are remembered until settled."""
     holds: dict[UUID, Any] = {}
-    for position, event in read_log(ledger, stop_position=instant.position, on_page=on_page):
-        if not instant.includes(position, event.timestamp):
-            continue
+    for position, event in read_at(ledger, instant, on_page=on_page):
         replayer.apply(position, event)
         day = event.timestamp.date()
         if isinstance(event, Account.Opened):
@@ -135,6 +134,8 @@ def write_journal(
             continue
         transactions += 1
         unit = commodity(item.unit)
+        if not beancount and not unit.isalpha():
+            unit = f'"{unit}"'  # hledger reads a commodity with digits only when quoted
         debit, credit = account_name(item.debit_account_id), account_name(item.credit_account_id)
         if beancount:
             output.write(f"{item.day} * {_quote('transfer ' + item.transfer_id)}\n")

@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any, Final
 
 from app.application.ledger import Ledger
+from app.domain.account import Account
+from app.domain.transfer import Transfer
 
 LOG_PAGE_SIZE: Final = 2000
 
@@ -54,3 +56,78 @@ def read_log(
         position = notifications[-1].id
         if on_page is not None:
             on_page(position, stop)
+
+
+class CommitTracker:
+    """Tells where a command's commit ends, which the log does not mark.
+
+    Within a commit the accounts' postings come first and the transfers' own events
+    after them; a commit is over when every transfer it touched has all its legs (they
+    net to zero) and the event that records it (or settles it)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, list[int]] = {}
+        self._awaited: dict[str, str] = {}
+
+    @property
+    def quiescent(self) -> bool:
+        return not self._open
+
+    def observe(self, event: Any) -> None:
+        if isinstance(event, Account.BalanceChanged):
+            delta = event.delta()
+            net = self._open.setdefault(event.transfer_id, [0, 0])
+            net[0] += delta.debits_posted - delta.credits_posted
+            net[1] += delta.debits_pending - delta.credits_pending
+            settles = isinstance(event, Account.DebitHoldSettled | Account.CreditHoldSettled)
+            self._awaited[event.transfer_id] = "settled" if settles else "recorded"
+        elif isinstance(event, Transfer.TransferRecorded):
+            self._close(event.transfer_id, "recorded")
+        elif isinstance(event, Transfer.Event):
+            for transfer_id, awaited in list(self._awaited.items()):
+                if awaited == "settled" and self._open.get(transfer_id) == [0, 0]:
+                    self._close(transfer_id, "settled")
+
+    def _close(self, transfer_id: str, what: str) -> None:
+        if self._awaited.get(transfer_id) == what and self._open.get(transfer_id) == [0, 0]:
+            del self._open[transfer_id]
+            del self._awaited[transfer_id]
+
+
+class InstantWindow:
+    """Which events an instant admits, in one pass over the log: by time, every event
+    recorded at or before it (a command's events share one time); by position, every
+    event up to it and, when it falls inside a commit, the rest of that commit."""
+
+    def __init__(self, instant: Instant) -> None:
+        self.instant = instant
+        self.tracker = CommitTracker()
+        self.closed = False
+        self.last_position: int | None = None
+
+    def admits(self, position: int, event: Any) -> bool:
+        if self.instant.position is None:
+            admitted = self.instant.includes(position, event.timestamp)
+        elif self.closed:
+            admitted = False
+        elif position <= self.instant.position or not self.tracker.quiescent:
+            self.tracker.observe(event)
+            admitted = True
+        else:
+            admitted = False
+            self.closed = True
+        if admitted:
+            self.last_position = position
+        return admitted
+
+
+def read_at(
+    ledger: Ledger, instant: Instant, on_page: Callable[[int, int], None] | None = None
+) -> Iterator[tuple[int, Any]]:
+    """The events an instant admits (see InstantWindow), in log order."""
+    window = InstantWindow(instant)
+    for position, event in read_log(ledger, on_page=on_page):
+        if window.admits(position, event):
+            yield position, event
+        elif window.closed:
+            return

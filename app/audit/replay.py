@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from uuid import UUID
 
 from app.application.ledger import Ledger
-from app.audit.log import Instant, read_log
+from app.audit.log import Instant, read_at
 from app.domain.account import Account
 
 
@@ -83,9 +83,8 @@ def replay(
     on_page: Callable[[int, int], None] | None = None,
 ) -> list[ReplayedAccount]:
     replayer = Replayer()
-    for position, event in read_log(ledger, stop_position=instant.position, on_page=on_page):
-        if instant.includes(position, event.timestamp):
-            replayer.apply(position, event)
+    for position, event in read_at(ledger, instant, on_page=on_page):
+        replayer.apply(position, event)
     return sorted(replayer.accounts.values(), key=lambda account: account.id)
 
 

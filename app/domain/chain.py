@@ -9,7 +9,9 @@ breaks the next one.
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Final, Self
 from uuid import UUID
@@ -82,13 +84,32 @@ class ChainedCreated(Aggregate.Created):
         return created
 
 
+# One command, one time: every event a command writes carries the same timestamp, so
+# that "as of T" never sees half of a command (set by the application for each attempt).
+_COMMAND_TIME: ContextVar[datetime | None] = ContextVar("command_time", default=None)
+
+
+@contextmanager
+def command_time(moment: datetime) -> Iterator[None]:
+    token = _COMMAND_TIME.set(moment)
+    try:
+        yield
+    finally:
+        _COMMAND_TIME.reset(token)
+
+
+def _timestamp(event_class: Any) -> datetime:
+    moment = _COMMAND_TIME.get()
+    return moment if moment is not None else event_class.create_timestamp()
+
+
 class ChainedAggregate(Aggregate):
     """An aggregate whose events are hash-chained (see module docstring)."""
 
     chain: str = GENESIS
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
-        timestamp = kwargs.pop("timestamp", None) or event_class.create_timestamp()
+        timestamp = kwargs.pop("timestamp", None) or _timestamp(event_class)
         kwargs["chain"] = chain_digest(
             self.chain, event_class.__qualname__, self.id, self.version + 1, timestamp, kwargs
         )
@@ -96,7 +117,7 @@ class ChainedAggregate(Aggregate):
 
     @classmethod
     def _create_chained(cls, event_class: Any, *, id: UUID, **kwargs: Any) -> Self:
-        timestamp = event_class.create_timestamp()
+        timestamp = _timestamp(event_class)
         chain = chain_digest(
             GENESIS, event_class.__qualname__, id, cls.INITIAL_VERSION, timestamp, kwargs
         )
