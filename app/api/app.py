@@ -8,7 +8,7 @@ from typing import Any
 import structlog
 from litestar import Litestar, MediaType, Response, get
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -57,7 +57,7 @@ def request_context(app: ASGIApp) -> ASGIApp:
             finally:
                 seconds = time.perf_counter() - started
                 route = scope.get("path_template") or "unmatched"
-                metrics: Metrics = scope["app"].state.metrics
+                metrics: NamedDependency[Metrics] = scope["app"].state.metrics
                 metrics.observe(method, route, status, seconds)
                 log.info(
                     "request",
@@ -81,7 +81,7 @@ def health() -> Health:
     summary="Readiness: store reachable, views fresh",
     sync_to_thread=True,
 )
-def ready(services: Services) -> Response[Readiness]:
+def ready(services: NamedDependency[Services]) -> Response[Readiness]:
     try:
         lag = services.lag()
     except Exception as error:  # noqa: BLE001  # a probe answers, whatever broke
@@ -117,11 +117,13 @@ def ready(services: Services) -> Response[Readiness]:
     media_type=MediaType.TEXT,
     include_in_schema=False,
 )
-def metrics_endpoint(metrics: Metrics) -> Response[bytes]:
+def metrics_endpoint(metrics: NamedDependency[Metrics]) -> Response[bytes]:
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(services: Services, *, on_shutdown: list[Any] | None = None) -> Litestar:
+def create_app(
+    services: NamedDependency[Services], *, on_shutdown: list[Any] | None = None
+) -> Litestar:
     metrics = Metrics(services.lag)
     return Litestar(
         route_handlers=[AccountController, TransferController, health, ready, metrics_endpoint],

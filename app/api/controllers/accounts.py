@@ -4,7 +4,8 @@ from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, Parameter
 
 from app.api.auth import requires
 from app.api.errors import ApiError
@@ -51,7 +52,9 @@ class AccountController(Controller):
         status_code=201,
         summary="Open an account (idempotent on id)",
     )
-    def open(self, data: AccountCreate, services: Services) -> Response[AccountRead]:
+    def open(
+        self, data: AccountCreate, services: NamedDependency[Services]
+    ) -> Response[AccountRead]:
         outcome = services.ledger.open_account(OpenAccount(**data.model_dump()))
         return Response(
             account_read(outcome.account, outcome.position),
@@ -66,8 +69,8 @@ class AccountController(Controller):
     )
     def read(
         self,
-        account_id: str,
-        services: Services,
+        account_id: FromPath[str],
+        services: NamedDependency[Services],
         as_of: Annotated[datetime | None, Parameter(required=False)] = None,
         at_position: Position = None,
         min_position: Position = None,
@@ -107,8 +110,8 @@ class AccountController(Controller):
     )
     def entries(
         self,
-        account_id: str,
-        services: Services,
+        account_id: FromPath[str],
+        services: NamedDependency[Services],
         cursor: Annotated[str | None, Parameter(required=False, max_length=200)] = None,
         limit: Annotated[int, Parameter(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
         since: Annotated[datetime | None, Parameter(required=False)] = None,
@@ -141,6 +144,6 @@ class AccountController(Controller):
         status_code=200,
         summary="Close an account (idempotent)",
     )
-    def close(self, account_id: str, services: Services) -> AccountRead:
+    def close(self, account_id: FromPath[str], services: NamedDependency[Services]) -> AccountRead:
         outcome = services.ledger.close_account(account_id)
         return account_read(outcome.account, outcome.position)

@@ -3,7 +3,8 @@
 from typing import Annotated
 
 from litestar import Controller, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, Parameter
 
 from app.api.auth import requires
 from app.api.errors import ApiError, ledger_error_body
@@ -53,7 +54,10 @@ class TransferController(Controller):
         summary="Record a transfer (201; an idempotent replay answers 200, same body)",
     )
     def record(
-        self, data: TransferCreate, services: Services, metrics: Metrics
+        self,
+        data: TransferCreate,
+        services: NamedDependency[Services],
+        metrics: NamedDependency[Metrics],
     ) -> Response[TransferRead]:
         outcome = services.ledger.record_transfer(command_of(data))
         if outcome.created:
@@ -67,7 +71,12 @@ class TransferController(Controller):
         status_code=200,
         summary="Record a batch: atomic (all or nothing) or one result per item",
     )
-    def batch(self, data: BatchCreate, services: Services, metrics: Metrics) -> BatchRead:
+    def batch(
+        self,
+        data: BatchCreate,
+        services: NamedDependency[Services],
+        metrics: NamedDependency[Metrics],
+    ) -> BatchRead:
         commands = [command_of(item) for item in data.transfers]
         outcome = services.ledger.record_batch(commands, atomic=data.atomic)
         results = []
@@ -99,7 +108,10 @@ class TransferController(Controller):
         summary="One transfer, with its status",
     )
     def read(
-        self, transfer_id: str, services: Services, min_position: Position = None
+        self,
+        transfer_id: FromPath[str],
+        services: NamedDependency[Services],
+        min_position: Position = None,
     ) -> TransferRead:
         check_id(transfer_id, "transfer_id")
         row = services.reach(min_position).transfer(transfer_id)
@@ -115,7 +127,7 @@ class TransferController(Controller):
     )
     def list(
         self,
-        services: Services,
+        services: NamedDependency[Services],
         account_id: Annotated[str | None, Parameter(required=False, max_length=128)] = None,
         cursor: Annotated[str | None, Parameter(required=False, max_length=200)] = None,
         limit: Annotated[int, Parameter(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
@@ -138,7 +150,9 @@ class TransferController(Controller):
         status_code=200,
         summary="Post a pending transfer, whole or a smaller amount",
     )
-    def post_pending(self, transfer_id: str, data: PostPending, services: Services) -> TransferRead:
+    def post_pending(
+        self, transfer_id: FromPath[str], data: PostPending, services: NamedDependency[Services]
+    ) -> TransferRead:
         outcome = services.ledger.post_pending(transfer_id, data.amount)
         return TransferRead.of(outcome.transfer, outcome.position)
 
@@ -149,7 +163,9 @@ class TransferController(Controller):
         status_code=200,
         summary="Void a pending transfer",
     )
-    def void_pending(self, transfer_id: str, data: VoidPending, services: Services) -> TransferRead:
+    def void_pending(
+        self, transfer_id: FromPath[str], data: VoidPending, services: NamedDependency[Services]
+    ) -> TransferRead:
         del data  # the body is {} by contract; extra fields are refused by its model
         outcome = services.ledger.void_pending(transfer_id)
         return TransferRead.of(outcome.transfer, outcome.position)
@@ -162,7 +178,11 @@ class TransferController(Controller):
         summary="Reverse (refund) a posted transfer with a new transfer",
     )
     def reverse(
-        self, transfer_id: str, data: ReverseTransfer, services: Services, metrics: Metrics
+        self,
+        transfer_id: FromPath[str],
+        data: ReverseTransfer,
+        services: NamedDependency[Services],
+        metrics: NamedDependency[Metrics],
     ) -> Response[TransferRead]:
         outcome = services.ledger.reverse_transfer(transfer_id, data.id, data.metadata)
         if outcome.created:
