@@ -33,7 +33,7 @@ PAGE_SIZE_MAX: Final = 1000
 WAIT_POLL_SECONDS_MIN: Final = 0.002
 WAIT_POLL_SECONDS_MAX: Final = 0.05
 
-TABLES: Final = ("balances", "entries", "transfers")
+TABLES: Final = ("balances", "entries", "transfers", "commits")
 
 SCHEMA: Final = [
     """CREATE TABLE IF NOT EXISTS {balances} (
@@ -98,6 +98,13 @@ SCHEMA: Final = [
     "ON {transfers} (credit_account_id, position)",
     "CREATE INDEX IF NOT EXISTS {transfers_by_position_index} ON {transfers} (position)",
     "CREATE INDEX IF NOT EXISTS {transfers_due_index} ON {transfers} (status, expires_at)",
+    # Where commits end, which the log does not say: a command's events share one time
+    # and sit together in the log, so a run of events with one time is one commit.
+    """CREATE TABLE IF NOT EXISTS {commits} (
+        start_position BIGINT PRIMARY KEY,
+        end_position BIGINT NOT NULL,
+        recorded_at TEXT NOT NULL
+    )""",
 ]
 
 
@@ -237,7 +244,41 @@ class LedgerViewMixin:
                 self._apply(cursor, event, tracking.notification_id)
             self._insert_tracking_in(cursor, batch[-1][1])
 
+    def _track_commit(self, cursor: Cursor, event: Any, position: int) -> None:
+        at = timestamp_text(event.timestamp)
+        self._run(
+            cursor,
+            "SELECT start_position, recorded_at FROM {commits} "
+            "ORDER BY start_position DESC LIMIT 1",
+        )
+        last = cursor.fetchone()
+        if last is not None and last["recorded_at"] == at:
+            self._run(
+                cursor,
+                "UPDATE {commits} SET end_position = ? WHERE start_position = ?",
+                [position, last["start_position"]],
+            )
+        else:
+            self._run(
+                cursor,
+                "INSERT INTO {commits} (start_position, end_position, recorded_at) "
+                "VALUES (?, ?, ?)",
+                [position, position, at],
+            )
+
+    def commit_end(self, position: int) -> int:
+        """The last position of the commit that ``position`` falls in (as far as the
+        view has seen it); ``position`` itself between commits."""
+        row = self._one(
+            "SELECT end_position FROM {commits} WHERE start_position <= ? "
+            "ORDER BY start_position DESC LIMIT 1",
+            [position],
+        )
+        return position if row is None else max(position, int(row["end_position"]))
+
     def _apply(self, cursor: Cursor, event: object, position: int) -> None:
+        if hasattr(event, "timestamp"):
+            self._track_commit(cursor, event, position)
         if isinstance(event, Account.BalanceChanged):
             self._apply_balance_change(cursor, event, position)
         elif isinstance(event, Transfer.TransferRecorded):

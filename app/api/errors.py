@@ -137,8 +137,9 @@ def on_http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[d
         )
     if status >= 500:
         return on_unexpected_error(_, error)
-    if status == 400 and "malformed" in str(error.detail).lower():
-        return problem(400, "malformed_json", "the request body is not valid JSON")
+    if status == 400:
+        # Litestar's plain 400s come from decoding the body (parameters fail validation).
+        return problem(400, "malformed_json", f"the request body is not valid JSON: {error.detail}")
     return problem(status, code, str(error.detail))
 
 
@@ -154,7 +155,18 @@ def on_unexpected_error(
     )
 
 
+def on_undecodable_body(
+    _: Request[Any, Any, Any], error: RecursionError | UnicodeDecodeError
+) -> Response[dict[str, Any]]:
+    """Nesting too deep to decode, or bytes that are not UTF-8: the body is not JSON."""
+    return problem(
+        400, "malformed_json", f"the request body is not valid JSON ({type(error).__name__})"
+    )
+
+
 EXCEPTION_HANDLERS: Final[dict[Any, Any]] = {
+    RecursionError: on_undecodable_body,
+    UnicodeDecodeError: on_undecodable_body,
     LedgerError: on_ledger_error,
     ApiError: on_api_error,
     ValidationException: on_validation_error,

@@ -25,7 +25,7 @@ def decode_cursor(cursor: str | None) -> int | None:
         position = value["before"]
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise ApiError(400, "invalid_cursor", "cursor is not one this API handed out") from None
-    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+    if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < 2**63:
         raise ApiError(400, "invalid_cursor", "cursor is not one this API handed out")
     return position
 

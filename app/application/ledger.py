@@ -79,6 +79,24 @@ def utc_now() -> datetime:
     return datetime.now(tz=UTC)
 
 
+class Written:
+    """Where a command's write landed: its commit position (the last event's) and the
+    position of each stream's last event in it."""
+
+    def __init__(self, recordings: Iterable[Recording[UUID]]) -> None:
+        self._positions: dict[UUID, int] = {}
+        for recording in recordings:
+            self._positions[recording.domain_event.originator_id] = recording.notification.id
+
+    @property
+    def commit(self) -> int:
+        assert self._positions, "a command that wrote must have a position"
+        return max(self._positions.values())
+
+    def position_of(self, originator_id: UUID) -> int:
+        return self._positions[originator_id]
+
+
 class _Attempt:
     """The aggregates one attempt of one command has loaded or created, saved together."""
 
@@ -191,7 +209,7 @@ class Ledger(Application[UUID]):
     def open_account(self, command: OpenAccount) -> AccountOutcome:
         command = command.checked()
 
-        def attempt(work: _Attempt) -> Callable[[int | None], AccountOutcome]:
+        def attempt(work: _Attempt) -> Callable[[Written], AccountOutcome]:
             existing = work.find_account(command.id)
             if existing is not None:
                 if not existing.same_opening(
@@ -217,14 +235,14 @@ class Ledger(Application[UUID]):
             )
             work.accounts[command.id] = account
             view = AccountView.of(account)
-            return lambda position: AccountOutcome(view, created=True, position=_known(position))
+            return lambda written: AccountOutcome(view, created=True, position=written.commit)
 
         return self._run(attempt, [command.id])
 
     def close_account(self, account_id: str) -> AccountOutcome:
         account_id = check_id(account_id, "account_id")
 
-        def attempt(work: _Attempt) -> Callable[[int | None], AccountOutcome]:
+        def attempt(work: _Attempt) -> Callable[[Written], AccountOutcome]:
             account = work.account(account_id)
             already_closed = account.status == "closed"
             account.close()
@@ -233,7 +251,7 @@ class Ledger(Application[UUID]):
                 return lambda _: AccountOutcome(
                     view, created=False, position=self._position_of(account.id, account.version)
                 )
-            return lambda position: AccountOutcome(view, created=False, position=_known(position))
+            return lambda written: AccountOutcome(view, created=False, position=written.commit)
 
         return self._run(attempt, [account_id])
 
@@ -284,7 +302,7 @@ class Ledger(Application[UUID]):
             except LedgerError as error:
                 raise BatchRejectedError(index, error) from None
 
-        def attempt(work: _Attempt) -> Callable[[int | None], BatchOutcome]:
+        def attempt(work: _Attempt) -> Callable[[Written], BatchOutcome]:
             work.prefetch_absent_transfers([command.id for command in checked])
             finishers = []
             for index, command in enumerate(checked):
@@ -292,7 +310,7 @@ class Ledger(Application[UUID]):
                     finishers.append(self._apply_transfer(work, command))
                 except LedgerError as error:
                     raise BatchRejectedError(index, error) from None
-            return lambda position: BatchOutcome([finish(position) for finish in finishers])
+            return lambda written: BatchOutcome([finish(written) for finish in finishers])
 
         return self._run(attempt, _account_keys(checked))
 
@@ -300,26 +318,26 @@ class Ledger(Application[UUID]):
         # Items are applied in order on one set of aggregates; an item that fails its
         # checks changes nothing (checks run before any event), so the survivors can
         # still share a single write.
-        def attempt(work: _Attempt) -> Callable[[int | None], BatchOutcome]:
+        def attempt(work: _Attempt) -> Callable[[Written], BatchOutcome]:
             work.prefetch_absent_transfers(
                 [command.id for command in commands if isinstance(command.id, str)]
             )
-            items: list[Callable[[int | None], TransferOutcome] | LedgerError] = []
+            items: list[Callable[[Written], TransferOutcome] | LedgerError] = []
             for command in commands:
                 try:
                     items.append(self._apply_transfer(work, command.checked()))
                 except LedgerError as error:
                     items.append(error)
                     work.rejected = True
-            return lambda position: BatchOutcome(
-                [item if isinstance(item, LedgerError) else item(position) for item in items]
+            return lambda written: BatchOutcome(
+                [item if isinstance(item, LedgerError) else item(written) for item in items]
             )
 
         return self._run(attempt, _account_keys(commands))
 
     def _apply_transfer(
         self, work: _Attempt, command: RecordTransfer, reversal_of: str | None = None
-    ) -> Callable[[int | None], TransferOutcome]:
+    ) -> Callable[[Written], TransferOutcome]:
         existing = work.find_transfer(command.id)
         if existing is not None:
             return self._replay(existing, command, reversal_of)
@@ -351,11 +369,15 @@ class Ledger(Application[UUID]):
         credit_account.credit(command.id, command.amount, pending=command.pending)
         work.transfers[command.id] = transfer
         view = TransferView.of(transfer)
-        return lambda position: TransferOutcome(view, created=True, position=_known(position))
+        # A transfer's position is that of the event recording it, the same whether it
+        # is answered now or replayed later (in a batch, the commit ends at the last one).
+        return lambda written: TransferOutcome(
+            view, created=True, position=written.position_of(transfer.id)
+        )
 
     def _replay(
         self, existing: Transfer, command: RecordTransfer, reversal_of: str | None
-    ) -> Callable[[int | None], TransferOutcome]:
+    ) -> Callable[[Written], TransferOutcome]:
         if not existing.same_body(
             command.debit_account_id,
             command.credit_account_id,
@@ -383,7 +405,7 @@ class Ledger(Application[UUID]):
         if amount is not None:
             amount = check_amount(amount)
 
-        def attempt(work: _Attempt) -> Callable[[int | None], TransferOutcome]:
+        def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome]:
             transfer = work.transfer(transfer_id)
             posted_amount = transfer.amount if amount is None else amount
             transfer.post(posted_amount, self.clock())
@@ -395,7 +417,7 @@ class Ledger(Application[UUID]):
     def void_pending(self, transfer_id: str) -> TransferOutcome:
         transfer_id = check_id(transfer_id, "transfer_id")
 
-        def attempt(work: _Attempt) -> Callable[[int | None], TransferOutcome]:
+        def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome]:
             transfer = work.transfer(transfer_id)
             transfer.void(self.clock())
             self._settle_hold(work, transfer, 0)
@@ -408,7 +430,7 @@ class Ledger(Application[UUID]):
         is answered as it is, with nothing written."""
         transfer_id = check_id(transfer_id, "transfer_id")
 
-        def attempt(work: _Attempt) -> Callable[[int | None], TransferOutcome]:
+        def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome]:
             transfer = work.transfer(transfer_id)
             if transfer.status == "expired":
                 view = TransferView.of(transfer)
@@ -435,7 +457,7 @@ class Ledger(Application[UUID]):
         reversal_id = check_id(reversal_id, "id")
         checked_metadata = check_metadata(metadata)
 
-        def attempt(work: _Attempt) -> Callable[[int | None], TransferOutcome]:
+        def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome]:
             original = work.transfer(transfer_id)
             command = RecordTransfer(
                 id=reversal_id,
@@ -462,14 +484,14 @@ class Ledger(Application[UUID]):
         transfer_id = check_id(transfer_id, "transfer_id")
         return self._recorded_at(_Attempt(self).transfer(transfer_id))
 
-    def _outcome(self, transfer: Transfer) -> Callable[[int | None], TransferOutcome]:
+    def _outcome(self, transfer: Transfer) -> Callable[[Written], TransferOutcome]:
         view = TransferView.of(transfer)
-        return lambda position: TransferOutcome(view, created=False, position=_known(position))
+        return lambda written: TransferOutcome(view, created=False, position=written.commit)
 
     # The retry loop --------------------------------------------------------------------
 
     def _run(
-        self, attempt: Callable[[_Attempt], Callable[[int | None], R]], keys: Iterable[str] = ()
+        self, attempt: Callable[[_Attempt], Callable[[Written], R]], keys: Iterable[str] = ()
     ) -> R:
         # Commands of this process on the same accounts take turns (striped locks), so
         # a hot account's conflicts come only from other processes; those are retried.
@@ -497,7 +519,7 @@ class Ledger(Application[UUID]):
                         break
                     _backoff(attempt_number)
                     continue
-                return finish(_commit_position(recordings))
+                return finish(Written(recordings))
         raise ConcurrencyConflictError(
             f"gave up after {RETRY_DEADLINE_SECONDS}s of conflicting attempts; "
             "sending the same command again is safe"
@@ -590,16 +612,6 @@ def _account_keys(commands: Sequence[RecordTransfer]) -> list[str]:
     for command in commands:
         keys += [command.debit_account_id, command.credit_account_id]
     return keys
-
-
-def _commit_position(recordings: Iterable[Recording[UUID]]) -> int | None:
-    positions = [r.notification.id for r in recordings]
-    return max(positions) if positions else None
-
-
-def _known(position: int | None) -> int:
-    assert position is not None, "a command that wrote must have a position"
-    return position
 
 
 def _backoff(attempt_number: int) -> None:

@@ -425,9 +425,11 @@ def test_an_atomic_batch_records_every_item_in_order(funded: Client) -> None:
     assert [r["status"] for r in results] == [201, 201, 201]
     assert [r["transfer"]["id"] for r in results] == ["leg1", "leg2", "leg3"]
     assert all(r["error"] is None for r in results)
-    # One atomic write: one position for all.
-    assert len({r["transfer"]["position"] for r in results}) == 1
-    position = results[0]["transfer"]["position"]
+    # One atomic write: each item answers its own record's position, in order; the
+    # last one ends the commit, where every leg of the batch is visible.
+    positions = [r["transfer"]["position"] for r in results]
+    assert positions == sorted(set(positions))
+    position = positions[-1]
     assert balances(funded, position, "alice", "bob", "carol") == {
         "alice": 90,
         "bob": 0,
@@ -436,11 +438,8 @@ def test_an_atomic_batch_records_every_item_in_order(funded: Client) -> None:
     # A replay of the whole batch answers 200 per item with the same transfers.
     replay = ok(funded.post("/v1/transfers/batch", json={"atomic": True, "transfers": items}))
     assert [r["status"] for r in replay["results"]] == [200, 200, 200]
-    # (Positions are left out: a replay answers each transfer's own position, the first
-    # answer the batch's commit position; see the report.)
-    assert [without_position(r["transfer"]) for r in replay["results"]] == [
-        without_position(r["transfer"]) for r in results
-    ]
+    # The same body, positions included: a transfer's position is its record's.
+    assert [r["transfer"] for r in replay["results"]] == [r["transfer"] for r in results]
 
 
 def test_an_atomic_batch_fails_as_a_whole_and_names_the_item(funded: Client) -> None:

@@ -604,8 +604,10 @@ class LedgerMachine(RuleBasedStateMachine):
         assert_transfer_matches(outcome.transfer, expected)
         self.remember(outcome.transfer)
         if created:
-            assert outcome.position == self.head_after, (outcome.position, self.head_after)
+            # A new transfer answers the position of its own record, inside this write
+            # (the same position a replay answers later).
             recorded = self.ledger.transfer_position(expected.id)
+            assert outcome.position == recorded, (outcome.position, recorded)
             assert self.head_before < recorded <= self.head_after
             self.record_positions[expected.id] = recorded
         elif replay:

@@ -10,6 +10,7 @@ from litestar.params import FromPath, Parameter
 from app.api.auth import requires
 from app.api.errors import ApiError
 from app.api.pagination import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, decode_cursor, next_cursor
+from app.api.params import utc_instant
 from app.api.schemas import AccountCreate, AccountRead, EntryRead, Page
 from app.api.services import Services
 from app.application.commands import OpenAccount
@@ -79,14 +80,18 @@ class AccountController(Controller):
         if as_of is not None and at_position is not None:
             raise ApiError(422, "validation_error", "use as_of or at_position, not both")
         if at_position is not None:
-            view = services.reach(at_position)
-            row = view.balance_at_position(account_id, at_position)
+            # A position inside a command's commit answers as of that commit's end: the
+            # books balance between commits, never halfway through one. The whole commit
+            # is in the log already, so the views are awaited up to the log's head.
+            services.reach(at_position)  # refuses a position beyond the head
+            view = services.reach(services.head())
+            position = view.commit_end(at_position)
+            row = view.balance_at_position(account_id, position)
             if row is None:
                 raise not_found(account_id)
-            return AccountRead.of(row, at_position)
+            return AccountRead.of(row, position)
+        as_of = utc_instant(as_of, "as_of")
         if as_of is not None:
-            if as_of.tzinfo is None:
-                raise ApiError(422, "validation_error", "as_of needs a time zone (RFC 3339)")
             if as_of > services.now():
                 raise ApiError(422, "as_of_in_future", "as_of must not be in the future")
             # Every event recorded up to as_of is at or before today's head.
@@ -119,9 +124,7 @@ class AccountController(Controller):
         min_position: Position = None,
     ) -> Page[EntryRead]:
         check_id(account_id, "account_id")
-        for moment in (since, until):
-            if moment is not None and moment.tzinfo is None:
-                raise ApiError(422, "validation_error", "times need a time zone (RFC 3339)")
+        since, until = utc_instant(since, "since"), utc_instant(until, "until")
         view = services.reach(min_position)
         if view.balance(account_id) is None:
             raise not_found(account_id)

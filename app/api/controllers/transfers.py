@@ -7,7 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter
 
 from app.api.auth import requires
-from app.api.errors import ApiError, ledger_error_body
+from app.api.errors import ApiError, ledger_error_body, status_of
 from app.api.metrics import Metrics
 from app.api.pagination import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, decode_cursor, next_cursor
 from app.api.schemas import (
@@ -80,13 +80,13 @@ class TransferController(Controller):
         commands = [command_of(item) for item in data.transfers]
         outcome = services.ledger.record_batch(commands, atomic=data.atomic)
         results = []
-        for result in outcome.results:
+        for index, result in enumerate(outcome.results):
             if isinstance(result, LedgerError):
                 metrics.rejections.labels(code=result.code).inc()
                 results.append(
                     BatchItemResult(
-                        status=422 if result.kind != "conflict" else 409,
-                        error=Problem(**ledger_error_body(result)),
+                        status=status_of(result),
+                        error=Problem(**{**ledger_error_body(result), "index": index}),
                     )
                 )
                 continue
