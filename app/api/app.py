@@ -20,6 +20,7 @@ from app.api.controllers.accounts import AccountController
 from app.api.controllers.transfers import TransferController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.metrics import Metrics
+from app.api.openapi import refine as refine_openapi
 from app.api.schemas import Health, Readiness
 from app.api.services import Services
 
@@ -125,7 +126,7 @@ def create_app(
     services: NamedDependency[Services], *, on_shutdown: list[Any] | None = None
 ) -> Litestar:
     metrics = Metrics(services.lag)
-    return Litestar(
+    app = Litestar(
         route_handlers=[AccountController, TransferController, health, ready, metrics_endpoint],
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False),
@@ -156,3 +157,5 @@ def create_app(
         ),
         debug=False,
     )
+    refine_openapi(app)
+    return app
