@@ -87,9 +87,16 @@ def serve(
         )
         return
     app = build_app(settings, projections=projections)
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal into the
+    # handler that was there before it: make that one a clean exit (status 0, logs flushed).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30
     )
+
+
+def _exit_cleanly(*_: object) -> None:
+    raise SystemExit(0)
 
 
 @cli.command()
