@@ -34,11 +34,8 @@ Run from the repository root::
 import argparse
 import json
 import os
-import platform
 import random
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +51,8 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchlib import git_commit, machine
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
@@ -620,34 +619,6 @@ def print_report(results: Results, seconds: float) -> None:
     if results.postgres_settings:
         console.print(f"postgres: {results.postgres_settings}")
     console.print(f"machine: {machine()}; total {seconds:.0f}s")
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "commit": git_commit(),
-    }
-
-
-def git_commit() -> str:
-    """HEAD, marked ``+dirty`` when app/ or projections/ differ from it."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*arguments: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *arguments], cwd=root, capture_output=True, text=True, check=False
-            ).stdout.strip()
-        except OSError:
-            return ""
-
-    head = git("rev-parse", "--short", "HEAD")
-    dirty = git("status", "--porcelain", "--", "app", "projections")
-    return f"{head}+dirty" if dirty else head or "unknown"
 
 
 def to_json(results: Results, seconds: float, load_before: float, commit: str) -> dict[str, Any]:
