@@ -5,7 +5,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from app.application.views import TransferView
+from app.application.views import AccountView, TransferView
 from app.domain import limits
 from projections.views import BalanceRow, EntryRow, TransferRow
 
@@ -59,9 +59,10 @@ class AccountRead(BaseModel):
     position: int = Field(description="The log position this answer reflects")
 
     @classmethod
-    def of(cls, row: BalanceRow, position: int) -> "AccountRead":
+    def of(cls, row: BalanceRow | AccountView, position: int) -> "AccountRead":
+        """From a view row (reads) or the write side's view (answers to writes)."""
         return cls(
-            id=row.account_id,
+            id=row.account_id if isinstance(row, BalanceRow) else row.id,
             unit=row.unit,
             status=row.status,  # type: ignore[arg-type]
             balance=row.balance,

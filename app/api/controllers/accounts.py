@@ -14,28 +14,9 @@ from app.api.params import utc_instant
 from app.api.schemas import AccountCreate, AccountRead, EntryRead, Page
 from app.api.services import Services
 from app.application.commands import OpenAccount
-from app.application.views import AccountView
 from app.domain.values import check_id
 
 Position = Annotated[int | None, Parameter(ge=0, le=2**63 - 1, required=False)]
-
-
-def account_read(view: AccountView, position: int) -> AccountRead:
-    return AccountRead(
-        id=view.id,
-        unit=view.unit,
-        status=view.status,  # type: ignore[arg-type]
-        balance=view.balance,
-        available=view.available,
-        debits_posted=view.debits_posted,
-        credits_posted=view.credits_posted,
-        debits_pending=view.debits_pending,
-        credits_pending=view.credits_pending,
-        allow_negative=view.allow_negative,
-        overdraft_limit=view.overdraft_limit,
-        metadata=view.metadata,
-        position=position,
-    )
 
 
 def not_found(account_id: str) -> ApiError:
@@ -58,7 +39,7 @@ class AccountController(Controller):
     ) -> Response[AccountRead]:
         outcome = services.ledger.open_account(OpenAccount(**data.model_dump()))
         return Response(
-            account_read(outcome.account, outcome.position),
+            AccountRead.of(outcome.account, outcome.position),
             status_code=201 if outcome.created else 200,
         )
 
@@ -149,4 +130,4 @@ class AccountController(Controller):
     )
     def close(self, account_id: FromPath[str], services: NamedDependency[Services]) -> AccountRead:
         outcome = services.ledger.close_account(account_id)
-        return account_read(outcome.account, outcome.position)
+        return AccountRead.of(outcome.account, outcome.position)
