@@ -239,24 +239,35 @@ class LedgerViewMixin:
         transaction: all of them are applied exactly once, or none is."""
         if not batch:
             return
-        with self._transaction(commit=True) as cursor:
-            for event, tracking in batch:
-                self._apply(cursor, event, tracking.notification_id)
-            self._insert_tracking_in(cursor, batch[-1][1])
+        try:
+            with self._transaction(commit=True) as cursor:
+                for event, tracking in batch:
+                    self._apply(cursor, event, tracking.notification_id)
+                self._insert_tracking_in(cursor, batch[-1][1])
+        except BaseException:
+            self._open_commit = None  # what was cached may not have been written
+            raise
+
+    # The newest commit run (start position, time), kept between events by the one
+    # worker that writes this view; dropped whenever a transaction fails.
+    _open_commit: tuple[int, str] | None = None
 
     def _track_commit(self, cursor: Cursor, event: Any, position: int) -> None:
         at = timestamp_text(event.timestamp)
-        self._run(
-            cursor,
-            "SELECT start_position, recorded_at FROM {commits} "
-            "ORDER BY start_position DESC LIMIT 1",
-        )
-        last = cursor.fetchone()
-        if last is not None and last["recorded_at"] == at:
+        if self._open_commit is None:
+            self._run(
+                cursor,
+                "SELECT start_position, recorded_at FROM {commits} "
+                "ORDER BY start_position DESC LIMIT 1",
+            )
+            last = cursor.fetchone()
+            if last is not None:
+                self._open_commit = (int(last["start_position"]), last["recorded_at"])
+        if self._open_commit is not None and self._open_commit[1] == at:
             self._run(
                 cursor,
                 "UPDATE {commits} SET end_position = ? WHERE start_position = ?",
-                [position, last["start_position"]],
+                [position, self._open_commit[0]],
             )
         else:
             self._run(
@@ -265,6 +276,7 @@ class LedgerViewMixin:
                 "VALUES (?, ?, ?)",
                 [position, position, at],
             )
+            self._open_commit = (position, at)
 
     def commit_end(self, position: int) -> int:
         """The last position of the commit that ``position`` falls in (as far as the
