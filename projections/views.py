@@ -25,7 +25,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
-from app.domain.account import Account, BalanceDelta
+from app.domain.account import Account, BalanceDelta, DerivedBalances
 from app.domain.transfer import Transfer
 
 APPLICATION_NAME: Final = "ledger"
@@ -118,7 +118,7 @@ def parse_timestamp(text: str) -> datetime:
 
 
 @dataclass(frozen=True)
-class BalanceRow:
+class BalanceRow(DerivedBalances):
     account_id: str
     unit: str
     status: str
@@ -132,17 +132,9 @@ class BalanceRow:
     position: int
     updated_at: datetime
 
-    @property
-    def balance(self) -> int:
-        return self.credits_posted - self.debits_posted
-
-    @property
-    def available(self) -> int:
-        return self.balance - self.debits_pending
-
 
 @dataclass(frozen=True)
-class EntryRow:
+class EntryRow(DerivedBalances):
     account_id: str
     position: int
     transfer_id: str
@@ -155,14 +147,6 @@ class EntryRow:
     credits_pending: int
     recorded_at: datetime
     metadata: dict[str, str]
-
-    @property
-    def balance(self) -> int:
-        return self.credits_posted - self.debits_posted
-
-    @property
-    def available(self) -> int:
-        return self.balance - self.debits_pending
 
 
 @dataclass(frozen=True)

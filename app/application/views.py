@@ -3,12 +3,12 @@
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from app.domain.account import Account
+from app.domain.account import Account, DerivedBalances
 from app.domain.transfer import Transfer, TransferStatus
 
 
 @dataclass(frozen=True)
-class AccountView:
+class AccountView(DerivedBalances):
     id: str
     unit: str
     status: str
@@ -21,14 +21,6 @@ class AccountView:
     credits_pending: int
     version: int
     position: int | None = None
-
-    @property
-    def balance(self) -> int:
-        return self.credits_posted - self.debits_posted
-
-    @property
-    def available(self) -> int:
-        return self.balance - self.debits_pending
 
     @classmethod
     def of(cls, account: Account, position: int | None = None) -> "AccountView":

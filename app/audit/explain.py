@@ -50,8 +50,8 @@ class TransferFacts:
 def explain(ledger: Ledger, account_id: str, moment: datetime | None) -> Iterator[StatementLine]:
     """Every line of the account's history up to ``moment`` (all of it when None)."""
     account_id = check_id(account_id, "account_id")
-    events = ledger.events.get(account_uuid(account_id))
-    first = next(iter(events), None)
+    history: Iterator[Any] = iter(ledger.events.get(account_uuid(account_id)))
+    first = next(history, None)
     if not isinstance(first, Account.Opened) or (moment is not None and first.timestamp > moment):
         raise AccountNotFoundError(f"account {account_id} does not exist at that time")
 
@@ -60,8 +60,7 @@ def explain(ledger: Ledger, account_id: str, moment: datetime | None) -> Iterato
         return _transfer_facts(ledger, transfer_id, moment)
 
     counters = [0, 0, 0, 0]
-    history: Iterator[Any] = iter(ledger.events.get(account_uuid(account_id), gt=0))
-    for event in history:
+    for event in history:  # the rest of the stream, read once
         if moment is not None and event.timestamp > moment:
             return
         if not isinstance(event, Account.BalanceChanged):

@@ -14,11 +14,11 @@ from uuid import UUID
 
 from app.application.ledger import Ledger
 from app.audit.log import Instant, read_at
-from app.domain.account import Account
+from app.domain.account import Account, DerivedBalances
 
 
 @dataclass
-class ReplayedAccount:
+class ReplayedAccount(DerivedBalances):
     id: str
     unit: str
     status: str
@@ -30,14 +30,6 @@ class ReplayedAccount:
     credits_pending: int = 0
     version: int = 0
     position: int = 0
-
-    @property
-    def balance(self) -> int:
-        return self.credits_posted - self.debits_posted
-
-    @property
-    def available(self) -> int:
-        return self.balance - self.debits_pending
 
     def row(self) -> dict[str, Any]:
         return {**asdict(self), "balance": self.balance, "available": self.available}

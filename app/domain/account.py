@@ -5,7 +5,7 @@ replaying the stream never re-runs a check (the checks held when the event was w
 """
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from app.domain import limits
@@ -22,14 +22,14 @@ from app.domain.values import account_uuid
 AccountStatus = Literal["open", "closed"]
 
 
-@dataclass(frozen=True)
-class BalanceDelta:
-    """How one event moves the four counters. Projections fold these, never re-derive them."""
+class DerivedBalances:
+    """The two figures SPEC.md derives from the counters, defined once for every
+    shape that carries the counters (aggregate, deltas, views, replays)."""
 
-    debits_posted: int = 0
-    credits_posted: int = 0
-    debits_pending: int = 0
-    credits_pending: int = 0
+    if TYPE_CHECKING:
+        debits_posted: int
+        credits_posted: int
+        debits_pending: int
 
     @property
     def balance(self) -> int:
@@ -40,7 +40,17 @@ class BalanceDelta:
         return self.balance - self.debits_pending
 
 
-class Account(ChainedAggregate):
+@dataclass(frozen=True)
+class BalanceDelta(DerivedBalances):
+    """How one event moves the four counters. Projections fold these, never re-derive them."""
+
+    debits_posted: int = 0
+    credits_posted: int = 0
+    debits_pending: int = 0
+    credits_pending: int = 0
+
+
+class Account(DerivedBalances, ChainedAggregate):
     INITIAL_VERSION = 0
 
     class Opened(ChainedCreated):
@@ -156,14 +166,6 @@ class Account(ChainedAggregate):
         )
 
     # Derived figures -------------------------------------------------------------------
-
-    @property
-    def balance(self) -> int:
-        return self.credits_posted - self.debits_posted
-
-    @property
-    def available(self) -> int:
-        return self.balance - self.debits_pending
 
     @property
     def floor(self) -> int | None:
