@@ -143,3 +143,33 @@ def all_error_codes() -> set[str]:
         pending.extend(cls.__subclasses__())
     codes.discard(LedgerError.code)
     return codes
+
+
+class GrantConsumedError(LedgerError):
+    """A grant's reversal found nothing left in its lot."""
+
+    code = "grant_consumed"
+
+
+class GrantExpiredError(LedgerError):
+    """A grant's reversal came after the lot expired (its remainder belongs to breakage)."""
+
+    code = "grant_expired"
+
+
+class GrantReservedError(LedgerError):
+    """What is left of the grant is held by pending transfers."""
+
+    code = "grant_reserved"
+
+
+class GrantRemainingExceededError(LedgerError):
+    """A partial reversal of a grant asked for more than is left in its lot."""
+
+    code = "grant_remaining_exceeded"
+
+
+class LiveLotLimitExceededError(LedgerError):
+    """The account holds the most live grant lots it may (``lots.LIVE_LOTS_MAX``)."""
+
+    code = "live_lot_limit_exceeded"
