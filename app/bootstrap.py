@@ -1,17 +1,127 @@
-"""The composition root: settings → ledger, views, workers, keys → the ASGI app."""
+"""The composition root: settings → ledger, views, workers, keys → the ASGI app.
+
+Everything a setting names is opened here, inside ``opening``: a store that cannot be
+used becomes one ``StartupError`` that says what, where (the setting and its value,
+passwords masked) and why, never a library traceback.
+"""
 
 import logging
+import sqlite3
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
 
+import psycopg
 import structlog
+from eventsourcing.persistence import PersistenceError
+from kurrentdbclient.exceptions import KurrentDBClientError
 from litestar import Litestar
 
 from app.api.app import create_app
 from app.api.services import Services, ViewSource
 from app.application.ledger import Ledger
 from app.persistence.keys import KeyStore
-from app.settings import Settings
+from app.persistence.stores import StoreURLError, sqlite_path
+from app.settings import ConfigurationError, Settings
 from projections.runner import GenerationPointer, ProjectionWorkers
+
+# A PostgreSQL server that does not answer within this is reported as unreachable.
+CONNECT_TIMEOUT_SECONDS: Final = 10
+# What goes wrong when a setting names something unusable (no programming errors here).
+UNUSABLE_STORE_ERRORS: Final = (
+    StoreURLError,
+    OSError,
+    sqlite3.Error,
+    psycopg.Error,
+    PersistenceError,
+    KurrentDBClientError,
+)
+
+
+class StartupError(ConfigurationError):
+    """A setting names something this process cannot use."""
+
+    def __init__(self, what: str, setting: str, value: str, why: str) -> None:
+        super().__init__(f"cannot use the {what} {redact(value)} (from {setting}): {why}")
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (psycopg's span several), with its cause's when
+    the library wrapped it in a vaguer one."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    cause = error.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f" ({' '.join(str(cause).split())})"
+    return text
+
+
+@contextmanager
+def opening(what: str, setting: str, value: str) -> Iterator[None]:
+    try:
+        yield
+    except UNUSABLE_STORE_ERRORS as error:
+        raise StartupError(what, setting, value, one_line(error)) from error
+
+
+def _check_reachable(url: str) -> None:
+    """PostgreSQL: connect once with a short timeout, for the server's own reason
+    (the library's pool would wait half a minute and then only say it timed out)."""
+    if urlsplit(url).scheme in ("postgresql", "postgres"):
+        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS):
+            pass
+
+
+def _sqlite_file(url: str) -> Path | None:
+    if urlsplit(url).scheme != "sqlite":
+        return None
+    return Path(sqlite_path(url))
+
+
+def open_ledger(settings: Settings, *, must_hold_ledger: bool = False) -> Ledger:
+    """The ledger over the configured event store. ``must_hold_ledger`` (the audit tools):
+    refuse a store that does not exist or holds no event yet, rather than create one."""
+    url, setting = settings.event_store_url, settings.event_store_setting
+    with opening("event store", setting, url):
+        if must_hold_ledger:
+            path = _sqlite_file(url)
+            if path is not None and not path.is_file():
+                raise StartupError("event store", setting, url, f"no ledger at {path}")
+        _check_reachable(url)
+        ledger = Ledger(settings.ledger_env())
+        try:
+            head = ledger.recorder.max_notification_id() or 0
+        except BaseException:
+            ledger.close()
+            raise
+    if must_hold_ledger and head == 0:
+        ledger.close()
+        raise StartupError("event store", setting, url, "it holds no ledger (no event yet)")
+    return ledger
+
+
+def open_keys(settings: Settings) -> KeyStore:
+    with opening("API key store", settings.read_model_setting, settings.keys_url):
+        _check_reachable(settings.keys_url)
+        return KeyStore(settings.keys_url)
+
+
+@contextmanager
+def opening_read_model(settings: Settings) -> Iterator[None]:
+    with opening("read model", settings.read_model_setting, settings.read_model_url):
+        _check_reachable(settings.read_model_url)
+        yield
 
 
 def configure_logging(settings: Settings) -> None:
@@ -35,15 +145,20 @@ def configure_logging(settings: Settings) -> None:
 
 
 def build_services(settings: Settings, *, projections: bool) -> Services:
-    ledger = Ledger(settings.ledger_env())
-    keys = KeyStore(settings.keys_url)
-    GenerationPointer(settings.read_model_url)  # creates the pointer on first start
-    if projections:
-        workers = ProjectionWorkers(
-            settings.event_store_url, settings.read_model_url, ledger
-        ).start()
-        return Services(settings=settings, ledger=ledger, keys=keys, workers=workers)
-    source = ViewSource(settings.read_model_url)
+    ledger = open_ledger(settings)
+    try:
+        keys = open_keys(settings)
+        with opening_read_model(settings):
+            GenerationPointer(settings.read_model_url)  # creates the pointer on first start
+            if projections:
+                workers = ProjectionWorkers(
+                    settings.event_store_url, settings.read_model_url, ledger
+                ).start()
+                return Services(settings=settings, ledger=ledger, keys=keys, workers=workers)
+            source = ViewSource(settings.read_model_url)
+    except BaseException:
+        ledger.close()
+        raise
     return Services(settings=settings, ledger=ledger, keys=keys, source=source)
 
 

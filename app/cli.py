@@ -1,15 +1,16 @@
 """The `ledger` command: thin wrappers over the application and the projections."""
 
 import json
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Final
 
 import typer
 import uvicorn
@@ -22,6 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
 from app.application.ledger import Ledger
 from app.audit.audit import Auditor
@@ -36,19 +38,59 @@ from app.audit.reporting import (
     report_text,
     write_statement,
 )
-from app.bootstrap import build_app, configure_logging
+from app.bootstrap import (
+    UNUSABLE_STORE_ERRORS,
+    build_app,
+    configure_logging,
+    one_line,
+    open_keys,
+    opening_read_model,
+)
+from app.bootstrap import open_ledger as open_configured_ledger
 from app.domain.errors import LedgerError
-from app.persistence.keys import SCOPES, KeyStore
-from app.settings import Settings
+from app.domain.errors import ValidationError as LedgerValidationError
+from app.domain.times import TIME_SYNTAX, parse_time
+from app.persistence.keys import SCOPES, KeyFormatError, KeyStore, parse_key
+from app.settings import ConfigurationError, Settings
 from projections.runner import GenerationPointer, ProjectionWorkers, open_view
 from projections.runner import rebuild as rebuild_views
 
+# Exit statuses besides 0 (success) and 1 (the audit found violations).
+EXIT_CONFIGURATION: Final = 2  # a setting or an option cannot be used (click's usage errors too)
+EXIT_STORE_FAILED: Final = 3  # a store failed while the command ran
+EXIT_INTERRUPTED: Final = 130
+
+
+class LedgerCommands(TyperGroup):
+    """Every command's configuration or store failure becomes one line on stderr and a
+    non-zero exit, never a traceback (the process boundary of the command line)."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context, whose base typer keeps private
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as error:
+            typer.echo(f"ledger: error: {error.format_message()}", err=True)
+            raise typer.Exit(EXIT_CONFIGURATION) from None
+        except ConfigurationError as error:
+            typer.echo(f"ledger: error: {error}", err=True)
+            raise typer.Exit(EXIT_CONFIGURATION) from None
+        except UNUSABLE_STORE_ERRORS as error:
+            typer.echo(f"ledger: error: a store failed: {one_line(error)}", err=True)
+            raise typer.Exit(EXIT_STORE_FAILED) from None
+
+
 cli = typer.Typer(
+    cls=LedgerCommands,
     help="Credits ledger: an event-sourced, double-entry ledger service.",
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
 keys_cli = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
+
+
+def load_settings() -> Settings:
+    return Settings.load()
 
 
 @cli.command()
@@ -61,21 +103,25 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, max=64, help="API processes")] = 1,
 ) -> None:
     """Run the HTTP API (and, unless --no-projections, the projection workers)."""
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings)
-    first_key = KeyStore(settings.keys_url).create_first_admin_key()
-    if first_key is not None:
-        typer.echo(
-            "No API key existed, so one admin key was created. It is shown only this once;"
-            " store it now:",
-            err=True,
+    if workers > 1 and projections:
+        raise typer.BadParameter(
+            "several API processes need --no-projections and a separate `ledger project`"
         )
-        typer.echo(first_key)
+    given = settings.bootstrap_key()
+    if given is not None:
+        try:
+            parse_key(given)
+        except KeyFormatError as error:
+            raise ConfigurationError(f"the bootstrap admin key is not usable: {error}") from None
+    # Every store is opened (and found usable) before a first key is made and shown.
     if workers > 1:
-        if projections:
-            raise typer.BadParameter(
-                "several API processes need --no-projections and a separate `ledger project`"
-            )
+        # Each worker process opens the stores itself: say what is wrong here, once.
+        open_configured_ledger(settings).close()
+        with opening_read_model(settings):
+            GenerationPointer(settings.read_model_url)
+        show_first_key(open_keys(settings), given)
         uvicorn.run(
             "app.bootstrap:asgi_app",
             factory=True,
@@ -87,12 +133,25 @@ def serve(
         )
         return
     app = build_app(settings, projections=projections)
+    show_first_key(app.state.services.keys, given)
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal into the
     # handler that was there before it: make that one a clean exit (status 0, logs flushed).
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30
     )
+
+
+def show_first_key(keys: KeyStore, given: str | None) -> None:
+    """First start: store the operator's admin key, or make one and show it once."""
+    first_key = keys.create_first_admin_key(given)
+    if first_key is not None:
+        typer.echo(
+            "No API key existed, so one admin key was created. It is shown only this once;"
+            " store it now:",
+            err=True,
+        )
+        typer.echo(first_key)
 
 
 def _exit_cleanly(*_: object) -> None:
@@ -102,11 +161,12 @@ def _exit_cleanly(*_: object) -> None:
 @cli.command()
 def project() -> None:
     """Run the projection workers alone (and the expiry of pending transfers)."""
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings)
-    ledger = Ledger(settings.ledger_env())
-    workers = ProjectionWorkers(settings.event_store_url, settings.read_model_url, ledger)
-    workers.start()
+    ledger = open_configured_ledger(settings)
+    with opening_read_model(settings):
+        workers = ProjectionWorkers(settings.event_store_url, settings.read_model_url, ledger)
+        workers.start()
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
@@ -124,7 +184,8 @@ def project() -> None:
 @cli.command()
 def rebuild() -> None:
     """Rebuild the views from position zero beside the live ones, then switch over."""
-    settings = Settings()
+    settings = load_settings()
+    open_configured_ledger(settings, must_hold_ledger=True).close()
     with Progress(
         TextColumn("rebuilding views"),
         BarColumn(),
@@ -136,34 +197,78 @@ def rebuild() -> None:
         def show(checkpoint: int, head: int) -> None:
             progress.update(task, completed=checkpoint, total=head)
 
-        generation = rebuild_views(settings.event_store_url, settings.read_model_url, show)
+        with opening_read_model(settings):
+            generation = rebuild_views(settings.event_store_url, settings.read_model_url, show)
     typer.echo(f"switched to view generation {generation}")
+
+
+DURATION: Final = re.compile(r"(\d{1,6})([dhm])")
+DURATION_UNITS: Final = {"d": "days", "h": "hours", "m": "minutes"}
+KEY_COLUMNS: Final = ("key_id", "name", "scope", "state", "created_at", "expires_at")
+
+
+def expiry_of(text: str | None, now: datetime) -> datetime | None:
+    """``--expires``: an instant in the ledger's time syntax, or a duration from now
+    (``90d``, ``12h``, ``30m``)."""
+    if text is None:
+        return None
+    duration = DURATION.fullmatch(text)
+    if duration:
+        return now + timedelta(**{DURATION_UNITS[duration[2]]: int(duration[1])})
+    try:
+        return parse_time(text, "--expires")
+    except LedgerValidationError as error:
+        raise typer.BadParameter(f"{error.detail}, or a duration such as 90d, 12h, 30m") from None
 
 
 @keys_cli.command("create")
 def keys_create(
     scope: Annotated[str, typer.Option(help="read | write | admin")],
+    name: Annotated[
+        str | None, typer.Option(help="What the key is for, e.g. billing-service")
+    ] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option(help=f"When it stops working: {TIME_SYNTAX}, or a duration (90d, 12h)"),
+    ] = None,
 ) -> None:
     """Create a key; it is printed once, alone on the last line."""
     if scope not in SCOPES:
         raise typer.BadParameter(f"scope must be one of {', '.join(SCOPES)}")
-    key = KeyStore(Settings().keys_url).create(scope)
-    typer.echo(f"created a {scope} key; it is shown only this once:", err=True)
+    expires_at = expiry_of(expires, datetime.now(tz=UTC))
+    try:
+        key = open_keys(load_settings()).create(scope, name=name, expires_at=expires_at)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    until = f", valid until {expires_at.isoformat()}" if expires_at else ""
+    typer.echo(f"created a {scope} key{until}; it is shown only this once:", err=True)
     typer.echo(key)
 
 
 @keys_cli.command("list")
-def keys_list() -> None:
-    """List keys (ids and scopes; secrets are never stored)."""
-    for key in KeyStore(Settings().keys_url).list():
-        state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
-        typer.echo(f"{key.key_id}\t{key.scope}\t{key.created_at}\t{state}")
+def keys_list(
+    output_format: Annotated[str, typer.Option("--format", help="table | json")] = "table",
+) -> None:
+    """List keys (ids, names, scopes, states; secrets are never stored)."""
+    if output_format not in ("table", "json"):
+        raise typer.BadParameter("--format must be table or json")
+    now = datetime.now(tz=UTC)
+    rows = [{**asdict(key), "state": key.state(now)} for key in open_keys(load_settings()).list()]
+    if output_format == "json":
+        typer.echo(json.dumps([{c: row[c] for c in (*KEY_COLUMNS, "revoked_at")} for row in rows]))
+        return
+    table = Table(*KEY_COLUMNS)
+    for column in table.columns:
+        column.overflow = "fold"
+    for row in rows:
+        table.add_row(*(str(row[column] or "") for column in KEY_COLUMNS))
+    Console().print(table)
 
 
 @keys_cli.command("revoke")
 def keys_revoke(key_id: str) -> None:
     """Revoke a key by its id (the part after `lk_`)."""
-    if not KeyStore(Settings().keys_url).revoke(key_id):
+    if not open_keys(load_settings()).revoke(key_id):
         typer.echo(f"no active key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
@@ -171,23 +276,32 @@ def keys_revoke(key_id: str) -> None:
 
 # Audit tooling ---------------------------------------------------------------------------
 
-AsOf = Annotated[
-    str | None,
-    typer.Option("--as-of", help="RFC 3339 instant, e.g. 2026-03-01T00:00:00Z (naive = UTC)"),
-]
+AsOf = Annotated[str | None, typer.Option("--as-of", help=f"An instant: {TIME_SYNTAX}")]
 AtPosition = Annotated[int | None, typer.Option("--at-position", min=0, help="Log position")]
 
 
 def parse_instant(as_of: str | None, at_position: int | None) -> Instant:
+    """The instant the options name, in the same syntax as the API's ``as_of``."""
     if as_of is not None and at_position is not None:
         raise typer.BadParameter("use --as-of or --at-position, not both")
     if as_of is None:
         return Instant(position=at_position)
     try:
-        moment = datetime.fromisoformat(as_of)
-    except ValueError:
-        raise typer.BadParameter(f"--as-of {as_of!r} is not an RFC 3339 time") from None
-    return Instant(moment=moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        moment = parse_time(as_of, "--as-of")
+    except LedgerValidationError as error:
+        raise typer.BadParameter(error.detail) from None
+    if moment > datetime.now(tz=UTC):
+        raise typer.BadParameter(f"--as-of {as_of} is in the future")
+    return Instant(moment=moment)
+
+
+def check_reached(ledger: Ledger, instant: Instant) -> None:
+    """A position past the head is refused, as the API refuses it."""
+    head = ledger.recorder.max_notification_id() or 0
+    if instant.position is not None and instant.position > head:
+        raise typer.BadParameter(
+            f"--at-position {instant.position} is past the head of the log (position {head})"
+        )
 
 
 @contextmanager
@@ -208,11 +322,13 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
         except KeyboardInterrupt:
             progress.stop()
             typer.echo("interrupted: nothing was written", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def open_ledger() -> Ledger:
-    return Ledger(Settings().ledger_env())
+    """The ledger the audit tools read: refused when the store does not exist or holds
+    no ledger (they never create one)."""
+    return open_configured_ledger(load_settings(), must_hold_ledger=True)
 
 
 @cli.command("replay")
@@ -229,6 +345,7 @@ def replay_command(
         raise typer.BadParameter("--format must be table, csv or json")
     instant = parse_instant(as_of, at_position)
     ledger = open_ledger()
+    check_reached(ledger, instant)
     with progress_bar("replaying") as on_page:
         accounts = replay(ledger, instant, on_page=on_page)
     if account:
@@ -238,7 +355,9 @@ def replay_command(
         table = Table(title=f"Balances at {instant.describe()}")
         for column in REPLAY_COLUMNS:
             table.add_column(
-                column, justify="right" if column not in ("id", "unit", "status") else "left"
+                column,
+                justify="right" if column not in ("id", "unit", "status") else "left",
+                overflow="fold",  # ids and amounts are wrapped, never cut
             )
         for replayed in accounts:
             table.add_row(*(str(replayed.row()[column]) for column in REPLAY_COLUMNS))
@@ -264,14 +383,16 @@ def audit_command(
 ) -> None:
     """Check every invariant over the whole log (and the projections against it).
     Exits 1 on any violation."""
-    settings = Settings()
+    settings = load_settings()
     instant = parse_instant(as_of, at_position)
-    ledger = Ledger(settings.ledger_env())
+    ledger = open_ledger()
+    check_reached(ledger, instant)
     view = None
     if projections:
-        view = open_view(
-            settings.read_model_url, GenerationPointer(settings.read_model_url).current
-        )
+        with opening_read_model(settings):
+            view = open_view(
+                settings.read_model_url, GenerationPointer(settings.read_model_url).current
+            )
     with progress_bar("auditing") as on_page:
         report = Auditor(ledger, instant, view).run(on_page)
     text = report_json(report) if output_format == "json" else report_text(report)
@@ -313,6 +434,7 @@ def export_command(
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
     instant = parse_instant(as_of, at_position)
     ledger = open_ledger()
+    check_reached(ledger, instant)
     if out is None:
         write_journal(ledger, instant, sys.stdout, journal_format)
         return

@@ -3,10 +3,15 @@
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
+from pydantic import ValidationError as SettingsValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.persistence.stores import event_store_env, sqlite_url
+
+
+class ConfigurationError(Exception):
+    """A setting's value cannot be used; the message says which setting and why."""
 
 
 class Settings(BaseSettings):
@@ -29,6 +34,49 @@ class Settings(BaseSettings):
     )
     request_body_bytes_max: int = Field(default=2_000_000, gt=0)
     log_format: str = Field(default="json", pattern="^(json|console)$")
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None,
+        description="On first start (no key yet), store this admin key instead of making one",
+    )
+    bootstrap_admin_key_file: Path | None = Field(
+        default=None, description="The same, read from a file (a mounted Docker secret)"
+    )
+
+    @classmethod
+    def load(cls) -> "Settings":
+        """The settings from the environment, or one ConfigurationError naming the
+        first variable that is wrong."""
+        try:
+            return cls()
+        except SettingsValidationError as error:
+            first = error.errors()[0]
+            name = "LEDGER_" + str(first["loc"][0]).upper() if first["loc"] else "LEDGER_*"
+            raise ConfigurationError(
+                f"{name}={first.get('input')!r} is not usable: {first['msg']}"
+            ) from None
+
+    def bootstrap_key(self) -> str | None:
+        """The operator's first admin key, from the variable or the file, if given."""
+        if self.bootstrap_admin_key is not None:
+            return self.bootstrap_admin_key.get_secret_value().strip()
+        if self.bootstrap_admin_key_file is None:
+            return None
+        try:
+            return self.bootstrap_admin_key_file.read_text().strip()
+        except OSError as error:
+            path = str(self.bootstrap_admin_key_file)
+            raise ConfigurationError(
+                f"cannot read LEDGER_BOOTSTRAP_ADMIN_KEY_FILE={path!r}: {error.strerror}"
+            ) from None
+
+    @property
+    def event_store_setting(self) -> str:
+        """The variable the event store's URL comes from (for messages)."""
+        return "LEDGER_EVENT_STORE" if self.event_store else "LEDGER_DATA_DIR"
+
+    @property
+    def read_model_setting(self) -> str:
+        return "LEDGER_READ_MODEL" if self.read_model else "LEDGER_DATA_DIR"
 
     @cached_property
     def keys_url(self) -> str:

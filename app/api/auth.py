@@ -7,7 +7,8 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from app.persistence.keys import KeyStore, scope_allows
+from app.api.errors import ApiError
+from app.persistence.keys import KeyStore, Verdict, scope_allows
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
 
@@ -19,7 +20,10 @@ def requires(scope: str) -> Guard:
         if kind.lower() != "bearer" or not key.strip():
             raise NotAuthorizedException("an API key is required: Authorization: Bearer <key>")
         keys: KeyStore = connection.app.state.services.keys
-        granted = keys.verify(key.strip())
+        check = keys.check(key.strip())
+        if check.verdict is Verdict.EXPIRED:
+            raise ApiError(401, "api_key_expired", f"the API key expired at {check.expires_at}")
+        granted = check.scope
         if granted is None:
             raise NotAuthorizedException("the API key is unknown or revoked")
         if not scope_allows(granted, scope):

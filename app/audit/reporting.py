@@ -120,7 +120,9 @@ def write_statement(
         "metadata",
     ):
         table.add_column(
-            column, justify="right" if column in ("amount", "balance", "available") else "left"
+            column,
+            justify="right" if column in ("amount", "balance", "available") else "left",
+            overflow="fold",  # ids are wrapped, never cut
         )
     last: StatementLine | None = None
     for line in lines:

@@ -2,8 +2,10 @@
 the secret's SHA-256 is compared in constant time. Secrets are 256 random bits, so a
 fast hash is enough (no password stretching needed: nothing to brute-force)."""
 
+import enum
 import hashlib
 import hmac
+import re
 import secrets
 import sqlite3
 import threading
@@ -18,6 +20,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 
+from app.persistence.stores import sqlite_path
+
 Scope = Literal["read", "write", "admin"]
 SCOPES: Final[tuple[Scope, ...]] = ("read", "write", "admin")
 KEY_PREFIX: Final = "lk"
@@ -30,12 +34,46 @@ def scope_allows(granted: str, needed: str) -> bool:
     return SCOPES.index(granted) >= SCOPES.index(needed)  # type: ignore[arg-type,unused-ignore]
 
 
+# A key given by the operator (LEDGER_BOOTSTRAP_ADMIN_KEY): ``lk_<id>_<secret>``.
+KEY_ID_PATTERN: Final = re.compile(r"[a-z0-9]{4,32}")
+SECRET_LENGTH_MIN: Final = 32
+KEY_NAME_LENGTH_MAX: Final = 100
+
+
+class KeyFormatError(ValueError):
+    """A key given from outside does not look like ``lk_<id>_<secret>``."""
+
+
 @dataclass(frozen=True)
 class ApiKey:
     key_id: str
     scope: str
     created_at: str
     revoked_at: str | None
+    name: str | None = None
+    expires_at: str | None = None
+
+    def state(self, now: datetime) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and datetime.fromisoformat(self.expires_at) <= now:
+            return "expired"
+        return "active"
+
+
+class Verdict(enum.Enum):
+    """Why a presented key is refused, or that it is fine (then see its scope)."""
+
+    VALID = "valid"
+    UNKNOWN = "unknown"  # malformed, never issued, wrong secret, or revoked
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    verdict: Verdict
+    scope: str | None = None
+    expires_at: str | None = None
 
 
 def _hash(secret: str) -> str:
@@ -46,7 +84,7 @@ class KeyStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_postgres = urlsplit(url).scheme in ("postgresql", "postgres")
-        self._verified: dict[str, tuple[float, str]] = {}
+        self._verified: dict[str, tuple[float, tuple[str, str, str | None]]] = {}
         self._lock = threading.Lock()
         with self._connect() as connection:
             connection.execute(
@@ -54,6 +92,24 @@ class KeyStore:
                 "secret_hash TEXT NOT NULL, scope TEXT NOT NULL, created_at TEXT NOT NULL, "
                 "revoked_at TEXT)"
             )
+            self._add_missing_columns(connection)
+
+    def _add_missing_columns(self, connection: Any) -> None:
+        """Keys tables made before keys had names and expiry gain the two columns."""
+        if self.is_postgres:
+            for column in ("name", "expires_at"):
+                connection.execute(
+                    f"ALTER TABLE ledger_api_keys ADD COLUMN IF NOT EXISTS {column} TEXT"
+                )
+            return
+        present = {row[1] for row in connection.execute("PRAGMA table_info(ledger_api_keys)")}
+        for column in ("name", "expires_at"):
+            if column not in present:
+                try:
+                    connection.execute(f"ALTER TABLE ledger_api_keys ADD COLUMN {column} TEXT")
+                except sqlite3.OperationalError as error:  # another process added it first
+                    if "duplicate column" not in str(error):
+                        raise
 
     @contextmanager
     def _connect(self) -> Iterator[Any]:
@@ -61,9 +117,7 @@ class KeyStore:
             with psycopg.connect(self.url, autocommit=True) as connection:
                 yield connection
             return
-        path = Path(self.url.removeprefix("sqlite:///"))
-        if self.url.startswith("sqlite:////"):
-            path = Path("/" + self.url.removeprefix("sqlite:////"))
+        path = Path(sqlite_path(self.url))
         path.parent.mkdir(parents=True, exist_ok=True)
         lite = sqlite3.connect(path, timeout=30, isolation_level=None)
         try:
@@ -74,28 +128,59 @@ class KeyStore:
     def _placeholders(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.is_postgres else statement
 
-    def create(self, scope: str) -> str:
+    def create(
+        self, scope: str, *, name: str | None = None, expires_at: datetime | None = None
+    ) -> str:
+        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+        key = f"{KEY_PREFIX}_{key_id}_{secret}"
+        self._insert(key, scope, name, expires_at)
+        return key
+
+    def _insert(self, key: str, scope: str, name: str | None, expires_at: datetime | None) -> None:
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
-        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+        if name is not None and not 0 < len(name) <= KEY_NAME_LENGTH_MAX:
+            raise ValueError(f"a key's name has 1-{KEY_NAME_LENGTH_MAX} characters")
+        now = datetime.now(tz=UTC)
+        if expires_at is not None and expires_at <= now:
+            raise ValueError(f"the expiry {expires_at.isoformat()} is not in the future")
+        key_id, secret = parse_key(key)
         with self._connect() as connection:
             connection.execute(
-                self._placeholders("INSERT INTO ledger_api_keys VALUES (?, ?, ?, ?, NULL)"),
-                (key_id, _hash(secret), scope, datetime.now(tz=UTC).isoformat()),
+                self._placeholders(
+                    "INSERT INTO ledger_api_keys (secret_hash, key_id, scope, created_at, "
+                    "revoked_at, name, expires_at) VALUES (?, ?, ?, ?, NULL, ?, ?)"
+                ),
+                (
+                    _hash(secret),
+                    key_id,
+                    scope,
+                    now.isoformat(),
+                    name,
+                    None if expires_at is None else expires_at.astimezone(UTC).isoformat(),
+                ),
             )
-        return f"{KEY_PREFIX}_{key_id}_{secret}"
 
-    def create_first_admin_key(self) -> str | None:
-        """An admin key if no key exists yet (first start), else None."""
+    def create_first_admin_key(self, given: str | None = None) -> str | None:
+        """On first start (no key yet): the admin key ``given`` by the operator (from a
+        secret), stored and not returned, or a new one, returned to be shown once.
+        None when keys exist already."""
+        if given is not None:
+            parse_key(given)  # refuse a malformed secret even when keys exist
         with self._connect() as connection:
             count = connection.execute("SELECT COUNT(*) FROM ledger_api_keys").fetchone()[0]
-        return self.create("admin") if count == 0 else None
+        if count:
+            return None
+        if given is not None:
+            self._insert(given, "admin", "bootstrap", None)
+            return None
+        return self.create("admin", name="first start")
 
     def list(self) -> list[ApiKey]:
         with self._connect() as connection:
             rows = connection.execute(
-                "SELECT key_id, scope, created_at, revoked_at FROM ledger_api_keys "
-                "ORDER BY created_at"
+                "SELECT key_id, scope, created_at, revoked_at, name, expires_at "
+                "FROM ledger_api_keys ORDER BY created_at"
             ).fetchall()
         return [ApiKey(*row) for row in rows]
 
@@ -114,30 +199,52 @@ class KeyStore:
         return changed
 
     def verify(self, key: str) -> str | None:
-        """The key's scope, or None when the key is unknown, revoked or malformed."""
-        prefix, _, rest = key.partition("_")
-        key_id, _, secret = rest.partition("_")
-        if prefix != KEY_PREFIX or not key_id or not secret:
-            return None
+        """The key's scope, or None when the key is unknown, revoked, expired or malformed."""
+        return self.check(key).scope
+
+    def check(self, key: str) -> KeyCheck:
+        try:
+            key_id, secret = parse_key(key)
+        except KeyFormatError:
+            return KeyCheck(Verdict.UNKNOWN)
         digest = _hash(secret)
         with self._lock:
             cached = self._verified.get(key_id)
-        if cached and cached[0] > time.monotonic():
-            stored_digest, scope = cached[1].split(":", 1)
-            return scope if hmac.compare_digest(stored_digest, digest) else None
-        with self._connect() as connection:
-            row = connection.execute(
-                self._placeholders(
-                    "SELECT secret_hash, scope FROM ledger_api_keys "
-                    "WHERE key_id = ? AND revoked_at IS NULL"
-                ),
-                (key_id,),
-            ).fetchone()
-        if row is None or not hmac.compare_digest(row[0], digest):
-            return None
-        with self._lock:
-            self._verified[key_id] = (
-                time.monotonic() + VERIFIED_KEY_TTL_SECONDS,
-                f"{row[0]}:{row[1]}",
-            )
-        return str(row[1])
+        if cached is None or cached[0] <= time.monotonic():
+            with self._connect() as connection:
+                row = connection.execute(
+                    self._placeholders(
+                        "SELECT secret_hash, scope, expires_at FROM ledger_api_keys "
+                        "WHERE key_id = ? AND revoked_at IS NULL"
+                    ),
+                    (key_id,),
+                ).fetchone()
+            if row is None:
+                return KeyCheck(Verdict.UNKNOWN)
+            cached = (time.monotonic() + VERIFIED_KEY_TTL_SECONDS, tuple(row))
+            with self._lock:
+                self._verified[key_id] = cached
+        stored_digest, scope, expires_at = cached[1]
+        if not hmac.compare_digest(stored_digest, digest):
+            return KeyCheck(Verdict.UNKNOWN)
+        if expires_at is not None and datetime.fromisoformat(expires_at) <= datetime.now(tz=UTC):
+            return KeyCheck(Verdict.EXPIRED, expires_at=expires_at)
+        return KeyCheck(Verdict.VALID, scope=scope, expires_at=expires_at)
+
+
+def parse_key(key: str) -> tuple[str, str]:
+    """(key id, secret) of ``lk_<id>_<secret>``, or KeyFormatError."""
+    prefix, _, rest = key.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if (
+        prefix != KEY_PREFIX
+        or not KEY_ID_PATTERN.fullmatch(key_id)
+        or len(secret) < SECRET_LENGTH_MIN
+        or not secret.isascii()
+        or not secret.isprintable()
+    ):
+        raise KeyFormatError(
+            f"an API key looks like {KEY_PREFIX}_<id>_<secret>: id 4-32 of [a-z0-9], "
+            f"secret at least {SECRET_LENGTH_MIN} printable ASCII characters"
+        )
+    return key_id, secret

@@ -71,6 +71,14 @@ def postgres_env(url: str) -> dict[str, str]:
     return env
 
 
+def sqlite_path(url: str) -> str:
+    """The file a ``sqlite:///relative`` or ``sqlite:////absolute`` URL names."""
+    path = url.removeprefix("sqlite://").removeprefix("/") if "///" in url else ""
+    if not path:
+        raise StoreURLError(f"SQLite URL must look like sqlite:///path/to/file: {url!r}")
+    return path
+
+
 def event_store_env(url: str) -> dict[str, str]:
     """The library environment for an event-store URL (``memory://``, ``sqlite:///…``,
     ``postgresql://…``)."""
@@ -80,10 +88,7 @@ def event_store_env(url: str) -> dict[str, str]:
     if scheme == "memory":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     if scheme == "sqlite":
-        path = url.removeprefix("sqlite://").removeprefix("/") if "///" in url else ""
-        if not path:
-            raise StoreURLError(f"SQLite URL must look like sqlite:///path/to/file: {url!r}")
-        return sqlite_env("/" + path if url.startswith("sqlite:////") else path)
+        return sqlite_env(sqlite_path(url))
     if scheme in ("postgresql", "postgres"):
         return postgres_env(url)
     if scheme in KURRENTDB_SCHEMES:

@@ -7,7 +7,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
-from datetime import timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -289,7 +289,7 @@ def test_time_travel_with_invalid_parameters_is_422(client: Client) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         ({"as_of": "2999-01-01T00:00:00Z"}, "as_of_in_future"),
         ({"as_of": "2020-01-01T00:00:00"}, "validation_error"),
-        ({"as_of": "2020-01-01"}, "validation_error"),
+        ({"as_of": "2020-01-01T00:00Z"}, "validation_error"),
         ({"as_of": "yesterday"}, "validation_error"),
         ({"as_of": "2020-01-01T00:00:00Z", "at_position": 1}, "validation_error"),
         ({"at_position": -1}, "validation_error"),
@@ -298,6 +298,17 @@ def test_time_travel_with_invalid_parameters_is_422(client: Client) -> None:
     ]
     for query, code in cases:
         assert_problem(client.get("/v1/accounts/a", params=query), 422, code)
+
+
+def test_a_date_alone_means_midnight_utc_as_on_the_command_line(client: Client) -> None:
+    opened = open_account(client, "a")
+    today = datetime.now(tz=UTC).date().isoformat()
+    by_date = client.get("/v1/accounts/a", params={"as_of": today})
+    explicit = client.get("/v1/accounts/a", params={"as_of": f"{today}T00:00:00Z"})
+    assert by_date.status_code == explicit.status_code
+    assert by_date.json() == explicit.json()
+    # The account was opened after midnight: it did not exist at the start of the day.
+    assert by_date.status_code == 404, (opened, by_date.text)
 
 
 # Statement lines ------------------------------------------------------------------------

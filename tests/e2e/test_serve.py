@@ -76,7 +76,7 @@ def free_port() -> int:
 class Server:
     """One `ledger serve` process; stdout and stderr go to files in its data dir."""
 
-    def __init__(self, data_dir: Path, run: int) -> None:
+    def __init__(self, data_dir: Path, run: int, extra_env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -86,7 +86,7 @@ class Server:
         with self.stdout_path.open("w") as out, self.stderr_path.open("w") as err:
             self.process = subprocess.Popen(
                 [*ledger_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=environment(data_dir),
+                env={**environment(data_dir), **(extra_env or {})},
                 stdout=out,
                 stderr=err,
             )
@@ -144,8 +144,10 @@ def assert_stops_cleanly(server: Server) -> None:
 
 
 @contextmanager
-def serving(data_dir: Path, run: int = 1) -> Iterator[Server]:
-    server = Server(data_dir, run)
+def serving(
+    data_dir: Path, run: int = 1, extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    server = Server(data_dir, run, extra_env)
     try:
         server.wait_until_healthy()
         yield server
@@ -205,14 +207,28 @@ def test_first_start_prints_an_admin_key_once_and_sigterm_exits_cleanly(tmp_path
         assert_stops_cleanly(again)
 
 
+def test_the_first_admin_key_can_come_from_a_secret_file_and_is_never_printed(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "var"
+    secret = tmp_path / "ledger_admin_key"
+    key = "lk_bootstrap_" + "s" * 40
+    secret.write_text(key + "\n")
+    with serving(data_dir, extra_env={"LEDGER_BOOTSTRAP_ADMIN_KEY_FILE": str(secret)}) as server:
+        with server.client(key) as client:
+            assert client.post("/v1/accounts", json={"id": "a", "unit": UNIT}).status_code == 201
+        assert_stops_cleanly(server)
+        assert key not in server.stdout + server.stderr
+        assert KEY_PATTERN.search(server.stdout) is None
+    rows, _ = key_rows(data_dir)
+    assert rows == {"bootstrap": ("admin", "active")}
+
+
 def key_rows(data_dir: Path) -> tuple[dict[str, tuple[str, str]], str]:
     """`ledger keys list` as {key id: (scope, state)}, and its raw output."""
-    listed = run_ledger(data_dir, "keys", "list")
+    listed = run_ledger(data_dir, "keys", "list", "--format", "json")
     assert listed.returncode == 0, listed.stderr
-    rows = {}
-    for line in listed.stdout.splitlines():
-        key_id, scope, _created, state = line.split("\t")
-        rows[key_id] = (scope, state)
+    rows = {row["key_id"]: (row["scope"], row["state"]) for row in json.loads(listed.stdout)}
     return rows, listed.stdout
 
 
@@ -256,8 +272,8 @@ def test_keys_create_list_and_revoke(tmp_path: Path) -> None:
         with server.client(unused_key) as client:
             assert client.get("/v1/transfers").status_code == 401
         rows, _ = key_rows(data_dir)
-        assert rows[ids[read_key]][1].startswith("revoked")
-        assert rows[ids[unused_key]][1].startswith("revoked")
+        assert rows[ids[read_key]][1] == "revoked"
+        assert rows[ids[unused_key]][1] == "revoked"
         assert rows[ids[admin]][1] == "active"
         assert run_ledger(data_dir, "keys", "revoke", ids[read_key]).returncode == 1
         deadline = time.monotonic() + 15

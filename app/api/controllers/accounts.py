@@ -1,6 +1,5 @@
 """Accounts: open, read (now, as of a time, at a position), statement, close."""
 
-from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, Response, get, post
@@ -10,7 +9,7 @@ from litestar.params import FromPath, Parameter
 from app.api.auth import requires
 from app.api.errors import ApiError
 from app.api.pagination import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, decode_cursor, next_cursor
-from app.api.params import utc_instant
+from app.api.params import TimeQuery, utc_instant
 from app.api.schemas import AccountCreate, AccountRead, EntryRead, Page
 from app.api.services import Services
 from app.application.commands import OpenAccount
@@ -53,7 +52,7 @@ class AccountController(Controller):
         self,
         account_id: FromPath[str],
         services: NamedDependency[Services],
-        as_of: Annotated[datetime | None, Parameter(required=False)] = None,
+        as_of: TimeQuery = None,
         at_position: Position = None,
         min_position: Position = None,
     ) -> AccountRead:
@@ -71,13 +70,13 @@ class AccountController(Controller):
             if row is None:
                 raise not_found(account_id)
             return AccountRead.of(row, position)
-        as_of = utc_instant(as_of, "as_of")
-        if as_of is not None:
-            if as_of > services.now():
+        moment = utc_instant(as_of, "as_of")
+        if moment is not None:
+            if moment > services.now():
                 raise ApiError(422, "as_of_in_future", "as_of must not be in the future")
             # Every event recorded up to as_of is at or before today's head.
             view = services.reach(max(services.head(), min_position or 0))
-            row = view.balance_as_of(account_id, as_of)
+            row = view.balance_as_of(account_id, moment)
             if row is None:
                 raise not_found(account_id)
             return AccountRead.of(row, row.position)
@@ -100,20 +99,20 @@ class AccountController(Controller):
         services: NamedDependency[Services],
         cursor: Annotated[str | None, Parameter(required=False, max_length=200)] = None,
         limit: Annotated[int, Parameter(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
-        since: Annotated[datetime | None, Parameter(required=False)] = None,
-        until: Annotated[datetime | None, Parameter(required=False)] = None,
+        since: TimeQuery = None,
+        until: TimeQuery = None,
         min_position: Position = None,
     ) -> Page[EntryRead]:
         check_id(account_id, "account_id")
-        since, until = utc_instant(since, "since"), utc_instant(until, "until")
+        since_moment, until_moment = utc_instant(since, "since"), utc_instant(until, "until")
         view = services.reach(min_position)
         if view.balance(account_id) is None:
             raise not_found(account_id)
         rows = view.entries(
             account_id,
             before_position=decode_cursor(cursor),
-            since=since,
-            until=until,
+            since=since_moment,
+            until=until_moment,
             limit=limit,
         )
         return Page[EntryRead](

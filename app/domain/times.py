@@ -1,0 +1,42 @@
+"""The one time syntax of the ledger, for the API's query parameters and the command line.
+
+An instant is RFC 3339 with its offset (``2026-03-01T12:00:00Z``,
+``2026-03-01T13:00:00+01:00``), or a bare date, which means midnight UTC at its start
+(``2026-03-01`` = ``2026-03-01T00:00:00Z``). A time without an offset is refused: the
+ledger never guesses a time zone.
+"""
+
+import re
+from datetime import UTC, datetime
+from typing import Final
+
+from app.domain.errors import ValidationError
+
+DATE_PATTERN: Final = r"\d{4}-\d{2}-\d{2}"
+DATE_TIME_PATTERN: Final = (
+    DATE_PATTERN + r"[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+)
+# Declared in the API schema as the query parameters' pattern.
+TIME_PATTERN: Final = rf"^({DATE_PATTERN}|{DATE_TIME_PATTERN})$"
+TIME_SYNTAX: Final = (
+    "RFC 3339 with an offset (2026-03-01T12:00:00Z, 2026-03-01T13:00:00+01:00) "
+    "or a date (2026-03-01, meaning midnight UTC)"
+)
+TIME_TEXT_LENGTH_MAX: Final = 40
+_TIME: Final = re.compile(TIME_PATTERN)
+
+
+def parse_time(text: str, field: str = "time") -> datetime:
+    """An aware UTC instant from the ledger's time syntax, or a ValidationError naming
+    ``field`` and the syntax."""
+    if len(text) > TIME_TEXT_LENGTH_MAX or not _TIME.fullmatch(text):
+        raise ValidationError(f"{field} {text!r} is not a time: use {TIME_SYNTAX}", field=field)
+    try:
+        if len(text) == len("2026-03-01"):
+            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+        # Fractions past microseconds are cut, never rounded up past the named instant.
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValidationError(
+            f"{field} {text!r} is not a valid instant (out of range)", field=field
+        ) from None
