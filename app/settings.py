@@ -7,7 +7,7 @@ from pydantic import Field, SecretStr
 from pydantic import ValidationError as SettingsValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.persistence.stores import event_store_env, sqlite_url
+from app.persistence.stores import STORE_TIMEOUT_SECONDS, event_store_env, sqlite_url
 
 
 class ConfigurationError(Exception):
@@ -33,6 +33,13 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Readiness fails when the views lag more than this"
     )
     request_body_bytes_max: int = Field(default=2_000_000, gt=0)
+    store_timeout_seconds: int = Field(
+        default=STORE_TIMEOUT_SECONDS,
+        ge=1,
+        le=300,
+        description="Bound on every wait for the event store: SQLite's lock wait, "
+        "PostgreSQL's connect/pool/lock/statement timeouts, KurrentDB's call deadline",
+    )
     log_format: str = Field(default="json", pattern="^(json|console)$")
     bootstrap_admin_key: SecretStr | None = Field(
         default=None,
@@ -94,4 +101,4 @@ class Settings(BaseSettings):
         return self.read_model or sqlite_url(self.data_dir.resolve() / "views.sqlite")
 
     def ledger_env(self) -> dict[str, str]:
-        return event_store_env(self.event_store_url)
+        return event_store_env(self.event_store_url, self.store_timeout_seconds)

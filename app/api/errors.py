@@ -16,6 +16,7 @@ from litestar.exceptions import (
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.domain.errors import BatchRejectedError, LedgerError
+from app.persistence.faults import RETRY_AFTER_SECONDS, store_fault
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +28,8 @@ STATUS_BY_KIND: Final = {
     "not_found": 404,
     "conflict": 409,
     "too_large": 413,
+    "unavailable": 503,
+    "storage_full": 507,
 }
 
 TITLES: Final = {
@@ -39,6 +42,8 @@ TITLES: Final = {
     413: "Content too large",
     422: "Unprocessable content",
     500: "Internal server error",
+    503: "Service unavailable",
+    507: "Insufficient storage",
 }
 
 
@@ -64,7 +69,11 @@ def problem_body(status: int, code: str, detail: str, **extra: Any) -> dict[str,
 
 
 def problem(status: int, code: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return Response(
         problem_body(status, code, detail, **extra),
         status_code=status,
@@ -147,6 +156,14 @@ def on_unexpected_error(
     request: Request[Any, Any, Any], error: Exception
 ) -> Response[dict[str, Any]]:
     request_id = request.scope.get("state", {}).get("request_id", "-")
+    fault = store_fault(error)
+    if fault is not None:
+        # A nameable store fault (full disk, store gone or too slow): a clear answer and
+        # one log line, no traceback.
+        log.warning(
+            "request.store_fault", request_id=request_id, code=fault.code, error=repr(error)
+        )
+        return on_ledger_error(request, fault)
     log.error("request.failed", request_id=request_id, error=repr(error), exc_info=error)
     return problem(
         HTTP_500_INTERNAL_SERVER_ERROR,

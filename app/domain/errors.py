@@ -118,6 +118,31 @@ class TransferAlreadyReversedError(LedgerError):
     code = "transfer_already_reversed"
 
 
+class StoreUnavailableError(LedgerError):
+    """The store could not be reached, or did not answer within its bound: nothing was
+    written. Sending the same command again later is safe."""
+
+    code = "store_unavailable"
+    kind = "unavailable"
+
+
+class OutcomeUnknownError(LedgerError):
+    """The store took the write but its answer was lost (a deadline passed, the
+    connection broke): it may or may not have been recorded. Unlike every other
+    LedgerError this one may have written; resending the same id is safe, because ids
+    are idempotency keys."""
+
+    code = "outcome_unknown"
+    kind = "unavailable"
+
+
+class StorageFullError(LedgerError):
+    """The store has no space left: nothing was written."""
+
+    code = "storage_full"
+    kind = "storage_full"
+
+
 class BatchRejectedError(LedgerError):
     """An atomic batch failed as a whole because one of its items was rejected."""
 

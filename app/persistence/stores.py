@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-# Writers wait this long for SQLite's single write lock before giving up: long enough
-# for a burst of contending processes, short enough that a wedged writer is noticed.
-SQLITE_LOCK_TIMEOUT_SECONDS: Final = 30
+# Every wait on a store is bounded by this (SQLite's busy wait for its write lock,
+# PostgreSQL's connect, pool, lock and statement timeouts, KurrentDB's call deadline):
+# long enough for a burst of contending processes, short enough that a store that went
+# away is answered as 503 store_unavailable instead of a hung request (decision 0009).
+STORE_TIMEOUT_SECONDS: Final = 10
+POSTGRES_FACTORY_TOPIC: Final = "app.persistence.postgres:LedgerPostgresFactory"
 POSTGRES_POOL_SIZE: Final = 8
 KURRENTDB_SCHEMES: Final = ("kurrentdb", "kurrentdb+discover", "esdb", "esdb+discover")
 KURRENTDB_FACTORY_TOPIC: Final = "app.persistence.kurrentdb:LedgerKurrentDBFactory"
@@ -37,7 +40,7 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def sqlite_env(path: str) -> dict[str, str]:
+def sqlite_env(path: str, timeout_seconds: int = STORE_TIMEOUT_SECONDS) -> dict[str, str]:
     if path != ":memory:" and not path.startswith("file:"):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     return {
@@ -45,17 +48,17 @@ def sqlite_env(path: str) -> dict[str, str]:
         # The library's SQLite recorder cannot subscribe; ours polls (decision 0005).
         "APPLICATION_RECORDER_TOPIC": SQLITE_RECORDER_TOPIC,
         "SQLITE_DBNAME": path,
-        "SQLITE_LOCK_TIMEOUT": str(SQLITE_LOCK_TIMEOUT_SECONDS),
+        "SQLITE_LOCK_TIMEOUT": str(timeout_seconds),
     }
 
 
-def postgres_env(url: str) -> dict[str, str]:
+def postgres_env(url: str, timeout_seconds: int = STORE_TIMEOUT_SECONDS) -> dict[str, str]:
     parts = urlsplit(url)
     dbname = unquote(parts.path.lstrip("/"))
     if not dbname:
         raise StoreURLError(f"PostgreSQL URL needs a database name: {url!r}")
     env = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": POSTGRES_FACTORY_TOPIC,
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": parts.hostname or "localhost",
         "POSTGRES_PORT": str(parts.port or 5432),
@@ -63,6 +66,13 @@ def postgres_env(url: str) -> dict[str, str]:
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_POOL_SIZE": str(POSTGRES_POOL_SIZE),
         "POSTGRES_MAX_OVERFLOW": str(POSTGRES_MAX_OVERFLOW),
+        # Bounded waits: for a pooled connection, for a lock, for any statement (read by
+        # our factory), and a check of each pooled connection before use, so that the
+        # ones a restarted server broke are replaced instead of failing a request.
+        "POSTGRES_CONNECT_TIMEOUT": str(timeout_seconds),
+        "POSTGRES_LOCK_TIMEOUT": str(timeout_seconds),
+        "POSTGRES_STATEMENT_TIMEOUT": str(timeout_seconds),
+        "POSTGRES_PRE_PING": "y",
     }
     for option in parts.query.split("&") if parts.query else []:
         key, _, value = option.partition("=")
@@ -79,20 +89,24 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def event_store_env(url: str) -> dict[str, str]:
+def event_store_env(url: str, timeout_seconds: int = STORE_TIMEOUT_SECONDS) -> dict[str, str]:
     """The library environment for an event-store URL (``memory://``, ``sqlite:///…``,
-    ``postgresql://…``)."""
+    ``postgresql://…``), every wait on the store bounded by ``timeout_seconds``."""
     scheme = urlsplit(url).scheme
     if scheme in EXTRA_SCHEMES:
         return EXTRA_SCHEMES[scheme](url)
     if scheme == "memory":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     if scheme == "sqlite":
-        return sqlite_env(sqlite_path(url))
+        return sqlite_env(sqlite_path(url), timeout_seconds)
     if scheme in ("postgresql", "postgres"):
-        return postgres_env(url)
+        return postgres_env(url, timeout_seconds)
     if scheme in KURRENTDB_SCHEMES:
-        return {"PERSISTENCE_MODULE": KURRENTDB_FACTORY_TOPIC, "KURRENTDB_URI": url}
+        return {
+            "PERSISTENCE_MODULE": KURRENTDB_FACTORY_TOPIC,
+            "KURRENTDB_URI": url,
+            "KURRENTDB_DEADLINE_SECONDS": str(timeout_seconds),
+        }
     raise StoreURLError(
         f"unsupported event store {url!r}: use sqlite:///PATH, postgresql://…, "
         "kurrentdb://… (or esdb://…) or memory://"

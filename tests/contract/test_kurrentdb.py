@@ -1,6 +1,8 @@
 """What only the KurrentDB backend has: the start-up capability check, one atomic
-multi-stream append per command, lost replies, gapped positions and the filtered
-$all subscription (on the fake client; on a real server when KURRENTDB_URI is set)."""
+multi-stream append per command, gapped positions and the filtered $all subscription,
+on the fake client. The faults of a real server (lost replies, resends, deadlines,
+drops, limits) are in test_kurrentdb_faults.py; the same on a real server in
+test_kurrentdb_real.py when KURRENTDB_URI is set."""
 
 import itertools
 import uuid
@@ -64,18 +66,6 @@ def test_a_transfer_and_both_accounts_are_one_append() -> None:
     }
     assert len(written) == 3  # debit leg, credit leg, TransferRecorded
     assert outcome.position == written[-1].commit_position
-
-
-def test_a_lost_reply_after_a_commit_is_answered_as_a_replay_and_moves_money_once() -> None:
-    url = fake_url()
-    ledger = funded(url)
-    server_named(url.removeprefix("fake://")).lose_next_reply = True
-    outcome = ledger.record_transfer(RecordTransfer("t1", "bank", "alice", 5))
-    assert not outcome.created
-    assert ledger.get_account("alice").balance == 5
-    again = ledger.record_transfer(RecordTransfer("t1", "bank", "alice", 5))
-    assert again.position == outcome.position
-    assert ledger.get_account("alice").balance == 5
 
 
 def test_positions_have_gaps_and_the_views_follow_them(tmp_path: Path) -> None:
