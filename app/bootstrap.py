@@ -23,6 +23,7 @@ from litestar import Litestar
 from app.api.app import create_app
 from app.api.services import Services, ViewSource
 from app.application.ledger import Ledger
+from app.domain.errors import StoreUnavailableError
 from app.persistence.keys import KeyStore
 from app.persistence.stores import StoreURLError, sqlite_path
 from app.settings import ConfigurationError, Settings
@@ -38,6 +39,7 @@ UNUSABLE_STORE_ERRORS: Final = (
     psycopg.Error,
     PersistenceError,
     KurrentDBClientError,
+    StoreUnavailableError,
 )
 
 
