@@ -5,8 +5,11 @@ values at all, so every field is checked here again before the domain sees it.
 """
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from app.domain.errors import SameAccountError, ValidationError
+from app.domain.lots import CATEGORY_DEFAULT, PRIORITY_DEFAULT, Category, check_grant_terms
 from app.domain.values import (
     check_amount,
     check_id,
@@ -38,6 +41,42 @@ class OpenAccount:
 
 
 @dataclass(frozen=True)
+class GrantTerms:
+    """A grant's body: the lot a transfer opens in its credit account."""
+
+    expires_at: datetime | None = None
+    effective_at: datetime | None = None
+    priority: int = PRIORITY_DEFAULT
+    category: Category = CATEGORY_DEFAULT
+
+    def checked(self) -> "GrantTerms":
+        priority, category = check_grant_terms(self.priority, self.category)
+        for name, moment in (("expires_at", self.expires_at), ("effective_at", self.effective_at)):
+            if moment is not None and (not isinstance(moment, datetime) or moment.tzinfo is None):
+                raise ValidationError(
+                    f"grant.{name} must be a time with its UTC offset", field=f"grant.{name}"
+                )
+        if (
+            self.expires_at is not None
+            and self.effective_at is not None
+            and self.expires_at <= self.effective_at
+        ):
+            raise ValidationError(
+                "grant.expires_at must be after grant.effective_at", field="grant.expires_at"
+            )
+        return GrantTerms(self.expires_at, self.effective_at, priority, category)
+
+    def requested(self) -> dict[str, Any]:
+        """As a transfer records what was asked (the idempotent part of the body)."""
+        return {
+            "expires_at": self.expires_at,
+            "requested_effective_at": self.effective_at,
+            "priority": self.priority,
+            "category": self.category,
+        }
+
+
+@dataclass(frozen=True)
 class RecordTransfer:
     id: str
     debit_account_id: str
@@ -46,8 +85,18 @@ class RecordTransfer:
     pending: bool = False
     timeout_seconds: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    grant: GrantTerms | None = None
 
     def checked(self) -> "RecordTransfer":
+        grant = None
+        if self.grant is not None:
+            if not isinstance(self.grant, GrantTerms):
+                raise ValidationError("grant must be an object", field="grant")
+            if self.pending:
+                raise ValidationError(
+                    "a grant cannot be pending: its lot opens when it is recorded", field="grant"
+                )
+            grant = self.grant.checked()
         if not isinstance(self.pending, bool):
             raise ValidationError("pending must be a boolean", field="pending")
         timeout_seconds = self.timeout_seconds
@@ -65,6 +114,7 @@ class RecordTransfer:
             pending=self.pending,
             timeout_seconds=timeout_seconds,
             metadata=check_metadata(self.metadata),
+            grant=grant,
         )
         if command.debit_account_id == command.credit_account_id:
             raise SameAccountError(

@@ -24,6 +24,7 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     EventStore,
     IntegrityError,
+    JSONTranscoder,
     ProgrammingError,
     Recording,
 )
@@ -39,22 +40,33 @@ from app.application.views import (
     TransferView,
 )
 from app.domain import limits
-from app.domain.account import Account
+from app.domain.account import Account, term_record
 from app.domain.chain import command_time
 from app.domain.errors import (
     AccountNotFoundError,
     BatchRejectedError,
     BatchTooLargeError,
     ConcurrencyConflictError,
+    GrantNotYetExpiredError,
     IdempotencyConflictError,
     LedgerError,
     TransferNotFoundError,
     UnitMismatchError,
     ValidationError,
 )
+from app.domain.lots import GENERAL, Allocation, LotBook, LotTerms, Return, total
 from app.domain.transfer import Transfer
-from app.domain.values import account_uuid, check_amount, check_id, check_metadata, transfer_uuid
+from app.domain.values import (
+    account_uuid,
+    breakage_account_id,
+    check_amount,
+    check_id,
+    check_metadata,
+    derived_transfer_id,
+    transfer_uuid,
+)
 from app.persistence.positions import existing_streams, recorded_position
+from app.persistence.transcodings import register_domain_transcodings
 
 R = TypeVar("R")
 
@@ -198,6 +210,10 @@ class Ledger(Application[UUID]):
             event_store=self.events, cache_maxsize=AGGREGATE_CACHE_SIZE
         )
 
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_domain_transcodings(transcoder)
+
     def construct_recorder(self) -> ApplicationRecorder:
         return _retrying_schema_race(super().construct_recorder)
 
@@ -222,7 +238,7 @@ class Ledger(Application[UUID]):
                         f"account {command.id} already exists with a different body",
                         account_id=command.id,
                     )
-                view = AccountView.of(existing)
+                view = AccountView.of(existing, now=self.clock())
                 return lambda _: AccountOutcome(
                     view, created=False, position=self._position_of(existing.id, 0)
                 )
@@ -234,7 +250,7 @@ class Ledger(Application[UUID]):
                 command.metadata,
             )
             work.accounts[command.id] = account
-            view = AccountView.of(account)
+            view = AccountView.of(account, now=self.clock())
             return lambda written: AccountOutcome(view, created=True, position=written.commit)
 
         return self._run(attempt, [command.id])
@@ -246,7 +262,7 @@ class Ledger(Application[UUID]):
             account = work.account(account_id)
             already_closed = account.status == "closed"
             account.close()
-            view = AccountView.of(account)
+            view = AccountView.of(account, now=self.clock())
             if already_closed:
                 return lambda _: AccountOutcome(
                     view, created=False, position=self._position_of(account.id, account.version)
@@ -259,7 +275,12 @@ class Ledger(Application[UUID]):
         """The account as its own stream says now (the write side; views come from
         projections)."""
         account_id = check_id(account_id, "account_id")
-        return AccountView.of(_Attempt(self).account(account_id))
+        return AccountView.of(_Attempt(self).account(account_id), now=self.clock())
+
+    def account_lots(self, account_id: str) -> LotBook:
+        """The account's live lots as its own stream says now (a copy)."""
+        account_id = check_id(account_id, "account_id")
+        return _Attempt(self).account(account_id).lots
 
     def get_account_at_version(self, account_id: str, version: int) -> AccountView:
         account_id = check_id(account_id, "account_id")
@@ -269,7 +290,7 @@ class Ledger(Application[UUID]):
             raise AccountNotFoundError(
                 f"account {account_id} does not exist", account_id=account_id
             ) from None
-        return AccountView.of(account)
+        return AccountView.of(account, now=self.clock())
 
     # Transfers -------------------------------------------------------------------------
 
@@ -336,7 +357,11 @@ class Ledger(Application[UUID]):
         return self._run(attempt, _account_keys(commands))
 
     def _apply_transfer(
-        self, work: _Attempt, command: RecordTransfer, reversal_of: str | None = None
+        self,
+        work: _Attempt,
+        command: RecordTransfer,
+        reversal_of: str | None = None,
+        reversal: "_Reversal | None" = None,
     ) -> Callable[[Written], TransferOutcome]:
         existing = work.find_transfer(command.id)
         if existing is not None:
@@ -350,10 +375,31 @@ class Ledger(Application[UUID]):
                 debit_unit=debit_account.unit,
                 credit_unit=credit_account.unit,
             )
-        debit_account.check_debit(command.amount)
+        # Expiry is decided here, against the ledger's clock: expired credit is never
+        # spendable, whether or not the expiry worker has moved it to breakage yet.
+        now = self.clock()
+        debit_account.check_debit(command.amount, now)
         credit_account.check_credit(command.amount)
+        lot_terms = grant_record = None
+        if command.grant is not None:
+            credit_account.check_grant(command.id, command.amount)
+            lot_terms = LotTerms(
+                expires_at=command.grant.expires_at,
+                effective_at=command.grant.effective_at or now,
+                priority=command.grant.priority,
+                category=command.grant.category,
+                sequence=credit_account.next_grant_sequence(),
+            )
+            grant_record = {**command.grant.requested(), **term_record(lot_terms)}
         # Every check passed: from here on nothing may refuse, so the events below are
         # all-or-nothing for this transfer even inside a larger batch.
+        allocations = debit_account.debit(
+            command.id,
+            command.amount,
+            pending=command.pending,
+            now=now,
+            allocations=None if reversal is None else reversal.taken,
+        )
         transfer = Transfer.record(
             transfer_id=command.id,
             debit_account_id=command.debit_account_id,
@@ -364,9 +410,22 @@ class Ledger(Application[UUID]):
             timeout_seconds=command.timeout_seconds,
             metadata=command.metadata,
             reversal_of=reversal_of,
+            grant=grant_record,
+            allocations=allocations,
         )
-        debit_account.debit(command.id, command.amount, pending=command.pending)
-        credit_account.credit(command.id, command.amount, pending=command.pending)
+        if reversal is not None and reversal.back is not None:
+            credit_account.credit(
+                command.id,
+                command.amount,
+                pending=False,
+                returned=reversal.back.returned,
+                revived=reversal.back.revived,
+            )
+            self._break(work, credit_account, reversal.back.breakage, command.id, now)
+        else:
+            credit_account.credit(
+                command.id, command.amount, pending=command.pending, grant=lot_terms
+            )
         work.transfers[command.id] = transfer
         view = TransferView.of(transfer)
         # A transfer's position is that of the event recording it, the same whether it
@@ -374,6 +433,43 @@ class Ledger(Application[UUID]):
         return lambda written: TransferOutcome(
             view, created=True, position=written.position_of(transfer.id)
         )
+
+    def _break(
+        self,
+        work: _Attempt,
+        account: Account,
+        allocations: Sequence[Allocation],
+        cause_id: str,
+        now: datetime,
+        transfer_id: str | None = None,
+    ) -> Transfer | None:
+        """Move what expired lots hold to the unit's breakage account (opened on first
+        use), as a balanced transfer whose id derives from ``cause_id``."""
+        amount = total(allocations)
+        if not amount:
+            return None
+        breakage = work.find_account(breakage_account_id(account.unit))
+        if breakage is None:
+            breakage = Account.open(
+                breakage_account_id(account.unit), account.unit, False, 0, {"system": "breakage"}
+            )
+            work.accounts[breakage.account_id] = breakage
+        transfer_id = transfer_id or derived_transfer_id("breakage", cause_id)
+        transfer = Transfer.record(
+            transfer_id=transfer_id,
+            debit_account_id=account.account_id,
+            credit_account_id=breakage.account_id,
+            amount=amount,
+            unit=account.unit,
+            pending=False,
+            timeout_seconds=None,
+            metadata={"breakage_of": cause_id},
+            allocations=tuple(allocations),
+        )
+        account.debit(transfer_id, amount, pending=False, now=now, allocations=allocations)
+        breakage.credit(transfer_id, amount, pending=False)
+        work.transfers[transfer_id] = transfer
+        return transfer
 
     def _replay(
         self, existing: Transfer, command: RecordTransfer, reversal_of: str | None
@@ -386,6 +482,7 @@ class Ledger(Application[UUID]):
             command.timeout_seconds,
             command.metadata,
             reversal_of,
+            None if command.grant is None else command.grant.requested(),
         ):
             raise IdempotencyConflictError(
                 f"transfer {command.id} was already recorded with a different body",
@@ -408,8 +505,10 @@ class Ledger(Application[UUID]):
         def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome]:
             transfer = work.transfer(transfer_id)
             posted_amount = transfer.amount if amount is None else amount
-            transfer.post(posted_amount, self.clock())
-            self._settle_hold(work, transfer, posted_amount)
+            now = self.clock()
+            transfer.check_postable(posted_amount, now)
+            consumed = self._settle_hold(work, transfer, posted_amount, now)
+            transfer.post(posted_amount, now, consumed)
             return self._outcome(transfer)
 
         return self._run(attempt, [transfer_id])
@@ -419,8 +518,9 @@ class Ledger(Application[UUID]):
 
         def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome]:
             transfer = work.transfer(transfer_id)
-            transfer.void(self.clock())
-            self._settle_hold(work, transfer, 0)
+            now = self.clock()
+            transfer.void(now)
+            self._settle_hold(work, transfer, 0, now)
             return self._outcome(transfer)
 
         return self._run(attempt, [transfer_id])
@@ -437,43 +537,134 @@ class Ledger(Application[UUID]):
                 return lambda _: TransferOutcome(
                     view, created=False, position=self._position_of(transfer.id, transfer.version)
                 )
-            transfer.expire(self.clock())
-            self._settle_hold(work, transfer, 0)
+            now = self.clock()
+            transfer.expire(now)
+            self._settle_hold(work, transfer, 0, now)
             return self._outcome(transfer)
 
         return self._run(attempt, [transfer_id])
 
-    def _settle_hold(self, work: _Attempt, transfer: Transfer, posted_amount: int) -> None:
+    def _settle_hold(
+        self, work: _Attempt, transfer: Transfer, posted_amount: int, now: datetime
+    ) -> tuple[Allocation, ...]:
+        """End a hold: what posts comes from the lots it reserved, in the order reserved;
+        the rest goes back to them, or to breakage for lots that expired meanwhile."""
         debit_account = work.account(transfer.debit_account_id)
         credit_account = work.account(transfer.credit_account_id)
-        debit_account.settle_debit_hold(transfer.transfer_id, transfer.amount, posted_amount)
+        reservations = transfer.allocations or (Allocation(GENERAL, transfer.amount),)
+        settlement = debit_account.lots.plan_settlement(reservations, posted_amount, now)
+        debit_account.settle_debit_hold(
+            transfer.transfer_id, transfer.amount, posted_amount, settlement
+        )
         credit_account.settle_credit_hold(transfer.transfer_id, transfer.amount, posted_amount)
+        self._break(work, debit_account, settlement.breakage, transfer.transfer_id, now)
+        return settlement.consumed
 
     def reverse_transfer(
-        self, transfer_id: str, reversal_id: str, metadata: dict[str, str] | None = None
+        self,
+        transfer_id: str,
+        reversal_id: str,
+        metadata: dict[str, str] | None = None,
+        amount: int | None = None,
     ) -> TransferOutcome:
-        """Refund a posted transfer: a new transfer, accounts swapped, linked both ways."""
+        """Refund a posted transfer: a new transfer, accounts swapped, linked both ways.
+        A spend's reversal gives back to the lots it took from; a grant's reversal takes
+        back only what is still free in its lot. ``amount`` reverses part of it."""
         transfer_id = check_id(transfer_id, "transfer_id")
         reversal_id = check_id(reversal_id, "id")
         checked_metadata = check_metadata(metadata)
+        if amount is not None:
+            amount = check_amount(amount)
 
         def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome]:
             original = work.transfer(transfer_id)
+            existing = work.find_transfer(reversal_id)
+            if existing is not None:
+                command = RecordTransfer(
+                    id=reversal_id,
+                    debit_account_id=original.credit_account_id,
+                    credit_account_id=original.debit_account_id,
+                    amount=existing.amount if amount is None else amount,
+                    metadata=checked_metadata,
+                )
+                return self._replay(existing, command, transfer_id)
+            original.check_reversible()
+            now = self.clock()
+            reversal = self._plan_reversal(work, original, amount, now)
             command = RecordTransfer(
                 id=reversal_id,
                 debit_account_id=original.credit_account_id,
                 credit_account_id=original.debit_account_id,
-                amount=original.amount_posted,
+                amount=reversal.amount,
                 metadata=checked_metadata,
             )
-            if work.find_transfer(reversal_id) is not None:
-                return self._replay(work.transfer(reversal_id), command, transfer_id)
-            original.check_reversible()
-            finish = self._apply_transfer(work, command, reversal_of=transfer_id)
+            finish = self._apply_transfer(work, command, reversal_of=transfer_id, reversal=reversal)
             original.mark_reversed(reversal_id)
             return finish
 
         return self._run(attempt, [transfer_id, reversal_id])
+
+    def _plan_reversal(
+        self, work: _Attempt, original: Transfer, amount: int | None, now: datetime
+    ) -> "_Reversal":
+        wanted = original.amount_posted if amount is None else amount
+        if wanted > original.amount_posted:
+            raise ValidationError(
+                f"cannot reverse {wanted}: transfer {original.transfer_id} moved "
+                f"{original.amount_posted}",
+                field="amount",
+            )
+        taken = None
+        if original.grant is not None:
+            granted_to = work.account(original.credit_account_id)
+            taken = granted_to.lots.plan_claw_back(original.transfer_id, amount, now)
+            wanted = total(taken)
+        spender = work.account(original.debit_account_id)
+        allocations = original.allocations or (Allocation(GENERAL, original.amount_posted),)
+        departed = {
+            a.grant_id: work.transfer(a.grant_id).departed_lot()
+            for a in allocations
+            if a.grant_id is not GENERAL and spender.lots.get(a.grant_id) is None
+        }
+        back = spender.lots.plan_return(allocations, wanted, now, departed)
+        return _Reversal(wanted, taken, back)
+
+    def expire_grant(self, grant_id: str) -> TransferOutcome | None:
+        """Move an expired grant's free remainder to breakage, by the transfer
+        ``expiry:<grant id>``. Safe to run twice (the second answers the first's
+        transfer); None when nothing is left to move."""
+        grant_id = check_id(grant_id, "grant_id")
+        expiry_id = derived_transfer_id("expiry", grant_id)
+
+        def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome | None]:
+            existing = work.find_transfer(expiry_id)
+            if existing is not None:
+                view = TransferView.of(existing)
+                return lambda _: TransferOutcome(
+                    view, created=False, position=self._recorded_at(existing)
+                )
+            grant = work.transfer(grant_id)
+            terms = grant.lot_terms()
+            now = self.clock()
+            if terms is None or not terms.is_expired(now):
+                raise GrantNotYetExpiredError(
+                    f"transfer {grant_id} is not a grant that has expired by {now}",
+                    grant_id=grant_id,
+                )
+            account = work.account(grant.credit_account_id)
+            lot = account.lots.get(grant_id)
+            if lot is None or lot.free <= 0:
+                return lambda _: None
+            moved = self._break(
+                work, account, [Allocation(grant_id, lot.free)], grant_id, now, expiry_id
+            )
+            assert moved is not None
+            view = TransferView.of(moved)
+            return lambda written: TransferOutcome(
+                view, created=True, position=written.position_of(moved.id)
+            )
+
+        return self._run(attempt, [grant_id, expiry_id])
 
     def get_transfer(self, transfer_id: str) -> TransferView:
         transfer_id = check_id(transfer_id, "transfer_id")
@@ -524,6 +715,17 @@ class Ledger(Application[UUID]):
             f"gave up after {RETRY_DEADLINE_SECONDS}s of conflicting attempts; "
             "sending the same command again is safe"
         )
+
+
+class _Reversal:
+    """What a reversal moves: ``amount``; from which lots of the reversing account when
+    they are prescribed (a grant's claw back: ``taken``); back to which lots of the
+    original spender (``back``)."""
+
+    def __init__(self, amount: int, taken: tuple[Allocation, ...] | None, back: Return) -> None:
+        self.amount = amount
+        self.taken = taken
+        self.back = back
 
 
 class TransferGroups:

@@ -2,8 +2,10 @@
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from app.domain.account import Account, DerivedBalances
+from app.domain.lots import Allocation
 from app.domain.transfer import Transfer, TransferStatus
 
 
@@ -21,9 +23,23 @@ class AccountView(DerivedBalances):
     credits_pending: int
     version: int
     position: int | None = None
+    # With credit lots, what is spendable now (effective, unexpired lots minus holds);
+    # None when the account has no grant lots and ``available`` is the counters' figure.
+    lots_available: int | None = None
+
+    @property
+    def available(self) -> int:
+        if self.lots_available is not None:
+            return self.lots_available
+        return self.balance - self.debits_pending
 
     @classmethod
-    def of(cls, account: Account, position: int | None = None) -> "AccountView":
+    def of(
+        cls, account: Account, position: int | None = None, now: datetime | None = None
+    ) -> "AccountView":
+        lots_available = None
+        if now is not None and account.lots.live_grants:
+            lots_available = account.available_at(now)
         return cls(
             id=account.account_id,
             unit=account.unit,
@@ -37,6 +53,7 @@ class AccountView(DerivedBalances):
             credits_pending=account.credits_pending,
             version=account.version,
             position=position,
+            lots_available=lots_available,
         )
 
 
@@ -56,6 +73,8 @@ class TransferView:
     expires_at: datetime | None
     reversal_of: str | None
     reversed_by: str | None
+    grant: dict[str, Any] | None = None
+    allocations: tuple[Allocation, ...] = ()
 
     @classmethod
     def of(cls, transfer: Transfer) -> "TransferView":
@@ -74,6 +93,8 @@ class TransferView:
             expires_at=transfer.expires_at,
             reversal_of=transfer.reversal_of,
             reversed_by=transfer.reversed_by,
+            grant=transfer.grant,
+            allocations=transfer.allocations or (),
         )
 
 

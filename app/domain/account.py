@@ -4,8 +4,10 @@ Commands validate and then trigger events; the events' ``apply`` only mutates, s
 replaying the stream never re-runs a check (the checks held when the event was written).
 """
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from uuid import UUID
 
 from app.domain import limits
@@ -16,6 +18,14 @@ from app.domain.errors import (
     BalanceOverflowError,
     InsufficientFundsError,
     OverdraftLimitExceededError,
+)
+from app.domain.lots import (
+    GENERAL,
+    Allocation,
+    Lot,
+    LotBook,
+    LotTerms,
+    Settlement,
 )
 from app.domain.values import account_uuid
 
@@ -52,6 +62,20 @@ class BalanceDelta(DerivedBalances):
 
 class Account(DerivedBalances, ChainedAggregate):
     INITIAL_VERSION = 0
+    # Version 2 keeps the account's live credit lots (snapshots of version 1 predate them).
+    class_version: ClassVar[int] = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        general = Lot(
+            GENERAL,
+            LotBook().general.terms,
+            0,
+            state["credits_posted"] - state["debits_posted"],
+            state["debits_pending"],
+        )
+        state["lots"] = LotBook([general])
+        state["grants_received"] = 0
 
     class Opened(ChainedCreated):
         account_id: str
@@ -79,23 +103,73 @@ class Account(DerivedBalances, ChainedAggregate):
             aggregate.debits_pending += delta.debits_pending
             aggregate.credits_pending += delta.credits_pending
 
+    # Version 2 of the money events records which lots each movement took from or gave
+    # to (credit grants). Version 1 events predate lots: everything they moved was in the
+    # general lot, which is what ``None`` says (and what the upcasters write).
+
     class Debited(BalanceChanged):
+        class_version: ClassVar[int] = 2
+        added_fields: ClassVar[tuple[str, ...]] = ("allocations",)
         amount: int
+        allocations: list[dict[str, Any]] | None = None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["allocations"] = None
 
         def delta(self) -> BalanceDelta:
             return BalanceDelta(debits_posted=self.amount)
 
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            aggregate.lots.consume(allocations_of(self.allocations, self.amount))
+
     class Credited(BalanceChanged):
+        """A credit: to the general lot, or opening a ``grant``'s lot, or (a reversal)
+        ``returned`` to the lots a spend took from, ``revived`` when they had left."""
+
+        class_version: ClassVar[int] = 2
+        added_fields: ClassVar[tuple[str, ...]] = ("grant", "returned", "revived")
         amount: int
+        grant: dict[str, Any] | None = None
+        returned: list[dict[str, Any]] | None = None
+        revived: list[dict[str, Any]] | None = None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["grant"] = state["returned"] = state["revived"] = None
 
         def delta(self) -> BalanceDelta:
             return BalanceDelta(credits_posted=self.amount)
 
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            lots: LotBook = aggregate.lots
+            if self.grant is not None:
+                terms = terms_of(self.grant)
+                lots.open_lot(self.transfer_id, self.amount, self.grant["filled"], terms)
+                aggregate.grants_received = terms.sequence + 1
+            elif self.returned is not None:
+                lots.restore(allocations_of(self.returned, 0), lots_of(self.revived or []))
+            else:
+                lots.credit_general(self.amount)
+
     class DebitReserved(BalanceChanged):
+        class_version: ClassVar[int] = 2
+        added_fields: ClassVar[tuple[str, ...]] = ("allocations",)
         amount: int
+        allocations: list[dict[str, Any]] | None = None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["allocations"] = None
 
         def delta(self) -> BalanceDelta:
             return BalanceDelta(debits_pending=self.amount)
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            aggregate.lots.reserve(allocations_of(self.allocations, self.amount))
 
     class CreditReserved(BalanceChanged):
         amount: int
@@ -104,14 +178,30 @@ class Account(DerivedBalances, ChainedAggregate):
             return BalanceDelta(credits_pending=self.amount)
 
     class DebitHoldSettled(BalanceChanged):
-        """A hold ends: ``reserved_amount`` leaves pending, ``posted_amount`` (maybe 0) posts."""
+        """A hold ends: ``reserved_amount`` leaves pending, ``posted_amount`` (maybe 0) posts;
+        ``consumed`` and ``released`` say from and to which lots."""
 
+        class_version: ClassVar[int] = 2
+        added_fields: ClassVar[tuple[str, ...]] = ("consumed", "released")
         reserved_amount: int
         posted_amount: int
+        consumed: list[dict[str, Any]] | None = None
+        released: list[dict[str, Any]] | None = None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["consumed"] = state["released"] = None
 
         def delta(self) -> BalanceDelta:
             return BalanceDelta(
                 debits_pending=-self.reserved_amount, debits_posted=self.posted_amount
+            )
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            aggregate.lots.settle(
+                allocations_of(self.consumed, self.posted_amount),
+                allocations_of(self.released, self.reserved_amount - self.posted_amount),
             )
 
     class CreditHoldSettled(BalanceChanged):
@@ -122,6 +212,11 @@ class Account(DerivedBalances, ChainedAggregate):
             return BalanceDelta(
                 credits_pending=-self.reserved_amount, credits_posted=self.posted_amount
             )
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            if self.posted_amount:
+                aggregate.lots.credit_general(self.posted_amount)
 
     @staticmethod
     def create_id(account_id: str) -> UUID:
@@ -145,6 +240,8 @@ class Account(DerivedBalances, ChainedAggregate):
         self.credits_posted = 0
         self.debits_pending = 0
         self.credits_pending = 0
+        self.lots = LotBook()
+        self.grants_received = 0
 
     @classmethod
     def open(
@@ -194,27 +291,82 @@ class Account(DerivedBalances, ChainedAggregate):
             )
         self.trigger_event(self.Closed)
 
-    def check_debit(self, amount: int) -> None:
+    def available_at(self, now: datetime) -> int:
+        """``available`` as spending sees it: only lots effective and unexpired at ``now``."""
+        return self.lots.available(now)
+
+    def check_debit(self, amount: int, now: datetime) -> None:
         """Every reason a debit (posted or pending) of ``amount`` would be refused."""
         self._check_open()
         self._check_debit_headroom(amount)
-        self._check_floor(amount)
+        self._check_floor(amount, now)
 
     def check_credit(self, amount: int) -> None:
         self._check_open()
         self._check_credit_headroom(amount)
 
-    def debit(self, transfer_id: str, amount: int, *, pending: bool) -> None:
-        self.check_debit(amount)
+    def debit(
+        self,
+        transfer_id: str,
+        amount: int,
+        *,
+        pending: bool,
+        now: datetime,
+        allocations: Sequence[Allocation] | None = None,
+    ) -> tuple[Allocation, ...]:
+        """Spend ``amount`` in the burn-down order, or from the given ``allocations``
+        (a grant's claw back, breakage), once ``check_debit`` has passed (breakage needs
+        no check: it only moves what is no longer spendable). Returns where it came from."""
+        taken = tuple(allocations) if allocations is not None else self.lots.plan_spend(amount, now)
         event_class = self.DebitReserved if pending else self.Debited
-        self.trigger_event(event_class, transfer_id=transfer_id, amount=amount)
+        self.trigger_event(
+            event_class, transfer_id=transfer_id, amount=amount, allocations=records_of(taken)
+        )
+        return taken
 
-    def credit(self, transfer_id: str, amount: int, *, pending: bool) -> None:
+    def credit(
+        self,
+        transfer_id: str,
+        amount: int,
+        *,
+        pending: bool,
+        grant: LotTerms | None = None,
+        returned: Sequence[Allocation] | None = None,
+        revived: Sequence[Lot] = (),
+    ) -> None:
         self.check_credit(amount)
-        event_class = self.CreditReserved if pending else self.Credited
-        self.trigger_event(event_class, transfer_id=transfer_id, amount=amount)
+        if pending:
+            assert grant is None, "a grant is never pending"
+            self.trigger_event(self.CreditReserved, transfer_id=transfer_id, amount=amount)
+            return
+        grant_record = None
+        if grant is not None:
+            grant_record = {
+                **term_record(grant),
+                "filled": self.lots.plan_grant(transfer_id, amount),
+            }
+        self.trigger_event(
+            self.Credited,
+            transfer_id=transfer_id,
+            amount=amount,
+            grant=grant_record,
+            returned=None if returned is None else records_of(returned),
+            revived=None if returned is None else [lot_record(lot) for lot in revived],
+        )
 
-    def settle_debit_hold(self, transfer_id: str, reserved_amount: int, posted_amount: int) -> None:
+    def check_grant(self, transfer_id: str, amount: int) -> None:
+        self.lots.plan_grant(transfer_id, amount)
+
+    def next_grant_sequence(self) -> int:
+        return self.grants_received
+
+    def settle_debit_hold(
+        self,
+        transfer_id: str,
+        reserved_amount: int,
+        posted_amount: int,
+        settlement: Settlement | None = None,
+    ) -> None:
         # Holds settle on closed accounts too: close() refuses while anything is pending,
         # so this only ever finishes what was reserved while the account was open.
         assert 0 <= posted_amount <= reserved_amount <= self.debits_pending
@@ -223,6 +375,8 @@ class Account(DerivedBalances, ChainedAggregate):
             transfer_id=transfer_id,
             reserved_amount=reserved_amount,
             posted_amount=posted_amount,
+            consumed=None if settlement is None else records_of(settlement.consumed),
+            released=None if settlement is None else records_of(settlement.released),
         )
 
     def settle_credit_hold(
@@ -259,19 +413,64 @@ class Account(DerivedBalances, ChainedAggregate):
                 account_id=self.account_id,
             )
 
-    def _check_floor(self, amount: int) -> None:
+    def _check_floor(self, amount: int, now: datetime) -> None:
         floor = self.floor
-        if floor is None or self.available - amount >= floor:
+        if floor is None:
+            return
+        available = self.available_at(now)
+        if available - amount >= floor:
             return
         if self.overdraft_limit:
             raise OverdraftLimitExceededError(
                 f"account {self.account_id} would go past its overdraft limit of "
-                f"{self.overdraft_limit} (available {self.available}, amount {amount})",
+                f"{self.overdraft_limit} (available {available}, amount {amount})",
                 account_id=self.account_id,
-                available=self.available,
+                available=available,
             )
         raise InsufficientFundsError(
-            f"account {self.account_id} has {self.available} available, {amount} needed",
+            f"account {self.account_id} has {available} available, {amount} needed",
             account_id=self.account_id,
-            available=self.available,
+            available=available,
         )
+
+
+# Lots in events: plain JSON-friendly records -------------------------------------------
+
+
+def records_of(allocations: Iterable[Allocation]) -> list[dict[str, Any]]:
+    return [{"grant_id": a.grant_id, "amount": a.amount} for a in allocations]
+
+
+def allocations_of(records: list[dict[str, Any]] | None, amount: int) -> tuple[Allocation, ...]:
+    """An event's allocations; ``None`` (version 1 events) means all from the general lot."""
+    if records is None:
+        return (Allocation(GENERAL, amount),) if amount else ()
+    return tuple(Allocation(r["grant_id"], r["amount"]) for r in records)
+
+
+def term_record(terms: LotTerms) -> dict[str, Any]:
+    return {
+        "expires_at": terms.expires_at,
+        "effective_at": terms.effective_at,
+        "priority": terms.priority,
+        "category": terms.category,
+        "sequence": terms.sequence,
+    }
+
+
+def terms_of(record: dict[str, Any]) -> LotTerms:
+    return LotTerms(
+        expires_at=record["expires_at"],
+        effective_at=record["effective_at"],
+        priority=record["priority"],
+        category=record["category"],
+        sequence=record["sequence"],
+    )
+
+
+def lot_record(lot: Lot) -> dict[str, Any]:
+    return {"grant_id": lot.grant_id, "amount": lot.amount, **term_record(lot.terms)}
+
+
+def lots_of(records: list[dict[str, Any]]) -> list[Lot]:
+    return [Lot(r["grant_id"], terms_of(r), r["amount"], 0) for r in records]

@@ -37,12 +37,31 @@ def chain_digest(
         [previous, event_type, originator_id.hex, version, timestamp.isoformat(), fields],
         sort_keys=True,
         separators=(",", ":"),
+        default=_nested_value,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _nested_value(value: object) -> str:
+    """Times inside a field (a grant's terms) hash as ISO text, as the envelope's does."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot hash {type(value).__name__} in an event field")
+
+
 def event_fields(event: object) -> dict[str, Any]:
-    return {key: value for key, value in vars(event).items() if key not in _ENVELOPE}
+    fields = {key: value for key, value in vars(event).items() if key not in _ENVELOPE}
+    return hashed_fields(type(event), fields)
+
+
+def hashed_fields(event_class: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields a chain link covers. A field added by a later ``class_version`` (listed
+    in ``added_fields``) is None when its upcaster filled it in, so a None there is left
+    out: links written before the field existed still verify after upcasting."""
+    added = getattr(event_class, "added_fields", ())
+    if not added:
+        return fields
+    return {k: v for k, v in fields.items() if not (k in added and v is None)}
 
 
 def expected_chain(previous: str, event: Any) -> str:
@@ -111,7 +130,12 @@ class ChainedAggregate(Aggregate):
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
         timestamp = kwargs.pop("timestamp", None) or _timestamp(event_class)
         kwargs["chain"] = chain_digest(
-            self.chain, event_class.__qualname__, self.id, self.version + 1, timestamp, kwargs
+            self.chain,
+            event_class.__qualname__,
+            self.id,
+            self.version + 1,
+            timestamp,
+            hashed_fields(event_class, kwargs),
         )
         super().trigger_event(event_class, timestamp=timestamp, **kwargs)
 
@@ -119,6 +143,11 @@ class ChainedAggregate(Aggregate):
     def _create_chained(cls, event_class: Any, *, id: UUID, **kwargs: Any) -> Self:
         timestamp = _timestamp(event_class)
         chain = chain_digest(
-            GENESIS, event_class.__qualname__, id, cls.INITIAL_VERSION, timestamp, kwargs
+            GENESIS,
+            event_class.__qualname__,
+            id,
+            cls.INITIAL_VERSION,
+            timestamp,
+            hashed_fields(event_class, kwargs),
         )
         return cls._create(event_class, id=id, timestamp=timestamp, chain=chain, **kwargs)

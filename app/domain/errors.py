@@ -198,3 +198,7 @@ class LiveLotLimitExceededError(LedgerError):
     """The account holds the most live grant lots it may (``lots.LIVE_LOTS_MAX``)."""
 
     code = "live_lot_limit_exceeded"
+
+
+class GrantNotYetExpiredError(LedgerError):
+    code = "grant_not_yet_expired"

@@ -187,6 +187,15 @@ class LotBook:
             self._lots[lot.grant_id] = lot
         self._order: list[GrantId] | None = None
 
+    def __deepcopy__(self, memo: dict[int, object]) -> "LotBook":
+        # Lots are immutable and the order list is replaced, never changed in place: a
+        # new dict is a full copy. (The aggregate cache deep-copies every account it
+        # hands out; copying each lot would cost a spend O(lots) object copies.)
+        book = LotBook.__new__(LotBook)
+        book._lots = dict(self._lots)
+        book._order = self._order
+        return book
+
     # Reading --------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Lot]:
@@ -373,6 +382,10 @@ class LotBook:
             self._change(allocation.grant_id, -allocation.amount, -allocation.amount)
         for allocation in released:
             self._change(allocation.grant_id, 0, -allocation.amount)
+
+    def restore_general(self, remaining: int, reserved: int) -> None:
+        """The general lot as a snapshot recorded it."""
+        self._lots[GENERAL] = replace(self.general, remaining=remaining, reserved=reserved)
 
     def credit_general(self, amount: int) -> None:
         self._change(GENERAL, amount, 0)

@@ -1,7 +1,7 @@
 """The Transfer aggregate: one stream per transfer; its client id is its idempotency key."""
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Final, Literal
 from uuid import UUID
 
 from app.domain.chain import ChainedAggregate, ChainedCreated, ChainedEvent
@@ -15,15 +15,23 @@ from app.domain.errors import (
     TransferNotReversibleError,
     TransferNotYetExpiredError,
 )
+from app.domain.lots import Allocation, Lot, LotTerms
 from app.domain.values import transfer_uuid
 
 TransferStatus = Literal["posted", "pending", "voided", "expired"]
+# What a client's grant body says (the rest of a transfer's grant record is derived).
+GRANT_REQUEST_FIELDS: Final = ("expires_at", "requested_effective_at", "priority", "category")
 
 
 class Transfer(ChainedAggregate):
     INITIAL_VERSION = 0
 
     class TransferRecorded(ChainedCreated):
+        # Version 2: ``grant`` (the lot's terms when this transfer is a credit grant) and
+        # ``allocations`` (the debit side's lots). None on version 1 events: no grant,
+        # and everything came from the general lot.
+        class_version: ClassVar[int] = 2
+        added_fields: ClassVar[tuple[str, ...]] = ("grant", "allocations")
         transfer_id: str
         debit_account_id: str
         credit_account_id: str
@@ -33,13 +41,30 @@ class Transfer(ChainedAggregate):
         timeout_seconds: int | None
         metadata: dict[str, str]
         reversal_of: str | None
+        grant: dict[str, Any] | None = None
+        allocations: list[dict[str, Any]] | None = None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["grant"] = state["allocations"] = None
 
     class PendingPosted(ChainedEvent):
+        class_version: ClassVar[int] = 2
+        added_fields: ClassVar[tuple[str, ...]] = ("allocations",)
         amount: int
+        allocations: list[dict[str, Any]] | None  # what the post consumed
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["allocations"] = None
 
         def apply(self, aggregate: Any) -> None:
             aggregate.status = "posted"
             aggregate.amount_posted = self.amount
+            if self.allocations is not None:
+                aggregate.allocations = _allocations(self.allocations)
+            elif aggregate.allocations is not None:
+                aggregate.allocations = ()
 
     class PendingVoided(ChainedEvent):
         def apply(self, aggregate: Any) -> None:
@@ -70,6 +95,8 @@ class Transfer(ChainedAggregate):
         timeout_seconds: int | None,
         metadata: dict[str, str],
         reversal_of: str | None,
+        grant: dict[str, Any] | None = None,
+        allocations: list[dict[str, Any]] | None = None,
     ) -> None:
         self.transfer_id = transfer_id
         self.debit_account_id = debit_account_id
@@ -83,6 +110,11 @@ class Transfer(ChainedAggregate):
         self.status: TransferStatus = "pending" if pending else "posted"
         self.amount_posted = 0 if pending else amount
         self.reversed_by: str | None = None
+        # The lot's terms and the debit side's lots (None: a transfer from before lots).
+        self.grant = grant
+        self.allocations: tuple[Allocation, ...] | None = (
+            None if allocations is None else _allocations(allocations)
+        )
 
     @classmethod
     def record(
@@ -96,6 +128,8 @@ class Transfer(ChainedAggregate):
         timeout_seconds: int | None,
         metadata: dict[str, str],
         reversal_of: str | None = None,
+        grant: dict[str, Any] | None = None,
+        allocations: tuple[Allocation, ...] = (),
     ) -> "Transfer":
         return cls._create_chained(
             cls.TransferRecorded,
@@ -109,6 +143,8 @@ class Transfer(ChainedAggregate):
             timeout_seconds=timeout_seconds,
             metadata=metadata,
             reversal_of=reversal_of,
+            grant=grant,
+            allocations=[{"grant_id": a.grant_id, "amount": a.amount} for a in allocations],
         )
 
     @property
@@ -134,7 +170,12 @@ class Transfer(ChainedAggregate):
         timeout_seconds: int | None,
         metadata: dict[str, str],
         reversal_of: str | None,
+        grant_terms: dict[str, Any] | None = None,
     ) -> bool:
+        """Whether a resent command is this transfer's (a grant's requested terms
+        included: a grant is part of the idempotent body)."""
+        if grant_terms != self.requested_grant_terms():
+            return False
         mine = (
             self.debit_account_id,
             self.credit_account_id,
@@ -155,6 +196,29 @@ class Transfer(ChainedAggregate):
         )
         return mine == theirs
 
+    def requested_grant_terms(self) -> dict[str, Any] | None:
+        if self.grant is None:
+            return None
+        return {key: self.grant[key] for key in GRANT_REQUEST_FIELDS}
+
+    def lot_terms(self) -> LotTerms | None:
+        if self.grant is None:
+            return None
+        return LotTerms(
+            expires_at=self.grant["expires_at"],
+            effective_at=self.grant["effective_at"],
+            priority=self.grant["priority"],
+            category=self.grant["category"],
+            sequence=self.grant["sequence"],
+        )
+
+    def departed_lot(self) -> Lot:
+        """This grant's lot as it was granted, with nothing left: how a reversal revives
+        a lot that has left its account."""
+        terms = self.lot_terms()
+        assert terms is not None
+        return Lot(self.transfer_id, terms, self.amount, 0)
+
     # Commands --------------------------------------------------------------------------
 
     def check_postable(self, amount: int, now: datetime) -> None:
@@ -165,9 +229,17 @@ class Transfer(ChainedAggregate):
                 transfer_id=self.transfer_id,
             )
 
-    def post(self, amount: int, now: datetime) -> None:
+    def post(
+        self, amount: int, now: datetime, consumed: tuple[Allocation, ...] | None = None
+    ) -> None:
         self.check_postable(amount, now)
-        self.trigger_event(self.PendingPosted, amount=amount)
+        self.trigger_event(
+            self.PendingPosted,
+            amount=amount,
+            allocations=None
+            if consumed is None
+            else [{"grant_id": a.grant_id, "amount": a.amount} for a in consumed],
+        )
 
     def void(self, now: datetime) -> None:
         self._check_still_pending(now)
@@ -226,3 +298,7 @@ class Transfer(ChainedAggregate):
                 f"pending transfer {self.transfer_id} expired at {self.expires_at}",
                 transfer_id=self.transfer_id,
             )
+
+
+def _allocations(records: list[dict[str, Any]]) -> tuple[Allocation, ...]:
+    return tuple(Allocation(r["grant_id"], r["amount"]) for r in records)

@@ -1,6 +1,7 @@
 """Value checks and deterministic ids. Client ids map to aggregate ids by uuid5,
 so every process (and every backend) finds the same stream for the same id."""
 
+import hashlib
 from collections.abc import Mapping
 from typing import Final
 from uuid import UUID, uuid5
@@ -94,3 +95,18 @@ def check_metadata(value: object) -> dict[str, str]:
             )
         checked[key] = item
     return dict(sorted(checked.items()))
+
+
+def breakage_account_id(unit: str) -> str:
+    """The account every expired credit of ``unit`` goes to; the ledger opens it."""
+    return f"breakage:{unit}"
+
+
+def derived_transfer_id(kind: str, cause_id: str) -> str:
+    """The id of a transfer the ledger writes because of ``cause_id`` (an expiry of a
+    grant, breakage of a hold): the same cause always gives the same id, so writing it
+    again is an idempotent replay. Ids too long to prefix are hashed."""
+    candidate = f"{kind}:{cause_id}"
+    if len(candidate) <= limits.ID_LENGTH_MAX:
+        return candidate
+    return f"{kind}:sha256:{hashlib.sha256(cause_id.encode()).hexdigest()}"
