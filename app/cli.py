@@ -51,6 +51,7 @@ from app.domain.errors import LedgerError
 from app.domain.errors import ValidationError as LedgerValidationError
 from app.domain.times import TIME_SYNTAX, parse_time
 from app.persistence.keys import SCOPES, KeyFormatError, KeyStore, parse_key
+from app.persistence.last_audit import LastAuditFile
 from app.settings import ConfigurationError, Settings
 from projections.runner import GenerationPointer, ProjectionWorkers, open_view
 from projections.runner import rebuild as rebuild_views
@@ -395,6 +396,9 @@ def audit_command(
             )
     with progress_bar("auditing") as on_page:
         report = Auditor(ledger, instant, view).run(on_page)
+    LastAuditFile(settings.last_audit_path).save(
+        json.loads(report_json(report)), datetime.now(tz=UTC)
+    )
     text = report_json(report) if output_format == "json" else report_text(report)
     if out is not None:
         write_atomically(out, text)

@@ -100,5 +100,15 @@ class Settings(BaseSettings):
     def read_model_url(self) -> str:
         return self.read_model or sqlite_url(self.data_dir.resolve() / "views.sqlite")
 
+    @cached_property
+    def last_audit_path(self) -> Path:
+        """Where ``ledger audit`` leaves its last result for the explorer."""
+        return self.data_dir.resolve() / "last-audit.json"
+
+    @cached_property
+    def explorer_sessions_path(self) -> Path:
+        """The explorer's server-side sessions (shared by all API processes)."""
+        return self.data_dir.resolve() / "explorer-sessions"
+
     def ledger_env(self) -> dict[str, str]:
         return event_store_env(self.event_store_url, self.store_timeout_seconds)

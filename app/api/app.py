@@ -23,6 +23,7 @@ from app.api.metrics import Metrics
 from app.api.openapi import refine as refine_openapi
 from app.api.schemas import Health, Readiness
 from app.api.services import Services
+from app.explorer.plugin import ExplorerPlugin
 
 log = structlog.get_logger("app.api")
 
@@ -135,7 +136,7 @@ def create_app(
         state=State({"services": services, "metrics": metrics}),
         exception_handlers=EXCEPTION_HANDLERS,
         # Strict: "5" is not an amount. Money fields never coerce from strings or floats.
-        plugins=[PydanticPlugin(validate_strict=True)],
+        plugins=[PydanticPlugin(validate_strict=True), ExplorerPlugin(services)],
         middleware=[request_context],
         request_max_body_size=services.settings.request_body_bytes_max,
         on_shutdown=on_shutdown or [],

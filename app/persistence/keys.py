@@ -76,6 +76,15 @@ class KeyCheck:
     expires_at: str | None = None
 
 
+def split_key(key: str) -> tuple[str, str] | None:
+    """``lk_<key id>_<secret>`` → (key id, the secret's digest), or None if malformed."""
+    try:
+        key_id, secret = parse_key(key)
+    except KeyFormatError:
+        return None
+    return key_id, _hash(secret)
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -203,11 +212,12 @@ class KeyStore:
         return self.check(key).scope
 
     def check(self, key: str) -> KeyCheck:
-        try:
-            key_id, secret = parse_key(key)
-        except KeyFormatError:
-            return KeyCheck(Verdict.UNKNOWN)
-        digest = _hash(secret)
+        parts = split_key(key)
+        return KeyCheck(Verdict.UNKNOWN) if parts is None else self.check_digest(*parts)
+
+    def check_digest(self, key_id: str, digest: str) -> KeyCheck:
+        """The verdict on key ``key_id`` given its secret's digest: lets a session re-check
+        its key on every request without keeping the secret."""
         with self._lock:
             cached = self._verified.get(key_id)
         if cached is None or cached[0] <= time.monotonic():

@@ -1,0 +1,275 @@
+"""The explorer's view functions: plain values in, plain values out (no I/O), so each
+rule a page follows (which instant, which window, where a point sits) is tested alone."""
+
+import calendar
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
+
+from app.domain.transfer import Transfer
+
+Interval = Literal["hour", "day", "month"]
+INTERVALS: Final[tuple[Interval, ...]] = ("hour", "day", "month")
+CHART_BUCKETS_MAX: Final = 60
+CHART_WIDTH: Final = 720
+CHART_HEIGHT: Final = 240
+CHART_MARGIN_LEFT: Final = 8
+CHART_MARGIN_RIGHT: Final = 8
+CHART_MARGIN_TOP: Final = 12
+CHART_MARGIN_BOTTOM: Final = 12
+EXPLORER_ROOT: Final = "/explorer/"
+INSTANT_TEXT_LENGTH_MAX: Final = 40
+
+
+# Instants ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AsOfChoice:
+    """The instant a page shows: None means now. ``problem`` says why a given text was
+    not used (shown to the user; the page then shows now)."""
+
+    moment: datetime | None
+    problem: str | None = None
+
+
+def parse_as_of(text: str | None, now: datetime) -> AsOfChoice:
+    """An instant from the time picker (``datetime-local``: no zone, read as UTC) or any
+    RFC 3339 text. Empty means now; the future is refused (nothing is known of it)."""
+    if text is None or not text.strip():
+        return AsOfChoice(None)
+    text = text.strip()
+    if len(text) > INSTANT_TEXT_LENGTH_MAX:
+        return AsOfChoice(None, "that time is too long to be a date and time; showing now")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return AsOfChoice(None, "that is not a date and time (YYYY-MM-DDTHH:MM); showing now")
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment > now:
+        return AsOfChoice(None, "that time is in the future; showing now")
+    return AsOfChoice(moment)
+
+
+def picker_value(moment: datetime) -> str:
+    """The value of a ``datetime-local`` input (UTC, to the second)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def instant_text(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    text = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text}.{moment.microsecond // 1000:03d} UTC" if moment.microsecond else f"{text} UTC"
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# History window and chart --------------------------------------------------------------
+
+
+def floor_to(moment: datetime, interval: Interval) -> datetime:
+    moment = moment.astimezone(UTC)
+    if interval == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    if interval == "day":
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def step(moment: datetime, interval: Interval, count: int = 1) -> datetime:
+    """``moment`` moved by ``count`` intervals (months by the calendar)."""
+    if interval == "hour":
+        return moment + timedelta(hours=count)
+    if interval == "day":
+        return moment + timedelta(days=count)
+    months = moment.year * 12 + moment.month - 1 + count
+    year, month = divmod(months, 12)
+    day = min(moment.day, calendar.monthrange(year, month + 1)[1])
+    return moment.replace(year=year, month=month + 1, day=day)
+
+
+def buckets_between(since: datetime, until: datetime, interval: Interval) -> int:
+    """How many intervals from ``since`` it takes for one to end at or after ``until``
+    (at least one). Counted, not walked: a decade of hours is one division."""
+    if interval == "month":
+        count = (until.year - since.year) * 12 + until.month - since.month
+    else:
+        unit = timedelta(hours=1) if interval == "hour" else timedelta(days=1)
+        count = (until - since) // unit
+    count = max(count, 1)
+    while step(since, interval, count) < until:
+        count += 1
+    while count > 1 and step(since, interval, count - 1) >= until:
+        count -= 1
+    return count
+
+
+@dataclass(frozen=True)
+class HistoryWindow:
+    """The buckets the chart shows: ``interval`` steps from ``since``; the last bucket
+    is the one holding ``until`` (the instant the page shows)."""
+
+    interval: Interval
+    since: datetime
+    until: datetime
+
+    def bucket_ends(self) -> list[datetime]:
+        count = buckets_between(self.since, self.until, self.interval)
+        return [step(self.since, self.interval, index + 1) for index in range(count)]
+
+
+def history_window(opened_at: datetime, until: datetime) -> HistoryWindow:
+    """The finest interval that shows the account's whole life in at most
+    ``CHART_BUCKETS_MAX`` buckets; past that, the last ``CHART_BUCKETS_MAX`` months."""
+    start = min(opened_at, until)
+    for interval in INTERVALS:
+        since = floor_to(start, interval)
+        if buckets_between(since, until, interval) <= CHART_BUCKETS_MAX:
+            return HistoryWindow(interval, since, until)
+    since = step(floor_to(until, "month"), "month", 1 - CHART_BUCKETS_MAX)
+    return HistoryWindow("month", since, until)
+
+
+@dataclass(frozen=True)
+class ChartPoint:
+    x: float
+    y: float
+    end: datetime
+    balance: int
+    # The instant a click on the point shows: its bucket's end, or the window's end for
+    # the bucket still running (the future is not known).
+    shows: datetime
+
+
+@dataclass(frozen=True)
+class Chart:
+    width: int
+    height: int
+    points: list[ChartPoint]
+    line: str
+    zero_y: float
+    top_label: int
+    bottom_label: int
+
+
+def balance_chart(points: Sequence[tuple[datetime, int]], until: datetime) -> Chart:
+    """SVG geometry for the balance at the end of each bucket: one point per bucket,
+    evenly spaced, the vertical scale always including zero."""
+    balances = [balance for _, balance in points]
+    top, bottom = max([0, *balances]), min([0, *balances])
+    if top == bottom:
+        top = bottom + 1
+    inner_width = CHART_WIDTH - CHART_MARGIN_LEFT - CHART_MARGIN_RIGHT
+    inner_height = CHART_HEIGHT - CHART_MARGIN_TOP - CHART_MARGIN_BOTTOM
+
+    def y_of(value: int) -> float:
+        return round(CHART_MARGIN_TOP + (top - value) / (top - bottom) * inner_height, 2)
+
+    gap = inner_width / max(len(points) - 1, 1)
+    placed = [
+        ChartPoint(
+            x=round(CHART_MARGIN_LEFT + (index * gap if len(points) > 1 else inner_width / 2), 2),
+            y=y_of(balance),
+            end=end,
+            balance=balance,
+            shows=min(end, until),
+        )
+        for index, (end, balance) in enumerate(points)
+    ]
+    return Chart(
+        width=CHART_WIDTH,
+        height=CHART_HEIGHT,
+        points=placed,
+        line=" ".join(f"{point.x},{point.y}" for point in placed),
+        zero_y=y_of(0),
+        top_label=top,
+        bottom_label=bottom,
+    )
+
+
+# Transfers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusStep:
+    """One step of a transfer's life, from its own stream."""
+
+    status: str
+    at: datetime
+    amount: int | None = None
+    related_transfer_id: str | None = None
+    note: str = ""
+
+
+def status_history(events: Iterable[Any]) -> list[StatusStep]:
+    steps: list[StatusStep] = []
+    for event in events:
+        if isinstance(event, Transfer.TransferRecorded):
+            status = "pending" if event.pending else "posted"
+            note = "recorded as a hold" if event.pending else "recorded"
+            if event.reversal_of is not None:
+                note = "recorded as the reversal of"
+            steps.append(StatusStep(status, event.timestamp, event.amount, event.reversal_of, note))
+        elif isinstance(event, Transfer.PendingPosted):
+            steps.append(StatusStep("posted", event.timestamp, event.amount, None, "hold posted"))
+        elif isinstance(event, Transfer.PendingVoided):
+            steps.append(StatusStep("voided", event.timestamp, None, None, "hold voided"))
+        elif isinstance(event, Transfer.PendingExpired):
+            steps.append(StatusStep("expired", event.timestamp, None, None, "hold expired"))
+        elif isinstance(event, Transfer.Reversed):
+            steps.append(
+                StatusStep("reversed", event.timestamp, None, event.reversal_id, "reversed by")
+            )
+    return steps
+
+
+# Statement wording ---------------------------------------------------------------------
+
+ENTRY_WORDS: Final = {
+    "Debited": "debit",
+    "Credited": "credit",
+    "DebitReserved": "hold placed (debit)",
+    "CreditReserved": "hold placed (credit)",
+    "DebitHoldSettled": "hold settled (debit)",
+    "CreditHoldSettled": "hold settled (credit)",
+}
+
+
+def entry_words(kind: str) -> str:
+    return ENTRY_WORDS.get(kind, kind)
+
+
+def amount_text(amount: int | None) -> str:
+    return "" if amount is None else f"{amount:,}"
+
+
+def signed_amount_text(amount: int) -> str:
+    return f"+{amount:,}" if amount > 0 else f"{amount:,}"
+
+
+# Search and navigation -----------------------------------------------------------------
+
+
+def metadata_filter(key: str | None, value: str | None) -> dict[str, str]:
+    """One ``metadata.KEY=VALUE`` condition from the search form (empty key: none)."""
+    if not key:
+        return {}
+    return {key: value or ""}
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: only a path inside the explorer (never another
+    site: ``//host`` and backslashes are refused)."""
+    if (
+        not target
+        or not target.startswith(EXPLORER_ROOT)
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(character) < 0x20 for character in target)
+    ):
+        return EXPLORER_ROOT
+    return target

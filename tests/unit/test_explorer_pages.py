@@ -1,0 +1,210 @@
+"""The explorer's view functions, alone: which instant a page shows, which buckets its
+chart has and where each point sits, how a transfer's life reads, where sign-in leads."""
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.domain.transfer import Transfer
+from app.explorer import pages
+
+NOW = datetime(2026, 3, 14, 15, 9, 26, tzinfo=UTC)
+instants = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+
+
+def test_an_empty_time_picker_means_now() -> None:
+    assert pages.parse_as_of(None, NOW) == pages.AsOfChoice(None)
+    assert pages.parse_as_of("  ", NOW) == pages.AsOfChoice(None)
+
+
+def test_a_picker_time_without_a_zone_is_read_as_utc() -> None:
+    choice = pages.parse_as_of("2026-03-01T12:30", NOW)
+    assert choice == pages.AsOfChoice(datetime(2026, 3, 1, 12, 30, tzinfo=UTC))
+    seconds = pages.parse_as_of("2026-03-01T12:30:15", NOW)
+    assert seconds.moment == datetime(2026, 3, 1, 12, 30, 15, tzinfo=UTC)
+
+
+def test_an_rfc3339_time_with_an_offset_is_converted_to_utc() -> None:
+    choice = pages.parse_as_of("2026-03-01T14:30:00+02:00", NOW)
+    assert choice.moment == datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    assert pages.parse_as_of("2026-03-01T12:30:00Z", NOW).moment == choice.moment
+
+
+def test_a_future_or_unreadable_time_shows_now_and_says_why() -> None:
+    future = pages.parse_as_of((NOW + timedelta(seconds=1)).isoformat(), NOW)
+    assert future.moment is None
+    assert future.problem is not None
+    assert "future" in future.problem
+    garbage = pages.parse_as_of("<script>alert(1)</script>", NOW)
+    assert garbage.moment is None
+    assert garbage.problem is not None
+    assert "<script>" not in garbage.problem  # the page never echoes what it could not read
+    too_long = pages.parse_as_of("2026-03-01T12:30:00" + "0" * 100, NOW)
+    assert too_long.moment is None
+
+
+@given(instants)
+def test_the_picker_value_reads_back_as_the_same_second(moment: datetime) -> None:
+    value = pages.picker_value(moment)
+    assert pages.parse_as_of(value, datetime(2200, 1, 1, tzinfo=UTC)).moment == moment.replace(
+        microsecond=0
+    )
+
+
+def test_months_step_by_the_calendar() -> None:
+    january = datetime(2026, 1, 1, tzinfo=UTC)
+    assert pages.step(january, "month") == datetime(2026, 2, 1, tzinfo=UTC)
+    assert pages.step(january, "month", 12) == datetime(2027, 1, 1, tzinfo=UTC)
+    assert pages.step(january, "month", -1) == datetime(2025, 12, 1, tzinfo=UTC)
+    assert pages.step(datetime(2026, 1, 31, tzinfo=UTC), "month") == datetime(
+        2026, 2, 28, tzinfo=UTC
+    )
+
+
+def test_a_young_account_is_charted_by_the_hour() -> None:
+    window = pages.history_window(NOW - timedelta(hours=5, minutes=30), NOW)
+    assert window.interval == "hour"
+    assert window.since == datetime(2026, 3, 14, 9, tzinfo=UTC)
+    ends = window.bucket_ends()
+    assert ends[0] == datetime(2026, 3, 14, 10, tzinfo=UTC)
+    assert ends[-1] == datetime(2026, 3, 14, 16, tzinfo=UTC)  # the hour holding now
+    assert len(ends) == 7
+
+
+def test_an_old_account_is_charted_by_the_month_and_at_most_the_last_sixty() -> None:
+    window = pages.history_window(datetime(2001, 5, 17, tzinfo=UTC), NOW)
+    assert window.interval == "month"
+    ends = window.bucket_ends()
+    assert len(ends) == pages.CHART_BUCKETS_MAX
+    assert ends[-1] == datetime(2026, 4, 1, tzinfo=UTC)
+    assert window.since == datetime(2021, 4, 1, tzinfo=UTC)
+
+
+@given(opened=instants, age=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=9000)))
+def test_every_window_covers_its_instant_in_at_most_the_bucket_limit(
+    opened: datetime, age: timedelta
+) -> None:
+    until = opened + age
+    window = pages.history_window(opened, until)
+    ends = window.bucket_ends()
+    assert 1 <= len(ends) <= pages.CHART_BUCKETS_MAX
+    assert ends[-1] >= until
+    assert len(ends) == 1 or ends[-2] < until  # no bucket wholly after the instant
+    assert ends == sorted(set(ends))
+    assert window.since <= opened or len(ends) == pages.CHART_BUCKETS_MAX
+
+
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=1, max_size=60))
+def test_the_chart_has_one_point_per_bucket_inside_the_frame_in_balance_order(
+    balances: list[int],
+) -> None:
+    ends = [NOW + timedelta(hours=index) for index in range(len(balances))]
+    chart = pages.balance_chart(list(zip(ends, balances, strict=True)), NOW)
+    assert [point.balance for point in chart.points] == balances
+    assert all(
+        0 <= point.x <= chart.width and 0 <= point.y <= chart.height for point in chart.points
+    )
+    assert 0 <= chart.zero_y <= chart.height
+    xs = [point.x for point in chart.points]
+    assert xs == sorted(xs)
+    for first, second in zip(chart.points, chart.points[1:], strict=False):
+        # Higher balances are drawn higher (smaller y) — never the other way round.
+        if first.balance > second.balance:
+            assert first.y <= second.y
+        if first.balance == second.balance:
+            assert first.y == second.y
+    assert all(point.shows <= NOW for point in chart.points)
+    assert len(chart.line.split()) == len(balances)
+
+
+def test_a_click_on_the_running_bucket_shows_the_instant_not_the_future() -> None:
+    chart = pages.balance_chart(
+        [(NOW - timedelta(minutes=9), 5), (NOW + timedelta(minutes=51), 7)], NOW
+    )
+    assert [point.shows for point in chart.points] == [NOW - timedelta(minutes=9), NOW]
+
+
+def a_transfer(*, pending: bool, reversal_of: str | None = None) -> Transfer:
+    return Transfer.record(
+        transfer_id="t:1",
+        debit_account_id="a",
+        credit_account_id="b",
+        amount=70,
+        unit="CREDITS",
+        pending=pending,
+        timeout_seconds=60 if pending else None,
+        metadata={},
+        reversal_of=reversal_of,
+    )
+
+
+def test_a_hold_reads_pending_then_posted_with_the_amount_posted() -> None:
+    transfer = a_transfer(pending=True)
+    transfer.post(50, now=transfer.recorded_at)
+    steps = pages.status_history(transfer.collect_events())
+    assert [(step.status, step.amount) for step in steps] == [("pending", 70), ("posted", 50)]
+    assert steps[0].at <= steps[1].at
+
+
+def test_a_voided_and_an_expired_hold_end_so() -> None:
+    voided = a_transfer(pending=True)
+    voided.void(now=voided.recorded_at)
+    assert [s.status for s in pages.status_history(voided.collect_events())] == [
+        "pending",
+        "voided",
+    ]
+    expired = a_transfer(pending=True)
+    assert expired.expires_at is not None
+    expired.expire(now=expired.expires_at)
+    assert [s.status for s in pages.status_history(expired.collect_events())] == [
+        "pending",
+        "expired",
+    ]
+
+
+def test_reversals_are_linked_both_ways() -> None:
+    original = a_transfer(pending=False)
+    original.mark_reversed("refund:1")
+    steps = pages.status_history(original.collect_events())
+    assert [(s.status, s.related_transfer_id) for s in steps] == [
+        ("posted", None),
+        ("reversed", "refund:1"),
+    ]
+    refund = pages.status_history(a_transfer(pending=False, reversal_of="t:0").collect_events())
+    assert [(s.status, s.related_transfer_id) for s in refund] == [("posted", "t:0")]
+
+
+def test_sign_in_only_leads_back_inside_the_explorer() -> None:
+    assert pages.safe_next("/explorer/accounts/user:1?as_of=2026-01-01") == (
+        "/explorer/accounts/user:1?as_of=2026-01-01"
+    )
+    for elsewhere in [
+        None,
+        "",
+        "https://evil.example/explorer/",
+        "//evil.example/explorer/",
+        "/explorer/\\evil.example",
+        "/v1/accounts",
+        "/explorer/\r\nSet-Cookie: x=1",
+    ]:
+        assert pages.safe_next(elsewhere) == pages.EXPLORER_ROOT, elsewhere
+
+
+def test_the_metadata_search_is_one_condition_or_none() -> None:
+    assert pages.metadata_filter(None, "x") == {}
+    assert pages.metadata_filter("", "x") == {}
+    assert pages.metadata_filter("plan", "pro") == {"plan": "pro"}
+    assert pages.metadata_filter("plan", None) == {"plan": ""}
+
+
+def test_amounts_read_with_thousands_separators_and_signs() -> None:
+    assert pages.amount_text(1234567) == "1,234,567"
+    assert pages.amount_text(None) == ""
+    assert pages.signed_amount_text(5) == "+5"
+    assert pages.signed_amount_text(-5000) == "-5,000"
+    assert pages.signed_amount_text(0) == "0"
+    assert pages.entry_words("DebitReserved") == "hold placed (debit)"
+    assert pages.entry_words("SomethingNew") == "SomethingNew"
