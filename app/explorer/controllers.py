@@ -180,11 +180,14 @@ class PagesController(Controller):
         row = reads.transfer(transfer_id)
         if row is None:
             return missing("transfer", transfer_id, viewer)
+        facts = reads.transfer_facts(transfer_id)
         return Template(
             "transfer.html.j2",
             context={
                 "viewer": viewer,
                 "transfer": row,
+                "facts": facts,
+                "allocations": pages.allocation_pairs(facts.allocations if facts else None),
                 "steps": reads.transfer_history(transfer_id),
                 "debit_after": reads.side_after(row.debit_account_id, row.position),
                 "credit_after": reads.side_after(row.credit_account_id, row.position),

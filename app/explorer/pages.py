@@ -203,6 +203,19 @@ class StatusStep:
     amount: int | None = None
     related_transfer_id: str | None = None
     note: str = ""
+    # Which lots the step took from (grant id, amount; None is the general lot).
+    allocations: tuple[tuple[str | None, int], ...] = ()
+
+
+def allocation_pairs(records: Iterable[Any] | None) -> tuple[tuple[str | None, int], ...]:
+    """Allocations as (grant id, amount) pairs, from event records or Allocation values."""
+    pairs: list[tuple[str | None, int]] = []
+    for record in records or ():
+        if isinstance(record, dict):
+            pairs.append((record.get("grant_id"), int(record["amount"])))
+        else:
+            pairs.append((record.grant_id, int(record.amount)))
+    return tuple(pairs)
 
 
 def status_history(events: Iterable[Any]) -> list[StatusStep]:
@@ -213,9 +226,15 @@ def status_history(events: Iterable[Any]) -> list[StatusStep]:
             note = "recorded as a hold" if event.pending else "recorded"
             if event.reversal_of is not None:
                 note = "recorded as the reversal of"
-            steps.append(StatusStep(status, event.timestamp, event.amount, event.reversal_of, note))
+            taken = allocation_pairs(getattr(event, "allocations", None))
+            steps.append(
+                StatusStep(status, event.timestamp, event.amount, event.reversal_of, note, taken)
+            )
         elif isinstance(event, Transfer.PendingPosted):
-            steps.append(StatusStep("posted", event.timestamp, event.amount, None, "hold posted"))
+            taken = allocation_pairs(getattr(event, "allocations", None))
+            steps.append(
+                StatusStep("posted", event.timestamp, event.amount, None, "hold posted", taken)
+            )
         elif isinstance(event, Transfer.PendingVoided):
             steps.append(StatusStep("voided", event.timestamp, None, None, "hold voided"))
         elif isinstance(event, Transfer.PendingExpired):

@@ -13,6 +13,8 @@ from typing import Any, Final
 from eventsourcing.application import AggregateNotFoundError
 
 from app.api.services import Services
+from app.application.views import TransferView
+from app.domain.errors import TransferNotFoundError
 from app.domain.transfer import Transfer
 from app.domain.values import account_uuid, transfer_uuid
 from app.explorer.pages import HistoryWindow, StatusStep, status_history
@@ -121,6 +123,13 @@ class ExplorerReads:
 
     def transfer(self, transfer_id: str) -> TransferRow | None:
         return self.services.view().transfer(transfer_id)
+
+    def transfer_facts(self, transfer_id: str) -> TransferView | None:
+        """The transfer from its own stream: its grant terms and allocations included."""
+        try:
+            return self.services.ledger.get_transfer(transfer_id)
+        except TransferNotFoundError:
+            return None
 
     def side_after(self, account_id: str, position: int) -> BalanceRow | None:
         """An account as it stood once the commit at ``position`` was applied."""

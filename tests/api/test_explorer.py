@@ -16,6 +16,7 @@ from litestar.testing import TestClient
 from markupsafe import escape
 
 from app.api.services import Services
+from app.application.commands import GrantTerms, RecordTransfer
 from app.explorer.pages import picker_value
 from app.explorer.reads import STATEMENT_PAGE_SIZE
 from app.explorer.sessions import CSRF_COOKIE, EXPIRED_KEY, SESSION_COOKIE, WRONG_KEY
@@ -502,3 +503,37 @@ def test_the_ledger_page_checks_the_books_and_shows_lag_recent_transfers_and_the
     assert "✗ 1 violation" in audited
     assert escape(HOSTILE_KEY) in audited
     assert "<script" not in audited
+
+
+def test_a_spend_shows_which_lots_gave_the_money_and_a_grant_shows_its_terms(
+    browser: Client, client: Client, keys: dict[str, str], services: Services
+) -> None:
+    open_issuer(client)
+    open_account(client, "user:1")
+    open_account(client, "shop:1")
+    fund(client, "user:1", 30, "t:paid")
+    services.ledger.record_transfer(
+        RecordTransfer(
+            id="grant:promo",
+            debit_account_id=ISSUER,
+            credit_account_id="user:1",
+            amount=20,
+            grant=GrantTerms(priority=10, category="promotional"),
+        )
+    )
+    spent = record(client, "t:spend", "user:1", "shop:1", 25)
+    wait_for_views(client, spent["position"])
+    signed_in(browser, keys["read"])
+
+    spend = page(browser, "/explorer/transfers/t:spend")
+    rows = spend.split('id="allocations"')[1].split("</table>")[0]
+    lots = re.findall(r"<td>(.*?)</td>\s*<td class=\"num\">([\d,]+)</td>", rows, re.DOTALL)
+    assert [(re.sub(r"<[^>]+>", "", lot).strip(), amount) for lot, amount in lots] == [
+        ("grant:promo", "20"),
+        ("general lot", "5"),
+    ]
+    assert 'href="/explorer/transfers/grant%3Apromo"' in rows
+    grant = page(browser, "/explorer/transfers/grant:promo")
+    terms = grant.split('id="grant-terms"')[1].split("</dl>")[0]
+    assert "promotional" in terms
+    assert "<dd>10</dd>" in terms
