@@ -160,7 +160,7 @@ class PagesController(Controller):
                 "chart": pages.balance_chart(
                     [(point.end, point.balance) for point in history], window.until
                 ),
-                "holds": reads.open_holds(account_id) if choice.moment is None else None,
+                "holds": reads.open_holds(row, choice.moment),
                 "lines": lines,
                 "before": before,
                 "next_before": lines[-1].position if more else None,

@@ -246,6 +246,65 @@ def status_history(events: Iterable[Any]) -> list[StatusStep]:
     return steps
 
 
+# Holds -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenHold:
+    transfer_id: str
+    side: str  # "debit" or "credit": which side of the hold this account is on
+    amount: int
+    counterparty_id: str | None
+    placed_at: datetime
+
+
+@dataclass(frozen=True)
+class HoldsAsOf:
+    holds: list[OpenHold]
+    # Whether the holds listed add up to the pending figures (else older ones were not
+    # reached by the lines read).
+    complete: bool
+
+
+def open_holds(
+    lines: Sequence[Any], *, reached_start: bool, debits_pending: int, credits_pending: int
+) -> HoldsAsOf:
+    """The holds still open after the newest of ``lines`` (statement lines, newest first,
+    each carrying the counters after it): transfers whose lines left money pending.
+
+    A line's pending change is its counters minus the next older line's. The oldest line
+    given is used only as that reference, unless ``reached_start`` says it is the
+    account's first line (whose predecessor is zero)."""
+    counted = len(lines) if reached_start else max(len(lines) - 1, 0)
+    changes: dict[str, list[int]] = {}
+    first_seen: dict[str, Any] = {}
+    for index in range(counted):
+        line = lines[index]
+        older = lines[index + 1] if index + 1 < len(lines) else None
+        change = changes.setdefault(line.transfer_id, [0, 0])
+        change[0] += line.debits_pending - (older.debits_pending if older else 0)
+        change[1] += line.credits_pending - (older.credits_pending if older else 0)
+        first_seen[line.transfer_id] = line  # newest first: the oldest line stays
+    holds = [
+        OpenHold(
+            transfer_id,
+            side,
+            amount,
+            first_seen[transfer_id].counterparty_id,
+            first_seen[transfer_id].recorded_at,
+        )
+        for transfer_id, (debit, credit) in changes.items()
+        for side, amount in (("debit", debit), ("credit", credit))
+        if amount > 0
+    ]
+    debit_total = sum(hold.amount for hold in holds if hold.side == "debit")
+    credit_total = sum(hold.amount for hold in holds if hold.side == "credit")
+    return HoldsAsOf(
+        holds=holds,
+        complete=(debit_total, credit_total) == (debits_pending, credits_pending),
+    )
+
+
 # Statement wording ---------------------------------------------------------------------
 
 ENTRY_WORDS: Final = {

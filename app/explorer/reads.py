@@ -7,7 +7,7 @@ walk the whole ledger.
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from eventsourcing.application import AggregateNotFoundError
@@ -17,7 +17,7 @@ from app.application.views import TransferView
 from app.domain.errors import TransferNotFoundError
 from app.domain.transfer import Transfer
 from app.domain.values import account_uuid, transfer_uuid
-from app.explorer.pages import HistoryWindow, StatusStep, status_history
+from app.explorer.pages import HistoryWindow, HoldsAsOf, StatusStep, open_holds, status_history
 from app.persistence.last_audit import LastAudit, LastAuditFile
 from projections.runner import Lag
 from projections.views import BalanceRow, EntryRow, TransferRow
@@ -27,9 +27,8 @@ STATEMENT_PAGE_SIZE: Final = 50
 RECENT_TRANSFERS_SHOWN: Final = 20
 # A search looks through at most this many accounts.
 SEARCH_SCAN_MAX: Final = 100_000
-HOLDS_SHOWN_MAX: Final = 100
-# How many transfers of an account are looked through for its open holds.
-HOLDS_SCAN_MAX: Final = 1000
+# How many statement lines of an account are looked through for its open holds.
+HOLDS_SCAN_LINES_MAX: Final = 999
 TRANSFER_EVENTS_MAX: Final = 100
 
 
@@ -117,9 +116,18 @@ class ExplorerReads:
             account_id, before_position=before_position, until=until, limit=STATEMENT_PAGE_SIZE
         )
 
-    def open_holds(self, account_id: str) -> list[TransferRow]:
-        rows = self.services.view().transfers(account_id=account_id, limit=HOLDS_SCAN_MAX)
-        return [row for row in rows if row.status == "pending"][:HOLDS_SHOWN_MAX]
+    def open_holds(self, account: BalanceRow, as_of: datetime | None) -> HoldsAsOf:
+        """The account's holds open at ``as_of`` (now when None), from its statement."""
+        until = None if as_of is None else as_of + timedelta(microseconds=1)
+        lines = self.services.view().entries(
+            account.account_id, until=until, limit=HOLDS_SCAN_LINES_MAX + 1
+        )
+        return open_holds(
+            lines,
+            reached_start=len(lines) <= HOLDS_SCAN_LINES_MAX,
+            debits_pending=account.debits_pending,
+            credits_pending=account.credits_pending,
+        )
 
     def transfer(self, transfer_id: str) -> TransferRow | None:
         return self.services.view().transfer(transfer_id)

@@ -340,6 +340,8 @@ def test_the_account_page_shows_every_figure_as_of_the_picked_instant(
     api_then = account(client, "user:1", as_of=rfc3339(between))
     assert figure(then_page, "balance") == api_then["balance"] == 100
     assert figure(then_page, "available") == api_then["available"] == 100
+    assert "No open holds." in then_page  # the hold came later
+    assert 'id="holds-incomplete"' not in now_page
     statement = then_page.split('id="statement"')[1]
     assert "t:1" in statement
     assert "t:2" not in statement  # lines after the instant are not in its statement

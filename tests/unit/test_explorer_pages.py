@@ -1,6 +1,7 @@
 """The explorer's view functions, alone: which instant a page shows, which buckets its
 chart has and where each point sits, how a transfer's life reads, where sign-in leads."""
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -208,3 +209,79 @@ def test_amounts_read_with_thousands_separators_and_signs() -> None:
     assert pages.signed_amount_text(0) == "0"
     assert pages.entry_words("DebitReserved") == "hold placed (debit)"
     assert pages.entry_words("SomethingNew") == "SomethingNew"
+
+
+@dataclass(frozen=True)
+class Line:
+    """A statement line as the holds rule reads it: the counters after it."""
+
+    transfer_id: str
+    debits_pending: int
+    credits_pending: int
+    counterparty_id: str | None = "other"
+    recorded_at: datetime = NOW
+
+
+# A hold's life on one account: placed on one side, then maybe settled.
+hold_lives = st.lists(
+    st.tuples(st.sampled_from(["debit", "credit"]), st.integers(1, 1000), st.booleans()),
+    max_size=12,
+)
+
+
+def statement_of(lives: list[tuple[str, int, bool]], draw_order: list[int]) -> list[Line]:
+    """Lines, oldest first: every hold placed, then the settled ones released in an order."""
+    debits = credits = 0
+    lines = []
+    for index, (side, amount, _) in enumerate(lives):
+        debits += amount if side == "debit" else 0
+        credits += amount if side == "credit" else 0
+        lines.append(Line(f"h:{index}", debits, credits))
+    for index in draw_order:
+        side, amount, settled = lives[index]
+        if settled:
+            debits -= amount if side == "debit" else 0
+            credits -= amount if side == "credit" else 0
+            lines.append(Line(f"h:{index}", debits, credits))
+    return lines
+
+
+@given(lives=hold_lives, data=st.data())
+def test_open_holds_are_the_placed_ones_not_yet_settled(
+    lives: list[tuple[str, int, bool]], data: st.DataObject
+) -> None:
+    order = data.draw(st.permutations(list(range(len(lives)))))
+    oldest_first = statement_of(lives, order)
+    newest_first = list(reversed(oldest_first))
+    last = oldest_first[-1] if oldest_first else Line("-", 0, 0)
+    found = pages.open_holds(
+        newest_first,
+        reached_start=True,
+        debits_pending=last.debits_pending,
+        credits_pending=last.credits_pending,
+    )
+    expected = {
+        (f"h:{index}", side, amount)
+        for index, (side, amount, settled) in enumerate(lives)
+        if not settled
+    }
+    assert {(hold.transfer_id, hold.side, hold.amount) for hold in found.holds} == expected
+    assert found.complete
+
+
+@given(lives=hold_lives.filter(lambda lives: any(not settled for _, _, settled in lives)))
+def test_holds_beyond_the_lines_read_are_reported_as_missing(
+    lives: list[tuple[str, int, bool]],
+) -> None:
+    oldest_first = statement_of(lives, list(range(len(lives))))
+    newest_first = list(reversed(oldest_first))
+    last = oldest_first[-1]
+    # Only the newest line is read (plus nothing older): no hold can be attributed.
+    found = pages.open_holds(
+        newest_first[:1],
+        reached_start=False,
+        debits_pending=last.debits_pending,
+        credits_pending=last.credits_pending,
+    )
+    assert found.holds == []
+    assert not found.complete
