@@ -24,6 +24,7 @@ from app.api.app import create_app
 from app.api.services import Services, ViewSource
 from app.application.ledger import Ledger
 from app.domain.errors import StoreUnavailableError
+from app.events.service import EventServices
 from app.persistence.keys import KeyStore
 from app.persistence.stores import StoreURLError, sqlite_path
 from app.settings import ConfigurationError, Settings
@@ -156,15 +157,22 @@ def build_services(settings: Settings, *, projections: bool) -> Services:
                 workers = ProjectionWorkers(
                     settings.event_store_url, settings.read_model_url, ledger
                 ).start()
-                return Services(settings=settings, ledger=ledger, keys=keys, workers=workers)
+                # The feed projector and webhook deliveries run beside the view workers.
+                events = EventServices.build(settings, ledger, run_workers=True)
+                return Services(
+                    settings=settings, ledger=ledger, keys=keys, workers=workers, events=events
+                )
             source = ViewSource(settings.read_model_url)
+            events = EventServices.build(settings, ledger, run_workers=False)
     except BaseException:
         ledger.close()
         raise
-    return Services(settings=settings, ledger=ledger, keys=keys, source=source)
+    return Services(settings=settings, ledger=ledger, keys=keys, source=source, events=events)
 
 
 def shutdown(services: Services) -> None:
+    if services.events is not None:
+        services.events.close()
     if services.workers is not None:
         services.workers.stop()
     services.ledger.close()

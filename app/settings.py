@@ -85,6 +85,25 @@ class Settings(BaseSettings):
     def read_model_setting(self) -> str:
         return "LEDGER_READ_MODEL" if self.read_model else "LEDGER_DATA_DIR"
 
+    # Events: the feed's stream and webhook deliveries (docs/events.md).
+    event_streams_max: int = Field(
+        default=100, ge=1, le=10_000, description="Open event streams past which 503"
+    )
+    event_stream_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
+    event_wait_seconds_max: float = Field(
+        default=30.0, ge=0, le=30, description="Longest a feed long-poll waits"
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="Per delivery call: connect, send and answer"
+    )
+    webhook_retry_base_seconds: float = Field(
+        default=5.0, gt=0, description="First retry delay; doubles per failure"
+    )
+    webhook_retry_cap_seconds: float = Field(default=3600.0, gt=0)
+    webhook_failures_max: int = Field(
+        default=20, ge=1, le=1000, description="Consecutive failures that disable an endpoint"
+    )
+
     @cached_property
     def keys_url(self) -> str:
         """API keys live beside the read model (never in a disposable view generation)."""

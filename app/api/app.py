@@ -17,7 +17,10 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.controllers.accounts import AccountController
+from app.api.controllers.events import EventController
+from app.api.controllers.monitors import MonitorController
 from app.api.controllers.transfers import TransferController
+from app.api.controllers.webhooks import WebhookController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.metrics import Metrics
 from app.api.openapi import refine as refine_openapi
@@ -128,7 +131,16 @@ def create_app(
 ) -> Litestar:
     metrics = Metrics(services.lag)
     app = Litestar(
-        route_handlers=[AccountController, TransferController, health, ready, metrics_endpoint],
+        route_handlers=[
+            AccountController,
+            TransferController,
+            EventController,
+            WebhookController,
+            MonitorController,
+            health,
+            ready,
+            metrics_endpoint,
+        ],
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),

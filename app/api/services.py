@@ -8,6 +8,7 @@ from typing import Final
 
 from app.api.errors import ApiError
 from app.application.ledger import Ledger
+from app.events.service import EventServices
 from app.persistence.keys import KeyStore
 from app.settings import Settings
 from projections.runner import (
@@ -51,6 +52,7 @@ class Services:
     keys: KeyStore
     workers: ProjectionWorkers | None = None
     source: ViewSource | None = field(default=None)
+    events: EventServices | None = field(default=None)
 
     def view(self) -> LedgerViewMixin:
         if self.workers is not None:

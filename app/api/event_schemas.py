@@ -1,0 +1,181 @@
+"""Request and response shapes of the webhook and monitor endpoints (API v1)."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from app.domain import limits
+from app.events.monitors import Monitor
+from app.events.schema import EVENT_TYPES
+from app.webhooks.store import Delivery, Endpoint
+
+URL_LENGTH_MAX = 2000
+DESCRIPTION_LENGTH_MAX = 500
+
+
+def _http_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials (the signature authenticates us)")
+    if any(character.isspace() for character in url):
+        raise ValueError("must not contain white space")
+    try:
+        parts.port  # noqa: B018  # raises on a malformed port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return url
+
+
+WebhookUrl = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=URL_LENGTH_MAX, examples=["https://example.com/hooks/ledger"]),
+    AfterValidator(_http_url),
+]
+EventTypes = Annotated[
+    list[StrictStr],
+    Field(
+        max_length=len(EVENT_TYPES),
+        description="Event types to deliver (empty: all)",
+        examples=[["transfer.recorded", "balance.threshold_crossed"]],
+    ),
+]
+Description = Annotated[StrictStr, Field(max_length=DESCRIPTION_LENGTH_MAX)]
+Identifier = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=limits.ID_LENGTH_MAX, pattern=r"^[A-Za-z0-9._:-]+$"),
+]
+
+
+def _instant(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WebhookCreate(Strict):
+    url: WebhookUrl
+    types: EventTypes = Field(default_factory=list)
+    description: Description = ""
+
+
+class WebhookUpdate(Strict):
+    url: WebhookUrl | None = None
+    types: EventTypes | None = None
+    description: Description | None = None
+    enabled: StrictBool | None = Field(
+        default=None, description="true re-enables a disabled endpoint (failures reset)"
+    )
+
+
+class WebhookRead(BaseModel):
+    id: str
+    url: str
+    types: list[str]
+    description: str
+    status: Literal["enabled", "disabled"]
+    created_at: datetime
+    updated_at: datetime
+    failures: int = Field(description="Consecutive failed attempts (0 after a success)")
+    next_attempt_at: datetime | None
+    last_error: str | None
+    cursor: str = Field(description="Feed cursor up to which every event was delivered")
+
+    @classmethod
+    def of(cls, endpoint: Endpoint) -> "WebhookRead":
+        return cls(
+            id=endpoint.id,
+            url=endpoint.url,
+            types=list(endpoint.types),
+            description=endpoint.description,
+            status=endpoint.status,
+            created_at=datetime.fromtimestamp(endpoint.created_at, tz=UTC),
+            updated_at=datetime.fromtimestamp(endpoint.updated_at, tz=UTC),
+            failures=endpoint.failures,
+            next_attempt_at=_instant(endpoint.next_attempt_at),
+            last_error=endpoint.last_error,
+            cursor=str(endpoint.cursor),
+        )
+
+
+class WebhookCreated(WebhookRead):
+    secret: str = Field(
+        description="The signing secret (Standard Webhooks `whsec_…`), shown only this once"
+    )
+
+
+class WebhookReplay(Strict):
+    after_position: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = Field(
+        description="Deliver again every matching event whose position is after this"
+    )
+
+
+class DeliveryRead(BaseModel):
+    event_id: str
+    event_type: str
+    position: int
+    status: Literal["delivered", "failing", "abandoned"]
+    attempts: int
+    response_status: int | None
+    latency_ms: float | None
+    last_error: str | None
+    last_attempt_at: datetime
+    next_attempt_at: datetime | None
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> "DeliveryRead":
+        return cls(
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            position=delivery.position,
+            status=delivery.status,  # type: ignore[arg-type]
+            attempts=delivery.attempts,
+            response_status=delivery.response_status,
+            latency_ms=delivery.latency_ms,
+            last_error=delivery.last_error,
+            last_attempt_at=datetime.fromtimestamp(delivery.last_attempt_at, tz=UTC),
+            next_attempt_at=_instant(delivery.next_attempt_at),
+        )
+
+
+Threshold = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+
+
+class MonitorCreate(Strict):
+    account_id: Identifier
+    field: Literal["balance", "available"] = "balance"
+    below: Threshold | None = Field(default=None, description="Fires when the value drops below")
+    above: Threshold | None = Field(default=None, description="Fires when the value rises above")
+    description: Description = ""
+
+
+class MonitorRead(BaseModel):
+    id: str
+    account_id: str
+    field: Literal["balance", "available"]
+    below: int | None
+    above: int | None
+    description: str
+    created_at: datetime
+    condition_holds: bool | None = Field(
+        description="Whether the value is past the threshold now (null until the first "
+        "change the monitor sees)"
+    )
+
+    @classmethod
+    def of(cls, monitor: Monitor) -> "MonitorRead":
+        return cls(
+            id=monitor.id,
+            account_id=monitor.account_id,
+            field=monitor.field,  # type: ignore[arg-type]
+            below=monitor.threshold if monitor.operator == "below" else None,
+            above=monitor.threshold if monitor.operator == "above" else None,
+            description=monitor.description,
+            created_at=datetime.fromtimestamp(monitor.created_at, tz=UTC),
+            condition_holds=monitor.holds,
+        )

@@ -1,0 +1,131 @@
+"""The events database: the feed, balance monitors and webhook deliveries, beside the
+read model (a ``<views>.events.sqlite`` file next to the SQLite views, or tables prefixed
+``ledger_feed_``/``ledger_webhook_`` in the PostgreSQL read-model database).
+
+It is not part of the disposable view generations: the feed's order, the monitors'
+states and the delivery checkpoints must survive a rebuild of the views.
+SQL is written once with ``?`` placeholders and rewritten for psycopg.
+"""
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
+
+from psycopg_pool import ConnectionPool
+
+SQLITE_BUSY_TIMEOUT_SECONDS: Final = 30
+POSTGRES_POOL_SIZE_MAX: Final = 8
+POSTGRES_POOL_TIMEOUT_SECONDS: Final = 10.0
+
+
+class Cursor(Protocol):
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> Any: ...
+
+
+class _Rewriting:
+    """A psycopg cursor that takes ``?`` placeholders."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        return self._cursor.execute(statement.replace("?", "%s"), params)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> Any:
+        return self._cursor.fetchall()
+
+
+def events_database_url(read_model_url: str) -> str:
+    """Where the events database lives, given the read model's URL."""
+    if urlsplit(read_model_url).scheme in ("postgresql", "postgres"):
+        return read_model_url
+    path = sqlite_path(read_model_url)
+    return f"sqlite:///{path.with_name(f'{path.stem}.events{path.suffix}')}"
+
+
+def sqlite_path(url: str) -> Path:
+    if url.startswith("sqlite:////"):
+        return Path("/" + url.removeprefix("sqlite:////"))
+    return Path(url.removeprefix("sqlite:///"))
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_postgres = urlsplit(url).scheme in ("postgresql", "postgres")
+        self._local = threading.local()
+        self._pool: ConnectionPool[Any] | None = None
+        if self.is_postgres:
+            self._pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=POSTGRES_POOL_SIZE_MAX,
+                timeout=POSTGRES_POOL_TIMEOUT_SECONDS,
+                open=True,
+            )
+        else:
+            sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    def _sqlite(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                sqlite_path(self.url),
+                timeout=SQLITE_BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            # Losing the last commits on power loss re-sends a few deliveries at worst
+            # (at-least-once); the feed itself is re-derived from the log.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            self._local.connection = connection
+        return connection
+
+    @contextmanager
+    def transaction(self, *, write: bool = False) -> Iterator[Cursor]:
+        """One transaction; a write transaction takes the write lock at its start, so
+        that writers (projector, delivery workers, API) commit one after another."""
+        if self._pool is not None:
+            with self._pool.connection() as connection, connection.transaction():
+                yield _Rewriting(connection.cursor())
+            return
+        connection = self._sqlite()
+        connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield connection.cursor()
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def create(self, statements: Sequence[str]) -> None:
+        for attempt in range(5):
+            try:
+                with self.transaction(write=True) as cursor:
+                    for statement in statements:
+                        cursor.execute(statement)
+            except Exception as error:  # two processes creating at once
+                if attempt == 4 or not _is_creation_race(error):
+                    raise
+                continue
+            return
+
+
+def _is_creation_race(error: Exception) -> bool:
+    # PostgreSQL's CREATE … IF NOT EXISTS is not atomic in the catalog.
+    text = str(error)
+    return "concurrently" in text or "duplicate key" in text or "already exists" in text

@@ -1,0 +1,403 @@
+"""The feed projector: reads the ledger's log in position order and appends the public
+events it implies to the feed, exactly once (the checkpoint moves in the same
+transaction as the events it covers, and only from the value it was read at).
+
+A command's events sit together in the log, the accounts' before the transfer's, so
+the balances an account had just after a transfer are known when its balance event
+passes and are handed to the transfer's public event (``effects``); when a batch of
+notifications ends between the two, they wait in a table. Balance monitors are
+evaluated on the same balance events, so each crossing is emitted once.
+"""
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any, Final
+
+import structlog
+from eventsourcing.persistence import Notification
+
+from app.api.schemas import AccountRead, TransferRead
+from app.application.ledger import Ledger
+from app.application.views import AccountView, TransferView
+from app.domain.account import Account
+from app.domain.transfer import Transfer
+from app.events import schema
+from app.events.database import Cursor, Database
+from app.events.store import FeedStore, Head, append_events, lock_head
+from app.events.worker import ThreadWorker
+
+log = structlog.get_logger(__name__)
+
+PROJECTOR_BATCH_MAX: Final = 500
+PROJECTOR_POLL_SECONDS: Final = 0.02
+PROJECTOR_ERROR_PAUSE_SECONDS: Final = 1.0
+CATCH_UP_SECONDS_MAX: Final = 60.0
+EVENT_ID_NAMESPACE: Final = uuid.UUID("6f1c3f9e-7d0a-4c55-9a57-3c9d2d0f4b11")
+MONITORED_FIELDS: Final = ("balance", "available")
+
+
+def event_id(*parts: object) -> str:
+    """Stable ids: derived from what the event is about, never from when it was made."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, ":".join(str(part) for part in parts)))
+
+
+class ConcurrentProjectorError(Exception):
+    """Another projector moved the checkpoint first: this batch is dropped, not written."""
+
+
+class _Batch:
+    """The state one batch of notifications reads and writes, flushed in one transaction."""
+
+    def __init__(self, cursor: Cursor, ledger: Ledger) -> None:
+        self.cursor = cursor
+        self.ledger = ledger
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.dirty_accounts: set[str] = set()
+        self.effects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.consumed_effects: list[tuple[str, str]] = []
+        self.monitors: dict[str, list[dict[str, Any]]] = {}
+        self.dirty_monitors: dict[str, dict[str, Any]] = {}
+        self.out: list[tuple[dict[str, Any], Sequence[str]]] = []
+
+    # State ------------------------------------------------------------------------------
+
+    def account(self, stream_id: str) -> dict[str, Any]:
+        if stream_id not in self.accounts:
+            self.cursor.execute(
+                "SELECT body FROM ledger_feed_accounts WHERE stream_id = ?", (stream_id,)
+            )
+            row = self.cursor.fetchone()
+            assert row is not None, f"an account event before its opening: {stream_id}"
+            self.accounts[stream_id] = json.loads(row[0])
+        return self.accounts[stream_id]
+
+    def effect(
+        self, transfer_id: str, account_id: str, fallback: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The account just after this transfer's change to it (``fallback``: when the
+        transfer changed nothing on it in this command, the account as it stands)."""
+        key = (transfer_id, account_id)
+        if key in self.effects:
+            return self.effects.pop(key)
+        self.cursor.execute(
+            "SELECT body FROM ledger_feed_effects WHERE transfer_id = ? AND account_id = ?", key
+        )
+        row = self.cursor.fetchone()
+        if row is None:
+            return fallback()
+        self.consumed_effects.append(key)
+        loaded: dict[str, Any] = json.loads(row[0])
+        return loaded
+
+    def monitors_of(self, account_id: str) -> list[dict[str, Any]]:
+        if account_id not in self.monitors:
+            self.cursor.execute(
+                "SELECT monitor_id, field, operator, threshold, description, holds "
+                "FROM ledger_monitors WHERE account_id = ? ORDER BY monitor_id",
+                (account_id,),
+            )
+            self.monitors[account_id] = [
+                {
+                    "id": row[0],
+                    "account_id": account_id,
+                    "field": row[1],
+                    "operator": row[2],
+                    "threshold": int(row[3]),
+                    "description": row[4],
+                    "holds": None if row[5] is None else bool(row[5]),
+                }
+                for row in self.cursor.fetchall()
+            ]
+        return self.monitors[account_id]
+
+    def emit(self, event: dict[str, Any], account_ids: Sequence[str]) -> None:
+        self.out.append((event, account_ids))
+
+    def flush(self, head: Head, checkpoint: int) -> Head:
+        for stream_id in self.dirty_accounts:
+            self.cursor.execute(
+                "INSERT INTO ledger_feed_accounts (stream_id, body) VALUES (?, ?) "
+                "ON CONFLICT (stream_id) DO UPDATE SET body = excluded.body",
+                (stream_id, json.dumps(self.accounts[stream_id])),
+            )
+        for key in self.consumed_effects:
+            self.cursor.execute(
+                "DELETE FROM ledger_feed_effects WHERE transfer_id = ? AND account_id = ?", key
+            )
+        for (transfer_id, account_id), body in self.effects.items():
+            self.cursor.execute(
+                "INSERT INTO ledger_feed_effects (transfer_id, account_id, body) VALUES (?, ?, ?) "
+                "ON CONFLICT (transfer_id, account_id) DO UPDATE SET body = excluded.body",
+                (transfer_id, account_id, json.dumps(body)),
+            )
+        for monitor in self.dirty_monitors.values():
+            self.cursor.execute(
+                "UPDATE ledger_monitors SET holds = ? WHERE monitor_id = ?",
+                (int(monitor["holds"]), monitor["id"]),
+            )
+        return append_events(self.cursor, head, self.out, checkpoint)
+
+
+# Shapes ------------------------------------------------------------------------------
+
+
+def account_resource(state: dict[str, Any], position: int) -> dict[str, Any]:
+    view = AccountView(
+        id=state["account_id"],
+        unit=state["unit"],
+        status=state["status"],
+        allow_negative=state["allow_negative"],
+        overdraft_limit=state["overdraft_limit"],
+        metadata=state["metadata"],
+        debits_posted=state["debits_posted"],
+        credits_posted=state["credits_posted"],
+        debits_pending=state["debits_pending"],
+        credits_pending=state["credits_pending"],
+        version=state["version"],
+    )
+    return AccountRead.of(view, position).model_dump(mode="json")
+
+
+def transfer_resource(transfer: Transfer, position: int) -> dict[str, Any]:
+    return TransferRead.of(TransferView.of(transfer), position).model_dump(mode="json")
+
+
+def public_event(
+    event_type: str, source: Any, position: int, data: dict[str, Any], *id_parts: object
+) -> dict[str, Any]:
+    occurred_at: datetime = source.timestamp
+    return {
+        "id": event_id(event_type, source.originator_id, source.originator_version, *id_parts),
+        "type": event_type,
+        "version": schema.SCHEMA_VERSION,
+        "position": position,
+        "occurred_at": occurred_at.isoformat().replace("+00:00", "Z"),
+        "data": data,
+    }
+
+
+# Handlers: one per stored event type that implies a public event ------------------------
+
+
+def _account_opened(batch: _Batch, event: Any, position: int) -> None:
+    state = {
+        "account_id": event.account_id,
+        "unit": event.unit,
+        "status": "open",
+        "allow_negative": event.allow_negative,
+        "overdraft_limit": event.overdraft_limit,
+        "metadata": dict(event.metadata),
+        "debits_posted": 0,
+        "credits_posted": 0,
+        "debits_pending": 0,
+        "credits_pending": 0,
+        "version": event.originator_version,
+    }
+    stream_id = str(event.originator_id)
+    batch.accounts[stream_id] = state
+    batch.dirty_accounts.add(stream_id)
+    data = {"account": account_resource(state, position)}
+    batch.emit(public_event(schema.ACCOUNT_OPENED, event, position, data), [event.account_id])
+
+
+def _account_changed(event_type: str, change: Callable[[dict[str, Any], Any], None]) -> Any:
+    def handle(batch: _Batch, event: Any, position: int) -> None:
+        stream_id = str(event.originator_id)
+        state = batch.account(stream_id)
+        change(state, event)
+        state["version"] = event.originator_version
+        batch.dirty_accounts.add(stream_id)
+        data = {"account": account_resource(state, position)}
+        batch.emit(public_event(event_type, event, position, data), [state["account_id"]])
+
+    return handle
+
+
+def _close(state: dict[str, Any], _: Any) -> None:
+    state["status"] = "closed"
+
+
+def _update_metadata(state: dict[str, Any], event: Any) -> None:
+    state["metadata"] = dict(event.metadata)
+
+
+def _balance_changed(batch: _Batch, event: Any, position: int) -> None:
+    stream_id = str(event.originator_id)
+    state = batch.account(stream_id)
+    before = dict(state)
+    delta = event.delta()
+    for counter in ("debits_posted", "credits_posted", "debits_pending", "credits_pending"):
+        state[counter] += getattr(delta, counter)
+    state["version"] = event.originator_version
+    batch.dirty_accounts.add(stream_id)
+    after = account_resource(state, position)
+    batch.effects[(event.transfer_id, state["account_id"])] = after
+    _check_monitors(batch, event, position, account_resource(before, position), after)
+
+
+def _check_monitors(
+    batch: _Batch, event: Any, position: int, before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    for monitor in batch.monitors_of(after["id"]):
+        field, threshold = monitor["field"], monitor["threshold"]
+
+        def holds(value: int, operator: str = monitor["operator"], limit: int = threshold) -> bool:
+            return value < limit if operator == "below" else value > limit
+
+        held = monitor["holds"] if monitor["holds"] is not None else holds(before[field])
+        now_holds = holds(after[field])
+        if monitor["holds"] is None or now_holds != held:
+            monitor["holds"] = now_holds
+            batch.dirty_monitors[monitor["id"]] = monitor
+        if now_holds == held:
+            continue
+        data = {
+            "monitor": monitor_resource(monitor),
+            "direction": "down" if after[field] < before[field] else "up",
+            "condition_holds": now_holds,
+            "previous_value": before[field],
+            "value": after[field],
+            "transfer_id": event.transfer_id,
+            "account": after,
+        }
+        crossing = public_event(schema.THRESHOLD_CROSSED, event, position, data, monitor["id"])
+        batch.emit(crossing, [after["id"]])
+
+
+def monitor_resource(monitor: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": monitor["id"],
+        "account_id": monitor["account_id"],
+        "field": monitor["field"],
+        monitor["operator"]: monitor["threshold"],
+        "description": monitor["description"],
+    }
+
+
+def _transfer_event(event_type: str) -> Any:
+    def handle(batch: _Batch, event: Any, position: int) -> None:
+        if isinstance(event, Transfer.TransferRecorded):
+            transfer: Transfer = event.mutate(None)
+        else:
+            transfer = batch.ledger.transfers.get(
+                event.originator_id, version=event.originator_version
+            )
+        data: dict[str, Any] = {"transfer": transfer_resource(transfer, position)}
+        if isinstance(event, Transfer.Reversed):
+            # The money moves in the reversal's own transfer.recorded, with its balances.
+            data["reversal_id"] = event.reversal_id
+        else:
+            data["accounts"] = [
+                batch.effect(
+                    transfer.transfer_id,
+                    account_id,
+                    partial(_current, batch, account_id, position),
+                )
+                for account_id in (transfer.debit_account_id, transfer.credit_account_id)
+            ]
+        involved = [transfer.debit_account_id, transfer.credit_account_id]
+        batch.emit(public_event(event_type, event, position, data), involved)
+
+    return handle
+
+
+def _current(batch: _Batch, account_id: str, position: int) -> dict[str, Any]:
+    return account_resource(batch.account(str(Account.create_id(account_id))), position)
+
+
+Handler = Callable[[_Batch, Any, int], None]
+
+# Stored event class → what it implies. Extend here when a new stored event appears
+# (account metadata updates, grants); a class not listed (nor a subclass of one) is
+# internal and implies no public event.
+HANDLERS: dict[type[Any], Handler] = {
+    Account.Opened: _account_opened,
+    Account.Closed: _account_changed(schema.ACCOUNT_CLOSED, _close),
+    Account.BalanceChanged: _balance_changed,
+    Transfer.TransferRecorded: _transfer_event(schema.TRANSFER_RECORDED),
+    Transfer.PendingPosted: _transfer_event(schema.TRANSFER_POSTED),
+    Transfer.PendingVoided: _transfer_event(schema.TRANSFER_VOIDED),
+    Transfer.PendingExpired: _transfer_event(schema.TRANSFER_EXPIRED),
+    Transfer.Reversed: _transfer_event(schema.TRANSFER_REVERSED),
+}
+
+
+def handler_for(event_class: type[Any]) -> Handler | None:
+    for klass in event_class.__mro__:
+        handler = HANDLERS.get(klass)
+        if handler is not None:
+            return handler
+    return None
+
+
+def account_metadata_updated(event_class: type[Any]) -> None:
+    """Register the stored event that carries an account's new ``metadata``."""
+    HANDLERS[event_class] = _account_changed(schema.ACCOUNT_UPDATED, _update_metadata)
+
+
+class FeedProjector(ThreadWorker):
+    """``step()`` projects one batch; ``start()`` runs steps in a thread until ``stop()``."""
+
+    thread_name = "feed-projector"
+
+    def __init__(self, ledger: Ledger, store: FeedStore) -> None:
+        super().__init__()
+        self.ledger = ledger
+        self.store = store
+        self.database: Database = store.database
+        self.failures = 0
+        self.last_error: str | None = None
+
+    def step(self, limit: int = PROJECTOR_BATCH_MAX) -> int:
+        """Project the next notifications; the number of log events read (0: caught up)."""
+        checkpoint = self.store.head().checkpoint
+        notifications = self.ledger.recorder.select_notifications(
+            start=checkpoint, limit=limit, inclusive_of_start=False
+        )
+        if not notifications:
+            return 0
+        with self.database.transaction(write=True) as cursor:
+            head = lock_head(cursor, self.database.is_postgres)
+            if head.checkpoint != checkpoint:
+                raise ConcurrentProjectorError(f"checkpoint moved {checkpoint}→{head.checkpoint}")
+            batch = _Batch(cursor, self.ledger)
+            for notification in notifications:
+                self._apply(batch, notification)
+            batch.flush(head, notifications[-1].id)
+        return len(notifications)
+
+    def _apply(self, batch: _Batch, notification: Notification) -> None:
+        event = self.ledger.mapper.to_domain_event(notification)
+        handler = handler_for(type(event))
+        if handler is not None:
+            handler(batch, event, notification.id)
+
+    def catch_up(self, timeout_seconds: float = CATCH_UP_SECONDS_MAX) -> None:
+        """Project until the checkpoint reaches the log's head as read now (bounded)."""
+        deadline = time.monotonic() + timeout_seconds
+        while self.step() and time.monotonic() < deadline:
+            pass
+
+    def lag_positions(self) -> int:
+        head = self.ledger.recorder.max_notification_id() or 0
+        return max(0, head - self.store.head().checkpoint)
+
+    def run(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            try:
+                if self.step():
+                    continue
+            except ConcurrentProjectorError:
+                continue
+            except Exception as error:  # a worker boundary: log, pause, retry
+                self.failures += 1
+                self.last_error = repr(error)
+                log.exception("feed.projector_failed")
+                stopping.wait(PROJECTOR_ERROR_PAUSE_SECONDS)
+                continue
+            stopping.wait(PROJECTOR_POLL_SECONDS)

@@ -1,0 +1,193 @@
+"""The feed's tables and queries: public events in feed order, with what the projector
+needs to derive them (accounts' balances, per-transfer effects) and the balance monitors.
+
+Feed order is ``sequence``: one counter, advanced only inside the writer's transaction
+(the ``head`` row is locked by every writer), so sequences commit in order and a reader
+that asks for ``sequence > cursor`` never skips a late commit. ``position`` is the log
+position an event reflects: non-decreasing along the sequence, with gaps.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from app.events.database import Cursor, Database
+
+FEED_PAGE_LIMIT_MAX: Final = 1000
+
+SCHEMA: Final = [
+    """CREATE TABLE IF NOT EXISTS ledger_feed_head (
+        id INTEGER PRIMARY KEY,
+        checkpoint BIGINT NOT NULL,
+        sequence BIGINT NOT NULL
+    )""",
+    "INSERT INTO ledger_feed_head VALUES (1, 0, 0) ON CONFLICT DO NOTHING",
+    """CREATE TABLE IF NOT EXISTS ledger_feed_events (
+        sequence BIGINT PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        body TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS ledger_feed_events_by_type ON ledger_feed_events (type, sequence)",
+    "CREATE INDEX IF NOT EXISTS ledger_feed_events_by_position "
+    "ON ledger_feed_events (position, sequence)",
+    """CREATE TABLE IF NOT EXISTS ledger_feed_event_accounts (
+        account_id TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        PRIMARY KEY (account_id, sequence)
+    )""",
+    """CREATE TABLE IF NOT EXISTS ledger_feed_accounts (
+        stream_id TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS ledger_feed_effects (
+        transfer_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (transfer_id, account_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS ledger_monitors (
+        monitor_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        field TEXT NOT NULL,
+        operator TEXT NOT NULL,
+        threshold BIGINT NOT NULL,
+        description TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        holds INTEGER
+    )""",
+    "CREATE INDEX IF NOT EXISTS ledger_monitors_by_account ON ledger_monitors (account_id)",
+]
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    sequence: int
+    event_type: str
+    position: int
+    body: str
+
+    def event(self) -> dict[str, Any]:
+        decoded: dict[str, Any] = json.loads(self.body)
+        return decoded
+
+
+@dataclass(frozen=True)
+class Head:
+    checkpoint: int
+    sequence: int
+
+
+class FeedStore:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        database.create(SCHEMA)
+
+    def head(self) -> Head:
+        with self.database.transaction() as cursor:
+            return read_head(cursor)
+
+    def page(
+        self,
+        after: int,
+        limit: int,
+        types: Sequence[str] = (),
+        account_id: str | None = None,
+    ) -> list[FeedRow]:
+        """Events after sequence ``after``, in feed order, filtered."""
+        assert 0 < limit <= FEED_PAGE_LIMIT_MAX
+        params: list[Any] = []
+        if account_id is not None:
+            statement = (
+                "SELECT e.sequence, e.type, e.position, e.body FROM ledger_feed_event_accounts a "
+                "JOIN ledger_feed_events e ON e.sequence = a.sequence "
+                "WHERE a.account_id = ? AND a.sequence > ?"
+            )
+            params += [account_id, after]
+        else:
+            statement = (
+                "SELECT e.sequence, e.type, e.position, e.body FROM ledger_feed_events e "
+                "WHERE e.sequence > ?"
+            )
+            params.append(after)
+        if types:
+            statement += f" AND e.type IN ({','.join('?' * len(types))})"
+            params += list(types)
+        statement += " ORDER BY e.sequence LIMIT ?"
+        params.append(limit)
+        with self.database.transaction() as cursor:
+            cursor.execute(statement, params)
+            rows = cursor.fetchall()
+        return [FeedRow(int(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
+
+    def last_sequence_at_or_before(self, position: int) -> int:
+        """The feed cursor just before the first event past ``position``."""
+        with self.database.transaction() as cursor:
+            cursor.execute(
+                "SELECT MAX(sequence) FROM ledger_feed_events WHERE position <= ?", (position,)
+            )
+            row = cursor.fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    def next_sequence_after(self, after: int, types: Sequence[str]) -> FeedRow | None:
+        rows = self.page(after, 1, types)
+        return rows[0] if rows else None
+
+
+def read_head(cursor: Cursor) -> Head:
+    cursor.execute("SELECT checkpoint, sequence FROM ledger_feed_head WHERE id = 1")
+    row = cursor.fetchone()
+    return Head(int(row[0]), int(row[1]))
+
+
+def lock_head(cursor: Cursor, is_postgres: bool) -> Head:
+    """Read the head and hold it until commit: the one lock all feed writers take
+    (PostgreSQL's row lock; on SQLite, BEGIN IMMEDIATE already serialises writers)."""
+    if is_postgres:
+        cursor.execute("SELECT checkpoint, sequence FROM ledger_feed_head WHERE id = 1 FOR UPDATE")
+        row = cursor.fetchone()
+        return Head(int(row[0]), int(row[1]))
+    return read_head(cursor)
+
+
+def append_events(
+    cursor: Cursor,
+    head: Head,
+    events: Sequence[tuple[dict[str, Any], Sequence[str]]],
+    checkpoint: int | None = None,
+) -> Head:
+    """Append events (each with the accounts it concerns) after ``head``; move the head."""
+    sequence = head.sequence
+    rows = []
+    account_rows = []
+    for event, account_ids in events:
+        sequence += 1
+        rows.append(
+            (
+                sequence,
+                event["id"],
+                event["type"],
+                event["position"],
+                json.dumps(event, separators=(",", ":")),
+            )
+        )
+        account_rows += [(account_id, sequence) for account_id in dict.fromkeys(account_ids)]
+    for row in rows:
+        cursor.execute(
+            "INSERT INTO ledger_feed_events (sequence, event_id, type, position, body) "
+            "VALUES (?, ?, ?, ?, ?)",
+            row,
+        )
+    for account_row in account_rows:
+        cursor.execute(
+            "INSERT INTO ledger_feed_event_accounts (account_id, sequence) VALUES (?, ?)",
+            account_row,
+        )
+    new_head = Head(head.checkpoint if checkpoint is None else checkpoint, sequence)
+    cursor.execute(
+        "UPDATE ledger_feed_head SET checkpoint = ?, sequence = ? WHERE id = 1",
+        (new_head.checkpoint, new_head.sequence),
+    )
+    return new_head
