@@ -181,13 +181,13 @@ class Deliverer(ThreadWorker):
         for listener in self.attempt_listeners:
             listener(attempt)
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
+    def run(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             try:
                 self._reconcile()
             except Exception:  # a worker boundary: log and try again
                 log.exception("webhook.dispatcher_failed")
-            self._stopping.wait(ENDPOINT_REFRESH_SECONDS)
+            stopping.wait(ENDPOINT_REFRESH_SECONDS)
 
     def _reconcile(self) -> None:
         wanted = {endpoint.id for endpoint in self.webhooks.enabled()}
