@@ -34,6 +34,7 @@ class Monitor:
     threshold: int
     description: str
     created_at: float
+    since_position: int
     holds: bool | None
 
     @classmethod
@@ -46,12 +47,14 @@ class Monitor:
             threshold=int(row[4]),
             description=row[5],
             created_at=float(row[6]),
-            holds=None if row[7] is None else bool(row[7]),
+            since_position=int(row[7]),
+            holds=None if row[8] is None else bool(row[8]),
         )
 
 
 COLUMNS: Final = (
-    "monitor_id, account_id, field, operator, threshold, description, created_at, holds"
+    "monitor_id, account_id, field, operator, threshold, description, created_at, "
+    "since_position, holds"
 )
 
 
@@ -62,7 +65,13 @@ class MonitorStore:
         self.database = database
 
     def create(
-        self, account_id: str, field: Field, operator: Operator, threshold: int, description: str
+        self,
+        account_id: str,
+        field: Field,
+        operator: Operator,
+        threshold: int,
+        description: str,
+        since_position: int,
     ) -> Monitor:
         monitor_id = "mon_" + secrets.token_hex(8)
         with self.database.transaction(write=True) as cursor:
@@ -75,8 +84,17 @@ class MonitorStore:
                 )
             cursor.execute(
                 f"INSERT INTO ledger_monitors ({COLUMNS}) "  # noqa: S608
-                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-                (monitor_id, account_id, field, operator, threshold, description, time.time()),
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (
+                    monitor_id,
+                    account_id,
+                    field,
+                    operator,
+                    threshold,
+                    description,
+                    time.time(),
+                    since_position,
+                ),
             )
         monitor = self.get(monitor_id)
         assert monitor is not None

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import structlog
 from eventsourcing.persistence import Notification
+from pydantic_core import to_jsonable_python
 
 from app.api.schemas import AccountRead, TransferRead
 from app.application.ledger import Ledger
@@ -39,6 +40,8 @@ PROJECTOR_ERROR_PAUSE_SECONDS: Final = 1.0
 CATCH_UP_SECONDS_MAX: Final = 60.0
 EVENT_ID_NAMESPACE: Final = uuid.UUID("6f1c3f9e-7d0a-4c55-9a57-3c9d2d0f4b11")
 MONITORED_FIELDS: Final = ("balance", "available")
+# What a grant's public events show of its lot's terms.
+GRANT_TERMS: Final = ("expires_at", "effective_at", "priority", "category")
 
 
 def event_id(*parts: object) -> str:
@@ -97,7 +100,8 @@ class _Batch:
     def monitors_of(self, account_id: str) -> list[dict[str, Any]]:
         if account_id not in self.monitors:
             self.cursor.execute(
-                "SELECT monitor_id, field, operator, threshold, description, holds "
+                "SELECT monitor_id, field, operator, threshold, description, holds, "
+                "since_position "
                 "FROM ledger_monitors WHERE account_id = ? ORDER BY monitor_id",
                 (account_id,),
             )
@@ -110,6 +114,7 @@ class _Batch:
                     "threshold": int(row[3]),
                     "description": row[4],
                     "holds": None if row[5] is None else bool(row[5]),
+                    "since_position": int(row[6]),
                 }
                 for row in self.cursor.fetchall()
             ]
@@ -244,6 +249,8 @@ def _check_monitors(
     batch: _Batch, event: Any, position: int, before: dict[str, Any], after: dict[str, Any]
 ) -> None:
     for monitor in batch.monitors_of(after["id"]):
+        if position <= monitor["since_position"]:
+            continue  # recorded before the monitor existed
         field, threshold = monitor["field"], monitor["threshold"]
 
         def holds(value: int, operator: str = monitor["operator"], limit: int = threshold) -> bool:
@@ -274,7 +281,8 @@ def monitor_resource(monitor: dict[str, Any]) -> dict[str, Any]:
         "id": monitor["id"],
         "account_id": monitor["account_id"],
         "field": monitor["field"],
-        monitor["operator"]: monitor["threshold"],
+        "below": monitor["threshold"] if monitor["operator"] == "below" else None,
+        "above": monitor["threshold"] if monitor["operator"] == "above" else None,
         "description": monitor["description"],
     }
 
@@ -302,8 +310,43 @@ def _transfer_event(event_type: str) -> Any:
             ]
         involved = [transfer.debit_account_id, transfer.credit_account_id]
         batch.emit(public_event(event_type, event, position, data), involved)
+        if isinstance(event, Transfer.TransferRecorded):
+            _grant_events(batch, event, position, data)
 
     return handle
+
+
+def _grant_events(batch: _Batch, event: Any, position: int, data: dict[str, Any]) -> None:
+    """A grant's transfer also opens a lot (``grant.created``); a transfer to breakage
+    carries the remainders of expired lots (one ``grant.expired`` per lot)."""
+    grant = getattr(event, "grant", None)
+    if grant is not None:
+        lot = {
+            "id": event.transfer_id,
+            "account_id": event.credit_account_id,
+            "amount": event.amount,
+            **{key: grant.get(key) for key in GRANT_TERMS},
+        }
+        created = {"grant": to_jsonable_python(lot), **data}
+        batch.emit(
+            public_event(schema.GRANT_CREATED, event, position, created),
+            [event.credit_account_id],
+        )
+    if "breakage_of" not in event.metadata:
+        return
+    for allocation in getattr(event, "allocations", None) or []:
+        if allocation.get("grant_id") is None:
+            continue  # the general lot never expires
+        lot = {
+            "id": allocation["grant_id"],
+            "account_id": event.debit_account_id,
+            "expired_amount": allocation["amount"],
+        }
+        expired = {"grant": lot, **data}
+        batch.emit(
+            public_event(schema.GRANT_EXPIRED, event, position, expired, allocation["grant_id"]),
+            [event.debit_account_id],
+        )
 
 
 def _current(batch: _Batch, account_id: str, position: int) -> dict[str, Any]:

@@ -56,6 +56,7 @@ SCHEMA: Final = [
         threshold BIGINT NOT NULL,
         description TEXT NOT NULL,
         created_at TEXT NOT NULL,
+        since_position BIGINT NOT NULL,
         holds INTEGER
     )""",
     "CREATE INDEX IF NOT EXISTS ledger_monitors_by_account ON ledger_monitors (account_id)",

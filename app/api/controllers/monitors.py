@@ -43,7 +43,12 @@ class MonitorController(Controller):
         assert threshold is not None
         try:
             monitor = events_of(services).monitors.create(
-                data.account_id, data.field, operator, threshold, data.description
+                data.account_id,
+                data.field,
+                operator,
+                threshold,
+                data.description,
+                since_position=services.head(),
             )
         except TooManyMonitorsError as error:
             raise ApiError(409, "too_many_monitors", str(error)) from None

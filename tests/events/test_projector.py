@@ -1,0 +1,322 @@
+"""The feed projector against real stores: every log event's public events once and in
+log order, whatever the batch boundaries, restarts, gaps in positions or competing
+projectors; grants' events; monitors firing once per crossing under concurrency."""
+
+import itertools
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
+from app.application.ledger import Ledger
+from app.events.database import Database
+from app.events.monitors import MonitorStore
+from app.events.projector import FeedProjector
+from app.events.store import FeedStore
+from app.persistence.stores import event_store_env
+from tests.conftest import store_env, store_url
+from tests.e2e.gapped_store import GAPPED_RECORDER_TOPIC, STRIDE, is_position
+
+ISSUER = "system:issuance"
+FEED_BACKENDS = ["sqlite", "postgres"]
+LOG_BACKENDS = ["memory", "sqlite", "postgres", "kurrentdb-fake"]
+
+
+def feed_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path / 'feed.sqlite'}"
+
+
+def all_events(store: FeedStore) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    after = 0
+    while rows := store.page(after, 100):
+        events += [row.event() for row in rows]
+        after = rows[-1].sequence
+    return events
+
+
+def scenario(ledger: Ledger) -> None:
+    ledger.open_account(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
+    for name in ("alice", "bob"):
+        ledger.open_account(OpenAccount(id=name, unit="CREDITS"))
+    ledger.record_batch(
+        [
+            RecordTransfer(id=f"b{n}", debit_account_id=ISSUER, credit_account_id="alice", amount=5)
+            for n in range(6)
+        ],
+        atomic=True,
+    )
+    ledger.record_transfer(
+        RecordTransfer(
+            id="h", debit_account_id="alice", credit_account_id="bob", amount=7, pending=True
+        )
+    )
+    ledger.post_pending("h", 4)
+    ledger.reverse_transfer("b0", "r0")
+
+
+def project_in_small_steps(ledger: Ledger, store: FeedStore, limit: int) -> None:
+    """A new projector for every batch of ``limit`` notifications: a restart each time."""
+    while FeedProjector(ledger, store).step(limit):
+        pass
+
+
+@pytest.mark.parametrize("log_backend", LOG_BACKENDS)
+@pytest.mark.parametrize("feed_backend", FEED_BACKENDS)
+def test_restarts_and_batch_boundaries_change_nothing(
+    log_backend: str, feed_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    ledger = Ledger(store_env(store_url(log_backend, tmp_path, request)))
+    try:
+        scenario(ledger)
+        in_one_go = FeedStore(Database(f"sqlite:///{tmp_path / 'one-go.sqlite'}"))
+        FeedProjector(ledger, in_one_go).catch_up()
+        restarted = FeedStore(Database(feed_url(feed_backend, tmp_path, request)))
+        project_in_small_steps(ledger, restarted, limit=2)
+
+        expected, got = all_events(in_one_go), all_events(restarted)
+        assert got == expected
+        assert len({event["id"] for event in got}) == len(got)
+        positions = [event["position"] for event in got]
+        assert positions == sorted(positions)
+        assert restarted.head().checkpoint == ledger.recorder.max_notification_id()
+        alice_after = [
+            next(a["balance"] for a in e["data"]["accounts"] if a["id"] == "alice")
+            for e in got
+            if e["type"] == "transfer.recorded" and e["data"]["transfer"]["id"].startswith("b")
+        ]
+        assert alice_after == [5, 10, 15, 20, 25, 30]
+        restarted.database.close()
+    finally:
+        ledger.close()
+
+
+def test_gapped_positions_are_followed_without_loss_or_repeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGER_APPLICATION_RECORDER_TOPIC", GAPPED_RECORDER_TOPIC)
+    with Ledger(event_store_env(f"sqlite:///{tmp_path / 'events.sqlite'}")) as ledger:
+        scenario(ledger)
+        store = FeedStore(Database(f"sqlite:///{tmp_path / 'feed.sqlite'}"))
+        project_in_small_steps(ledger, store, limit=3)
+        events = all_events(store)
+
+        logged = [n.id for n in ledger.recorder.select_notifications(start=None, limit=10_000)]
+        assert all(later - earlier == STRIDE for earlier, later in itertools.pairwise(logged))
+        assert all(is_position(event["position"]) for event in events)
+        assert store.head().checkpoint == logged[-1]
+        transfers = [
+            e["data"]["transfer"]["id"] for e in events if e["type"] == "transfer.recorded"
+        ]
+        assert transfers == ["b0", "b1", "b2", "b3", "b4", "b5", "h", "r0"]
+
+
+def test_competing_projectors_never_write_an_event_twice(tmp_path: Path) -> None:
+    with Ledger(event_store_env(f"sqlite:///{tmp_path / 'events.sqlite'}")) as ledger:
+        ledger.open_account(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount(id="alice", unit="CREDITS"))
+        for n in range(60):
+            ledger.record_transfer(
+                RecordTransfer(
+                    id=f"t{n}", debit_account_id=ISSUER, credit_account_id="alice", amount=1
+                )
+            )
+        store = FeedStore(Database(f"sqlite:///{tmp_path / 'feed.sqlite'}"))
+        projectors = [FeedProjector(ledger, store).start() for _ in range(3)]
+        deadline = datetime.now(tz=UTC) + timedelta(seconds=20)
+        while store.head().checkpoint < (ledger.recorder.max_notification_id() or 0):
+            assert datetime.now(tz=UTC) < deadline
+            threading.Event().wait(0.02)
+        for projector in projectors:
+            projector.stop()
+
+        events = all_events(store)
+        assert len(events) == 62
+        assert len({e["id"] for e in events}) == 62
+        balances = [
+            e["data"]["accounts"][1]["balance"] for e in events if e["type"] == "transfer.recorded"
+        ]
+        assert balances == list(range(1, 61))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_grants_are_announced_when_created_and_when_they_expire(tmp_path: Path) -> None:
+    clock = Clock()
+    ledger = Ledger(event_store_env(f"sqlite:///{tmp_path / 'events.sqlite'}"), clock=clock)
+    try:
+        ledger.open_account(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount(id="alice", unit="CREDITS"))
+        expires_at = clock.now + timedelta(days=30)
+        ledger.record_transfer(
+            RecordTransfer(
+                id="promo",
+                debit_account_id=ISSUER,
+                credit_account_id="alice",
+                amount=100,
+                grant=GrantTerms(expires_at=expires_at, category="promotional", priority=10),
+            )
+        )
+        ledger.record_transfer(
+            RecordTransfer(
+                id="spend", debit_account_id="alice", credit_account_id=ISSUER, amount=30
+            )
+        )
+        clock.now = expires_at + timedelta(seconds=1)
+        assert ledger.expire_grant("promo") is not None
+        store = FeedStore(Database(f"sqlite:///{tmp_path / 'feed.sqlite'}"))
+        FeedProjector(ledger, store).catch_up()
+
+        events = all_events(store)
+        created = [e for e in events if e["type"] == "grant.created"]
+        expired = [e for e in events if e["type"] == "grant.expired"]
+        assert len(created) == 1
+        assert created[0]["data"]["grant"]["id"] == "promo"
+        assert created[0]["data"]["grant"]["category"] == "promotional"
+        assert created[0]["data"]["grant"]["priority"] == 10
+        assert created[0]["data"]["grant"]["amount"] == 100
+        assert datetime.fromisoformat(created[0]["data"]["grant"]["expires_at"]) == expires_at
+        assert len(expired) == 1
+        assert expired[0]["data"]["grant"] == {
+            "id": "promo",
+            "account_id": "alice",
+            "expired_amount": 70,
+        }
+        alice = next(a for a in expired[0]["data"]["accounts"] if a["id"] == "alice")
+        assert alice["balance"] == 0
+        # Each grant event follows its transfer's own event, at the same position.
+        for grant_event in created + expired:
+            index = events.index(grant_event)
+            assert events[index - 1]["type"] == "transfer.recorded"
+            assert events[index - 1]["position"] == grant_event["position"]
+        store.database.close()
+    finally:
+        ledger.close()
+
+
+@pytest.fixture
+def monitored(tmp_path: Path) -> Iterator[tuple[Ledger, FeedStore, MonitorStore]]:
+    ledger = Ledger(event_store_env(f"sqlite:///{tmp_path / 'events.sqlite'}"))
+    database = Database(f"sqlite:///{tmp_path / 'feed.sqlite'}")
+    yield ledger, FeedStore(database), MonitorStore(database)
+    database.close()
+    ledger.close()
+
+
+def head(ledger: Ledger) -> int:
+    return ledger.recorder.max_notification_id() or 0
+
+
+def crossings(store: FeedStore) -> list[dict[str, Any]]:
+    return [e["data"] for e in all_events(store) if e["type"] == "balance.threshold_crossed"]
+
+
+def test_a_monitor_fires_once_each_way_under_concurrent_transfers(
+    monitored: tuple[Ledger, FeedStore, MonitorStore],
+) -> None:
+    ledger, store, monitors = monitored
+    ledger.open_account(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
+    ledger.open_account(OpenAccount(id="alice", unit="CREDITS"))
+    ledger.record_transfer(
+        RecordTransfer(id="fund", debit_account_id=ISSUER, credit_account_id="alice", amount=100)
+    )
+    low = monitors.create("alice", "balance", "below", 50, "running low", head(ledger))
+    projector = FeedProjector(ledger, store).start()
+
+    def spend(n: int) -> None:
+        ledger.record_transfer(
+            RecordTransfer(
+                id=f"s{n}", debit_account_id="alice", credit_account_id=ISSUER, amount=10
+            )
+        )
+
+    def refill(n: int) -> None:
+        ledger.record_transfer(
+            RecordTransfer(
+                id=f"r{n}", debit_account_id=ISSUER, credit_account_id="alice", amount=10
+            )
+        )
+
+    for work in (spend, refill):
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    deadline = datetime.now(tz=UTC) + timedelta(seconds=20)
+    while store.head().checkpoint < (ledger.recorder.max_notification_id() or 0):
+        assert datetime.now(tz=UTC) < deadline
+        threading.Event().wait(0.02)
+    projector.stop()
+
+    seen = crossings(store)
+    assert [(c["direction"], c["condition_holds"]) for c in seen] == [("down", True), ("up", False)]
+    assert seen[0]["previous_value"] >= 50 > seen[0]["value"]
+    assert seen[1]["previous_value"] < 50 <= seen[1]["value"]
+    assert all(c["monitor"]["id"] == low.id and c["monitor"]["below"] == 50 for c in seen)
+    assert monitors.get(low.id) is not None
+    assert monitors.get(low.id).holds is False  # type: ignore[union-attr]
+
+
+def test_monitors_fire_exactly_at_each_crossing_of_the_balance_history(
+    monitored: tuple[Ledger, FeedStore, MonitorStore],
+) -> None:
+    ledger, store, monitors = monitored
+    ledger.open_account(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
+    ledger.open_account(OpenAccount(id="alice", unit="CREDITS"))
+    above = monitors.create("alice", "available", "above", 25, "", head(ledger))
+    amounts = [30, -10, -10, 20, -25, 5, 50, -1, -30]
+    for n, amount in enumerate(amounts):
+        debit, credit = (ISSUER, "alice") if amount > 0 else ("alice", ISSUER)
+        ledger.record_transfer(
+            RecordTransfer(
+                id=f"m{n}", debit_account_id=debit, credit_account_id=credit, amount=abs(amount)
+            )
+        )
+    # A hold lowers available without touching balance.
+    ledger.record_transfer(
+        RecordTransfer(
+            id="hold", debit_account_id="alice", credit_account_id=ISSUER, amount=10, pending=True
+        )
+    )
+    project_in_small_steps(ledger, store, limit=2)
+
+    values = [*list(itertools.accumulate(amounts, initial=0)), sum(amounts) - 10]
+    expected = [
+        ("up" if after > before else "down")
+        for before, after in itertools.pairwise(values)
+        if (before > 25) != (after > 25)
+    ]
+    seen = crossings(store)
+    assert [c["direction"] for c in seen] == expected
+    assert all(c["monitor"]["id"] == above.id for c in seen)
+    assert len(expected) >= 4
+
+
+def test_a_deleted_monitor_fires_no_more(
+    monitored: tuple[Ledger, FeedStore, MonitorStore],
+) -> None:
+    ledger, store, monitors = monitored
+    ledger.open_account(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
+    ledger.open_account(OpenAccount(id="alice", unit="CREDITS"))
+    monitor = monitors.create("alice", "balance", "above", 0, "", head(ledger))
+    assert monitors.delete(monitor.id)
+    ledger.record_transfer(
+        RecordTransfer(id="t", debit_account_id=ISSUER, credit_account_id="alice", amount=1)
+    )
+    FeedProjector(ledger, store).catch_up()
+    assert crossings(store) == []
+    assert json.dumps(all_events(store))  # the feed itself is intact
