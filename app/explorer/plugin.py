@@ -29,6 +29,7 @@ from app.explorer.sessions import (
     csrf_secret,
     current_viewer,
     forget_empty_sessions,
+    fresh_session_on_sign_in,
     refuse_stale_form,
     security_headers,
     session_config,
@@ -76,6 +77,7 @@ class ExplorerPlugin(InitPluginProtocol):
             dependencies={"viewer": Provide(viewer, sync_to_thread=True)},
             middleware=[
                 security_headers,
+                fresh_session_on_sign_in,
                 session_config().middleware,
                 forget_empty_sessions,
                 DefineMiddleware(CSRFMiddleware, config=csrf),

@@ -146,6 +146,27 @@ def security_headers(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def fresh_session_on_sign_in(app: ASGIApp) -> ASGIApp:
+    """Sits outside the session middleware: a sign-in never reuses the session id the
+    browser brought (a planted id would otherwise be signed in for whoever planted it)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        signing_in = scope["type"] == ScopeType.HTTP and scope.get("method") == "POST"
+        if signing_in and scope["path"].rstrip("/") == LOGIN_PATH:
+            scope["headers"] = [
+                (name, _without_cookie(value, SESSION_COOKIE) if name == b"cookie" else value)
+                for name, value in scope["headers"]
+            ]
+        await app(scope, receive, send)
+
+    return middleware
+
+
+def _without_cookie(header: bytes, name: str) -> bytes:
+    kept = [part for part in header.split(b";") if part.strip().split(b"=", 1)[0] != name.encode()]
+    return b";".join(kept)
+
+
 def forget_empty_sessions(app: ASGIApp) -> ASGIApp:
     """Sits inside the session middleware: a request that never signed in leaves nothing
     in the store (Litestar would otherwise keep an empty session per anonymous visit)."""

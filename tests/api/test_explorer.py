@@ -180,6 +180,26 @@ def test_an_expired_keys_session_ends_and_it_cannot_sign_in_again(
     assert escape(EXPIRED_KEY) in again.text
 
 
+def test_signing_in_never_keeps_the_session_id_the_browser_brought(
+    browser: Client, keys: dict[str, str]
+) -> None:
+    planted = "0" * 64
+    token = csrf_token(browser)
+    browser.cookies.set(SESSION_COOKIE, planted, domain="testserver.local", path="/explorer")
+    answer = browser.post(
+        "/explorer/login",
+        data={"key": keys["read"], "next": "/explorer/", "_csrf_token": token},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303
+    session_id = browser.cookies.get(SESSION_COOKIE, domain="testserver.local")
+    assert session_id not in (None, "null", planted)
+    assert "Sign out" in page(browser, "/explorer/")
+    with TestClient(app=browser.app) as attacker:
+        attacker.cookies.set(SESSION_COOKIE, planted, domain="testserver.local", path="/explorer")
+        assert attacker.get("/explorer/", follow_redirects=False).status_code == 303
+
+
 def test_sign_out_ends_the_session(browser: Client, keys: dict[str, str]) -> None:
     signed_in(browser, keys["read"])
     session_id = browser.cookies.get(SESSION_COOKIE)

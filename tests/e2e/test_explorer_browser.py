@@ -220,17 +220,35 @@ def test_a_support_person_follows_a_balance_through_time_and_signs_out(
     page.context.close()
 
 
-def test_the_account_page_fits_a_phone_screen(ledger: Ledger, browser: Browser) -> None:
+def test_every_page_fits_a_phone_screen(ledger: Ledger, browser: Browser) -> None:
+    ledger.post("/v1/accounts", {"id": "phone:issuer", "unit": "PHONE", "allow_negative": True})
     ledger.post(
-        "/v1/accounts", {"id": "user:phone", "unit": "CREDITS", "metadata": {"long": "x" * 300}}
+        "/v1/accounts", {"id": "user:phone", "unit": "PHONE", "metadata": {"long": "x" * 300}}
     )
+    moved = ledger.post(
+        "/v1/transfers",
+        {
+            "id": "phone:t:" + "9" * 100,
+            "debit_account_id": "phone:issuer",
+            "credit_account_id": "user:phone",
+            "amount": 123_456_789,
+            "metadata": {"why": "a long reason " * 20},
+        },
+    )
+    ledger.get("/v1/accounts/user:phone", min_position=moved["position"])
     page = new_page(browser, ledger, PHONE)
     sign_in(page, ledger.read_key)
-    page.goto("/explorer/accounts/user:phone")
-    expect(page.locator("#account-id")).to_have_text("user:phone")
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, overflow
-    shot(page, "07-phone-account")
+    for name, path in [
+        ("search", "/explorer/?prefix=user:"),
+        ("account", "/explorer/accounts/user:phone"),
+        ("transfer", f"/explorer/transfers/{moved['id']}"),
+        ("ledger", "/explorer/ledger"),
+    ]:
+        page.goto(path)
+        expect(page.locator("main h1")).to_be_visible()
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, (path, overflow)
+        shot(page, f"07-phone-{name}")
     page.context.close()
 
 
