@@ -175,8 +175,8 @@ def project() -> None:
     heartbeat.parent.mkdir(parents=True, exist_ok=True)
     try:
         while not stopping.wait(1.0):
-            workers.check()  # re-raises a dead worker's error: the process exits non-zero
-            heartbeat.write_text(json.dumps(asdict(workers.lag())))
+            # Workers restart themselves (supervised); the heartbeat says how they are.
+            heartbeat.write_text(json.dumps(workers.heartbeat()))
     finally:
         workers.stop()
         ledger.close()

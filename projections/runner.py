@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -26,7 +26,9 @@ from eventsourcing.utils import Environment
 
 from app.application.ledger import Ledger
 from app.domain.errors import LedgerError
+from app.persistence.faults import STORE_ERRORS, store_fault
 from app.persistence.stores import event_store_env, postgres_env, sqlite_env
+from app.supervisor import Supervisor
 from projections.projection import BatchingProjectionRunner, LedgerProjection
 from projections.views import LedgerViewMixin, PostgresLedgerView, SQLiteLedgerView
 
@@ -36,7 +38,12 @@ VIEW_ENV_PREFIX: Final = LedgerProjection.name.upper() + "_"
 EXPIRY_INTERVAL_SECONDS: Final = 1.0
 EXPIRY_BATCH_SIZE: Final = 100
 GENERATION_CHECK_SECONDS: Final = 1.0
+RUNNER_CHECK_SECONDS: Final = 0.5
 REBUILD_POLL_SECONDS: Final = 0.25
+
+
+class WorkerDownError(RuntimeError):
+    """A supervised worker is down (being restarted)."""
 
 
 @dataclass(frozen=True)
@@ -189,8 +196,10 @@ class ProjectionWorkers:
         self.expire_holds = expire_holds
         self.clock = clock
         self._runner: ProjectionRunner[Ledger, Any] | None = None
-        self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        # Each worker below runs supervised: restarted with backoff after a failure.
+        self.supervisor = Supervisor()
+        self._stopping = self.supervisor.stopping
+        self._runner_spent = False
         self._lock = threading.Lock()
 
     @property
@@ -201,21 +210,15 @@ class ProjectionWorkers:
 
     def start(self) -> "ProjectionWorkers":
         self._runner = start_runner(self.event_store_url, self.read_model_url, self.generation)
-        self._spawn(self._watch_generation)
+        self.supervisor.supervise("projections", self._keep_projecting)
+        self.supervisor.supervise("generation_watch", self._watch_generation)
         if self.expire_holds:
-            self._spawn(self._expire_due_holds)
+            self.supervisor.supervise("expiry", self._expire_due_holds)
         log.info("projections.started", generation=self.generation)
         return self
 
-    def _spawn(self, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=target, daemon=True, name=target.__name__)
-        thread.start()
-        self._threads.append(thread)
-
     def stop(self) -> None:
-        self._stopping.set()
-        for thread in self._threads:
-            thread.join()
+        self.supervisor.stop()
         with self._lock:
             if self._runner is not None:
                 self._runner.__exit__(None, None, None)
@@ -224,10 +227,47 @@ class ProjectionWorkers:
         return measure_lag(self.ledger, self.view, self.generation)
 
     def check(self) -> None:
-        """Re-raise a failure of the runner's thread (for a supervisor or readiness)."""
-        with self._lock:
-            if self._runner is not None:
-                self._runner.run_forever(timeout=0)
+        """Raise when a worker is down (its supervisor is restarting it)."""
+        down = self.supervisor.down()
+        if down:
+            raise WorkerDownError(
+                ", ".join(f"{state.name} down since {state.since:%H:%M:%S}" for state in down)
+            )
+
+    def heartbeat(self) -> dict[str, Any]:
+        """The lag (or that the store cannot tell it now) and every worker's state."""
+        try:
+            status: dict[str, Any] = {"store_reachable": True, **asdict(self.lag())}
+        except STORE_ERRORS as error:
+            fault = store_fault(error)
+            if fault is None:
+                raise
+            status = {"store_reachable": False, "error": fault.code}
+        status["workers"] = [
+            {**asdict(state), "since": state.since.isoformat()}
+            for state in self.supervisor.states()
+        ]
+        return status
+
+    def _keep_projecting(self) -> None:
+        """Watch the runner's thread: its failure is raised here, for the supervisor,
+        which calls this again after a pause; a spent runner is then replaced by a new
+        one, which resumes from the views' own checkpoint (exactly once)."""
+        if self._runner_spent:
+            self._swap_to(self.generation)
+        self._runner_spent = True
+        while not self._stopping.is_set():
+            with self._lock:
+                runner = self._runner
+            if runner is None:
+                return
+            started = time.monotonic()
+            runner.run_forever(timeout=RUNNER_CHECK_SECONDS)
+            ended_early = time.monotonic() - started < RUNNER_CHECK_SECONDS / 2
+            if ended_early and runner is self._runner and not self._stopping.is_set():
+                # Returned before its timeout with no error: its thread ended by itself.
+                raise WorkerDownError("the projection runner stopped by itself")
+        self._runner_spent = False
 
     def _watch_generation(self) -> None:
         while not self._stopping.wait(GENERATION_CHECK_SECONDS):
@@ -240,7 +280,10 @@ class ProjectionWorkers:
         with self._lock:
             old, self._runner, self.generation = self._runner, new_runner, generation
         if old is not None:
-            old.__exit__(None, None, None)
+            try:
+                old.__exit__(None, None, None)
+            except Exception as error:  # noqa: BLE001  # the old runner's failure is already handled
+                log.info("projections.old_runner_closed", error=repr(error))
         log.info("projections.switched", generation=generation)
 
     def _expire_due_holds(self) -> None:

@@ -24,6 +24,7 @@ from app.api.controllers.webhooks import WebhookController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.metrics import Metrics
 from app.api.openapi import refine as refine_openapi
+from app.api.readiness import ReadinessProbe
 from app.api.schemas import Health, Readiness
 from app.api.services import Services
 from app.explorer.plugin import ExplorerPlugin
@@ -86,32 +87,8 @@ def health() -> Health:
     summary="Readiness: store reachable, views fresh",
     sync_to_thread=True,
 )
-def ready(services: NamedDependency[Services]) -> Response[Readiness]:
-    try:
-        lag = services.lag()
-    except Exception as error:  # noqa: BLE001  # a probe answers, whatever broke
-        log.warning("ready.store_unreachable", error=repr(error))
-        body = Readiness(
-            status="not_ready",
-            store_reachable=False,
-            generation=0,
-            checkpoint=0,
-            head=0,
-            lag_positions=0,
-            lag_seconds=0.0,
-        )
-        return Response(body, status_code=503)
-    fresh = lag.seconds <= services.settings.ready_lag_seconds_max
-    body = Readiness(
-        status="ready" if fresh else "not_ready",
-        store_reachable=True,
-        generation=lag.generation,
-        checkpoint=lag.checkpoint,
-        head=lag.head,
-        lag_positions=lag.positions,
-        lag_seconds=round(lag.seconds, 3),
-    )
-    return Response(body, status_code=200 if fresh else 503)
+def ready(readiness: NamedDependency[ReadinessProbe]) -> Response[Readiness]:
+    return readiness.answer()
 
 
 @get(
@@ -129,7 +106,8 @@ def metrics_endpoint(metrics: NamedDependency[Metrics]) -> Response[bytes]:
 def create_app(
     services: NamedDependency[Services], *, on_shutdown: list[Any] | None = None
 ) -> Litestar:
-    metrics = Metrics(services.lag)
+    metrics = Metrics(services.lag, services.worker_states)
+    readiness = ReadinessProbe(services)
     app = Litestar(
         route_handlers=[
             AccountController,
@@ -144,6 +122,7 @@ def create_app(
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
+            "readiness": Provide(lambda: readiness, sync_to_thread=False),
         },
         state=State({"services": services, "metrics": metrics}),
         exception_handlers=EXCEPTION_HANDLERS,

@@ -3,9 +3,11 @@
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.persistence.faults import STORE_ERRORS
+from app.supervisor import WorkerState
 from projections.runner import Lag
 
 
@@ -16,7 +18,11 @@ class LagCollector(Collector):
         self.lag = lag
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        lag = self.lag()
+        try:
+            lag = self.lag()
+        except STORE_ERRORS:
+            return  # the store cannot say now; /v1/ready tells why
+
         yield GaugeMetricFamily(
             "ledger_projection_lag_positions",
             "Log positions the views are behind",
@@ -34,8 +40,30 @@ class LagCollector(Collector):
         )
 
 
+class WorkerCollector(Collector):
+    """Each supervised worker's failures and whether it is up, read at scrape time."""
+
+    def __init__(self, states: Callable[[], list[WorkerState]]) -> None:
+        self.states = states
+
+    def collect(self) -> Iterator[Metric]:
+        failures = CounterMetricFamily(
+            "ledger_worker_failures", "Failures of a supervised worker", labels=["worker"]
+        )
+        up = GaugeMetricFamily("ledger_worker_up", "1 when the worker runs", labels=["worker"])
+        for state in self.states():
+            failures.add_metric([state.name], state.failures)
+            up.add_metric([state.name], 1 if state.up else 0)
+        yield failures
+        yield up
+
+
 class Metrics:
-    def __init__(self, lag: Callable[[], Lag] | None = None) -> None:
+    def __init__(
+        self,
+        lag: Callable[[], Lag] | None = None,
+        workers: Callable[[], list[WorkerState]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "ledger_http_requests",
@@ -63,6 +91,8 @@ class Metrics:
         )
         if lag is not None:
             self.registry.register(LagCollector(lag))
+        if workers is not None:
+            self.registry.register(WorkerCollector(workers))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method=method, route=route, status=str(status)).inc()

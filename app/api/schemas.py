@@ -209,6 +209,14 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class WorkerStatus(BaseModel):
+    name: str
+    up: bool
+    since: datetime
+    failures: int
+    last_error: str | None
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     store_reachable: bool
@@ -217,3 +225,7 @@ class Readiness(BaseModel):
     head: int
     lag_positions: int
     lag_seconds: float
+    # Each supervised worker of this process (empty for an API-only process).
+    workers: list[WorkerStatus] = []
+    # Why not ready, in words (absent when ready).
+    reason: str | None = None

@@ -11,6 +11,7 @@ from app.application.ledger import Ledger
 from app.events.service import EventServices
 from app.persistence.keys import KeyStore
 from app.settings import Settings
+from app.supervisor import WorkerState
 from projections.runner import (
     GenerationPointer,
     Lag,
@@ -66,6 +67,10 @@ class Services:
         assert self.source is not None
         generation, view = self.source.current()
         return measure_lag(self.ledger, view, generation)
+
+    def worker_states(self) -> list[WorkerState]:
+        """The supervised workers of this process (none in an API-only process)."""
+        return [] if self.workers is None else self.workers.supervisor.states()
 
     def head(self) -> int:
         return self.ledger.recorder.max_notification_id() or 0

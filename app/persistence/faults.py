@@ -17,6 +17,7 @@ import kurrentdbclient.exceptions as kurrent
 import psycopg
 import psycopg.errors
 import psycopg_pool
+from eventsourcing.persistence import PersistenceError
 
 from app.domain.errors import LedgerError, StorageFullError, StoreUnavailableError
 
@@ -33,6 +34,17 @@ KURRENTDB_UNAVAILABLE: Final = (
     kurrent.NodeIsNotLeaderError,
     kurrent.CancelledError,
     kurrent.AbortedByServerError,
+)
+
+# What a store call can raise, to catch before asking ``store_fault`` what it means.
+STORE_ERRORS: Final = (
+    PersistenceError,
+    sqlite3.Error,
+    psycopg.Error,
+    psycopg_pool.PoolTimeout,
+    kurrent.KurrentDBClientError,
+    LedgerError,
+    OSError,
 )
 
 FULL_DETAIL: Final = "the store has no space left; nothing was written"

@@ -4,6 +4,7 @@ The library is configured by environment keys (PERSISTENCE_MODULE, SQLITE_DBNAME
 this module is the one place that turns our URLs into those keys.
 """
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -14,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 # long enough for a burst of contending processes, short enough that a store that went
 # away is answered as 503 store_unavailable instead of a hung request (decision 0009).
 STORE_TIMEOUT_SECONDS: Final = 10
+POSTGRES_LIBRARY_ATTEMPTS: Final = 10
 POSTGRES_FACTORY_TOPIC: Final = "app.persistence.postgres:LedgerPostgresFactory"
 POSTGRES_POOL_SIZE: Final = 8
 KURRENTDB_SCHEMES: Final = ("kurrentdb", "kurrentdb+discover", "esdb", "esdb+discover")
@@ -66,10 +68,14 @@ def postgres_env(url: str, timeout_seconds: int = STORE_TIMEOUT_SECONDS) -> dict
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_POOL_SIZE": str(POSTGRES_POOL_SIZE),
         "POSTGRES_MAX_OVERFLOW": str(POSTGRES_MAX_OVERFLOW),
-        # Bounded waits: for a pooled connection, for a lock, for any statement (read by
-        # our factory), and a check of each pooled connection before use, so that the
-        # ones a restarted server broke are replaced instead of failing a request.
-        "POSTGRES_CONNECT_TIMEOUT": str(timeout_seconds),
+        # Bounded waits: for a connection, for a lock, for any statement (read by our
+        # factory), and a check of each pooled connection before use, so that the ones a
+        # restarted server broke are replaced instead of failing a request. The library
+        # tries a call up to 10 times on a connection error (eventsourcing/postgres.py,
+        # ``@retry(..., max_attempts=10, wait=0.2)``), so each try gets a tenth.
+        "POSTGRES_CONNECT_TIMEOUT": str(
+            max(1, math.ceil(timeout_seconds / POSTGRES_LIBRARY_ATTEMPTS))
+        ),
         "POSTGRES_LOCK_TIMEOUT": str(timeout_seconds),
         "POSTGRES_STATEMENT_TIMEOUT": str(timeout_seconds),
         "POSTGRES_PRE_PING": "y",

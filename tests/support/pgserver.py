@@ -28,6 +28,29 @@ class PostgresServer:
     host: str
     port: int
     user: str
+    # Set by running_postgres, so that a test can stop and start the same server.
+    datadir: Path | None = None
+    options: str = ""
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open connections are cut), keeping its data."""
+        assert self.datadir is not None, "not a server running_postgres started"
+        _pg_ctl(self.datadir, "-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        assert self.datadir is not None, "not a server running_postgres started"
+        _pg_ctl(
+            self.datadir,
+            "-o",
+            self.options,
+            "-l",
+            str(self.datadir.parent / "log"),
+            "-w",
+            "-t",
+            str(START_TIMEOUT_SECONDS),
+            "start",
+        )
+        _wait_ready(self)
 
     def url(self, dbname: str) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
@@ -95,28 +118,11 @@ def running_postgres(*, fsync: bool = True) -> Iterator[PostgresServer]:
         f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c max_connections=200 "
         f"-c fsync={'on' if fsync else 'off'} -c shared_buffers=256MB"
     )
-    subprocess.run(
-        _as_server_user(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(datadir),
-                "-o",
-                options,
-                "-l",
-                str(workdir / "log"),
-                "-w",
-                "-t",
-                str(START_TIMEOUT_SECONDS),
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
+    server = PostgresServer(
+        host="127.0.0.1", port=port, user="postgres", datadir=datadir, options=options
     )
-    server = PostgresServer(host="127.0.0.1", port=port, user="postgres")
+    server.start()
     try:
-        _wait_ready(server)
         yield server
     finally:
         subprocess.run(
@@ -127,6 +133,11 @@ def running_postgres(*, fsync: bool = True) -> Iterator[PostgresServer]:
             capture_output=True,
         )
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pg_ctl(datadir: Path, *arguments: str) -> None:
+    command = [str(_bindir() / "pg_ctl"), "-D", str(datadir), *arguments]
+    subprocess.run(_as_server_user(command), check=True, capture_output=True)
 
 
 def _wait_ready(server: PostgresServer) -> None:

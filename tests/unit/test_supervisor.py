@@ -1,0 +1,94 @@
+"""Supervised workers: a failing worker is restarted with backoff, its failures are
+counted, it is reported down (since when, why) until it has run again for a while, and
+stopping the supervisor ends every worker."""
+
+import itertools
+import time
+from collections.abc import Callable
+from typing import Final
+
+from app.supervisor import Supervisor, WorkerState
+
+WAIT_SECONDS: Final = 5.0
+PAUSE_SECONDS: Final = 0.05
+RECOVERED_AFTER_SECONDS: Final = 0.3
+
+
+def eventually(predicate: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def supervisor() -> Supervisor:
+    return Supervisor(
+        backoff_initial_seconds=PAUSE_SECONDS,
+        backoff_max_seconds=4 * PAUSE_SECONDS,
+        recovered_after_seconds=RECOVERED_AFTER_SECONDS,
+    )
+
+
+def state_of(supervisor: Supervisor, name: str) -> WorkerState:
+    return next(state for state in supervisor.states() if state.name == name)
+
+
+def test_a_worker_that_fails_is_restarted_counted_and_reported_down_until_it_recovers() -> None:
+    boss = supervisor()
+    starts: list[float] = []
+
+    def flaky() -> None:
+        starts.append(time.monotonic())
+        if len(starts) <= 3:
+            raise OSError(f"disk full (attempt {len(starts)})")
+        boss.stopping.wait()
+
+    boss.supervise("projections", flaky)
+    try:
+        assert eventually(lambda: len(starts) == 4)
+        down = state_of(boss, "projections")
+        assert not down.up
+        assert down.failures == 3
+        assert down.last_error == "OSError: disk full (attempt 3)"
+        # The pause doubled between restarts.
+        gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+        assert gaps[0] >= PAUSE_SECONDS * 0.9
+        assert gaps[1] >= 2 * PAUSE_SECONDS * 0.9
+        assert eventually(lambda: state_of(boss, "projections").up)
+        assert state_of(boss, "projections").failures == 3
+        assert state_of(boss, "projections").since >= down.since
+    finally:
+        boss.stop()
+    assert len(starts) == 4
+
+
+def test_a_worker_that_returns_without_being_stopped_is_a_failure() -> None:
+    boss = supervisor()
+    runs: list[int] = []
+
+    def quits() -> None:
+        runs.append(1)
+
+    boss.supervise("expiry", quits)
+    try:
+        assert eventually(lambda: len(runs) >= 2)
+        assert "returned without being stopped" in (state_of(boss, "expiry").last_error or "")
+    finally:
+        boss.stop()
+
+
+def test_a_healthy_worker_is_up_and_stopping_ends_it() -> None:
+    boss = supervisor()
+    ended: list[bool] = []
+
+    def steady() -> None:
+        boss.stopping.wait()
+        ended.append(True)
+
+    boss.supervise("generation_watch", steady)
+    assert boss.down() == []
+    assert state_of(boss, "generation_watch").failures == 0
+    boss.stop()
+    assert ended == [True]
