@@ -6,6 +6,7 @@ go to test-artifacts/explorer/ (ignored by git)."""
 
 import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,7 +19,18 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from app.explorer.pages import HistoryWindow, picker_value
 from app.persistence.keys import VERIFIED_KEY_TTL_SECONDS
-from tests.e2e.test_serve import ISSUER, Server, admin_key_of, last_line, run_ledger, serving
+from tests.e2e.test_serve import (
+    ISSUER,
+    START_TIMEOUT_SECONDS,
+    Server,
+    admin_key_of,
+    environment,
+    free_port,
+    last_line,
+    ledger_command,
+    run_ledger,
+    serving,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -114,6 +126,19 @@ def figure(page: Page, name: str) -> int:
 
 def utc(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def wait_until_healthy(url: str, process: "subprocess.Popen[bytes]") -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"ledger serve exited with {process.returncode}"
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail("ledger serve did not become healthy")
 
 
 def next_whole_second() -> datetime:
@@ -319,3 +344,52 @@ def test_sessions_wrong_keys_are_told_and_a_revoked_keys_session_ends(
     page.goto("/explorer/ledger")
     expect(page).to_have_url(re.compile(r"/explorer/login"))
     page.context.close()
+
+
+def test_a_session_holds_across_api_processes_sharing_a_data_directory(tmp_path: Path) -> None:
+    """Two API processes on one data directory (as behind a load balancer): signed in at
+    one, the session works at the other, and signing out at either ends it at both."""
+    data_dir = tmp_path / "data"
+    created = run_ledger(data_dir, "keys", "create", "--scope", "read")
+    assert created.returncode == 0, created.stderr
+    key = last_line(created.stdout)
+    processes, urls = [], []
+    try:
+        for index in range(2):
+            port = free_port()
+            urls.append(f"http://127.0.0.1:{port}")
+            with (tmp_path / f"serve-{index}.err").open("w") as errors:
+                processes.append(
+                    subprocess.Popen(
+                        [*ledger_command(), "serve", "--no-projections", "--port", str(port)],
+                        env=environment(data_dir),
+                        stdout=subprocess.DEVNULL,
+                        stderr=errors,
+                    )
+                )
+        for url, process in zip(urls, processes, strict=True):
+            wait_until_healthy(url, process)
+        cookies = httpx.Cookies()
+        first, second = (httpx.Client(base_url=url, cookies=cookies, timeout=30) for url in urls)
+        with first, second:
+            form = first.get("/explorer/login")
+            token = re.search(r'name="_csrf_token" value="([^"]+)"', form.text)
+            assert token is not None
+            second.cookies = first.cookies
+            # The CSRF token made by one process is accepted by the other.
+            signed = second.post(
+                "/explorer/login", data={"key": key, "_csrf_token": token.group(1)}
+            )
+            assert signed.status_code == 303, signed.text
+            first.cookies = second.cookies
+            answer = first.get("/explorer/ledger")
+            assert answer.status_code == 200, answer.status_code
+            assert "Sign out" in answer.text
+            out = first.post("/explorer/logout", data={"_csrf_token": token.group(1)})
+            assert out.status_code == 303
+            second.cookies = first.cookies
+            assert second.get("/explorer/ledger").status_code == 303
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
