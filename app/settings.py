@@ -40,6 +40,19 @@ class Settings(BaseSettings):
         description="Bound on every wait for the event store: SQLite's lock wait, "
         "PostgreSQL's connect/pool/lock/statement timeouts, KurrentDB's call deadline",
     )
+    write_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How long a write waits (queued and being written) before answering "
+        "write_timeout or outcome_unknown",
+    )
+    write_queue_max: int = Field(
+        default=20_000,
+        gt=0,
+        description="Transfers waiting for the writer at most; beyond it writes are "
+        "refused at once with overloaded",
+    )
     log_format: str = Field(default="json", pattern="^(json|console)$")
     bootstrap_admin_key: SecretStr | None = Field(
         default=None,
@@ -130,4 +143,7 @@ class Settings(BaseSettings):
         return self.data_dir.resolve() / "explorer-sessions"
 
     def ledger_env(self) -> dict[str, str]:
-        return event_store_env(self.event_store_url, self.store_timeout_seconds)
+        env = event_store_env(self.event_store_url, self.store_timeout_seconds)
+        env["LEDGER_WRITE_TIMEOUT_SECONDS"] = str(self.write_timeout_seconds)
+        env["LEDGER_WRITE_QUEUE_MAX"] = str(self.write_queue_max)
+        return env

@@ -1,37 +1,42 @@
 """The Ledger application service: one method per command, each ONE atomic write.
 
-Every command runs as an attempt on freshly loaded aggregates: it checks everything
-first, then triggers events, then saves every touched aggregate in a single
-``Application.save`` — one transaction on SQL, one multi-stream append on KurrentDB —
-with optimistic concurrency on every stream. A conflict (another writer got there
-first) throws the attempt away and runs it again on the new state, a bounded number
-of times with jittered backoff. Because nothing is written until the whole command
-has passed its checks, a rejection leaves nothing behind.
+Every write command is checked at the edge (in the caller's thread), then handed to
+the committer (``committer.py``): one writer thread per process that runs the commands
+waiting in its queue one after another on one workspace (``workspace.py``) and records
+all their events in one store write — one transaction on SQL, one multi-stream append
+on KurrentDB — with optimistic concurrency on every stream. A command never spans two
+writes, and each caller is answered as soon as the write holding its command is durable.
+
+A command checks everything first and then triggers events; a rejected command is
+rolled back, so it changes nothing for its neighbours. When another process moved a
+stream the group read, only the commands that depend on that stream run again, on
+fresh state, each within its own retry budget; the others are written at once.
 """
 
-import random
-import threading
+import contextlib
+import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, Final, Generic, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, Repository
+from eventsourcing.application import AggregateNotFoundError, Application, LRUCache, Repository
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     ApplicationRecorder,
     EventStore,
     IntegrityError,
     JSONTranscoder,
+    PersistenceError,
     ProgrammingError,
-    Recording,
 )
 from eventsourcing.persistence import IntegrityError as PersistenceIntegrityError
 from eventsourcing.persistence import InternalError as PersistenceInternalError
 
 from app.application.commands import OpenAccount, RecordTransfer
+from app.application.committer import Committer, Pending
 from app.application.views import (
     AccountOutcome,
     AccountView,
@@ -39,6 +44,7 @@ from app.application.views import (
     TransferOutcome,
     TransferView,
 )
+from app.application.workspace import Workspace, Written
 from app.domain import limits
 from app.domain.account import Account, term_record
 from app.domain.chain import command_time
@@ -50,6 +56,7 @@ from app.domain.errors import (
     GrantNotYetExpiredError,
     IdempotencyConflictError,
     LedgerError,
+    OutcomeUnknownError,
     TransferNotFoundError,
     UnitMismatchError,
     ValidationError,
@@ -65,128 +72,49 @@ from app.domain.values import (
     derived_transfer_id,
     transfer_uuid,
 )
-from app.persistence.positions import existing_streams, recorded_position
+from app.persistence.positions import existing_streams, recorded_position, stream_heads
 from app.persistence.transcodings import register_domain_transcodings
 
 R = TypeVar("R")
 
-# Contention on one hot account can make many writers collide; each retry reloads the
-# fresh state (a cache fast-forward), so the cost of a retry is small. Retries are
-# bounded by time (and, as a backstop, by count).
-RETRY_DEADLINE_SECONDS: Final = 30.0
-RETRY_ATTEMPTS_MAX: Final = 10_000
-LOCK_STRIPES: Final = 256
+log = logging.getLogger(__name__)
+
+# A command that keeps meeting conflicts (another process writing the same streams)
+# runs again at most this many times, and never past its caller's deadline.
+CONFLICT_RETRIES_MAX: Final = 100
 SCHEMA_ATTEMPTS_MAX: Final = 5
-RETRY_BACKOFF_BASE_SECONDS: Final = 0.001
-RETRY_BACKOFF_CAP_SECONDS: Final = 0.05
 # A hot account replays at most this many events after its newest snapshot when it is
 # not in the cache (e.g. right after a restart).
 ACCOUNT_SNAPSHOT_INTERVAL: Final = 500
 AGGREGATE_CACHE_SIZE: Final = 20_000
-# Below this many new ids, reading each is as cheap as asking for them together.
-PREFETCH_MIN: Final = 8
+# Defaults of the committer (settings may change them: LEDGER_WRITE_TIMEOUT_SECONDS,
+# LEDGER_WRITE_QUEUE_MAX).
+WRITE_TIMEOUT_SECONDS_DEFAULT: Final = 10.0
+WRITE_QUEUE_MAX_DEFAULT: Final = 20_000
 
 
 def utc_now() -> datetime:
     return datetime.now(tz=UTC)
 
 
-class Written:
-    """Where a command's write landed: its commit position (the last event's) and the
-    position of each stream's last event in it."""
+@dataclass(frozen=True)
+class Write(Generic[R]):
+    """One write command as the committer runs it: ``apply`` changes the workspace
+    (or raises a rejection) and returns how to answer once the write is durable. The
+    ids say what it will read, so a group can load them together."""
 
-    def __init__(self, recordings: Iterable[Recording[UUID]]) -> None:
-        self._positions: dict[UUID, int] = {}
-        for recording in recordings:
-            self._positions[recording.domain_event.originator_id] = recording.notification.id
-
-    @property
-    def commit(self) -> int:
-        assert self._positions, "a command that wrote must have a position"
-        return max(self._positions.values())
-
-    def position_of(self, originator_id: UUID) -> int:
-        return self._positions[originator_id]
+    apply: Callable[[Workspace], Callable[[Written], R]]
+    account_ids: tuple[str, ...] = ()
+    transfer_ids: tuple[str, ...] = ()
+    units: int = 1
 
 
-class _Attempt:
-    """The aggregates one attempt of one command has loaded or created, saved together."""
-
-    def __init__(self, ledger: "Ledger") -> None:
-        self.ledger = ledger
-        self.accounts: dict[str, Account] = {}
-        self.transfers: dict[str, Transfer | None] = {}
-        # What this attempt read, as it read it: stream id → version (None: absent).
-        self.read_versions: dict[UUID, int | None] = {}
-        # Set when an item of a non-atomic batch was refused (the batch itself goes on).
-        self.rejected = False
-
-    def is_stale(self) -> bool:
-        """Whether any stream this attempt read has changed since it read it."""
-        for originator_id, version in self.read_versions.items():
-            newer = self.ledger.events.get(originator_id, gt=version, limit=1)
-            if next(iter(newer), None) is not None:
-                return True
-        return False
-
-    def account(self, account_id: str) -> Account:
-        account = self.accounts.get(account_id)
-        if account is None:
-            try:
-                account = self.ledger.repository.get(account_uuid(account_id))
-            except AggregateNotFoundError:
-                self.read_versions[account_uuid(account_id)] = None
-                raise AccountNotFoundError(
-                    f"account {account_id} does not exist", account_id=account_id
-                ) from None
-            self.accounts[account_id] = account
-            self.read_versions[account.id] = account.version
-        return account
-
-    def find_account(self, account_id: str) -> Account | None:
-        try:
-            return self.account(account_id)
-        except AccountNotFoundError:
-            return None
-
-    def find_transfer(self, transfer_id: str) -> Transfer | None:
-        if transfer_id not in self.transfers:
-            transfer: Transfer | None
-            try:
-                transfer = self.ledger.transfers.get(transfer_uuid(transfer_id))
-            except AggregateNotFoundError:
-                transfer = None
-            self.transfers[transfer_id] = transfer
-            self.read_versions[transfer_uuid(transfer_id)] = (
-                None if transfer is None else transfer.version
-            )
-        return self.transfers[transfer_id]
-
-    def prefetch_absent_transfers(self, transfer_ids: Sequence[str]) -> None:
-        """One query tells which of a batch's ids are new, instead of one read each."""
-        unknown = [t for t in dict.fromkeys(transfer_ids) if t not in self.transfers]
-        if len(unknown) < PREFETCH_MIN:
-            return
-        existing = existing_streams(self.ledger.recorder, [transfer_uuid(t) for t in unknown])
-        if existing is None:
-            return
-        for transfer_id in unknown:
-            if transfer_uuid(transfer_id) not in existing:
-                self.transfers[transfer_id] = None
-                self.read_versions[transfer_uuid(transfer_id)] = None
-
-    def transfer(self, transfer_id: str) -> Transfer:
-        transfer = self.find_transfer(transfer_id)
-        if transfer is None:
-            raise TransferNotFoundError(
-                f"transfer {transfer_id} does not exist", transfer_id=transfer_id
-            )
-        return transfer
-
-    def aggregates(self) -> list[Account | Transfer]:
-        touched: list[Account | Transfer] = list(self.accounts.values())
-        touched.extend(t for t in self.transfers.values() if t is not None)
-        return touched
+@dataclass
+class _Ran:
+    entry: Pending[Any]
+    reads: set[UUID]
+    finish: Callable[[Written], Any] | None = None
+    rejection: LedgerError | None = None
 
 
 class Ledger(Application[UUID]):
@@ -195,6 +123,8 @@ class Ledger(Application[UUID]):
         "AGGREGATE_CACHE_MAXSIZE": str(AGGREGATE_CACHE_SIZE),
         "AGGREGATE_CACHE_FASTFORWARD": "y",
     }
+    # Snapshots are written by the committer after each commit (never by the library's
+    # save, which would fail a committed command when the snapshot write fails).
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Account: ACCOUNT_SNAPSHOT_INTERVAL}
 
     def __init__(
@@ -202,12 +132,24 @@ class Ledger(Application[UUID]):
     ) -> None:
         super().__init__(env)
         self.clock = clock
-        self._stripes = KeyStripes()
-        self._groups = TransferGroups(self._record_group)
         # Transfers are never snapshotted (a handful of events each): a repository
         # without the snapshot store saves one read per transfer lookup.
         self.transfers: Repository[UUID] = Repository(
             event_store=self.events, cache_maxsize=AGGREGATE_CACHE_SIZE
+        )
+        # The writer's own view of the streams: trusted (the expected-version check of
+        # each write catches a stale entry), never copied, only touched by the writer.
+        self._loader: Repository[UUID] = Repository(
+            event_store=self.events, snapshot_store=self.snapshots
+        )
+        self._written: LRUCache[UUID, Aggregate] = LRUCache(maxsize=AGGREGATE_CACHE_SIZE)
+        self.snapshot_failures = 0
+        self.committer = Committer(
+            self._write_group,
+            queue_units_max=int(self.env.get("WRITE_QUEUE_MAX") or WRITE_QUEUE_MAX_DEFAULT),
+            timeout_seconds=float(
+                self.env.get("WRITE_TIMEOUT_SECONDS") or WRITE_TIMEOUT_SECONDS_DEFAULT
+            ),
         )
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
@@ -220,12 +162,18 @@ class Ledger(Application[UUID]):
     def construct_snapshot_store(self) -> EventStore[UUID]:
         return _retrying_schema_race(super().construct_snapshot_store)
 
+    def close(self) -> None:
+        committer = getattr(self, "committer", None)
+        if committer is not None:
+            committer.close()
+        super().close()
+
     # Accounts --------------------------------------------------------------------------
 
     def open_account(self, command: OpenAccount) -> AccountOutcome:
         command = command.checked()
 
-        def attempt(work: _Attempt) -> Callable[[Written], AccountOutcome]:
+        def apply(work: Workspace) -> Callable[[Written], AccountOutcome]:
             existing = work.find_account(command.id)
             if existing is not None:
                 if not existing.same_opening(
@@ -242,23 +190,24 @@ class Ledger(Application[UUID]):
                 return lambda _: AccountOutcome(
                     view, created=False, position=self._position_of(existing.id, 0)
                 )
-            account = Account.open(
-                command.id,
-                command.unit,
-                command.allow_negative,
-                command.overdraft_limit,
-                command.metadata,
+            account = work.add(
+                Account.open(
+                    command.id,
+                    command.unit,
+                    command.allow_negative,
+                    command.overdraft_limit,
+                    command.metadata,
+                )
             )
-            work.accounts[command.id] = account
             view = AccountView.of(account, now=self.clock())
             return lambda written: AccountOutcome(view, created=True, position=written.commit)
 
-        return self._run(attempt, [command.id])
+        return self._submit(Write(apply, account_ids=(command.id,)))
 
     def close_account(self, account_id: str) -> AccountOutcome:
         account_id = check_id(account_id, "account_id")
 
-        def attempt(work: _Attempt) -> Callable[[Written], AccountOutcome]:
+        def apply(work: Workspace) -> Callable[[Written], AccountOutcome]:
             account = work.account(account_id)
             already_closed = account.status == "closed"
             account.close()
@@ -269,40 +218,44 @@ class Ledger(Application[UUID]):
                 )
             return lambda written: AccountOutcome(view, created=False, position=written.commit)
 
-        return self._run(attempt, [account_id])
+        return self._submit(Write(apply, account_ids=(account_id,)))
 
     def get_account(self, account_id: str) -> AccountView:
         """The account as its own stream says now (the write side; views come from
         projections)."""
         account_id = check_id(account_id, "account_id")
-        return AccountView.of(_Attempt(self).account(account_id), now=self.clock())
+        return AccountView.of(self._read_account(account_id), now=self.clock())
 
     def account_lots(self, account_id: str) -> LotBook:
         """The account's live lots as its own stream says now (a copy)."""
         account_id = check_id(account_id, "account_id")
-        return _Attempt(self).account(account_id).lots
+        return self._read_account(account_id).lots
 
-    def get_account_at_version(self, account_id: str, version: int) -> AccountView:
-        account_id = check_id(account_id, "account_id")
+    def _read_account(self, account_id: str, version: int | None = None) -> Account:
         try:
             account: Account = self.repository.get(account_uuid(account_id), version=version)
         except AggregateNotFoundError:
             raise AccountNotFoundError(
                 f"account {account_id} does not exist", account_id=account_id
             ) from None
-        return AccountView.of(account, now=self.clock())
+        return account
+
+    def get_account_at_version(self, account_id: str, version: int) -> AccountView:
+        account_id = check_id(account_id, "account_id")
+        return AccountView.of(self._read_account(account_id, version), now=self.clock())
 
     # Transfers -------------------------------------------------------------------------
 
     def record_transfer(self, command: RecordTransfer) -> TransferOutcome:
-        """Record one transfer. Concurrent calls in this process are group-committed:
-        the ones that arrive while a write is in flight share the next write, each
-        still all-or-nothing on its own (see ``TransferGroups``)."""
-        command = command.checked()
-        return self._groups.submit(command)
+        """Record one transfer (concurrent calls share the committer's next write)."""
+        return self._submit(self._transfer_write(command.checked()))
 
-    def _record_group(self, commands: Sequence[RecordTransfer]) -> BatchOutcome:
-        return self._record_independent_batch(commands)
+    def _transfer_write(self, command: RecordTransfer) -> Write[TransferOutcome]:
+        return Write(
+            lambda work: self._apply_transfer(work, command),
+            account_ids=(command.debit_account_id, command.credit_account_id),
+            transfer_ids=(command.id,),
+        )
 
     def record_batch(self, commands: Sequence[RecordTransfer], *, atomic: bool) -> BatchOutcome:
         if len(commands) > limits.BATCH_SIZE_MAX:
@@ -323,8 +276,7 @@ class Ledger(Application[UUID]):
             except LedgerError as error:
                 raise BatchRejectedError(index, error) from None
 
-        def attempt(work: _Attempt) -> Callable[[Written], BatchOutcome]:
-            work.prefetch_absent_transfers([command.id for command in checked])
+        def apply(work: Workspace) -> Callable[[Written], BatchOutcome]:
             finishers = []
             for index, command in enumerate(checked):
                 try:
@@ -333,32 +285,34 @@ class Ledger(Application[UUID]):
                     raise BatchRejectedError(index, error) from None
             return lambda written: BatchOutcome([finish(written) for finish in finishers])
 
-        return self._run(attempt, _account_keys(checked))
+        write = Write(
+            apply,
+            account_ids=tuple(_account_ids(checked)),
+            transfer_ids=tuple(command.id for command in checked),
+            units=len(checked),
+        )
+        return self._submit(write)
 
     def _record_independent_batch(self, commands: Sequence[RecordTransfer]) -> BatchOutcome:
-        # Items are applied in order on one set of aggregates; an item that fails its
-        # checks changes nothing (checks run before any event), so the survivors can
-        # still share a single write.
-        def attempt(work: _Attempt) -> Callable[[Written], BatchOutcome]:
-            work.prefetch_absent_transfers(
-                [command.id for command in commands if isinstance(command.id, str)]
-            )
-            items: list[Callable[[Written], TransferOutcome] | LedgerError] = []
-            for command in commands:
-                try:
-                    items.append(self._apply_transfer(work, command.checked()))
-                except LedgerError as error:
-                    items.append(error)
-                    work.rejected = True
-            return lambda written: BatchOutcome(
-                [item if isinstance(item, LedgerError) else item(written) for item in items]
-            )
-
-        return self._run(attempt, _account_keys(commands))
+        """Each item is its own command (all-or-nothing on its own); they are queued
+        together and usually share one write."""
+        results: dict[int, TransferOutcome | Exception] = {}
+        writes: dict[int, Write[TransferOutcome]] = {}
+        for index, command in enumerate(commands):
+            try:
+                writes[index] = self._transfer_write(command.checked())
+            except LedgerError as error:
+                results[index] = error
+        answers = self.committer.submit_all([(write, write.units) for write in writes.values()])
+        for index, answer in zip(writes, answers, strict=True):
+            if isinstance(answer, BaseException) and not isinstance(answer, LedgerError):
+                raise answer  # a store fault, not a rejection of this item
+            results[index] = answer
+        return BatchOutcome([results[index] for index in range(len(commands))])
 
     def _apply_transfer(
         self,
-        work: _Attempt,
+        work: Workspace,
         command: RecordTransfer,
         reversal_of: str | None = None,
         reversal: "_Reversal | None" = None,
@@ -413,6 +367,7 @@ class Ledger(Application[UUID]):
             grant=grant_record,
             allocations=allocations,
         )
+        work.add(transfer)
         if reversal is not None and reversal.back is not None:
             credit_account.credit(
                 command.id,
@@ -426,17 +381,16 @@ class Ledger(Application[UUID]):
             credit_account.credit(
                 command.id, command.amount, pending=command.pending, grant=lot_terms
             )
-        work.transfers[command.id] = transfer
         view = TransferView.of(transfer)
         # A transfer's position is that of the event recording it, the same whether it
         # is answered now or replayed later (in a batch, the commit ends at the last one).
         return lambda written: TransferOutcome(
-            view, created=True, position=written.position_of(transfer.id)
+            view, created=True, position=written.position_of(transfer.id, Transfer.INITIAL_VERSION)
         )
 
     def _break(
         self,
-        work: _Attempt,
+        work: Workspace,
         account: Account,
         allocations: Sequence[Allocation],
         cause_id: str,
@@ -453,7 +407,7 @@ class Ledger(Application[UUID]):
             breakage = Account.open(
                 breakage_account_id(account.unit), account.unit, False, 0, {"system": "breakage"}
             )
-            work.accounts[breakage.account_id] = breakage
+            work.add(breakage)
         transfer_id = transfer_id or derived_transfer_id("breakage", cause_id)
         transfer = Transfer.record(
             transfer_id=transfer_id,
@@ -468,7 +422,7 @@ class Ledger(Application[UUID]):
         )
         account.debit(transfer_id, amount, pending=False, now=now, allocations=allocations)
         breakage.credit(transfer_id, amount, pending=False)
-        work.transfers[transfer_id] = transfer
+        work.add(transfer)
         return transfer
 
     def _replay(
@@ -502,7 +456,7 @@ class Ledger(Application[UUID]):
         if amount is not None:
             amount = check_amount(amount)
 
-        def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome]:
+        def apply(work: Workspace) -> Callable[[Written], TransferOutcome]:
             transfer = work.transfer(transfer_id)
             posted_amount = transfer.amount if amount is None else amount
             now = self.clock()
@@ -511,26 +465,26 @@ class Ledger(Application[UUID]):
             transfer.post(posted_amount, now, consumed)
             return self._outcome(transfer)
 
-        return self._run(attempt, [transfer_id])
+        return self._submit(Write(apply, transfer_ids=(transfer_id,)))
 
     def void_pending(self, transfer_id: str) -> TransferOutcome:
         transfer_id = check_id(transfer_id, "transfer_id")
 
-        def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome]:
+        def apply(work: Workspace) -> Callable[[Written], TransferOutcome]:
             transfer = work.transfer(transfer_id)
             now = self.clock()
             transfer.void(now)
             self._settle_hold(work, transfer, 0, now)
             return self._outcome(transfer)
 
-        return self._run(attempt, [transfer_id])
+        return self._submit(Write(apply, transfer_ids=(transfer_id,)))
 
     def expire_pending(self, transfer_id: str) -> TransferOutcome:
         """Release a hold whose timeout has passed. Safe to run twice: an expired hold
         is answered as it is, with nothing written."""
         transfer_id = check_id(transfer_id, "transfer_id")
 
-        def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome]:
+        def apply(work: Workspace) -> Callable[[Written], TransferOutcome]:
             transfer = work.transfer(transfer_id)
             if transfer.status == "expired":
                 view = TransferView.of(transfer)
@@ -542,10 +496,10 @@ class Ledger(Application[UUID]):
             self._settle_hold(work, transfer, 0, now)
             return self._outcome(transfer)
 
-        return self._run(attempt, [transfer_id])
+        return self._submit(Write(apply, transfer_ids=(transfer_id,)))
 
     def _settle_hold(
-        self, work: _Attempt, transfer: Transfer, posted_amount: int, now: datetime
+        self, work: Workspace, transfer: Transfer, posted_amount: int, now: datetime
     ) -> tuple[Allocation, ...]:
         """End a hold: what posts comes from the lots it reserved, in the order reserved;
         the rest goes back to them, or to breakage for lots that expired meanwhile."""
@@ -576,7 +530,7 @@ class Ledger(Application[UUID]):
         if amount is not None:
             amount = check_amount(amount)
 
-        def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome]:
+        def apply(work: Workspace) -> Callable[[Written], TransferOutcome]:
             original = work.transfer(transfer_id)
             existing = work.find_transfer(reversal_id)
             if existing is not None:
@@ -602,10 +556,10 @@ class Ledger(Application[UUID]):
             original.mark_reversed(reversal_id)
             return finish
 
-        return self._run(attempt, [transfer_id, reversal_id])
+        return self._submit(Write(apply, transfer_ids=(transfer_id, reversal_id)))
 
     def _plan_reversal(
-        self, work: _Attempt, original: Transfer, amount: int | None, now: datetime
+        self, work: Workspace, original: Transfer, amount: int | None, now: datetime
     ) -> "_Reversal":
         wanted = original.amount_posted if amount is None else amount
         if wanted > original.amount_posted:
@@ -636,7 +590,7 @@ class Ledger(Application[UUID]):
         grant_id = check_id(grant_id, "grant_id")
         expiry_id = derived_transfer_id("expiry", grant_id)
 
-        def attempt(work: _Attempt) -> Callable[[Written], TransferOutcome | None]:
+        def apply(work: Workspace) -> Callable[[Written], TransferOutcome | None]:
             existing = work.find_transfer(expiry_id)
             if existing is not None:
                 view = TransferView.of(existing)
@@ -661,60 +615,208 @@ class Ledger(Application[UUID]):
             assert moved is not None
             view = TransferView.of(moved)
             return lambda written: TransferOutcome(
-                view, created=True, position=written.position_of(moved.id)
+                view, created=True, position=written.position_of(moved.id, Transfer.INITIAL_VERSION)
             )
 
-        return self._run(attempt, [grant_id, expiry_id])
+        return self._submit(Write(apply, transfer_ids=(grant_id, expiry_id)))
 
     def get_transfer(self, transfer_id: str) -> TransferView:
         transfer_id = check_id(transfer_id, "transfer_id")
-        return TransferView.of(_Attempt(self).transfer(transfer_id))
+        return TransferView.of(self._read_transfer(transfer_id))
+
+    def _read_transfer(self, transfer_id: str) -> Transfer:
+        try:
+            transfer: Transfer = self.transfers.get(transfer_uuid(transfer_id))
+        except AggregateNotFoundError:
+            raise TransferNotFoundError(
+                f"transfer {transfer_id} does not exist", transfer_id=transfer_id
+            ) from None
+        return transfer
 
     def transfer_position(self, transfer_id: str) -> int:
         """The log position at which the transfer was recorded."""
         transfer_id = check_id(transfer_id, "transfer_id")
-        return self._recorded_at(_Attempt(self).transfer(transfer_id))
+        return self._recorded_at(self._read_transfer(transfer_id))
 
     def _outcome(self, transfer: Transfer) -> Callable[[Written], TransferOutcome]:
         view = TransferView.of(transfer)
         return lambda written: TransferOutcome(view, created=False, position=written.commit)
 
-    # The retry loop --------------------------------------------------------------------
+    # The writer's side -----------------------------------------------------------------
 
-    def _run(
-        self, attempt: Callable[[_Attempt], Callable[[Written], R]], keys: Iterable[str] = ()
-    ) -> R:
-        # Commands of this process on the same accounts take turns (striped locks), so
-        # a hot account's conflicts come only from other processes; those are retried.
-        with self._stripes.holding(keys):
-            deadline = time.monotonic() + RETRY_DEADLINE_SECONDS
-            for attempt_number in range(RETRY_ATTEMPTS_MAX):
-                work = _Attempt(self)
-                try:
-                    with command_time(utc_now()):
-                        finish = attempt(work)
-                    if work.rejected and work.is_stale() and time.monotonic() < deadline:
-                        continue  # an item was refused on reads that have since moved
-                except LedgerError:
-                    # A rejection must rest on one consistent state. If anything this
-                    # attempt read has moved since, its reads may straddle another
-                    # write (e.g. a concurrent identical transfer): run it again.
-                    if work.is_stale() and time.monotonic() < deadline:
-                        continue
-                    raise
-                try:
-                    recordings = self.save(*work.aggregates())
-                except IntegrityError:
-                    # Another writer moved one of our streams: redo it all on fresh state.
-                    if time.monotonic() > deadline:
-                        break
-                    _backoff(attempt_number)
-                    continue
-                return finish(Written(recordings))
-        raise ConcurrencyConflictError(
-            f"gave up after {RETRY_DEADLINE_SECONDS}s of conflicting attempts; "
-            "sending the same command again is safe"
+    def _submit(self, write: Write[R]) -> R:
+        result: R = self.committer.submit(write, write.units)
+        return result
+
+    def _write_group(self, group: list[Pending[Any]]) -> list[Pending[Any]]:
+        """Run and record one group (the committer's writer thread). Returns the
+        commands that must run again in a later group (their streams moved)."""
+        later: list[Pending[Any]] = []
+        while group:
+            group = self._attempt_group(group, later)
+        return later
+
+    def _attempt_group(
+        self, group: list[Pending[Any]], later: list[Pending[Any]]
+    ) -> list[Pending[Any]]:
+        """One store write for the group. Returns the commands to write again at once
+        (those a conflict did not concern); adds those that must wait to ``later``."""
+        work = Workspace(self)
+        work.prefetch(
+            (i for entry in group for i in entry.command.account_ids),
+            (i for entry in group for i in entry.command.transfer_ids),
         )
+        ran = [self._run_command(work, entry) for entry in group]
+        rejected = [r for r in ran if r.rejection is not None]
+        if rejected:
+            # A rejection must rest on fresh state: if a stream it read has moved since
+            # (another process wrote it), the command runs again instead.
+            moved = self._moved_streams(work, set().union(*(r.reads for r in rejected)))
+            for r in rejected:
+                if r.reads & moved and self._may_retry(r.entry):
+                    later.append(r.entry)
+            ran = [r for r in ran if r.entry not in later]
+        events = work.collect_events()
+        written = Written([])
+        if events:
+            try:
+                written = Written(self.events.put(events))
+            except IntegrityError:
+                self._forget(work)
+                return self._after_conflict(work, ran, later)
+            except BaseException:
+                self._forget(work)
+                raise
+        self._remember(work)
+        # Rejections are answered only now: they may rest on what earlier commands of
+        # the group did, which is final only once written.
+        for r in ran:
+            self._answer(r, written)
+        self._snapshot_accounts(work)
+        return []
+
+    def _run_command(self, work: Workspace, entry: Pending[Any]) -> _Ran:
+        work.begin()
+        try:
+            with command_time(utc_now()):
+                finish = entry.command.apply(work)
+        except LedgerError as error:
+            work.rollback()
+            return _Ran(entry, work.reads, rejection=error)
+        return _Ran(entry, work.reads, finish=finish)
+
+    def _answer(self, ran: _Ran, written: Written) -> None:
+        if ran.rejection is not None:
+            ran.entry.fail(ran.rejection)
+            return
+        assert ran.finish is not None
+        try:
+            ran.entry.answer(ran.finish(written))
+        except (LookupError, PersistenceError) as error:
+            # Committed, but its position could not be read back: the caller may resend.
+            ran.entry.fail(
+                OutcomeUnknownError(
+                    f"the write committed but its position could not be read ({error!r}); "
+                    "sending the same request again is safe"
+                )
+            )
+
+    def _after_conflict(
+        self, work: Workspace, ran: list[_Ran], later: list[Pending[Any]]
+    ) -> list[Pending[Any]]:
+        """Another process wrote some of the group's streams first. The commands that
+        read them (or that came after one of those on a shared stream) run again later;
+        the rest are written again at once."""
+        moved = self._moved_streams(work, set(work.base_versions))
+        tainted: set[UUID] = set()
+        again_now: list[Pending[Any]] = []
+        for r in ran:
+            if not moved or r.reads & (moved | tainted):
+                tainted |= r.reads
+                if self._may_retry(r.entry):
+                    later.append(r.entry)
+                else:
+                    r.entry.fail(
+                        ConcurrencyConflictError(
+                            f"gave up after {r.entry.conflicts} conflicting attempts; "
+                            "sending the same command again is safe"
+                        )
+                    )
+            else:
+                again_now.append(r.entry)
+        return again_now
+
+    def _may_retry(self, entry: Pending[Any]) -> bool:
+        entry.conflicts += 1
+        return entry.conflicts <= CONFLICT_RETRIES_MAX and not entry.expired(time.monotonic())
+
+    def _moved_streams(self, work: Workspace, originator_ids: Iterable[UUID]) -> set[UUID]:
+        """Which of these streams the store now holds at another version than the group
+        first read (those are evicted: their next use reloads them)."""
+        ids = list(originator_ids)
+        heads = stream_heads(self.recorder, ids)
+        moved = {i for i in ids if heads.get(i) != work.base_versions.get(i)}
+        for originator_id in moved:
+            self._evict(originator_id)
+        return moved
+
+    # The writer's cache ----------------------------------------------------------------
+
+    def load_aggregate(self, originator_id: UUID) -> Aggregate | None:
+        try:
+            aggregate: Aggregate = self._written.get(originator_id)
+        except KeyError:
+            try:
+                aggregate = self._loader.get(originator_id)
+            except AggregateNotFoundError:
+                return None
+            self._written.put(originator_id, aggregate)
+        return aggregate
+
+    def load_aggregates(self, originator_ids: list[UUID]) -> dict[UUID, Aggregate]:
+        found: dict[UUID, Aggregate] = {}
+        for originator_id in originator_ids:
+            aggregate = self.load_aggregate(originator_id)
+            if aggregate is not None:
+                found[originator_id] = aggregate
+        return found
+
+    def absent_streams(self, originator_ids: list[UUID]) -> set[UUID] | None:
+        uncached = [i for i in originator_ids if i not in self._written.cache]
+        if not uncached:
+            return set()
+        existing = existing_streams(self.recorder, uncached)
+        if existing is None:
+            return None
+        return set(uncached) - existing
+
+    def _evict(self, originator_id: UUID) -> None:
+        with contextlib.suppress(KeyError):
+            self._written.get(originator_id, evict=True)
+
+    def _forget(self, work: Workspace) -> None:
+        """A failed write leaves the workspace's aggregates ahead of the store."""
+        for aggregate in work.aggregates():
+            self._evict(aggregate.id)
+
+    def _remember(self, work: Workspace) -> None:
+        for aggregate in work.aggregates():
+            self._written.put(aggregate.id, aggregate)
+
+    def _snapshot_accounts(self, work: Workspace) -> None:
+        """After the commit and the answers: a snapshot is an optimisation, so a failed
+        one is counted and logged, never reported to a caller whose write committed."""
+        if self.snapshots is None:
+            return
+        for account in work.accounts.values():
+            base = work.base_versions.get(account.id) or 0
+            if account.version // ACCOUNT_SNAPSHOT_INTERVAL <= base // ACCOUNT_SNAPSHOT_INTERVAL:
+                continue
+            try:
+                self.snapshots.put([Account.Snapshot.take(account)])
+            except PersistenceError as error:
+                self.snapshot_failures += 1
+                log.warning("snapshot of account %s failed: %r", account.account_id, error)
 
 
 class _Reversal:
@@ -726,73 +828,6 @@ class _Reversal:
         self.amount = amount
         self.taken = taken
         self.back = back
-
-
-class TransferGroups:
-    """Group commit for concurrent single transfers.
-
-    The first caller becomes the leader and writes what is pending; callers that
-    arrive meanwhile queue up and the leader writes them together next, as one
-    non-atomic batch (each transfer all-or-nothing, one store write for all). Under
-    no concurrency a group is one transfer: nothing waits for a timer.
-    """
-
-    def __init__(self, write: Callable[[Sequence[RecordTransfer]], BatchOutcome]) -> None:
-        self._write = write
-        self._lock = threading.Lock()
-        self._pending: list[tuple[RecordTransfer, Future[TransferOutcome]]] = []
-        self._leading = False
-
-    def submit(self, command: RecordTransfer) -> TransferOutcome:
-        future: Future[TransferOutcome] = Future()
-        with self._lock:
-            self._pending.append((command, future))
-            if self._leading:
-                leader = False
-            else:
-                self._leading = leader = True
-        if leader:
-            self._lead()
-        return future.result()
-
-    def _lead(self) -> None:
-        while True:
-            with self._lock:
-                group = self._pending[: limits.BATCH_SIZE_MAX]
-                del self._pending[: limits.BATCH_SIZE_MAX]
-                if not group:
-                    self._leading = False
-                    return
-            self._write_group(group)
-
-    def _write_group(self, group: list[tuple[RecordTransfer, Future[TransferOutcome]]]) -> None:
-        try:
-            outcome = self._write([command for command, _ in group])
-        except BaseException as error:  # noqa: BLE001  # handed to every waiter of the group
-            for _, future in group:
-                future.set_exception(error)
-            return
-        for (_, future), result in zip(group, outcome.results, strict=True):
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-
-class KeyStripes:
-    """A fixed set of locks; a command holds the stripes of its keys, in index order
-    (so two commands can never wait on each other in a cycle)."""
-
-    def __init__(self, count: int = LOCK_STRIPES) -> None:
-        self._locks = [threading.Lock() for _ in range(count)]
-
-    @contextmanager
-    def holding(self, keys: Iterable[str]) -> Iterator[None]:
-        indexes = sorted({hash(key) % len(self._locks) for key in keys if isinstance(key, str)})
-        with ExitStack() as stack:
-            for index in indexes:
-                stack.enter_context(self._locks[index])
-            yield
 
 
 def _retrying_schema_race(construct: Callable[[], R]) -> R:
@@ -809,13 +844,8 @@ def _retrying_schema_race(construct: Callable[[], R]) -> R:
     raise AssertionError("unreachable")
 
 
-def _account_keys(commands: Sequence[RecordTransfer]) -> list[str]:
-    keys: list[str] = []
+def _account_ids(commands: Sequence[RecordTransfer]) -> list[str]:
+    ids: list[str] = []
     for command in commands:
-        keys += [command.debit_account_id, command.credit_account_id]
-    return keys
-
-
-def _backoff(attempt_number: int) -> None:
-    ceiling = min(RETRY_BACKOFF_CAP_SECONDS, RETRY_BACKOFF_BASE_SECONDS * 2**attempt_number)
-    time.sleep(random.uniform(0, ceiling))
+        ids += [command.debit_account_id, command.credit_account_id]
+    return ids

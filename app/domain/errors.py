@@ -202,3 +202,22 @@ class LiveLotLimitExceededError(LedgerError):
 
 class GrantNotYetExpiredError(LedgerError):
     code = "grant_not_yet_expired"
+
+
+# The write path under load (the committer's answers). They say nothing about the
+# command itself, so they are not rejections: the client may send it again (503 with
+# Retry-After). A write whose outcome is unknown answers OutcomeUnknownError (above).
+
+
+class OverloadedError(LedgerError):
+    """The write queue is full: refused at once, nothing queued, nothing written."""
+
+    code = "overloaded"
+    kind = "unavailable"
+
+
+class WriteTimeoutError(LedgerError):
+    """The deadline passed before the writer took the command: nothing was written."""
+
+    code = "write_timeout"
+    kind = "unavailable"

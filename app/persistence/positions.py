@@ -91,3 +91,41 @@ def _postgres_position(
     if row is None:
         raise LookupError(f"no event {originator_id} v{version}")
     return int(row["notification_id"])
+
+
+def stream_heads(recorder: ApplicationRecorder, originator_ids: list[UUID]) -> dict[UUID, int]:
+    """Each existing stream's last version (absent streams are left out), in one query
+    per chunk on SQL backends and one read per stream elsewhere. The writer asks this
+    only after a conflict or before a rejection is final."""
+    heads: dict[UUID, int] = {}
+    for start in range(0, len(originator_ids), EXISTENCE_CHUNK_SIZE):
+        chunk = originator_ids[start : start + EXISTENCE_CHUNK_SIZE]
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            marks = ",".join("?" * len(chunk))
+            statement = (
+                "SELECT originator_id, MAX(originator_version) "  # noqa: S608  # our table
+                f"FROM {recorder.events_table_name} "
+                f"WHERE originator_id IN ({marks}) GROUP BY originator_id"
+            )
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(statement, [originator_id.hex for originator_id in chunk])
+                heads.update((UUID(row[0]), int(row[1])) for row in cursor.fetchall())
+        elif isinstance(recorder, PostgresApplicationRecorder):
+            query = SQL(
+                "SELECT originator_id, MAX(originator_version) AS head FROM {schema}.{table} "
+                "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+            ).format(
+                schema=Identifier(recorder.datastore.schema),
+                table=Identifier(recorder.events_table_name),
+            )
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(query, (chunk,))
+                heads.update(
+                    (UUID(str(row["originator_id"])), int(row["head"])) for row in cursor.fetchall()
+                )
+        else:
+            for originator_id in chunk:
+                last = recorder.select_events(originator_id, desc=True, limit=1)
+                if last:
+                    heads[originator_id] = last[0].originator_version
+    return heads

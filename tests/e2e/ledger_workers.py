@@ -5,6 +5,8 @@ process or ``python -m tests.e2e.ledger_workers`` imports only what it needs.
 """
 
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
@@ -13,7 +15,7 @@ from typing import Final
 
 from app.application.commands import RecordTransfer
 from app.application.ledger import Ledger
-from app.domain.errors import LedgerError
+from app.domain.errors import LedgerError, OverloadedError
 from app.persistence.stores import event_store_env
 
 UNIT: Final = "CREDITS"
@@ -108,15 +110,65 @@ def write_burst(url: str, prefix: str, count: int, user_count: int) -> None:
     print("done", flush=True)
 
 
+FLOOD_THREADS: Final = 24
+FLOOD_QUEUE_MAX: Final = 8
+OVERLOADED_PAUSE_SECONDS: Final = 0.001
+
+
+def write_flood(url: str, prefix: str, count: int, user_count: int) -> None:
+    """Many threads send the plan at once into a small write queue, so that the committer
+    holds a full queue all along: each thread resends a refused (overloaded) transfer
+    until it is recorded, and acknowledges it on stdout (``overloaded`` lines mark the
+    refusals)."""
+    env = {**event_store_env(url), "LEDGER_WRITE_QUEUE_MAX": str(FLOOD_QUEUE_MAX)}
+    ledger = Ledger(env)
+    plan = iter(crash_plan(prefix, count, user_count))
+    plan_lock = threading.Lock()
+    print_lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with print_lock:
+            print(line, flush=True)
+
+    def send() -> None:
+        while True:
+            with plan_lock:
+                command = next(plan, None)
+            if command is None:
+                return
+            while True:
+                try:
+                    ledger.record_transfer(command)
+                except OverloadedError:
+                    say("overloaded")
+                    time.sleep(OVERLOADED_PAUSE_SECONDS)
+                    continue
+                say(command.id)
+                break
+
+    say("ready")
+    threads = [threading.Thread(target=send) for _ in range(FLOOD_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ledger.close()
+    say("done")
+
+
+MODES: Final = {"write-burst": write_burst, "write-flood": write_flood}
+
+
 def main(argv: Sequence[str]) -> int:
-    if len(argv) != 5 or argv[0] != "write-burst":
+    if len(argv) != 5 or argv[0] not in MODES:
         print(
-            "usage: python -m tests.e2e.ledger_workers write-burst URL PREFIX COUNT USERS",
+            "usage: python -m tests.e2e.ledger_workers write-burst|write-flood "
+            "URL PREFIX COUNT USERS",
             file=sys.stderr,
         )
         return 2
-    _, url, prefix, count, user_count = argv
-    write_burst(url, prefix, int(count), int(user_count))
+    mode, url, prefix, count, user_count = argv
+    MODES[mode](url, prefix, int(count), int(user_count))
     return 0
 
 

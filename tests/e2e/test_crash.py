@@ -27,7 +27,7 @@ from app.domain.errors import TransferNotFoundError
 from app.domain.transfer import Transfer
 from app.persistence.stores import event_store_env
 from tests.conftest import store_url
-from tests.e2e.ledger_workers import ISSUANCE, UNIT, crash_plan, user_account
+from tests.e2e.ledger_workers import FLOOD_THREADS, ISSUANCE, UNIT, crash_plan, user_account
 from tests.e2e.store_reads import posted_transfer_ids, running_balances, topics_recorded
 
 REPOSITORY_ROOT: Final = Path(__file__).resolve().parents[2]
@@ -80,11 +80,18 @@ class LineReader:
 class KilledBurst:
     plan: list[RecordTransfer]
     acknowledged: list[str]
+    overloaded: int = 0
 
 
-def kill_writer_after(url: str, prefix: str, acks_before_kill: int, log: Path) -> KilledBurst:
+OVERLOADED_LINE: Final = "overloaded"
+FLOOD_ACKS_BEFORE_KILL: Final = 400
+
+
+def kill_writer_after(
+    url: str, prefix: str, acks_before_kill: int, log: Path, mode: str = "write-burst"
+) -> KilledBurst:
     """Start a writer, read ``acks_before_kill`` acknowledgements, SIGKILL it at once."""
-    command = [sys.executable, "-m", "tests.e2e.ledger_workers", "write-burst", url, prefix]
+    command = [sys.executable, "-m", "tests.e2e.ledger_workers", mode, url, prefix]
     with log.open("w") as stderr:
         writer = subprocess.Popen(
             [*command, str(BURST), str(USERS)],
@@ -95,13 +102,17 @@ def kill_writer_after(url: str, prefix: str, acks_before_kill: int, log: Path) -
         )
     assert writer.stdout is not None
     reader = LineReader(writer.stdout)
+    overloaded = 0
     try:
         assert reader.next_line() == "ready", log.read_text()
         acknowledged: list[str] = []
         while len(acknowledged) < acks_before_kill:
             line = reader.next_line()
             assert line is not None, f"the writer died on its own:\n{log.read_text()}"
-            acknowledged.append(line)
+            if line == OVERLOADED_LINE:
+                overloaded += 1
+            else:
+                acknowledged.append(line)
         # A few milliseconds more, so the kill lands anywhere within the next transfers
         # (their reads, their commit, their acknowledgement), not always at one spot.
         time.sleep(random.uniform(0, KILL_JITTER_SECONDS))
@@ -114,9 +125,10 @@ def kill_writer_after(url: str, prefix: str, acks_before_kill: int, log: Path) -
             writer.wait()
     assert writer.returncode == -signal.SIGKILL
     # Acknowledgements printed before the kill but not yet read count just the same.
-    acknowledged.extend(reader.rest())
+    rest = reader.rest()
+    acknowledged.extend(line for line in rest if line != OVERLOADED_LINE)
     assert "done" not in acknowledged, "the burst ended before the kill"
-    return KilledBurst(crash_plan(prefix, BURST, USERS), acknowledged)
+    return KilledBurst(crash_plan(prefix, BURST, USERS), acknowledged, overloaded)
 
 
 def recorded_part(ledger: Ledger, burst: KilledBurst) -> list[RecordTransfer]:
@@ -125,8 +137,16 @@ def recorded_part(ledger: Ledger, burst: KilledBurst) -> list[RecordTransfer]:
     one, plus at most the one in flight at the kill; nothing after that."""
     planned_ids = [command.id for command in burst.plan]
     assert burst.acknowledged == planned_ids[: len(burst.acknowledged)]
+    recorded = recorded_whole(ledger, burst.plan)
+    assert recorded == burst.plan[: len(recorded)], "a gap: a later transfer without an earlier"
+    assert len(burst.acknowledged) <= len(recorded) <= len(burst.acknowledged) + 1
+    return recorded
+
+
+def recorded_whole(ledger: Ledger, plan: list[RecordTransfer]) -> list[RecordTransfer]:
+    """The planned transfers the store holds, each checked whole against the plan."""
     recorded: list[RecordTransfer] = []
-    for command in burst.plan:
+    for command in plan:
         try:
             transfer = ledger.get_transfer(command.id)
         except TransferNotFoundError:
@@ -138,8 +158,6 @@ def recorded_part(ledger: Ledger, burst: KilledBurst) -> list[RecordTransfer]:
         assert (transfer.amount, transfer.amount_posted) == (command.amount, command.amount)
         assert transfer.status == "posted"
         recorded.append(command)
-    assert recorded == burst.plan[: len(recorded)], "a gap: a later transfer without an earlier"
-    assert len(burst.acknowledged) <= len(recorded) <= len(burst.acknowledged) + 1
     return recorded
 
 
@@ -195,3 +213,27 @@ def test_a_writer_killed_mid_burst_loses_no_acknowledged_transfer_and_half_appli
             assert outcome.created == (in_flight not in recorded_now)
             recorded += burst.plan[: len(burst.acknowledged) + 1]
             assert_books_match(ledger, recorded)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(280)
+def test_a_writer_killed_while_its_write_queue_is_full_keeps_every_acknowledged_transfer_once(
+    crash_store_url: str, tmp_path: Path
+) -> None:
+    with Ledger(event_store_env(crash_store_url)) as ledger:
+        ledger.open_account(OpenAccount(ISSUANCE, UNIT, allow_negative=True))
+        for number in range(USERS):
+            ledger.open_account(OpenAccount(user_account(number), UNIT))
+
+    burst = kill_writer_after(
+        crash_store_url, "flood", FLOOD_ACKS_BEFORE_KILL, tmp_path / "flood.log", "write-flood"
+    )
+    assert burst.overloaded > 0, "the queue was never full before the kill"
+    with Ledger(event_store_env(crash_store_url)) as ledger:
+        recorded = recorded_whole(ledger, burst.plan)
+        recorded_ids = {command.id for command in recorded}
+        assert len(set(burst.acknowledged)) == len(burst.acknowledged)
+        assert set(burst.acknowledged) <= recorded_ids
+        # Beyond the acknowledged: at most what the writer held (a queue and a group).
+        assert len(recorded) <= len(burst.acknowledged) + FLOOD_THREADS
+        assert_books_match(ledger, recorded)  # each recorded once, books balanced

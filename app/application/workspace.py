@@ -1,0 +1,258 @@
+"""The aggregates one group write loads, changes and records together.
+
+The committer's writer runs the commands of a group one after another on one
+``Workspace``: a later command sees what an earlier one did (a hot account is debited
+by each in turn, without a conflict), and all their events go to the store in one
+write. Each command runs in its own scope: the workspace notes every stream the command
+reads and, before the command first touches an aggregate, an image of that aggregate's
+state. A command that is rejected is rolled back to those images, so it leaves nothing
+behind for its neighbours, however far it got.
+
+Images copy the aggregate's attributes, its containers one level deep and any other
+object whole (``copy.deepcopy``: a mutable state class such as the lot book gives itself
+a cheap ``__deepcopy__``). So containers in aggregate state must hold immutable values
+(events are immutable); ``tests/unit/test_workspace.py`` checks this for every aggregate.
+"""
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import is_dataclass
+from datetime import datetime
+from typing import Any, Final, Protocol, TypeVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Recording
+
+from app.domain.account import Account
+from app.domain.errors import AccountNotFoundError, TransferNotFoundError
+from app.domain.transfer import Transfer
+from app.domain.values import account_uuid, transfer_uuid
+
+A = TypeVar("A", bound=Aggregate)
+
+_CONTAINERS: Final = (dict, list, set)
+_IMMUTABLE_TYPES: Final = frozenset(
+    {str, int, bool, float, type(None), bytes, datetime, UUID, tuple, frozenset}
+)
+
+
+class Written:
+    """Where a group write landed: each recorded event's log position."""
+
+    def __init__(self, recordings: Iterable[Recording[UUID]]) -> None:
+        self._positions: dict[tuple[UUID, int], int] = {}
+        self._last: dict[UUID, int] = {}
+        for recording in recordings:
+            event = recording.domain_event
+            position = recording.notification.id
+            self._positions[event.originator_id, event.originator_version] = position
+            self._last[event.originator_id] = position
+
+    @property
+    def commit(self) -> int:
+        """The end of the commit: the last position written."""
+        assert self._last, "a write that recorded nothing has no position"
+        return max(self._last.values())
+
+    def position_of(self, originator_id: UUID, version: int | None = None) -> int:
+        """The position of one event (by default the stream's last event in this write)."""
+        if version is None:
+            return self._last[originator_id]
+        return self._positions[originator_id, version]
+
+
+Finish = Callable[[Written], Any]
+
+
+class Loader(Protocol):
+    """Where a workspace finds aggregates it does not hold yet (the ledger)."""
+
+    def load_aggregate(self, originator_id: UUID) -> Aggregate | None: ...
+
+    def absent_streams(self, originator_ids: list[UUID]) -> set[UUID] | None: ...
+
+    def load_aggregates(self, originator_ids: list[UUID]) -> dict[UUID, Aggregate]: ...
+
+
+class Workspace:
+    """A group's aggregates, with per-command read sets and rollback (module docstring)."""
+
+    def __init__(self, loader: Loader) -> None:
+        self._loader = loader
+        self.accounts: dict[str, Account] = {}
+        self.transfers: dict[str, Transfer] = {}
+        self._absent: set[UUID] = set()
+        # Every stream read, at the version the store held when the group first read it
+        # (None: absent). A conflict or a rejection is judged against these.
+        self.base_versions: dict[UUID, int | None] = {}
+        # The current command's scope.
+        self.reads: set[UUID] = set()
+        self._images: dict[UUID, tuple[Aggregate, dict[str, Any]]] = {}
+        self._created: dict[UUID, Aggregate] = {}
+
+    # Command scopes ----------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self.reads = set()
+        self._images = {}
+        self._created = {}
+
+    def rollback(self) -> None:
+        """Undo everything the current command did (it was rejected)."""
+        for aggregate, image in self._images.values():
+            state = vars(aggregate)
+            state.clear()
+            state.update(image)
+        for aggregate in self._created.values():
+            self._forget(aggregate)
+        self._images = {}
+        self._created = {}
+
+    def _touch(self, aggregate: Aggregate) -> None:
+        originator_id = aggregate.id
+        self.reads.add(originator_id)
+        if originator_id not in self._images and originator_id not in self._created:
+            self._images[originator_id] = (aggregate, _image(aggregate))
+
+    def _forget(self, aggregate: Aggregate) -> None:
+        if isinstance(aggregate, Account):
+            del self.accounts[aggregate.account_id]
+        elif isinstance(aggregate, Transfer):
+            del self.transfers[aggregate.transfer_id]
+        self._absent.add(aggregate.id)
+
+    # Reads -------------------------------------------------------------------------------
+
+    def prefetch(self, account_ids: Iterable[str], transfer_ids: Iterable[str]) -> None:
+        """Load what a group will read in as few store calls as the backend allows."""
+        accounts = [account_uuid(i) for i in dict.fromkeys(account_ids) if i not in self.accounts]
+        for aggregate in self._loader.load_aggregates(accounts).values():
+            if isinstance(aggregate, Account):
+                self._hold(aggregate)
+        transfers = [
+            transfer_uuid(i) for i in dict.fromkeys(transfer_ids) if i not in self.transfers
+        ]
+        absent = self._loader.absent_streams(transfers)
+        if absent is not None:
+            for originator_id in absent:
+                self._absent.add(originator_id)
+                self.base_versions.setdefault(originator_id, None)
+
+    def _hold(self, aggregate: Aggregate) -> None:
+        if isinstance(aggregate, Account):
+            self.accounts[aggregate.account_id] = aggregate
+        elif isinstance(aggregate, Transfer):
+            self.transfers[aggregate.transfer_id] = aggregate
+        self.base_versions.setdefault(aggregate.id, aggregate.version)
+
+    def _find(self, originator_id: UUID, held: Aggregate | None) -> Aggregate | None:
+        if held is None and originator_id not in self._absent:
+            held = self._loader.load_aggregate(originator_id)
+            if held is None:
+                self._absent.add(originator_id)
+                self.base_versions.setdefault(originator_id, None)
+            else:
+                self._hold(held)
+        if held is None:
+            self.reads.add(originator_id)
+            return None
+        self._touch(held)
+        return held
+
+    def find_account(self, account_id: str) -> Account | None:
+        found = self._find(account_uuid(account_id), self.accounts.get(account_id))
+        assert found is None or isinstance(found, Account)
+        return found
+
+    def account(self, account_id: str) -> Account:
+        account = self.find_account(account_id)
+        if account is None:
+            raise AccountNotFoundError(
+                f"account {account_id} does not exist", account_id=account_id
+            )
+        return account
+
+    def find_transfer(self, transfer_id: str) -> Transfer | None:
+        found = self._find(transfer_uuid(transfer_id), self.transfers.get(transfer_id))
+        assert found is None or isinstance(found, Transfer)
+        return found
+
+    def transfer(self, transfer_id: str) -> Transfer:
+        transfer = self.find_transfer(transfer_id)
+        if transfer is None:
+            raise TransferNotFoundError(
+                f"transfer {transfer_id} does not exist", transfer_id=transfer_id
+            )
+        return transfer
+
+    # Writes ------------------------------------------------------------------------------
+
+    def add(self, aggregate: A) -> A:
+        """A new aggregate of the current command (its stream must not exist yet)."""
+        originator_id = aggregate.id
+        self._absent.discard(originator_id)
+        self.base_versions.setdefault(originator_id, None)
+        self._hold(aggregate)
+        self.reads.add(originator_id)
+        self._created[originator_id] = aggregate
+        return aggregate
+
+    def aggregates(self) -> list[Aggregate]:
+        held: list[Aggregate] = list(self.accounts.values())
+        held.extend(self.transfers.values())
+        return held
+
+    def collect_events(self) -> list[Any]:
+        events: list[Any] = []
+        for aggregate in self.aggregates():
+            events.extend(aggregate.collect_events())
+        return events
+
+
+def _image(aggregate: Aggregate) -> dict[str, Any]:
+    return {key: _copied(value) for key, value in vars(aggregate).items()}
+
+
+def _copied(value: Any) -> Any:
+    if type(value) in _IMMUTABLE_TYPES:
+        return value
+    if isinstance(value, _CONTAINERS):
+        return value.copy()
+    # Any other object: a deep copy (give a mutable state class a cheap __deepcopy__).
+    return copy.deepcopy(value)
+
+
+def immutable_state_problems(aggregate: Aggregate) -> list[str]:
+    """Attributes an undo image could not restore: containers holding mutable values
+    (the image copies containers one level deep; other objects it deep-copies)."""
+    problems = []
+    for key, value in vars(aggregate).items():
+        if key == "_pending_events":
+            continue
+        items = _container_items(value)
+        if items is not None and not all(_is_immutable(item) for item in items):
+            problems.append(key)
+    return problems
+
+
+def _container_items(value: Any) -> list[Any] | None:
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    if isinstance(value, list | set | tuple | frozenset):
+        return list(value)
+    return None
+
+
+def _is_immutable(value: Any) -> bool:
+    if isinstance(value, tuple | frozenset):
+        return all(_is_immutable(item) for item in value)
+    if isinstance(value, dict | list | set):
+        return False
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    if is_dataclass(value):
+        return bool(getattr(value, "__dataclass_params__").frozen)  # noqa: B009
+    return not hasattr(value, "__dict__")

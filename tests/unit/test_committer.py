@@ -1,0 +1,204 @@
+"""The committer on its own: a bounded queue, one writer thread, per-caller deadlines.
+
+The group writer here is a fake that records what it was given and can be held up at
+will (a store that hangs), so each answer can be pinned to the moment it was given.
+"""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+import pytest
+
+from app.application.committer import Committer, Pending
+from app.domain.errors import OutcomeUnknownError, OverloadedError, WriteTimeoutError
+
+WAIT_SECONDS: Final = 10.0
+SHORT_TIMEOUT_SECONDS: Final = 0.5
+
+
+class FakeStore:
+    """Answers each command with its own value; ``hold`` makes the next writes hang."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[Any]] = []
+        self.writer_threads: set[str] = set()
+        self.released = threading.Event()
+        self.released.set()
+        self.entered = threading.Event()
+        self.write_seconds = 0.0
+
+    def hold(self) -> None:
+        self.released.clear()
+        self.entered.clear()
+
+    def write_group(self, group: list[Pending[Any]]) -> list[Pending[Any]]:
+        self.writer_threads.add(threading.current_thread().name)
+        self.entered.set()
+        assert self.released.wait(WAIT_SECONDS)
+        time.sleep(self.write_seconds)
+        self.groups.append([entry.command for entry in group])
+        for entry in group:
+            entry.answer(("done", entry.command))
+        return []
+
+
+@pytest.fixture
+def store() -> FakeStore:
+    return FakeStore()
+
+
+def committer_for(
+    store: FakeStore, *, queue_max: int = 100, timeout: float = WAIT_SECONDS
+) -> Committer:
+    return Committer(store.write_group, queue_units_max=queue_max, timeout_seconds=timeout)
+
+
+def test_the_writer_thread_writes_and_never_a_caller(store: FakeStore) -> None:
+    committer = committer_for(store)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(committer.submit, range(20)))
+    assert answers == [("done", number) for number in range(20)]
+    assert store.writer_threads == {"ledger-committer"}
+    committer.close()
+
+
+def test_commands_waiting_together_share_one_write(store: FakeStore) -> None:
+    committer = committer_for(store)
+    store.hold()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        first = pool.submit(committer.submit, "first")
+        assert store.entered.wait(WAIT_SECONDS)
+        rest = [pool.submit(committer.submit, number) for number in range(5)]
+        while committer.queued_units < 5:
+            time.sleep(0.001)
+        store.released.set()
+        assert first.result(WAIT_SECONDS) == ("done", "first")
+        assert [future.result(WAIT_SECONDS)[1] for future in rest] == list(range(5))
+    assert store.groups == [["first"], [0, 1, 2, 3, 4]]
+    committer.close()
+
+
+def test_a_caller_returns_when_its_own_write_is_done_not_when_the_queue_is_empty(
+    store: FakeStore,
+) -> None:
+    """Regression (defect 1): the old leader kept writing others' transfers."""
+    committer = committer_for(store)
+    store.write_seconds = 0.05
+    stop = threading.Event()
+
+    def keep_queue_busy() -> None:
+        while not stop.is_set():
+            committer.submit("background")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(3):
+            pool.submit(keep_queue_busy)
+        time.sleep(0.2)
+        started = time.monotonic()
+        committer.submit("mine")
+        waited = time.monotonic() - started
+        stop.set()
+    # At most the write in progress plus its own: two writes of 50 ms, with slack.
+    assert waited < 0.5
+    committer.close()
+
+
+def test_a_full_queue_answers_overloaded_at_once_and_loses_nothing_it_accepted(
+    store: FakeStore,
+) -> None:
+    committer = committer_for(store, queue_max=3)
+    store.hold()
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        in_flight = pool.submit(committer.submit, "in-flight")
+        assert store.entered.wait(WAIT_SECONDS)
+        accepted = [pool.submit(committer.submit, number) for number in range(3)]
+        while committer.queued_units < 3:
+            time.sleep(0.001)
+        started = time.monotonic()
+        with pytest.raises(OverloadedError) as refused:
+            committer.submit("one too many")
+        assert time.monotonic() - started < 0.1
+        assert refused.value.code == "overloaded"
+        store.released.set()
+        assert in_flight.result(WAIT_SECONDS) == ("done", "in-flight")
+        assert [future.result(WAIT_SECONDS)[1] for future in accepted] == [0, 1, 2]
+    written = [command for group in store.groups for command in group]
+    assert sorted(map(str, written)) == sorted(["in-flight", "0", "1", "2"])
+    assert "one too many" not in written
+    committer.close()
+
+
+def test_a_command_still_queued_at_its_deadline_answers_write_timeout_and_is_never_written(
+    store: FakeStore,
+) -> None:
+    committer = committer_for(store, timeout=SHORT_TIMEOUT_SECONDS)
+    store.hold()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        taken = pool.submit(committer.submit, "taken")
+        assert store.entered.wait(WAIT_SECONDS)
+        started = time.monotonic()
+        with pytest.raises(WriteTimeoutError):
+            committer.submit("queued")
+        assert time.monotonic() - started < SHORT_TIMEOUT_SECONDS + 0.5
+        with pytest.raises(OutcomeUnknownError) as unknown:
+            taken.result(WAIT_SECONDS)
+        assert "same request again is safe" in unknown.value.detail
+        store.released.set()
+    # The writer recovers: the next command is written, the withdrawn one never was.
+    assert committer.submit("after") == ("done", "after")
+    written = [command for group in store.groups for command in group]
+    assert written == ["taken", "after"]
+    committer.close()
+
+
+def test_a_hung_write_answers_outcome_unknown_within_the_deadline(store: FakeStore) -> None:
+    committer = committer_for(store, timeout=SHORT_TIMEOUT_SECONDS)
+    store.hold()
+    started = time.monotonic()
+    with pytest.raises(OutcomeUnknownError) as unknown:
+        committer.submit("stuck")
+    assert SHORT_TIMEOUT_SECONDS <= time.monotonic() - started < SHORT_TIMEOUT_SECONDS + 0.5
+    assert unknown.value.code == "outcome_unknown"
+    store.released.set()
+    assert committer.submit("next") == ("done", "next")
+    committer.close()
+
+
+def test_a_write_that_fails_hands_its_error_to_every_caller_of_the_group(
+    store: FakeStore,
+) -> None:
+    class StoreDownError(Exception):
+        pass
+
+    def failing(group: list[Pending[Any]]) -> list[Pending[Any]]:
+        raise StoreDownError("disk on fire")
+
+    committer = Committer(failing, queue_units_max=10, timeout_seconds=WAIT_SECONDS)
+    with pytest.raises(StoreDownError):
+        committer.submit("doomed")
+    answers = committer.submit_all([("a", 1), ("b", 1)])
+    assert all(isinstance(answer, StoreDownError) for answer in answers)
+    committer.close()
+
+
+def test_commands_sent_back_for_a_retry_run_again_in_a_later_group(store: FakeStore) -> None:
+    seen: list[list[Any]] = []
+
+    def conflicting_once(group: list[Pending[Any]]) -> list[Pending[Any]]:
+        seen.append([entry.command for entry in group])
+        again = []
+        for entry in group:
+            if entry.conflicts == 0 and entry.command == "contended":
+                entry.conflicts += 1
+                again.append(entry)
+            else:
+                entry.answer(entry.command)
+        return again
+
+    committer = Committer(conflicting_once, queue_units_max=10, timeout_seconds=WAIT_SECONDS)
+    assert committer.submit_all([("contended", 1), ("calm", 1)]) == ["contended", "calm"]
+    assert seen[0] == ["contended", "calm"]
+    assert ["contended"] in seen[1:]
+    committer.close()
