@@ -37,10 +37,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from rich.console import Console
 from rich.table import Table
@@ -183,22 +181,9 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
 
 
 class CountingLedger(Ledger):
-    """The Ledger, counting optimistic-concurrency conflicts (each one is a retry)."""
+    """The Ledger; its ``conflicts`` counts group writes that met a conflict (retries)."""
 
     name = "ledger"
-
-    def __init__(self, env: dict[str, str]) -> None:
-        super().__init__(env)
-        self._conflicts_lock = threading.Lock()
-        self.conflicts = 0
-
-    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
-        try:
-            return super().save(*objs, **kwargs)
-        except IntegrityError:
-            with self._conflicts_lock:
-                self.conflicts += 1
-            raise
 
 
 def user_id(index: int) -> str:

@@ -144,6 +144,8 @@ class Ledger(Application[UUID]):
         )
         self._written: LRUCache[UUID, Aggregate] = LRUCache(maxsize=AGGREGATE_CACHE_SIZE)
         self.snapshot_failures = 0
+        # Group writes that met an optimistic-concurrency conflict (for benchmarks, metrics).
+        self.conflicts = 0
         self.committer = Committer(
             self._write_group,
             queue_units_max=int(self.env.get("WRITE_QUEUE_MAX") or WRITE_QUEUE_MAX_DEFAULT),
@@ -727,6 +729,7 @@ class Ledger(Application[UUID]):
         """Another process wrote some of the group's streams first. The commands that
         read them (or that came after one of those on a shared stream) run again later;
         the rest are written again at once."""
+        self.conflicts += 1
         moved = self._moved_streams(work, set(work.base_versions))
         tainted: set[UUID] = set()
         again_now: list[Pending[Any]] = []
