@@ -3,6 +3,7 @@ so every process (and every backend) finds the same stream for the same id."""
 
 import hashlib
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Final
 from uuid import UUID, uuid5
 
@@ -13,10 +14,17 @@ from app.domain.errors import AmountOutOfRangeError, ValidationError
 LEDGER_NAMESPACE: Final = UUID("6f1d2c1e-4b7a-5c3d-9e8f-0a1b2c3d4e5f")
 
 
+# A command asks for the same stream ids several times (lookups, events, answers):
+# remembered, each uuid5 (a SHA-1) is computed once.
+STREAM_ID_CACHE_SIZE: Final = 65_536
+
+
+@lru_cache(maxsize=STREAM_ID_CACHE_SIZE)
 def account_uuid(account_id: str) -> UUID:
     return uuid5(LEDGER_NAMESPACE, "account:" + account_id)
 
 
+@lru_cache(maxsize=STREAM_ID_CACHE_SIZE)
 def transfer_uuid(transfer_id: str) -> UUID:
     return uuid5(LEDGER_NAMESPACE, "transfer:" + transfer_id)
 
