@@ -26,6 +26,14 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from app.application.ledger import Ledger
+from app.audit.anchors import (
+    AnchorBreak,
+    AnchorFileError,
+    append_anchor,
+    check_against,
+    read_anchors,
+    take_anchor,
+)
 from app.audit.audit import Auditor
 from app.audit.explain import explain
 from app.audit.export import FORMATS, write_journal
@@ -50,9 +58,11 @@ from app.bootstrap import open_ledger as open_configured_ledger
 from app.domain.errors import LedgerError
 from app.domain.errors import ValidationError as LedgerValidationError
 from app.domain.times import TIME_SYNTAX, parse_time
+from app.persistence.faults import STORE_ERRORS
 from app.persistence.keys import SCOPES, KeyFormatError, KeyStore, parse_key
 from app.persistence.last_audit import LastAuditFile
 from app.settings import ConfigurationError, Settings
+from projections.digest import DigestCheckpoints
 from projections.runner import GenerationPointer, ProjectionWorkers, open_view
 from projections.runner import rebuild as rebuild_views
 
@@ -381,6 +391,10 @@ def audit_command(
     ] = True,
     output_format: Annotated[str, typer.Option("--format", help="text | json")] = "text",
     out: Annotated[Path | None, typer.Option("--out", help="Also write the report here")] = None,
+    anchors: Annotated[
+        Path | None,
+        typer.Option("--anchors", help="Prove the log still extends every anchor in this file"),
+    ] = None,
 ) -> None:
     """Check every invariant over the whole log (and the projections against it).
     Exits 1 on any violation."""
@@ -400,10 +414,68 @@ def audit_command(
         json.loads(report_json(report)), datetime.now(tz=UTC)
     )
     text = report_json(report) if output_format == "json" else report_text(report)
+    anchored = True
+    if anchors is not None:
+        anchor_break = check_anchors(ledger, settings, anchors)
+        anchored = anchor_break is None
+        text = with_anchor_result(text, output_format, anchor_break)
     if out is not None:
         write_atomically(out, text)
     typer.echo(text, nl=False)
-    raise typer.Exit(0 if report.ok else 1)
+    raise typer.Exit(0 if report.ok and anchored else 1)
+
+
+def check_anchors(ledger: Ledger, settings: Settings, path: Path) -> AnchorBreak | None:
+    """The log against the anchors in ``path`` and the digest checkpoints kept beside
+    the views (when the read model can be opened)."""
+    try:
+        references = read_anchors(path)
+    except (OSError, AnchorFileError) as error:
+        raise typer.BadParameter(f"--anchors: {error}") from None
+    try:
+        references += DigestCheckpoints(settings.read_model_url).all()
+    except STORE_ERRORS as error:
+        typer.echo(f"note: digest checkpoints not read ({error}); anchors only", err=True)
+    with progress_bar("checking anchors"):
+        return check_against(ledger.recorder, references)
+
+
+def with_anchor_result(text: str, output_format: str, anchor_break: AnchorBreak | None) -> str:
+    if output_format == "json":
+        document = json.loads(text)
+        document["anchors"] = None if anchor_break is None else asdict(anchor_break)
+        return json.dumps(document, indent=2) + "\n"
+    if anchor_break is None:
+        return text + "anchors: the log extends every anchor\n"
+    return text + (
+        f"anchors: BROKEN ({anchor_break.kind}) at position {anchor_break.position}: "
+        f"{anchor_break.detail}\n"
+    )
+
+
+@cli.command("anchor")
+def anchor_command(
+    append: Annotated[
+        Path | None,
+        typer.Option("--append", help="Also append the anchor to this file (keep it elsewhere)"),
+    ] = None,
+) -> None:
+    """Print the head of the log's running digest (position, digest): an anchor that
+    `ledger audit --anchors` later proves the log still extends."""
+    settings = load_settings()
+    ledger = open_ledger()
+    try:
+        start = None
+        try:
+            start = DigestCheckpoints(settings.read_model_url).newest()
+        except STORE_ERRORS:
+            start = None  # no checkpoints to start from: digest the whole log
+        anchor = take_anchor(ledger.recorder, start)
+    finally:
+        ledger.close()
+    if append is not None:
+        append_anchor(append, anchor)
+    typer.echo(anchor.line())
 
 
 @cli.command("explain")

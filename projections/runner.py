@@ -29,6 +29,7 @@ from app.domain.errors import LedgerError
 from app.persistence.faults import STORE_ERRORS, store_fault
 from app.persistence.stores import event_store_env, postgres_env, sqlite_env
 from app.supervisor import Supervisor
+from projections.digest import DigestCheckpoints, keep_digest
 from projections.projection import BatchingProjectionRunner, LedgerProjection
 from projections.views import LedgerViewMixin, PostgresLedgerView, SQLiteLedgerView
 
@@ -214,6 +215,7 @@ class ProjectionWorkers:
         self.supervisor.supervise("generation_watch", self._watch_generation)
         if self.expire_holds:
             self.supervisor.supervise("expiry", self._expire_due_holds)
+        self.supervisor.supervise("log_digest", self._keep_digest)
         log.info("projections.started", generation=self.generation)
         return self
 
@@ -248,6 +250,10 @@ class ProjectionWorkers:
             for state in self.supervisor.states()
         ]
         return status
+
+    def _keep_digest(self) -> None:
+        checkpoints = DigestCheckpoints(self.read_model_url)
+        keep_digest(self.ledger.recorder, checkpoints, self._stopping)
 
     def _keep_projecting(self) -> None:
         """Watch the runner's thread: its failure is raised here, for the supervisor,

@@ -1,0 +1,113 @@
+"""The log digest worker: carries the ledger-wide running digest (``app/audit/anchors``)
+along the log as it grows and records a checkpoint (position, digest, event count)
+after every batch it reads.
+
+The checkpoints make ``ledger anchor`` cheap (it continues from the newest one) and are
+evidence in their own right: the worker never reads an event twice, so a checkpoint
+records the log as it was when the worker passed, and ``ledger audit --anchors`` uses
+them to narrow down where a changed log first disagrees. They live beside the view
+generation pointer, outside any view generation, so that ``ledger rebuild`` keeps them.
+"""
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import psycopg
+from eventsourcing.persistence import ApplicationRecorder
+
+from app.audit.anchors import GENESIS, Anchor, extend, notifications_after
+from app.persistence.stores import STORE_TIMEOUT_SECONDS, sqlite_path
+
+DIGEST_INTERVAL_SECONDS: Final = 1.0
+BATCH_EVENTS_MAX: Final = 1000
+CHECKPOINTS_LISTED_MAX: Final = 100_000
+LIST_SQLITE: Final = (
+    "SELECT position, digest, events FROM ledger_log_digest ORDER BY position LIMIT ?"
+)
+LIST_POSTGRES: Final = LIST_SQLITE.replace("?", "%s")
+RECORD_SQLITE: Final = (
+    "INSERT INTO ledger_log_digest (position, digest, events) VALUES (?, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
+RECORD_POSTGRES: Final = RECORD_SQLITE.replace("?", "%s")
+
+
+class DigestCheckpoints:
+    """The table ``ledger_log_digest`` in the read model's database."""
+
+    def __init__(self, read_model_url: str) -> None:
+        self.url = read_model_url
+        self.is_postgres = urlsplit(read_model_url).scheme in ("postgresql", "postgres")
+        with self._connect() as connection:
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS ledger_log_digest ("
+                "position BIGINT PRIMARY KEY, digest TEXT NOT NULL, events BIGINT NOT NULL)"
+            )
+
+    @contextmanager
+    def _connect(self) -> Iterator[Any]:
+        if self.is_postgres:
+            with psycopg.connect(
+                self.url, autocommit=True, connect_timeout=STORE_TIMEOUT_SECONDS
+            ) as connection:
+                yield connection
+            return
+        path = Path(sqlite_path(self.url))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lite = sqlite3.connect(path, timeout=STORE_TIMEOUT_SECONDS, isolation_level=None)
+        try:
+            yield lite
+        finally:
+            lite.close()
+
+    def newest(self) -> Anchor | None:
+        with self._connect() as connection:
+            row = connection.execute(
+                "SELECT position, digest, events FROM ledger_log_digest "
+                "ORDER BY position DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else Anchor(int(row[0]), str(row[1]), int(row[2]))
+
+    def all(self) -> list[Anchor]:
+        statement = LIST_POSTGRES if self.is_postgres else LIST_SQLITE
+        with self._connect() as connection:
+            rows = connection.execute(statement, (CHECKPOINTS_LISTED_MAX,)).fetchall()
+        return [Anchor(int(row[0]), str(row[1]), int(row[2])) for row in rows]
+
+    def record(self, anchor: Anchor) -> None:
+        statement = RECORD_POSTGRES if self.is_postgres else RECORD_SQLITE
+        with self._connect() as connection:
+            connection.execute(statement, (anchor.position, anchor.digest, anchor.events))
+
+
+def carry_digest(
+    recorder: ApplicationRecorder, checkpoints: DigestCheckpoints, start: Anchor
+) -> Anchor:
+    """Read what the log has after ``start`` (a bounded batch), extend the digest over
+    it and record the new checkpoint."""
+    batch = []
+    for notification in notifications_after(recorder, start.position):
+        batch.append(notification)
+        if len(batch) >= BATCH_EVENTS_MAX:
+            break
+    if not batch:
+        return start
+    head = extend(start, batch, lambda _: None)
+    checkpoints.record(head)
+    return head
+
+
+def keep_digest(
+    recorder: ApplicationRecorder, checkpoints: DigestCheckpoints, stopping: threading.Event
+) -> None:
+    """The worker: carry the digest until stopped (failures go to the supervisor)."""
+    head = checkpoints.newest() or Anchor(0, GENESIS, 0)
+    while not stopping.is_set():
+        start, head = head, carry_digest(recorder, checkpoints, head)
+        if head.position == start.position:
+            stopping.wait(DIGEST_INTERVAL_SECONDS)
