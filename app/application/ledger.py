@@ -34,6 +34,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.persistence import IntegrityError as PersistenceIntegrityError
 from eventsourcing.persistence import InternalError as PersistenceInternalError
+from eventsourcing.utils import get_topic
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.committer import Committer, Pending
@@ -460,6 +461,15 @@ class Ledger(Application[UUID]):
 
         def apply(work: Workspace) -> Callable[[Written], TransferOutcome]:
             transfer = work.transfer(transfer_id)
+            if transfer.pending and transfer.status == "posted":
+                # The same post again (a retry): answered as that post left it.
+                if amount is not None and amount != transfer.amount_posted:
+                    raise IdempotencyConflictError(
+                        f"transfer {transfer_id} was already posted with amount "
+                        f"{transfer.amount_posted}, not {amount}",
+                        transfer_id=transfer_id,
+                    )
+                return self._settled(transfer, Transfer.PendingPosted)
             posted_amount = transfer.amount if amount is None else amount
             now = self.clock()
             transfer.check_postable(posted_amount, now)
@@ -474,6 +484,8 @@ class Ledger(Application[UUID]):
 
         def apply(work: Workspace) -> Callable[[Written], TransferOutcome]:
             transfer = work.transfer(transfer_id)
+            if transfer.status == "voided":  # the same void again (a retry)
+                return self._settled(transfer, Transfer.PendingVoided)
             now = self.clock()
             transfer.void(now)
             self._settle_hold(work, transfer, 0, now)
@@ -639,6 +651,22 @@ class Ledger(Application[UUID]):
         """The log position at which the transfer was recorded."""
         transfer_id = check_id(transfer_id, "transfer_id")
         return self._recorded_at(self._read_transfer(transfer_id))
+
+    def _settled(
+        self, transfer: Transfer, settled_by: type[Any]
+    ) -> Callable[[Written], TransferOutcome]:
+        """A retried post or void: the transfer as it is, at the position of the event
+        that settled it (nothing is written)."""
+        view = TransferView.of(transfer)
+        topic = get_topic(settled_by)
+        version = next(
+            stored.originator_version
+            for stored in self.recorder.select_events(transfer.id)
+            if stored.topic == topic
+        )
+        return lambda _: TransferOutcome(
+            view, created=False, position=self._position_of(transfer.id, version)
+        )
 
     def _outcome(self, transfer: Transfer) -> Callable[[Written], TransferOutcome]:
         view = TransferView.of(transfer)

@@ -271,8 +271,15 @@ def test_a_hold_reserves_then_posts_in_whole(funded: Client) -> None:
     assert (bob["balance"], bob["credits_pending"]) == (40, 0)
     assert transfer(funded, "hold", posted["position"])["status"] == "posted"
 
-    assert_problem(funded.post("/v1/transfers/hold/post", json={}), 422, "transfer_already_posted")
+    # The same post again (a retry) is answered as that post left the transfer.
+    assert ok(funded.post("/v1/transfers/hold/post", json={})) == posted
+    assert ok(funded.post("/v1/transfers/hold/post", json={"amount": 40})) == posted
+    assert ok(funded.post("/v1/transfers/hold/post")) == posted
+    assert_problem(
+        funded.post("/v1/transfers/hold/post", json={"amount": 39}), 409, "idempotency_conflict"
+    )
     assert_problem(funded.post("/v1/transfers/hold/void", json={}), 422, "transfer_already_posted")
+    assert last_position(funded) == posted["position"]
 
 
 def test_a_hold_posts_a_smaller_amount_and_releases_the_rest(funded: Client) -> None:
@@ -314,12 +321,35 @@ def test_a_hold_voids_and_releases_everything(funded: Client) -> None:
     assert (bob["balance"], bob["credits_pending"]) == (0, 0)
     assert transfer(funded, "hold", voided["position"])["status"] == "voided"
 
-    assert_problem(funded.post("/v1/transfers/hold/void", json={}), 422, "transfer_already_voided")
+    # The same void again (a retry) is answered as that void left the transfer.
+    assert ok(funded.post("/v1/transfers/hold/void", json={})) == voided
+    assert ok(funded.post("/v1/transfers/hold/void")) == voided
+    assert last_position(funded) == voided["position"]
     assert_problem(funded.post("/v1/transfers/hold/post", json={}), 422, "transfer_already_voided")
     assert_problem(
         funded.post("/v1/transfers/hold/reverse", json={"id": "r"}), 422, "transfer_not_reversible"
     )
     assert_problem(funded.post("/v1/transfers/hold/void", json={"x": 1}), 422, "validation_error")
+
+
+def test_post_and_void_take_an_empty_body(funded: Client) -> None:
+    record(funded, "hold", "alice", "bob", 40, pending=True)
+    record(funded, "other", "alice", "bob", 10, pending=True)
+    posted = ok(funded.post("/v1/transfers/hold/post"))
+    assert (posted["status"], posted["amount_posted"]) == ("posted", 40)
+    assert ok(funded.post("/v1/transfers/other/void"))["status"] == "voided"
+
+
+def test_a_retried_post_of_a_smaller_amount_answers_the_first_post(funded: Client) -> None:
+    record(funded, "hold", "alice", "bob", 40, pending=True)
+    posted = ok(funded.post("/v1/transfers/hold/post", json={"amount": 15}))
+    assert ok(funded.post("/v1/transfers/hold/post", json={"amount": 15})) == posted
+    assert ok(funded.post("/v1/transfers/hold/post", json={})) == posted
+    assert_problem(
+        funded.post("/v1/transfers/hold/post", json={"amount": 40}), 409, "idempotency_conflict"
+    )
+    alice = account(funded, "alice", min_position=posted["position"])
+    assert (alice["balance"], alice["debits_pending"]) == (85, 0)
 
 
 def test_post_and_void_of_a_plain_transfer_are_refused(funded: Client) -> None:

@@ -338,17 +338,46 @@ def test_voiding_a_hold_releases_it_entirely(ledger: Ledger) -> None:
     assert (bob.balance, bob.credits_pending) == (0, 0)
 
 
-@pytest.mark.parametrize(
-    ("finish", "code"),
-    [("post", "transfer_already_posted"), ("void", "transfer_already_voided")],
-)
-def test_a_finished_hold_cannot_be_finished_again(ledger: Ledger, finish: str, code: str) -> None:
+def test_a_posted_hold_answers_the_same_post_again_and_refuses_anything_else(
+    ledger: Ledger,
+) -> None:
     open_accounts(ledger)
     fund(ledger, ALICE, 10, "t1")
     ledger.record_transfer(RecordTransfer("h1", ALICE, BOB, 7, pending=True))
-    getattr(ledger, f"{finish}_pending")("h1")
-    assert_rejected_without_effect(ledger, code, lambda: ledger.post_pending("h1"), ALICE, BOB)
-    assert_rejected_without_effect(ledger, code, lambda: ledger.void_pending("h1"), ALICE, BOB)
+    posted = ledger.post_pending("h1", 5)
+    position = ledger.recorder.max_notification_id()
+    for amount in (None, 5):
+        again = ledger.post_pending("h1", amount)
+        assert (again.transfer, again.position, again.created) == (
+            posted.transfer,
+            posted.position,
+            False,
+        )
+    assert ledger.recorder.max_notification_id() == position
+    assert_rejected_without_effect(
+        ledger, "idempotency_conflict", lambda: ledger.post_pending("h1", 7), ALICE, BOB
+    )
+    assert_rejected_without_effect(
+        ledger, "transfer_already_posted", lambda: ledger.void_pending("h1"), ALICE, BOB
+    )
+
+
+def test_a_voided_hold_answers_the_same_void_again_and_refuses_a_post(ledger: Ledger) -> None:
+    open_accounts(ledger)
+    fund(ledger, ALICE, 10, "t1")
+    ledger.record_transfer(RecordTransfer("h1", ALICE, BOB, 7, pending=True))
+    voided = ledger.void_pending("h1")
+    position = ledger.recorder.max_notification_id()
+    again = ledger.void_pending("h1")
+    assert (again.transfer, again.position, again.created) == (
+        voided.transfer,
+        voided.position,
+        False,
+    )
+    assert ledger.recorder.max_notification_id() == position
+    assert_rejected_without_effect(
+        ledger, "transfer_already_voided", lambda: ledger.post_pending("h1"), ALICE, BOB
+    )
 
 
 def test_a_posted_transfer_is_not_pending(ledger: Ledger) -> None:

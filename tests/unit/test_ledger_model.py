@@ -351,6 +351,10 @@ class Model:
         if amount is not None and not 1 <= amount <= COUNTER_MAX:
             raise Rejected("amount_out_of_range")
         transfer = self._transfer(transfer_id)
+        if transfer.pending and transfer.status == "posted":  # a retry of the post
+            if amount is not None and amount != transfer.amount_posted:
+                raise Rejected("idempotency_conflict")
+            return replace(transfer)
         self._check_still_pending(transfer)
         posted = transfer.amount if amount is None else amount
         if posted > transfer.amount:
@@ -360,6 +364,8 @@ class Model:
 
     def void(self, transfer_id: str) -> ModelTransfer:
         transfer = self._transfer(transfer_id)
+        if transfer.status == "voided":  # a retry of the void
+            return replace(transfer)
         self._check_still_pending(transfer)
         self._settle(transfer, 0, "voided")
         return replace(transfer)

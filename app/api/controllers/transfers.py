@@ -151,9 +151,13 @@ class TransferController(Controller):
         summary="Post a pending transfer, whole or a smaller amount",
     )
     def post_pending(
-        self, transfer_id: FromPath[str], data: PostPending, services: NamedDependency[Services]
+        self,
+        transfer_id: FromPath[str],
+        services: NamedDependency[Services],
+        data: PostPending | None = None,
     ) -> TransferRead:
-        outcome = services.ledger.post_pending(transfer_id, data.amount)
+        # No body at all means {}: posting the whole hold (retry-safe, docs/writes.md).
+        outcome = services.ledger.post_pending(transfer_id, None if data is None else data.amount)
         return TransferRead.of(outcome.transfer, outcome.position)
 
     @post(
@@ -164,9 +168,12 @@ class TransferController(Controller):
         summary="Void a pending transfer",
     )
     def void_pending(
-        self, transfer_id: FromPath[str], data: VoidPending, services: NamedDependency[Services]
+        self,
+        transfer_id: FromPath[str],
+        services: NamedDependency[Services],
+        data: VoidPending | None = None,
     ) -> TransferRead:
-        del data  # the body is {} by contract; extra fields are refused by its model
+        del data  # the body is {} or absent by contract; extra fields are refused
         outcome = services.ledger.void_pending(transfer_id)
         return TransferRead.of(outcome.transfer, outcome.position)
 
