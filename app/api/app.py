@@ -13,7 +13,7 @@ from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.pydantic import PydanticPlugin
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.controllers.accounts import AccountController
@@ -21,7 +21,7 @@ from app.api.controllers.events import EventController
 from app.api.controllers.monitors import MonitorController
 from app.api.controllers.transfers import TransferController
 from app.api.controllers.webhooks import WebhookController
-from app.api.errors import EXCEPTION_HANDLERS
+from app.api.errors import CLIENT_CLOSED_REQUEST, CLIENT_DISCONNECTED, EXCEPTION_HANDLERS
 from app.api.metrics import Metrics
 from app.api.openapi import refine as refine_openapi
 from app.api.readiness import ReadinessProbe
@@ -47,6 +47,12 @@ def request_context(app: ASGIApp) -> ASGIApp:
         started = time.perf_counter()
         status = 500
 
+        async def receive_watching() -> ReceiveMessage:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                scope["state"][CLIENT_DISCONNECTED] = True
+            return message
+
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
@@ -59,8 +65,11 @@ def request_context(app: ASGIApp) -> ASGIApp:
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
-                await app(scope, receive, send_with_id)
+                await app(scope, receive_watching, send_with_id)
             finally:
+                if scope["state"].get(CLIENT_DISCONNECTED) and status >= 500:
+                    # Not a server error: the client left before it had its answer.
+                    status = CLIENT_CLOSED_REQUEST
                 seconds = time.perf_counter() - started
                 route = scope.get("path_template") or "unmatched"
                 metrics: NamedDependency[Metrics] = scope["app"].state.metrics

@@ -21,6 +21,10 @@ from app.persistence.faults import RETRY_AFTER_SECONDS, store_fault
 log = structlog.get_logger(__name__)
 
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+# The request state key set when the client went away mid-request, and the status such a
+# request is logged and counted with (nginx's "client closed request"): never a 5xx.
+CLIENT_DISCONNECTED: Final = "client_disconnected"
+CLIENT_CLOSED_REQUEST: Final = 499
 
 STATUS_BY_KIND: Final = {
     "invalid": 422,
@@ -156,6 +160,11 @@ def on_unexpected_error(
     request: Request[Any, Any, Any], error: Exception
 ) -> Response[dict[str, Any]]:
     request_id = request.scope.get("state", {}).get("request_id", "-")
+    if request.scope.get("state", {}).get(CLIENT_DISCONNECTED):
+        log.info("request.client_disconnected", request_id=request_id, error=str(error))
+        return problem(
+            CLIENT_CLOSED_REQUEST, "client_disconnected", "the client closed the connection"
+        )
     fault = store_fault(error)
     if fault is not None:
         # A nameable store fault (full disk, store gone or too slow): a clear answer and
