@@ -58,6 +58,7 @@ from app.bootstrap import open_ledger as open_configured_ledger
 from app.domain.errors import LedgerError
 from app.domain.errors import ValidationError as LedgerValidationError
 from app.domain.times import TIME_SYNTAX, parse_time
+from app.events.service import EventServices
 from app.persistence.faults import STORE_ERRORS
 from app.persistence.keys import SCOPES, KeyFormatError, KeyStore, parse_key
 from app.persistence.last_audit import LastAuditFile
@@ -178,18 +179,42 @@ def project() -> None:
     with opening_read_model(settings):
         workers = ProjectionWorkers(settings.event_store_url, settings.read_model_url, ledger)
         workers.start()
+        # The public feed and webhook deliveries too (`ledger deliver` runs them alone).
+        events = EventServices.build(settings, ledger, run_workers=True)
+
+    try:
+        # Workers restart themselves (supervised); the heartbeat says how they are.
+        beat_until_signalled(settings.data_dir / "projections.heartbeat", workers.heartbeat)
+    finally:
+        events.close()
+        workers.stop()
+        ledger.close()
+
+
+@cli.command()
+def deliver() -> None:
+    """Run the public event feed's projector and the webhook deliveries alone."""
+    settings = load_settings()
+    configure_logging(settings)
+    ledger = open_configured_ledger(settings)
+    with opening_read_model(settings):
+        events = EventServices.build(settings, ledger, run_workers=True)
+    try:
+        beat_until_signalled(settings.data_dir / "deliver.heartbeat", events.heartbeat)
+    finally:
+        events.close()
+        ledger.close()
+
+
+def beat_until_signalled(heartbeat: Path, beat: Callable[[], dict[str, Any]]) -> None:
+    """Until SIGINT or SIGTERM: every second, write what ``beat`` says to the heartbeat
+    file, for a container health check or an operator."""
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
-    heartbeat = settings.data_dir / "projections.heartbeat"
     heartbeat.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        while not stopping.wait(1.0):
-            # Workers restart themselves (supervised); the heartbeat says how they are.
-            heartbeat.write_text(json.dumps(workers.heartbeat()))
-    finally:
-        workers.stop()
-        ledger.close()
+    while not stopping.wait(1.0):
+        heartbeat.write_text(json.dumps(beat()))
 
 
 @cli.command()

@@ -27,6 +27,7 @@ from app.api.openapi import refine as refine_openapi
 from app.api.readiness import ReadinessProbe
 from app.api.schemas import Health, Readiness
 from app.api.services import Services
+from app.events.metrics import EventsCollector
 from app.explorer.plugin import ExplorerPlugin
 
 log = structlog.get_logger("app.api")
@@ -117,6 +118,8 @@ def create_app(
 ) -> Litestar:
     metrics = Metrics(services.lag, services.worker_states)
     readiness = ReadinessProbe(services)
+    if services.events is not None:
+        metrics.registry.register(EventsCollector(services.events.lag))
     app = Litestar(
         route_handlers=[
             AccountController,

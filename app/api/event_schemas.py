@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from app.domain import limits
+from app.events.lag import EventsLag
 from app.events.monitors import Monitor
 from app.events.schema import EVENT_TYPES
 from app.webhooks.store import Delivery, Endpoint
@@ -140,6 +141,27 @@ class DeliveryRead(BaseModel):
             last_error=delivery.last_error,
             last_attempt_at=datetime.fromtimestamp(delivery.last_attempt_at, tz=UTC),
             next_attempt_at=_instant(delivery.next_attempt_at),
+        )
+
+
+class EventsReadiness(BaseModel):
+    """The feed's and webhook deliveries' state (a failing receiver is not our outage:
+    these figures never make the service not ready)."""
+
+    feed_lag_positions: int
+    webhook_lag_events: int
+    webhook_attempts_failed: int
+    webhook_endpoints_failing: int
+    webhook_endpoints_disabled: int
+
+    @classmethod
+    def of(cls, lag: EventsLag) -> "EventsReadiness":
+        return cls(
+            feed_lag_positions=lag.feed_positions,
+            webhook_lag_events=lag.webhook_events,
+            webhook_attempts_failed=lag.failed,
+            webhook_endpoints_failing=lag.endpoints_failing,
+            webhook_endpoints_disabled=lag.endpoints_disabled,
         )
 
 

@@ -16,6 +16,7 @@ from typing import Final, Generic, TypeVar
 import structlog
 from litestar import Response
 
+from app.api.event_schemas import EventsReadiness
 from app.api.schemas import Readiness, WorkerStatus
 from app.api.services import Services
 from app.persistence.faults import store_fault
@@ -70,6 +71,8 @@ class ReadinessProbe:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._lag = SingleFlight(services.lag)
+        events = services.events
+        self._events_lag = None if events is None else SingleFlight(events.lag)
 
     def answer(self) -> Response[Readiness]:
         states = self.services.worker_states()
@@ -104,8 +107,20 @@ class ReadinessProbe:
             lag_seconds=round(lag.seconds, 3),
             workers=workers,
             reason=reason,
+            events=self._events(),
         )
         return Response(body, status_code=200 if ready else 503)
+
+    def _events(self) -> EventsReadiness | None:
+        """The feed's and deliveries' figures, when they can be had within the bound
+        (they never decide readiness: a failing receiver is not our outage)."""
+        if self._events_lag is None:
+            return None
+        try:
+            return EventsReadiness.of(self._events_lag.result(READY_TIMEOUT_SECONDS))
+        except Exception as error:  # noqa: BLE001  # a probe answers, whatever broke
+            log.warning("ready.events_unavailable", error=repr(error))
+            return None
 
 
 def _not_ready(workers: list[WorkerStatus], reason: str) -> Response[Readiness]:

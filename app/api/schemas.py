@@ -5,6 +5,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from app.api.event_schemas import EventsReadiness
 from app.application.views import AccountView, TransferView
 from app.domain import limits
 from projections.views import BalanceRow, EntryRow, TransferRow
@@ -229,3 +230,4 @@ class Readiness(BaseModel):
     workers: list[WorkerStatus] = []
     # Why not ready, in words (absent when ready).
     reason: str | None = None
+    events: EventsReadiness | None = None

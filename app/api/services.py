@@ -70,7 +70,10 @@ class Services:
 
     def worker_states(self) -> list[WorkerState]:
         """The supervised workers of this process (none in an API-only process)."""
-        return [] if self.workers is None else self.workers.supervisor.states()
+        states = [] if self.workers is None else self.workers.supervisor.states()
+        if self.events is not None and self.events.workers is not None:
+            states += self.events.workers.supervisor.states()
+        return states
 
     def head(self) -> int:
         return self.ledger.recorder.max_notification_id() or 0

@@ -5,16 +5,18 @@ and the webhook deliverer. ``ledger deliver`` runs it alone, ``ledger project`` 
 the view workers, ``ledger serve`` in-process when it also runs the projections.
 """
 
-from dataclasses import dataclass, field
-from typing import Final
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
 
 from app.application.ledger import Ledger
 from app.events.database import Database, events_database_url
 from app.events.feed import Feed, StreamSlots
+from app.events.lag import EventsLag
 from app.events.monitors import MonitorStore
 from app.events.projector import FeedProjector
 from app.events.store import FeedStore
 from app.settings import Settings
+from app.supervisor import Supervisor
 from app.webhooks.delivery import Deliverer, DeliveryPolicy
 from app.webhooks.store import WebhookStore
 
@@ -30,35 +32,25 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
     )
 
 
-@dataclass(frozen=True)
-class EventsLag:
-    feed_positions: int
-    webhook_events: int
-    delivered: int
-    failed: int
-    endpoints_failing: int
-    endpoints_disabled: int
-
-
 class EventWorkers:
+    """The feed projector and the webhook deliveries, each supervised: restarted with
+    backoff after a failure, its state on /v1/ready and /metrics."""
+
     def __init__(
         self, ledger: Ledger, feed: FeedStore, webhooks: WebhookStore, policy: DeliveryPolicy
-    ):
+    ) -> None:
         self.projector = FeedProjector(ledger, feed)
         self.deliverer = Deliverer(feed, webhooks, policy)
+        self.supervisor = Supervisor()
 
     def start(self) -> "EventWorkers":
-        self.projector.start()
-        self.deliverer.start()
+        stopping = self.supervisor.stopping
+        self.supervisor.supervise("feed_projector", lambda: self.projector.run(stopping))
+        self.supervisor.supervise("webhook_deliveries", lambda: self.deliverer.run(stopping))
         return self
 
     def stop(self) -> None:
-        self.deliverer.stop()
-        self.projector.stop()
-
-    @property
-    def running(self) -> bool:
-        return self.projector.running and self.deliverer.running
+        self.supervisor.stop()
 
 
 @dataclass
@@ -98,6 +90,14 @@ class EventServices:
         if self.workers is not None:
             self.workers.stop()
         self.database.close()
+
+    def heartbeat(self) -> dict[str, Any]:
+        status: dict[str, Any] = asdict(self.lag())
+        states = [] if self.workers is None else self.workers.supervisor.states()
+        status["workers"] = [
+            {**asdict(state), "since": state.since.isoformat()} for state in states
+        ]
+        return status
 
     def lag(self) -> EventsLag:
         head = self.feed_store.head()

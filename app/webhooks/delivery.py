@@ -161,8 +161,7 @@ class Deliverer(ThreadWorker):
         self._counts_lock = threading.Lock()
         self.attempt_listeners: list[Callable[[Attempt], None]] = []
 
-    def stop(self) -> None:
-        super().stop()
+    def stop_endpoints(self) -> None:
         for worker in self.workers.values():
             worker.stopping.set()
         # A call in flight cannot be interrupted; it ends within its timeout. Wait for
@@ -182,12 +181,14 @@ class Deliverer(ThreadWorker):
             listener(attempt)
 
     def run(self, stopping: threading.Event) -> None:
-        while not stopping.is_set():
-            try:
+        """Keep the endpoint workers in line with the enabled endpoints until
+        ``stopping``; a failure is raised (for a supervisor), the workers stopped."""
+        try:
+            while not stopping.is_set():
                 self._reconcile()
-            except Exception:  # a worker boundary: log and try again
-                log.exception("webhook.dispatcher_failed")
-            stopping.wait(ENDPOINT_REFRESH_SECONDS)
+                stopping.wait(ENDPOINT_REFRESH_SECONDS)
+        finally:
+            self.stop_endpoints()
 
     def _reconcile(self) -> None:
         wanted = {endpoint.id for endpoint in self.webhooks.enabled()}

@@ -191,6 +191,17 @@ def test_an_endpoint_that_keeps_failing_is_disabled_and_an_event_says_so(
     assert delivery["status"] == "abandoned"
     feed = ok(client.get("/v1/events", params={"types": "webhook.disabled"}))["items"]
     assert [event["id"] for event in feed] == [notice["id"]]
+    # Operators see it on /metrics and /v1/ready (a failing receiver is not our outage).
+    metrics = client.get("/metrics").text
+    assert "ledger_webhook_endpoints_disabled 1.0" in metrics
+    assert f'ledger_webhook_attempts_total{{outcome="failed"}} {FAILURES_MAX}.0' in metrics
+    assert "ledger_feed_lag_positions" in metrics
+    readiness = client.get("/v1/ready").json()
+    assert readiness["events"]["webhook_endpoints_disabled"] == 1
+    assert readiness["events"]["webhook_attempts_failed"] == FAILURES_MAX
+    supervised = {worker["name"]: worker["up"] for worker in readiness["workers"]}
+    assert supervised["feed_projector"] is True
+    assert supervised["webhook_deliveries"] is True
 
 
 def test_re_enabling_a_disabled_endpoint_delivers_what_was_missed(client: Client) -> None:
