@@ -25,6 +25,7 @@ from eventsourcing.projection import ProjectionRunner
 from eventsourcing.utils import Environment
 
 from app.application.ledger import Ledger
+from app.application.views import TransferOutcome
 from app.domain.errors import LedgerError
 from app.persistence.faults import STORE_ERRORS, store_fault
 from app.persistence.stores import event_store_env, postgres_env, sqlite_env
@@ -38,6 +39,10 @@ log = structlog.get_logger(__name__)
 VIEW_ENV_PREFIX: Final = LedgerProjection.name.upper() + "_"
 EXPIRY_INTERVAL_SECONDS: Final = 1.0
 EXPIRY_BATCH_SIZE: Final = 100
+# Grants expire in batches of this many per write; one tick of the worker runs at most
+# GRANT_EXPIRY_ROUNDS_MAX batches, so that a burst of expiries cannot starve the holds.
+GRANT_EXPIRY_BATCH_SIZE: Final = 1000
+GRANT_EXPIRY_ROUNDS_MAX: Final = 1000
 GENERATION_CHECK_SECONDS: Final = 1.0
 RUNNER_CHECK_SECONDS: Final = 0.5
 REBUILD_POLL_SECONDS: Final = 0.25
@@ -295,6 +300,7 @@ class ProjectionWorkers:
     def _expire_due_holds(self) -> None:
         while not self._stopping.wait(EXPIRY_INTERVAL_SECONDS):
             expire_due_holds(self.ledger, self.view, self.clock())
+            expire_due_grants(self.ledger, self.view, self.clock())
 
 
 def expire_due_holds(ledger: Ledger, view: LedgerViewMixin, now: datetime) -> list[str]:
@@ -309,6 +315,31 @@ def expire_due_holds(ledger: Ledger, view: LedgerViewMixin, now: datetime) -> li
             continue
         expired.append(transfer_id)
     return expired
+
+
+def expire_due_grants(ledger: Ledger, view: LedgerViewMixin, now: datetime) -> int:
+    """Move the remainder of every grant the view says has expired to breakage, a batch
+    per write, until none is left (or a round moves nothing new: the view lags behind
+    what was just written). Idempotent: an expiry already written is answered as it is.
+    Returns how many expiries this call wrote."""
+    written = 0
+    for _ in range(GRANT_EXPIRY_ROUNDS_MAX):
+        due = view.due_grant_expiries(now, GRANT_EXPIRY_BATCH_SIZE)
+        if not due:
+            break
+        results = ledger.expire_grants(due)
+        created = [r for r in results if isinstance(r, TransferOutcome) and r.created]
+        for grant_id, result in zip(due, results, strict=True):
+            if isinstance(result, LedgerError):
+                log.info("grant_expiry.skipped", grant_id=grant_id, code=result.code)
+        written += len(created)
+        if not created:
+            break
+        # Wait for the view to see these writes, so the next round does not read them
+        # as due again (bounded: a lagging view only ends this tick early).
+        if not view.wait_for(max(r.position for r in created), EXPIRY_INTERVAL_SECONDS):
+            break
+    return written
 
 
 def rebuild(

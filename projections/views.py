@@ -26,14 +26,25 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
 from app.domain.account import Account, BalanceDelta, DerivedBalances
+from app.domain.lots import Allocation
 from app.domain.transfer import Transfer
+from projections.lots import (
+    LOT_INDEXES,
+    LOT_SCHEMA,
+    LOT_TABLES,
+    LotPage,
+    LotStatusFilter,
+    account_lots,
+    apply_lot_moves,
+    due_grant_expiries,
+)
 
 APPLICATION_NAME: Final = "ledger"
 PAGE_SIZE_MAX: Final = 1000
 WAIT_POLL_SECONDS_MIN: Final = 0.002
 WAIT_POLL_SECONDS_MAX: Final = 0.05
 
-TABLES: Final = ("balances", "entries", "transfers", "commits")
+TABLES: Final = ("balances", "entries", "transfers", "commits", *LOT_TABLES)
 
 SCHEMA: Final = [
     """CREATE TABLE IF NOT EXISTS {balances} (
@@ -90,7 +101,9 @@ SCHEMA: Final = [
         reversed_by TEXT,
         recorded_at TEXT NOT NULL,
         position BIGINT NOT NULL,
-        updated_position BIGINT NOT NULL
+        updated_position BIGINT NOT NULL,
+        grant_terms TEXT,
+        allocations TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS {transfers_by_debit_index} "
     "ON {transfers} (debit_account_id, position)",
@@ -105,6 +118,7 @@ SCHEMA: Final = [
         end_position BIGINT NOT NULL,
         recorded_at TEXT NOT NULL
     )""",
+    *LOT_SCHEMA,
 ]
 
 
@@ -167,6 +181,8 @@ class TransferRow:
     recorded_at: datetime
     position: int
     updated_position: int
+    grant: dict[str, Any] | None = None
+    allocations: tuple[Allocation, ...] = ()
 
 
 class Cursor(Protocol):
@@ -361,6 +377,7 @@ class LedgerViewMixin:
                 at,
             ],
         )
+        apply_lot_moves(self, cursor, event, position, row["account_id"], at)
 
     def _insert_transfer(
         self, cursor: Cursor, event: Transfer.TransferRecorded, position: int
@@ -372,8 +389,9 @@ class LedgerViewMixin:
             cursor,
             "INSERT INTO {transfers} (transfer_id, stream_id, debit_account_id, "
             "credit_account_id, amount, unit, pending, timeout_seconds, expires_at, metadata, "
-            "status, amount_posted, reversal_of, recorded_at, position, updated_position) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "status, amount_posted, reversal_of, recorded_at, position, updated_position, "
+            "grant_terms, allocations) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 event.transfer_id,
                 event.originator_id.hex,
@@ -391,6 +409,8 @@ class LedgerViewMixin:
                 timestamp_text(event.timestamp),
                 position,
                 position,
+                None if event.grant is None else json.dumps(event.grant, default=_time_text),
+                None if event.allocations is None else json.dumps(event.allocations),
             ],
         )
         if event.reversal_of is not None:
@@ -405,8 +425,9 @@ class LedgerViewMixin:
     def _update_transfer(self, cursor: Cursor, event: Transfer.Event, position: int) -> None:
         stream_id = event.originator_id.hex
         if isinstance(event, Transfer.PendingPosted):
-            statement = "status = 'posted', amount_posted = ?"
-            params: list[Any] = [event.amount]
+            statement = "status = 'posted', amount_posted = ?, allocations = ?"
+            allocations = None if event.allocations is None else json.dumps(event.allocations)
+            params: list[Any] = [event.amount, allocations]
         elif isinstance(event, Transfer.PendingVoided):
             statement, params = "status = 'voided'", []
         elif isinstance(event, Transfer.PendingExpired):
@@ -534,6 +555,41 @@ class LedgerViewMixin:
         )
         return [row["transfer_id"] for row in rows]
 
+    def lots(
+        self,
+        account_id: str,
+        *,
+        status: LotStatusFilter,
+        at: datetime,
+        position: int | None = None,
+        moment: datetime | None = None,
+        after_position: int | None = None,
+        limit: int = 100,
+    ) -> LotPage:
+        """The account's credit lots (projections/lots.py)."""
+        return account_lots(
+            self,
+            account_id,
+            status=status,
+            at=at,
+            position=position,
+            moment=moment,
+            after_position=after_position,
+            limit=limit,
+        )
+
+    def time_at_position(self, position: int) -> datetime | None:
+        """When the commit holding ``position`` was recorded (None before the first)."""
+        row = self._one(
+            "SELECT recorded_at FROM {commits} WHERE start_position <= ? "
+            "ORDER BY start_position DESC LIMIT 1",
+            [position],
+        )
+        return None if row is None else parse_timestamp(row["recorded_at"])
+
+    def due_grant_expiries(self, now: datetime, limit: int) -> list[str]:
+        return due_grant_expiries(self, now, limit)
+
     def transfer_page(self, after_id: str, limit: int) -> list[TransferRow]:
         """Transfers in id order after ``after_id``: for audits that walk the index."""
         rows = self._all(
@@ -640,7 +696,26 @@ def _transfer_row(row: Any) -> TransferRow:
         recorded_at=parse_timestamp(row["recorded_at"]),
         position=int(row["position"]),
         updated_position=int(row["updated_position"]),
+        grant=_grant_of(row["grant_terms"]),
+        allocations=tuple(
+            Allocation(a["grant_id"], a["amount"]) for a in json.loads(row["allocations"] or "[]")
+        ),
     )
+
+
+def _time_text(value: object) -> str:
+    assert isinstance(value, datetime)
+    return timestamp_text(value)
+
+
+def _grant_of(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    grant: dict[str, Any] = json.loads(text)
+    for key in ("expires_at", "effective_at", "requested_effective_at"):
+        if grant.get(key) is not None:
+            grant[key] = parse_timestamp(grant[key])
+    return grant
 
 
 def _table_names(prefix: str) -> dict[str, str]:
@@ -651,6 +726,7 @@ def _table_names(prefix: str) -> dict[str, str]:
         "transfers_by_credit",
         "transfers_by_position",
         "transfers_due",
+        *LOT_INDEXES,
     ):
         names[f"{index}_index"] = f"{prefix}{index}_idx"
     return names

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.controllers.accounts import AccountController
 from app.api.controllers.events import EventController
+from app.api.controllers.grants import GrantController
 from app.api.controllers.monitors import MonitorController
 from app.api.controllers.transfers import TransferController
 from app.api.controllers.webhooks import WebhookController
@@ -123,6 +124,7 @@ def create_app(
     app = Litestar(
         route_handlers=[
             AccountController,
+            GrantController,
             TransferController,
             EventController,
             WebhookController,

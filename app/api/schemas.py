@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from app.api.event_schemas import EventsReadiness
 from app.application.views import AccountView, TransferView
 from app.domain import limits
+from app.domain.lots import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, Allocation
+from app.domain.times import TIME_PATTERN, TIME_TEXT_LENGTH_MAX
+from projections.lots import LotRow
 from projections.views import BalanceRow, EntryRow, TransferRow
 
 T = TypeVar("T")
@@ -29,6 +32,14 @@ Metadata = Annotated[
         Annotated[StrictStr, Field(max_length=limits.METADATA_VALUE_LENGTH_MAX)],
     ],
     Field(max_length=limits.METADATA_ENTRIES_MAX, examples=[{"order": "o-981"}]),
+]
+
+
+# An instant in a body: the ledger's one time syntax (app.domain.times), parsed by the
+# command's check (pydantic's strict mode would refuse every JSON time string).
+TimeText = Annotated[
+    StrictStr,
+    Field(pattern=TIME_PATTERN, max_length=TIME_TEXT_LENGTH_MAX, examples=["2026-04-01T00:00:00Z"]),
 ]
 
 
@@ -79,6 +90,35 @@ class AccountRead(BaseModel):
         )
 
 
+class GrantCreate(Strict):
+    """Makes the transfer a credit grant: a lot in the credit account with these terms."""
+
+    expires_at: TimeText | None = Field(
+        default=None, description="When what is left expires to breakage (null: never)"
+    )
+    effective_at: TimeText | None = Field(
+        default=None, description="When the lot becomes spendable (null: at once)"
+    )
+    priority: Annotated[StrictInt, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)] = PRIORITY_DEFAULT
+    category: Literal["paid", "promotional"] = "paid"
+
+
+class GrantRead(BaseModel):
+    expires_at: datetime | None
+    effective_at: datetime
+    priority: int
+    category: Literal["paid", "promotional"]
+
+
+class AllocationRead(BaseModel):
+    grant_id: str | None = Field(description="The lot's grant; null for the general lot")
+    amount: int
+
+
+def allocations_read(allocations: tuple[Allocation, ...]) -> list[AllocationRead]:
+    return [AllocationRead(grant_id=a.grant_id, amount=a.amount) for a in allocations]
+
+
 class TransferCreate(Strict):
     id: Identifier
     debit_account_id: Identifier
@@ -90,6 +130,7 @@ class TransferCreate(Strict):
         | None
     ) = None
     metadata: Metadata = Field(default_factory=dict)
+    grant: GrantCreate | None = None
 
 
 class TransferRead(BaseModel):
@@ -108,6 +149,10 @@ class TransferRead(BaseModel):
     reversal_of: str | None
     reversed_by: str | None
     position: int
+    grant: GrantRead | None = None
+    allocations: list[AllocationRead] = Field(
+        default_factory=list, description="The debit account's lots this transfer took from"
+    )
 
     @classmethod
     def of(cls, transfer: TransferView | TransferRow, position: int) -> "TransferRead":
@@ -127,6 +172,8 @@ class TransferRead(BaseModel):
             reversal_of=transfer.reversal_of,
             reversed_by=transfer.reversed_by,
             position=position,
+            grant=None if transfer.grant is None else GrantRead(**transfer.grant),
+            allocations=allocations_read(transfer.allocations),
         )
 
 
@@ -165,6 +212,47 @@ class VoidPending(Strict):
 class ReverseTransfer(Strict):
     id: Identifier
     metadata: Metadata = Field(default_factory=dict)
+    amount: Amount | None = Field(
+        default=None, description="Reverse part of it (a grant: part of what is left)"
+    )
+
+
+class LotRead(BaseModel):
+    grant_id: str
+    amount: int = Field(description="As granted")
+    remaining: int = Field(description="Still in the lot, reserved part included")
+    reserved: int
+    breakage: int = Field(description="Moved to breakage on expiry")
+    expires_at: datetime | None
+    effective_at: datetime
+    priority: int
+    category: str
+    status: Literal["live", "expired", "consumed"]
+    granted_position: int
+    granted_at: datetime
+
+    @classmethod
+    def of(cls, row: LotRow) -> "LotRead":
+        return cls(
+            grant_id=row.grant_id,
+            amount=row.amount,
+            remaining=row.remaining,
+            reserved=row.reserved,
+            breakage=row.breakage,
+            expires_at=row.expires_at,
+            effective_at=row.effective_at,
+            priority=row.priority,
+            category=row.category,
+            status=row.status,
+            granted_position=row.granted_position,
+            granted_at=row.granted_at,
+        )
+
+
+class LotPageRead(BaseModel):
+    items: list[LotRead]
+    next_cursor: str | None
+    position: int = Field(description="The log position this answer reflects")
 
 
 class EntryRead(BaseModel):

@@ -11,12 +11,14 @@ from typing import Any
 from app.domain.errors import SameAccountError, ValidationError
 from app.domain.lots import CATEGORY_DEFAULT, PRIORITY_DEFAULT, Category, check_grant_terms
 from app.domain.values import (
+    LEDGER_TRANSFER_PREFIXES,
     check_amount,
     check_id,
     check_metadata,
     check_overdraft_limit,
     check_timeout_seconds,
     check_unit,
+    is_breakage_transfer_id,
 )
 
 
@@ -116,6 +118,11 @@ class RecordTransfer:
             metadata=check_metadata(self.metadata),
             grant=grant,
         )
+        if is_breakage_transfer_id(command.id):
+            raise ValidationError(
+                f"ids starting with {' or '.join(LEDGER_TRANSFER_PREFIXES)} are the ledger's own",
+                field="id",
+            )
         if command.debit_account_id == command.credit_account_id:
             raise SameAccountError(
                 "debit_account_id and credit_account_id must differ",

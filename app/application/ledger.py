@@ -71,6 +71,7 @@ from app.domain.values import (
     check_id,
     check_metadata,
     derived_transfer_id,
+    is_breakage_transfer_id,
     transfer_uuid,
 )
 from app.persistence.positions import existing_streams, recorded_position, stream_heads
@@ -92,6 +93,11 @@ AGGREGATE_CACHE_SIZE: Final = 20_000
 # LEDGER_WRITE_QUEUE_MAX).
 WRITE_TIMEOUT_SECONDS_DEFAULT: Final = 10.0
 WRITE_QUEUE_MAX_DEFAULT: Final = 20_000
+
+
+# What one grant's expiry answers: the expiry transfer, the error that refused it, or
+# None when nothing was left to move.
+GrantExpiry = TransferOutcome | LedgerError | None
 
 
 def utc_now() -> datetime:
@@ -540,6 +546,8 @@ class Ledger(Application[UUID]):
         back only what is still free in its lot. ``amount`` reverses part of it."""
         transfer_id = check_id(transfer_id, "transfer_id")
         reversal_id = check_id(reversal_id, "id")
+        if is_breakage_transfer_id(reversal_id):
+            raise ValidationError("ids starting with expiry: or breakage: are the ledger's own")
         checked_metadata = check_metadata(metadata)
         if amount is not None:
             amount = check_amount(amount)
@@ -602,37 +610,67 @@ class Ledger(Application[UUID]):
         ``expiry:<grant id>``. Safe to run twice (the second answers the first's
         transfer); None when nothing is left to move."""
         grant_id = check_id(grant_id, "grant_id")
-        expiry_id = derived_transfer_id("expiry", grant_id)
 
         def apply(work: Workspace) -> Callable[[Written], TransferOutcome | None]:
-            existing = work.find_transfer(expiry_id)
-            if existing is not None:
-                view = TransferView.of(existing)
-                return lambda _: TransferOutcome(
-                    view, created=False, position=self._recorded_at(existing)
-                )
-            grant = work.transfer(grant_id)
-            terms = grant.lot_terms()
-            now = self.clock()
-            if terms is None or not terms.is_expired(now):
-                raise GrantNotYetExpiredError(
-                    f"transfer {grant_id} is not a grant that has expired by {now}",
-                    grant_id=grant_id,
-                )
-            account = work.account(grant.credit_account_id)
-            lot = account.lots.get(grant_id)
-            if lot is None or lot.free <= 0:
-                return lambda _: None
-            moved = self._break(
-                work, account, [Allocation(grant_id, lot.free)], grant_id, now, expiry_id
-            )
-            assert moved is not None
-            view = TransferView.of(moved)
-            return lambda written: TransferOutcome(
-                view, created=True, position=written.position_of(moved.id, Transfer.INITIAL_VERSION)
-            )
+            return self._expire_one(work, grant_id, self.clock())
 
+        expiry_id = derived_transfer_id("expiry", grant_id)
         return self._submit(Write(apply, transfer_ids=(grant_id, expiry_id)))
+
+    def expire_grants(self, grant_ids: Sequence[str]) -> list[GrantExpiry]:
+        """Expire many grants in one write (the expiry worker's batch): per grant, what
+        ``expire_grant`` would answer, or the error that refused it."""
+        if len(grant_ids) > limits.BATCH_SIZE_MAX:
+            raise BatchTooLargeError(
+                f"at most {limits.BATCH_SIZE_MAX} grants expire together, got {len(grant_ids)}"
+            )
+        checked = [check_id(grant_id, "grant_id") for grant_id in grant_ids]
+
+        def apply(work: Workspace) -> Callable[[Written], list[GrantExpiry]]:
+            now = self.clock()
+            items: list[Callable[[Written], TransferOutcome | None] | LedgerError] = []
+            for grant_id in checked:
+                try:
+                    # Refusals come before any change: the others still share the write.
+                    items.append(self._expire_one(work, grant_id, now))
+                except LedgerError as error:
+                    items.append(error)
+            return lambda written: [
+                item if isinstance(item, LedgerError) else item(written) for item in items
+            ]
+
+        transfer_ids = (*checked, *(derived_transfer_id("expiry", g) for g in checked))
+        return self._submit(Write(apply, transfer_ids=transfer_ids, units=len(checked)))
+
+    def _expire_one(
+        self, work: Workspace, grant_id: str, now: datetime
+    ) -> Callable[[Written], TransferOutcome | None]:
+        expiry_id = derived_transfer_id("expiry", grant_id)
+        existing = work.find_transfer(expiry_id)
+        if existing is not None:
+            view = TransferView.of(existing)
+            return lambda _: TransferOutcome(
+                view, created=False, position=self._recorded_at(existing)
+            )
+        grant = work.transfer(grant_id)
+        terms = grant.lot_terms()
+        if terms is None or not terms.is_expired(now):
+            raise GrantNotYetExpiredError(
+                f"transfer {grant_id} is not a grant that has expired by {now}",
+                grant_id=grant_id,
+            )
+        account = work.account(grant.credit_account_id)
+        lot = account.lots.get(grant_id)
+        if lot is None or lot.free <= 0:
+            return lambda _: None
+        moved = self._break(
+            work, account, [Allocation(grant_id, lot.free)], grant_id, now, expiry_id
+        )
+        assert moved is not None
+        view = TransferView.of(moved)
+        return lambda written: TransferOutcome(
+            view, created=True, position=written.position_of(moved.id, Transfer.INITIAL_VERSION)
+        )
 
     def get_transfer(self, transfer_id: str) -> TransferView:
         transfer_id = check_id(transfer_id, "transfer_id")

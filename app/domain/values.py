@@ -118,3 +118,11 @@ def derived_transfer_id(kind: str, cause_id: str) -> str:
     if len(candidate) <= limits.ID_LENGTH_MAX:
         return candidate
     return f"{kind}:sha256:{hashlib.sha256(cause_id.encode()).hexdigest()}"
+
+
+# Ids of the transfers the ledger writes itself; clients may not use these prefixes.
+LEDGER_TRANSFER_PREFIXES: Final = ("expiry:", "breakage:")
+
+
+def is_breakage_transfer_id(transfer_id: str) -> bool:
+    return transfer_id.startswith(LEDGER_TRANSFER_PREFIXES)

@@ -14,6 +14,7 @@ from app.api.schemas import (
     BatchCreate,
     BatchItemResult,
     BatchRead,
+    GrantCreate,
     Page,
     PostPending,
     Problem,
@@ -23,16 +24,29 @@ from app.api.schemas import (
     VoidPending,
 )
 from app.api.services import Services
-from app.application.commands import RecordTransfer
+from app.application.commands import GrantTerms, RecordTransfer
 from app.application.views import TransferOutcome
 from app.domain.errors import LedgerError
+from app.domain.times import parse_time
 from app.domain.values import check_id
 
 Position = Annotated[int | None, Parameter(ge=0, le=2**63 - 1, required=False)]
 
 
 def command_of(data: TransferCreate) -> RecordTransfer:
-    return RecordTransfer(**data.model_dump())
+    fields = data.model_dump(exclude={"grant"})
+    return RecordTransfer(**fields, grant=None if data.grant is None else grant_of(data.grant))
+
+
+def grant_of(data: GrantCreate) -> GrantTerms:
+    return GrantTerms(
+        expires_at=None if data.expires_at is None else parse_time(data.expires_at, "expires_at"),
+        effective_at=None
+        if data.effective_at is None
+        else parse_time(data.effective_at, "effective_at"),
+        priority=data.priority,
+        category=data.category,
+    )
 
 
 def transfer_response(outcome: TransferOutcome) -> Response[TransferRead]:
@@ -191,7 +205,7 @@ class TransferController(Controller):
         services: NamedDependency[Services],
         metrics: NamedDependency[Metrics],
     ) -> Response[TransferRead]:
-        outcome = services.ledger.reverse_transfer(transfer_id, data.id, data.metadata)
+        outcome = services.ledger.reverse_transfer(transfer_id, data.id, data.metadata, data.amount)
         if outcome.created:
             metrics.transfers_recorded.inc()
         return transfer_response(outcome)

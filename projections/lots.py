@@ -1,0 +1,295 @@
+"""The credit lots view: every grant's lot, as it stands and as it stood.
+
+- ``lots``: one row per grant (never deleted: consumed and expired lots stay listed), with
+  what is left, reserved and gone to breakage;
+- ``lot_changes``: the lot's figures after each event that moved it, so that the lots of
+  an account at a position or a time are one index lookup per lot.
+
+A lot's status is derived when read, at the time asked about: ``live`` while something is
+left and its expiry has not come; ``expired`` once it has come (what was left goes to
+breakage); ``consumed`` when it was used up before expiring. Written in the same
+transaction as the rest of the views (decision 0006), by the hook in ``views.py``.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from app.domain.account import Account, allocations_of
+from app.domain.lots import Allocation, LotStatus
+from app.domain.values import is_breakage_transfer_id
+
+if TYPE_CHECKING:
+    from projections.views import Cursor, LedgerViewMixin
+
+LotStatusFilter = Literal["live", "expired", "consumed", "all"]
+LOTS_PAGE_SIZE_MAX: Final = 1000
+
+LOT_TABLES: Final = ("lots", "lot_changes")
+LOT_INDEXES: Final = ("lots_due", "lots_by_account")
+
+LOT_SCHEMA: Final = [
+    """CREATE TABLE IF NOT EXISTS {lots} (
+        account_id TEXT NOT NULL,
+        grant_id TEXT NOT NULL,
+        amount BIGINT NOT NULL,
+        remaining BIGINT NOT NULL,
+        reserved BIGINT NOT NULL,
+        breakage BIGINT NOT NULL,
+        expires_at TEXT,
+        effective_at TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        category TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        granted_position BIGINT NOT NULL,
+        granted_at TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        PRIMARY KEY (account_id, grant_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS {lots_by_account_index} ON {lots} (account_id, granted_position)",
+    "CREATE INDEX IF NOT EXISTS {lots_due_index} ON {lots} (expires_at)",
+    """CREATE TABLE IF NOT EXISTS {lot_changes} (
+        account_id TEXT NOT NULL,
+        grant_id TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        remaining BIGINT NOT NULL,
+        reserved BIGINT NOT NULL,
+        breakage BIGINT NOT NULL,
+        PRIMARY KEY (account_id, grant_id, position)
+    )""",
+]
+
+
+@dataclass(frozen=True)
+class LotRow:
+    account_id: str
+    grant_id: str
+    amount: int
+    remaining: int
+    reserved: int
+    breakage: int
+    expires_at: datetime | None
+    effective_at: datetime
+    priority: int
+    category: str
+    status: LotStatus
+    granted_position: int
+    granted_at: datetime
+    position: int  # of the newest change the answer reflects
+
+
+@dataclass(frozen=True)
+class LotPage:
+    items: list[LotRow]
+    next_after: int | None  # the cursor: the last granted position read
+
+
+def lot_status(remaining: int, reserved: int, breakage: int, expired: bool) -> LotStatus:
+    if remaining or reserved:
+        return "expired" if expired else "live"
+    return "expired" if breakage else "consumed"
+
+
+# Writing ---------------------------------------------------------------------------------
+
+
+def apply_lot_moves(
+    view: "LedgerViewMixin",
+    cursor: "Cursor",
+    event: Account.BalanceChanged,
+    position: int,
+    account_id: str,
+    at: str,
+) -> None:
+    """Apply what one account event did to its grant lots (the general lot is not listed:
+    it is the balance minus the lots)."""
+    moves: list[tuple[str, int, int]] = []  # grant id, remaining change, reserved change
+    if isinstance(event, Account.Credited):
+        if event.grant is not None:
+            _open_lot(view, cursor, event, position, account_id, at)
+            return
+        moves = [(a.grant_id, a.amount, 0) for a in _grants(allocations_of(event.returned, 0))]
+    elif isinstance(event, Account.Debited):
+        moves = [(a.grant_id, -a.amount, 0) for a in _grants(event_allocations(event))]
+    elif isinstance(event, Account.DebitReserved):
+        moves = [(a.grant_id, 0, a.amount) for a in _grants(event_allocations(event))]
+    elif isinstance(event, Account.DebitHoldSettled):
+        consumed = allocations_of(event.consumed, event.posted_amount)
+        released = allocations_of(event.released, event.reserved_amount - event.posted_amount)
+        moves = [(a.grant_id, -a.amount, -a.amount) for a in _grants(consumed)]
+        moves += [(a.grant_id, 0, -a.amount) for a in _grants(released)]
+    broken = isinstance(event, Account.Debited) and is_breakage_transfer_id(event.transfer_id)
+    for grant_id, remaining_change, reserved_change in moves:
+        breakage_change = -remaining_change if broken else 0
+        view._run(
+            cursor,
+            "UPDATE {lots} SET remaining = remaining + ?, reserved = reserved + ?, "
+            "breakage = breakage + ?, position = ? WHERE account_id = ? AND grant_id = ?",
+            [remaining_change, reserved_change, breakage_change, position, account_id, grant_id],
+        )
+        _record_change(view, cursor, account_id, grant_id, position, at)
+
+
+def event_allocations(event: Account.Debited | Account.DebitReserved) -> tuple[Allocation, ...]:
+    return allocations_of(event.allocations, event.amount)
+
+
+def _grants(allocations: Sequence[Allocation]) -> list[Any]:
+    return [a for a in allocations if a.grant_id is not None]
+
+
+def _open_lot(
+    view: "LedgerViewMixin",
+    cursor: "Cursor",
+    event: Account.Credited,
+    position: int,
+    account_id: str,
+    at: str,
+) -> None:
+    from projections.views import timestamp_text  # noqa: PLC0415  # views imports this module
+
+    grant = event.grant
+    assert grant is not None
+    expires_at = grant["expires_at"]
+    view._run(
+        cursor,
+        "INSERT INTO {lots} (account_id, grant_id, amount, remaining, reserved, breakage, "
+        "expires_at, effective_at, priority, category, sequence, granted_position, granted_at, "
+        "position) VALUES (?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            account_id,
+            event.transfer_id,
+            event.amount,
+            event.amount - grant["filled"],
+            None if expires_at is None else timestamp_text(expires_at),
+            timestamp_text(grant["effective_at"]),
+            grant["priority"],
+            grant["category"],
+            grant["sequence"],
+            position,
+            at,
+            position,
+        ],
+    )
+    _record_change(view, cursor, account_id, event.transfer_id, position, at)
+
+
+def _record_change(
+    view: "LedgerViewMixin",
+    cursor: "Cursor",
+    account_id: str,
+    grant_id: str,
+    position: int,
+    at: str,
+) -> None:
+    # One row per lot per position: two moves of one lot in one event fold into it.
+    view._run(
+        cursor,
+        "DELETE FROM {lot_changes} WHERE account_id = ? AND grant_id = ? AND position = ?",
+        [account_id, grant_id, position],
+    )
+    view._run(
+        cursor,
+        "INSERT INTO {lot_changes} (account_id, grant_id, position, recorded_at, remaining, "
+        "reserved, breakage) SELECT account_id, grant_id, ?, ?, remaining, reserved, breakage "
+        "FROM {lots} WHERE account_id = ? AND grant_id = ?",
+        [position, at, account_id, grant_id],
+    )
+
+
+# Reading ---------------------------------------------------------------------------------
+
+
+def account_lots(
+    view: "LedgerViewMixin",
+    account_id: str,
+    *,
+    status: LotStatusFilter,
+    at: datetime,
+    position: int | None = None,
+    moment: datetime | None = None,
+    after_position: int | None = None,
+    limit: int = 100,
+) -> LotPage:
+    """The account's lots in grant order: now, at a ``position``, or at a ``moment``
+    (each lot's newest change at or before it); statuses as of ``at``. Filtering by
+    status happens after the page is read, so a page may hold fewer than ``limit``."""
+    from projections.views import parse_timestamp, timestamp_text  # noqa: PLC0415
+
+    conditions, params = ["l.account_id = ?"], [account_id]
+    if after_position is not None:
+        conditions.append("l.granted_position > ?")
+        params.append(after_position)  # type: ignore[arg-type]
+    if position is not None:
+        bound, column = position, "position"
+    elif moment is not None:
+        bound, column = timestamp_text(moment), "recorded_at"  # type: ignore[assignment]
+    else:
+        bound = column = None  # type: ignore[assignment]
+    if bound is None:
+        figures = "l.remaining, l.reserved, l.breakage, l.position AS changed"
+        source = "{lots} l"
+    else:
+        figures = "c.remaining, c.reserved, c.breakage, c.position AS changed"
+        source = (
+            "{lots} l JOIN {lot_changes} c ON c.account_id = l.account_id "
+            "AND c.grant_id = l.grant_id AND c.position = (SELECT MAX(position) "
+            "FROM {lot_changes} WHERE account_id = l.account_id AND grant_id = l.grant_id "
+            f"AND {column} <= ?)"
+        )
+        params.insert(0, bound)  # type: ignore[arg-type]
+    rows = view._all(
+        f"SELECT {_TERMS}, {figures} FROM {source} WHERE {' AND '.join(conditions)} "
+        "ORDER BY l.granted_position LIMIT ?",
+        [*params, min(limit, LOTS_PAGE_SIZE_MAX)],
+    )
+    stamp = timestamp_text(at)
+    lots = []
+    for row in rows:
+        expired = row["expires_at"] is not None and row["expires_at"] <= stamp
+        lot_state = lot_status(
+            int(row["remaining"]), int(row["reserved"]), int(row["breakage"]), expired
+        )
+        lots.append(
+            LotRow(
+                account_id=row["account_id"],
+                grant_id=row["grant_id"],
+                amount=int(row["amount"]),
+                remaining=int(row["remaining"]),
+                reserved=int(row["reserved"]),
+                breakage=int(row["breakage"]),
+                expires_at=parse_timestamp(row["expires_at"]) if row["expires_at"] else None,
+                effective_at=parse_timestamp(row["effective_at"]),
+                priority=int(row["priority"]),
+                category=row["category"],
+                status=lot_state,
+                granted_position=int(row["granted_position"]),
+                granted_at=parse_timestamp(row["granted_at"]),
+                position=int(row["changed"]),
+            )
+        )
+    more = len(rows) == min(limit, LOTS_PAGE_SIZE_MAX)
+    return LotPage(
+        items=[lot for lot in lots if status in ("all", lot.status)],
+        next_after=int(rows[-1]["granted_position"]) if more else None,
+    )
+
+
+_TERMS: Final = (
+    "l.account_id, l.grant_id, l.amount, l.expires_at, l.effective_at, l.priority, "
+    "l.category, l.granted_position, l.granted_at"
+)
+
+
+def due_grant_expiries(view: "LedgerViewMixin", now: datetime, limit: int) -> list[str]:
+    """Grants whose expiry has come with something still free in their lot."""
+    from projections.views import timestamp_text  # noqa: PLC0415
+
+    rows = view._all(
+        "SELECT grant_id FROM {lots} WHERE expires_at IS NOT NULL AND expires_at <= ? "
+        "AND remaining > reserved ORDER BY expires_at LIMIT ?",
+        [timestamp_text(now), limit],
+    )
+    return [row["grant_id"] for row in rows]
