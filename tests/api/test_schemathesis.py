@@ -51,6 +51,7 @@ OPERATIONS: Final = [
     "POST /v1/accounts",
     "GET /v1/accounts/{account_id}",
     "GET /v1/accounts/{account_id}/entries",
+    "GET /v1/accounts/{account_id}/grants",
     "POST /v1/accounts/{account_id}/close",
     "POST /v1/transfers",
     "POST /v1/transfers/batch",
@@ -324,6 +325,24 @@ def test_a_scenario_through_every_operation_conforms(call: Callable[..., Any]) -
         query={**after, "limit": 2},
     )
     assert entries["next_cursor"] is not None
+    granted = call(
+        "POST /v1/transfers",
+        201,
+        body=transfer_body(
+            "scenario:grant",
+            issuer,
+            "scenario:b",
+            5,
+            grant={"expires_at": "2100-01-01T00:00:00Z", "category": "promotional"},
+        ),
+    )
+    lots = call(
+        "GET /v1/accounts/{account_id}/grants",
+        200,
+        path_parameters={"account_id": "scenario:b"},
+        query={"min_position": granted["position"], "status": "all"},
+    )
+    assert [lot["grant_id"] for lot in lots["items"]] == ["scenario:grant"]
     call(
         "GET /v1/accounts/{account_id}/entries",
         200,

@@ -75,6 +75,8 @@ def test_record_is_201_and_a_replay_is_200_with_the_identical_body(funded: Clien
         "reversal_of": None,
         "reversed_by": None,
         "position": created["position"],
+        "grant": None,
+        "allocations": [{"grant_id": None, "amount": 30}],
     }
     second = funded.post("/v1/transfers", json=body)
     assert second.status_code == 200

@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -24,7 +24,7 @@ from app.application.ledger import Ledger
 from app.domain.account import Account
 from app.domain.transfer import Transfer
 from projections.runner import VIEW_ENV_PREFIX, view_env
-from projections.views import APPLICATION_NAME, parse_timestamp
+from projections.views import APPLICATION_NAME, parse_timestamp, timestamp_text
 
 NOTIFICATION_PAGE: Final = 1000
 # The library names the tracking table after the projection on PostgreSQL only.
@@ -36,7 +36,7 @@ Totals = tuple[int, int, int, int]
 
 # Column kinds, to compare SQLite's and PostgreSQL's answers in one currency.
 BOOLEAN_COLUMNS: Final = frozenset({"allow_negative", "pending"})
-JSON_COLUMNS: Final = frozenset({"metadata"})
+JSON_COLUMNS: Final = frozenset({"metadata", "grant_terms", "allocations"})
 TIME_COLUMNS: Final = frozenset(
     {"opened_at", "closed_at", "updated_at", "recorded_at", "expires_at"}
 )
@@ -199,12 +199,21 @@ def _fold_transfer_event(replay: Replay, event: Transfer.Event, position: int) -
             "recorded_at": event.timestamp,
             "position": position,
             "updated_position": position,
+            "grant_terms": None
+            if event.grant is None
+            else {
+                key: timestamp_text(value) if isinstance(value, datetime) else value
+                for key, value in event.grant.items()
+            },
+            "allocations": event.allocations,
         }
         return
     transfer = replay.transfers[stream]
     transfer["updated_position"] = position
     if isinstance(event, Transfer.PendingPosted):
-        transfer.update(status="posted", amount_posted=event.amount)
+        transfer.update(
+            status="posted", amount_posted=event.amount, allocations=event.allocations
+        )
     elif isinstance(event, Transfer.PendingVoided):
         transfer["status"] = "voided"
     elif isinstance(event, Transfer.PendingExpired):
