@@ -211,9 +211,7 @@ def _fold_transfer_event(replay: Replay, event: Transfer.Event, position: int) -
     transfer = replay.transfers[stream]
     transfer["updated_position"] = position
     if isinstance(event, Transfer.PendingPosted):
-        transfer.update(
-            status="posted", amount_posted=event.amount, allocations=event.allocations
-        )
+        transfer.update(status="posted", amount_posted=event.amount, allocations=event.allocations)
     elif isinstance(event, Transfer.PendingVoided):
         transfer["status"] = "voided"
     elif isinstance(event, Transfer.PendingExpired):
