@@ -171,7 +171,15 @@ def _exit_cleanly(*_: object) -> None:
 
 
 @cli.command()
-def project() -> None:
+def project(
+    events_too: Annotated[
+        bool,
+        typer.Option(
+            "--events/--no-events",
+            help="Also run the event feed and webhook deliveries (else: `ledger deliver`)",
+        ),
+    ] = True,
+) -> None:
     """Run the projection workers alone (and the expiry of pending transfers)."""
     settings = load_settings()
     configure_logging(settings)
@@ -179,8 +187,7 @@ def project() -> None:
     with opening_read_model(settings):
         workers = ProjectionWorkers(settings.event_store_url, settings.read_model_url, ledger)
         workers.start()
-        # The public feed and webhook deliveries too (`ledger deliver` runs them alone).
-        events = EventServices.build(settings, ledger, run_workers=True)
+        events = EventServices.build(settings, ledger, run_workers=events_too)
 
     try:
         # Workers restart themselves (supervised); the heartbeat says how they are.

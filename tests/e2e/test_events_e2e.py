@@ -3,12 +3,16 @@ sockets. An SSE client resumes with Last-Event-ID across a killed and restarted
 server, missing nothing; a `ledger deliver` worker SIGKILLed mid-delivery resumes and
 every event arrives (a repeat carries the same webhook-id)."""
 
+import importlib.util
 import json
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Final
 
 import httpx
@@ -20,7 +24,15 @@ from app.events.database import Database, events_database_url
 from app.events.store import FeedStore
 from app.persistence.stores import event_store_env, sqlite_url
 from app.webhooks.store import WebhookStore
-from tests.e2e.test_serve import ISSUER, UNIT, admin_key_of, environment, ledger_command, serving
+from tests.e2e.test_serve import (
+    ISSUER,
+    UNIT,
+    admin_key_of,
+    environment,
+    free_port,
+    ledger_command,
+    serving,
+)
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.slow
@@ -176,3 +188,90 @@ def test_a_delivery_worker_killed_mid_delivery_loses_nothing(tmp_path: Path) -> 
     expected = [row.event()["id"] for row in feed.page(0, 1000, ("transfer.recorded",))]
     assert first_seen == expected
     database.close()
+
+
+# The consumer example in docs/ --------------------------------------------------------
+
+EXAMPLE: Final = Path(__file__).resolve().parents[2] / "docs" / "examples" / "events_consumer.py"
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("events_consumer", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_example_feed(server_url: str, key: str, cursor_file: Path) -> list[str]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "feed",
+            "--url",
+            server_url,
+            "--key",
+            key,
+            "--cursor-file",
+            str(cursor_file),
+            "--exit-when-idle",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [json.loads(line)["id"] for line in done.stdout.splitlines()]
+
+
+def test_the_example_consumer_follows_the_feed_across_restarts_and_verifies_webhooks(
+    tmp_path: Path,
+) -> None:
+    example = load_example()
+    handled: list[dict[str, object]] = []
+    port = free_port()
+    with serving(tmp_path / "var") as server:
+        key = admin_key_of(server)
+        with server.client(key) as client:
+            client.post("/v1/accounts", json={"id": ISSUER, "unit": UNIT, "allow_negative": True})
+            first = run_example_feed(server.url, key, tmp_path / "cursor.txt")
+            client.post("/v1/accounts", json={"id": "alice", "unit": UNIT})
+            client.post("/v1/accounts", json={"id": "bob", "unit": UNIT})
+            deadline = time.monotonic() + WAIT_SECONDS
+            while len(client.get("/v1/events").json()["items"]) < 3:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            second = run_example_feed(server.url, key, tmp_path / "cursor.txt")
+            everything = [e["id"] for e in client.get("/v1/events").json()["items"]]
+
+            # Webhooks: the example verifies the signature with the secret shown once.
+            hook = client.post(
+                "/v1/webhooks",
+                json={"url": f"http://127.0.0.1:{port}/", "types": ["account.opened"]},
+            ).json()
+            receiver = example.receive_webhooks(port, hook["secret"], handled.append)
+            thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+            thread.start()
+            forged = httpx.post(
+                f"http://127.0.0.1:{port}/",
+                content=b'{"id":"x"}',
+                headers={
+                    "webhook-id": "x",
+                    "webhook-timestamp": str(int(time.time())),
+                    "webhook-signature": "v1,AAAA",
+                },
+            )
+            client.post("/v1/accounts", json={"id": "carol", "unit": UNIT})
+            deadline = time.monotonic() + WAIT_SECONDS
+            while not handled:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            receiver.shutdown()
+            receiver.server_close()
+
+    assert first + second == everything  # nothing lost, nothing twice
+    assert len(first) == 1
+    assert forged.status_code == 400
+    assert [event["data"]["account"]["id"] for event in handled] == ["carol"]  # type: ignore[index]

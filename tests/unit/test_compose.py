@@ -11,7 +11,7 @@ from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 STATEFUL = {"kurrentdb", "postgres", "kurrentdb-1", "kurrentdb-2", "kurrentdb-3"}
-LEDGER_SERVICES = {"ledger-api", "ledger-projections"}
+LEDGER_SERVICES = {"ledger-api", "ledger-projections", "ledger-deliver"}
 
 
 def compose() -> dict[str, Any]:
