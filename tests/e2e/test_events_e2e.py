@@ -127,9 +127,10 @@ def test_too_many_streams_are_refused_with_503(tmp_path: Path) -> None:
                 time.sleep(0.1)
 
 
-def start_deliver(data_dir: Path, run: int) -> subprocess.Popen[bytes]:
+def start_deliver(data_dir: Path, run: int, read_model_url: str) -> subprocess.Popen[bytes]:
     env = {
         **environment(data_dir),
+        "LEDGER_READ_MODEL": read_model_url,
         "LEDGER_WEBHOOK_RETRY_BASE_SECONDS": "0.05",
         "LEDGER_WEBHOOK_RETRY_CAP_SECONDS": "0.2",
         "LEDGER_WEBHOOK_TIMEOUT_SECONDS": "2",
@@ -138,11 +139,20 @@ def start_deliver(data_dir: Path, run: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen([*ledger_command(), "deliver"], env=env, stderr=err)
 
 
-def test_a_delivery_worker_killed_mid_delivery_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_model", ["sqlite", "postgres"])
+def test_a_delivery_worker_killed_mid_delivery_loses_nothing(
+    read_model: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     data_dir = tmp_path / "var"
     data_dir.mkdir()
     event_store = sqlite_url(data_dir / "events.sqlite")
-    database = Database(events_database_url(sqlite_url(data_dir / "views.sqlite")))
+    read_model_url = (
+        str(request.getfixturevalue("postgres_url"))
+        if read_model == "postgres"
+        else sqlite_url(data_dir / "views.sqlite")
+    )
+    # The delivery checkpoints live in the read-model database, SQLite or PostgreSQL.
+    database = Database(events_database_url(read_model_url))
     feed, webhooks = FeedStore(database), WebhookStore(database)
     with Receiver(lambda _: (200, 0.03)) as receiver:
         webhooks.create(receiver.url, ["transfer.recorded"], "e2e")
@@ -155,14 +165,14 @@ def test_a_delivery_worker_killed_mid_delivery_loses_nothing(tmp_path: Path) -> 
                         id=f"t{n}", debit_account_id=ISSUER, credit_account_id="alice", amount=1
                     )
                 )
-        worker = start_deliver(data_dir, 1)
+        worker = start_deliver(data_dir, 1, read_model_url)
         try:
             assert receiver.wait_for(lambda got: len(got) >= 30, WAIT_SECONDS)
             worker.send_signal(signal.SIGKILL)
             worker.wait()
             killed_at = len(receiver.received)
             assert killed_at < 120
-            worker = start_deliver(data_dir, 2)
+            worker = start_deliver(data_dir, 2, read_model_url)
             ids_wanted = 120
             assert receiver.wait_for(
                 lambda got: len({json.loads(g.body)["id"] for g in got}) >= ids_wanted,

@@ -4,12 +4,12 @@ input."""
 
 import threading
 import time
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from app.api.services import Services
-from app.events.schema import EVENT_TYPES
+from app.events.schema import EVENT_TYPES, EventType
 from tests.api.helpers import (
     ISSUER,
     Client,
@@ -224,3 +224,15 @@ def test_bad_feed_queries_are_refused_clearly(
 def test_the_feed_needs_a_read_key(client: Client) -> None:
     del client.headers["Authorization"]
     assert_problem(client.get("/v1/events"), 401, "unauthorized")
+
+
+def test_the_schema_names_every_public_type_once() -> None:
+    assert list(get_args(EventType)) == list(EVENT_TYPES)
+
+
+def test_the_openapi_document_describes_the_public_event(client: Client) -> None:
+    document = client.get("/schema/openapi.json").json()
+    event = document["components"]["schemas"]["PublicEvent"]
+    assert set(event["properties"]) == {"id", "type", "version", "position", "occurred_at", "data"}
+    assert event["properties"]["type"]["enum"] == list(EVENT_TYPES)
+    assert "/v1/events/stream" in document["paths"]
