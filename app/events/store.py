@@ -132,10 +132,6 @@ class FeedStore:
             row = cursor.fetchone()
         return 0 if row is None or row[0] is None else int(row[0])
 
-    def next_sequence_after(self, after: int, types: Sequence[str]) -> FeedRow | None:
-        rows = self.page(after, 1, types)
-        return rows[0] if rows else None
-
 
 def read_head(cursor: Cursor) -> Head:
     cursor.execute("SELECT checkpoint, sequence FROM ledger_feed_head WHERE id = 1")

@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
 
@@ -28,6 +28,10 @@ log = structlog.get_logger(__name__)
 
 ENDPOINT_REFRESH_SECONDS: Final = 0.5
 IDLE_POLL_SECONDS: Final = 0.02
+# Events read at once for one endpoint (a replay or an update is seen within a page).
+DELIVERY_PAGE_SIZE: Final = 100
+RECORD_BATCH_MAX: Final = 50
+RECORD_DELAY_SECONDS: Final = 0.05
 BACKOFF_RECHECK_SECONDS: Final = 0.5
 USER_AGENT: Final = "credits-ledger-webhooks/1"
 WORKER_ERROR_PAUSE_SECONDS: Final = 1.0
@@ -90,7 +94,8 @@ class EndpointWorker:
                     self.stopping.wait(WORKER_ERROR_PAUSE_SECONDS)
 
     def _step(self, client: httpx.Client) -> bool:
-        """One round; False when the endpoint is gone or disabled."""
+        """One round: the endpoint as stored, then up to a page of its next events, in
+        order, each until it fails. False when the endpoint is gone or disabled."""
         endpoint = self.webhooks.get(self.endpoint_id)
         if endpoint is None or endpoint.status != "enabled":
             return False
@@ -100,24 +105,61 @@ class EndpointWorker:
                 # Look again now and then: a replay or re-enable cancels the back-off.
                 self.stopping.wait(min(waiting, BACKOFF_RECHECK_SECONDS))
                 return True
-        row = self.feed.next_sequence_after(endpoint.cursor, endpoint.types)
-        if row is None:
+        rows = self.feed.page(endpoint.cursor, DELIVERY_PAGE_SIZE, endpoint.types)
+        if not rows:
             self.stopping.wait(IDLE_POLL_SECONDS)
             return True
         secret = self.webhooks.secret(endpoint.id)
         if secret is None:
             return False
-        attempt = self._send(client, endpoint, secret, row)
-        self.on_attempt(attempt)
-        disable = not attempt.ok and endpoint.failures + 1 >= self.policy.failures_max
-        retry_at = None
-        if not attempt.ok and not disable:
-            retry_at = time.time() + self.policy.retry_delay(endpoint.failures + 1)
-        self.webhooks.record(endpoint, attempt, retry_at=retry_at, disable=disable)
+        self._deliver_page(client, endpoint, secret, rows)
+        return True
+
+    def _deliver_page(
+        self, client: httpx.Client, endpoint: Endpoint, secret: str, rows: list[FeedRow]
+    ) -> None:
+        """Deliver in order until a failure; successes are recorded a few at a time (one
+        transaction for up to ``RECORD_BATCH_MAX``, or ``RECORD_DELAY_SECONDS``): a crash
+        in between sends those again, with the same ids, as at-least-once allows."""
+        delivered: list[Attempt] = []
+        first_unrecorded = 0.0
+        for row in rows:
+            if self.stopping.is_set():
+                break
+            attempt = self._send(client, endpoint, secret, row)
+            self.on_attempt(attempt)
+            if not attempt.ok:
+                if delivered and not self._record_delivered(endpoint, delivered):
+                    return
+                endpoint = endpoint if not delivered else self._advanced(endpoint, delivered)
+                self._record_failure(endpoint, attempt)
+                return
+            if not delivered:
+                first_unrecorded = time.monotonic()
+            delivered.append(attempt)
+            if (
+                len(delivered) >= RECORD_BATCH_MAX
+                or time.monotonic() - first_unrecorded >= RECORD_DELAY_SECONDS
+            ):
+                if not self._record_delivered(endpoint, delivered):
+                    return
+                endpoint, delivered = self._advanced(endpoint, delivered), []
+        if delivered:
+            self._record_delivered(endpoint, delivered)
+
+    def _record_delivered(self, endpoint: Endpoint, delivered: list[Attempt]) -> bool:
+        return self.webhooks.record_delivered(endpoint, delivered)
+
+    @staticmethod
+    def _advanced(endpoint: Endpoint, delivered: list[Attempt]) -> Endpoint:
+        return replace(endpoint, cursor=delivered[-1].sequence, failures=0, next_attempt_at=None)
+
+    def _record_failure(self, endpoint: Endpoint, attempt: Attempt) -> None:
+        disable = endpoint.failures + 1 >= self.policy.failures_max
+        retry_at = None if disable else time.time() + self.policy.retry_delay(endpoint.failures + 1)
+        self.webhooks.record_failure(endpoint, attempt, retry_at=retry_at, disable=disable)
         if disable:
             log.warning("webhook.disabled", webhook_id=endpoint.id, error=attempt.error)
-            return False
-        return True
 
     def _send(self, client: httpx.Client, endpoint: Endpoint, secret: str, row: FeedRow) -> Attempt:
         event_id = str(row.event()["id"])

@@ -270,7 +270,68 @@ class WebhookStore:
                 for row in cursor.fetchall()
             ]
 
-    def record(
+    def record_delivered(self, endpoint: Endpoint, delivered: Sequence[Attempt]) -> bool:
+        """Record successful attempts (in order) and move the cursor past the last, in
+        one transaction. False when the endpoint changed meanwhile (replayed, disabled,
+        deleted, another worker got there first): the caller reads it again rather than
+        overwrite."""
+        now = time.time()
+        with self.database.transaction(write=True) as cursor:
+            if not self._unchanged(cursor, endpoint):
+                return False
+            for attempt in delivered:
+                self._upsert_delivery(cursor, endpoint.id, attempt, "delivered", None, now, None)
+            cursor.execute(
+                "UPDATE ledger_webhooks SET cursor = ?, failures = 0, next_attempt_at = NULL, "
+                "last_error = NULL WHERE webhook_id = ?",
+                (delivered[-1].sequence, endpoint.id),
+            )
+        return True
+
+    @staticmethod
+    def _unchanged(cursor: Any, endpoint: Endpoint) -> bool:
+        cursor.execute(
+            "SELECT cursor, status FROM ledger_webhooks WHERE webhook_id = ?", (endpoint.id,)
+        )
+        row = cursor.fetchone()
+        return row is not None and int(row[0]) == endpoint.cursor and row[1] == "enabled"
+
+    @staticmethod
+    def _upsert_delivery(
+        cursor: Any,
+        webhook_id: str,
+        attempt: Attempt,
+        status: str,
+        error: str | None,
+        now: float,
+        retry_at: float | None,
+    ) -> None:
+        cursor.execute(
+            "INSERT INTO ledger_webhook_deliveries (webhook_id, sequence, event_id, "
+            "event_type, position, status, attempts, response_status, latency_ms, "
+            "last_error, last_attempt_at, next_attempt_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (webhook_id, sequence) DO UPDATE SET status = excluded.status, "
+            "attempts = ledger_webhook_deliveries.attempts + 1, "
+            "response_status = excluded.response_status, latency_ms = excluded.latency_ms, "
+            "last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at, "
+            "next_attempt_at = excluded.next_attempt_at",
+            (
+                webhook_id,
+                attempt.sequence,
+                attempt.event_id,
+                attempt.event_type,
+                attempt.position,
+                status,
+                attempt.response_status,
+                attempt.latency_ms,
+                error,
+                now,
+                retry_at,
+            ),
+        )
+
+    def record_failure(
         self,
         endpoint: Endpoint,
         attempt: Attempt,
@@ -278,50 +339,16 @@ class WebhookStore:
         retry_at: float | None,
         disable: bool,
     ) -> bool:
-        """Record an attempt; on success move the cursor past its event. False when the
-        endpoint changed meanwhile (replayed, deleted, another worker got there first):
-        the caller reads it again rather than overwrite."""
+        """Record a failed attempt: the endpoint's failure run grows, its next try is
+        ``retry_at``, or it is disabled (and a ``webhook.disabled`` event says so)."""
+        assert not attempt.ok
         now = time.time()
         with self.database.transaction(write=True) as cursor:
-            cursor.execute(
-                "SELECT cursor FROM ledger_webhooks WHERE webhook_id = ?", (endpoint.id,)
-            )
-            row = cursor.fetchone()
-            if row is None or int(row[0]) != endpoint.cursor:
+            if not self._unchanged(cursor, endpoint):
                 return False
-            status = "delivered" if attempt.ok else ("abandoned" if disable else "failing")
+            status = "abandoned" if disable else "failing"
             error = None if attempt.error is None else attempt.error[:ERROR_TEXT_LENGTH_MAX]
-            cursor.execute(
-                "INSERT INTO ledger_webhook_deliveries (webhook_id, sequence, event_id, "
-                "event_type, position, status, attempts, response_status, latency_ms, "
-                "last_error, last_attempt_at, next_attempt_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (webhook_id, sequence) DO UPDATE SET status = excluded.status, "
-                "attempts = ledger_webhook_deliveries.attempts + 1, "
-                "response_status = excluded.response_status, latency_ms = excluded.latency_ms, "
-                "last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at, "
-                "next_attempt_at = excluded.next_attempt_at",
-                (
-                    endpoint.id,
-                    attempt.sequence,
-                    attempt.event_id,
-                    attempt.event_type,
-                    attempt.position,
-                    status,
-                    attempt.response_status,
-                    attempt.latency_ms,
-                    error,
-                    now,
-                    retry_at,
-                ),
-            )
-            if attempt.ok:
-                cursor.execute(
-                    "UPDATE ledger_webhooks SET cursor = ?, failures = 0, next_attempt_at = NULL, "
-                    "last_error = NULL WHERE webhook_id = ?",
-                    (attempt.sequence, endpoint.id),
-                )
-                return True
+            self._upsert_delivery(cursor, endpoint.id, attempt, status, error, now, retry_at)
             cursor.execute(
                 "UPDATE ledger_webhooks SET failures = failures + 1, next_attempt_at = ?, "
                 "last_error = ?, status = ? WHERE webhook_id = ?",
