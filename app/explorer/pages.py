@@ -13,7 +13,7 @@ Interval = Literal["hour", "day", "month"]
 INTERVALS: Final[tuple[Interval, ...]] = ("hour", "day", "month")
 CHART_BUCKETS_MAX: Final = 60
 CHART_WIDTH: Final = 720
-CHART_HEIGHT: Final = 240
+CHART_HEIGHT: Final = 180
 CHART_MARGIN_LEFT: Final = 8
 CHART_MARGIN_RIGHT: Final = 8
 CHART_MARGIN_TOP: Final = 12
@@ -303,6 +303,40 @@ def open_holds(
         holds=holds,
         complete=(debit_total, credit_total) == (debits_pending, credits_pending),
     )
+
+
+# Lots --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LotsAsOf:
+    lots: list[Any]  # grant lots still holding credit (live, or expired awaiting breakage)
+    # What the rest of the balance is: credit that came without a grant (None when not
+    # every lot was read, so the rest is not known).
+    general: int | None
+
+
+def lots_as_of(lots: Sequence[Any], balance: int, *, complete: bool) -> LotsAsOf:
+    """The lots sum to the balance (invariant 7): what the grant lots do not hold is the
+    account's general lot (negative when an overdraft was spent)."""
+    general = balance - sum(lot.remaining for lot in lots) if complete else None
+    return LotsAsOf(list(lots), general)
+
+
+@dataclass(frozen=True)
+class LineLots:
+    """What a statement line did to the account's lots."""
+
+    taken: tuple[tuple[str | None, int], ...] = ()  # spent from (grant id, amount)
+    opened: bool = False  # the line's transfer granted a new lot to this account
+
+
+def line_lots(line: Any, transfer: Any | None) -> LineLots:
+    if transfer is None:
+        return LineLots()
+    if transfer.debit_account_id == line.account_id:
+        return LineLots(taken=allocation_pairs(transfer.allocations))
+    return LineLots(opened=transfer.grant is not None)
 
 
 # Statement wording ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ Every method is bounded (a page size, a scan limit), so no page can make the ser
 walk the whole ledger.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -17,8 +17,17 @@ from app.application.views import TransferView
 from app.domain.errors import TransferNotFoundError
 from app.domain.transfer import Transfer
 from app.domain.values import account_uuid, transfer_uuid
-from app.explorer.pages import HistoryWindow, HoldsAsOf, StatusStep, open_holds, status_history
+from app.explorer.pages import (
+    HistoryWindow,
+    HoldsAsOf,
+    LotsAsOf,
+    StatusStep,
+    lots_as_of,
+    open_holds,
+    status_history,
+)
 from app.persistence.last_audit import LastAudit, LastAuditFile
+from projections.lots import LotRow
 from projections.runner import Lag
 from projections.views import BalanceRow, EntryRow, TransferRow
 
@@ -30,6 +39,9 @@ SEARCH_SCAN_MAX: Final = 100_000
 # How many statement lines of an account are looked through for its open holds.
 HOLDS_SCAN_LINES_MAX: Final = 999
 TRANSFER_EVENTS_MAX: Final = 100
+LOTS_PAGE_SIZE: Final = 100
+# How many pages of an account's lots are read (consumed ones included) for one page.
+LOTS_PAGES_MAX: Final = 10
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,37 @@ class ExplorerReads:
             debits_pending=account.debits_pending,
             credits_pending=account.credits_pending,
         )
+
+    def lots(self, account: BalanceRow, as_of: datetime | None) -> LotsAsOf:
+        """The account's lots still holding credit at ``as_of`` (now when None)."""
+        view = self.services.view()
+        at = as_of or self.services.now()
+        held: list[LotRow] = []
+        after: int | None = None
+        for _ in range(LOTS_PAGES_MAX):
+            page = view.lots(
+                account.account_id,
+                status="all",
+                at=at,
+                moment=as_of,
+                after_position=after,
+                limit=LOTS_PAGE_SIZE,
+            )
+            held.extend(lot for lot in page.items if lot.remaining or lot.reserved)
+            after = page.next_after
+            if after is None:
+                break
+        return lots_as_of(held, account.balance, complete=after is None)
+
+    def transfers_by_id(self, transfer_ids: Iterable[str]) -> dict[str, TransferRow]:
+        """The transfers a statement page names (each looked up once)."""
+        view = self.services.view()
+        found = {}
+        for transfer_id in dict.fromkeys(transfer_ids):
+            row = view.transfer(transfer_id)
+            if row is not None:
+                found[transfer_id] = row
+        return found
 
     def transfer(self, transfer_id: str) -> TransferRow | None:
         return self.services.view().transfer(transfer_id)

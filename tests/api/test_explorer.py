@@ -16,7 +16,6 @@ from litestar.testing import TestClient
 from markupsafe import escape
 
 from app.api.services import Services
-from app.application.commands import GrantTerms, RecordTransfer
 from app.explorer.pages import picker_value
 from app.explorer.reads import STATEMENT_PAGE_SIZE
 from app.explorer.sessions import CSRF_COOKIE, EXPIRED_KEY, SESSION_COOKIE, WRONG_KEY
@@ -436,11 +435,7 @@ def test_the_statement_paginates_newest_first_and_links_each_transfer(
     assert rest == [f"t%3A{n:03d}" for n in reversed(range(5))]
     assert 'id="older-lines"' not in second
     balances = [
-        int(b.replace(",", ""))
-        for b in re.findall(
-            r'<td class="num">([\d,]+)</td>\s*<td class="num">[\d,]+</td>\s*<td class="meta">',
-            first,
-        )
+        int(b) for b in re.findall(r'class="num balance-after" data-value="(-?\d+)"', first)
     ]
     assert balances[0] == sum(range(1, lines + 1))  # the running balance after the newest line
 
@@ -527,34 +522,60 @@ def test_the_ledger_page_checks_the_books_and_shows_lag_recent_transfers_and_the
     assert "<script" not in audited
 
 
-def test_a_spend_shows_which_lots_gave_the_money_and_a_grant_shows_its_terms(
-    browser: Client, client: Client, keys: dict[str, str], services: Services
+def test_lots_show_what_a_balance_is_made_of_now_and_as_of_and_which_lots_each_spend_took(
+    browser: Client, client: Client, keys: dict[str, str]
 ) -> None:
     open_issuer(client)
     open_account(client, "user:1")
     open_account(client, "shop:1")
     fund(client, "user:1", 30, "t:paid")
-    services.ledger.record_transfer(
-        RecordTransfer(
-            id="grant:promo",
-            debit_account_id=ISSUER,
-            credit_account_id="user:1",
-            amount=20,
-            grant=GrantTerms(priority=10, category="promotional"),
-        )
+    time.sleep(1.01 - datetime.now(tz=UTC).microsecond / 1_000_000)
+    before_grant = datetime.now(tz=UTC).replace(microsecond=0)
+    expires = rfc3339(datetime.now(tz=UTC) + timedelta(days=30))
+    record(
+        client,
+        "grant:promo",
+        ISSUER,
+        "user:1",
+        20,
+        grant={"priority": 10, "category": "promotional", "expires_at": expires},
     )
-    spent = record(client, "t:spend", "user:1", "shop:1", 25)
+    spent = record(client, "t:spend", "user:1", "shop:1", 15)
     wait_for_views(client, spent["position"])
     signed_in(browser, keys["read"])
 
+    now = page(browser, "/explorer/accounts/user:1")
+    lots = now.split('id="lots"')[1].split("</table>")[0]
+    assert "grant%3Apromo" in lots
+    # Priority 10, granted 20, 5 left after the spend, nothing on hold.
+    assert re.findall(r'<td class="num">([\d,]+)</td>', lots)[:4] == ["10", "20", "5", "0"]
+    assert 'id="general-lot">General lot (credit that came without a grant): <strong>30<' in now
+    statement = now.split('id="statement"')[1]
+    spend_row = statement.split('transfer-link" href="/explorer/transfers/t%3Aspend"')[1]
+    spend_row = spend_row.split("</tr>")[0]
+    assert "grant:promo</a> 15" in spend_row  # the promotional lot goes first
+    assert "general" not in spend_row
+    grant_row = statement.split('transfer-link" href="/explorer/transfers/grant%3Apromo"')[1]
+    assert "new lot" in grant_row.split("</tr>")[0]
+
+    then = page(browser, "/explorer/accounts/user:1", as_of=rfc3339(before_grant))
+    assert "No grant lots at this time." in then
+    assert 'id="general-lot">General lot (credit that came without a grant): <strong>30<' in then
+
     spend = page(browser, "/explorer/transfers/t:spend")
     rows = spend.split('id="allocations"')[1].split("</table>")[0]
-    lots = re.findall(r"<td>(.*?)</td>\s*<td class=\"num\">([\d,]+)</td>", rows, re.DOTALL)
-    assert [(re.sub(r"<[^>]+>", "", lot).strip(), amount) for lot, amount in lots] == [
-        ("grant:promo", "20"),
-        ("general lot", "5"),
+    lots_taken = re.findall(r"<td>(.*?)</td>\s*<td class=\"num\">([\d,]+)</td>", rows, re.DOTALL)
+    assert [(re.sub(r"<[^>]+>", "", lot).strip(), amount) for lot, amount in lots_taken] == [
+        ("grant:promo", "15")
     ]
-    assert 'href="/explorer/transfers/grant%3Apromo"' in rows
+    # The rest of the promotional lot and then the general lot pay for a second spend.
+    second = record(client, "t:spend2", "user:1", "shop:1", 10)
+    wait_for_views(client, second["position"])
+    after = page(browser, "/explorer/accounts/user:1")
+    assert "No grant lots." in after  # the promotional lot is used up
+    assert 'id="general-lot">General lot (credit that came without a grant): <strong>25<' in after
+    spend2 = page(browser, "/explorer/transfers/t:spend2").split('id="allocations"')[1]
+    assert re.findall(r'<td class="num">([\d,]+)</td>', spend2.split("</table>")[0]) == ["5", "5"]
     grant = page(browser, "/explorer/transfers/grant:promo")
     terms = grant.split('id="grant-terms"')[1].split("</dl>")[0]
     assert "promotional" in terms

@@ -167,7 +167,9 @@ def test_a_support_person_follows_a_balance_through_time_and_signs_out(
         {"id": "order:2", **spend, "amount": 80, "pending": True, "timeout_seconds": 3600},
     )
     ledger.post("/v1/transfers/order:2/post", {"amount": 60}, status=200)
-    last = ledger.post("/v1/transfers/order:1/reverse", {"id": "refund:1"})
+    ledger.post("/v1/transfers/order:1/reverse", {"id": "refund:1"})
+    promo = {"priority": 10, "category": "promotional"}
+    last = ledger.post("/v1/transfers", {"id": "promo:1", **transfer, "amount": 50, "grant": promo})
     ledger.get("/v1/accounts/user:alice", min_position=last["position"])
     audit = run_ledger(ledger.server.data_dir, "audit")
     assert audit.returncode == 0, audit.stdout + audit.stderr
@@ -188,12 +190,14 @@ def test_a_support_person_follows_a_balance_through_time_and_signs_out(
     page.click("#accounts a.id")
     expect(page.locator("#account-id")).to_have_text("user:alice")
     now = ledger.get("/v1/accounts/user:alice")
-    assert figure(page, "balance") == now["balance"] == 500 - 60
+    assert figure(page, "balance") == now["balance"] == 500 - 60 + 50
     assert figure(page, "available") == now["available"]
+    expect(page.locator("#lots a.id")).to_have_text(["promo:1"])
+    expect(page.locator("#general-lot")).to_contain_text("440")
     shot(page, "03-account-now")
     docs_path = os.environ.get(DOCS_SCREENSHOT_ENV)
     if docs_path:
-        page.screenshot(path=docs_path, full_page=False)
+        page.screenshot(path=docs_path, full_page=True)
 
     # The chart: one point per bucket of the history the page names, each at its balance.
     chart = page.locator("#balance-chart")
@@ -220,8 +224,9 @@ def test_a_support_person_follows_a_balance_through_time_and_signs_out(
     assert figure(page, "available") == then["available"] == 500
     expect(page.locator("#statement a.transfer-link")).to_have_text(["grant:1"])
     shot(page, "04-account-as-of")
+    expect(page.locator("#lots")).to_have_count(0)  # no grant yet at that time
     page.click("#show-now")
-    expect(page.locator("#statement a.transfer-link").first).to_have_text("refund:1")
+    expect(page.locator("#statement a.transfer-link").first).to_have_text("promo:1")
 
     # From the statement to a transfer: both sides, status history, reversal links.
     page.locator("#statement a.transfer-link", has_text="order:1").first.click()

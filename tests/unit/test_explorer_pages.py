@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.domain.lots import Allocation
 from app.domain.transfer import Transfer
 from app.explorer import pages
 
@@ -285,3 +286,40 @@ def test_holds_beyond_the_lines_read_are_reported_as_missing(
     )
     assert found.holds == []
     assert not found.complete
+
+
+@dataclass(frozen=True)
+class LotLeft:
+    remaining: int
+
+
+@given(st.lists(st.integers(0, 10**6), max_size=20), st.integers(-(10**6), 10**7))
+def test_the_general_lot_is_what_the_grant_lots_do_not_hold(
+    remainders: list[int], balance: int
+) -> None:
+    lots = [LotLeft(remaining) for remaining in remainders]
+    known = pages.lots_as_of(lots, balance, complete=True)
+    assert known.general is not None
+    assert known.general + sum(remainders) == balance  # the lots sum to the balance
+    assert pages.lots_as_of(lots, balance, complete=False).general is None
+
+
+@dataclass(frozen=True)
+class Moved:
+    debit_account_id: str
+    allocations: tuple[Allocation, ...]
+    grant: dict[str, object] | None
+
+
+@dataclass(frozen=True)
+class OnAccount:
+    account_id: str
+
+
+def test_a_line_shows_the_lots_its_account_paid_from_or_the_lot_it_received() -> None:
+    spend = Moved("user:1", (Allocation("grant:1", 7), Allocation(None, 3)), None)
+    assert pages.line_lots(OnAccount("user:1"), spend).taken == (("grant:1", 7), (None, 3))
+    assert pages.line_lots(OnAccount("shop:1"), spend) == pages.LineLots()
+    grant = Moved("issuer", (), {"priority": 10})
+    assert pages.line_lots(OnAccount("user:1"), grant) == pages.LineLots(opened=True)
+    assert pages.line_lots(OnAccount("user:1"), None) == pages.LineLots()
