@@ -341,7 +341,8 @@ class Ledger(Application[UUID]):
         # Expiry is decided here, against the ledger's clock: expired credit is never
         # spendable, whether or not the expiry worker has moved it to breakage yet.
         now = self.clock()
-        debit_account.check_debit(command.amount, now)
+        claw_back = reversal is not None and reversal.taken is not None
+        debit_account.check_debit(command.amount, now, from_lot=claw_back)
         credit_account.check_credit(command.amount)
         lot_terms = grant_record = None
         if command.grant is not None:

@@ -295,11 +295,17 @@ class Account(DerivedBalances, ChainedAggregate):
         """``available`` as spending sees it: only lots effective and unexpired at ``now``."""
         return self.lots.available(now)
 
-    def check_debit(self, amount: int, now: datetime) -> None:
-        """Every reason a debit (posted or pending) of ``amount`` would be refused."""
+    def check_debit(self, amount: int, now: datetime, *, from_lot: bool = False) -> None:
+        """Every reason a debit (posted or pending) of ``amount`` would be refused.
+        ``from_lot``: it takes back part of one lot's free amount (a grant's claw back),
+        which cannot cross the floor: ``available`` minus that lot's part is what the
+        other lots and the general lot give, and the general lot never goes below the
+        floor (only a spend that ran out of lots takes it below zero, and that spend
+        was checked)."""
         self._check_open()
         self._check_debit_headroom(amount)
-        self._check_floor(amount, now)
+        if not from_lot:
+            self._check_floor(amount, now)
 
     def check_credit(self, amount: int) -> None:
         self._check_open()
