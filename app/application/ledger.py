@@ -31,6 +31,7 @@ from eventsourcing.persistence import (
     JSONTranscoder,
     PersistenceError,
     ProgrammingError,
+    Transcoder,
 )
 from eventsourcing.persistence import IntegrityError as PersistenceIntegrityError
 from eventsourcing.persistence import InternalError as PersistenceInternalError
@@ -75,6 +76,7 @@ from app.domain.values import (
     transfer_uuid,
 )
 from app.persistence.positions import existing_streams, recorded_position, stream_heads
+from app.persistence.transcoder import OrjsonTranscoder
 from app.persistence.transcodings import register_domain_transcodings
 
 R = TypeVar("R")
@@ -160,6 +162,12 @@ class Ledger(Application[UUID]):
                 self.env.get("WRITE_TIMEOUT_SECONDS") or WRITE_TIMEOUT_SECONDS_DEFAULT
             ),
         )
+
+    def construct_transcoder(self) -> Transcoder:
+        """orjson behind the library's interface, same format (app/persistence/transcoder.py)."""
+        transcoder = OrjsonTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

@@ -14,6 +14,8 @@ from typing import Any, Final
 from eventsourcing.persistence import ApplicationRecorder, ListenNotifySubscription, Subscription
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
+from app.compat import ExecutemanySQLiteRecorder
+
 POLL_INTERVAL_SECONDS: Final = 0.02
 PULL_BATCH_SIZE: Final = 1000
 
@@ -48,8 +50,9 @@ class SQLitePollingSubscription(ListenNotifySubscription[SQLiteApplicationRecord
             self._poll_thread.join()
 
 
-class SubscribableSQLiteApplicationRecorder(SQLiteApplicationRecorder):
-    """Selected with ``APPLICATION_RECORDER_TOPIC`` for every SQLite event store."""
+class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
+    """Selected with ``APPLICATION_RECORDER_TOPIC`` for every SQLite event store (and
+    inserting each write's rows in one ``executemany``, see ``app.compat``)."""
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()

@@ -1,0 +1,255 @@
+"""The write path's goals (issue 9), each side measured in the same run, alternating:
+
+* SQLite, atomic batches of 1,000 transfers against the floor: the very same event rows
+  (three per transfer, the ledger's own sizes) written with one ``executemany`` per
+  batch into the library's own table, same file settings. Goal: at least 60% of the floor.
+* PostgreSQL, atomic batches of 1,000 against the naive column: 8 connections each doing
+  single transfers as two ``UPDATE … credits_remaining`` in one transaction. Goal: at
+  least 1.5 times the column.
+
+Run from the repository root (``bench_core.py --goals`` runs the same)::
+
+    .venv/bin/python scripts/bench_goals.py --rounds 3
+"""
+
+import argparse
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import psycopg
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchlib import machine
+
+from app.application.commands import OpenAccount, RecordTransfer
+from app.application.ledger import Ledger
+from app.persistence.stores import event_store_env, sqlite_url
+from tests.support.pgserver import running_postgres
+
+UNIT: Final = "CREDITS"
+FUNDING: Final = 10**15
+BATCH: Final = 1_000
+USERS: Final = 1_000
+CONNECTIONS: Final = 8
+SQLITE_FLOOR_GOAL: Final = 0.60
+POSTGRES_COLUMN_GOAL: Final = 1.5
+
+
+@dataclass
+class Goal:
+    name: str
+    baseline: str
+    goal: float
+    ledger: list[float] = field(default_factory=list)
+    other: list[float] = field(default_factory=list)
+
+    def ratios(self) -> list[float]:
+        return [mine / theirs for mine, theirs in zip(self.ledger, self.other, strict=True)]
+
+    def line(self) -> str:
+        ratio = statistics.median(self.ratios())
+        verdict = "met" if ratio >= self.goal else "NOT met"
+        return (
+            f"{self.name}: ledger {statistics.median(self.ledger):,.0f}/s, {self.baseline} "
+            f"{statistics.median(self.other):,.0f}/s, ratio {ratio:.2f} (goal {self.goal}: "
+            f"{verdict}); per round "
+            + ", ".join(
+                f"{mine:,.0f} vs {theirs:,.0f} = {mine / theirs:.2f}"
+                for mine, theirs in zip(self.ledger, self.other, strict=True)
+            )
+        )
+
+
+def user(index: int) -> str:
+    return f"user:{index}"
+
+
+def set_up(ledger: Ledger) -> None:
+    ledger.open_account(OpenAccount("issuance", UNIT, allow_negative=True))
+    ledger.open_account(OpenAccount("revenue", UNIT))
+    for start in range(0, USERS, BATCH):
+        for index in range(start, min(USERS, start + BATCH)):
+            ledger.open_account(OpenAccount(user(index), UNIT))
+    grants = [RecordTransfer(f"grant:{i}", "issuance", user(i), FUNDING) for i in range(USERS)]
+    for start in range(0, len(grants), BATCH):
+        ledger.record_batch(grants[start : start + BATCH], atomic=True)
+
+
+def spend_batch(tag: str) -> list[RecordTransfer]:
+    return [RecordTransfer(f"{tag}:{i}", user(i % USERS), "revenue", 1) for i in range(BATCH)]
+
+
+def ledger_batches(ledger: Ledger, tag: str, count: int) -> float:
+    batches = [spend_batch(f"{tag}:{n}") for n in range(count)]
+    started = time.perf_counter()
+    for batch in batches:
+        ledger.record_batch(batch, atomic=True)
+    return count * BATCH / (time.perf_counter() - started)
+
+
+# SQLite: the floor -----------------------------------------------------------------------
+
+
+def library_pragmas(ledger: Ledger) -> tuple[str, int]:
+    recorder = ledger.recorder
+    assert isinstance(recorder, SQLiteApplicationRecorder)
+    with recorder.datastore.transaction(commit=False) as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        journal_mode = str(cursor.fetchone()[0])
+        cursor.execute("PRAGMA synchronous")
+        synchronous = int(cursor.fetchone()[0])
+    return journal_mode, synchronous
+
+
+def sample_rows(ledger: Ledger) -> list[tuple[str, int, str, bytes]]:
+    """The last batch's stored rows, as the ledger wrote them (three per transfer)."""
+    recorder = ledger.recorder
+    assert isinstance(recorder, SQLiteApplicationRecorder)
+    with recorder.datastore.transaction(commit=False) as cursor:
+        cursor.execute(
+            f"SELECT originator_id, originator_version, topic, state FROM "
+            f"{recorder.events_table_name} ORDER BY rowid DESC LIMIT {3 * BATCH}"
+        )
+        return [(str(r[0]), int(r[1]), str(r[2]), bytes(r[3])) for r in cursor.fetchall()]
+
+
+class Floor:
+    """The library's events table in its own file, filled by ``executemany``."""
+
+    def __init__(self, path: Path, journal_mode: str, synchronous: int) -> None:
+        Ledger(event_store_env(sqlite_url(path))).close()  # the library creates its table
+        self.connection = sqlite3.connect(path, isolation_level=None)
+        self.connection.execute(f"PRAGMA journal_mode={journal_mode}")
+        self.connection.execute(f"PRAGMA synchronous={synchronous}")
+
+    def batches(self, sample: Sequence[tuple[str, int, str, bytes]], count: int) -> float:
+        prepared = []
+        for _ in range(count):
+            # Fresh stream ids per batch, the same versions, topics and payloads.
+            ids = {old: uuid.uuid4().hex for old in {row[0] for row in sample}}
+            prepared.append([(ids[o], v, t, s) for o, v, t, s in sample])
+        started = time.perf_counter()
+        for rows in prepared:
+            self.connection.execute("BEGIN")
+            self.connection.executemany("INSERT INTO stored_events VALUES (?, ?, ?, ?)", rows)
+            self.connection.execute("COMMIT")
+        return count * BATCH / (time.perf_counter() - started)
+
+
+def goal_sqlite(workdir: Path, rounds: int, count: int) -> Goal:
+    goal = Goal("SQLite atomic batches of 1,000", "executemany floor", SQLITE_FLOOR_GOAL)
+    with Ledger(event_store_env(sqlite_url(workdir / "ledger.sqlite"))) as ledger:
+        set_up(ledger)
+        ledger_batches(ledger, "warm", 1)
+        journal_mode, synchronous = library_pragmas(ledger)
+        floor = Floor(workdir / "floor.sqlite", journal_mode, synchronous)
+        sample = sample_rows(ledger)
+        for round_number in range(rounds):
+            goal.ledger.append(ledger_batches(ledger, f"r{round_number}", count))
+            goal.other.append(floor.batches(sample, count))
+    return goal
+
+
+# PostgreSQL: the naive column ---------------------------------------------------------------
+
+TWO_UPDATES: Final = (
+    "UPDATE users SET credits_remaining = credits_remaining - %s "
+    "WHERE id = %s AND credits_remaining >= %s",
+    "UPDATE users SET credits_remaining = credits_remaining + %s WHERE id = %s",
+)
+
+
+def naive_column(url: str, per_connection: int) -> float:
+    """8 connections, each a thread of single transfers (two UPDATEs, one commit)."""
+    connections = [psycopg.connect(url) for _ in range(CONNECTIONS)]
+    barrier = threading.Barrier(CONNECTIONS + 1)
+
+    def run(thread: int) -> None:
+        connection = connections[thread]
+        barrier.wait()
+        for i in range(per_connection):
+            with connection.cursor() as cursor:
+                debit = (thread * per_connection + i) % USERS
+                cursor.execute(TWO_UPDATES[0], (1, debit, 1), prepare=True)
+                cursor.execute(TWO_UPDATES[1], (1, USERS), prepare=True)
+            connection.commit()
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(CONNECTIONS)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    for connection in connections:
+        connection.close()
+    return CONNECTIONS * per_connection / seconds
+
+
+def create_column(url: str) -> None:
+    with psycopg.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE users (id BIGINT PRIMARY KEY, credits_remaining BIGINT)")
+        cursor.executemany(
+            "INSERT INTO users VALUES (%s, %s)", [(i, FUNDING) for i in range(USERS + 1)]
+        )
+
+
+def goal_postgres(rounds: int, count: int, per_connection: int) -> Goal:
+    goal = Goal(
+        "PostgreSQL atomic batches of 1,000",
+        "naive two-UPDATE column, 8 connections",
+        POSTGRES_COLUMN_GOAL,
+    )
+    with running_postgres(fsync=True) as server:
+        url = server.create_database("goals")
+        create_column(url)
+        with Ledger(event_store_env(url)) as ledger:
+            set_up(ledger)
+            ledger_batches(ledger, "warm", 1)
+            for round_number in range(rounds):
+                goal.ledger.append(ledger_batches(ledger, f"r{round_number}", count))
+                goal.other.append(naive_column(url, per_connection))
+    return goal
+
+
+def run_goals(rounds: int, count: int, per_connection: int, backends: set[str]) -> list[Goal]:
+    goals: list[Goal] = []
+    with tempfile.TemporaryDirectory(prefix="ledger-goals-") as tmp:
+        if "sqlite" in backends:
+            goals.append(goal_sqlite(Path(tmp), rounds, count))
+        if "postgres" in backends:
+            goals.append(goal_postgres(rounds, count, per_connection))
+    return goals
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--batches", type=int, default=5, help="ledger batches per round")
+    parser.add_argument(
+        "--per-connection", type=int, default=250, help="naive transfers per connection"
+    )
+    parser.add_argument("--backends", default="sqlite,postgres")
+    args = parser.parse_args(argv)
+    backends = {name.strip() for name in str(args.backends).split(",")}
+    goals = run_goals(args.rounds, args.batches, args.per_connection, backends)
+    for goal in goals:
+        print(goal.line())
+    print(f"machine: {machine()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

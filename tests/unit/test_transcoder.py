@@ -1,0 +1,90 @@
+"""The orjson transcoder: the library's JSON format, read both ways, and a store written
+by the library's own transcoder stays readable event for event."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.persistence import JSONTranscoder, Transcoder
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
+from app.application.ledger import ACCOUNT_SNAPSHOT_INTERVAL, Ledger
+from app.domain.values import account_uuid
+from app.persistence.stores import event_store_env
+from app.persistence.transcoder import OrjsonTranscoder
+
+
+class LibraryTranscoderLedger(Ledger):
+    """The ledger as it was before: the library's json-module transcoder."""
+
+    name = "ledger"
+
+    def construct_transcoder(self) -> Transcoder:
+        transcoder = JSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
+
+
+def both() -> tuple[JSONTranscoder, OrjsonTranscoder]:
+    library, fast = JSONTranscoder(), OrjsonTranscoder()
+    for transcoder in (library, fast):
+        Ledger.register_transcodings(Ledger.__new__(Ledger), transcoder)
+    return library, fast
+
+
+moments = st.datetimes(timezones=st.just(UTC))
+leaves = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text() | moments
+values = st.recursive(
+    leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(), values, max_size=6))
+def test_each_transcoder_reads_what_the_other_wrote(state: dict[str, Any]) -> None:
+    library, fast = both()
+    assert fast.decode(library.encode(state)) == state
+    assert library.decode(fast.encode(state)) == state
+    assert fast.decode(fast.encode(state)) == state
+
+
+def write_history(ledger: Ledger) -> None:
+    now = datetime.now(tz=UTC)
+    ledger.open_account(OpenAccount("issuance", "CREDITS", allow_negative=True))
+    ledger.open_account(OpenAccount("alice", "CREDITS", metadata={"tier": "gold", "ü": "ß"}))
+    ledger.open_account(OpenAccount("bob", "CREDITS"))
+    terms = GrantTerms(expires_at=now + timedelta(days=30), category="promotional")
+    ledger.record_transfer(RecordTransfer("grant", "issuance", "alice", 900, grant=terms))
+    ledger.record_transfer(RecordTransfer("hold", "alice", "bob", 40, pending=True))
+    ledger.post_pending("hold", 30)
+    ledger.record_transfer(RecordTransfer("spend", "alice", "bob", 5))
+    ledger.reverse_transfer("spend", "refund")
+    # Enough events on one account for a snapshot (it holds the lot book).
+    spends = [
+        RecordTransfer(f"s{index}", "alice", "bob", 1) for index in range(ACCOUNT_SNAPSHOT_INTERVAL)
+    ]
+    ledger.record_batch(spends, atomic=True)
+
+
+def test_a_store_written_by_the_library_transcoder_reads_the_same(tmp_path: Path) -> None:
+    env = event_store_env(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    with LibraryTranscoderLedger(env) as old:
+        write_history(old)
+        before = {i: old.get_account(i) for i in ("issuance", "alice", "bob")}
+        transfers = {i: old.get_transfer(i) for i in ("grant", "hold", "spend", "refund")}
+        stored = old.recorder.select_notifications(start=1, limit=10_000)
+        assert old.snapshots is not None
+        assert list(old.snapshots.get(account_uuid("alice"))), "the history holds a snapshot"
+    library, fast = both()
+    for notification in stored:
+        assert fast.decode(notification.state) == library.decode(notification.state)
+    with Ledger(env) as new:
+        assert {i: new.get_account(i) for i in before} == before
+        assert {i: new.get_transfer(i) for i in transfers} == transfers
+        assert new.account_lots("alice").balance == before["alice"].balance
+        # And it writes on: the next command reads the old events and snapshot.
+        new.record_transfer(RecordTransfer("after", "alice", "bob", 1))
+        assert new.get_account("alice").balance == before["alice"].balance - 1
