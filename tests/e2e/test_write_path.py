@@ -20,7 +20,8 @@ from eventsourcing.persistence import OperationalError
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import ACCOUNT_SNAPSHOT_INTERVAL, Ledger
-from app.application.views import TransferOutcome
+from app.application.views import AccountView, TransferOutcome
+from app.domain.account import Account
 from app.domain.errors import (
     BatchRejectedError,
     InsufficientFundsError,
@@ -29,6 +30,8 @@ from app.domain.errors import (
     TransferNotFoundError,
     WriteTimeoutError,
 )
+from app.domain.values import account_uuid
+from app.persistence.streams import read_streams
 from tests.conftest import store_env, store_url
 from tests.support.hung_store import HungStore
 
@@ -300,3 +303,29 @@ def test_a_full_queue_answers_overloaded_and_writes_everything_it_accepted(url: 
         with pytest.raises(TransferNotFoundError):
             ledger.get_transfer("refused")
         assert ledger.get_account(user(0)).balance == 2  # in-flight and q:0, once each
+
+
+# Loading ---------------------------------------------------------------------------------
+
+
+def test_a_group_loads_its_uncached_accounts_together_as_the_library_would(url: str) -> None:
+    with open_ledger(url) as writer:
+        open_accounts(writer, 6)
+        many = [grant(f"many:{index}", index % 6) for index in range(ACCOUNT_SNAPSHOT_INTERVAL + 5)]
+        writer.record_batch(many, atomic=True)  # the issuance account passes a snapshot
+        writer.close_account(user(5))
+    names = [ISSUANCE, HOT, *(user(number) for number in range(6))]
+    wanted = [account_uuid(name) for name in [*names, "nobody"]]
+    with open_ledger(url) as fresh:
+        assert fresh.snapshots is not None
+        streams = read_streams(fresh.recorder, fresh.snapshots.recorder, wanted)
+        assert streams is not None, "SQLite and PostgreSQL read streams in bulk"
+        assert streams[account_uuid(ISSUANCE)].snapshot is not None
+        loaded = fresh.load_aggregates(wanted)
+        assert set(loaded) == set(wanted) - {account_uuid("nobody")}
+        for name in names:
+            aggregate = loaded[account_uuid(name)]
+            assert isinstance(aggregate, Account)
+            expected: Account = fresh.repository.get(account_uuid(name))
+            assert aggregate.version == expected.version
+            assert AccountView.of(aggregate) == AccountView.of(expected)

@@ -1,0 +1,128 @@
+"""Many streams read at once: each one's newest snapshot and the events after it, in two
+queries for a whole group (the library reads stream by stream, two queries each).
+
+The writer uses it to load the accounts a group needs that are not in its cache, e.g.
+after a restart or for a batch over many accounts. Backends without a bulk query
+answer None and the caller reads stream by stream.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Final
+from uuid import UUID
+
+from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteApplicationRecorder
+from psycopg.sql import SQL, Identifier
+
+STREAMS_PER_QUERY_MAX: Final = 400
+
+
+@dataclass
+class StoredStream:
+    snapshot: StoredEvent | None = None
+    events: list[StoredEvent] = field(default_factory=list)
+
+
+def read_streams(
+    events: ApplicationRecorder, snapshots: AggregateRecorder | None, ids: list[UUID]
+) -> dict[UUID, StoredStream] | None:
+    """The stored snapshot (if any) and later events of each stream that exists."""
+    if isinstance(events, SQLiteApplicationRecorder) and (
+        snapshots is None or isinstance(snapshots, SQLiteAggregateRecorder)
+    ):
+        reader = _sqlite
+    elif isinstance(events, PostgresApplicationRecorder) and (
+        snapshots is None or isinstance(snapshots, PostgresAggregateRecorder)
+    ):
+        reader = _postgres
+    else:
+        return None
+    found: dict[UUID, StoredStream] = {}
+    for start in range(0, len(ids), STREAMS_PER_QUERY_MAX):
+        found.update(reader(events, snapshots, ids[start : start + STREAMS_PER_QUERY_MAX]))
+    return found
+
+
+def _stored(row: Any, originator_id: UUID) -> StoredEvent:
+    return StoredEvent(originator_id, int(row[1]), str(row[2]), bytes(row[3]))
+
+
+def _sqlite(events: Any, snapshots: Any, ids: list[UUID]) -> dict[UUID, StoredStream]:
+    streams: dict[UUID, StoredStream] = defaultdict(StoredStream)
+    hexes = [originator_id.hex for originator_id in ids]
+    marks = ",".join("?" * len(ids))
+    with events.datastore.transaction(commit=False) as cursor:
+        if snapshots is not None:
+            # SQLite takes the other columns of a MAX() aggregate from the row holding it.
+            cursor.execute(
+                "SELECT originator_id, MAX(originator_version), topic, state "  # noqa: S608
+                f"FROM {snapshots.events_table_name} WHERE originator_id IN ({marks}) "
+                "GROUP BY originator_id",
+                hexes,
+            )
+            for row in cursor.fetchall():
+                originator_id = UUID(row[0])
+                streams[originator_id].snapshot = _stored(row, originator_id)
+        after = [(o.hex, -1 if streams.get(o) is None else _version(streams[o])) for o in ids]
+        values = ",".join("(?,?)" for _ in after)
+        cursor.execute(
+            f"WITH wanted(id, after) AS (VALUES {values}) "  # noqa: S608
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            f"FROM wanted JOIN {events.events_table_name} e "
+            "ON e.originator_id = wanted.id AND e.originator_version > wanted.after "
+            "ORDER BY e.originator_id, e.originator_version",
+            [item for pair in after for item in pair],
+        )
+        for row in cursor.fetchall():
+            originator_id = UUID(row[0])
+            streams[originator_id].events.append(_stored(row, originator_id))
+    return dict(streams)
+
+
+def _postgres(events: Any, snapshots: Any, ids: list[UUID]) -> dict[UUID, StoredStream]:
+    streams: dict[UUID, StoredStream] = defaultdict(StoredStream)
+    schema = Identifier(events.datastore.schema)
+    with events.datastore.transaction(commit=False) as cursor:
+        if snapshots is not None:
+            cursor.execute(
+                SQL(
+                    "SELECT DISTINCT ON (originator_id) originator_id, originator_version, "
+                    "topic, state FROM {schema}.{table} WHERE originator_id = ANY(%s) "
+                    "ORDER BY originator_id, originator_version DESC"
+                ).format(schema=schema, table=Identifier(snapshots.events_table_name)),
+                (ids,),
+            )
+            for row in cursor.fetchall():
+                values = _row(row)
+                streams[values[0]].snapshot = _stored(values, values[0])
+        after = [-1 if streams.get(o) is None else _version(streams[o]) for o in ids]
+        cursor.execute(
+            SQL(
+                "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+                "FROM unnest(%s::uuid[], %s::int[]) AS wanted(id, after) "
+                "JOIN {schema}.{table} e "
+                "ON e.originator_id = wanted.id AND e.originator_version > wanted.after "
+                "ORDER BY e.originator_id, e.originator_version"
+            ).format(schema=schema, table=Identifier(events.events_table_name)),
+            (ids, after),
+        )
+        for row in cursor.fetchall():
+            values = _row(row)
+            streams[values[0]].events.append(_stored(values, values[0]))
+    return dict(streams)
+
+
+def _row(row: Any) -> tuple[UUID, int, str, bytes]:
+    """A PostgreSQL row (a dict: the library's connections use dict rows) as a tuple."""
+    return (
+        UUID(str(row["originator_id"])),
+        int(row["originator_version"]),
+        str(row["topic"]),
+        bytes(row["state"]),
+    )
+
+
+def _version(stream: StoredStream) -> int:
+    return -1 if stream.snapshot is None else stream.snapshot.originator_version
