@@ -15,6 +15,10 @@ eventsourcing library leaves them) and on PostgreSQL (a throwaway server, ``fsyn
   account, in a warm process (aggregate cache) and from a new ``Ledger`` (cold cache:
   the newest snapshot plus at most one snapshot interval of events).
 
+The write path's goals (SQLite batches against the ``executemany`` floor, PostgreSQL
+batches against the naive two-UPDATE column on 8 connections) are measured by
+``scripts/bench_goals.py``, also run by ``bench_core.py --goals``.
+
 Run from the repository root::
 
     .venv/bin/python scripts/bench_core.py --quick
@@ -890,6 +894,11 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--goals" in given:
+        import bench_goals  # noqa: PLC0415  # only for this mode
+
+        return bench_goals.main([a for a in given if a != "--goals"])
     args = parse_args(argv)
     sizes = sizes_from(args)
     wanted = {name.strip() for name in str(args.backends).split(",") if name.strip()}

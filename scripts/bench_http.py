@@ -27,6 +27,10 @@ script instead (``--client auto``: wrk when it is on PATH); wrk drops the reques
 in flight at the end, which under-counts phases whose latency nears their duration.
 ``--tmp-root /dev/shm`` puts the data on tmpfs, which shows what fsync costs.
 
+The write path's HTTP goals (against a naive column service, hot account, batches of
+1,000, ``--workers 2`` vs ``1`` on PostgreSQL, where the projections run) are measured by
+``scripts/bench_http_goals.py``, also run by ``bench_http.py --goals``.
+
 Run from the repository root::
 
     .venv/bin/python scripts/bench_http.py --quick
@@ -849,6 +853,11 @@ def terminate_on_sigterm() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--goals" in given:
+        import bench_http_goals  # noqa: PLC0415  # only for this mode
+
+        return bench_http_goals.main([a for a in given if a != "--goals"])
     args = parse(argv)
     if args.serve_ceiling:
         serve_ceiling(args.port)

@@ -1,0 +1,468 @@
+"""The HTTP goals of the write path (issue 9), each against a baseline measured in the same
+run, alternating sides phase by phase:
+
+* ``ledger serve`` on the embedded default (SQLite, projections in the process) against
+  a naive Litestar service this script starts: one ``balances(id, credits_remaining)``
+  table in a SQLite file (WAL, the library's synchronous setting), each transfer two
+  ``UPDATE`` statements in one transaction, served by uvicorn the same way;
+  single transfers spread over accounts at 1, 8 and 64 clients (goal at 8: at least
+  1.0 times the naive service, p99 at most 30 ms, max at most 250 ms); 8 clients all
+  spending from one hot account (goal: at least 2 times naive); atomic batches of
+  1,000 (goal: at least 8,000 transfers/s).
+* ``ledger serve --workers N --no-projections`` on PostgreSQL with the projections in a
+  separate ``ledger project``: 8 clients on one hot account with ``--workers 2`` against
+  ``--workers 1``, then ``ledger audit`` must pass and the hot account must show every
+  acknowledged transfer exactly once.
+* Where the projection workers run on the embedded default: as threads of
+  ``ledger serve`` against a separate ``ledger project`` process (``serve
+  --no-projections``), 8 clients, counting the time until the views have caught up.
+
+Run from the repository root::
+
+    .venv/bin/python scripts/bench_http_goals.py --seconds 5
+"""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import uvicorn
+import uvloop
+from litestar import Litestar, post
+from litestar.exceptions import HTTPException
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_http import (
+    HOST,
+    REPO,
+    Server,
+    admin_key,
+    ledger_argv,
+    percentile,
+    read_response,
+    running,
+    wait_for_projections,
+)
+from benchlib import machine
+
+from tests.support.pgserver import running_postgres
+
+UNIT: Final = "CREDITS"
+HOT: Final = "bench:hot"
+PREFIX: Final = "bench:acct:"
+FUNDING: Final = 10**15
+ACCOUNTS: Final = 1_000
+BATCH: Final = 1_000
+GOAL_SPREAD_RATIO: Final = 1.0
+GOAL_P99_MS: Final = 30.0
+GOAL_MAX_MS: Final = 250.0
+GOAL_HOT_RATIO: Final = 2.0
+GOAL_BATCH_PER_S: Final = 8_000.0
+PHASE_GRACE_SECONDS: Final = 60.0
+
+
+# The naive service -------------------------------------------------------------------------
+
+
+def serve_naive(port: int, path: Path) -> None:
+    local = threading.local()
+
+    def connection() -> sqlite3.Connection:
+        if not hasattr(local, "connection"):
+            opened = sqlite3.connect(path, isolation_level=None, timeout=30)
+            opened.execute("PRAGMA journal_mode=WAL")
+            local.connection = opened
+        found: sqlite3.Connection = local.connection
+        return found
+
+    def move(cursor: sqlite3.Cursor, item: dict[str, Any]) -> None:
+        amount = int(item["amount"])
+        cursor.execute(
+            "UPDATE balances SET credits_remaining = credits_remaining - ? "
+            "WHERE id = ? AND credits_remaining >= ?",
+            (amount, item["debit_account_id"], amount),
+        )
+        if cursor.rowcount != 1:
+            raise HTTPException(status_code=422, detail="insufficient_funds")
+        cursor.execute(
+            "UPDATE balances SET credits_remaining = credits_remaining + ? WHERE id = ?",
+            (amount, item["credit_account_id"]),
+        )
+
+    def transaction(items: Sequence[dict[str, Any]]) -> None:
+        cursor = connection().cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            for item in items:
+                move(cursor, item)
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("COMMIT")
+
+    @post("/v1/accounts", status_code=201, sync_to_thread=True)
+    def open_account(data: dict[str, Any]) -> dict[str, Any]:
+        connection().execute("INSERT OR IGNORE INTO balances VALUES (?, ?)", (data["id"], FUNDING))
+        return data
+
+    @post("/v1/transfers", status_code=201, sync_to_thread=True)
+    def transfer(data: dict[str, Any]) -> dict[str, Any]:
+        transaction([data])
+        return data
+
+    @post("/v1/transfers/batch", status_code=200, sync_to_thread=True)
+    def batch(data: dict[str, Any]) -> dict[str, Any]:
+        transaction(data["transfers"])
+        return {"results": len(data["transfers"])}
+
+    with sqlite3.connect(path) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute(
+            "CREATE TABLE IF NOT EXISTS balances (id TEXT PRIMARY KEY, credits_remaining INTEGER)"
+        )
+    app = Litestar(route_handlers=[open_account, transfer, batch], debug=False)
+    uvicorn.run(app, host=HOST, port=port, log_config=None, access_log=False)
+
+
+def naive_argv(path: Path) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--serve-naive", str(path)]
+
+
+# Load ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    clients: int
+    batch: int  # 0: single transfers
+    hot: bool
+
+    @property
+    def path(self) -> str:
+        return "/v1/transfers/batch" if self.batch else "/v1/transfers"
+
+
+@dataclass(frozen=True)
+class Result:
+    transfers_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    created: int
+    errors: int
+
+
+def bodies(prefix: str, shape: Shape, client: int) -> Callable[[], bytes]:
+    counter = 0
+
+    def item() -> str:
+        nonlocal counter
+        counter += 1
+        spot = (counter * 7 + client * 131) % ACCOUNTS
+        debit = HOT if shape.hot else f"{PREFIX}{spot}"
+        credit = f"{PREFIX}{(spot + 1) % ACCOUNTS}"
+        return (
+            f'{{"id":"{prefix}-{client}-{counter}","debit_account_id":"{debit}",'
+            f'"credit_account_id":"{credit}","amount":1}}'
+        )
+
+    def make() -> bytes:
+        if not shape.batch:
+            return item().encode()
+        items = ",".join(item() for _ in range(shape.batch))
+        return ('{"atomic":true,"transfers":[' + items + "]}").encode()
+
+    return make
+
+
+async def load(port: int, key: str, shape: Shape, prefix: str, seconds: float) -> Result:
+    head = (
+        f"POST {shape.path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+    ).encode()
+    latencies: list[float] = []
+    created = errors = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    async def client(number: int) -> None:
+        nonlocal created, errors
+        make = bodies(prefix, shape, number)
+        reader, writer = await asyncio.open_connection(HOST, port)
+        try:
+            while time.perf_counter() < deadline:
+                body = make()
+                sent = time.perf_counter()
+                writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                status = await read_response(reader)
+                latencies.append(time.perf_counter() - sent)
+                if 200 <= status < 300:
+                    created += shape.batch or 1
+                else:
+                    errors += 1
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    tasks = [asyncio.create_task(client(n)) for n in range(shape.clients)]
+    await asyncio.wait(tasks, timeout=seconds + PHASE_GRACE_SECONDS)
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return Result(
+        transfers_per_s=created / elapsed,
+        p50_ms=percentile(ordered, 0.5) * 1000,
+        p99_ms=percentile(ordered, 0.99) * 1000,
+        max_ms=(ordered[-1] if ordered else float("nan")) * 1000,
+        created=created,
+        errors=errors,
+    )
+
+
+def measure(server: Server, key: str, shape: Shape, tag: str, seconds: float) -> Result:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(load(server.port, key, shape, f"{tag}-{server.name}", seconds))
+
+
+def open_accounts(base_url: str, key: str) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    ids = [HOT, *(f"{PREFIX}{n}" for n in range(ACCOUNTS))]
+    with httpx.Client(base_url=base_url, headers=headers, timeout=60) as client:
+        for account_id in ids:
+            body = {"id": account_id, "unit": UNIT, "allow_negative": True}
+            response = client.post("/v1/accounts", json=body)
+            if response.status_code not in (200, 201):
+                raise RuntimeError(f"open {account_id}: {response.status_code} {response.text}")
+
+
+def line(shape: Shape, ledger: Result, naive: Result | None) -> str:
+    ratio = ""
+    if naive is not None:
+        ratio = (
+            f", naive {naive.transfers_per_s:,.0f}/s (p99 {naive.p99_ms:.1f} ms, max "
+            f"{naive.max_ms:.0f} ms), ratio {ledger.transfers_per_s / naive.transfers_per_s:.2f}"
+        )
+    return (
+        f"{shape.name}: ledger {ledger.transfers_per_s:,.0f}/s (p50 {ledger.p50_ms:.1f} ms, "
+        f"p99 {ledger.p99_ms:.1f} ms, max {ledger.max_ms:.0f} ms, errors {ledger.errors})" + ratio
+    )
+
+
+# The embedded default ------------------------------------------------------------------------
+
+
+EMBEDDED_SHAPES: Final = (
+    Shape("single, spread, 1 client", 1, 0, hot=False),
+    Shape("single, spread, 8 clients", 8, 0, hot=False),
+    Shape("single, spread, 64 clients", 64, 0, hot=False),
+    Shape("single, 1 hot account, 8 clients", 8, 0, hot=True),
+    Shape("atomic batches of 1,000, 1 client", 1, BATCH, hot=False),
+)
+
+
+def embedded(seconds: float, warmup: float) -> list[str]:
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-http-goals-") as temp:
+        workdir = Path(temp)
+        env = {**os.environ, "LEDGER_DATA_DIR": str(workdir / "data"), "PYTHONUNBUFFERED": "1"}
+        for name in ("LEDGER_EVENT_STORE", "LEDGER_READ_MODEL"):
+            env.pop(name, None)
+        with (
+            running("naive", naive_argv(workdir / "naive.sqlite"), env, workdir) as naive,
+            running("ledger", ledger_argv(), env, workdir) as ledger,
+        ):
+            key = admin_key(ledger)
+            open_accounts(ledger.base_url, key)
+            open_accounts(naive.base_url, key)
+            wait_for_projections(ledger.base_url)
+            for number, shape in enumerate(EMBEDDED_SHAPES):
+                results: dict[str, Result] = {}
+                for server in (naive, ledger):  # alternating, naive first each time
+                    measure(server, key, shape, f"w{number}", warmup)
+                    results[server.name] = measure(server, key, shape, f"m{number}", seconds)
+                    if server is ledger:
+                        wait_for_projections(ledger.base_url)
+                lines.append(line(shape, results["ledger"], results["naive"]))
+                print(lines[-1], flush=True)
+    return lines
+
+
+# Where the projections run on the embedded default ----------------------------------------------
+
+
+def projections_placement(seconds: float, warmup: float, rounds: int) -> list[str]:
+    """8 clients of single transfers on ``ledger serve`` with the projection workers as
+    threads of the API process, against ``ledger serve --no-projections`` beside a
+    ``ledger project`` process (what a child process of ``serve`` would be), alternating;
+    each phase ends when the views have caught up, so both sides pay for projecting."""
+    shape = Shape("single, spread, 8 clients", 8, 0, hot=False)
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-placement-") as temp:
+        workdir = Path(temp)
+        env = {**os.environ, "LEDGER_DATA_DIR": str(workdir / "data"), "PYTHONUNBUFFERED": "1"}
+        for name in ("LEDGER_EVENT_STORE", "LEDGER_READ_MODEL"):
+            env.pop(name, None)
+        key = keys_create(env)
+        rates: dict[str, list[float]] = {"threads": [], "process": []}
+        for round_number in range(rounds):
+            for placement in ("threads", "process"):
+                argv = (
+                    ledger_argv()
+                    if placement == "threads"
+                    else [*ledger_argv(), "--no-projections"]
+                )
+                with contextlib.ExitStack() as stack:
+                    if placement == "process":
+                        stack.enter_context(projector(env, workdir))
+                    api = stack.enter_context(running(f"serve-{placement}", argv, env, workdir))
+                    if round_number == 0 and placement == "threads":
+                        open_accounts(api.base_url, key)
+                    measure(api, key, shape, f"pw{round_number}{placement}", warmup)
+                    started = time.perf_counter()
+                    result = measure(api, key, shape, f"pm{round_number}{placement}", seconds)
+                    caught_up = wait_for_projections(api.base_url)
+                    elapsed = time.perf_counter() - started
+                    # Writes per second of wall time until the views hold them all.
+                    rates[placement].append(result.created / elapsed)
+                    print(
+                        f"projections as {placement}: {line(shape, result, None)}; views "
+                        f"caught up {caught_up if caught_up is None else round(caught_up, 2)}s "
+                        "after the phase",
+                        flush=True,
+                    )
+        lines.append(
+            "embedded default, 8 clients, transfers/s until the views caught up: projections "
+            "in a separate process vs as threads of serve: "
+            + ", ".join(
+                f"{process:,.0f} vs {threads:,.0f} = {process / threads:.2f}"
+                for threads, process in zip(rates["threads"], rates["process"], strict=True)
+            )
+        )
+    return lines
+
+
+# Several processes on PostgreSQL ------------------------------------------------------------
+
+
+def keys_create(env: dict[str, str]) -> str:
+    argv = [ledger_argv()[0], "keys", "create", "--scope", "admin"]
+    done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def projector(env: dict[str, str], workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with (workdir / "project.log").open("wb") as log:
+        process = subprocess.Popen(
+            [ledger_argv()[0], "project"], env=env, cwd=REPO, stdout=log, stderr=log
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
+    shape = Shape("single, 1 hot account, 8 clients", 8, 0, hot=True)
+    lines: list[str] = []
+    created = 0
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-workers-") as temp,
+        running_postgres(fsync=True) as server,
+    ):
+        workdir = Path(temp)
+        url = server.create_database("workers")
+        env = {
+            **os.environ,
+            "LEDGER_EVENT_STORE": url,
+            "LEDGER_READ_MODEL": url,
+            "LEDGER_DATA_DIR": str(workdir / "data"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        key = keys_create(env)
+        results: dict[int, list[Result]] = {1: [], 2: []}
+        with projector(env, workdir):
+            for round_number in range(rounds):
+                for count in (1, 2):
+                    argv = [*ledger_argv(), "--no-projections", "--workers", str(count)]
+                    with running(f"workers{count}", argv, env, workdir) as api:
+                        if round_number == 0 and count == 1:
+                            open_accounts(api.base_url, key)
+                        warm = measure(api, key, shape, f"wu{round_number}{count}", warmup)
+                        result = measure(api, key, shape, f"wm{round_number}{count}", seconds)
+                        results[count].append(result)
+                        created += warm.created + result.created
+                    print(f"workers {count}: {line(shape, result, None)}", flush=True)
+        ratios = [
+            two.transfers_per_s / one.transfers_per_s
+            for one, two in zip(results[1], results[2], strict=True)
+        ]
+        lines.append(
+            "PostgreSQL, --workers 2 vs --workers 1, 8 clients on one hot account: "
+            + ", ".join(
+                f"{two.transfers_per_s:,.0f} vs {one.transfers_per_s:,.0f} = {r:.2f}"
+                for one, two, r in zip(results[1], results[2], ratios, strict=True)
+            )
+        )
+        audit = subprocess.run(
+            [ledger_argv()[0], "audit"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+            argv = [*ledger_argv(), "--no-projections"]
+            with running("check", argv, env, workdir) as api:
+                hot = client.get(f"{api.base_url}/v1/accounts/{HOT}").json()
+        lines.append(
+            f"correctness: ledger audit exit {audit.returncode}; hot account debits_posted "
+            f"{hot['debits_posted']:,} for {created:,} acknowledged transfers"
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=1, help="workers rounds (1 then 2)")
+    parser.add_argument("--parts", default="embedded,workers,placement")
+    parser.add_argument("--serve-naive", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_naive is not None:
+        serve_naive(args.port, args.serve_naive)
+        return 0
+    parts = {part.strip() for part in str(args.parts).split(",")}
+    lines: list[str] = []
+    if "embedded" in parts:
+        lines += embedded(args.seconds, args.warmup)
+    if "workers" in parts:
+        lines += workers(args.seconds, args.warmup, args.rounds)
+    if "placement" in parts:
+        lines += projections_placement(args.seconds, args.warmup, args.rounds)
+    print("\n".join(lines))
+    print(f"machine: {machine()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
