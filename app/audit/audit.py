@@ -12,11 +12,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from app.application.ledger import Ledger
 from app.audit.log import LOG_PAGE_SIZE, Instant, InstantWindow, read_log
+from app.audit.lots import LotAudit
 from app.audit.replay import ReplayedAccount, Replayer
 from app.domain.account import Account
 from app.domain.chain import GENESIS, expected_chain
@@ -109,6 +111,11 @@ class Auditor:
         self.at_instant = Replayer()
         self.window = InstantWindow(instant)
         self.entry_counts: dict[str, int] = defaultdict(int)
+        self.lots = LotAudit(
+            lambda kind, subject, detail, position: self.report.add(
+                Violation(kind, subject, detail, None if position < 0 else position)
+            )
+        )
 
     def run(self, on_page: Callable[[int, int], None] | None = None) -> AuditReport:
         with scratch_database() as scratch:
@@ -123,6 +130,7 @@ class Auditor:
             self._check_transfers()
             self._check_pending_holds()
             self._check_unit_sums()
+            self.lots.check_breakage(datetime.now(tz=UTC))
             if self.view is not None:
                 self._check_projections(self.view)
         return self.report
@@ -141,6 +149,7 @@ class Auditor:
         self._check_streams(page)
 
     def _fold_accounts(self, position: int, event: Any) -> None:
+        self.lots.apply(position, event)
         account = self.full.apply(position, event)
         if self.window.admits(position, event):
             self.at_instant.apply(position, event)
