@@ -10,8 +10,6 @@ from litestar import Litestar, MediaType, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.pydantic import PydanticPlugin
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,6 +22,7 @@ from app.api.controllers.transfers import TransferController
 from app.api.controllers.webhooks import WebhookController
 from app.api.errors import CLIENT_CLOSED_REQUEST, CLIENT_DISCONNECTED, EXCEPTION_HANDLERS
 from app.api.metrics import Metrics
+from app.api.openapi import docs_assets_router, openapi_config
 from app.api.openapi import refine as refine_openapi
 from app.api.readiness import ReadinessProbe
 from app.api.schemas import Health, Readiness
@@ -87,7 +86,13 @@ def request_context(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-@get("/v1/health", tags=["operations"], summary="Liveness", sync_to_thread=False)
+@get(
+    "/v1/health",
+    tags=["operations"],
+    summary="Liveness",
+    sync_to_thread=False,
+    operation_id="getHealth",
+)
 def health() -> Health:
     return Health(status="ok")
 
@@ -97,6 +102,7 @@ def health() -> Health:
     tags=["operations"],
     summary="Readiness: store reachable, views fresh",
     sync_to_thread=True,
+    operation_id="getReadiness",
 )
 def ready(readiness: NamedDependency[ReadinessProbe]) -> Response[Readiness]:
     return readiness.answer()
@@ -132,6 +138,7 @@ def create_app(
             health,
             ready,
             metrics_endpoint,
+            docs_assets_router(),
         ],
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False),
@@ -145,22 +152,7 @@ def create_app(
         middleware=[request_context],
         request_max_body_size=services.settings.request_body_bytes_max,
         on_shutdown=on_shutdown or [],
-        openapi_config=OpenAPIConfig(
-            title="Credits ledger",
-            version="1.0.0",
-            description="Event-sourced double-entry ledger. Errors are "
-            "application/problem+json with a stable `code`.",
-            components=Components(
-                security_schemes={
-                    "BearerAuth": SecurityScheme(
-                        type="http",
-                        scheme="bearer",
-                        description="An API key from `ledger keys create`",
-                    )
-                }
-            ),
-            security=[{"BearerAuth": []}],
-        ),
+        openapi_config=openapi_config(),
         debug=False,
     )
     refine_openapi(app)

@@ -51,6 +51,32 @@ TITLES: Final = {
 }
 
 
+# Codes the HTTP layer itself answers with (the domain's come from its error classes,
+# app.domain.errors.all_error_codes). tests/api/test_docs.py finds every literal code
+# raised in app/ and fails when one is missing here.
+API_CODES: Final = frozenset(
+    {
+        "account_not_found",
+        "api_key_expired",
+        "as_of_in_future",
+        "bad_request",
+        "body_too_large",
+        "forbidden",
+        "http_error",
+        "internal_error",
+        "invalid_cursor",
+        "malformed_json",
+        "method_not_allowed",
+        "not_found",
+        "position_not_reached",
+        "position_out_of_range",
+        "transfer_not_found",
+        "unauthorized",
+        "validation_error",
+    }
+)
+
+
 class ApiError(Exception):
     """An HTTP-level refusal raised by the API itself (cursor, position, auth, …)."""
 
@@ -72,17 +98,23 @@ def problem_body(status: int, code: str, detail: str, **extra: Any) -> dict[str,
     }
 
 
-def problem(status: int, code: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
-    headers = None
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[dict[str, Any]]:
+    headers = dict(headers or {})
     if status == 401:
-        headers = {"WWW-Authenticate": "Bearer"}
+        headers["WWW-Authenticate"] = "Bearer"
     elif status == 503:
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
     return Response(
         problem_body(status, code, detail, **extra),
         status_code=status,
         media_type=PROBLEM_MEDIA_TYPE,
-        headers=headers,
+        headers=headers or None,
     )
 
 
@@ -153,7 +185,8 @@ def on_http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[d
     if status == 400:
         # Litestar's plain 400s come from decoding the body (parameters fail validation).
         return problem(400, "malformed_json", f"the request body is not valid JSON: {error.detail}")
-    return problem(status, code, str(error.detail))
+    # Litestar's own headers stay: `Allow` on a 405, `Retry-After` where it sets one.
+    return problem(status, code, str(error.detail), headers=dict(error.headers or {}))
 
 
 def on_unexpected_error(

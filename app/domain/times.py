@@ -12,9 +12,13 @@ from typing import Final
 
 from app.domain.errors import ValidationError
 
-DATE_PATTERN: Final = r"\d{4}-\d{2}-\d{2}"
+# Year 0001-9999, month 01-12, day 01-31 (a day past its month's end is refused on parsing).
+DATE_PATTERN: Final = (
+    r"(\d{3}[1-9]|\d{2}[1-9]0|\d[1-9]00|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+)
 DATE_TIME_PATTERN: Final = (
-    DATE_PATTERN + r"[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+    DATE_PATTERN
+    + r"[Tt ]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
 )
 # Declared in the API schema as the query parameters' pattern.
 TIME_PATTERN: Final = rf"^({DATE_PATTERN}|{DATE_TIME_PATTERN})$"

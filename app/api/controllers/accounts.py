@@ -4,7 +4,7 @@ from typing import Annotated
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 
 from app.api.auth import requires
 from app.api.errors import ApiError
@@ -32,14 +32,16 @@ class AccountController(Controller):
         sync_to_thread=True,
         status_code=201,
         summary="Open an account (idempotent on id)",
+        operation_id="openAccount",
     )
     def open(
-        self, data: AccountCreate, services: NamedDependency[Services]
+        self, data: JSONBody[AccountCreate], services: NamedDependency[Services]
     ) -> Response[AccountRead]:
         outcome = services.ledger.open_account(OpenAccount(**data.model_dump()))
         return Response(
             AccountRead.of(outcome.account, outcome.position),
             status_code=201 if outcome.created else 200,
+            headers={"Location": f"/v1/accounts/{data.id}"} if outcome.created else None,
         )
 
     @get(
@@ -47,6 +49,7 @@ class AccountController(Controller):
         guards=[requires("read")],
         sync_to_thread=True,
         summary="Balances now, as of a time, or at a log position",
+        operation_id="getAccount",
     )
     def read(
         self,
@@ -92,6 +95,7 @@ class AccountController(Controller):
         guards=[requires("read")],
         sync_to_thread=True,
         summary="Statement lines, newest first",
+        operation_id="listAccountEntries",
     )
     def entries(
         self,
@@ -126,6 +130,7 @@ class AccountController(Controller):
         sync_to_thread=True,
         status_code=200,
         summary="Close an account (idempotent)",
+        operation_id="closeAccount",
     )
     def close(self, account_id: FromPath[str], services: NamedDependency[Services]) -> AccountRead:
         outcome = services.ledger.close_account(account_id)

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 
 from app.api.auth import requires
 from app.api.errors import ApiError, ledger_error_body, status_of
@@ -53,6 +53,7 @@ def transfer_response(outcome: TransferOutcome) -> Response[TransferRead]:
     return Response(
         TransferRead.of(outcome.transfer, outcome.position),
         status_code=201 if outcome.created else 200,
+        headers={"Location": f"/v1/transfers/{outcome.transfer.id}"} if outcome.created else None,
     )
 
 
@@ -66,10 +67,11 @@ class TransferController(Controller):
         sync_to_thread=True,
         status_code=201,
         summary="Record a transfer (201; an idempotent replay answers 200, same body)",
+        operation_id="recordTransfer",
     )
     def record(
         self,
-        data: TransferCreate,
+        data: JSONBody[TransferCreate],
         services: NamedDependency[Services],
         metrics: NamedDependency[Metrics],
     ) -> Response[TransferRead]:
@@ -84,10 +86,11 @@ class TransferController(Controller):
         sync_to_thread=True,
         status_code=200,
         summary="Record a batch: atomic (all or nothing) or one result per item",
+        operation_id="recordTransferBatch",
     )
     def batch(
         self,
-        data: BatchCreate,
+        data: JSONBody[BatchCreate],
         services: NamedDependency[Services],
         metrics: NamedDependency[Metrics],
     ) -> BatchRead:
@@ -120,6 +123,7 @@ class TransferController(Controller):
         guards=[requires("read")],
         sync_to_thread=True,
         summary="One transfer, with its status",
+        operation_id="getTransfer",
     )
     def read(
         self,
@@ -138,6 +142,7 @@ class TransferController(Controller):
         guards=[requires("read")],
         sync_to_thread=True,
         summary="Transfers, newest first, optionally of one account",
+        operation_id="listTransfers",
     )
     def list(
         self,
@@ -163,12 +168,13 @@ class TransferController(Controller):
         sync_to_thread=True,
         status_code=200,
         summary="Post a pending transfer, whole or a smaller amount",
+        operation_id="postPendingTransfer",
     )
     def post_pending(
         self,
         transfer_id: FromPath[str],
         services: NamedDependency[Services],
-        data: PostPending | None = None,
+        data: JSONBody[PostPending | None] = None,
     ) -> TransferRead:
         # No body at all means {}: posting the whole hold (retry-safe, docs/writes.md).
         outcome = services.ledger.post_pending(transfer_id, None if data is None else data.amount)
@@ -180,12 +186,13 @@ class TransferController(Controller):
         sync_to_thread=True,
         status_code=200,
         summary="Void a pending transfer",
+        operation_id="voidPendingTransfer",
     )
     def void_pending(
         self,
         transfer_id: FromPath[str],
         services: NamedDependency[Services],
-        data: VoidPending | None = None,
+        data: JSONBody[VoidPending | None] = None,
     ) -> TransferRead:
         del data  # the body is {} or absent by contract; extra fields are refused
         outcome = services.ledger.void_pending(transfer_id)
@@ -197,11 +204,12 @@ class TransferController(Controller):
         sync_to_thread=True,
         status_code=201,
         summary="Reverse (refund) a posted transfer with a new transfer",
+        operation_id="reverseTransfer",
     )
     def reverse(
         self,
         transfer_id: FromPath[str],
-        data: ReverseTransfer,
+        data: JSONBody[ReverseTransfer],
         services: NamedDependency[Services],
         metrics: NamedDependency[Metrics],
     ) -> Response[TransferRead]:
