@@ -51,9 +51,10 @@ TITLES: Final = {
 }
 
 
-# Codes the HTTP layer itself answers with (the domain's come from its error classes,
-# app.domain.errors.all_error_codes). tests/api/test_docs.py finds every literal code
-# raised in app/ and fails when one is missing here.
+# Codes the HTTP layer and the event feed answer with (the domain's come from its error
+# classes, app.domain.errors.all_error_codes); together they are the schema's enum of
+# Problem.code. tests/api/test_docs.py finds every literal code raised in app/ and fails
+# when one is missing here.
 API_CODES: Final = frozenset(
     {
         "account_not_found",
@@ -61,18 +62,25 @@ API_CODES: Final = frozenset(
         "as_of_in_future",
         "bad_request",
         "body_too_large",
+        "events_unavailable",
+        "filter_too_large",
         "forbidden",
         "http_error",
         "internal_error",
         "invalid_cursor",
         "malformed_json",
         "method_not_allowed",
+        "monitor_not_found",
         "not_found",
         "position_not_reached",
         "position_out_of_range",
+        "too_many_monitors",
+        "too_many_streams",
         "transfer_not_found",
         "unauthorized",
+        "unknown_event_type",
         "validation_error",
+        "webhook_not_found",
     }
 )
 

@@ -77,11 +77,14 @@ def docs_assets_router() -> Router:
     )
 
 
-def derived_operation_id(handler: Any, *_: Any) -> str:
-    """For a handler without an explicit ``operation_id``: its function name, camelCased
-    (tests/api/test_docs.py checks every id is explicit, unique and camelCased)."""
+def derived_operation_id(handler: Any, _method: Any, components: list[Any]) -> str:
+    """For a handler without an explicit ``operation_id``: its function name, camelCased,
+    then the resource its path names (``create`` under /v1/webhooks → ``createWebhooks``).
+    tests/api/test_docs.py checks every id is unique and camelCased."""
     first, *rest = str(handler.handler_name).split("_")
-    return first + "".join(word.title() for word in rest)
+    statics = [c for c in components if isinstance(c, str) and c and c != "v1"]
+    resource = statics[0].title().replace("-", "") if statics else ""
+    return first + "".join(word.title() for word in rest) + resource
 
 
 MODELS: Final[list[type[BaseModel]]] = [

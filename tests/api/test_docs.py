@@ -111,18 +111,26 @@ def test_problem_codes_and_statement_kinds_are_enums_derived_from_the_code(
     assert {"Debited", "Credited", "DebitReserved"} <= set(kinds)
 
 
+CODE: Final = re.compile(r"[a-z]+(_[a-z]+)+")
+
+
 def literal_codes_raised_in_the_app() -> set[str]:
-    """Every code written as a literal in ApiError(status, "code", …) or
-    problem(status, "code", …) anywhere under app/."""
+    """Every snake_case literal handed to an error's constructor (``ApiError(404,
+    "account_not_found", …)``, ``FeedInputError("unknown_event_type", …)``) or to
+    ``problem(…)`` anywhere under app/: the codes problem documents can carry."""
     found: set[str] = set()
     for path in (ROOT / "app").rglob("*.py"):
+        if "explorer" in path.parts:  # HTML pages: their reasons are not problem codes
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.Call) or len(node.args) < 2:
+            if not isinstance(node, ast.Call):
                 continue
-            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-            code = node.args[1]
-            if name in ("ApiError", "problem") and isinstance(code, ast.Constant):
-                found.add(str(code.value))
+            name = str(getattr(node.func, "id", getattr(node.func, "attr", "")))
+            if not (name.endswith("Error") or name == "problem"):
+                continue
+            for argument in [*node.args, *(k.value for k in node.keywords if k.arg == "code")]:
+                if isinstance(argument, ast.Constant) and CODE.fullmatch(str(argument.value)):
+                    found.add(str(argument.value))
     return found
 
 

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 
 from app.api.auth import requires
 from app.api.controllers.events import events_of
@@ -33,7 +33,9 @@ class MonitorController(Controller):
         status_code=201,
         summary="Watch an account's balance or available against a threshold",
     )
-    def create(self, data: MonitorCreate, services: NamedDependency[Services]) -> MonitorRead:
+    def create(
+        self, data: JSONBody[MonitorCreate], services: NamedDependency[Services]
+    ) -> MonitorRead:
         if (data.below is None) == (data.above is None):
             raise ApiError(422, "validation_error", "give exactly one of below or above")
         # The account must exist: a monitor on a typo would never fire.

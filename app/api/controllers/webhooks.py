@@ -5,7 +5,7 @@ from typing import Annotated
 
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 
 from app.api.auth import requires
 from app.api.controllers.events import events_of
@@ -48,7 +48,9 @@ class WebhookController(Controller):
     guards = [requires("admin")]  # noqa: RUF012
 
     @post("/", sync_to_thread=True, status_code=201, summary="Add an endpoint")
-    def create(self, data: WebhookCreate, services: NamedDependency[Services]) -> WebhookCreated:
+    def create(
+        self, data: JSONBody[WebhookCreate], services: NamedDependency[Services]
+    ) -> WebhookCreated:
         types = known_types(data.types) or []
         endpoint, secret = events_of(services).webhooks.create(data.url, types, data.description)
         return WebhookCreated(**WebhookRead.of(endpoint).model_dump(), secret=secret)
@@ -76,7 +78,10 @@ class WebhookController(Controller):
         summary="Change url, types, description; enable again",
     )
     def update(
-        self, webhook_id: FromPath[str], data: WebhookUpdate, services: NamedDependency[Services]
+        self,
+        webhook_id: FromPath[str],
+        data: JSONBody[WebhookUpdate],
+        services: NamedDependency[Services],
     ) -> WebhookRead:
         webhooks = events_of(services).webhooks
         found(webhooks.get(webhook_id), webhook_id)
@@ -121,7 +126,10 @@ class WebhookController(Controller):
         summary="Deliver again every matching event after a position",
     )
     def replay(
-        self, webhook_id: FromPath[str], data: WebhookReplay, services: NamedDependency[Services]
+        self,
+        webhook_id: FromPath[str],
+        data: JSONBody[WebhookReplay],
+        services: NamedDependency[Services],
     ) -> WebhookRead:
         events = events_of(services)
         found(events.webhooks.get(webhook_id), webhook_id)
