@@ -62,6 +62,7 @@ API_CODES: Final = frozenset(
         "as_of_in_future",
         "bad_request",
         "body_too_large",
+        "client_disconnected",
         "events_unavailable",
         "filter_too_large",
         "forbidden",

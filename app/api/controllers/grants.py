@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, FromQuery, Parameter
 
 from app.api.auth import requires
 from app.api.errors import ApiError
@@ -31,7 +31,7 @@ class GrantController(Controller):
         self,
         account_id: FromPath[str],
         services: NamedDependency[Services],
-        status: Literal["live", "expired", "consumed", "all"] = "live",
+        status: FromQuery[Literal["live", "expired", "consumed", "all"]] = "live",
         as_of: TimeQuery = None,
         at_position: Position = None,
         min_position: Position = None,
