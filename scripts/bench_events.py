@@ -1,21 +1,30 @@
 """Event feed and webhook throughput and latency, in one run.
 
   .venv/bin/python scripts/bench_events.py [--rate 500] [--seconds 10] [--backlog 5000]
+      [--batch 1]
 
 1. Ceiling (baseline): one client POSTing ready-made event bodies to the same local
    receiver as fast as it answers — what delivery could reach with no ledger at all.
 2. Steady: transfers written at ``--rate``/s for ``--seconds`` (several paced writer
-   threads, SQLite store, the embedded default); a webhook endpoint on the local receiver
-   and a long-polling feed reader. Latency from commit (the write returned) to receipt,
-   p50/p99, for both; whether delivery kept up (backlog when the writers stop).
+   threads, SQLite store, the embedded default) while `ledger deliver` runs in its own
+   process (as in the compose stack) with a webhook endpoint on the local receiver (its
+   own process too), and a feed reader follows the feed. Latency from commit (the write
+   returned) to receipt, p50/p99, for both; whether delivery kept up (backlog when the
+   writers stop).
 3. Catch-up: ``--backlog`` transfers written while the deliveries are stopped, then the
-   time to deliver them all: events/s, and its ratio to the ceiling measured before and
-   after it (the two sides alternate; absolute figures drift on a shared machine).
+   time to deliver them all (first to last receipt): events/s, and its ratio to the
+   ceiling measured before and after it (the two sides alternate; absolute figures drift
+   on a shared machine).
 """
 
 import argparse
 import json
+import multiprocessing
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,7 +39,7 @@ from benchlib import machine
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
-from app.events.service import EventServices, EventWorkers, delivery_policy
+from app.events.service import EventServices
 from app.settings import Settings
 
 ISSUER = "system:issuance"
@@ -41,35 +50,78 @@ DRAIN_TIMEOUT_SECONDS = 120.0
 
 
 class Receiver:
-    """Records when each event (by transfer id) first arrived."""
+    """A local receiver in its own process (as a downstream service would be), which
+    reports when each transfer's event first arrived (wall clock, same machine)."""
 
     def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
-        self.count = 0
         self.lock = threading.Lock()
-        receiver = self
+        self._reports: multiprocessing.Queue[tuple[str, float]] = multiprocessing.Queue()
+        ready: multiprocessing.Queue[int] = multiprocessing.Queue()
+        self.process = multiprocessing.Process(
+            target=serve_receiver, args=(ready, self._reports), daemon=True
+        )
+        self.process.start()
+        self.url = f"http://127.0.0.1:{ready.get(timeout=30)}/hook"
+        threading.Thread(target=self._collect, daemon=True).start()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def _collect(self) -> None:
+        while True:
+            transfer_id, at = self._reports.get()
+            with self.lock:
+                self.arrived.setdefault(transfer_id, at)
 
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                now = time.perf_counter()
-                transfer = json.loads(body).get("data", {}).get("transfer", {})
-                with receiver.lock:
-                    receiver.count += 1
-                    receiver.arrived.setdefault(transfer.get("id", ""), now)
-                self.send_response(204)
-                self.send_header("content-length", "0")
-                self.end_headers()
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.join()
 
-            def log_message(self, *_: Any) -> None:
-                pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+def serve_receiver(
+    ready: "multiprocessing.Queue[int]", reports: "multiprocessing.Queue[tuple[str, float]]"
+) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            now = time.time()
+            self.send_response(204)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            transfer = json.loads(body).get("data", {}).get("transfer", {})
+            reports.put((transfer.get("id", ""), now))
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    ready.put(server.server_address[1])
+    server.serve_forever()
+
+
+class Deliver:
+    """`ledger deliver` in its own process, as the compose stack runs it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+        environment |= {"LEDGER_DATA_DIR": str(data_dir), "LEDGER_LOG_FORMAT": "json"}
+        ledger = Path(sys.executable).with_name("ledger")
+        heartbeat = data_dir / "deliver.heartbeat"
+        heartbeat.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            [str(ledger), "deliver"], env=environment, stderr=subprocess.DEVNULL
+        )
+        # Ready once its first heartbeat is written (its workers started before that).
+        deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+        while not heartbeat.exists():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SystemExit("ledger deliver did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
 
 
 def ceiling(receiver: Receiver) -> float:
@@ -82,30 +134,42 @@ def ceiling(receiver: Receiver) -> float:
 
 
 def write_paced(
-    ledger: Ledger, prefix: str, rate: float, seconds: float, committed: dict[str, float]
+    ledger: Ledger,
+    prefix: str,
+    rate: float,
+    seconds: float,
+    committed: dict[str, float],
+    batch: int = 1,
 ) -> None:
     """``rate`` transfers/s in total over ``WRITER_THREADS`` threads, each on its own
-    schedule (a late one catches up rather than drifting)."""
-    per_thread = rate / WRITER_THREADS
-    total = int(per_thread * seconds)
+    schedule (a late one catches up rather than drifting); ``batch`` transfers per write
+    (one request of a client that batches)."""
+    writes_per_thread = rate / WRITER_THREADS / batch
+    total = int(writes_per_thread * seconds)
 
     def writer(index: int) -> None:
         start = time.perf_counter()
         for n in range(total):
-            due = start + n / per_thread
+            due = start + n / writes_per_thread
             pause = due - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
-            transfer_id = f"{prefix}-{index}-{n}"
-            ledger.record_transfer(
+            commands = [
                 RecordTransfer(
-                    id=transfer_id,
+                    id=f"{prefix}-{index}-{n}-{k}",
                     debit_account_id=ISSUER,
-                    credit_account_id=f"user:{index}:{n % 50}",
+                    credit_account_id=f"user:{index}:{(n * batch + k) % 50}",
                     amount=1,
                 )
-            )
-            committed[transfer_id] = time.perf_counter()
+                for k in range(batch)
+            ]
+            if batch == 1:
+                ledger.record_transfer(commands[0])
+            else:
+                ledger.record_batch(commands, atomic=False)
+            done = time.time()
+            for command in commands:
+                committed[command.id] = done
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITER_THREADS)]
     for thread in threads:
@@ -144,7 +208,7 @@ def follow_feed(events: EventServices, stop: threading.Event, seen: dict[str, fl
         if not rows:
             time.sleep(0.02)
             continue
-        now = time.perf_counter()
+        now = time.time()
         for row in rows:
             seen.setdefault(row.event()["data"]["transfer"]["id"], now)
         after = rows[-1].sequence
@@ -163,12 +227,13 @@ def ledger_with_events(data_dir: Path) -> Iterator[tuple[Ledger, EventServices]]
 
 
 def wait_delivered(receiver: Receiver, wanted: set[str]) -> float:
-    deadline = time.perf_counter() + DRAIN_TIMEOUT_SECONDS
-    while time.perf_counter() < deadline:
+    """When the last of ``wanted`` arrived (wall clock)."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
         with receiver.lock:
             if wanted <= receiver.arrived.keys():
-                return time.perf_counter()
-        time.sleep(0.005)
+                return max(receiver.arrived[transfer_id] for transfer_id in wanted)
+        time.sleep(0.01)
     raise SystemExit("delivery did not finish within the drain timeout")
 
 
@@ -177,6 +242,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--backlog", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=1, help="transfers per write")
     arguments = parser.parse_args()
     print(json.dumps({"machine": machine(), **vars(arguments)}))
     receiver = Receiver()
@@ -191,10 +257,7 @@ def main() -> None:
             for n in range(50):
                 ledger.open_account(OpenAccount(id=f"user:{index}:{n}", unit="CREDITS"))
         events.webhooks.create(receiver.url, ["transfer.recorded"], "benchmark")
-        settings = Settings(data_dir=Path(directory), log_format="console")
-        running = EventWorkers(
-            ledger, events.feed_store, events.webhooks, delivery_policy(settings)
-        ).start()
+        running = Deliver(Path(directory))
 
         # Steady: paced writes, deliveries and a feed reader running.
         committed: dict[str, float] = {}
@@ -203,7 +266,7 @@ def main() -> None:
         reader = threading.Thread(target=follow_feed, args=(events, stop_feed, feed_seen))
         reader.start()
         started = time.perf_counter()
-        write_paced(ledger, "steady", arguments.rate, arguments.seconds, committed)
+        write_paced(ledger, "steady", arguments.rate, arguments.seconds, committed, arguments.batch)
         written_in = time.perf_counter() - started
         backlog_at_stop = len(committed.keys() - receiver.arrived.keys())
         wait_delivered(receiver, set(committed))
@@ -230,15 +293,15 @@ def main() -> None:
         # Catch-up: a backlog written while deliveries are stopped, then delivered.
         running.stop()
         backlog_ids = write_backlog(ledger, arguments.backlog)
-        running = EventWorkers(
-            ledger, events.feed_store, events.webhooks, delivery_policy(settings)
-        ).start()
-        started = time.perf_counter()
+        running = Deliver(Path(directory))
         finished = wait_delivered(receiver, backlog_ids)
+        with receiver.lock:
+            started = min(receiver.arrived[transfer_id] for transfer_id in backlog_ids)
         running.stop()
         rate = len(backlog_ids) / (finished - started)
 
     ceiling_after = ceiling(receiver)
+    receiver.close()
     ceiling_mean = (ceiling_before + ceiling_after) / 2
     print(
         json.dumps(

@@ -69,6 +69,7 @@ class FeedRow:
     event_type: str
     position: int
     body: str
+    event_id: str
 
     def event(self) -> dict[str, Any]:
         decoded: dict[str, Any] = json.loads(self.body)
@@ -102,14 +103,16 @@ class FeedStore:
         params: list[Any] = []
         if account_id is not None:
             statement = (
-                "SELECT e.sequence, e.type, e.position, e.body FROM ledger_feed_event_accounts a "
+                "SELECT e.sequence, e.type, e.position, e.body, e.event_id "
+                "FROM ledger_feed_event_accounts a "
                 "JOIN ledger_feed_events e ON e.sequence = a.sequence "
                 "WHERE a.account_id = ? AND a.sequence > ?"
             )
             params += [account_id, after]
         else:
             statement = (
-                "SELECT e.sequence, e.type, e.position, e.body FROM ledger_feed_events e "
+                "SELECT e.sequence, e.type, e.position, e.body, e.event_id "
+                "FROM ledger_feed_events e "
                 "WHERE e.sequence > ?"
             )
             params.append(after)
@@ -121,7 +124,7 @@ class FeedStore:
         with self.database.transaction() as cursor:
             cursor.execute(statement, params)
             rows = cursor.fetchall()
-        return [FeedRow(int(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
+        return [FeedRow(int(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4])) for r in rows]
 
     def last_sequence_at_or_before(self, position: int) -> int:
         """The feed cursor just before the first event past ``position``."""

@@ -162,7 +162,7 @@ class EndpointWorker:
             log.warning("webhook.disabled", webhook_id=endpoint.id, error=attempt.error)
 
     def _send(self, client: httpx.Client, endpoint: Endpoint, secret: str, row: FeedRow) -> Attempt:
-        event_id = str(row.event()["id"])
+        event_id = row.event_id
         headers = signed_headers(secret, event_id, row.body, datetime.now(tz=UTC))
         started = time.perf_counter()
         status: int | None = None
