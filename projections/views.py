@@ -25,7 +25,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
-from app.domain.account import Account, BalanceDelta, DerivedBalances
+from app.domain.account import Account, BalanceDelta, DerivedBalances, line_allocations
 from app.domain.lots import Allocation
 from app.domain.transfer import Transfer
 from projections.lots import (
@@ -80,6 +80,7 @@ SCHEMA: Final = [
         debits_pending BIGINT NOT NULL,
         credits_pending BIGINT NOT NULL,
         recorded_at TEXT NOT NULL,
+        allocations TEXT,
         PRIMARY KEY (account_id, position)
     )""",
     "CREATE INDEX IF NOT EXISTS {entries_by_time_index} "
@@ -161,6 +162,7 @@ class EntryRow(DerivedBalances):
     credits_pending: int
     recorded_at: datetime
     metadata: dict[str, str]
+    allocations: tuple[Allocation, ...] = ()  # the lots this line moved, signed
 
 
 @dataclass(frozen=True)
@@ -363,7 +365,8 @@ class LedgerViewMixin:
             "INSERT INTO {entries} (account_id, position, transfer_id, kind, "
             "debits_posted_delta, credits_posted_delta, debits_pending_delta, "
             "credits_pending_delta, debits_posted, credits_posted, debits_pending, "
-            "credits_pending, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "credits_pending, recorded_at, allocations) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 row["account_id"],
                 position,
@@ -375,6 +378,7 @@ class LedgerViewMixin:
                 delta.credits_pending,
                 *after,
                 at,
+                _json_or_null(line_allocations(event)),
             ],
         )
         apply_lot_moves(self, cursor, event, position, row["account_id"], at)
@@ -675,7 +679,16 @@ def _entry_row(row: Any) -> EntryRow:
         credits_pending=int(row["credits_pending"]),
         recorded_at=parse_timestamp(row["recorded_at"]),
         metadata=json.loads(row["metadata"]) if row["metadata"] else {},
+        allocations=_allocations_of(row["allocations"]),
     )
+
+
+def _json_or_null(records: list[dict[str, Any]]) -> str | None:
+    return json.dumps(records) if records else None
+
+
+def _allocations_of(text: str | None) -> tuple[Allocation, ...]:
+    return tuple(Allocation(a["grant_id"], a["amount"]) for a in json.loads(text or "[]"))
 
 
 def _transfer_row(row: Any) -> TransferRow:
@@ -697,9 +710,7 @@ def _transfer_row(row: Any) -> TransferRow:
         position=int(row["position"]),
         updated_position=int(row["updated_position"]),
         grant=_grant_of(row["grant_terms"]),
-        allocations=tuple(
-            Allocation(a["grant_id"], a["amount"]) for a in json.loads(row["allocations"] or "[]")
-        ),
+        allocations=_allocations_of(row["allocations"]),
     )
 
 

@@ -269,6 +269,9 @@ class EntryRead(BaseModel):
     credits_pending: int
     recorded_at: datetime
     metadata: dict[str, str]
+    allocations: list[AllocationRead] = Field(
+        default_factory=list, description="The credit lots this line moved, signed like amount"
+    )
 
     @classmethod
     def of(cls, row: EntryRow) -> "EntryRead":
@@ -286,6 +289,7 @@ class EntryRead(BaseModel):
             credits_pending=row.credits_pending,
             recorded_at=row.recorded_at,
             metadata=row.metadata,
+            allocations=allocations_read(row.allocations),
         )
 
 

@@ -9,7 +9,7 @@ from typing import Any, Final
 from eventsourcing.application import AggregateNotFoundError
 
 from app.application.ledger import Ledger
-from app.domain.account import Account
+from app.domain.account import Account, line_allocations
 from app.domain.errors import AccountNotFoundError
 from app.domain.transfer import Transfer
 from app.domain.values import account_uuid, check_id, transfer_uuid
@@ -31,6 +31,8 @@ class StatementLine:
     credits_pending: int
     hold_fate: str | None
     metadata: dict[str, str]
+    # The credit lots this line moved ([{grant_id, amount}], signed like ``amount``).
+    allocations: list[dict[str, Any]]
 
     def row(self) -> dict[str, Any]:
         values = asdict(self)
@@ -86,6 +88,7 @@ def explain(ledger: Ledger, account_id: str, moment: datetime | None) -> Iterato
             credits_pending=counters[3],
             hold_fate=transfer.status if transfer.pending else None,
             metadata=transfer.metadata,
+            allocations=line_allocations(event),
         )
 
 

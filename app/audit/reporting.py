@@ -5,7 +5,7 @@ import json
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import ProgressColumn, Task
@@ -29,6 +29,7 @@ STATEMENT_COLUMNS = [
     "credits_pending",
     "hold_fate",
     "metadata",
+    "allocations",
 ]
 
 
@@ -99,6 +100,7 @@ def write_statement(
         for line in lines:
             row = line.row()
             row["metadata"] = json.dumps(row["metadata"], sort_keys=True)
+            row["allocations"] = json.dumps(row["allocations"])
             writer.writerow(row)
         return
     if output_format == "json":
@@ -118,6 +120,7 @@ def write_statement(
         "available",
         "hold_fate",
         "metadata",
+        "allocations",
     ):
         table.add_column(
             column,
@@ -137,6 +140,7 @@ def write_statement(
             str(line.available),
             line.hold_fate or "",
             ", ".join(f"{k}={v}" for k, v in sorted(line.metadata.items())),
+            allocations_text(line.allocations),
         )
     console = Console(file=out)
     console.print(table)
@@ -147,3 +151,11 @@ def write_statement(
         )
     else:
         console.print("no postings: balance 0")
+
+
+def allocations_text(allocations: list[dict[str, Any]]) -> str:
+    """``promo -10, pack -2``: which lots a line moved (``general`` for the general lot)."""
+    return ", ".join(
+        f"{a['grant_id'] if a['grant_id'] is not None else 'general'} {a['amount']:+d}"
+        for a in allocations
+    )

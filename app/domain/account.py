@@ -480,3 +480,23 @@ def lot_record(lot: Lot) -> dict[str, Any]:
 
 def lots_of(records: list[dict[str, Any]]) -> list[Lot]:
     return [Lot(r["grant_id"], terms_of(r), r["amount"], 0) for r in records]
+
+
+def line_allocations(event: Any) -> list[dict[str, Any]]:
+    """The lots a statement line moved, signed as the line is (debits negative): for a
+    spend or hold the lots it took or reserved, for a hold's end the lots it consumed,
+    for a grant its own lot, for a reversal the lots given back. Empty for movements of
+    the general lot alone and for events from before lots."""
+    if isinstance(event, Account.Credited):
+        if event.grant is not None:
+            return [{"grant_id": event.transfer_id, "amount": event.amount}]
+        return list(event.returned or [])
+    if isinstance(event, Account.Debited | Account.DebitReserved):
+        records = event.allocations or []
+    elif isinstance(event, Account.DebitHoldSettled):
+        records = event.consumed or []
+    else:
+        return []
+    if all(record["grant_id"] is None for record in records):
+        return []
+    return [{"grant_id": r["grant_id"], "amount": -r["amount"]} for r in records]

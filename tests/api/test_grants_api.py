@@ -183,3 +183,19 @@ def test_the_grants_of_an_unknown_account_are_not_found(client: Client) -> None:
     setup_accounts(client)
     bad = client.get(f"/v1/accounts/{ALICE}/grants", params={"status": "gone"})
     assert_problem(bad, 422, "validation_error")
+
+
+def test_statement_lines_show_the_lots_they_moved(client: Client) -> None:
+    setup_accounts(client)
+    grant(client, "promo", 10, category="promotional")
+    spent = spend(client, "s1", 4)
+    lines = ok(
+        client.get(f"/v1/accounts/{ALICE}/entries", params={"min_position": spent["position"]})
+    )["items"]
+    by_transfer = {line["transfer_id"]: line for line in lines}
+    assert by_transfer["s1"]["allocations"] == [{"grant_id": "promo", "amount": -4}]
+    assert by_transfer["promo"]["allocations"] == [{"grant_id": "promo", "amount": 10}]
+    shop_lines = ok(
+        client.get(f"/v1/accounts/{SHOP}/entries", params={"min_position": spent["position"]})
+    )["items"]
+    assert shop_lines[0]["allocations"] == []  # the general lot alone

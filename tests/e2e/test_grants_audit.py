@@ -1,8 +1,11 @@
-"""`ledger audit` on credit lots (SPEC invariant 7): quiet on a healthy ledger full of
-grants, and naming each planted violation: lots that do not sum to the balance, an
-allocation after a lot's expiry, allocations that do not sum to their movement, an
-expired lot whose remainder never reached breakage."""
+"""`ledger audit` and `ledger explain` on credit lots (SPEC invariant 7).
 
+The audit is quiet on a healthy ledger full of grants, and names each planted violation:
+lots that do not sum to the balance, an allocation after a lot's expiry, allocations that
+do not sum to their movement, an expired lot whose remainder never reached breakage.
+Explain shows on each line which lots it moved."""
+
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,8 +16,10 @@ import pytest
 from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.audit.audit import Auditor, AuditReport
+from app.audit.explain import explain
 from app.audit.log import Instant
 from app.audit.lots import BREAKAGE_GRACE_SECONDS
+from app.audit.reporting import allocations_text, write_statement
 from app.domain.account import Account
 from app.domain.values import account_uuid
 from tests.conftest import store_env
@@ -126,3 +131,27 @@ def test_an_expired_lot_whose_remainder_never_reached_breakage_is_reported(
     assert kinds(report) == {"expired_not_broken"}
     ledger.expire_grant("forgotten")
     assert audit(ledger).ok
+
+
+def test_explain_shows_which_lots_each_line_moved(ledger: Ledger) -> None:
+    grant(ledger, "promo", 10, category="promotional")
+    grant(ledger, "pack", 10)
+    ledger.record_transfer(RecordTransfer("s1", ALICE, SHOP, 12))
+    ledger.reverse_transfer("s1", "r1", amount=5)
+    lines = {line.transfer_id: line for line in explain(ledger, ALICE, None)}
+    assert lines["promo"].allocations == [{"grant_id": "promo", "amount": 10}]
+    assert lines["s1"].allocations == [
+        {"grant_id": "promo", "amount": -10},
+        {"grant_id": "pack", "amount": -2},
+    ]
+    assert lines["r1"].allocations == [
+        {"grant_id": "pack", "amount": 2},
+        {"grant_id": "promo", "amount": 3},
+    ]
+    assert allocations_text(lines["s1"].allocations) == "promo -10, pack -2"
+    out = io.StringIO()
+    write_statement(explain(ledger, ALICE, None), "json", ALICE, Instant(), out)
+    assert '"allocations": [{"amount": -10, "grant_id": "promo"}' in out.getvalue()
+    csv_out = io.StringIO()
+    write_statement(explain(ledger, ALICE, None), "csv", ALICE, Instant(), csv_out)
+    assert '""grant_id"": ""pack"", ""amount"": -2' in csv_out.getvalue()

@@ -21,7 +21,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from app.application.ledger import Ledger
-from app.domain.account import Account
+from app.domain.account import Account, line_allocations
 from app.domain.transfer import Transfer
 from projections.runner import VIEW_ENV_PREFIX, view_env
 from projections.views import APPLICATION_NAME, parse_timestamp, timestamp_text
@@ -162,6 +162,7 @@ def _fold_account_event(replay: Replay, event: Account.Event, position: int) -> 
         "debits_pending": balance["debits_pending"],
         "credits_pending": balance["credits_pending"],
         "recorded_at": event.timestamp,
+        "allocations": line_allocations(event) or None,
     }
     before = replay.totals_after[-1] if replay.totals_after else (0, 0, 0, 0)
     replay.entry_positions.append(position)
