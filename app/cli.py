@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, Final
 
 import typer
@@ -25,6 +26,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
+from app.api.services import Services
 from app.application.ledger import Ledger
 from app.audit.anchors import (
     AnchorBreak,
@@ -149,9 +151,25 @@ def serve(
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal into the
     # handler that was there before it: make that one a clean exit (status 0, logs flushed).
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(
+    config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30
     )
+    StreamEndingServer(config, app.state.services).run()
+
+
+class StreamEndingServer(uvicorn.Server):
+    """uvicorn's server, which also ends the open event streams when asked to exit:
+    they never end by themselves, and the drain would otherwise wait its whole timeout
+    for them (clients reconnect elsewhere with Last-Event-ID)."""
+
+    def __init__(self, config: uvicorn.Config, services: Services) -> None:
+        super().__init__(config)
+        self.services = services
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.services.events is not None:
+            self.services.events.feed.closing.set()
+        super().handle_exit(sig, frame)
 
 
 def show_first_key(keys: KeyStore, given: str | None) -> None:

@@ -111,6 +111,8 @@ class Feed:
     def __init__(self, store: FeedStore, wait_seconds_max: float = WAIT_SECONDS_MAX) -> None:
         self.store = store
         self.wait_seconds_max = min(wait_seconds_max, WAIT_SECONDS_MAX)
+        # Set when the server shuts down: waits answer at once and streams end.
+        self.closing = threading.Event()
 
     def page(self, query: FeedQuery) -> list[FeedRow]:
         assert 0 < query.limit <= FEED_PAGE_LIMIT_MAX
@@ -133,17 +135,17 @@ class Feed:
                     return rows
                 last_seen = head
             remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
+            if remaining <= 0 or self.closing.is_set():
                 return []
             await asyncio.sleep(min(WAIT_POLL_SECONDS, remaining))
 
     async def follow(
         self, query: FeedQuery, keepalive_seconds: float = STREAM_KEEPALIVE_SECONDS
     ) -> AsyncIterator[FeedRow | None]:
-        """Every matching event from ``query.after`` on, forever; None when a keep-alive
-        is due (nothing arrived for ``keepalive_seconds``)."""
+        """Every matching event from ``query.after`` on, until the server shuts down;
+        None when a keep-alive is due (nothing arrived for ``keepalive_seconds``)."""
         after = query.after
-        while True:
+        while not self.closing.is_set():
             page_query = FeedQuery(after, query.types, query.account_id, STREAM_PAGE_LIMIT)
             rows = await self._wait_rows(page_query, keepalive_seconds)
             if not rows:

@@ -29,6 +29,7 @@ from tests.e2e.test_serve import (
     ISSUER,
     UNIT,
     admin_key_of,
+    assert_stops_cleanly,
     environment,
     free_port,
     ledger_command,
@@ -103,6 +104,42 @@ def test_a_stream_resumes_with_last_event_id_across_a_killed_server(tmp_path: Pa
     assert [kind for _, kind, _ in received] == ["account.opened"] * 7
     cursors = [int(cursor) for cursor, _, _ in received]
     assert cursors == sorted(set(cursors))
+
+
+def test_an_idle_stream_sends_keep_alive_comments(tmp_path: Path) -> None:
+    env = {"LEDGER_EVENT_STREAM_KEEPALIVE_SECONDS": "0.2"}
+    with serving(tmp_path / "var", extra_env=env) as server:
+        key = admin_key_of(server)
+        with server.client(key) as client, client.stream("GET", "/v1/events/stream") as stream:
+            started = time.monotonic()
+            comments = []
+            for line in stream.iter_lines():
+                if line.startswith(":"):
+                    comments.append(line)
+                if comments.count(": keep-alive") >= 3:
+                    break
+            assert time.monotonic() - started < 10
+
+
+def test_sigterm_ends_open_streams_and_the_server_stops_promptly(tmp_path: Path) -> None:
+    with serving(tmp_path / "var") as server:
+        key = admin_key_of(server)
+        ended = threading.Event()
+
+        def hold_a_stream() -> None:
+            with (
+                server.client(key) as client,
+                client.stream("GET", "/v1/events/stream") as stream,
+            ):
+                for _ in stream.iter_lines():
+                    pass
+            ended.set()
+
+        holder = threading.Thread(target=hold_a_stream, daemon=True)
+        holder.start()
+        time.sleep(0.5)
+        assert_stops_cleanly(server)  # within 10 s, status 0, no traceback
+        assert ended.wait(5)
 
 
 def test_too_many_streams_are_refused_with_503(tmp_path: Path) -> None:
