@@ -1,8 +1,11 @@
 """The `ledger` command: thin wrappers over the application and the projections."""
 
+import contextlib
 import json
+import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -146,7 +149,11 @@ def serve(
             timeout_graceful_shutdown=30,
         )
         return
-    app = build_app(settings, projections=projections)
+    # On the embedded default the projection workers run in a child `ledger project`
+    # process, not as threads beside the writer: the two then use both cores (decision
+    # 0013, measured there); elsewhere they stay threads of this process.
+    child = projections and is_embedded(settings)
+    app = build_app(settings, projections=projections and not child)
     show_first_key(app.state.services.keys, given)
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal into the
     # handler that was there before it: make that one a clean exit (status 0, logs flushed).
@@ -154,7 +161,18 @@ def serve(
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30
     )
-    StreamEndingServer(config, app.state.services).run()
+    with projections_child() if child else contextlib.nullcontext():
+        StreamEndingServer(config, app.state.services).run()
+
+
+PROJECTIONS_CHILD_STOP_SECONDS: Final = 30.0
+
+
+def is_embedded(settings: Settings) -> bool:
+    """SQLite files for both the log and the views (the default with no configuration)."""
+    return settings.event_store_url.startswith("sqlite") and settings.read_model_url.startswith(
+        "sqlite"
+    )
 
 
 class StreamEndingServer(uvicorn.Server):
@@ -170,6 +188,23 @@ class StreamEndingServer(uvicorn.Server):
         if self.services.events is not None:
             self.services.events.feed.closing.set()
         super().handle_exit(sig, frame)
+
+
+@contextmanager
+def projections_child() -> Iterator[subprocess.Popen[bytes]]:
+    """``ledger project`` as a child of this process: started with it, stopped with it
+    (SIGTERM, then SIGKILL past the bound), and gone by itself if this process dies."""
+    argv = [sys.executable, "-c", "from app.cli import main; main()", "project"]
+    child = subprocess.Popen([*argv, "--parent-pid", str(os.getpid())])
+    try:
+        yield child
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=PROJECTIONS_CHILD_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def show_first_key(keys: KeyStore, given: str | None) -> None:
@@ -197,6 +232,9 @@ def project(
             help="Also run the event feed and webhook deliveries (else: `ledger deliver`)",
         ),
     ] = True,
+    parent_pid: Annotated[
+        int | None, typer.Option(hidden=True, help="Stop when this process is gone")
+    ] = None,
 ) -> None:
     """Run the projection workers alone (and the expiry of pending transfers)."""
     settings = load_settings()
@@ -209,7 +247,9 @@ def project(
 
     try:
         # Workers restart themselves (supervised); the heartbeat says how they are.
-        beat_until_signalled(settings.data_dir / "projections.heartbeat", workers.heartbeat)
+        beat_until_signalled(
+            settings.data_dir / "projections.heartbeat", workers.heartbeat, parent_pid
+        )
     finally:
         events.close()
         workers.stop()
@@ -231,14 +271,19 @@ def deliver() -> None:
         ledger.close()
 
 
-def beat_until_signalled(heartbeat: Path, beat: Callable[[], dict[str, Any]]) -> None:
-    """Until SIGINT or SIGTERM: every second, write what ``beat`` says to the heartbeat
-    file, for a container health check or an operator."""
+def beat_until_signalled(
+    heartbeat: Path, beat: Callable[[], dict[str, Any]], parent_pid: int | None = None
+) -> None:
+    """Until SIGINT or SIGTERM (or, for a child of ``ledger serve``, until its parent is
+    gone): every second, write what ``beat`` says to the heartbeat file, for a container
+    health check or an operator."""
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
     heartbeat.parent.mkdir(parents=True, exist_ok=True)
     while not stopping.wait(1.0):
+        if parent_pid is not None and os.getppid() != parent_pid:
+            return
         heartbeat.write_text(json.dumps(beat()))
 
 
