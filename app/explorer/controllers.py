@@ -145,7 +145,6 @@ class PagesController(Controller):
         until = None if choice.moment is None else choice.moment + timedelta(microseconds=1)
         lines = reads.statement(account_id, before_position=before, until=until)
         more = len(lines) == STATEMENT_PAGE_SIZE
-        transfers = reads.transfers_by_id(line.transfer_id for line in lines)
         return Template(
             "account.html.j2",
             context={
@@ -162,9 +161,7 @@ class PagesController(Controller):
                     [(point.end, point.balance) for point in history], window.until
                 ),
                 "holds": reads.open_holds(row, choice.moment),
-                "lines": [
-                    (line, pages.line_lots(line, transfers.get(line.transfer_id))) for line in lines
-                ],
+                "lines": [(line, pages.line_lots(line)) for line in lines],
                 "lots": reads.lots(row, choice.moment),
                 "before": before,
                 "next_before": lines[-1].position if more else None,

@@ -324,19 +324,19 @@ def lots_as_of(lots: Sequence[Any], balance: int, *, complete: bool) -> LotsAsOf
 
 
 @dataclass(frozen=True)
-class LineLots:
-    """What a statement line did to the account's lots."""
+class LotMove:
+    """One lot a statement line moved, signed like the line (debits negative)."""
 
-    taken: tuple[tuple[str | None, int], ...] = ()  # spent from (grant id, amount)
-    opened: bool = False  # the line's transfer granted a new lot to this account
+    grant_id: str | None  # None: the general lot
+    amount: int
+    opened: bool  # the line is the grant that opened this lot
 
 
-def line_lots(line: Any, transfer: Any | None) -> LineLots:
-    if transfer is None:
-        return LineLots()
-    if transfer.debit_account_id == line.account_id:
-        return LineLots(taken=allocation_pairs(transfer.allocations))
-    return LineLots(opened=transfer.grant is not None)
+def line_lots(line: Any) -> list[LotMove]:
+    return [
+        LotMove(grant_id, amount, opened=grant_id == line.transfer_id and amount > 0)
+        for grant_id, amount in allocation_pairs(line.allocations)
+    ]
 
 
 # Statement wording ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ Every method is bounded (a page size, a scan limit), so no page can make the ser
 walk the whole ledger.
 """
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -161,16 +161,6 @@ class ExplorerReads:
             if after is None:
                 break
         return lots_as_of(held, account.balance, complete=after is None)
-
-    def transfers_by_id(self, transfer_ids: Iterable[str]) -> dict[str, TransferRow]:
-        """The transfers a statement page names (each looked up once)."""
-        view = self.services.view()
-        found = {}
-        for transfer_id in dict.fromkeys(transfer_ids):
-            row = view.transfer(transfer_id)
-            if row is not None:
-                found[transfer_id] = row
-        return found
 
     def transfer(self, transfer_id: str) -> TransferRow | None:
         return self.services.view().transfer(transfer_id)

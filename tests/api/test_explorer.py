@@ -553,10 +553,10 @@ def test_lots_show_what_a_balance_is_made_of_now_and_as_of_and_which_lots_each_s
     statement = now.split('id="statement"')[1]
     spend_row = statement.split('transfer-link" href="/explorer/transfers/t%3Aspend"')[1]
     spend_row = spend_row.split("</tr>")[0]
-    assert "grant:promo</a> 15" in spend_row  # the promotional lot goes first
+    assert "grant:promo</a> -15" in spend_row  # the promotional lot goes first
     assert "general" not in spend_row
     grant_row = statement.split('transfer-link" href="/explorer/transfers/grant%3Apromo"')[1]
-    assert "new lot" in grant_row.split("</tr>")[0]
+    assert "new lot +20" in grant_row.split("</tr>")[0]
 
     then = page(browser, "/explorer/accounts/user:1", as_of=rfc3339(before_grant))
     assert "No grant lots at this time." in then

@@ -305,21 +305,19 @@ def test_the_general_lot_is_what_the_grant_lots_do_not_hold(
 
 
 @dataclass(frozen=True)
-class Moved:
-    debit_account_id: str
+class MovedLine:
+    transfer_id: str
     allocations: tuple[Allocation, ...]
-    grant: dict[str, object] | None
 
 
-@dataclass(frozen=True)
-class OnAccount:
-    account_id: str
-
-
-def test_a_line_shows_the_lots_its_account_paid_from_or_the_lot_it_received() -> None:
-    spend = Moved("user:1", (Allocation("grant:1", 7), Allocation(None, 3)), None)
-    assert pages.line_lots(OnAccount("user:1"), spend).taken == (("grant:1", 7), (None, 3))
-    assert pages.line_lots(OnAccount("shop:1"), spend) == pages.LineLots()
-    grant = Moved("issuer", (), {"priority": 10})
-    assert pages.line_lots(OnAccount("user:1"), grant) == pages.LineLots(opened=True)
-    assert pages.line_lots(OnAccount("user:1"), None) == pages.LineLots()
+def test_a_line_shows_the_lots_it_moved_and_whether_it_opened_one() -> None:
+    spend = MovedLine("t:spend", (Allocation("grant:1", -7), Allocation(None, -3)))
+    assert pages.line_lots(spend) == [
+        pages.LotMove("grant:1", -7, opened=False),
+        pages.LotMove(None, -3, opened=False),
+    ]
+    grant = MovedLine("grant:2", (Allocation("grant:2", 20),))
+    assert pages.line_lots(grant) == [pages.LotMove("grant:2", 20, opened=True)]
+    refund = MovedLine("t:refund", (Allocation("grant:1", 7),))
+    assert pages.line_lots(refund) == [pages.LotMove("grant:1", 7, opened=False)]
+    assert pages.line_lots(MovedLine("t:plain", ())) == []
