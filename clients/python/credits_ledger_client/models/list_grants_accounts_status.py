@@ -1,0 +1,11 @@
+from enum import StrEnum
+
+
+class ListGrantsAccountsStatus(StrEnum):
+    ALL = "all"
+    CONSUMED = "consumed"
+    EXPIRED = "expired"
+    LIVE = "live"
+
+    def __str__(self) -> str:
+        return str(self.value)

@@ -1,0 +1,9 @@
+from enum import StrEnum
+
+
+class WebhookCreatedStatus(StrEnum):
+    DISABLED = "disabled"
+    ENABLED = "enabled"
+
+    def __str__(self) -> str:
+        return str(self.value)
