@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 SQLITE_BUSY_TIMEOUT_SECONDS: Final = 30
 POSTGRES_POOL_SIZE_MAX: Final = 8
 POSTGRES_POOL_TIMEOUT_SECONDS: Final = 10.0
+CREATE_ATTEMPTS_MAX: Final = 5
 
 
 class Cursor(Protocol):
@@ -113,7 +114,7 @@ class Database:
         connection.execute("COMMIT")
 
     def create(self, statements: Sequence[str]) -> None:
-        for attempt in range(5):
+        for attempt in range(CREATE_ATTEMPTS_MAX):
             try:
                 with self.transaction(write=True) as cursor:
                     for statement in statements:
@@ -126,6 +127,9 @@ class Database:
 
 
 def _is_creation_race(error: Exception) -> bool:
-    # PostgreSQL's CREATE … IF NOT EXISTS is not atomic in the catalog.
+    # PostgreSQL's CREATE … IF NOT EXISTS is not atomic in the catalog; SQLite may be
+    # locked by the other creator for longer than its busy timeout.
     text = str(error)
-    return "concurrently" in text or "duplicate key" in text or "already exists" in text
+    return any(
+        sign in text for sign in ("concurrently", "duplicate key", "already exists", "locked")
+    )

@@ -12,7 +12,6 @@ evaluated on the same balance events, so each crossing is emitted once.
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
@@ -37,15 +36,9 @@ log = structlog.get_logger(__name__)
 PROJECTOR_BATCH_MAX: Final = 500
 PROJECTOR_POLL_SECONDS: Final = 0.02
 CATCH_UP_SECONDS_MAX: Final = 60.0
-EVENT_ID_NAMESPACE: Final = uuid.UUID("6f1c3f9e-7d0a-4c55-9a57-3c9d2d0f4b11")
 MONITORED_FIELDS: Final = ("balance", "available")
 # What a grant's public events show of its lot's terms.
 GRANT_TERMS: Final = ("expires_at", "effective_at", "priority", "category")
-
-
-def event_id(*parts: object) -> str:
-    """Stable ids: derived from what the event is about, never from when it was made."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, ":".join(str(part) for part in parts)))
 
 
 class ConcurrentProjectorError(Exception):
@@ -176,7 +169,9 @@ def public_event(
 ) -> dict[str, Any]:
     occurred_at: datetime = source.timestamp
     return {
-        "id": event_id(event_type, source.originator_id, source.originator_version, *id_parts),
+        "id": schema.event_id(
+            event_type, source.originator_id, source.originator_version, *id_parts
+        ),
         "type": event_type,
         "version": schema.SCHEMA_VERSION,
         "position": position,

@@ -6,12 +6,20 @@ when a type's ``data`` changes incompatibly) and ``data`` shaped as the API show
 resource. Adding a type is additive; renaming or reshaping one is a new version.
 """
 
+import uuid
 from datetime import datetime
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 
 SCHEMA_VERSION: Final = 1
+EVENT_ID_NAMESPACE: Final = uuid.UUID("6f1c3f9e-7d0a-4c55-9a57-3c9d2d0f4b11")
+
+
+def event_id(*parts: object) -> str:
+    """Stable ids: derived from what the event is about, never from when it was made."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, ":".join(str(part) for part in parts)))
+
 
 ACCOUNT_OPENED: Final = "account.opened"
 ACCOUNT_UPDATED: Final = "account.updated"

@@ -361,7 +361,7 @@ class WebhookStore:
     def _announce_disabled(self, cursor: Any, endpoint: Endpoint, error: str | None) -> None:
         head = lock_head(cursor, self.database.is_postgres)
         event = {
-            "id": f"{endpoint.id}-disabled-{head.sequence}",
+            "id": schema.event_id(schema.WEBHOOK_DISABLED, endpoint.id, head.sequence),
             "type": schema.WEBHOOK_DISABLED,
             "version": schema.SCHEMA_VERSION,
             "position": head.checkpoint,
