@@ -48,7 +48,7 @@ LOT_SCHEMA: Final = [
         PRIMARY KEY (account_id, grant_id)
     )""",
     "CREATE INDEX IF NOT EXISTS {lots_by_account_index} ON {lots} (account_id, granted_position)",
-    "CREATE INDEX IF NOT EXISTS {lots_due_index} ON {lots} (expires_at)",
+    "CREATE INDEX IF NOT EXISTS {lots_due_index} ON {lots} (grant_id, expires_at)",
     """CREATE TABLE IF NOT EXISTS {lot_changes} (
         account_id TEXT NOT NULL,
         grant_id TEXT NOT NULL,
@@ -283,13 +283,17 @@ _TERMS: Final = (
 )
 
 
-def due_grant_expiries(view: "LedgerViewMixin", now: datetime, limit: int) -> list[str]:
-    """Grants whose expiry has come with something still free in their lot."""
+def due_grant_expiries(
+    view: "LedgerViewMixin", now: datetime, limit: int, after: str | None = None
+) -> list[str]:
+    """Grants whose expiry has come with something still free in their lot, in grant id
+    order after ``after`` (a cursor: the expiry worker pages through a burst of them
+    without waiting for the view to see the expiries it has just written)."""
     from projections.views import timestamp_text  # noqa: PLC0415
 
     rows = view._all(
         "SELECT grant_id FROM {lots} WHERE expires_at IS NOT NULL AND expires_at <= ? "
-        "AND remaining > reserved ORDER BY expires_at LIMIT ?",
-        [timestamp_text(now), limit],
+        "AND remaining > reserved AND grant_id > ? ORDER BY grant_id LIMIT ?",
+        [timestamp_text(now), after or "", limit],
     )
     return [row["grant_id"] for row in rows]

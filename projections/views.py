@@ -591,8 +591,8 @@ class LedgerViewMixin:
         )
         return None if row is None else parse_timestamp(row["recorded_at"])
 
-    def due_grant_expiries(self, now: datetime, limit: int) -> list[str]:
-        return due_grant_expiries(self, now, limit)
+    def due_grant_expiries(self, now: datetime, limit: int, after: str | None = None) -> list[str]:
+        return due_grant_expiries(self, now, limit, after)
 
     def transfer_page(self, after_id: str, limit: int) -> list[TransferRow]:
         """Transfers in id order after ``after_id``: for audits that walk the index."""

@@ -1,0 +1,196 @@
+"""Benchmark of credit grants (docs/grants.md), on SQLite, in one run:
+
+1. The cost of a spend from an account holding 1, 10, 100 and 1,000 live lots, against an
+   account without lots (the baseline), single transfers one after another, the accounts
+   taken in turn within each round so that drift hits every side alike.
+   Goal: 100 lots <= 1.5x the baseline.
+2. Expiry of many lots at one instant (default 100,000 over 100 accounts, 1,000 live
+   lots each: the most one account may hold) by the expiry worker's own function (the
+   view says which are due, the ledger moves them in batches of 1,000): the time from the
+   instant until every remainder is in breakage, and until the views show it too.
+   Goal: within a minute.
+
+Usage: python scripts/bench_grants.py [--rounds 5] [--spends 200] [--expiry-lots 100000]
+"""
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from benchlib import machine
+
+from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
+from app.application.ledger import Ledger
+from app.domain.limits import BATCH_SIZE_MAX
+from app.domain.lots import LIVE_LOTS_MAX
+from app.domain.values import breakage_account_id
+from app.persistence.stores import event_store_env
+from projections.runner import ProjectionWorkers, expire_due_grants
+
+LOT_COUNTS: Final = (1, 10, 100, 1000)
+ISSUANCE: Final = "bench:issuance"
+SINK: Final = "bench:sink"
+LOT_AMOUNT: Final = 10**9
+PROJECTION_WAIT_SECONDS: Final = 600.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(tz=UTC) + self.offset
+
+
+def account_of(lots: int) -> str:
+    return f"bench:lots:{lots}"
+
+
+def grant_terms(rng: random.Random, now: datetime) -> GrantTerms:
+    """Mixed terms, all spendable for the whole run: priorities, expiries far ahead (some
+    none), both categories."""
+    expires_at = None if rng.random() < 0.3 else now + timedelta(days=rng.randint(30, 365))
+    return GrantTerms(
+        expires_at=expires_at,
+        priority=rng.choice((10, 50, 90)),
+        category=rng.choice(("paid", "promotional")),
+    )
+
+
+def set_up_spenders(ledger: Ledger) -> None:
+    rng = random.Random(7)
+    now = datetime.now(tz=UTC)
+    ledger.open_account(OpenAccount(ISSUANCE, "CREDITS", allow_negative=True))
+    ledger.open_account(OpenAccount(SINK, "CREDITS"))
+    ledger.open_account(OpenAccount(account_of(0), "CREDITS"))
+    ledger.record_transfer(RecordTransfer("fund:0", ISSUANCE, account_of(0), LOT_AMOUNT))
+    for lots in LOT_COUNTS:
+        account = account_of(lots)
+        ledger.open_account(OpenAccount(account, "CREDITS"))
+        grants = [
+            RecordTransfer(
+                f"grant:{lots}:{n}", ISSUANCE, account, LOT_AMOUNT, grant=grant_terms(rng, now)
+            )
+            for n in range(lots)
+        ]
+        for start in range(0, lots, BATCH_SIZE_MAX):
+            ledger.record_batch(grants[start : start + BATCH_SIZE_MAX], atomic=True)
+
+
+def spend_costs(ledger: Ledger, rounds: int, spends: int) -> dict[int, list[float]]:
+    """Microseconds per spend, per lot count (0: no lots), one list entry per round."""
+    costs: dict[int, list[float]] = {lots: [] for lots in (0, *LOT_COUNTS)}
+    order = [0, *LOT_COUNTS]
+    for round_number in range(rounds):
+        # Alternate the order every round: no side always runs first or last.
+        sides = order if round_number % 2 == 0 else list(reversed(order))
+        for lots in sides:
+            account = account_of(lots)
+            started = time.perf_counter()
+            for n in range(spends):
+                ledger.record_transfer(
+                    RecordTransfer(f"spend:{lots}:{round_number}:{n}", account, SINK, 3)
+                )
+            costs[lots].append((time.perf_counter() - started) / spends * 1e6)
+    return costs
+
+
+def bench_spends(workdir: Path, rounds: int, spends: int) -> dict[str, Any]:
+    ledger = Ledger(event_store_env(f"sqlite:///{workdir / 'spends.sqlite'}"))
+    try:
+        set_up_spenders(ledger)
+        spend_costs(ledger, 1, max(10, spends // 10))  # warm the caches and snapshots
+        costs = spend_costs(ledger, rounds, spends)
+    finally:
+        ledger.close()
+    baseline = statistics.median(costs[0])
+    return {
+        "baseline_us_per_spend": round(baseline, 1),
+        "by_lots": {
+            str(lots): {
+                "us_per_spend": round(statistics.median(costs[lots]), 1),
+                "ratio_to_no_lots": round(statistics.median(costs[lots]) / baseline, 2),
+                "rounds_us": [round(c, 1) for c in costs[lots]],
+            }
+            for lots in LOT_COUNTS
+        },
+    }
+
+
+def bench_expiry(workdir: Path, lot_count: int) -> dict[str, Any]:
+    url = f"sqlite:///{workdir / 'expiry.sqlite'}"
+    read_model_url = f"sqlite:///{workdir / 'views.sqlite'}"
+    clock = Clock()
+    ledger = Ledger(event_store_env(url), clock=clock)
+    instant = datetime.now(tz=UTC) + timedelta(days=1)
+    accounts = -(-lot_count // LIVE_LOTS_MAX)
+    started = time.perf_counter()
+    ledger.open_account(OpenAccount(ISSUANCE, "CREDITS", allow_negative=True))
+    made = 0
+    for index in range(accounts):
+        account = f"bench:expiring:{index}"
+        ledger.open_account(OpenAccount(account, "CREDITS"))
+        count = min(LIVE_LOTS_MAX, lot_count - made)
+        for start in range(0, count, BATCH_SIZE_MAX):
+            batch = [
+                RecordTransfer(
+                    f"expiring:{index}:{n}", ISSUANCE, account, 5, grant=GrantTerms(instant)
+                )
+                for n in range(start, min(count, start + BATCH_SIZE_MAX))
+            ]
+            ledger.record_batch(batch, atomic=True)
+        made += count
+    set_up_seconds = time.perf_counter() - started
+    workers = ProjectionWorkers(url, read_model_url, ledger, expire_holds=False).start()
+    try:
+        head = ledger.recorder.max_notification_id() or 0
+        caught_up = workers.view.wait_for(head, PROJECTION_WAIT_SECONDS)
+        assert caught_up, "the views did not catch up with the grants"
+        clock.offset = instant - datetime.now(tz=UTC)  # the instant comes
+        started = time.perf_counter()
+        written = expire_due_grants(ledger, workers.view, clock())
+        seconds = time.perf_counter() - started
+        breakage = ledger.get_account(breakage_account_id("CREDITS")).balance
+        head = ledger.recorder.max_notification_id() or 0
+        assert workers.view.wait_for(head, PROJECTION_WAIT_SECONDS)
+        view_seconds = time.perf_counter() - started
+        assert not workers.view.due_grant_expiries(clock(), 1)
+    finally:
+        workers.stop()
+        ledger.close()
+    assert written == lot_count, (written, lot_count)
+    assert breakage == 5 * lot_count, breakage
+    return {
+        "lots": lot_count,
+        "accounts": accounts,
+        "set_up_seconds": round(set_up_seconds, 1),
+        "expiry_seconds": round(seconds, 1),
+        "views_caught_up_seconds": round(view_seconds, 1),
+        "expiries_per_second": round(lot_count / seconds),
+        "goal_seconds": 60,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--spends", type=int, default=200)
+    parser.add_argument("--expiry-lots", type=int, default=100_000)
+    arguments = parser.parse_args()
+    results: dict[str, Any] = {"machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="bench-grants-") as folder:
+        results["spends"] = bench_spends(Path(folder), arguments.rounds, arguments.spends)
+        print(json.dumps(results, indent=2), flush=True)
+        if arguments.expiry_lots:
+            results["expiry"] = bench_expiry(Path(folder), arguments.expiry_lots)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
