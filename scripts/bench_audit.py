@@ -49,9 +49,10 @@ from benchlib import git_commit, machine
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.audit.audit import Auditor
-from app.audit.export import account_name, write_journal
+from app.audit.export import ROOTS, account_name, write_journal
 from app.audit.log import Instant
 from app.audit.replay import replay
+from app.domain.account import default_account_type
 from app.persistence.stores import event_store_env, sqlite_url
 
 UNIT: Final = "CREDITS"
@@ -153,7 +154,10 @@ def measure_replay(store: str, balances_out: Path) -> dict[str, Any]:
         events = ledger.recorder.max_notification_id() or 0
     finally:
         ledger.close()
-    balances = {account_name(a.id): a.balance for a in accounts}
+    # Journals count debits positive: their balance is minus ours (app/audit/export.py).
+    balances = {
+        account_name(a.id, default_account_type(a.allow_negative)): -a.balance for a in accounts
+    }
     balances_out.write_text(json.dumps(balances))
     return {"seconds": seconds, "events": events, "accounts": len(accounts)}
 
@@ -326,7 +330,7 @@ def parse_hledger_balances(text: str) -> dict[str, str]:
     balances = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[2].startswith("Assets:"):
+        if len(parts) == 3 and parts[2].split(":")[0] in ROOTS.values():
             balances[parts[2]] = parts[0].replace(",", "")
     return balances
 

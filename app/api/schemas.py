@@ -51,6 +51,11 @@ class AccountCreate(Strict):
     id: Identifier
     unit: Unit
     allow_negative: StrictBool = False
+    account_type: Literal["asset", "liability", "income", "expense", "equity"] | None = Field(
+        default=None,
+        description="What the account is in the operator's books (accounting exports); "
+        "default: equity when allow_negative (issuance), else liability (credits owed)",
+    )
     overdraft_limit: Annotated[StrictInt, Field(ge=0, le=limits.OVERDRAFT_LIMIT_MAX)] = 0
     metadata: Metadata = Field(default_factory=dict)
 

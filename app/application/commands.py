@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from app.domain.account import ACCOUNT_TYPES
 from app.domain.errors import SameAccountError, ValidationError
 from app.domain.lots import CATEGORY_DEFAULT, PRIORITY_DEFAULT, Category, check_grant_terms
 from app.domain.values import (
@@ -29,16 +30,22 @@ class OpenAccount:
     allow_negative: bool = False
     overdraft_limit: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
+    account_type: str | None = None  # None: default_account_type(allow_negative)
 
     def checked(self) -> "OpenAccount":
         if not isinstance(self.allow_negative, bool):
             raise ValidationError("allow_negative must be a boolean", field="allow_negative")
+        if self.account_type is not None and self.account_type not in ACCOUNT_TYPES:
+            raise ValidationError(
+                f"account_type must be one of {', '.join(ACCOUNT_TYPES)}", field="account_type"
+            )
         return OpenAccount(
             id=check_id(self.id, "id"),
             unit=check_unit(self.unit),
             allow_negative=self.allow_negative,
             overdraft_limit=check_overdraft_limit(self.overdraft_limit),
             metadata=check_metadata(self.metadata),
+            account_type=self.account_type,
         )
 
 

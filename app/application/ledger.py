@@ -201,6 +201,7 @@ class Ledger(Application[UUID]):
                     command.allow_negative,
                     command.overdraft_limit,
                     command.metadata,
+                    command.account_type,
                 ):
                     raise IdempotencyConflictError(
                         f"account {command.id} already exists with a different body",
@@ -217,6 +218,7 @@ class Ledger(Application[UUID]):
                     command.allow_negative,
                     command.overdraft_limit,
                     command.metadata,
+                    command.account_type,
                 )
             )
             view = AccountView.of(account, now=self.clock())

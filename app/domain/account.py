@@ -30,6 +30,15 @@ from app.domain.lots import (
 from app.domain.values import account_uuid
 
 AccountStatus = Literal["open", "closed"]
+# What the account is to the operator's books (used by the accounting exports).
+AccountType = Literal["asset", "liability", "income", "expense", "equity"]
+ACCOUNT_TYPES: tuple[AccountType, ...] = ("asset", "liability", "income", "expense", "equity")
+
+
+def default_account_type(allow_negative: bool) -> AccountType:
+    """Without a stated type: an account with no floor is where credits are issued from
+    (equity); any other holds credits the operator owes to someone (a liability)."""
+    return "equity" if allow_negative else "liability"
 
 
 class DerivedBalances:
@@ -78,11 +87,20 @@ class Account(DerivedBalances, ChainedAggregate):
         state["grants_received"] = 0
 
     class Opened(ChainedCreated):
+        # Version 2: ``account_type``. None on version 1 events: the type is then the
+        # default for the account's floor (default_account_type).
+        class_version: ClassVar[int] = 2
+        added_fields: ClassVar[tuple[str, ...]] = ("account_type",)
         account_id: str
         unit: str
         allow_negative: bool
         overdraft_limit: int
         metadata: dict[str, str]
+        account_type: str | None = None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["account_type"] = None
 
     class Closed(ChainedEvent):
         def apply(self, aggregate: Any) -> None:
@@ -229,9 +247,11 @@ class Account(DerivedBalances, ChainedAggregate):
         allow_negative: bool,
         overdraft_limit: int,
         metadata: dict[str, str],
+        account_type: str | None = None,
     ) -> None:
         self.account_id = account_id
         self.unit = unit
+        self.account_type = account_type or default_account_type(allow_negative)
         self.allow_negative = allow_negative
         self.overdraft_limit = overdraft_limit
         self.metadata = dict(metadata)
@@ -251,6 +271,7 @@ class Account(DerivedBalances, ChainedAggregate):
         allow_negative: bool,
         overdraft_limit: int,
         metadata: dict[str, str],
+        account_type: str | None = None,
     ) -> "Account":
         return cls._create_chained(
             cls.Opened,
@@ -260,6 +281,7 @@ class Account(DerivedBalances, ChainedAggregate):
             allow_negative=allow_negative,
             overdraft_limit=overdraft_limit,
             metadata=metadata,
+            account_type=account_type or default_account_type(allow_negative),
         )
 
     # Derived figures -------------------------------------------------------------------
@@ -270,14 +292,21 @@ class Account(DerivedBalances, ChainedAggregate):
         return None if self.allow_negative else -self.overdraft_limit
 
     def same_opening(
-        self, unit: str, allow_negative: bool, overdraft_limit: int, metadata: dict[str, str]
+        self,
+        unit: str,
+        allow_negative: bool,
+        overdraft_limit: int,
+        metadata: dict[str, str],
+        account_type: str | None = None,
     ) -> bool:
-        return (self.unit, self.allow_negative, self.overdraft_limit, self.metadata) == (
-            unit,
-            allow_negative,
-            overdraft_limit,
-            metadata,
-        )
+        stated = account_type or default_account_type(allow_negative)
+        return (
+            self.unit,
+            self.allow_negative,
+            self.overdraft_limit,
+            self.metadata,
+            self.account_type,
+        ) == (unit, allow_negative, overdraft_limit, metadata, stated)
 
     # Commands --------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from app.audit.explain import StatementLine, explain
 from app.audit.export import account_name, commodity, write_journal
 from app.audit.log import Instant, read_log
 from app.audit.replay import ReplayedAccount, render, replay
-from app.domain.account import Account
+from app.domain.account import Account, default_account_type
 from app.domain.chain import expected_chain, first_broken_link
 from app.domain.errors import AccountNotFoundError
 from app.domain.transfer import Transfer
@@ -831,18 +831,24 @@ def bean_check(path: Path) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def journal_name(account: ReplayedAccount) -> str:
+    """The history here opens accounts without a type: the default for their floor."""
+    return account_name(account.id, default_account_type(account.allow_negative))
+
+
 def assert_journal_matches_replay(path: Path, accounts: list[ReplayedAccount]) -> None:
     """beancount's loader (what bean-check runs: syntax, balancing, balance assertions)
     accepts the journal, and its balances are ours, account by account."""
     text = path.read_text()
     balances = beancount_balances(path)
-    assert set(balances) == {account_name(account.id) for account in accounts}
+    assert set(balances) == {journal_name(account) for account in accounts}
     for account in accounts:
-        name = account_name(account.id)
-        assert balances[name] == account.balance, account.id
+        name = journal_name(account)
+        # Journals count debits positive: a ledger balance (credits - debits) is negated.
+        assert balances[name] == -account.balance, account.id
         assert f"open {name} {commodity(account.unit)}" in text
         # ... and the journal asserts it, so bean-check itself proved the same.
-        assert f" balance {name} {account.balance} {commodity(account.unit)}\n" in text
+        assert f" balance {name} {-account.balance} {commodity(account.unit)}\n" in text
 
 
 def test_the_beancount_export_passes_bean_check_and_balances_match(
@@ -902,7 +908,7 @@ def test_the_hledger_export_writes_a_journal_hledger_reads(books: Ledger, cli: C
         row["account"]: int(row["balance"].split()[0])
         for row in csv.DictReader(io.StringIO(done.stdout))
     }
-    moved = {account_name(a.id): a.balance for a in accounts if a.debits_posted or a.credits_posted}
+    moved = {journal_name(a): -a.balance for a in accounts if a.debits_posted or a.credits_posted}
     assert {name: balance for name, balance in reported.items() if name in moved} == moved
 
 
@@ -1195,4 +1201,4 @@ def test_hledger_reads_the_whole_hledger_export(
     }
     for account in replay(books, Instant()):
         if account.debits_posted or account.credits_posted:
-            assert reported[account_name(account.id)] == account.balance
+            assert reported[journal_name(account)] == -account.balance

@@ -1,6 +1,7 @@
 """Contains all the data models used in inputs/outputs"""
 
 from .account_create import AccountCreate
+from .account_create_account_type_type_0 import AccountCreateAccountTypeType0
 from .account_create_metadata import AccountCreateMetadata
 from .account_read import AccountRead
 from .account_read_metadata import AccountReadMetadata
@@ -61,6 +62,7 @@ from .worker_status import WorkerStatus
 
 __all__ = (
     "AccountCreate",
+    "AccountCreateAccountTypeType0",
     "AccountCreateMetadata",
     "AccountRead",
     "AccountReadMetadata",

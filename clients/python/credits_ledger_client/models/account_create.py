@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
 
+from ..models.account_create_account_type_type_0 import AccountCreateAccountTypeType0
 from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
@@ -20,6 +21,8 @@ class AccountCreate:
     Attributes:
         id (str):
         unit (str):
+        account_type (AccountCreateAccountTypeType0 | None | Unset): What the account is in the operator's books
+            (accounting exports); default: equity when allow_negative (issuance), else liability (credits owed)
         allow_negative (bool | Unset):  Default: False.
         metadata (AccountCreateMetadata | Unset):
         overdraft_limit (int | Unset):  Default: 0.
@@ -27,6 +30,7 @@ class AccountCreate:
 
     id: str
     unit: str
+    account_type: AccountCreateAccountTypeType0 | None | Unset = UNSET
     allow_negative: bool | Unset = False
     metadata: AccountCreateMetadata | Unset = UNSET
     overdraft_limit: int | Unset = 0
@@ -35,6 +39,14 @@ class AccountCreate:
         id = self.id
 
         unit = self.unit
+
+        account_type: None | str | Unset
+        if isinstance(self.account_type, Unset):
+            account_type = UNSET
+        elif isinstance(self.account_type, AccountCreateAccountTypeType0):
+            account_type = self.account_type.value
+        else:
+            account_type = self.account_type
 
         allow_negative = self.allow_negative
 
@@ -52,6 +64,8 @@ class AccountCreate:
                 "unit": unit,
             }
         )
+        if account_type is not UNSET:
+            field_dict["account_type"] = account_type
         if allow_negative is not UNSET:
             field_dict["allow_negative"] = allow_negative
         if metadata is not UNSET:
@@ -70,6 +84,25 @@ class AccountCreate:
 
         unit = d.pop("unit")
 
+        def _parse_account_type(
+            data: object,
+        ) -> AccountCreateAccountTypeType0 | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                account_type_type_0 = AccountCreateAccountTypeType0(data)
+
+                return account_type_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(AccountCreateAccountTypeType0 | None | Unset, data)
+
+        account_type = _parse_account_type(d.pop("account_type", UNSET))
+
         allow_negative = d.pop("allow_negative", UNSET)
 
         _metadata = d.pop("metadata", UNSET)
@@ -84,6 +117,7 @@ class AccountCreate:
         account_create = cls(
             id=id,
             unit=unit,
+            account_type=account_type,
             allow_negative=allow_negative,
             metadata=metadata,
             overdraft_limit=overdraft_limit,

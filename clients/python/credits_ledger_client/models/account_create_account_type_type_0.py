@@ -1,0 +1,12 @@
+from enum import StrEnum
+
+
+class AccountCreateAccountTypeType0(StrEnum):
+    ASSET = "asset"
+    EQUITY = "equity"
+    EXPENSE = "expense"
+    INCOME = "income"
+    LIABILITY = "liability"
+
+    def __str__(self) -> str:
+        return str(self.value)
