@@ -297,3 +297,39 @@ def due_grant_expiries(
         [timestamp_text(now), after or "", limit],
     )
     return [row["grant_id"] for row in rows]
+
+
+def unspendable_free(
+    view: "LedgerViewMixin",
+    account_id: str,
+    at: datetime,
+    *,
+    position: int | None = None,
+    moment: datetime | None = None,
+) -> int:
+    """What the account's lots hold, unreserved, that cannot be spent at ``at`` (not yet
+    effective, or expired): ``available`` is the counters' figure minus this. Now, or as
+    the lots stood at a ``position`` or a ``moment``."""
+    from projections.views import timestamp_text  # noqa: PLC0415
+
+    stamp = timestamp_text(at)
+    unspendable = "(l.effective_at > ? OR (l.expires_at IS NOT NULL AND l.expires_at <= ?))"
+    if position is None and moment is None:
+        row = view._one(
+            "SELECT COALESCE(SUM(l.remaining - l.reserved), 0) AS free FROM {lots} l "
+            f"WHERE l.account_id = ? AND {unspendable}",
+            [account_id, stamp, stamp],
+        )
+        return int(row["free"])
+    column, bound = (
+        ("position", position) if position is not None else ("recorded_at", timestamp_text(moment))  # type: ignore[arg-type]
+    )
+    row = view._one(
+        "SELECT COALESCE(SUM(c.remaining - c.reserved), 0) AS free FROM {lots} l "
+        "JOIN {lot_changes} c ON c.account_id = l.account_id AND c.grant_id = l.grant_id "
+        "AND c.position = (SELECT MAX(position) FROM {lot_changes} WHERE "
+        f"account_id = l.account_id AND grant_id = l.grant_id AND {column} <= ?) "
+        f"WHERE l.account_id = ? AND {unspendable}",
+        [bound, account_id, stamp, stamp],
+    )
+    return int(row["free"])

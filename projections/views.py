@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -37,6 +37,7 @@ from projections.lots import (
     account_lots,
     apply_lot_moves,
     due_grant_expiries,
+    unspendable_free,
 )
 
 APPLICATION_NAME: Final = "ledger"
@@ -146,6 +147,12 @@ class BalanceRow(DerivedBalances):
     credits_pending: int
     position: int
     updated_at: datetime
+    # Credit lots that are in the balance but not spendable (future or expired), free part.
+    unspendable: int = 0
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.debits_pending - self.unspendable
 
 
 @dataclass(frozen=True)
@@ -465,7 +472,10 @@ class LedgerViewMixin:
 
     def balance(self, account_id: str) -> BalanceRow | None:
         row = self._one("SELECT * FROM {balances} WHERE account_id = ?", [account_id])
-        return None if row is None else _balance_row(row, row, row["position"], row["updated_at"])
+        if row is None:
+            return None
+        balance = _balance_row(row, row, row["position"], row["updated_at"])
+        return self._with_lots(balance, datetime.now(tz=UTC))
 
     def balance_at_position(self, account_id: str, position: int) -> BalanceRow | None:
         """The account as it stood after every event at or before ``position``."""
@@ -477,7 +487,9 @@ class LedgerViewMixin:
             "ORDER BY position DESC LIMIT 1",
             [account_id, position],
         )
-        return _as_of(account, entry, position, closed=_closed_by(account, position=position))
+        balance = _as_of(account, entry, position, closed=_closed_by(account, position=position))
+        at = self.time_at_position(position) or balance.updated_at
+        return self._with_lots(balance, at, position=position)
 
     def balance_as_of(self, account_id: str, moment: datetime) -> BalanceRow | None:
         """The account as it stood at ``moment`` (by the events' recorded time)."""
@@ -495,7 +507,23 @@ class LedgerViewMixin:
             entry["position"] if entry else account["opened_position"],
             account["closed_position"] if closed else 0,
         )
-        return _as_of(account, entry, position, closed=closed)
+        return self._with_lots(
+            _as_of(account, entry, position, closed=closed), moment, moment=moment
+        )
+
+    def _with_lots(
+        self,
+        balance: BalanceRow,
+        at: datetime,
+        *,
+        position: int | None = None,
+        moment: datetime | None = None,
+    ) -> BalanceRow:
+        """``available`` as spending saw it at ``at``: without unspendable lots."""
+        unspendable = unspendable_free(
+            self, balance.account_id, at, position=position, moment=moment
+        )
+        return replace(balance, unspendable=unspendable) if unspendable else balance
 
     def entries(
         self,

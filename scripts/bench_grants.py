@@ -6,7 +6,7 @@
    Goal: 100 lots <= 1.5x the baseline.
 2. Expiry of many lots at one instant (default 100,000 over 100 accounts, 1,000 live
    lots each: the most one account may hold) by the expiry worker's own function (the
-   view says which are due, the ledger moves them in batches of 1,000): the time from the
+   view says which are due, the ledger moves them in batches): the time from the
    instant until every remainder is in breakage, and until the views show it too.
    Goal: within a minute.
 
@@ -193,8 +193,9 @@ def main() -> None:
     arguments = parser.parse_args()
     results: dict[str, Any] = {"machine": machine()}
     with tempfile.TemporaryDirectory(prefix="bench-grants-") as folder:
-        results["spends"] = bench_spends(Path(folder), arguments.rounds, arguments.spends)
-        print(json.dumps(results, indent=2), flush=True)
+        if arguments.rounds:
+            results["spends"] = bench_spends(Path(folder), arguments.rounds, arguments.spends)
+            print(json.dumps(results, indent=2), flush=True)
         if arguments.expiry_lots:
             results["expiry"] = bench_expiry(Path(folder), arguments.expiry_lots)
     print(json.dumps(results, indent=2))

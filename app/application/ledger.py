@@ -49,7 +49,7 @@ from app.application.views import (
 from app.application.workspace import Workspace, Written
 from app.domain import limits
 from app.domain.account import Account, term_record
-from app.domain.chain import command_time
+from app.domain.chain import command_time, current_command_time
 from app.domain.errors import (
     AccountNotFoundError,
     BatchRejectedError,
@@ -362,7 +362,9 @@ class Ledger(Application[UUID]):
             credit_account.check_grant(command.id, command.amount)
             lot_terms = LotTerms(
                 expires_at=command.grant.expires_at,
-                effective_at=command.grant.effective_at or now,
+                # Effective from the grant's own time stamp when none is asked (not from
+                # the clock reading a moment later): at its commit's time it is spendable.
+                effective_at=command.grant.effective_at or min(now, current_command_time() or now),
                 priority=command.grant.priority,
                 category=command.grant.category,
                 sequence=credit_account.next_grant_sequence(),

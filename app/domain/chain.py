@@ -117,6 +117,11 @@ def command_time(moment: datetime) -> Iterator[None]:
         _COMMAND_TIME.reset(token)
 
 
+def current_command_time() -> datetime | None:
+    """The time stamp the running command's events get (None outside a command)."""
+    return _COMMAND_TIME.get()
+
+
 def _timestamp(event_class: Any) -> datetime:
     moment = _COMMAND_TIME.get()
     return moment if moment is not None else event_class.create_timestamp()

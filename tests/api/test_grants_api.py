@@ -1,6 +1,7 @@
 """Credit grants over HTTP: the grant body, allocations in every transfer answer, the
 grants endpoint (statuses, paging, time travel) and each new problem code."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from app.api.services import Services
@@ -199,3 +200,18 @@ def test_statement_lines_show_the_lots_they_moved(client: Client) -> None:
         client.get(f"/v1/accounts/{SHOP}/entries", params={"min_position": spent["position"]})
     )["items"]
     assert shop_lines[0]["allocations"] == []  # the general lot alone
+
+
+def test_available_leaves_out_future_and_expired_lots_now_and_as_they_stood(
+    client: Client,
+) -> None:
+    setup_accounts(client)
+    grant(client, "later", 10, effective_at=in_seconds(3600))
+    short = grant(client, "short", 5, expires_at=in_seconds(0.5))
+    read = ok(client.get(f"/v1/accounts/{ALICE}", params={"min_position": short["position"]}))
+    assert (read["balance"], read["available"]) == (15, 5)
+    time.sleep(0.6)
+    expired = ok(client.get(f"/v1/accounts/{ALICE}"))
+    assert (expired["balance"], expired["available"]) == (15, 0)
+    then = ok(client.get(f"/v1/accounts/{ALICE}", params={"at_position": short["position"]}))
+    assert (then["balance"], then["available"]) == (15, 5)
