@@ -34,6 +34,8 @@ from tests.api.helpers import (
 
 HOSTILE_KEY: Final = "<script>alert('key')</script>"
 HOSTILE_VALUE: Final = '"><img src=x onerror=alert(1)>'
+# Long enough to sign in on a loaded machine, short enough to wait out.
+KEY_LIFETIME_SECONDS: Final = 4.0
 CSRF_FIELD: Final = re.compile(r'name="_csrf_token" value="([^"]+)"')
 
 
@@ -166,10 +168,11 @@ def test_a_revoked_keys_session_stops_working_on_its_next_request(
 def test_an_expired_keys_session_ends_and_it_cannot_sign_in_again(
     browser: Client, services: Services
 ) -> None:
-    key = services.keys.create("read", expires_at=datetime.now(tz=UTC) + timedelta(seconds=1.5))
+    expires_at = datetime.now(tz=UTC) + timedelta(seconds=KEY_LIFETIME_SECONDS)
+    key = services.keys.create("read", expires_at=expires_at)
     signed_in(browser, key)
     assert "Sign out" in page(browser, "/explorer/")
-    time.sleep(1.6)
+    time.sleep(max((expires_at - datetime.now(tz=UTC)).total_seconds(), 0) + 0.05)
     refused = browser.get("/explorer/", follow_redirects=False)
     assert refused.status_code == 303
     assert refused.headers["location"].startswith("/explorer/login?reason=expired")
