@@ -156,9 +156,9 @@ class PagesController(Controller):
                 "picker_value": pages.picker_value(choice.moment or now),
                 "window": window,
                 "window_since": pages.rfc3339(window.since),
-                "window_until": pages.rfc3339(window.until),
+                "window_until": pages.rfc3339(window.history_until),
                 "chart": pages.balance_chart(
-                    [(point.end, point.balance) for point in history], window.until
+                    [(point.end, point.balance) for point in history], (window.until, row.balance)
                 ),
                 "holds": reads.open_holds(row, choice.moment),
                 "lines": [(line, pages.line_lots(line)) for line in lines],

@@ -110,15 +110,22 @@ def buckets_between(since: datetime, until: datetime, interval: Interval) -> int
 
 @dataclass(frozen=True)
 class HistoryWindow:
-    """The buckets the chart shows: ``interval`` steps from ``since``; the last bucket
-    is the one holding ``until`` (the instant the page shows)."""
+    """What the chart shows: the balance at the end of each ``interval`` from ``since``
+    that has ended by ``until`` (the instant the page shows), then at ``until`` itself."""
 
     interval: Interval
     since: datetime
     until: datetime
 
+    @property
+    def history_until(self) -> datetime:
+        """The end of the last whole interval: the history query's ``until``."""
+        return max(floor_to(self.until, self.interval), self.since)
+
     def bucket_ends(self) -> list[datetime]:
-        count = buckets_between(self.since, self.until, self.interval)
+        if self.history_until <= self.since:
+            return []
+        count = buckets_between(self.since, self.history_until, self.interval)
         return [step(self.since, self.interval, index + 1) for index in range(count)]
 
 
@@ -138,11 +145,9 @@ def history_window(opened_at: datetime, until: datetime) -> HistoryWindow:
 class ChartPoint:
     x: float
     y: float
-    end: datetime
+    end: datetime  # the balance is the one just before this instant
     balance: int
-    # The instant a click on the point shows: its bucket's end, or the window's end for
-    # the bucket still running (the future is not known).
-    shows: datetime
+    bucket: bool  # the end of a whole interval (else: the instant the page shows)
 
 
 @dataclass(frozen=True)
@@ -156,10 +161,13 @@ class Chart:
     bottom_label: int
 
 
-def balance_chart(points: Sequence[tuple[datetime, int]], until: datetime) -> Chart:
-    """SVG geometry for the balance at the end of each bucket: one point per bucket,
-    evenly spaced, the vertical scale always including zero."""
-    balances = [balance for _, balance in points]
+def balance_chart(buckets: Sequence[tuple[datetime, int]], instant: tuple[datetime, int]) -> Chart:
+    """SVG geometry: one point per whole interval (its end, its balance), then one for
+    the instant shown; evenly spaced; the vertical scale always includes zero."""
+    points = [(end, balance, True) for end, balance in buckets]
+    if not buckets or buckets[-1][0] != instant[0]:
+        points.append((instant[0], instant[1], False))
+    balances = [balance for _, balance, _ in points]
     top, bottom = max([0, *balances]), min([0, *balances])
     if top == bottom:
         top = bottom + 1
@@ -176,9 +184,9 @@ def balance_chart(points: Sequence[tuple[datetime, int]], until: datetime) -> Ch
             y=y_of(balance),
             end=end,
             balance=balance,
-            shows=min(end, until),
+            bucket=bucket,
         )
-        for index, (end, balance) in enumerate(points)
+        for index, (end, balance, bucket) in enumerate(points)
     ]
     return Chart(
         width=CHART_WIDTH,

@@ -113,12 +113,13 @@ class ExplorerReads:
                 yield row
 
     def history(self, account_id: str, window: HistoryWindow) -> list[HistoryPoint]:
+        """The balance just before the end of each whole interval of ``window``."""
         view = self.services.view()
         points = []
         for end in window.bucket_ends():
-            row = view.balance_as_of(account_id, min(end, window.until))
-            if row is not None:
-                points.append(HistoryPoint(end=end, balance=row.balance, available=row.available))
+            row = view.balance_as_of(account_id, end - timedelta(microseconds=1))
+            balance, available = (0, 0) if row is None else (row.balance, row.available)
+            points.append(HistoryPoint(end=end, balance=balance, available=available))
         return points
 
     def statement(

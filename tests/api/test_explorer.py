@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 from markupsafe import escape
 
 from app.api.services import Services
-from app.explorer.pages import picker_value
+from app.explorer.pages import HistoryWindow, picker_value
 from app.explorer.reads import STATEMENT_PAGE_SIZE
 from app.explorer.sessions import CSRF_COOKIE, EXPIRED_KEY, SESSION_COOKIE, WRONG_KEY
 from app.persistence.last_audit import LastAuditFile
@@ -377,7 +377,7 @@ def test_the_account_page_shows_every_figure_as_of_the_picked_instant(
     assert before_opening.status_code == 404
 
 
-def test_the_chart_has_a_point_per_bucket_with_the_balance_at_its_end(
+def test_the_chart_has_a_point_per_whole_interval_then_the_instant(
     browser: Client, client: Client, keys: dict[str, str]
 ) -> None:
     open_issuer(client)
@@ -388,18 +388,27 @@ def test_the_chart_has_a_point_per_bucket_with_the_balance_at_its_end(
     text = page(browser, "/explorer/accounts/user:1")
     svg = re.search(r'<svg id="balance-chart".*?</svg>', text, re.DOTALL)
     assert svg is not None
-    since = re.search(r'data-since="([^"]+)"', svg.group(0))
-    until = re.search(r'data-until="([^"]+)"', svg.group(0))
+    chart = svg.group(0)
+    interval = re.search(r'data-interval="([^"]+)"', chart)
+    since = re.search(r'data-since="([^"]+)"', chart)
+    until = re.search(r'data-until="([^"]+)"', chart)
+    assert interval is not None
     assert since is not None
     assert until is not None
-    points = re.findall(r'data-end="([^"]+)" data-balance="(-?\d+)"', svg.group(0))
-    assert len(points) >= 1
-    ends = [datetime.fromisoformat(end.replace("Z", "+00:00")) for end, _ in points]
-    assert ends == sorted(ends)
-    assert ends[-1] >= datetime.fromisoformat(until.group(1).replace("Z", "+00:00"))
-    for end, balance in zip(ends, (int(b) for _, b in points), strict=True):
-        shown = min(end, datetime.fromisoformat(until.group(1).replace("Z", "+00:00")))
-        assert account(client, "user:1", as_of=rfc3339(shown))["balance"] == balance
+    window = HistoryWindow(interval.group(1), utc(since.group(1)), utc(until.group(1)))  # type: ignore[arg-type]
+    buckets = re.findall(
+        r'class="point bucket"[^>]*data-end="([^"]+)" data-balance="(-?\d+)"', chart
+    )
+    assert [utc(end) for end, _ in buckets] == window.bucket_ends()
+    for end, balance in buckets:
+        just_before = utc(end) - timedelta(microseconds=1)
+        assert account(client, "user:1", as_of=rfc3339(just_before))["balance"] == int(balance)
+    instant = re.findall(r'class="point instant"[^>]*data-balance="(-?\d+)"', chart)
+    assert instant == ["42"]  # the figure shown now
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def test_the_statement_paginates_newest_first_and_links_each_transfer(

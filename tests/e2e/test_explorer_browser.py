@@ -9,7 +9,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -199,7 +199,8 @@ def test_a_support_person_follows_a_balance_through_time_and_signs_out(
     if docs_path:
         page.screenshot(path=docs_path, full_page=True)
 
-    # The chart: one point per bucket of the history the page names, each at its balance.
+    # The chart: one point per whole interval of the history the page names, each at
+    # the balance just before its end, then the instant shown.
     chart = page.locator("#balance-chart")
     interval = chart.get_attribute("data-interval")
     since, until = chart.get_attribute("data-since"), chart.get_attribute("data-until")
@@ -207,13 +208,16 @@ def test_a_support_person_follows_a_balance_through_time_and_signs_out(
     assert since is not None
     assert until is not None
     window = HistoryWindow(interval, utc(since), utc(until))  # type: ignore[arg-type]
-    points = page.locator("#balance-chart circle.point")
+    points = page.locator("#balance-chart circle.point.bucket")
     expect(points).to_have_count(len(window.bucket_ends()))
     for index, end in enumerate(window.bucket_ends()):
         point = points.nth(index)
         assert utc(point.get_attribute("data-end") or "") == end
-        expected = ledger.get("/v1/accounts/user:alice", as_of=min(end, utc(until)).isoformat())
+        just_before = (end - timedelta(microseconds=1)).isoformat()
+        expected = ledger.get("/v1/accounts/user:alice", as_of=just_before)
         assert int(point.get_attribute("data-balance") or "") == expected["balance"]
+    instant = page.locator("#balance-chart circle.point.instant")
+    assert int(instant.get_attribute("data-balance") or "") == now["balance"]
 
     # The time picker: every figure as of the instant picked equals the API's answer.
     page.fill("#as_of", picker_value(picked))

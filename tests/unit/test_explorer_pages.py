@@ -70,42 +70,51 @@ def test_a_young_account_is_charted_by_the_hour() -> None:
     window = pages.history_window(NOW - timedelta(hours=5, minutes=30), NOW)
     assert window.interval == "hour"
     assert window.since == datetime(2026, 3, 14, 9, tzinfo=UTC)
+    assert window.history_until == datetime(2026, 3, 14, 15, tzinfo=UTC)
     ends = window.bucket_ends()
     assert ends[0] == datetime(2026, 3, 14, 10, tzinfo=UTC)
-    assert ends[-1] == datetime(2026, 3, 14, 16, tzinfo=UTC)  # the hour holding now
-    assert len(ends) == 7
+    assert ends[-1] == datetime(2026, 3, 14, 15, tzinfo=UTC)  # the last whole hour
+    assert len(ends) == 6
+
+
+def test_an_account_younger_than_an_hour_has_no_whole_interval_yet() -> None:
+    window = pages.history_window(NOW - timedelta(minutes=5), NOW)
+    assert window.interval == "hour"
+    assert window.bucket_ends() == []
 
 
 def test_an_old_account_is_charted_by_the_month_and_at_most_the_last_sixty() -> None:
     window = pages.history_window(datetime(2001, 5, 17, tzinfo=UTC), NOW)
     assert window.interval == "month"
     ends = window.bucket_ends()
-    assert len(ends) == pages.CHART_BUCKETS_MAX
-    assert ends[-1] == datetime(2026, 4, 1, tzinfo=UTC)
+    assert len(ends) == pages.CHART_BUCKETS_MAX - 1  # and the running month is the instant
+    assert ends[-1] == datetime(2026, 3, 1, tzinfo=UTC)
     assert window.since == datetime(2021, 4, 1, tzinfo=UTC)
 
 
 @given(opened=instants, age=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=9000)))
-def test_every_window_covers_its_instant_in_at_most_the_bucket_limit(
+def test_every_window_ends_its_intervals_by_its_instant_within_the_bucket_limit(
     opened: datetime, age: timedelta
 ) -> None:
     until = opened + age
     window = pages.history_window(opened, until)
     ends = window.bucket_ends()
-    assert 1 <= len(ends) <= pages.CHART_BUCKETS_MAX
-    assert ends[-1] >= until
-    assert len(ends) == 1 or ends[-2] < until  # no bucket wholly after the instant
+    assert len(ends) < pages.CHART_BUCKETS_MAX  # the instant's point makes the limit
     assert ends == sorted(set(ends))
-    assert window.since <= opened or len(ends) == pages.CHART_BUCKETS_MAX
+    assert all(window.since < end <= until for end in ends)
+    if ends:
+        assert ends[-1] == window.history_until == pages.floor_to(until, window.interval)
+    assert window.since <= opened or len(ends) == pages.CHART_BUCKETS_MAX - 1
 
 
-@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=1, max_size=60))
-def test_the_chart_has_one_point_per_bucket_inside_the_frame_in_balance_order(
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=0, max_size=59))
+def test_the_chart_has_one_point_per_bucket_then_the_instant_in_balance_order(
     balances: list[int],
 ) -> None:
-    ends = [NOW + timedelta(hours=index) for index in range(len(balances))]
-    chart = pages.balance_chart(list(zip(ends, balances, strict=True)), NOW)
-    assert [point.balance for point in chart.points] == balances
+    ends = [NOW - timedelta(hours=len(balances) - index) for index in range(len(balances))]
+    chart = pages.balance_chart(list(zip(ends, balances, strict=True)), (NOW, 42))
+    assert [point.balance for point in chart.points] == [*balances, 42]
+    assert [point.bucket for point in chart.points] == [True] * len(balances) + [False]
     assert all(
         0 <= point.x <= chart.width and 0 <= point.y <= chart.height for point in chart.points
     )
@@ -118,15 +127,12 @@ def test_the_chart_has_one_point_per_bucket_inside_the_frame_in_balance_order(
             assert first.y <= second.y
         if first.balance == second.balance:
             assert first.y == second.y
-    assert all(point.shows <= NOW for point in chart.points)
-    assert len(chart.line.split()) == len(balances)
+    assert len(chart.line.split()) == len(balances) + 1
 
 
-def test_a_click_on_the_running_bucket_shows_the_instant_not_the_future() -> None:
-    chart = pages.balance_chart(
-        [(NOW - timedelta(minutes=9), 5), (NOW + timedelta(minutes=51), 7)], NOW
-    )
-    assert [point.shows for point in chart.points] == [NOW - timedelta(minutes=9), NOW]
+def test_an_instant_on_a_bucket_end_is_not_drawn_twice() -> None:
+    chart = pages.balance_chart([(NOW - timedelta(hours=1), 5), (NOW, 7)], (NOW, 7))
+    assert [(point.balance, point.bucket) for point in chart.points] == [(5, True), (7, True)]
 
 
 def a_transfer(*, pending: bool, reversal_of: str | None = None) -> Transfer:
