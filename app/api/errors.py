@@ -63,6 +63,7 @@ API_CODES: Final = frozenset(
         "bad_request",
         "body_too_large",
         "client_disconnected",
+        "conflicting_parameters",
         "events_unavailable",
         "filter_too_large",
         "forbidden",

@@ -291,7 +291,7 @@ def test_time_travel_with_invalid_parameters_is_422(client: Client) -> None:
         ({"as_of": "2020-01-01T00:00:00"}, "validation_error"),
         ({"as_of": "2020-01-01T00:00Z"}, "validation_error"),
         ({"as_of": "yesterday"}, "validation_error"),
-        ({"as_of": "2020-01-01T00:00:00Z", "at_position": 1}, "validation_error"),
+        ({"as_of": "2020-01-01T00:00:00Z", "at_position": 1}, "conflicting_parameters"),
         ({"at_position": -1}, "validation_error"),
         ({"at_position": "one"}, "validation_error"),
         ({"at_position": 2**63}, "validation_error"),

@@ -61,7 +61,7 @@ class AccountController(Controller):
     ) -> AccountRead:
         check_id(account_id, "account_id")
         if as_of is not None and at_position is not None:
-            raise ApiError(422, "validation_error", "use as_of or at_position, not both")
+            raise ApiError(422, "conflicting_parameters", "use as_of or at_position, not both")
         if at_position is not None:
             # A position inside a command's commit answers as of that commit's end: the
             # books balance between commits, never halfway through one. The whole commit

@@ -40,7 +40,7 @@ class GrantController(Controller):
     ) -> LotPageRead:
         check_id(account_id, "account_id")
         if as_of is not None and at_position is not None:
-            raise ApiError(422, "validation_error", "use as_of or at_position, not both")
+            raise ApiError(422, "conflicting_parameters", "use as_of or at_position, not both")
         moment = utc_instant(as_of, "as_of")
         if moment is not None and moment > services.now():
             raise ApiError(422, "as_of_in_future", "as_of must not be in the future")

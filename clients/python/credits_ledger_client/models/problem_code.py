@@ -14,6 +14,7 @@ class ProblemCode(StrEnum):
     BODY_TOO_LARGE = "body_too_large"
     CLIENT_DISCONNECTED = "client_disconnected"
     CONCURRENCY_CONFLICT = "concurrency_conflict"
+    CONFLICTING_PARAMETERS = "conflicting_parameters"
     EVENTS_UNAVAILABLE = "events_unavailable"
     FILTER_TOO_LARGE = "filter_too_large"
     FORBIDDEN = "forbidden"
