@@ -285,6 +285,12 @@ def test_the_example_consumer_follows_the_feed_across_restarts_and_verifies_webh
         key = admin_key_of(server)
         with server.client(key) as client:
             client.post("/v1/accounts", json={"id": ISSUER, "unit": UNIT, "allow_negative": True})
+            # The feed is projected (in a child process of serve on this default): the
+            # first run starts once it shows the first event.
+            deadline = time.monotonic() + WAIT_SECONDS
+            while not client.get("/v1/events").json()["items"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
             first = run_example_feed(server.url, key, tmp_path / "cursor.txt")
             client.post("/v1/accounts", json={"id": "alice", "unit": UNIT})
             client.post("/v1/accounts", json={"id": "bob", "unit": UNIT})
