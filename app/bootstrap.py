@@ -21,14 +21,15 @@ from kurrentdbclient.exceptions import KurrentDBClientError
 from litestar import Litestar
 
 from app.api.app import create_app
-from app.api.services import Services, ViewSource
+from app.api.services import Services
 from app.application.ledger import Ledger
+from app.application.queries import Queries
 from app.domain.errors import StoreUnavailableError
 from app.events.service import EventServices
 from app.persistence.keys import KeyStore
 from app.persistence.stores import StoreURLError, sqlite_path
 from app.settings import ConfigurationError, Settings
-from projections.runner import GenerationPointer, ProjectionWorkers
+from projections.runner import GenerationPointer, GenerationReader, ProjectionWorkers
 
 # A PostgreSQL server that does not answer within this is reported as unreachable.
 CONNECT_TIMEOUT_SECONDS: Final = 10
@@ -157,17 +158,24 @@ def build_services(settings: Settings, *, projections: bool) -> Services:
                 workers = ProjectionWorkers(
                     settings.event_store_url, settings.read_model_url, ledger
                 ).start()
+                queries = Queries(ledger, workers, wait_seconds=settings.read_wait_seconds)
                 # The feed projector and webhook deliveries run beside the view workers.
                 events = EventServices.build(settings, ledger, run_workers=True)
                 return Services(
-                    settings=settings, ledger=ledger, keys=keys, workers=workers, events=events
+                    settings=settings,
+                    ledger=ledger,
+                    keys=keys,
+                    queries=queries,
+                    workers=workers,
+                    events=events,
                 )
-            source = ViewSource(settings.read_model_url)
+            reader = GenerationReader(settings.read_model_url, ledger)
+            queries = Queries(ledger, reader, wait_seconds=settings.read_wait_seconds)
             events = EventServices.build(settings, ledger, run_workers=False)
     except BaseException:
         ledger.close()
         raise
-    return Services(settings=settings, ledger=ledger, keys=keys, source=source, events=events)
+    return Services(settings=settings, ledger=ledger, keys=keys, queries=queries, events=events)
 
 
 def shutdown(services: Services) -> None:

@@ -1,13 +1,24 @@
 """The one place that reaches into libraries' non-public parts. Each seam has a test in
-tests/unit/test_compat.py that fails loudly when an upgrade moves it."""
+tests/unit/test_compat.py that fails loudly when an upgrade moves it. Code elsewhere
+calls these, never the private names themselves; where a public extension point exists
+it is used instead (the projection runner's context manager, the subscription's own
+iteration, the tracking recorder's ``max_tracking_id``).
+"""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.persistence import ListenNotifySubscription, StoredEvent, Tracking
+from eventsourcing.popo import POPOApplicationRecorder
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteCursor,
+    SQLiteDatastore,
+    SQLiteTrackingRecorder,
+)
+from litestar import Litestar
 
 
 def postgres_connection_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
@@ -49,3 +60,54 @@ class ExecutemanySQLiteRecorder(SQLiteApplicationRecorder):
         c.execute("SELECT last_insert_rowid()")
         last = int(c.fetchone()[0])
         return list(range(last - len(rows) + 1, last + 1))
+
+
+# eventsourcing 9.5: the SQLite connection pool has no hook for new connections.
+def on_new_sqlite_connections(datastore: SQLiteDatastore, setup: Callable[[Any], None]) -> None:
+    """Run ``setup(sqlite3_connection)`` on every connection of the datastore's pool,
+    those already open and those it opens later."""
+    pool: Any = datastore.pool
+    create_connection = pool._create_connection
+
+    def create_and_set_up() -> Any:
+        connection = create_connection()
+        setup(connection._sqlite_conn)
+        return connection
+
+    pool._create_connection = create_and_set_up
+    for connection in list(pool._pool):
+        setup(connection._sqlite_conn)
+
+
+# eventsourcing 9.5: the tracking insert (which refuses an id not above the stored one,
+# exactly-once) is only public bundled with the library's own view update.
+def insert_tracking(
+    recorder: SQLiteTrackingRecorder | PostgresTrackingRecorder, cursor: Any, tracking: Tracking
+) -> None:
+    recorder._insert_tracking(cursor, tracking)
+
+
+# eventsourcing 9.5: ListenNotifySubscription pulls ``_select_limit`` rows per query.
+def set_pull_batch_size(subscription: ListenNotifySubscription[Any], size: int) -> None:
+    subscription._select_limit = size
+
+
+# eventsourcing 9.5: the in-memory recorder has no query for an event's position.
+def popo_position(recorder: POPOApplicationRecorder, originator_id: str, version: int) -> int:
+    with recorder._database_lock:
+        return int(recorder._stored_events_index[originator_id][version]) + 1
+
+
+# litestar 2.x/3.x: the served OpenAPI document can only be replaced through the
+# plugin's private cache (no public hook takes a post-processed document).
+def openapi_document(app: Litestar) -> dict[str, Any]:
+    from litestar._openapi.plugin import OpenAPIPlugin  # noqa: PLC0415  # private module
+
+    document: dict[str, Any] = app.plugins.get(OpenAPIPlugin).provide_openapi_schema()
+    return document
+
+
+def serve_openapi_document(app: Litestar, document: dict[str, Any]) -> None:
+    from litestar._openapi.plugin import OpenAPIPlugin  # noqa: PLC0415  # private module
+
+    app.plugins.get(OpenAPIPlugin)._openapi_schema = document

@@ -12,18 +12,18 @@ transaction as the rest of the views (decision 0006), by the hook in ``views.py`
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
+from app.application.views import LotPage, LotRow, LotStatusFilter
 from app.domain.account import Account, allocations_of
 from app.domain.lots import Allocation, LotStatus
 from app.domain.values import is_breakage_transfer_id
 
 if TYPE_CHECKING:
-    from projections.views import Cursor, LedgerViewMixin
+    from projections.schema import Cursor
+    from projections.schema import SqlAccess as LedgerViewMixin
 
-LotStatusFilter = Literal["live", "expired", "consumed", "all"]
 LOTS_PAGE_SIZE_MAX: Final = 1000
 
 LOT_TABLES: Final = ("lots", "lot_changes")
@@ -60,30 +60,6 @@ LOT_SCHEMA: Final = [
         PRIMARY KEY (account_id, grant_id, position)
     )""",
 ]
-
-
-@dataclass(frozen=True)
-class LotRow:
-    account_id: str
-    grant_id: str
-    amount: int
-    remaining: int
-    reserved: int
-    breakage: int
-    expires_at: datetime | None
-    effective_at: datetime
-    priority: int
-    category: str
-    status: LotStatus
-    granted_position: int
-    granted_at: datetime
-    position: int  # of the newest change the answer reflects
-
-
-@dataclass(frozen=True)
-class LotPage:
-    items: list[LotRow]
-    next_after: int | None  # the cursor: the last granted position read
 
 
 def lot_status(remaining: int, reserved: int, breakage: int, expired: bool) -> LotStatus:
@@ -148,7 +124,7 @@ def _open_lot(
     account_id: str,
     at: str,
 ) -> None:
-    from projections.views import timestamp_text  # noqa: PLC0415  # views imports this module
+    from projections.schema import timestamp_text  # noqa: PLC0415  # views imports this module
 
     grant = event.grant
     assert grant is not None
@@ -216,7 +192,7 @@ def account_lots(
     """The account's lots in grant order: now, at a ``position``, or at a ``moment``
     (each lot's newest change at or before it); statuses as of ``at``. Filtering by
     status happens after the page is read, so a page may hold fewer than ``limit``."""
-    from projections.views import parse_timestamp, timestamp_text  # noqa: PLC0415
+    from projections.schema import parse_timestamp, timestamp_text  # noqa: PLC0415
 
     conditions, params = ["l.account_id = ?"], [account_id]
     if after_position is not None:
@@ -289,7 +265,7 @@ def due_grant_expiries(
     """Grants whose expiry has come with something still free in their lot, in grant id
     order after ``after`` (a cursor: the expiry worker pages through a burst of them
     without waiting for the view to see the expiries it has just written)."""
-    from projections.views import timestamp_text  # noqa: PLC0415
+    from projections.schema import timestamp_text  # noqa: PLC0415
 
     rows = view._all(
         "SELECT grant_id FROM {lots} WHERE expires_at IS NOT NULL AND expires_at <= ? "
@@ -310,7 +286,7 @@ def unspendable_free(
     """What the account's lots hold, unreserved, that cannot be spent at ``at`` (not yet
     effective, or expired): ``available`` is the counters' figure minus this. Now, or as
     the lots stood at a ``position`` or a ``moment``."""
-    from projections.views import timestamp_text  # noqa: PLC0415
+    from projections.schema import timestamp_text  # noqa: PLC0415
 
     stamp = timestamp_text(at)
     unspendable = "(l.effective_at > ? OR (l.expires_at IS NOT NULL AND l.expires_at <= ?))"

@@ -1,4 +1,4 @@
-"""Projection workers: the library's ProjectionRunner over our views, plus lag,
+"""Projection workers: the catch-up runner over our views, plus lag,
 read-your-writes, the expiry worker, and rebuild-beside-and-switch by generations.
 
 A *generation* is one complete copy of the views: a SQLite file ``views.gN.sqlite``
@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -21,17 +21,19 @@ from urllib.parse import urlsplit
 import psycopg
 import structlog
 from eventsourcing.persistence import InfrastructureFactory
-from eventsourcing.projection import ProjectionRunner
 from eventsourcing.utils import Environment
 
 from app.application.ledger import Ledger
+from app.application.read_model import Lag as Lag  # noqa: PLC0414  # re-exported
+from app.application.read_model import ReadModel
 from app.domain.errors import LedgerError
 from app.persistence.faults import STORE_ERRORS, store_fault
 from app.persistence.stores import event_store_env, postgres_env, sqlite_env
-from app.supervisor import Supervisor
+from app.supervisor import Supervisor, WorkerState
+from projections.backends import LedgerView, PostgresLedgerView, SQLiteLedgerView
+from projections.catchup import CatchUpRunner
 from projections.digest import DigestCheckpoints, keep_digest
-from projections.projection import BatchingProjectionRunner, LedgerProjection
-from projections.views import LedgerViewMixin, PostgresLedgerView, SQLiteLedgerView
+from projections.projection import LedgerProjection
 
 log = structlog.get_logger(__name__)
 
@@ -47,19 +49,11 @@ GRANT_EXPIRY_ROUNDS_MAX: Final = 4000
 GENERATION_CHECK_SECONDS: Final = 1.0
 RUNNER_CHECK_SECONDS: Final = 0.5
 REBUILD_POLL_SECONDS: Final = 0.25
+POINTER_CHECK_SECONDS: Final = 1.0
 
 
 class WorkerDownError(RuntimeError):
     """A supervised worker is down (being restarted)."""
-
-
-@dataclass(frozen=True)
-class Lag:
-    generation: int
-    checkpoint: int
-    head: int
-    positions: int
-    seconds: float
 
 
 class GenerationPointer:
@@ -143,31 +137,21 @@ def view_class_for(read_model_url: str) -> type[SQLiteLedgerView] | type[Postgre
     return SQLiteLedgerView
 
 
-def open_view(read_model_url: str, generation: int) -> LedgerViewMixin:
+def open_view(read_model_url: str, generation: int) -> LedgerView:
     """A view to read (and to write, for a runner), without starting any worker."""
     env = Environment(LedgerProjection.name, view_env(read_model_url, generation))
-    factory = InfrastructureFactory.construct(env)
+    factory = InfrastructureFactory[Any].construct(env)
     view = factory.tracking_recorder(view_class_for(read_model_url))
-    assert isinstance(view, LedgerViewMixin)
+    assert isinstance(view, LedgerView)
     return view
 
 
-def start_runner(
-    event_store_url: str, read_model_url: str, generation: int
-) -> ProjectionRunner[Ledger, Any]:
+def start_runner(event_store_url: str, read_model_url: str, generation: int) -> CatchUpRunner:
     env = {**event_store_env(event_store_url), **view_env(read_model_url, generation)}
-    runner: ProjectionRunner[Ledger, Any] = BatchingProjectionRunner(
-        application_class=Ledger,
-        projection_class=LedgerProjection,
-        view_class=view_class_for(read_model_url),
-        env=env,
-    )
-    # Entering marks the subscription as owned, so that __exit__ can close it cleanly.
-    runner.__enter__()
-    return runner
+    return CatchUpRunner(view_class_for(read_model_url), env).__enter__()
 
 
-def measure_lag(ledger: Ledger, view: LedgerViewMixin, generation: int) -> Lag:
+def measure_lag(ledger: Ledger, view: ReadModel, generation: int) -> Lag:
     head = ledger.recorder.max_notification_id() or 0
     checkpoint = view.checkpoint()
     seconds = 0.0
@@ -202,7 +186,7 @@ class ProjectionWorkers:
         self.generation = self.pointer.current
         self.expire_holds = expire_holds
         self.clock = clock
-        self._runner: ProjectionRunner[Ledger, Any] | None = None
+        self._runner: CatchUpRunner | None = None
         # Each worker below runs supervised: restarted with backoff after a failure.
         self.supervisor = Supervisor()
         self._stopping = self.supervisor.stopping
@@ -210,10 +194,13 @@ class ProjectionWorkers:
         self._lock = threading.Lock()
 
     @property
-    def view(self) -> LedgerViewMixin:
+    def view(self) -> LedgerView:
         assert self._runner is not None, "workers not started"
-        view: LedgerViewMixin = self._runner.view
+        view: LedgerView = self._runner.view
         return view
+
+    def read_model(self) -> ReadModel:
+        return self.view
 
     def start(self) -> "ProjectionWorkers":
         self._runner = start_runner(self.event_store_url, self.read_model_url, self.generation)
@@ -233,6 +220,9 @@ class ProjectionWorkers:
 
     def lag(self) -> Lag:
         return measure_lag(self.ledger, self.view, self.generation)
+
+    def states(self) -> list[WorkerState]:
+        return self.supervisor.states()
 
     def check(self) -> None:
         """Raise when a worker is down (its supervisor is restarting it)."""
@@ -304,7 +294,7 @@ class ProjectionWorkers:
             expire_due_grants(self.ledger, self.view, self.clock())
 
 
-def expire_due_holds(ledger: Ledger, view: LedgerViewMixin, now: datetime) -> list[str]:
+def expire_due_holds(ledger: Ledger, view: ReadModel, now: datetime) -> list[str]:
     """Expire every hold the view says is past its timeout. Idempotent: a hold already
     expired, posted or voided (the view may lag) is skipped."""
     expired = []
@@ -318,7 +308,7 @@ def expire_due_holds(ledger: Ledger, view: LedgerViewMixin, now: datetime) -> li
     return expired
 
 
-def expire_due_grants(ledger: Ledger, view: LedgerViewMixin, now: datetime) -> int:
+def expire_due_grants(ledger: Ledger, view: ReadModel, now: datetime) -> int:
     """Move the remainder of every grant the view says has expired to breakage, a batch
     per write, paging through them by grant id (the view may not have seen this call's
     own writes yet; the ledger answers a repeated expiry without writing). At most
@@ -353,7 +343,7 @@ def rebuild(
     pointer.start_building(generation)
     runner = start_runner(event_store_url, read_model_url, generation)
     try:
-        view: LedgerViewMixin = runner.view
+        view: LedgerView = runner.view
         while True:
             head = runner.app.recorder.max_notification_id() or 0
             checkpoint = view.checkpoint()
@@ -375,3 +365,34 @@ def wait_until(predicate: Callable[[], bool], timeout_seconds: float) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+class GenerationReader:
+    """The live view generation, for a process that reads views it does not build
+    (a ``ReadModelSource`` like ``ProjectionWorkers``)."""
+
+    def __init__(self, read_model_url: str, ledger: Ledger) -> None:
+        self.read_model_url = read_model_url
+        self.ledger = ledger
+        self.pointer = GenerationPointer(read_model_url)
+        self._views: dict[int, LedgerView] = {}
+        self._generation = self.pointer.current
+        self._checked_at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def current(self) -> tuple[int, LedgerView]:
+        with self._lock:
+            if time.monotonic() - self._checked_at > POINTER_CHECK_SECONDS:
+                self._generation = self.pointer.current
+                self._checked_at = time.monotonic()
+            generation = self._generation
+            if generation not in self._views:
+                self._views[generation] = open_view(self.read_model_url, generation)
+            return generation, self._views[generation]
+
+    def read_model(self) -> ReadModel:
+        return self.current()[1]
+
+    def lag(self) -> Lag:
+        generation, view = self.current()
+        return measure_lag(self.ledger, view, generation)

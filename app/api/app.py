@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.api.controllers.accounts import AccountController
 from app.api.controllers.events import EventController
 from app.api.controllers.grants import GrantController
+from app.api.controllers.ledger import LedgerController
 from app.api.controllers.monitors import MonitorController
 from app.api.controllers.transfers import TransferController
 from app.api.controllers.webhooks import WebhookController
@@ -135,6 +136,7 @@ def create_app(
             EventController,
             WebhookController,
             MonitorController,
+            LedgerController,
             health,
             ready,
             metrics_endpoint,

@@ -81,6 +81,7 @@ API_CODES: Final = frozenset(
         "transfer_not_found",
         "unauthorized",
         "unknown_event_type",
+        "unknown_parameter",
         "validation_error",
         "webhook_not_found",
     }

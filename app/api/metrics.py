@@ -6,9 +6,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.application.read_model import Lag
 from app.persistence.faults import STORE_ERRORS
 from app.supervisor import WorkerState
-from projections.runner import Lag
 
 
 class LagCollector(Collector):

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from litestar import Litestar, Router
-from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -25,6 +24,7 @@ from pydantic import BaseModel
 
 from app.api import schemas
 from app.api.errors import API_CODES
+from app.compat import openapi_document, serve_openapi_document
 from app.domain import limits
 from app.domain.account import Account
 from app.domain.errors import all_error_codes
@@ -99,6 +99,11 @@ MODELS: Final[list[type[BaseModel]]] = [
     schemas.VoidPending,
     schemas.ReverseTransfer,
     schemas.EntryRead,
+    schemas.AccountUpdate,
+    schemas.HistoryRead,
+    schemas.HistoryPointRead,
+    schemas.TotalsRead,
+    schemas.UnitTotalsRead,
     schemas.Problem,
     schemas.Health,
     schemas.Readiness,
@@ -106,9 +111,11 @@ MODELS: Final[list[type[BaseModel]]] = [
 PAGES: Final[dict[str, type[BaseModel]]] = {
     "Page_EntryRead_": schemas.Page[schemas.EntryRead],
     "Page_TransferRead_": schemas.Page[schemas.TransferRead],
+    "Page_AccountRead_": schemas.Page[schemas.AccountRead],
 }
 ERROR_STATUSES: Final = {
-    "400": "Malformed JSON, cursor or query (code malformed_json, invalid_cursor, bad_request)",
+    "400": "Malformed JSON, cursor or query, or an unknown query parameter "
+    "(code malformed_json, invalid_cursor, bad_request, unknown_parameter)",
     "401": "No API key, or an unknown or revoked one (code unauthorized), or an expired one "
     "(code api_key_expired)",
     "403": "The key's scope does not allow this (code forbidden)",
@@ -246,8 +253,7 @@ def statement_kinds() -> list[str]:
 
 
 def refine(app: Litestar) -> None:
-    plugin = app.plugins.get(OpenAPIPlugin)
-    document = plugin.provide_openapi_schema()
+    document = openapi_document(app)
     components = document.setdefault("components", {}).setdefault("schemas", {})
     for name, model in [(m.__name__, m) for m in MODELS] + list(PAGES.items()):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -259,7 +265,7 @@ def refine(app: Litestar) -> None:
         for method, operation in operations.items():
             if isinstance(operation, dict):
                 _refine_operation(path, method, operation)
-    plugin._openapi_schema = document  # served as refined from now on
+    serve_openapi_document(app, document)  # served as refined from now on
 
 
 def _without_null(schema: dict[str, Any]) -> dict[str, Any]:

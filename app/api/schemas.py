@@ -6,12 +6,17 @@ from typing import Annotated, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from app.api.event_schemas import EventsReadiness
-from app.application.views import AccountView, TransferView
+from app.application.views import (
+    AccountView,
+    HistoryPoint,
+    LotRow,
+    StatementLine,
+    TransferView,
+    UnitTotals,
+)
 from app.domain import limits
 from app.domain.lots import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, Allocation
 from app.domain.times import TIME_PATTERN, TIME_TEXT_LENGTH_MAX
-from projections.lots import LotRow
-from projections.views import BalanceRow, EntryRow, TransferRow
 
 T = TypeVar("T")
 
@@ -76,10 +81,10 @@ class AccountRead(BaseModel):
     position: int = Field(description="The log position this answer reflects")
 
     @classmethod
-    def of(cls, row: BalanceRow | AccountView, position: int) -> "AccountRead":
-        """From a view row (reads) or the write side's view (answers to writes)."""
+    def of(cls, row: AccountView, position: int) -> "AccountRead":
+        """From the one account shape (write answers and reads alike)."""
         return cls(
-            id=row.account_id if isinstance(row, BalanceRow) else row.id,
+            id=row.id,
             unit=row.unit,
             status=row.status,  # type: ignore[arg-type]
             balance=row.balance,
@@ -160,7 +165,7 @@ class TransferRead(BaseModel):
     )
 
     @classmethod
-    def of(cls, transfer: TransferView | TransferRow, position: int) -> "TransferRead":
+    def of(cls, transfer: TransferView, position: int) -> "TransferRead":
         return cls(
             id=transfer.id,
             debit_account_id=transfer.debit_account_id,
@@ -170,7 +175,7 @@ class TransferRead(BaseModel):
             pending=transfer.pending,
             timeout_seconds=transfer.timeout_seconds,
             metadata=transfer.metadata,
-            status=transfer.status,  # type: ignore[arg-type]
+            status=transfer.status,
             amount_posted=transfer.amount_posted,
             recorded_at=transfer.recorded_at,
             expires_at=transfer.expires_at,
@@ -263,8 +268,13 @@ class LotPageRead(BaseModel):
 class EntryRead(BaseModel):
     position: int
     transfer_id: str
-    kind: str
+    kind: str = Field(description="The log's event type, e.g. Debited")
+    action: Literal[
+        "debit", "credit", "hold_placed", "hold_captured", "hold_released", "hold_expired"
+    ] = Field(description="What happened, in words a support person reads")
     amount: int
+    balance_change: int = Field(description="How this line moved the balance")
+    available_change: int = Field(description="How this line moved the available amount")
     counterparty_id: str | None
     balance: int
     available: int
@@ -279,12 +289,15 @@ class EntryRead(BaseModel):
     )
 
     @classmethod
-    def of(cls, row: EntryRow) -> "EntryRead":
+    def of(cls, row: StatementLine) -> "EntryRead":
         return cls(
             position=row.position,
             transfer_id=row.transfer_id,
             kind=row.kind,
+            action=row.action,
             amount=row.amount,
+            balance_change=row.balance_change,
+            available_change=row.available_change,
             counterparty_id=row.counterparty_id,
             balance=row.balance,
             available=row.available,
@@ -301,6 +314,75 @@ class EntryRead(BaseModel):
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None
+    position: int | None = Field(default=None, description="The log position this page reflects")
+
+
+class AccountUpdate(Strict):
+    """JSON Merge Patch of the metadata: a key set to null is removed."""
+
+    metadata: Annotated[
+        dict[
+            Annotated[StrictStr, Field(min_length=1, max_length=limits.METADATA_KEY_LENGTH_MAX)],
+            Annotated[StrictStr, Field(max_length=limits.METADATA_VALUE_LENGTH_MAX)] | None,
+        ],
+        Field(max_length=limits.METADATA_ENTRIES_MAX, examples=[{"plan": "pro", "trial": None}]),
+    ]
+
+
+class HistoryPointRead(BaseModel):
+    start: datetime
+    end: datetime
+    balance: int
+    available: int
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+    position: int = Field(description="The last event at or before the interval's end (0: none)")
+
+    @classmethod
+    def of(cls, point: HistoryPoint) -> "HistoryPointRead":
+        return cls(
+            start=point.start,
+            end=point.end,
+            balance=point.balance,
+            available=point.available,
+            debits_posted=point.debits_posted,
+            credits_posted=point.credits_posted,
+            debits_pending=point.debits_pending,
+            credits_pending=point.credits_pending,
+            position=point.position,
+        )
+
+
+class HistoryRead(BaseModel):
+    account_id: str
+    interval: Literal["hour", "day", "month"]
+    items: list[HistoryPointRead]
+    position: int
+
+
+class UnitTotalsRead(BaseModel):
+    unit: str
+    debits_posted: int
+    credits_posted: int
+    balance_sum: int = Field(description="Sum of every account's balance: always 0")
+    account_count: int
+
+    @classmethod
+    def of(cls, totals: UnitTotals) -> "UnitTotalsRead":
+        return cls(
+            unit=totals.unit,
+            debits_posted=totals.debits_posted,
+            credits_posted=totals.credits_posted,
+            balance_sum=totals.balance_sum,
+            account_count=totals.account_count,
+        )
+
+
+class TotalsRead(BaseModel):
+    units: list[UnitTotalsRead]
+    position: int
 
 
 class Health(BaseModel):

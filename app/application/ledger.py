@@ -16,7 +16,7 @@ fresh state, each within its own retry budget; the others are written at once.
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Generic, TypeVar, cast
@@ -235,6 +235,25 @@ class Ledger(Application[UUID]):
             account.close()
             view = AccountView.of(account, now=self.clock())
             if already_closed:
+                return lambda _: AccountOutcome(
+                    view, created=False, position=self._position_of(account.id, account.version)
+                )
+            return lambda written: AccountOutcome(view, created=False, position=written.commit)
+
+        return self._submit(Write(apply, account_ids=(account_id,)))
+
+    def update_account(
+        self, account_id: str, metadata_changes: Mapping[str, str | None]
+    ) -> AccountOutcome:
+        """Merge metadata changes into an account (None removes a key): one
+        ``Account.Updated`` event, or none when nothing would change."""
+        account_id = check_id(account_id, "account_id")
+
+        def apply(work: Workspace) -> Callable[[Written], AccountOutcome]:
+            account = work.account(account_id)
+            changed = account.update_metadata(metadata_changes)
+            view = AccountView.of(account, now=self.clock())
+            if not changed:
                 return lambda _: AccountOutcome(
                     view, created=False, position=self._position_of(account.id, account.version)
                 )

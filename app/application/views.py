@@ -1,11 +1,18 @@
-"""What the application hands out: plain, frozen values, never live aggregates."""
+"""What the application hands out: plain, frozen values, never live aggregates.
+
+One shape per concept: ``AccountView`` and ``TransferView`` are what write answers
+carry and what the read model returns alike (the read model fills ``position``; the
+write side fills ``version``). ``StatementLine``, ``HistoryPoint`` and ``UnitTotals``
+are the read model's other answers.
+"""
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from app.domain.account import Account, DerivedBalances
-from app.domain.lots import Allocation
+from app.domain.lots import Allocation, LotStatus
+from app.domain.statement import StatementAction
 from app.domain.transfer import Transfer, TransferStatus
 
 
@@ -21,11 +28,19 @@ class AccountView(DerivedBalances):
     credits_posted: int
     debits_pending: int
     credits_pending: int
-    version: int
+    # The stream version (write side) or None (read model, which has no streams).
+    version: int | None = None
+    # The log position this state reflects, when known.
     position: int | None = None
     # With credit lots, what is spendable now (effective, unexpired lots minus holds);
     # None when the account has no grant lots and ``available`` is the counters' figure.
     lots_available: int | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def account_id(self) -> str:
+        """The domain's name for ``id`` (the API and lists say ``id``)."""
+        return self.id
 
     @property
     def available(self) -> int:
@@ -75,6 +90,9 @@ class TransferView:
     reversed_by: str | None
     grant: dict[str, Any] | None = None
     allocations: tuple[Allocation, ...] = ()
+    # Read model only: where the transfer was recorded and last changed in the log.
+    position: int | None = None
+    updated_position: int | None = None
 
     @classmethod
     def of(cls, transfer: Transfer) -> "TransferView":
@@ -124,3 +142,77 @@ class BatchOutcome:
     """Per item, in request order: a TransferOutcome or the error that refused it."""
 
     results: list["TransferOutcome | Exception"] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StatementLine(DerivedBalances):
+    """One balance-changing event on one account, with the counters after it."""
+
+    account_id: str
+    position: int
+    transfer_id: str
+    kind: str  # the log's event type (e.g. ``Debited``), kept for API compatibility
+    action: StatementAction
+    amount: int
+    balance_change: int
+    available_change: int
+    counterparty_id: str | None
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+    recorded_at: datetime
+    metadata: dict[str, str]
+    allocations: tuple[Allocation, ...] = ()  # the lots this line moved, signed
+
+
+@dataclass(frozen=True)
+class HistoryPoint(DerivedBalances):
+    """An account at the end of one interval (the last event at or before its end)."""
+
+    start: datetime
+    end: datetime
+    position: int
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+
+
+@dataclass(frozen=True)
+class UnitTotals:
+    """One unit's books: the balances must sum to zero at every commit."""
+
+    unit: str
+    debits_posted: int
+    credits_posted: int
+    balance_sum: int
+    account_count: int
+
+
+# Credit lots, as the lots view (projections/lots.py) answers them.
+LotStatusFilter = Literal["live", "expired", "consumed", "all"]
+
+
+@dataclass(frozen=True)
+class LotRow:
+    account_id: str
+    grant_id: str
+    amount: int
+    remaining: int
+    reserved: int
+    breakage: int
+    expires_at: datetime | None
+    effective_at: datetime
+    priority: int
+    category: str
+    status: LotStatus
+    granted_position: int
+    granted_at: datetime
+    position: int  # of the newest change the answer reflects
+
+
+@dataclass(frozen=True)
+class LotPage:
+    items: list[LotRow]
+    next_after: int | None  # the cursor: the last granted position read

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from app.application.ledger import Ledger
+from app.application.read_model import PAGE_SIZE_MAX, ReadModel
 from app.audit.log import LOG_PAGE_SIZE, Instant, InstantWindow, read_log
 from app.audit.lots import LotAudit
 from app.audit.replay import ReplayedAccount, Replayer
 from app.domain.account import Account
 from app.domain.chain import GENESIS, expected_chain
 from app.domain.transfer import Transfer
-from projections.views import PAGE_SIZE_MAX, LedgerViewMixin
 
 VIOLATIONS_KEPT_MAX: Final = 1000
 PROJECTION_WAIT_SECONDS: Final = 30.0
@@ -101,7 +101,7 @@ class Auditor:
         self,
         ledger: Ledger,
         instant: Instant,
-        view: LedgerViewMixin | None = None,
+        view: ReadModel | None = None,
     ) -> None:
         self.ledger = ledger
         self.instant = instant
@@ -368,7 +368,7 @@ class Auditor:
                         Violation("unit_not_balanced", unit, f"balances sum to {total} {label}")
                     )
 
-    def _check_projections(self, view: LedgerViewMixin) -> None:
+    def _check_projections(self, view: ReadModel) -> None:
         head = self.ledger.recorder.max_notification_id() or 0
         if not view.wait_for(head, PROJECTION_WAIT_SECONDS):
             self.report.add(
@@ -382,17 +382,15 @@ class Auditor:
         if self.instant.position is not None or self.instant.moment is not None:
             self._compare_instant(view)
 
-    def _compare_balances(self, view: LedgerViewMixin) -> None:
+    def _compare_balances(self, view: ReadModel) -> None:
         replayed = {account.id: account for account in self.full.accounts.values()}
         seen: set[str] = set()
         for row in view.all_balances():
-            seen.add(row.account_id)
-            account = replayed.get(row.account_id)
+            seen.add(row.id)
+            account = replayed.get(row.id)
             if account is None:
                 self.report.add(
-                    Violation(
-                        "projection_extra_account", row.account_id, "in the view, not in the log"
-                    )
+                    Violation("projection_extra_account", row.id, "in the view, not in the log")
                 )
                 continue
             _compare_counters(self.report, "projection_balance_mismatch", account, row)
@@ -401,7 +399,7 @@ class Auditor:
                 Violation("projection_missing_account", missing, "in the log, not in the view")
             )
 
-    def _compare_entries(self, view: LedgerViewMixin) -> None:
+    def _compare_entries(self, view: ReadModel) -> None:
         projected = view.entry_counts()
         for account_id in sorted(set(projected) | set(self.entry_counts)):
             expected, actual = self.entry_counts.get(account_id, 0), projected.get(account_id, 0)
@@ -414,7 +412,7 @@ class Auditor:
                     )
                 )
 
-    def _compare_transfers(self, view: LedgerViewMixin) -> None:
+    def _compare_transfers(self, view: ReadModel) -> None:
         """Walk the view's transfers index and the scratch table in id order together."""
         after = ""
         while True:
@@ -462,7 +460,7 @@ class Auditor:
                 )
             )
 
-    def _compare_instant(self, view: LedgerViewMixin) -> None:
+    def _compare_instant(self, view: ReadModel) -> None:
         for account in self.at_instant.accounts.values():
             if self.instant.position is not None:
                 # The instant's commit may end after the position asked for.

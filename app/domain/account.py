@@ -4,7 +4,7 @@ Commands validate and then trigger events; the events' ``apply`` only mutates, s
 replaying the stream never re-runs a check (the checks held when the event was written).
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -27,7 +27,7 @@ from app.domain.lots import (
     LotTerms,
     Settlement,
 )
-from app.domain.values import account_uuid
+from app.domain.values import account_uuid, check_metadata
 
 AccountStatus = Literal["open", "closed"]
 # What the account is to the operator's books (used by the accounting exports).
@@ -105,6 +105,14 @@ class Account(DerivedBalances, ChainedAggregate):
     class Closed(ChainedEvent):
         def apply(self, aggregate: Any) -> None:
             aggregate.status = "closed"
+
+    class Updated(ChainedEvent):
+        """The account's metadata, as it stands after an update (its whole new value)."""
+
+        metadata: dict[str, str]
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.metadata = dict(self.metadata)
 
     class BalanceChanged(ChainedEvent):
         """Base of every event that moves money on this account: it names its transfer."""
@@ -319,6 +327,18 @@ class Account(DerivedBalances, ChainedAggregate):
                 account_id=self.account_id,
             )
         self.trigger_event(self.Closed)
+
+    def update_metadata(self, changes: Mapping[str, str | None]) -> bool:
+        """Merge ``changes`` into the metadata (None removes a key, JSON Merge Patch);
+        False when nothing would change (no event)."""
+        merged = {**self.metadata, **{k: v for k, v in changes.items() if v is not None}}
+        for key in [k for k, v in changes.items() if v is None]:
+            merged.pop(key, None)
+        merged = check_metadata(merged)  # the merged whole must still be within limits
+        if merged == self.metadata:
+            return False
+        self.trigger_event(self.Updated, metadata=merged)
+        return True
 
     def available_at(self, now: datetime) -> int:
         """``available`` as spending sees it: only lots effective and unexpired at ``now``."""

@@ -221,3 +221,26 @@ class WriteTimeoutError(LedgerError):
 
     code = "write_timeout"
     kind = "unavailable"
+
+
+class PositionOutOfRangeError(ValidationError):
+    """A read asked for a log position the log has not reached."""
+
+    code = "position_out_of_range"
+
+
+class PositionNotReachedError(LedgerError):
+    """The views did not reach the asked position within the read's bounded wait."""
+
+    code = "position_not_reached"
+    kind = "conflict"
+
+
+class AsOfInFutureError(ValidationError):
+    code = "as_of_in_future"
+
+
+class ConflictingParametersError(ValidationError):
+    """Parameters that exclude each other were given together (as_of and at_position)."""
+
+    code = "conflicting_parameters"

@@ -13,7 +13,8 @@ from typing import Any, Final
 from eventsourcing.application import AggregateNotFoundError
 
 from app.api.services import Services
-from app.application.views import TransferView
+from app.application.read_model import TransferFilter
+from app.application.views import LotRow, TransferView
 from app.domain.errors import TransferNotFoundError
 from app.domain.transfer import Transfer
 from app.domain.values import account_uuid, transfer_uuid
@@ -27,7 +28,6 @@ from app.explorer.pages import (
     status_history,
 )
 from app.persistence.last_audit import LastAudit, LastAuditFile
-from projections.lots import LotRow
 from projections.runner import Lag
 from projections.views import BalanceRow, EntryRow, TransferRow
 
@@ -173,8 +173,10 @@ class ExplorerReads:
         except TransferNotFoundError:
             return None
 
-    def side_after(self, account_id: str, position: int) -> BalanceRow | None:
+    def side_after(self, account_id: str, position: int | None) -> BalanceRow | None:
         """An account as it stood once the commit at ``position`` was applied."""
+        if position is None:
+            return None
         view = self.services.view()
         return view.balance_at_position(account_id, view.commit_end(position))
 
@@ -190,7 +192,7 @@ class ExplorerReads:
         return status_history(event for event in events if isinstance(event, Transfer.Event))
 
     def recent_transfers(self) -> list[TransferRow]:
-        return self.services.view().transfers(limit=RECENT_TRANSFERS_SHOWN)
+        return self.services.view().transfers(TransferFilter(limit=RECENT_TRANSFERS_SHOWN))
 
     def totals(self) -> list[UnitTotal]:
         sums: dict[str, list[int]] = {}

@@ -13,6 +13,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
+from app.compat import popo_position
+
 EXISTENCE_CHUNK_SIZE: Final = 500
 
 
@@ -22,9 +24,7 @@ def recorded_position(recorder: ApplicationRecorder, originator_id: UUID, versio
     if isinstance(recorder, PostgresApplicationRecorder):
         return _postgres_position(recorder, originator_id, version)
     if isinstance(recorder, POPOApplicationRecorder):
-        with recorder._database_lock:  # the in-memory store has no query API
-            index = recorder._stored_events_index[str(originator_id)]
-            return index[version] + 1
+        return popo_position(recorder, str(originator_id), version)
     lookup = getattr(recorder, "recorded_position", None)
     if lookup is None:
         raise NotImplementedError(f"no position lookup for {type(recorder).__name__}")

@@ -14,7 +14,7 @@ from typing import Any, Final
 from eventsourcing.persistence import ApplicationRecorder, ListenNotifySubscription, Subscription
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from app.compat import ExecutemanySQLiteRecorder
+from app.compat import ExecutemanySQLiteRecorder, set_pull_batch_size
 
 POLL_INTERVAL_SECONDS: Final = 0.02
 PULL_BATCH_SIZE: Final = 1000
@@ -31,7 +31,7 @@ class SQLitePollingSubscription(ListenNotifySubscription[SQLiteApplicationRecord
         self._stopping = Event()
         self._poll_interval_seconds = poll_interval_seconds
         super().__init__(recorder=recorder, gt=gt, topics=topics)
-        self._select_limit = PULL_BATCH_SIZE
+        set_pull_batch_size(self, PULL_BATCH_SIZE)
         self._poll_thread = Thread(target=self._wake_periodically, daemon=True)
         self._poll_thread.start()
 

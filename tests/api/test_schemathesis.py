@@ -49,9 +49,12 @@ TRANSFER_IDS: Final = ["seed:posted", "seed:hold", "seed:hold:2", "seed:refundab
 
 OPERATIONS: Final = [
     "POST /v1/accounts",
+    "GET /v1/accounts",
     "GET /v1/accounts/{account_id}",
+    "PATCH /v1/accounts/{account_id}",
     "GET /v1/accounts/{account_id}/entries",
     "GET /v1/accounts/{account_id}/grants",
+    "GET /v1/accounts/{account_id}/history",
     "POST /v1/accounts/{account_id}/close",
     "POST /v1/transfers",
     "POST /v1/transfers/batch",
@@ -60,6 +63,7 @@ OPERATIONS: Final = [
     "POST /v1/transfers/{transfer_id}/post",
     "POST /v1/transfers/{transfer_id}/void",
     "POST /v1/transfers/{transfer_id}/reverse",
+    "GET /v1/ledger/totals",
     "GET /v1/health",
     "GET /v1/ready",
     "GET /v1/events",

@@ -484,6 +484,7 @@ def assert_read_sees(view: LedgerViewMixin, ledger: Ledger, written: Written) ->
             expected.debits_pending,
             expected.credits_pending,
         ), (account_id, written)
+        assert row.position is not None
         assert row.position <= written.position
     if written.transfer_id is not None:
         transfer = view.transfer(written.transfer_id)
@@ -706,7 +707,7 @@ def keep_reading(
         phase = state.phase
         try:
             generation, view = workers.generation, workers.view
-            rows = {row.account_id: row for row in view.all_balances()}
+            rows = {row.id: row for row in view.all_balances()}
             missing = [account for account in accounts if account not in rows]
             assert not missing, f"generation {generation} lacks {missing[:3]}"
             checkpoint = view.checkpoint()

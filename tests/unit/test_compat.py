@@ -1,14 +1,123 @@
-"""One test per seam of app/compat.py: each fails loudly if a library upgrade moves it."""
+"""One test per library seam in app/compat.py: each fails loudly when an upgrade of
+eventsourcing or Litestar moves or changes the private part the seam relies on."""
 
+import inspect
+import sqlite3
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from eventsourcing.persistence import StoredEvent
+import pytest
+from eventsourcing.persistence import (
+    IntegrityError,
+    ListenNotifySubscription,
+    StoredEvent,
+    Tracking,
+)
+from eventsourcing.popo import POPOApplicationRecorder
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
+from litestar import Litestar, get
+from litestar.testing import TestClient
 
-from app.compat import ExecutemanySQLiteRecorder, postgres_connection_kwargs
+from app.application.commands import OpenAccount
+from app.application.ledger import Ledger
+from app.compat import (
+    ExecutemanySQLiteRecorder,
+    insert_tracking,
+    on_new_sqlite_connections,
+    openapi_document,
+    popo_position,
+    postgres_connection_kwargs,
+    serve_openapi_document,
+    set_pull_batch_size,
+)
+from app.domain.values import account_uuid
+from app.persistence.sqlite_subscription import SubscribableSQLiteApplicationRecorder
+from app.persistence.stores import sqlite_env, sqlite_url
+from projections.runner import open_view
+
+SYNCHRONOUS_NORMAL = 1
+
+
+def test_setup_runs_on_sqlite_connections_already_open_and_opened_later(tmp_path: Path) -> None:
+    datastore = SQLiteDatastore(str(tmp_path / "seam.sqlite"))
+    seen: list[sqlite3.Connection] = []
+    with datastore.transaction(commit=False):
+        pass  # opens one connection before the hook is installed
+    on_new_sqlite_connections(datastore, seen.append)
+    assert len(seen) >= 1, "the connection already in the pool was set up"
+    opened_before = len(seen)
+    pool: Any = datastore.pool
+    created = pool._create_connection()  # what the pool calls for a new connection
+    assert len(seen) == opened_before + 1
+    assert all(isinstance(connection, sqlite3.Connection) for connection in seen)
+    created.close()
+    datastore.close()
+
+
+def test_view_connections_run_with_relaxed_durability(tmp_path: Path) -> None:
+    view: Any = open_view(sqlite_url(tmp_path / "views.sqlite"), 1)
+    with view.datastore.transaction(commit=False) as cursor:
+        cursor.execute("PRAGMA synchronous")
+        assert cursor.fetchone()[0] == SYNCHRONOUS_NORMAL
+    view.datastore.close()
+
+
+def test_the_tracking_insert_refuses_a_position_not_above_the_stored_one(tmp_path: Path) -> None:
+    view: Any = open_view(sqlite_url(tmp_path / "views.sqlite"), 1)
+    with view.datastore.transaction(commit=True) as cursor:
+        insert_tracking(view, cursor, Tracking("ledger", 5))
+    assert view.max_tracking_id("ledger") == 5
+    with pytest.raises(IntegrityError), view.datastore.transaction(commit=True) as cursor:
+        insert_tracking(view, cursor, Tracking("ledger", 5))
+    assert view.max_tracking_id("ledger") == 5
+    view.datastore.close()
+
+
+def test_the_pull_batch_size_is_the_subscriptions_select_limit(tmp_path: Path) -> None:
+    assert "self._select_limit" in inspect.getsource(ListenNotifySubscription), (
+        "ListenNotifySubscription no longer pulls _select_limit rows per query"
+    )
+    env = sqlite_env(str(tmp_path / "events.sqlite"))
+    with Ledger(env) as ledger:
+        recorder = ledger.recorder
+        assert isinstance(recorder, SubscribableSQLiteApplicationRecorder)
+        for number in range(5):
+            ledger.open_account(OpenAccount(f"a{number}", "CREDITS"))
+        with recorder.subscribe(gt=0) as subscription:
+            assert isinstance(subscription, ListenNotifySubscription)
+            set_pull_batch_size(subscription, 2)
+            assert subscription._select_limit == 2
+            positions = [next(subscription).id for _ in range(5)]
+    assert positions == sorted(positions)
+    assert len(set(positions)) == 5
+
+
+def test_the_in_memory_store_tells_where_an_event_sits() -> None:
+    with Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}) as ledger:
+        assert isinstance(ledger.recorder, POPOApplicationRecorder)
+        first = ledger.open_account(OpenAccount("a", "CREDITS"))
+        second = ledger.open_account(OpenAccount("b", "CREDITS"))
+        assert popo_position(ledger.recorder, str(account_uuid("a")), 0) == first.position
+        assert popo_position(ledger.recorder, str(account_uuid("b")), 0) == second.position
+        with pytest.raises(KeyError):
+            popo_position(ledger.recorder, str(uuid4()), 0)
+
+
+def test_a_refined_openapi_document_is_the_one_served() -> None:
+    @get("/ping", sync_to_thread=False)
+    def ping() -> str:
+        return "pong"
+
+    app = Litestar([ping])
+    document = openapi_document(app)
+    assert "/ping" in document["paths"]
+    document["info"]["description"] = "refined"
+    serve_openapi_document(app, document)
+    with TestClient(app=app) as client:
+        served = client.get("/schema/openapi.json").json()
+    assert served["info"]["description"] == "refined"
 
 
 def test_the_postgres_pool_exposes_the_kwargs_of_its_future_connections() -> None:

@@ -580,6 +580,8 @@ class LedgerMachine(RuleBasedStateMachine):
             previous = before.accounts[account_id]
             if previous is not None and view is not None:
                 touched = trial.accounts[account_id] != old.accounts[account_id]
+                assert view.version is not None  # a stream read knows its version
+                assert previous.version is not None
                 assert (view.version > previous.version) == touched, f"{account_id} version"
                 assert view.version >= previous.version
         self.head_before, self.head_after = before.head, after.head
@@ -914,6 +916,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert view is not None, f"{account_id} is missing from the ledger"
             assert_account_matches(view, expected)
             # Invariant 2: the cached account equals a from-scratch fold of its stream.
+            assert view.version is not None
             assert self.ledger.get_account_at_version(account_id, view.version) == view
             # Invariant 3: nothing below its floor.
             if not view.allow_negative:

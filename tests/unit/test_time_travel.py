@@ -259,6 +259,7 @@ def check_at_position(
         row, None if last is None else oracle.at_version(account_id, last.version), where
     )
     if row is not None and last is not None:
+        assert row.position is not None, where
         assert last.position <= row.position <= position, where
 
 

@@ -1,30 +1,56 @@
-"""Accounts: open, read (now, as of a time, at a position), statement, close."""
+"""Accounts: open, list and search, read (now, as of a time, at a position), update
+metadata, statement, balance history, close. Controllers translate HTTP to the query
+service and the ledger and back; the read policy lives in ``app.application.queries``."""
 
-from typing import Annotated
+from typing import Annotated, Final, Literal
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
 from app.api.auth import requires
-from app.api.errors import ApiError
-from app.api.pagination import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, decode_cursor, next_cursor
+from app.api.consistency import (
+    METADATA_FILTERS_OPT,
+    MinPositionHeader,
+    Position,
+    metadata_filters,
+    min_position_of,
+    refuse_unknown_parameters,
+    stamp_position,
+)
+from app.api.pagination import (
+    PAGE_LIMIT_DEFAULT,
+    PAGE_LIMIT_MAX,
+    decode_cursor,
+    decode_key_cursor,
+    encode_key_cursor,
+    next_cursor,
+)
 from app.api.params import TimeQuery, utc_instant
-from app.api.schemas import AccountCreate, AccountRead, EntryRead, Page
+from app.api.schemas import (
+    AccountCreate,
+    AccountRead,
+    AccountUpdate,
+    EntryRead,
+    HistoryPointRead,
+    HistoryRead,
+    Page,
+    Unit,
+)
 from app.api.services import Services
 from app.application.commands import OpenAccount
-from app.domain.values import check_id
+from app.application.read_model import AccountFilter
+from app.domain import limits
+from app.domain.errors import ValidationError
 
-Position = Annotated[int | None, Parameter(ge=0, le=2**63 - 1, required=False)]
-
-
-def not_found(account_id: str) -> ApiError:
-    return ApiError(404, "account_not_found", f"account {account_id} does not exist (yet)")
+AFTER_ID: Final = "after_id"
 
 
 class AccountController(Controller):
     path = "/v1/accounts"
     tags = ["accounts"]  # noqa: RUF012
+    before_request = refuse_unknown_parameters  # type: ignore[assignment]
+    after_request = stamp_position  # type: ignore[assignment]
 
     @post(
         "/",
@@ -45,10 +71,51 @@ class AccountController(Controller):
         )
 
     @get(
+        "/",
+        guards=[requires("read")],
+        sync_to_thread=True,
+        summary="List and search accounts, ordered by id",
+        opt={METADATA_FILTERS_OPT: True},
+    )
+    def list(
+        self,
+        request: Request,  # type: ignore[type-arg]
+        services: NamedDependency[Services],
+        prefix: Annotated[
+            str | None, Parameter(required=False, max_length=limits.ID_LENGTH_MAX)
+        ] = None,
+        unit: Annotated[Unit | None, Parameter(required=False)] = None,
+        status: Annotated[Literal["open", "closed"] | None, Parameter(required=False)] = None,
+        cursor: Annotated[str | None, Parameter(required=False, max_length=400)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
+        min_position: Position = None,
+        min_position_header: MinPositionHeader = None,
+    ) -> Page[AccountRead]:
+        query = AccountFilter(
+            prefix=prefix,
+            unit=unit,
+            status=status,
+            metadata=metadata_filters(request),
+            after_id=decode_key_cursor(cursor, AFTER_ID, str),
+            limit=limit,
+        )
+        answer = services.queries.accounts(
+            query, min_position=min_position_of(min_position, min_position_header)
+        )
+        accounts = answer.value
+        return Page[AccountRead](
+            items=[AccountRead.of(account, answer.position) for account in accounts],
+            next_cursor=(
+                encode_key_cursor(AFTER_ID, accounts[-1].id) if len(accounts) == limit else None
+            ),
+            position=answer.position,
+        )
+
+    @get(
         "/{account_id:str}",
         guards=[requires("read")],
         sync_to_thread=True,
-        summary="Balances now, as of a time, or at a log position",
+        summary="Balances now (from the account's stream), as of a time, or at a position",
         operation_id="getAccount",
     )
     def read(
@@ -58,37 +125,28 @@ class AccountController(Controller):
         as_of: TimeQuery = None,
         at_position: Position = None,
         min_position: Position = None,
+        min_position_header: MinPositionHeader = None,
     ) -> AccountRead:
-        check_id(account_id, "account_id")
-        if as_of is not None and at_position is not None:
-            raise ApiError(422, "conflicting_parameters", "use as_of or at_position, not both")
-        if at_position is not None:
-            # A position inside a command's commit answers as of that commit's end: the
-            # books balance between commits, never halfway through one. The whole commit
-            # is in the log already, so the views are awaited up to the log's head.
-            services.reach(at_position)  # refuses a position beyond the head
-            view = services.reach(services.head())
-            position = view.commit_end(at_position)
-            row = view.balance_at_position(account_id, position)
-            if row is None:
-                raise not_found(account_id)
-            return AccountRead.of(row, position)
-        moment = utc_instant(as_of, "as_of")
-        if moment is not None:
-            if moment > services.now():
-                raise ApiError(422, "as_of_in_future", "as_of must not be in the future")
-            # Every event recorded up to as_of is at or before today's head.
-            view = services.reach(max(services.head(), min_position or 0))
-            row = view.balance_as_of(account_id, moment)
-            if row is None:
-                raise not_found(account_id)
-            return AccountRead.of(row, row.position)
-        view = services.reach(min_position)
-        checkpoint = view.checkpoint()
-        row = view.balance(account_id)
-        if row is None:
-            raise not_found(account_id)
-        return AccountRead.of(row, max(checkpoint, row.position))
+        account = services.queries.account(
+            account_id,
+            as_of=utc_instant(as_of, "as_of"),
+            at_position=at_position,
+            min_position=min_position_of(min_position, min_position_header),
+        )
+        assert account.position is not None, "every read says its position"
+        return AccountRead.of(account, account.position)
+
+    @patch(
+        "/{account_id:str}",
+        guards=[requires("write")],
+        sync_to_thread=True,
+        summary="Update an account's metadata (JSON Merge Patch: null removes a key)",
+    )
+    def update(
+        self, account_id: FromPath[str], data: AccountUpdate, services: NamedDependency[Services]
+    ) -> AccountRead:
+        outcome = services.ledger.update_account(account_id, data.metadata)
+        return AccountRead.of(outcome.account, outcome.position)
 
     @get(
         "/{account_id:str}/entries",
@@ -106,22 +164,53 @@ class AccountController(Controller):
         since: TimeQuery = None,
         until: TimeQuery = None,
         min_position: Position = None,
+        min_position_header: MinPositionHeader = None,
     ) -> Page[EntryRead]:
-        check_id(account_id, "account_id")
-        since_moment, until_moment = utc_instant(since, "since"), utc_instant(until, "until")
-        view = services.reach(min_position)
-        if view.balance(account_id) is None:
-            raise not_found(account_id)
-        rows = view.entries(
+        answer = services.queries.statement(
             account_id,
             before_position=decode_cursor(cursor),
-            since=since_moment,
-            until=until_moment,
+            since=utc_instant(since, "since"),
+            until=utc_instant(until, "until"),
             limit=limit,
+            min_position=min_position_of(min_position, min_position_header),
         )
         return Page[EntryRead](
-            items=[EntryRead.of(row) for row in rows],
-            next_cursor=next_cursor([row.position for row in rows], limit),
+            items=[EntryRead.of(line) for line in answer.value],
+            next_cursor=next_cursor([line.position for line in answer.value], limit),
+            position=answer.position,
+        )
+
+    @get(
+        "/{account_id:str}/history",
+        guards=[requires("read")],
+        sync_to_thread=True,
+        summary="The balance at the end of each hour, day or month",
+    )
+    def history(
+        self,
+        account_id: FromPath[str],
+        services: NamedDependency[Services],
+        since: TimeQuery = None,
+        until: TimeQuery = None,
+        interval: Literal["hour", "day", "month"] = "day",
+        min_position: Position = None,
+        min_position_header: MinPositionHeader = None,
+    ) -> HistoryRead:
+        start = utc_instant(since, "since")
+        if start is None:
+            raise ValidationError("since is required", field="since")
+        answer = services.queries.history(
+            account_id,
+            interval=interval,
+            since=start,
+            until=utc_instant(until, "until") or services.queries.clock(),
+            min_position=min_position_of(min_position, min_position_header),
+        )
+        return HistoryRead(
+            account_id=account_id,
+            interval=interval,
+            items=[HistoryPointRead.of(point) for point in answer.value],
+            position=answer.position,
         )
 
     @post(

@@ -64,6 +64,9 @@ class GrantController(Controller):
         )
         if account is None:
             raise ApiError(404, "account_not_found", f"account {account_id} does not exist (yet)")
+        # The views always say when and where an account row stands.
+        assert account.position is not None
+        assert account.updated_at is not None
         if moment is not None:
             at, answered = moment, account.position
         elif position is not None:

@@ -1,15 +1,31 @@
 """Transfers: record (one or a batch), read, list, and the two-phase and refund verbs."""
 
-from typing import Annotated
+from typing import Annotated, Final, Literal
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
 from app.api.auth import requires
-from app.api.errors import ApiError, ledger_error_body, status_of
+from app.api.consistency import (
+    METADATA_FILTERS_OPT,
+    MinPositionHeader,
+    Position,
+    metadata_filters,
+    min_position_of,
+    refuse_unknown_parameters,
+    stamp_position,
+)
+from app.api.errors import ledger_error_body, status_of
 from app.api.metrics import Metrics
-from app.api.pagination import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, decode_cursor, next_cursor
+from app.api.pagination import (
+    PAGE_LIMIT_DEFAULT,
+    PAGE_LIMIT_MAX,
+    decode_cursor,
+    decode_key_cursor,
+    encode_key_cursor,
+)
+from app.api.params import TimeQuery, utc_instant
 from app.api.schemas import (
     BatchCreate,
     BatchItemResult,
@@ -25,12 +41,14 @@ from app.api.schemas import (
 )
 from app.api.services import Services
 from app.application.commands import GrantTerms, RecordTransfer
+from app.application.read_model import TransferFilter
 from app.application.views import TransferOutcome
+from app.domain import limits
 from app.domain.errors import LedgerError
 from app.domain.times import parse_time
-from app.domain.values import check_id
 
-Position = Annotated[int | None, Parameter(ge=0, le=2**63 - 1, required=False)]
+# Descending pages continue before a position, ascending ones after it.
+CURSOR_KEYS: Final = {"desc": "before", "asc": "after"}
 
 
 def command_of(data: TransferCreate) -> RecordTransfer:
@@ -60,6 +78,8 @@ def transfer_response(outcome: TransferOutcome) -> Response[TransferRead]:
 class TransferController(Controller):
     path = "/v1/transfers"
     tags = ["transfers"]  # noqa: RUF012
+    before_request = refuse_unknown_parameters  # type: ignore[assignment]
+    after_request = stamp_position  # type: ignore[assignment]
 
     @post(
         "/",
@@ -130,36 +150,62 @@ class TransferController(Controller):
         transfer_id: FromPath[str],
         services: NamedDependency[Services],
         min_position: Position = None,
+        min_position_header: MinPositionHeader = None,
     ) -> TransferRead:
-        check_id(transfer_id, "transfer_id")
-        row = services.reach(min_position).transfer(transfer_id)
-        if row is None:
-            raise ApiError(404, "transfer_not_found", f"transfer {transfer_id} does not exist")
-        return TransferRead.of(row, row.position)
+        transfer = services.queries.transfer(
+            transfer_id, min_position=min_position_of(min_position, min_position_header)
+        )
+        assert transfer.position is not None, "the views know where a transfer was recorded"
+        return TransferRead.of(transfer, transfer.position)
 
     @get(
         "/",
         guards=[requires("read")],
         sync_to_thread=True,
-        summary="Transfers, newest first, optionally of one account",
+        summary="Transfers in log order (newest first by default), filtered",
+        opt={METADATA_FILTERS_OPT: True},
         operation_id="listTransfers",
     )
     def list(
         self,
+        request: Request,  # type: ignore[type-arg]
         services: NamedDependency[Services],
-        account_id: Annotated[str | None, Parameter(required=False, max_length=128)] = None,
+        account_id: Annotated[
+            str | None, Parameter(required=False, max_length=limits.ID_LENGTH_MAX)
+        ] = None,
+        status: Annotated[
+            Literal["posted", "pending", "voided", "expired"] | None, Parameter(required=False)
+        ] = None,
+        since: TimeQuery = None,
+        until: TimeQuery = None,
+        order: Literal["asc", "desc"] = "desc",
         cursor: Annotated[str | None, Parameter(required=False, max_length=200)] = None,
         limit: Annotated[int, Parameter(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
         min_position: Position = None,
+        min_position_header: MinPositionHeader = None,
     ) -> Page[TransferRead]:
-        if account_id is not None:
-            check_id(account_id, "account_id")
-        rows = services.reach(min_position).transfers(
-            account_id=account_id, before_position=decode_cursor(cursor), limit=limit
+        key = CURSOR_KEYS[order]
+        after_or_before = (
+            decode_cursor(cursor) if key == "before" else decode_key_cursor(cursor, key, int)
         )
+        query = TransferFilter(
+            account_id=account_id,
+            status=status,
+            since=utc_instant(since, "since"),
+            until=utc_instant(until, "until"),
+            metadata=metadata_filters(request),
+            order=order,
+            cursor=after_or_before,
+            limit=limit,
+        )
+        answer = services.queries.transfers(
+            query, min_position=min_position_of(min_position, min_position_header)
+        )
+        positions = [t.position for t in answer.value if t.position is not None]
         return Page[TransferRead](
-            items=[TransferRead.of(row, row.position) for row in rows],
-            next_cursor=next_cursor([row.position for row in rows], limit),
+            items=[TransferRead.of(t, t.position or answer.position) for t in answer.value],
+            next_cursor=encode_key_cursor(key, positions[-1]) if len(positions) == limit else None,
+            position=answer.position,
         )
 
     @post(

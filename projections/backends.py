@@ -1,0 +1,76 @@
+"""The read model on each backend: the library's tracking recorder (the checkpoint,
+exactly-once) with our projection and reader mixed in, in SQLite or PostgreSQL."""
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+from psycopg.sql import SQL, Identifier
+
+from app.compat import insert_tracking, on_new_sqlite_connections
+from projections.projection import RowWriter
+from projections.reader import RowReader
+from projections.schema import SCHEMA, Cursor, table_names
+
+
+class LedgerView(RowWriter, RowReader):
+    """What both backends share: the projection's writes and the reader's queries."""
+
+
+def _relaxed_durability(connection: Any) -> None:
+    """Views need no fsync per commit: they are disposable and rebuildable, and in WAL
+    mode ``synchronous=NORMAL`` still survives any process crash; only a power loss can
+    drop the newest commits, and their tracking records go with them, so exactly-once
+    holds. (The event store keeps the library's full durability.)"""
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+class SQLiteLedgerView(LedgerView, SQLiteTrackingRecorder):
+    """The views in one SQLite file (one file per view generation: decision 0006)."""
+
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        self._names = table_names()
+        super().__init__(datastore, **kwargs)
+        on_new_sqlite_connections(datastore, _relaxed_durability)
+
+    def construct_create_table_statements(self) -> list[str]:
+        statements = super().construct_create_table_statements()
+        return statements + [statement.format(**self._names) for statement in SCHEMA]
+
+    def _transaction(self, *, commit: bool) -> AbstractContextManager[Cursor]:
+        return self.datastore.transaction(commit=commit)
+
+    def _sql(self, statement: str) -> str:
+        return statement.format(**self._names)
+
+    def _insert_tracking_in(self, cursor: Cursor, tracking: Tracking) -> None:
+        insert_tracking(self, cursor, tracking)
+
+
+class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
+    """The views in one PostgreSQL schema (one schema per view generation)."""
+
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        schema = self.datastore.schema
+        self._names = {
+            key: f'"{schema}"."{value}"' if not key.endswith("_index") else f'"{value}"'
+            for key, value in table_names().items()
+        }
+        self.sql_create_statements.insert(
+            0, SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(schema))
+        )
+        self.sql_create_statements.extend(
+            SQL(statement.format(**self._names)).format() for statement in SCHEMA
+        )
+
+    def _transaction(self, *, commit: bool) -> AbstractContextManager[Cursor]:
+        return self.datastore.transaction(commit=commit)
+
+    def _sql(self, statement: str) -> Any:
+        return SQL(statement.format(**self._names).replace("?", "%s"))
+
+    def _insert_tracking_in(self, cursor: Cursor, tracking: Tracking) -> None:
+        insert_tracking(self, cursor, tracking)

@@ -1,0 +1,471 @@
+"""The reader: the read-model port's queries, in SQL over the views' tables."""
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from app.application.read_model import (
+    PAGE_SIZE_MAX,
+    AccountFilter,
+    Interval,
+    TransferFilter,
+    interval_bounds,
+)
+from app.application.views import (
+    AccountView,
+    HistoryPoint,
+    LotPage,
+    LotStatusFilter,
+    StatementLine,
+    TransferView,
+    UnitTotals,
+)
+from app.domain.account import BalanceDelta
+from app.domain.lots import Allocation
+from app.domain.statement import statement_action
+from projections.lots import account_lots, due_grant_expiries, unspendable_free
+from projections.schema import APPLICATION_NAME, SqlAccess, parse_timestamp, timestamp_text
+
+WAIT_POLL_SECONDS_MIN: Final = 0.002
+WAIT_POLL_SECONDS_MAX: Final = 0.05
+# A metadata filter joins one lookup per pair; more pairs than this is not a search.
+METADATA_FILTERS_MAX: Final = 8
+
+_ZERO_COUNTERS: Final = {
+    "debits_posted": 0,
+    "credits_posted": 0,
+    "debits_pending": 0,
+    "credits_pending": 0,
+}
+
+
+class RowReader(SqlAccess):
+    """Answers the read-model port (``app.application.read_model.ReadModel``)."""
+
+    if TYPE_CHECKING:  # provided by the library's tracking recorder we are mixed into
+
+        def max_tracking_id(self, application_name: str) -> int | None: ...
+
+    # Positions -------------------------------------------------------------------------
+
+    def checkpoint(self) -> int:
+        return self.max_tracking_id(APPLICATION_NAME) or 0
+
+    def wait_for(self, position: int, timeout_seconds: float) -> bool:
+        """Block until the view has applied ``position`` (True) or the timeout (False)."""
+        deadline = time.monotonic() + timeout_seconds
+        interval = WAIT_POLL_SECONDS_MIN
+        while self.checkpoint() < position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 2, WAIT_POLL_SECONDS_MAX)
+        return True
+
+    def commit_end(self, position: int) -> int:
+        """The last position of the commit that ``position`` falls in (as far as the
+        view has seen it); ``position`` itself between commits."""
+        row = self._one(
+            "SELECT end_position FROM {commits} WHERE start_position <= ? "
+            "ORDER BY start_position DESC LIMIT 1",
+            [position],
+        )
+        return position if row is None else max(position, int(row["end_position"]))
+
+    # Accounts --------------------------------------------------------------------------
+
+    def balance(self, account_id: str) -> AccountView | None:
+        row = self._one("SELECT * FROM {balances} WHERE account_id = ?", [account_id])
+        if row is None:
+            return None
+        account = _account(row, row, row["position"], row["updated_at"])
+        return self._with_lots(account, datetime.now(tz=UTC))
+
+    def balance_at_position(self, account_id: str, position: int) -> AccountView | None:
+        """The account as it stood after every event at or before ``position``."""
+        account = self._one("SELECT * FROM {balances} WHERE account_id = ?", [account_id])
+        if account is None or account["opened_position"] > position:
+            return None
+        entry = self._one(
+            "SELECT * FROM {entries} WHERE account_id = ? AND position <= ? "
+            "ORDER BY position DESC LIMIT 1",
+            [account_id, position],
+        )
+        closed = account["closed_position"] is not None and account["closed_position"] <= position
+        view = _as_of(account, entry, position, closed=closed)
+        assert view.updated_at is not None, "a view row knows when it last changed"
+        at = self.time_at_position(position) or view.updated_at
+        return self._with_lots(view, at, position=position)
+
+    def balance_as_of(self, account_id: str, moment: datetime) -> AccountView | None:
+        """The account as it stood at ``moment`` (by the events' recorded time)."""
+        at = timestamp_text(moment)
+        account = self._one("SELECT * FROM {balances} WHERE account_id = ?", [account_id])
+        if account is None or account["opened_at"] > at:
+            return None
+        entry = self._one(
+            "SELECT * FROM {entries} WHERE account_id = ? AND recorded_at <= ? "
+            "ORDER BY recorded_at DESC, position DESC LIMIT 1",
+            [account_id, at],
+        )
+        closed = account["closed_at"] is not None and account["closed_at"] <= at
+        position = max(
+            entry["position"] if entry else account["opened_position"],
+            account["closed_position"] if closed else 0,
+        )
+        return self._with_lots(
+            _as_of(account, entry, position, closed=closed), moment, moment=moment
+        )
+
+    def _with_lots(
+        self,
+        account: AccountView,
+        at: datetime,
+        *,
+        position: int | None = None,
+        moment: datetime | None = None,
+    ) -> AccountView:
+        """``available`` as spending saw it at ``at``: without unspendable lots (future
+        or expired grants, projections/lots.py)."""
+        unspendable = unspendable_free(self, account.id, at, position=position, moment=moment)
+        if not unspendable:
+            return account
+        spendable = account.balance - account.debits_pending - unspendable
+        return replace(account, lots_available=spendable)
+
+    def accounts(self, query: AccountFilter) -> list[AccountView]:
+        """Accounts in id order, filtered; every filter is an index lookup."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if query.after_id is not None:
+            conditions.append("b.account_id > ?")
+            params.append(query.after_id)
+        if query.prefix:
+            # A range on the primary key, not LIKE: sub-linear on both backends.
+            conditions.append("b.account_id >= ? AND b.account_id < ?")
+            params += [query.prefix, query.prefix + "\U0010ffff"]
+        if query.unit is not None:
+            conditions.append("b.unit = ?")
+            params.append(query.unit)
+        if query.status is not None:
+            conditions.append("b.status = ?")
+            params.append(query.status)
+        joins, join_params = _metadata_joins(
+            query.metadata, "account_metadata", "account_id", "b.account_id"
+        )
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        rows = self._all(
+            f"SELECT b.* FROM {{balances}} b {joins}{where}ORDER BY b.account_id LIMIT ?",
+            [*join_params, *params, min(query.limit, PAGE_SIZE_MAX)],
+        )
+        return [_account(row, row, row["position"], row["updated_at"]) for row in rows]
+
+    def all_balances(self) -> Iterator[AccountView]:
+        """Every account, in id order, page by page (constant memory)."""
+        after = ""
+        while True:
+            page = self.accounts(AccountFilter(after_id=after, limit=PAGE_SIZE_MAX))
+            yield from page
+            if len(page) < PAGE_SIZE_MAX:
+                return
+            after = page[-1].id
+
+    def history(
+        self, account_id: str, interval: Interval, since: datetime, until: datetime
+    ) -> list[HistoryPoint]:
+        """The account at the end of each interval: one index lookup per interval."""
+        points = []
+        for start, end in interval_bounds(interval, since, until):
+            entry = self._one(
+                "SELECT * FROM {entries} WHERE account_id = ? AND recorded_at < ? "
+                "ORDER BY recorded_at DESC, position DESC LIMIT 1",
+                [account_id, timestamp_text(end)],
+            )
+            counters = entry if entry is not None else _ZERO_COUNTERS
+            points.append(
+                HistoryPoint(
+                    start=start,
+                    end=end,
+                    position=int(entry["position"]) if entry is not None else 0,
+                    debits_posted=int(counters["debits_posted"]),
+                    credits_posted=int(counters["credits_posted"]),
+                    debits_pending=int(counters["debits_pending"]),
+                    credits_pending=int(counters["credits_pending"]),
+                )
+            )
+        return points
+
+    def totals(
+        self, *, position: int | None = None, moment: datetime | None = None
+    ) -> list[UnitTotals]:
+        """Per unit, each account's counters as of ``position`` or ``moment``."""
+        if position is not None:
+            opened, bound, order = "b.opened_position <= ?", "e.position <= ?", "e.position"
+            limit: Any = position
+        else:
+            assert moment is not None, "totals need a position or a moment"
+            opened, bound = "b.opened_at <= ?", "e.recorded_at <= ?"
+            order, limit = "e.recorded_at DESC, e.position", timestamp_text(moment)
+        rows = self._all(
+            "SELECT b.unit AS unit, COUNT(*) AS account_count, "
+            "COALESCE(SUM(l.debits_posted), 0) AS debits_posted, "
+            "COALESCE(SUM(l.credits_posted), 0) AS credits_posted "
+            "FROM {balances} b LEFT JOIN {entries} l ON l.account_id = b.account_id "
+            "AND l.position = (SELECT e.position FROM {entries} e "
+            f"WHERE e.account_id = b.account_id AND {bound} ORDER BY {order} DESC LIMIT 1) "
+            f"WHERE {opened} GROUP BY b.unit ORDER BY b.unit",
+            [limit, limit],
+        )
+        return [
+            UnitTotals(
+                unit=row["unit"],
+                debits_posted=int(row["debits_posted"]),
+                credits_posted=int(row["credits_posted"]),
+                balance_sum=int(row["credits_posted"]) - int(row["debits_posted"]),
+                account_count=int(row["account_count"]),
+            )
+            for row in rows
+        ]
+
+    # Statements ------------------------------------------------------------------------
+
+    def entries(
+        self,
+        account_id: str,
+        *,
+        before_position: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[StatementLine]:
+        """Statement lines, newest first; ``before_position`` is the page cursor."""
+        conditions, params = ["e.account_id = ?"], [account_id]
+        if before_position is not None:
+            conditions.append("e.position < ?")
+            params.append(before_position)  # type: ignore[arg-type]
+        if since is not None:
+            conditions.append("e.recorded_at >= ?")
+            params.append(timestamp_text(since))
+        if until is not None:
+            conditions.append("e.recorded_at < ?")
+            params.append(timestamp_text(until))
+        rows = self._all(
+            "SELECT e.*, t.debit_account_id, t.credit_account_id, t.metadata, "
+            "t.status AS transfer_status "
+            "FROM {entries} e LEFT JOIN {transfers} t ON t.transfer_id = e.transfer_id "
+            f"WHERE {' AND '.join(conditions)} ORDER BY e.position DESC LIMIT ?",
+            [*params, min(limit, PAGE_SIZE_MAX)],
+        )
+        return [_statement_line(row) for row in rows]
+
+    def entry_counts(self) -> dict[str, int]:
+        rows = self._all("SELECT account_id, COUNT(*) AS n FROM {entries} GROUP BY account_id")
+        return {row["account_id"]: int(row["n"]) for row in rows}
+
+    # Transfers -------------------------------------------------------------------------
+
+    def transfer(self, transfer_id: str) -> TransferView | None:
+        row = self._one("SELECT * FROM {transfers} WHERE transfer_id = ?", [transfer_id])
+        return None if row is None else _transfer(row)
+
+    def transfers(self, query: TransferFilter) -> list[TransferView]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        if query.account_id is not None:
+            conditions.append("(t.debit_account_id = ? OR t.credit_account_id = ?)")
+            params += [query.account_id, query.account_id]
+        if query.status is not None:
+            conditions.append("t.status = ?")
+            params.append(query.status)
+        if query.since is not None:
+            conditions.append("t.recorded_at >= ?")
+            params.append(timestamp_text(query.since))
+        if query.until is not None:
+            conditions.append("t.recorded_at < ?")
+            params.append(timestamp_text(query.until))
+        if query.cursor is not None:
+            conditions.append("t.position < ?" if query.order == "desc" else "t.position > ?")
+            params.append(query.cursor)
+        joins, join_params = _metadata_joins(
+            query.metadata, "transfer_metadata", "transfer_id", "t.transfer_id"
+        )
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        direction = "DESC" if query.order == "desc" else "ASC"
+        rows = self._all(
+            f"SELECT t.* FROM {{transfers}} t {joins}{where}"
+            f"ORDER BY t.position {direction} LIMIT ?",
+            [*join_params, *params, min(query.limit, PAGE_SIZE_MAX)],
+        )
+        return [_transfer(row) for row in rows]
+
+    def due_expiries(self, now: datetime, limit: int) -> list[str]:
+        rows = self._all(
+            "SELECT transfer_id FROM {transfers} WHERE status = 'pending' "
+            "AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+            [timestamp_text(now), limit],
+        )
+        return [row["transfer_id"] for row in rows]
+
+    def due_grant_expiries(self, now: datetime, limit: int, after: str | None = None) -> list[str]:
+        return due_grant_expiries(self, now, limit, after)
+
+    # Lots ------------------------------------------------------------------------------
+
+    def lots(
+        self,
+        account_id: str,
+        *,
+        status: LotStatusFilter,
+        at: datetime,
+        position: int | None = None,
+        moment: datetime | None = None,
+        after_position: int | None = None,
+        limit: int = 100,
+    ) -> LotPage:
+        """The account's credit lots (projections/lots.py)."""
+        return account_lots(
+            self,
+            account_id,
+            status=status,
+            at=at,
+            position=position,
+            moment=moment,
+            after_position=after_position,
+            limit=limit,
+        )
+
+    def time_at_position(self, position: int) -> datetime | None:
+        """When the commit holding ``position`` was recorded (None before the first)."""
+        row = self._one(
+            "SELECT recorded_at FROM {commits} WHERE start_position <= ? "
+            "ORDER BY start_position DESC LIMIT 1",
+            [position],
+        )
+        return None if row is None else parse_timestamp(row["recorded_at"])
+
+    def transfer_page(self, after_id: str, limit: int) -> list[TransferView]:
+        """Transfers in id order after ``after_id``: for audits that walk the index."""
+        rows = self._all(
+            "SELECT * FROM {transfers} WHERE transfer_id > ? ORDER BY transfer_id LIMIT ?",
+            [after_id, min(limit, PAGE_SIZE_MAX)],
+        )
+        return [_transfer(row) for row in rows]
+
+
+def _metadata_joins(
+    metadata: Mapping[str, str], table: str, key_column: str, outer: str
+) -> tuple[str, list[Any]]:
+    """One indexed join per ``metadata.KEY=VALUE`` pair (all must match)."""
+    assert len(metadata) <= METADATA_FILTERS_MAX, "checked at the edge"
+    joins, params = [], []
+    for index, (key, value) in enumerate(sorted(metadata.items())):
+        alias = f"m{index}"
+        joins.append(
+            f"JOIN {{{table}}} {alias} ON {alias}.{key_column} = {outer} "
+            f"AND {alias}.key = ? AND {alias}.value = ? "
+        )
+        params += [key, value]
+    return "".join(joins), params
+
+
+def _as_of(account: Any, entry: Any, position: int, *, closed: bool) -> AccountView:
+    counters = entry if entry is not None else _ZERO_COUNTERS
+    updated_at = entry["recorded_at"] if entry is not None else account["opened_at"]
+    view = _account(account, counters, position, updated_at)
+    return AccountView(**{**view.__dict__, "status": "closed" if closed else "open"})
+
+
+def _account(account: Any, counters: Any, position: int, updated_at: str) -> AccountView:
+    return AccountView(
+        id=account["account_id"],
+        unit=account["unit"],
+        status=account["status"],
+        allow_negative=bool(account["allow_negative"]),
+        overdraft_limit=int(account["overdraft_limit"]),
+        metadata=json.loads(account["metadata"]),
+        debits_posted=int(counters["debits_posted"]),
+        credits_posted=int(counters["credits_posted"]),
+        debits_pending=int(counters["debits_pending"]),
+        credits_pending=int(counters["credits_pending"]),
+        position=int(position),
+        updated_at=parse_timestamp(updated_at),
+    )
+
+
+def _statement_line(row: Any) -> StatementLine:
+    delta = BalanceDelta(
+        debits_posted=int(row["debits_posted_delta"]),
+        credits_posted=int(row["credits_posted_delta"]),
+        debits_pending=int(row["debits_pending_delta"]),
+        credits_pending=int(row["credits_pending_delta"]),
+    )
+    action = statement_action(row["kind"], delta, row["transfer_status"])
+    debit_side = bool(delta.debits_posted or delta.debits_pending)
+    counterparty = row["credit_account_id"] if debit_side else row["debit_account_id"]
+    return StatementLine(
+        account_id=row["account_id"],
+        position=int(row["position"]),
+        transfer_id=row["transfer_id"],
+        kind=row["kind"],
+        action=action,
+        amount=entry_amount(delta),
+        balance_change=delta.balance,
+        available_change=delta.available,
+        counterparty_id=counterparty,
+        debits_posted=int(row["debits_posted"]),
+        credits_posted=int(row["credits_posted"]),
+        debits_pending=int(row["debits_pending"]),
+        credits_pending=int(row["credits_pending"]),
+        recorded_at=parse_timestamp(row["recorded_at"]),
+        metadata=json.loads(row["metadata"]) if row["metadata"] else {},
+        allocations=_allocations_of(row["allocations"]),
+    )
+
+
+def entry_amount(delta: BalanceDelta) -> int:
+    """A statement line's signed amount: what it did to the posted balance, or for a
+    line that only reserves or releases, to the pending amount on its side."""
+    if delta.balance:
+        return delta.balance
+    return delta.credits_pending - delta.debits_pending
+
+
+def _transfer(row: Any) -> TransferView:
+    return TransferView(
+        id=row["transfer_id"],
+        debit_account_id=row["debit_account_id"],
+        credit_account_id=row["credit_account_id"],
+        amount=int(row["amount"]),
+        unit=row["unit"],
+        pending=bool(row["pending"]),
+        timeout_seconds=row["timeout_seconds"],
+        expires_at=parse_timestamp(row["expires_at"]) if row["expires_at"] else None,
+        metadata=json.loads(row["metadata"]),
+        status=row["status"],
+        amount_posted=int(row["amount_posted"]),
+        reversal_of=row["reversal_of"],
+        reversed_by=row["reversed_by"],
+        recorded_at=parse_timestamp(row["recorded_at"]),
+        position=int(row["position"]),
+        updated_position=int(row["updated_position"]),
+        grant=_grant_of(row["grant_terms"]),
+        allocations=_allocations_of(row["allocations"]),
+    )
+
+
+def _allocations_of(text: str | None) -> tuple[Allocation, ...]:
+    return tuple(Allocation(a["grant_id"], a["amount"]) for a in json.loads(text or "[]"))
+
+
+def _grant_of(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    grant: dict[str, Any] = json.loads(text)
+    for key in ("expires_at", "effective_at", "requested_effective_at"):
+        if grant.get(key) is not None:
+            grant[key] = parse_timestamp(grant[key])
+    return grant

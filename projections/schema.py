@@ -1,0 +1,194 @@
+"""The views' tables, and the SQL plumbing both backends share.
+
+One view database holds the views that one projection keeps together:
+- ``balances``: current balances per account and the position they reflect;
+- ``account_metadata`` / ``transfer_metadata``: one row per metadata pair, so that a
+  ``metadata.KEY=VALUE`` filter is an index lookup rather than a scan;
+- ``entries``: one statement line per balance-changing event, carrying the counters
+  *after* the event — this is also the balance history: an as-of query is one index
+  lookup (``ORDER BY position DESC LIMIT 1``), O(log n) whatever the history length;
+- ``transfers``: the transfers index, for lookup, listing and expiry;
+- ``commits``: where each command's commit starts and ends;
+- ``lots`` and ``lot_changes``: credit lots (``projections/lots.py``);
+- the library's tracking table: the checkpoint.
+
+The SQL is shared by both backends; ``?`` placeholders are rewritten for psycopg.
+"""
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+from projections.lots import LOT_INDEXES, LOT_SCHEMA, LOT_TABLES
+
+APPLICATION_NAME: Final = "ledger"
+
+TABLES: Final = (
+    "balances",
+    "account_metadata",
+    "entries",
+    "transfers",
+    "transfer_metadata",
+    "commits",
+    *LOT_TABLES,
+)
+INDEXES: Final = (
+    "balances_by_unit",
+    "balances_by_status",
+    "account_metadata_by_pair",
+    "entries_by_time",
+    "transfers_by_debit",
+    "transfers_by_credit",
+    "transfers_by_position",
+    "transfers_by_status",
+    "transfers_by_time",
+    "transfers_due",
+    "transfer_metadata_by_pair",
+    *LOT_INDEXES,
+)
+
+SCHEMA: Final = [
+    """CREATE TABLE IF NOT EXISTS {balances} (
+        account_id TEXT PRIMARY KEY,
+        stream_id TEXT NOT NULL UNIQUE,
+        unit TEXT NOT NULL,
+        status TEXT NOT NULL,
+        allow_negative BOOLEAN NOT NULL,
+        overdraft_limit BIGINT NOT NULL,
+        metadata TEXT NOT NULL,
+        debits_posted BIGINT NOT NULL,
+        credits_posted BIGINT NOT NULL,
+        debits_pending BIGINT NOT NULL,
+        credits_pending BIGINT NOT NULL,
+        opened_position BIGINT NOT NULL,
+        opened_at TEXT NOT NULL,
+        closed_position BIGINT,
+        closed_at TEXT,
+        position BIGINT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS {balances_by_unit_index} ON {balances} (unit, account_id)",
+    "CREATE INDEX IF NOT EXISTS {balances_by_status_index} ON {balances} (status, account_id)",
+    """CREATE TABLE IF NOT EXISTS {account_metadata} (
+        account_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (account_id, key)
+    )""",
+    "CREATE INDEX IF NOT EXISTS {account_metadata_by_pair_index} "
+    "ON {account_metadata} (key, value, account_id)",
+    """CREATE TABLE IF NOT EXISTS {entries} (
+        account_id TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        transfer_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        debits_posted_delta BIGINT NOT NULL,
+        credits_posted_delta BIGINT NOT NULL,
+        debits_pending_delta BIGINT NOT NULL,
+        credits_pending_delta BIGINT NOT NULL,
+        debits_posted BIGINT NOT NULL,
+        credits_posted BIGINT NOT NULL,
+        debits_pending BIGINT NOT NULL,
+        credits_pending BIGINT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        allocations TEXT,
+        PRIMARY KEY (account_id, position)
+    )""",
+    "CREATE INDEX IF NOT EXISTS {entries_by_time_index} "
+    "ON {entries} (account_id, recorded_at, position)",
+    """CREATE TABLE IF NOT EXISTS {transfers} (
+        transfer_id TEXT PRIMARY KEY,
+        stream_id TEXT NOT NULL UNIQUE,
+        debit_account_id TEXT NOT NULL,
+        credit_account_id TEXT NOT NULL,
+        amount BIGINT NOT NULL,
+        unit TEXT NOT NULL,
+        pending BOOLEAN NOT NULL,
+        timeout_seconds BIGINT,
+        expires_at TEXT,
+        metadata TEXT NOT NULL,
+        status TEXT NOT NULL,
+        amount_posted BIGINT NOT NULL,
+        reversal_of TEXT,
+        reversed_by TEXT,
+        recorded_at TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        updated_position BIGINT NOT NULL,
+        grant_terms TEXT,
+        allocations TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS {transfers_by_debit_index} "
+    "ON {transfers} (debit_account_id, position)",
+    "CREATE INDEX IF NOT EXISTS {transfers_by_credit_index} "
+    "ON {transfers} (credit_account_id, position)",
+    "CREATE INDEX IF NOT EXISTS {transfers_by_position_index} ON {transfers} (position)",
+    "CREATE INDEX IF NOT EXISTS {transfers_by_status_index} ON {transfers} (status, position)",
+    "CREATE INDEX IF NOT EXISTS {transfers_by_time_index} ON {transfers} (recorded_at, position)",
+    "CREATE INDEX IF NOT EXISTS {transfers_due_index} ON {transfers} (status, expires_at)",
+    """CREATE TABLE IF NOT EXISTS {transfer_metadata} (
+        transfer_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (transfer_id, key)
+    )""",
+    "CREATE INDEX IF NOT EXISTS {transfer_metadata_by_pair_index} "
+    "ON {transfer_metadata} (key, value, transfer_id)",
+    """CREATE TABLE IF NOT EXISTS {commits} (
+        start_position BIGINT PRIMARY KEY,
+        end_position BIGINT NOT NULL,
+        recorded_at TEXT NOT NULL
+    )""",
+    *LOT_SCHEMA,
+]
+
+
+def table_names(prefix: str = "") -> dict[str, str]:
+    names = {name: f"{prefix}{name}" for name in TABLES}
+    for index in INDEXES:
+        names[f"{index}_index"] = f"{prefix}{index}_idx"
+    return names
+
+
+def timestamp_text(moment: datetime) -> str:
+    """Fixed-width UTC text: sorts as time does, on both backends."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+class Cursor(Protocol):
+    def execute(self, statement: Any, params: Any = ..., /) -> Any: ...
+    def executemany(self, statement: Any, params_seq: Any, /) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> Any: ...
+
+
+class SqlAccess:
+    """What the projection and the reader need from a backend: transactions and SQL
+    text in its dialect. Each backend (``projections.backends``) provides both."""
+
+    def _transaction(self, *, commit: bool) -> AbstractContextManager[Cursor]:
+        raise NotImplementedError
+
+    def _sql(self, statement: str) -> Any:
+        raise NotImplementedError
+
+    def _run(self, cursor: Cursor, statement: str, params: Sequence[Any] = ()) -> None:
+        cursor.execute(self._sql(statement), tuple(params))
+
+    def _run_many(self, cursor: Cursor, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            cursor.executemany(self._sql(statement), [tuple(row) for row in rows])
+
+    def _one(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        with self._transaction(commit=False) as cursor:
+            self._run(cursor, statement, params)
+            return cursor.fetchone()
+
+    def _all(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._transaction(commit=False) as cursor:
+            self._run(cursor, statement, params)
+            return list(cursor.fetchall())

@@ -1,0 +1,418 @@
+"""The read-model port's contract, on every read-model backend (SQLite, PostgreSQL):
+each query and filter of the query service over real projected views, checked against
+the log itself (folds of the events) rather than against hard-coded figures."""
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.application.commands import OpenAccount, RecordTransfer
+from app.application.ledger import Ledger
+from app.application.queries import Queries
+from app.application.read_model import (
+    AccountFilter,
+    Interval,
+    Lag,
+    ReadModel,
+    TransferFilter,
+)
+from app.domain.account import Account
+from app.domain.errors import AccountNotFoundError, ValidationError
+from app.domain.values import account_uuid
+from app.persistence.stores import event_store_env, sqlite_url
+from projections.backends import LedgerView
+from projections.runner import measure_lag, open_view, start_runner
+from tests.support.pgserver import PostgresServer
+
+CATCH_UP_SECONDS: Final = 60.0
+UNIT: Final = "CREDITS"
+OTHER_UNIT: Final = "USD"
+_databases = itertools.count()
+
+
+class Clock:
+    """The ledger's clock for checks (expiry); events keep the real time."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(tz=UTC) + self.offset
+
+
+class FixedSource:
+    """A ReadModelSource over one view generation (no pointer)."""
+
+    def __init__(self, ledger: Ledger, view: LedgerView) -> None:
+        self.ledger = ledger
+        self.view = view
+
+    def read_model(self) -> ReadModel:
+        return self.view
+
+    def lag(self) -> Lag:
+        return measure_lag(self.ledger, self.view, 1)
+
+
+@dataclass
+class Books:
+    ledger: Ledger
+    queries: Queries
+    view: LedgerView
+    event_store_url: str
+    read_model_url: str
+    clock: Clock
+    positions: list[int]
+
+    def project(self) -> None:
+        """Catch the views up with the log's head."""
+        runner = start_runner(self.event_store_url, self.read_model_url, 1)
+        try:
+            runner.wait(self.queries.head(), CATCH_UP_SECONDS)
+        finally:
+            runner.__exit__(None, None, None)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def read_model_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "views.sqlite")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database(f"read_model_{next(_databases)}")
+
+
+@pytest.fixture
+def books(read_model_url: str, tmp_path: Path) -> Iterator[Books]:
+    event_store_url = sqlite_url(tmp_path / "events.sqlite")
+    clock = Clock()
+    ledger = Ledger(event_store_env(event_store_url), clock=clock)
+    view = open_view(read_model_url, 1)
+    queries = Queries(ledger, FixedSource(ledger, view), wait_seconds=CATCH_UP_SECONDS)
+    try:
+        yield Books(ledger, queries, view, event_store_url, read_model_url, clock, [])
+    finally:
+        ledger.close()
+        view_any: Any = view
+        view_any.datastore.close()
+
+
+def write_history(books: Books) -> None:
+    """Accounts of two units with metadata, every kind of statement line, and closing."""
+    ledger = books.ledger
+    record = books.positions.append
+    record(ledger.open_account(OpenAccount("bank", UNIT, allow_negative=True)).position)
+    record(ledger.open_account(OpenAccount("fx:bank", OTHER_UNIT, allow_negative=True)).position)
+    for number in range(6):
+        plan = "pro" if number % 2 else "free"
+        command = OpenAccount(f"user:{number}", UNIT, metadata={"plan": plan, "n": str(number)})
+        record(ledger.open_account(command).position)
+    record(ledger.open_account(OpenAccount("fx:user", OTHER_UNIT)).position)
+    for number in range(6):
+        funding = RecordTransfer(
+            f"fund:{number}", "bank", f"user:{number}", 100 + number, metadata={"kind": "fund"}
+        )
+        record(ledger.record_transfer(funding).position)
+    record(ledger.record_transfer(RecordTransfer("fx:fund", "fx:bank", "fx:user", 7)).position)
+    record(ledger.record_transfer(RecordTransfer("spend", "user:1", "user:2", 30)).position)
+    holds = {
+        "hold:capture": 40,
+        "hold:release": 20,
+        "hold:expire": 10,
+    }
+    for transfer_id, amount in holds.items():
+        hold = RecordTransfer(
+            transfer_id, "user:3", "bank", amount, pending=True, timeout_seconds=60
+        )
+        record(ledger.record_transfer(hold).position)
+    record(ledger.post_pending("hold:capture", 25).position)
+    record(ledger.void_pending("hold:release").position)
+    books.clock.offset = timedelta(minutes=5)
+    record(ledger.expire_pending("hold:expire").position)
+    record(ledger.record_transfer(RecordTransfer("empty", "user:5", "bank", 105)).position)
+    record(ledger.close_account("user:5").position)
+
+
+@pytest.fixture
+def history(books: Books) -> Books:
+    write_history(books)
+    books.project()
+    return books
+
+
+# Accounts ------------------------------------------------------------------------------
+
+
+def ids(accounts: list[Any]) -> list[str]:
+    return [account.id for account in accounts]
+
+
+def test_accounts_are_listed_in_id_order_and_filtered(history: Books) -> None:
+    queries = history.queries
+    everything = queries.accounts(AccountFilter()).value
+    assert ids(everything) == sorted(ids(everything))
+    assert len(everything) == 9
+    users = queries.accounts(AccountFilter(prefix="user:")).value
+    assert ids(users) == [f"user:{n}" for n in range(6)]
+    assert ids(queries.accounts(AccountFilter(unit=OTHER_UNIT)).value) == ["fx:bank", "fx:user"]
+    assert ids(queries.accounts(AccountFilter(status="closed")).value) == ["user:5"]
+    open_users = queries.accounts(AccountFilter(prefix="user:", status="open")).value
+    assert "user:5" not in ids(open_users)
+    assert len(open_users) == 5
+
+
+def test_accounts_are_searched_by_metadata_pairs_all_of_which_must_match(history: Books) -> None:
+    queries = history.queries
+    pro = queries.accounts(AccountFilter(metadata={"plan": "pro"})).value
+    assert ids(pro) == ["user:1", "user:3", "user:5"]
+    both = queries.accounts(AccountFilter(metadata={"plan": "pro", "n": "3"})).value
+    assert ids(both) == ["user:3"]
+    assert queries.accounts(AccountFilter(metadata={"plan": "pro", "n": "2"})).value == []
+    assert queries.accounts(AccountFilter(metadata={"plan": "gold"})).value == []
+
+
+def test_account_pages_follow_each_other_without_gaps_or_repeats(history: Books) -> None:
+    queries = history.queries
+    seen: list[str] = []
+    after: str | None = None
+    pages = 0
+    while True:
+        page = queries.accounts(AccountFilter(after_id=after, limit=2)).value
+        pages += 1
+        seen += ids(page)
+        if len(page) < 2:
+            break
+        after = page[-1].id
+    assert pages >= 5
+    assert seen == ids(queries.accounts(AccountFilter()).value)
+
+
+def test_a_metadata_update_is_found_by_its_new_value_only(history: Books) -> None:
+    outcome = history.ledger.update_account("user:0", {"plan": "pro", "n": None})
+    assert outcome.account.metadata == {"plan": "pro"}
+    assert history.queries.account("user:0").metadata == {"plan": "pro"}  # from the stream
+    history.project()
+    queries = history.queries
+    assert "user:0" in ids(queries.accounts(AccountFilter(metadata={"plan": "pro"})).value)
+    assert queries.accounts(AccountFilter(metadata={"n": "0"})).value == []
+    assert "user:0" not in ids(queries.accounts(AccountFilter(metadata={"plan": "free"})).value)
+    unchanged = history.ledger.update_account("user:0", {"plan": "pro"})
+    assert unchanged.position == outcome.position  # nothing changed: no event
+
+
+def test_a_metadata_update_past_the_limits_is_refused_and_changes_nothing(history: Books) -> None:
+    before = history.queries.account("user:0")
+    too_many = {f"k{number}": "v" for number in range(100)}
+    with pytest.raises(ValidationError):
+        history.ledger.update_account("user:0", too_many)
+    assert history.queries.account("user:0") == before
+
+
+def test_a_current_account_read_comes_from_its_stream_with_its_last_position(
+    books: Books,
+) -> None:
+    write_history(books)  # nothing projected: the views are empty
+    account = books.queries.account("user:3")
+    stream = list(books.ledger.events.get(account_uuid("user:3")))
+    assert account.version == stream[-1].originator_version
+    assert account.position is not None
+    assert account.position <= books.queries.head()
+    with pytest.raises(AccountNotFoundError):
+        books.queries.account("nobody")
+
+
+# Statements ----------------------------------------------------------------------------
+
+
+def test_statement_lines_say_what_happened_with_balance_and_available_changes(
+    history: Books,
+) -> None:
+    lines = history.queries.statement("user:3").value
+    by_transfer = {(line.transfer_id, line.action) for line in lines}
+    assert by_transfer == {
+        ("fund:3", "credit"),
+        ("hold:capture", "hold_placed"),
+        ("hold:capture", "hold_captured"),
+        ("hold:release", "hold_placed"),
+        ("hold:release", "hold_released"),
+        ("hold:expire", "hold_placed"),
+        ("hold:expire", "hold_expired"),
+    }
+    for line in lines:
+        if line.action == "hold_placed":
+            # user:3 pays the holds: a reservation leaves the balance, takes available
+            assert line.amount < 0
+            assert (line.balance_change, line.available_change) == (0, line.amount)
+        if line.transfer_id == "hold:capture" and line.action == "hold_captured":
+            assert line.balance_change == -25
+            assert line.available_change == 40 - 25
+    debits = history.queries.statement("user:1").value
+    assert {(line.transfer_id, line.action) for line in debits} == {
+        ("fund:1", "credit"),
+        ("spend", "debit"),
+    }
+    # The counters after each line add up: the newest line's figures are the account's.
+    newest = lines[0]
+    current = history.queries.account("user:3")
+    assert (newest.balance, newest.available) == (current.balance, current.available)
+
+
+# Transfers -----------------------------------------------------------------------------
+
+
+def transfer_ids(transfers: list[Any]) -> list[str]:
+    return [transfer.id for transfer in transfers]
+
+
+def test_transfers_are_filtered_by_status(history: Books) -> None:
+    queries = history.queries
+    statuses = {
+        status: set(transfer_ids(queries.transfers(TransferFilter(status=status)).value))
+        for status in ("pending", "posted", "voided", "expired")
+    }
+    assert statuses["voided"] == {"hold:release"}
+    assert statuses["expired"] == {"hold:expire"}
+    assert statuses["pending"] == set()
+    assert "hold:capture" in statuses["posted"]
+    every = set(transfer_ids(queries.transfers(TransferFilter(limit=1000)).value))
+    assert every == set().union(*statuses.values())
+
+
+def test_transfers_are_filtered_by_account_metadata_and_time(history: Books) -> None:
+    queries = history.queries
+    of_user1 = transfer_ids(queries.transfers(TransferFilter(account_id="user:1")).value)
+    assert of_user1 == ["spend", "fund:1"]  # newest first
+    funds = queries.transfers(TransferFilter(metadata={"kind": "fund"})).value
+    assert sorted(transfer_ids(funds)) == [f"fund:{n}" for n in range(6)]
+    everything = queries.transfers(TransferFilter(order="asc")).value
+    middle = everything[len(everything) // 2].recorded_at
+    since = queries.transfers(TransferFilter(since=middle, order="asc")).value
+    until = queries.transfers(TransferFilter(until=middle, order="asc")).value
+    assert all(transfer.recorded_at >= middle for transfer in since)
+    assert all(transfer.recorded_at < middle for transfer in until)
+    assert transfer_ids(until) + transfer_ids(since) == transfer_ids(everything)
+
+
+def test_transfer_pages_run_in_either_order_without_gaps(history: Books) -> None:
+    queries = history.queries
+    for order in ("asc", "desc"):
+        seen: list[str] = []
+        cursor: int | None = None
+        while True:
+            page = queries.transfers(TransferFilter(order=order, cursor=cursor, limit=3)).value
+            seen += transfer_ids(page)
+            if len(page) < 3:
+                break
+            cursor = page[-1].position
+        everything = queries.transfers(TransferFilter(order=order)).value
+        assert len(everything) > 6
+        assert seen == transfer_ids(everything)
+        positions = [transfer.position or 0 for transfer in everything]
+        assert positions == sorted(positions, reverse=order == "desc")
+
+
+# History and totals --------------------------------------------------------------------
+
+
+def folded_balance(ledger: Ledger, account_id: str, before: datetime) -> tuple[int, int]:
+    """(balance, available) from the account's own events recorded before ``before``."""
+    counters = [0, 0, 0]
+    events: list[Any] = list(ledger.events.get(account_uuid(account_id)))
+    for event in events:
+        if event.timestamp >= before or not isinstance(event, Account.BalanceChanged):
+            continue
+        delta = event.delta()
+        counters[0] += delta.debits_posted
+        counters[1] += delta.credits_posted
+        counters[2] += delta.debits_pending
+    balance = counters[1] - counters[0]
+    return balance, balance - counters[2]
+
+
+@pytest.mark.parametrize("interval", ["hour", "day", "month"])
+def test_history_buckets_equal_a_fold_of_the_log_at_each_end(
+    history: Books, interval: Interval
+) -> None:
+    since = datetime.now(tz=UTC) - timedelta(days=40)
+    until = datetime.now(tz=UTC)
+    answer = history.queries.history("user:3", interval=interval, since=since, until=until)
+    points = answer.value
+    assert points, "at least one interval"
+    assert points[0].start <= since < points[0].end
+    for previous, point in itertools.pairwise(points):
+        assert previous.end == point.start
+    for point in points:
+        assert (point.balance, point.available) == folded_balance(
+            history.ledger, "user:3", point.end
+        )
+    assert (points[-1].balance, points[-1].available) == (
+        history.queries.account("user:3").balance,
+        history.queries.account("user:3").available,
+    )
+
+
+def test_history_of_too_many_intervals_is_refused(history: Books) -> None:
+    with pytest.raises(ValidationError):
+        history.queries.history(
+            "user:3",
+            interval="hour",
+            since=datetime(2000, 1, 1, tzinfo=UTC),
+            until=datetime.now(tz=UTC),
+        )
+
+
+def folded_totals(ledger: Ledger, position: int) -> dict[str, tuple[int, int, int]]:
+    """Per unit (debits, credits, accounts) from the log up to ``position``."""
+    units: dict[Any, str] = {}
+    totals: dict[str, list[int]] = {}
+    for notification in ledger.recorder.select_notifications(start=None, limit=100_000):
+        if notification.id > position:
+            break
+        event: Any = ledger.mapper.to_domain_event(notification)
+        if isinstance(event, Account.Opened):
+            units[event.originator_id] = event.unit
+            totals.setdefault(event.unit, [0, 0, 0])[2] += 1
+        elif isinstance(event, Account.BalanceChanged):
+            delta = event.delta()
+            unit_totals = totals[units[event.originator_id]]
+            unit_totals[0] += delta.debits_posted
+            unit_totals[1] += delta.credits_posted
+    return {unit: (d, c, n) for unit, (d, c, n) in totals.items()}
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_totals_balance_to_zero_at_every_commit_and_match_the_log(
+    history: Books, data: st.DataObject
+) -> None:
+    assert len(history.positions) > 20
+    position = data.draw(st.sampled_from(history.positions), label="commit position")
+    answer = history.queries.totals(at_position=position)
+    assert answer.position == position
+    assert answer.value, "every commit has at least one account"
+    for totals in answer.value:
+        assert totals.balance_sum == 0, (position, totals)
+    expected = folded_totals(history.ledger, position)
+    assert {t.unit: (t.debits_posted, t.credits_posted, t.account_count) for t in answer.value} == (
+        expected
+    )
+
+
+def test_totals_now_and_as_of_a_time_balance_to_zero(history: Books) -> None:
+    now = history.queries.totals()
+    assert now.position == history.queries.head()
+    assert {t.unit for t in now.value} == {UNIT, OTHER_UNIT}
+    assert all(t.balance_sum == 0 for t in now.value)
+    assert sum(t.account_count for t in now.value) == 9
+    before_anything = history.queries.totals(as_of=datetime(2000, 1, 1, tzinfo=UTC))
+    assert before_anything.value == []
