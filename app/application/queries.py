@@ -150,17 +150,19 @@ class Queries:
 
     def current_account(self, account_id: str, *, min_position: int | None = None) -> AccountView:
         """From the account's own stream: includes every acknowledged write."""
-        if min_position is not None and min_position > self.head():
+        # The head is read first: every write acknowledged before this read is at or
+        # before it, and the stream read below sees all of them, so the state holds at
+        # the head (or at the account's own newer event, when a write lands meanwhile).
+        head = self.head()
+        if min_position is not None and min_position > head:
             raise PositionOutOfRangeError(
-                f"position {min_position} is beyond the head of the log ({self.head()})",
+                f"position {min_position} is beyond the head of the log ({head})",
                 position=min_position,
             )
         account = self.ledger.get_account(account_id)
         assert account.version is not None, "a stream read knows its version"
         last = recorded_position(self.ledger.recorder, account_uuid(account_id), account.version)
-        # Nothing changed this account after its last event, so its state also holds at
-        # any later position the caller asked for.
-        return replace(account, position=max(last, min_position or 0))
+        return replace(account, position=max(head, last))
 
     def accounts(
         self, query: AccountFilter, *, min_position: int | None = None

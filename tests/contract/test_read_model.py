@@ -3,6 +3,7 @@ each query and filter of the query service over real projected views, checked ag
 the log itself (folds of the events) rather than against hard-coded figures."""
 
 import itertools
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -416,3 +417,56 @@ def test_totals_now_and_as_of_a_time_balance_to_zero(history: Books) -> None:
     assert sum(t.account_count for t in now.value) == 9
     before_anything = history.queries.totals(as_of=datetime(2000, 1, 1, tzinfo=UTC))
     assert before_anything.value == []
+
+
+# Current balances under concurrent writes ------------------------------------------------
+
+WRITER_THREADS: Final = 4
+WRITES_PER_THREAD: Final = 15
+
+
+@pytest.mark.parametrize(
+    "event_store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_balance_read_is_never_older_than_the_callers_last_acknowledged_write(
+    event_store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if event_store == "sqlite":
+        event_store_url = sqlite_url(tmp_path / "events.sqlite")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        event_store_url = server.create_database(f"consistent_{next(_databases)}")
+    ledger = Ledger(event_store_env(event_store_url))
+    view = open_view(sqlite_url(tmp_path / "views.sqlite"), 1)  # never projected: unused
+    queries = Queries(ledger, FixedSource(ledger, view))
+    ledger.open_account(OpenAccount("bank", UNIT, allow_negative=True))
+    shared = "shared"
+    ledger.open_account(OpenAccount(shared, UNIT))
+    stale: list[str] = []
+
+    def write_then_read(worker: int) -> None:
+        for number in range(WRITES_PER_THREAD):
+            written = ledger.record_transfer(
+                RecordTransfer(f"w{worker}:{number}", "bank", shared, 1)
+            )
+            read = queries.account(shared)
+            # Every other writer only adds: at least this caller's writes so far are in.
+            if read.credits_posted < number + 1 or (read.position or 0) < written.position:
+                stale.append(f"{worker}:{number} read {read.credits_posted} at {read.position}")
+
+    threads = [
+        threading.Thread(target=write_then_read, args=(worker,)) for worker in range(WRITER_THREADS)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert stale == []
+        final = queries.account(shared)
+        assert final.credits_posted == WRITER_THREADS * WRITES_PER_THREAD
+        assert final.position == queries.head()
+    finally:
+        ledger.close()
+        view_any: Any = view
+        view_any.datastore.close()
