@@ -85,6 +85,8 @@ WAIT_SECONDS: Final = 15.0
 PROBE_INTERVAL_SECONDS: Final = 0.005
 KILL_JITTER_SECONDS: Final = 0.01
 EARLY_KILL_WINDOW_SECONDS: Final = 1.0
+# The early kills land before the checkpoint passes this fraction of the log.
+EARLY_KILL_FRACTION_MAX: Final = 0.1
 
 _database_numbers = iter(range(10**9))
 
@@ -308,7 +310,11 @@ def kill_during_catch_up(stores: Stores, replay: Replay, kills: int, rng: random
             worker = start_worker("project", stores, log)
             try:
                 if round_ < 2:
-                    time.sleep(rng.uniform(0, EARLY_KILL_WINDOW_SECONDS))
+                    # A random instant, but early in the catch-up whatever its speed.
+                    deadline = time.monotonic() + rng.uniform(0, EARLY_KILL_WINDOW_SECONDS)
+                    early = EARLY_KILL_FRACTION_MAX * replay.head
+                    while time.monotonic() < deadline and (probe.checkpoint() or 0) < early:
+                        time.sleep(0.005)
                 else:
                     # A few percent of the log further on each time, stopping well short
                     # of the head: the last kill must still land mid-catch-up (the worker
