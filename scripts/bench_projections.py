@@ -36,6 +36,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,11 +54,15 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import git_commit, machine
+from eventsourcing.persistence import Tracking
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
+from app.application.read_model import AccountFilter
+from app.domain.account import Account
 from app.persistence.stores import event_store_env, sqlite_url
 from projections.runner import open_view, start_runner
+from projections.schema import APPLICATION_NAME
 from projections.views import LedgerViewMixin
 from tests.support.pgserver import running_postgres
 
@@ -77,6 +82,31 @@ DEFAULT_HOT: Final = (1_000, 100_000)
 QUICK_HOT: Final = (1_000, 10_000)
 GENERATION: Final = 1
 MANIFEST: Final = "manifest.json"
+# Catch-up of the same log by the code of an earlier commit (a git worktree), run in a
+# subprocess with the same Python: the old path measured in the same run.
+BASELINE_CATCH_UP: Final = """
+import json, sys, time
+from projections.runner import start_runner
+events_url, views_url, target = sys.argv[1], sys.argv[2], int(sys.argv[3])
+started = time.perf_counter()
+runner = start_runner(events_url, views_url, 1)
+try:
+    while runner.view.checkpoint() < target:
+        runner.run_forever(timeout=0.05)
+    print(json.dumps({"seconds": time.perf_counter() - started}))
+finally:
+    runner.__exit__(None, None, None)
+"""
+SPEED_GOAL: Final = 3.0
+# Account list and search: the read model holds this many accounts (quick: fewer).
+DEFAULT_ACCOUNTS: Final = 100_000
+QUICK_ACCOUNTS: Final = 10_000
+ACCOUNT_BATCH: Final = 2_000
+ACCOUNT_QUERIES: Final = 500
+ACCOUNT_PAGE: Final = 100
+LIST_P99_GOAL_MS: Final = 5.0
+PLANS: Final = ("free", "pro", "team", "enterprise")
+REGIONS: Final = tuple(f"r{n}" for n in range(20))
 
 console = Console(width=max(120, Console().width))
 log = Console(stderr=True)
@@ -88,6 +118,9 @@ log = Console(stderr=True)
 @dataclass(frozen=True)
 class Plan:
     events: int
+    accounts: int
+    baseline: str | None
+    rounds: int
     hot_entries: tuple[int, ...]
     queries: int
     users: int
@@ -151,6 +184,7 @@ class CatchUp:
     seconds_to_target: float
     projected: int
     seconds_total: float
+    code: str = "this commit"
 
     @property
     def per_second(self) -> float:
@@ -386,6 +420,106 @@ def catch_up(
     return result
 
 
+def baseline_catch_up(
+    plan: Plan, workdir: Path, event_store_url: str, read_model_url: str, target: int, label: str
+) -> CatchUp:
+    """The same catch-up by the code of ``plan.baseline`` (a git worktree of it, run in a
+    subprocess with this Python): the old path, measured in the same run."""
+    assert plan.baseline is not None
+    source = workdir / "baseline-src"
+    root = Path(__file__).resolve().parent.parent
+    if not source.exists():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(source), plan.baseline],
+            cwd=root,
+            check=True,
+            capture_output=True,
+        )
+    log.print(f"catching up with {plan.baseline}: {label} read model")
+    finished = subprocess.run(
+        [sys.executable, "-c", BASELINE_CATCH_UP, event_store_url, read_model_url, str(target)],
+        cwd=source,
+        env={**os.environ, "PYTHONPATH": str(source), "PYTHONSAFEPATH": ""},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    seconds = float(json.loads(finished.stdout.strip().splitlines()[-1])["seconds"])
+    result = CatchUp(label, "sqlite", target, seconds, target, seconds, code=plan.baseline)
+    log.print(f"  {target:,} events in {seconds:.1f}s ({result.per_second:,.0f} events/s)")
+    return result
+
+
+def remove_baseline_source(workdir: Path) -> None:
+    source = workdir / "baseline-src"
+    if source.exists():
+        root = Path(__file__).resolve().parent.parent
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(source)],
+            cwd=root,
+            check=False,
+            capture_output=True,
+        )
+
+
+# Account list and search -------------------------------------------------------------------
+
+
+def fill_accounts(view: LedgerViewMixin, count: int, seed: int) -> None:
+    """``count`` opened accounts, applied to the read model as the projection would
+    (their events in bulk batches): the list queries read what the projection writes."""
+    rng = random.Random(seed)
+    position = (view.checkpoint() or 0) + 1
+    for start in range(0, count, ACCOUNT_BATCH):
+        batch: list[tuple[Any, Tracking]] = []
+        for number in range(start, min(count, start + ACCOUNT_BATCH)):
+            metadata = {"plan": rng.choice(PLANS), "region": rng.choice(REGIONS)}
+            account = Account.open(f"list:{number:07d}", UNIT, False, 0, metadata)
+            for event in account.collect_events():
+                batch.append((event, Tracking(APPLICATION_NAME, position)))
+                position += 1
+        view.apply_events(batch)
+
+
+def account_list_latencies(
+    view: LedgerViewMixin, count: int, seed: int, label: str
+) -> list[Latency]:
+    """First pages of account lists and searches, random each time: a prefix, a page
+    after a random id, a metadata pair, two metadata pairs, a unit."""
+    rng = random.Random(seed)
+    kinds: dict[str, Callable[[], AccountFilter]] = {
+        "list after id": lambda: AccountFilter(
+            after_id=f"list:{rng.randrange(count):07d}", limit=ACCOUNT_PAGE
+        ),
+        "prefix": lambda: AccountFilter(
+            prefix=f"list:{rng.randrange(count // 100 or 1):05d}", limit=ACCOUNT_PAGE
+        ),
+        "metadata": lambda: AccountFilter(
+            metadata={"region": rng.choice(REGIONS)}, limit=ACCOUNT_PAGE
+        ),
+        "metadata x2": lambda: AccountFilter(
+            metadata={"plan": rng.choice(PLANS), "region": rng.choice(REGIONS)},
+            limit=ACCOUNT_PAGE,
+        ),
+        "unit": lambda: AccountFilter(unit=UNIT, after_id=f"list:{rng.randrange(count):07d}"),
+    }
+    results = []
+    for kind, make in kinds.items():
+        latency = Latency(label, f"accounts: {kind}", count)
+        for number in range(WARM_UP_QUERIES + ACCOUNT_QUERIES):
+            query = make()
+            started, cpu_started = time.perf_counter(), time.thread_time()
+            found = view.accounts(query)
+            wall, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
+            assert found or kind.startswith("metadata"), (kind, query)
+            if number >= WARM_UP_QUERIES:
+                latency.samples_ms.append(wall * 1000)
+                latency.cpu_ms.append(cpu * 1000)
+        results.append(latency)
+        log.print(f"  [{label}] {kind}: p50 {latency.p50:.3f} ms, p99 {latency.p99:.3f} ms")
+    return results
+
+
 # As-of queries -----------------------------------------------------------------------------
 
 
@@ -451,6 +585,18 @@ class Results:
     notes: list[str] = field(default_factory=list)
     postgres_settings: dict[str, str] = field(default_factory=dict)
 
+    def speedups(self) -> dict[str, float]:
+        """Per read model: median catch-up events/s of this commit / of the baseline
+        (same log, same run, rounds alternating)."""
+        speedups = {}
+        for read_model in dict.fromkeys(item.read_model for item in self.catch_ups):
+            rows = [item for item in self.catch_ups if item.read_model == read_model]
+            new = [item.per_second for item in rows if item.code == "this commit"]
+            old = [item.per_second for item in rows if item.code != "this commit"]
+            if new and old:
+                speedups[read_model] = statistics.median(new) / statistics.median(old)
+        return speedups
+
     def ratios(self) -> dict[str, float]:
         """p50(largest history) / p50(smallest history), per read model and query, on
         wall time (and on client CPU time, ``... cpu``)."""
@@ -502,25 +648,42 @@ def run(plan: Plan, workdir: Path, *, postgres: bool, pg_event_store: bool) -> R
     build = load_or_build(workdir, plan)
     results.builds.append(build)
 
-    # SQLite read model: the whole log, so that every hot account can be queried.
+    # SQLite read model: the whole log, so that every hot account can be queried. With a
+    # baseline, each round projects the log with the old code, then with this one.
     views_url = sqlite_url(workdir / "views.sqlite")
     target = min(plan.events, build.head)
-    results.catch_ups.append(
-        catch_up(events_url, views_url, target, build.head, ("sqlite", "sqlite"))
-    )
+    for round_ in range(plan.rounds if plan.baseline else 1):
+        if plan.baseline:
+            base_url = sqlite_url(workdir / f"views.base{round_}.sqlite")
+            results.catch_ups.append(
+                baseline_catch_up(plan, workdir, events_url, base_url, target, "sqlite")
+            )
+        url = views_url if round_ == 0 else sqlite_url(workdir / f"views.new{round_}.sqlite")
+        stop_at = build.head if round_ == 0 else target
+        results.catch_ups.append(catch_up(events_url, url, target, stop_at, ("sqlite", "sqlite")))
     view = open_view(views_url, GENERATION)
     for history in build.hot:
         found = entry_count(view, history.account_id)
         assert found == history.entries, (history.account_id, found)
     results.latencies += as_of_latencies(view, build.hot, plan.queries, plan.seed, "sqlite")
+    accounts_view = open_view(sqlite_url(workdir / "views.accounts.sqlite"), GENERATION)
+    fill_accounts(accounts_view, plan.accounts, plan.seed)
+    results.latencies += account_list_latencies(accounts_view, plan.accounts, plan.seed, "sqlite")
 
     if postgres:
-        bench_postgres(results, plan, events_url, build, pg_event_store=pg_event_store)
+        bench_postgres(results, plan, events_url, build, workdir, pg_event_store=pg_event_store)
+    remove_baseline_source(workdir)
     return results
 
 
 def bench_postgres(
-    results: Results, plan: Plan, events_url: str, build: BuildResult, *, pg_event_store: bool
+    results: Results,
+    plan: Plan,
+    events_url: str,
+    build: BuildResult,
+    workdir: Path,
+    *,
+    pg_event_store: bool,
 ) -> None:
     import psycopg  # noqa: PLC0415 - only needed when PostgreSQL is benchmarked
 
@@ -537,15 +700,27 @@ def bench_postgres(
             pg_build = build_log(store_url, plan, with_beyond=False, label="postgres")
             results.builds.append(pg_build)
         target = min(plan.events, pg_build.head)
-        results.catch_ups.append(
-            catch_up(store_url, views_url, target, target, ("postgres", store_label))
-        )
+        for round_ in range(plan.rounds if plan.baseline else 1):
+            if plan.baseline:
+                base_url = server.create_database(f"views_base{round_}")
+                results.catch_ups.append(
+                    baseline_catch_up(plan, workdir, store_url, base_url, target, "postgres")
+                )
+            url = views_url if round_ == 0 else server.create_database(f"views_new{round_}")
+            results.catch_ups.append(
+                catch_up(store_url, url, target, target, ("postgres", store_label))
+            )
         view = open_view(views_url, GENERATION)
         inside = [h for h in pg_build.hot if h.last_position <= target]
         for history in inside:
             found = entry_count(view, history.account_id)
             assert found == history.entries, (history.account_id, found)
         results.latencies += as_of_latencies(view, inside, plan.queries, plan.seed, "postgres")
+        accounts_view = open_view(server.create_database("accounts"), GENERATION)
+        fill_accounts(accounts_view, plan.accounts, plan.seed)
+        results.latencies += account_list_latencies(
+            accounts_view, plan.accounts, plan.seed, "postgres"
+        )
         skipped = [h.entries for h in pg_build.hot if h.last_position > target]
         if skipped:
             results.notes.append(
@@ -573,6 +748,7 @@ def print_report(results: Results, seconds: float) -> None:
 
     catch_table = Table(title="Catch-up from position zero (fresh runner)")
     for column in (
+        "code",
         "read model",
         "event store",
         "events",
@@ -584,6 +760,7 @@ def print_report(results: Results, seconds: float) -> None:
         catch_table.add_column(column, justify="left" if column.endswith("e") else "right")
     for item in results.catch_ups:
         catch_table.add_row(
+            item.code,
             item.read_model,
             item.event_store,
             f"{item.target:,}",
@@ -593,6 +770,12 @@ def print_report(results: Results, seconds: float) -> None:
             f"{item.per_second_total:,.0f}",
         )
     console.print(catch_table)
+    for read_model, speedup in results.speedups().items():
+        verdict = "meets" if speedup >= SPEED_GOAL else "MISSES"
+        console.print(
+            f"catch-up speed-up on {read_model}: {speedup:.2f}x the baseline "
+            f"{results.plan.baseline} ({verdict} the goal >= {SPEED_GOAL}x)"
+        )
 
     latency_table = Table(title=f"As-of query latency ({results.plan.queries:,} random each)")
     for column in ("read model", "query", "history entries", "p50 ms", "p99 ms", "CPU p50 ms"):
@@ -607,6 +790,13 @@ def print_report(results: Results, seconds: float) -> None:
             f"{latency.cpu_p50:.3f}",
         )
     console.print(latency_table)
+    for latency in results.latencies:
+        if latency.query.startswith("accounts:"):
+            verdict = "meets" if latency.p99 <= LIST_P99_GOAL_MS else "MISSES"
+            console.print(
+                f"{latency.read_model} {latency.query} on {latency.entries:,} accounts: p99 "
+                f"{latency.p99:.2f} ms ({verdict} the goal <= {LIST_P99_GOAL_MS} ms)"
+            )
     for name, ratio in results.ratios().items():
         verdict = "meets" if ratio <= GOAL_RATIO else "MISSES"
         kind = "client CPU" if name.endswith(" cpu") else "wall"
@@ -632,6 +822,9 @@ def to_json(results: Results, seconds: float, load_before: float, commit: str) -
         "catch_up": [item.as_json() for item in results.catch_ups],
         "as_of": [latency.as_json() for latency in results.latencies],
         "p50_ratios": {name: round(ratio, 3) for name, ratio in results.ratios().items()},
+        "catch_up_speedups": {name: round(x, 2) for name, x in results.speedups().items()},
+        "speedup_goal_min": SPEED_GOAL,
+        "account_list_p99_goal_ms": LIST_P99_GOAL_MS,
         "goal_ratio_max": GOAL_RATIO,
         "notes": results.notes,
         "postgres_settings": results.postgres_settings,
@@ -657,6 +850,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--queries", type=int, help="timed as-of queries per account and kind (default 2,000)"
     )
     parser.add_argument("--users", type=int, help="user accounts of the spread log (default 1000)")
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        help=f"accounts for the list/search latencies (default {DEFAULT_ACCOUNTS:,}; "
+        f"quick {QUICK_ACCOUNTS:,})",
+    )
+    parser.add_argument(
+        "--baseline",
+        help="a commit whose projection code catches up on the same log in the same run "
+        "(e.g. a5ced0a, before the bulk writes), alternating with this commit's",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="baseline/this-commit catch-up pairs (default 2)"
+    )
     parser.add_argument("--seed", type=int, default=20240601, help="random seed")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     parser.add_argument(
@@ -686,8 +893,12 @@ def plan_from(args: argparse.Namespace) -> Plan:
     users = args.users if args.users is not None else (200 if quick else 1000)
     if users < 2:
         raise SystemExit("--users: at least 2")
+    accounts = args.accounts or (QUICK_ACCOUNTS if quick else DEFAULT_ACCOUNTS)
     return Plan(
         events=args.events if args.events is not None else (30_000 if quick else 1_000_000),
+        accounts=accounts,
+        baseline=args.baseline,
+        rounds=max(1, int(args.rounds)),
         hot_entries=hot,
         queries=args.queries if args.queries is not None else (300 if quick else 2000),
         users=users,
