@@ -106,7 +106,10 @@ def test_16_threads_spend_exactly_the_affordable_credits(
     assert balances == {ISSUER: -CREDITS, SOURCE: 0, SINK: CREDITS}
     assert sum(balances.values()) == 0
     assert account(client, SOURCE, min_position=last)["available"] == 0
-    page = client.get(f"/v1/accounts/{SOURCE}/entries", params={"limit": 1000}).json()
+    # Statements come from the views: wait for them (account reads come from the stream).
+    page = client.get(
+        f"/v1/accounts/{SOURCE}/entries", params={"limit": 1000, "min_position": last}
+    ).json()
     debits = [e for e in page["items"] if e["kind"] == "Debited"]
     assert len(debits) == CREDITS
     assert len({e["transfer_id"] for e in debits}) == CREDITS

@@ -170,7 +170,7 @@ def test_a_support_person_follows_a_balance_through_time_and_signs_out(
     ledger.post("/v1/transfers/order:1/reverse", {"id": "refund:1"})
     promo = {"priority": 10, "category": "promotional"}
     last = ledger.post("/v1/transfers", {"id": "promo:1", **transfer, "amount": 50, "grant": promo})
-    ledger.get("/v1/accounts/user:alice", min_position=last["position"])
+    ledger.get("/v1/accounts/user:alice/entries", min_position=last["position"])  # views
     audit = run_ledger(ledger.server.data_dir, "audit")
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
@@ -269,7 +269,7 @@ def test_every_page_fits_a_phone_screen(ledger: Ledger, browser: Browser) -> Non
             "metadata": {"why": "a long reason " * 20},
         },
     )
-    ledger.get("/v1/accounts/user:phone", min_position=moved["position"])
+    ledger.get("/v1/accounts/user:phone/entries", min_position=moved["position"])  # views
     page = new_page(browser, ledger, PHONE)
     sign_in(page, ledger.read_key)
     for name, path in [
@@ -302,7 +302,7 @@ def test_hostile_metadata_and_typed_text_are_shown_as_text(
             "metadata": hostile,
         },
     )
-    ledger.get("/v1/accounts/user:mallory", min_position=done["position"])
+    ledger.get("/v1/accounts/user:mallory/entries", min_position=done["position"])  # views
     page = new_page(browser, ledger)
     sign_in(page, ledger.read_key)
     for path in [
