@@ -6,6 +6,8 @@ from .account_create_metadata import AccountCreateMetadata
 from .account_read import AccountRead
 from .account_read_metadata import AccountReadMetadata
 from .account_read_status import AccountReadStatus
+from .account_update import AccountUpdate
+from .account_update_metadata import AccountUpdateMetadata
 from .allocation_read import AllocationRead
 from .batch_create import BatchCreate
 from .batch_item_result import BatchItemResult
@@ -13,6 +15,7 @@ from .batch_read import BatchRead
 from .delivery_read import DeliveryRead
 from .delivery_read_status import DeliveryReadStatus
 from .entry_read import EntryRead
+from .entry_read_action import EntryReadAction
 from .entry_read_kind import EntryReadKind
 from .entry_read_metadata import EntryReadMetadata
 from .event_page import EventPage
@@ -22,7 +25,18 @@ from .grant_create_category import GrantCreateCategory
 from .grant_read import GrantRead
 from .grant_read_category import GrantReadCategory
 from .health import Health
+from .history_accounts_interval import HistoryAccountsInterval
+from .history_point_read import HistoryPointRead
+from .history_read import HistoryRead
+from .history_read_interval import HistoryReadInterval
+from .list_accounts_status_type_1 import ListAccountsStatusType1
+from .list_accounts_status_type_2_type_1 import ListAccountsStatusType2Type1
+from .list_accounts_status_type_3_type_1 import ListAccountsStatusType3Type1
 from .list_grants_accounts_status import ListGrantsAccountsStatus
+from .list_transfers_order import ListTransfersOrder
+from .list_transfers_status_type_1 import ListTransfersStatusType1
+from .list_transfers_status_type_2_type_1 import ListTransfersStatusType2Type1
+from .list_transfers_status_type_3_type_1 import ListTransfersStatusType3Type1
 from .lot_page_read import LotPageRead
 from .lot_read import LotRead
 from .lot_read_status import LotReadStatus
@@ -30,6 +44,7 @@ from .monitor_create import MonitorCreate
 from .monitor_create_field import MonitorCreateField
 from .monitor_read import MonitorRead
 from .monitor_read_field import MonitorReadField
+from .page_account_read import PageAccountRead
 from .page_delivery_read import PageDeliveryRead
 from .page_entry_read import PageEntryRead
 from .page_monitor_read import PageMonitorRead
@@ -45,11 +60,13 @@ from .readiness import Readiness
 from .readiness_status import ReadinessStatus
 from .reverse_transfer import ReverseTransfer
 from .reverse_transfer_metadata import ReverseTransferMetadata
+from .totals_read import TotalsRead
 from .transfer_create import TransferCreate
 from .transfer_create_metadata import TransferCreateMetadata
 from .transfer_read import TransferRead
 from .transfer_read_metadata import TransferReadMetadata
 from .transfer_read_status import TransferReadStatus
+from .unit_totals_read import UnitTotalsRead
 from .void_pending import VoidPending
 from .webhook_create import WebhookCreate
 from .webhook_created import WebhookCreated
@@ -67,6 +84,8 @@ __all__ = (
     "AccountRead",
     "AccountReadMetadata",
     "AccountReadStatus",
+    "AccountUpdate",
+    "AccountUpdateMetadata",
     "AllocationRead",
     "BatchCreate",
     "BatchItemResult",
@@ -74,6 +93,7 @@ __all__ = (
     "DeliveryRead",
     "DeliveryReadStatus",
     "EntryRead",
+    "EntryReadAction",
     "EntryReadKind",
     "EntryReadMetadata",
     "EventPage",
@@ -83,7 +103,18 @@ __all__ = (
     "GrantRead",
     "GrantReadCategory",
     "Health",
+    "HistoryAccountsInterval",
+    "HistoryPointRead",
+    "HistoryRead",
+    "HistoryReadInterval",
+    "ListAccountsStatusType1",
+    "ListAccountsStatusType2Type1",
+    "ListAccountsStatusType3Type1",
     "ListGrantsAccountsStatus",
+    "ListTransfersOrder",
+    "ListTransfersStatusType1",
+    "ListTransfersStatusType2Type1",
+    "ListTransfersStatusType3Type1",
     "LotPageRead",
     "LotRead",
     "LotReadStatus",
@@ -91,6 +122,7 @@ __all__ = (
     "MonitorCreateField",
     "MonitorRead",
     "MonitorReadField",
+    "PageAccountRead",
     "PageDeliveryRead",
     "PageEntryRead",
     "PageMonitorRead",
@@ -106,11 +138,13 @@ __all__ = (
     "ReadinessStatus",
     "ReverseTransfer",
     "ReverseTransferMetadata",
+    "TotalsRead",
     "TransferCreate",
     "TransferCreateMetadata",
     "TransferRead",
     "TransferReadMetadata",
     "TransferReadStatus",
+    "UnitTotalsRead",
     "VoidPending",
     "WebhookCreate",
     "WebhookCreated",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..models.entry_read_action import EntryReadAction
 from ..models.entry_read_kind import EntryReadKind
 from ..types import UNSET, Unset
 
@@ -22,15 +23,18 @@ T = TypeVar("T", bound="EntryRead")
 class EntryRead:
     """
     Attributes:
+        action (EntryReadAction): What happened, in words a support person reads
         amount (int):
         available (int):
+        available_change (int): How this line moved the available amount
         balance (int):
+        balance_change (int): How this line moved the balance
         counterparty_id (None | str):
         credits_pending (int):
         credits_posted (int):
         debits_pending (int):
         debits_posted (int):
-        kind (EntryReadKind):
+        kind (EntryReadKind): The log's event type, e.g. Debited
         metadata (EntryReadMetadata):
         position (int):
         recorded_at (datetime.datetime):
@@ -38,9 +42,12 @@ class EntryRead:
         allocations (list[AllocationRead] | Unset): The credit lots this line moved, signed like amount
     """
 
+    action: EntryReadAction
     amount: int
     available: int
+    available_change: int
     balance: int
+    balance_change: int
     counterparty_id: None | str
     credits_pending: int
     credits_posted: int
@@ -55,11 +62,17 @@ class EntryRead:
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        action = self.action.value
+
         amount = self.amount
 
         available = self.available
 
+        available_change = self.available_change
+
         balance = self.balance
+
+        balance_change = self.balance_change
 
         counterparty_id: None | str
         counterparty_id = self.counterparty_id
@@ -93,9 +106,12 @@ class EntryRead:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
+                "action": action,
                 "amount": amount,
                 "available": available,
+                "available_change": available_change,
                 "balance": balance,
+                "balance_change": balance_change,
                 "counterparty_id": counterparty_id,
                 "credits_pending": credits_pending,
                 "credits_posted": credits_posted,
@@ -119,11 +135,17 @@ class EntryRead:
         from ..models.entry_read_metadata import EntryReadMetadata
 
         d = dict(src_dict)
+        action = EntryReadAction(d.pop("action"))
+
         amount = d.pop("amount")
 
         available = d.pop("available")
 
+        available_change = d.pop("available_change")
+
         balance = d.pop("balance")
+
+        balance_change = d.pop("balance_change")
 
         def _parse_counterparty_id(data: object) -> None | str:
             if data is None:
@@ -160,9 +182,12 @@ class EntryRead:
                 allocations.append(allocations_item)
 
         entry_read = cls(
+            action=action,
             amount=amount,
             available=available,
+            available_change=available_change,
             balance=balance,
+            balance_change=balance_change,
             counterparty_id=counterparty_id,
             credits_pending=credits_pending,
             credits_posted=credits_posted,

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..types import UNSET, Unset
+
 if TYPE_CHECKING:
     from ..models.entry_read import EntryRead
 
@@ -19,10 +21,12 @@ class PageEntryRead:
     Attributes:
         items (list[EntryRead]):
         next_cursor (None | str):
+        position (int | None | Unset): The log position this page reflects
     """
 
     items: list[EntryRead]
     next_cursor: None | str
+    position: int | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -34,6 +38,12 @@ class PageEntryRead:
         next_cursor: None | str
         next_cursor = self.next_cursor
 
+        position: int | None | Unset
+        if isinstance(self.position, Unset):
+            position = UNSET
+        else:
+            position = self.position
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -42,6 +52,8 @@ class PageEntryRead:
                 "next_cursor": next_cursor,
             }
         )
+        if position is not UNSET:
+            field_dict["position"] = position
 
         return field_dict
 
@@ -64,9 +76,19 @@ class PageEntryRead:
 
         next_cursor = _parse_next_cursor(d.pop("next_cursor"))
 
+        def _parse_position(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        position = _parse_position(d.pop("position", UNSET))
+
         page_entry_read = cls(
             items=items,
             next_cursor=next_cursor,
+            position=position,
         )
 
         page_entry_read.additional_properties = d

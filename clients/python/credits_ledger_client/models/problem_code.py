@@ -55,6 +55,7 @@ class ProblemCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     UNIT_MISMATCH = "unit_mismatch"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    UNKNOWN_PARAMETER = "unknown_parameter"
     VALIDATION_ERROR = "validation_error"
     WEBHOOK_NOT_FOUND = "webhook_not_found"
     WRITE_TIMEOUT = "write_timeout"

@@ -17,7 +17,11 @@ def _get_kwargs(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(ledger_min_position, Unset):
+        headers["Ledger-Min-Position"] = ledger_min_position
 
     params: dict[str, Any] = {}
 
@@ -37,6 +41,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -107,8 +112,9 @@ def sync_detailed(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> Response[AccountRead | Problem]:
-    """Balances now, as of a time, or at a log position
+    """Balances now (from the account's stream), as of a time, or at a position
 
     Args:
         account_id (str):
@@ -116,6 +122,8 @@ def sync_detailed(
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         at_position (int | Unset):
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -130,6 +138,7 @@ def sync_detailed(
         as_of=as_of,
         at_position=at_position,
         min_position=min_position,
+        ledger_min_position=ledger_min_position,
     )
 
     response = client.get_httpx_client().request(
@@ -146,8 +155,9 @@ def sync(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> AccountRead | Problem | None:
-    """Balances now, as of a time, or at a log position
+    """Balances now (from the account's stream), as of a time, or at a position
 
     Args:
         account_id (str):
@@ -155,6 +165,8 @@ def sync(
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         at_position (int | Unset):
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -170,6 +182,7 @@ def sync(
         as_of=as_of,
         at_position=at_position,
         min_position=min_position,
+        ledger_min_position=ledger_min_position,
     ).parsed
 
 
@@ -180,8 +193,9 @@ async def asyncio_detailed(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> Response[AccountRead | Problem]:
-    """Balances now, as of a time, or at a log position
+    """Balances now (from the account's stream), as of a time, or at a position
 
     Args:
         account_id (str):
@@ -189,6 +203,8 @@ async def asyncio_detailed(
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         at_position (int | Unset):
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -203,6 +219,7 @@ async def asyncio_detailed(
         as_of=as_of,
         at_position=at_position,
         min_position=min_position,
+        ledger_min_position=ledger_min_position,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -217,8 +234,9 @@ async def asyncio(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> AccountRead | Problem | None:
-    """Balances now, as of a time, or at a log position
+    """Balances now (from the account's stream), as of a time, or at a position
 
     Args:
         account_id (str):
@@ -226,6 +244,8 @@ async def asyncio(
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         at_position (int | Unset):
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -242,5 +262,6 @@ async def asyncio(
             as_of=as_of,
             at_position=at_position,
             min_position=min_position,
+            ledger_min_position=ledger_min_position,
         )
     ).parsed

@@ -19,7 +19,11 @@ def _get_kwargs(
     since: str | Unset = UNSET,
     until: str | Unset = UNSET,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(ledger_min_position, Unset):
+        headers["Ledger-Min-Position"] = ledger_min_position
 
     params: dict[str, Any] = {}
 
@@ -43,6 +47,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -115,6 +120,7 @@ def sync_detailed(
     since: str | Unset = UNSET,
     until: str | Unset = UNSET,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> Response[PageEntryRead | Problem]:
     """Statement lines, newest first
 
@@ -127,6 +133,8 @@ def sync_detailed(
         until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -143,6 +151,7 @@ def sync_detailed(
         since=since,
         until=until,
         min_position=min_position,
+        ledger_min_position=ledger_min_position,
     )
 
     response = client.get_httpx_client().request(
@@ -161,6 +170,7 @@ def sync(
     since: str | Unset = UNSET,
     until: str | Unset = UNSET,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> PageEntryRead | Problem | None:
     """Statement lines, newest first
 
@@ -173,6 +183,8 @@ def sync(
         until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -190,6 +202,7 @@ def sync(
         since=since,
         until=until,
         min_position=min_position,
+        ledger_min_position=ledger_min_position,
     ).parsed
 
 
@@ -202,6 +215,7 @@ async def asyncio_detailed(
     since: str | Unset = UNSET,
     until: str | Unset = UNSET,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> Response[PageEntryRead | Problem]:
     """Statement lines, newest first
 
@@ -214,6 +228,8 @@ async def asyncio_detailed(
         until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -230,6 +246,7 @@ async def asyncio_detailed(
         since=since,
         until=until,
         min_position=min_position,
+        ledger_min_position=ledger_min_position,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -246,6 +263,7 @@ async def asyncio(
     since: str | Unset = UNSET,
     until: str | Unset = UNSET,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> PageEntryRead | Problem | None:
     """Statement lines, newest first
 
@@ -258,6 +276,8 @@ async def asyncio(
         until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -276,5 +296,6 @@ async def asyncio(
             since=since,
             until=until,
             min_position=min_position,
+            ledger_min_position=ledger_min_position,
         )
     ).parsed

@@ -15,7 +15,11 @@ def _get_kwargs(
     transfer_id: str,
     *,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(ledger_min_position, Unset):
+        headers["Ledger-Min-Position"] = ledger_min_position
 
     params: dict[str, Any] = {}
 
@@ -31,6 +35,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -99,12 +104,15 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> Response[Problem | TransferRead]:
     """One transfer, with its status
 
     Args:
         transfer_id (str):
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -117,6 +125,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         transfer_id=transfer_id,
         min_position=min_position,
+        ledger_min_position=ledger_min_position,
     )
 
     response = client.get_httpx_client().request(
@@ -131,12 +140,15 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> Problem | TransferRead | None:
     """One transfer, with its status
 
     Args:
         transfer_id (str):
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -150,6 +162,7 @@ def sync(
         transfer_id=transfer_id,
         client=client,
         min_position=min_position,
+        ledger_min_position=ledger_min_position,
     ).parsed
 
 
@@ -158,12 +171,15 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> Response[Problem | TransferRead]:
     """One transfer, with its status
 
     Args:
         transfer_id (str):
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -176,6 +192,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         transfer_id=transfer_id,
         min_position=min_position,
+        ledger_min_position=ledger_min_position,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -188,12 +205,15 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> Problem | TransferRead | None:
     """One transfer, with its status
 
     Args:
         transfer_id (str):
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -208,5 +228,6 @@ async def asyncio(
             transfer_id=transfer_id,
             client=client,
             min_position=min_position,
+            ledger_min_position=ledger_min_position,
         )
     ).parsed

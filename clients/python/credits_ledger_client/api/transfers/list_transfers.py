@@ -5,6 +5,10 @@ import httpx
 
 from ... import errors
 from ...client import AuthenticatedClient, Client
+from ...models.list_transfers_order import ListTransfersOrder
+from ...models.list_transfers_status_type_1 import ListTransfersStatusType1
+from ...models.list_transfers_status_type_2_type_1 import ListTransfersStatusType2Type1
+from ...models.list_transfers_status_type_3_type_1 import ListTransfersStatusType3Type1
 from ...models.page_transfer_read import PageTransferRead
 from ...models.problem import Problem
 from ...types import UNSET, Response, Unset
@@ -13,14 +17,49 @@ from ...types import UNSET, Response, Unset
 def _get_kwargs(
     *,
     account_id: str | Unset = UNSET,
+    status: ListTransfersStatusType1
+    | ListTransfersStatusType2Type1
+    | ListTransfersStatusType3Type1
+    | None
+    | Unset = UNSET,
+    since: str | Unset = UNSET,
+    until: str | Unset = UNSET,
+    order: ListTransfersOrder | Unset = ListTransfersOrder.DESC,
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(ledger_min_position, Unset):
+        headers["Ledger-Min-Position"] = ledger_min_position
 
     params: dict[str, Any] = {}
 
     params["account_id"] = account_id
+
+    json_status: None | str | Unset
+    if isinstance(status, Unset):
+        json_status = UNSET
+    elif (
+        isinstance(status, ListTransfersStatusType1)
+        or isinstance(status, ListTransfersStatusType2Type1)
+        or isinstance(status, ListTransfersStatusType3Type1)
+    ):
+        json_status = status.value
+    else:
+        json_status = status
+    params["status"] = json_status
+
+    params["since"] = since
+
+    params["until"] = until
+
+    json_order: str | Unset = UNSET
+    if not isinstance(order, Unset):
+        json_order = order.value
+
+    params["order"] = json_order
 
     params["cursor"] = cursor
 
@@ -36,6 +75,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -103,17 +143,35 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
     account_id: str | Unset = UNSET,
+    status: ListTransfersStatusType1
+    | ListTransfersStatusType2Type1
+    | ListTransfersStatusType3Type1
+    | None
+    | Unset = UNSET,
+    since: str | Unset = UNSET,
+    until: str | Unset = UNSET,
+    order: ListTransfersOrder | Unset = ListTransfersOrder.DESC,
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> Response[PageTransferRead | Problem]:
-    """Transfers, newest first, optionally of one account
+    """Transfers in log order (newest first by default), filtered
 
     Args:
         account_id (str | Unset):
+        status (ListTransfersStatusType1 | ListTransfersStatusType2Type1 |
+            ListTransfersStatusType3Type1 | None | Unset):
+        since (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
+        until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
+        order (ListTransfersOrder | Unset):  Default: ListTransfersOrder.DESC.
         cursor (str | Unset):
         limit (int | Unset):  Default: 100.
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -125,9 +183,14 @@ def sync_detailed(
 
     kwargs = _get_kwargs(
         account_id=account_id,
+        status=status,
+        since=since,
+        until=until,
+        order=order,
         cursor=cursor,
         limit=limit,
         min_position=min_position,
+        ledger_min_position=ledger_min_position,
     )
 
     response = client.get_httpx_client().request(
@@ -141,17 +204,35 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
     account_id: str | Unset = UNSET,
+    status: ListTransfersStatusType1
+    | ListTransfersStatusType2Type1
+    | ListTransfersStatusType3Type1
+    | None
+    | Unset = UNSET,
+    since: str | Unset = UNSET,
+    until: str | Unset = UNSET,
+    order: ListTransfersOrder | Unset = ListTransfersOrder.DESC,
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> PageTransferRead | Problem | None:
-    """Transfers, newest first, optionally of one account
+    """Transfers in log order (newest first by default), filtered
 
     Args:
         account_id (str | Unset):
+        status (ListTransfersStatusType1 | ListTransfersStatusType2Type1 |
+            ListTransfersStatusType3Type1 | None | Unset):
+        since (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
+        until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
+        order (ListTransfersOrder | Unset):  Default: ListTransfersOrder.DESC.
         cursor (str | Unset):
         limit (int | Unset):  Default: 100.
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -164,9 +245,14 @@ def sync(
     return sync_detailed(
         client=client,
         account_id=account_id,
+        status=status,
+        since=since,
+        until=until,
+        order=order,
         cursor=cursor,
         limit=limit,
         min_position=min_position,
+        ledger_min_position=ledger_min_position,
     ).parsed
 
 
@@ -174,17 +260,35 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
     account_id: str | Unset = UNSET,
+    status: ListTransfersStatusType1
+    | ListTransfersStatusType2Type1
+    | ListTransfersStatusType3Type1
+    | None
+    | Unset = UNSET,
+    since: str | Unset = UNSET,
+    until: str | Unset = UNSET,
+    order: ListTransfersOrder | Unset = ListTransfersOrder.DESC,
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> Response[PageTransferRead | Problem]:
-    """Transfers, newest first, optionally of one account
+    """Transfers in log order (newest first by default), filtered
 
     Args:
         account_id (str | Unset):
+        status (ListTransfersStatusType1 | ListTransfersStatusType2Type1 |
+            ListTransfersStatusType3Type1 | None | Unset):
+        since (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
+        until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
+        order (ListTransfersOrder | Unset):  Default: ListTransfersOrder.DESC.
         cursor (str | Unset):
         limit (int | Unset):  Default: 100.
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -196,9 +300,14 @@ async def asyncio_detailed(
 
     kwargs = _get_kwargs(
         account_id=account_id,
+        status=status,
+        since=since,
+        until=until,
+        order=order,
         cursor=cursor,
         limit=limit,
         min_position=min_position,
+        ledger_min_position=ledger_min_position,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -210,17 +319,35 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
     account_id: str | Unset = UNSET,
+    status: ListTransfersStatusType1
+    | ListTransfersStatusType2Type1
+    | ListTransfersStatusType3Type1
+    | None
+    | Unset = UNSET,
+    since: str | Unset = UNSET,
+    until: str | Unset = UNSET,
+    order: ListTransfersOrder | Unset = ListTransfersOrder.DESC,
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
+    ledger_min_position: int | None | Unset = UNSET,
 ) -> PageTransferRead | Problem | None:
-    """Transfers, newest first, optionally of one account
+    """Transfers in log order (newest first by default), filtered
 
     Args:
         account_id (str | Unset):
+        status (ListTransfersStatusType1 | ListTransfersStatusType2Type1 |
+            ListTransfersStatusType3Type1 | None | Unset):
+        since (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
+        until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
+        order (ListTransfersOrder | Unset):  Default: ListTransfersOrder.DESC.
         cursor (str | Unset):
         limit (int | Unset):  Default: 100.
         min_position (int | Unset):
+        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
+            this log position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -234,8 +361,13 @@ async def asyncio(
         await asyncio_detailed(
             client=client,
             account_id=account_id,
+            status=status,
+            since=since,
+            until=until,
+            order=order,
             cursor=cursor,
             limit=limit,
             min_position=min_position,
+            ledger_min_position=ledger_min_position,
         )
     ).parsed
