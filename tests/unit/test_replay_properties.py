@@ -235,6 +235,8 @@ EXPECTED_REFUSALS: Final = frozenset(
         "post_amount_exceeds_pending",
         "transfer_not_reversible",
         "transfer_already_reversed",
+        # posting a hold again with another amount (the same post again answers 200)
+        "idempotency_conflict",
     }
 )
 
