@@ -253,6 +253,14 @@ def load_example() -> ModuleType:
     return module
 
 
+def wait_for_feed(client: httpx.Client, count: int) -> None:
+    """Until the feed holds ``count`` events (it follows the log a poll behind)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while len(client.get("/v1/events").json()["items"]) < count:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def run_example_feed(server_url: str, key: str, cursor_file: Path) -> list[str]:
     done = subprocess.run(
         [
@@ -285,19 +293,13 @@ def test_the_example_consumer_follows_the_feed_across_restarts_and_verifies_webh
         key = admin_key_of(server)
         with server.client(key) as client:
             client.post("/v1/accounts", json={"id": ISSUER, "unit": UNIT, "allow_negative": True})
-            # The feed is projected (in a child process of serve on this default): the
-            # first run starts once it shows the first event.
-            deadline = time.monotonic() + WAIT_SECONDS
-            while not client.get("/v1/events").json()["items"]:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            # The feed is projected a poll behind the log (in serve's child process on
+            # the embedded default): the first run starts once it shows the first event.
+            wait_for_feed(client, 1)
             first = run_example_feed(server.url, key, tmp_path / "cursor.txt")
             client.post("/v1/accounts", json={"id": "alice", "unit": UNIT})
             client.post("/v1/accounts", json={"id": "bob", "unit": UNIT})
-            deadline = time.monotonic() + WAIT_SECONDS
-            while len(client.get("/v1/events").json()["items"]) < 3:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_for_feed(client, 3)
             second = run_example_feed(server.url, key, tmp_path / "cursor.txt")
             everything = [e["id"] for e in client.get("/v1/events").json()["items"]]
 

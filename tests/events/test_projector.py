@@ -14,9 +14,12 @@ import pytest
 
 from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
+from app.domain.account import Account
+from app.domain.chain import ChainedEvent
+from app.domain.values import account_uuid
 from app.events.database import Database
 from app.events.monitors import MonitorStore
-from app.events.projector import FeedProjector
+from app.events.projector import HANDLERS, FeedProjector, account_metadata_updated
 from app.events.store import FeedStore
 from app.persistence.stores import event_store_env
 from tests.conftest import store_env, store_url
@@ -320,3 +323,32 @@ def test_a_deleted_monitor_fires_no_more(
     FeedProjector(ledger, store).catch_up()
     assert crossings(store) == []
     assert json.dumps(all_events(store))  # the feed itself is intact
+
+
+class MetadataReplaced(ChainedEvent):
+    """A stored event carrying an account's new metadata, as a PATCH writes one."""
+
+    metadata: dict[str, str]
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.metadata = dict(self.metadata)
+
+
+def test_an_account_metadata_event_is_published_as_account_updated(tmp_path: Path) -> None:
+    account_metadata_updated(MetadataReplaced)
+    try:
+        with Ledger(event_store_env(f"sqlite:///{tmp_path / 'events.sqlite'}")) as ledger:
+            ledger.open_account(OpenAccount(id="alice", unit="CREDITS", metadata={"a": "1"}))
+            account: Account = ledger.repository.get(account_uuid("alice"))
+            account.trigger_event(MetadataReplaced, metadata={"tier": "gold"})
+            ledger.save(account)
+            store = FeedStore(Database(f"sqlite:///{tmp_path / 'feed.sqlite'}"))
+            FeedProjector(ledger, store).catch_up()
+            events = all_events(store)
+            store.database.close()
+    finally:
+        del HANDLERS[MetadataReplaced]
+
+    assert [event["type"] for event in events] == ["account.opened", "account.updated"]
+    assert events[1]["data"]["account"]["metadata"] == {"tier": "gold"}
+    assert events[1]["data"]["account"]["id"] == "alice"
