@@ -11,12 +11,12 @@ from litestar.params import Body, FromPath, Parameter, QueryParameter
 from litestar.response import Redirect, Template
 
 from app.api.services import Services
+from app.application.read_model import AccountFilter
 from app.domain import limits
 from app.explorer import pages
-from app.explorer.reads import STATEMENT_PAGE_SIZE, AccountSearch, ExplorerReads
+from app.explorer.reads import SEARCH_PAGE_SIZE, STATEMENT_PAGE_SIZE, ExplorerReads
 from app.explorer.sessions import REASONS, Viewer, sign_in
 
-ACCOUNT_STATUSES: Final = ("open", "closed")
 SEARCH_TEXT_LENGTH_MAX: Final = 1024
 POSITION_MAX: Final = 2**63 - 1
 LoginForm = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -94,15 +94,16 @@ class PagesController(Controller):
         meta_value: SearchText = None,
         after: SearchText = None,
     ) -> Template:
-        query = AccountSearch(
-            prefix=prefix or "",
+        query = AccountFilter(
+            prefix=prefix or None,
             unit=unit or None,
-            status=status if status in ACCOUNT_STATUSES else None,
+            status="open" if status == "open" else "closed" if status == "closed" else None,
             metadata=pages.metadata_filter(meta_key, meta_value),
             after_id=after or None,
+            limit=SEARCH_PAGE_SIZE,
         )
         searched = any([prefix, unit, status, meta_key, after])
-        accounts = ExplorerReads(services).search(query) if searched else []
+        accounts = ExplorerReads.caught_up(services).search(query) if searched else []
         more = len(accounts) == query.limit
         return Template(
             "search.html.j2",
@@ -132,7 +133,7 @@ class PagesController(Controller):
     ) -> Template:
         if not is_identifier(account_id):
             return missing("account", account_id, viewer)
-        reads = ExplorerReads(services)
+        reads = ExplorerReads.caught_up(services)
         now = services.now()
         choice = pages.parse_as_of(as_of, now)
         row = reads.account(account_id, choice.moment)
@@ -177,7 +178,7 @@ class PagesController(Controller):
     ) -> Template:
         if not is_identifier(transfer_id):
             return missing("transfer", transfer_id, viewer)
-        reads = ExplorerReads(services)
+        reads = ExplorerReads.caught_up(services)
         row = reads.transfer(transfer_id)
         if row is None:
             return missing("transfer", transfer_id, viewer)
@@ -199,7 +200,7 @@ class PagesController(Controller):
     def ledger(
         self, viewer: NamedDependency[Viewer], services: NamedDependency[Services]
     ) -> Template:
-        reads = ExplorerReads(services)
+        reads = ExplorerReads.caught_up(services)
         return Template(
             "ledger.html.j2",
             context={

@@ -19,6 +19,7 @@ from litestar.stores.file import FileStore
 from litestar.template.config import TemplateConfig
 
 from app.api.services import Services
+from app.domain.errors import LedgerError
 from app.explorer import pages
 from app.explorer.controllers import PagesController, SessionController
 from app.explorer.sessions import (
@@ -30,6 +31,7 @@ from app.explorer.sessions import (
     current_viewer,
     forget_empty_sessions,
     fresh_session_on_sign_in,
+    refuse_ledger_error,
     refuse_stale_form,
     security_headers,
     session_config,
@@ -85,6 +87,7 @@ class ExplorerPlugin(InitPluginProtocol):
             exception_handlers={
                 SignInRequiredError: to_sign_in,
                 PermissionDeniedException: refuse_stale_form,
+                LedgerError: refuse_ledger_error,
             },
             include_in_schema=False,
         )

@@ -1,21 +1,28 @@
-"""What the explorer reads, in one place: the views (through the API's services) and,
-for a transfer's status history, the transfer's own stream.
+"""What the explorer reads, in one place: the query service (the read policy shared with
+the API) and, for a transfer's status history, the transfer's own stream.
 
-Every method is bounded (a page size, a scan limit), so no page can make the server
-walk the whole ledger.
+A page reads one state of the views: ``ExplorerReads.caught_up`` waits (bounded) until
+they have applied the log's head, so its figures equal the API's current answer and its
+statement, lots and holds agree with them. Every method is bounded (a page size, a scan
+limit), so no page can make the server walk the whole ledger.
 """
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from eventsourcing.application import AggregateNotFoundError
 
 from app.api.services import Services
-from app.application.read_model import TransferFilter
-from app.application.views import LotRow, TransferView
-from app.domain.errors import TransferNotFoundError
+from app.application.read_model import AccountFilter, Lag, ReadModel, TransferFilter
+from app.application.views import (
+    AccountView,
+    HistoryPoint,
+    LotRow,
+    StatementLine,
+    TransferView,
+    UnitTotals,
+)
+from app.domain.errors import AccountNotFoundError, TransferNotFoundError
 from app.domain.transfer import Transfer
 from app.domain.values import account_uuid, transfer_uuid
 from app.explorer.pages import (
@@ -28,14 +35,10 @@ from app.explorer.pages import (
     status_history,
 )
 from app.persistence.last_audit import LastAudit, LastAuditFile
-from projections.runner import Lag
-from projections.views import BalanceRow, EntryRow, TransferRow
 
 SEARCH_PAGE_SIZE: Final = 50
 STATEMENT_PAGE_SIZE: Final = 50
 RECENT_TRANSFERS_SHOWN: Final = 20
-# A search looks through at most this many accounts.
-SEARCH_SCAN_MAX: Final = 100_000
 # How many statement lines of an account are looked through for its open holds.
 HOLDS_SCAN_LINES_MAX: Final = 999
 TRANSFER_EVENTS_MAX: Final = 100
@@ -44,45 +47,24 @@ LOTS_PAGE_SIZE: Final = 100
 LOTS_PAGES_MAX: Final = 10
 
 
-@dataclass(frozen=True)
-class AccountSearch:
-    prefix: str = ""
-    unit: str | None = None
-    status: str | None = None
-    metadata: Mapping[str, str] | None = None
-    after_id: str | None = None
-    limit: int = SEARCH_PAGE_SIZE
-
-
-@dataclass(frozen=True)
-class HistoryPoint:
-    end: datetime
-    balance: int
-    available: int
-
-
-@dataclass(frozen=True)
-class UnitTotal:
-    unit: str
-    debits_posted: int
-    credits_posted: int
-    balance_sum: int
-    account_count: int
-
-    @property
-    def balanced(self) -> bool:
-        return self.balance_sum == 0
-
-
 class ExplorerReads:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, view: ReadModel) -> None:
         self.services = services
+        self.queries = services.queries
+        self.view = view
 
-    def account(self, account_id: str, as_of: datetime | None) -> BalanceRow | None:
-        view = self.services.view()
-        if as_of is None:
-            return view.balance(account_id)
-        return view.balance_as_of(account_id, as_of)
+    @classmethod
+    def caught_up(cls, services: Services) -> "ExplorerReads":
+        """Reads of the views once they have applied the log's head (bounded wait)."""
+        return cls(services, services.queries.reach(services.queries.head()))
+
+    def account(self, account_id: str, as_of: datetime | None) -> AccountView | None:
+        try:
+            if as_of is not None:
+                return self.queries.account(account_id, as_of=as_of)
+        except AccountNotFoundError:
+            return None
+        return self.view.balance(account_id)
 
     def opened_at(self, account_id: str) -> datetime | None:
         """When the account was opened: the time of the first event of its stream."""
@@ -90,51 +72,28 @@ class ExplorerReads:
         first: Any = next(iter(stream), None)
         return None if first is None else first.timestamp
 
-    def search(self, query: AccountSearch) -> list[BalanceRow]:
-        found: list[BalanceRow] = []
-        for row in self._accounts_from(query.after_id or query.prefix):
-            if query.after_id is not None and row.account_id <= query.after_id:
-                continue
-            if not row.account_id.startswith(query.prefix):
-                if row.account_id > query.prefix:
-                    break
-                continue
-            if _matches(row, query):
-                found.append(row)
-                if len(found) >= query.limit:
-                    break
-        return found
-
-    def _accounts_from(self, start: str) -> Iterator[BalanceRow]:
-        for scanned, row in enumerate(self.services.view().all_balances()):
-            if scanned >= SEARCH_SCAN_MAX:
-                return
-            if row.account_id >= start:
-                yield row
+    def search(self, query: AccountFilter) -> list[AccountView]:
+        return self.queries.accounts(query).value
 
     def history(self, account_id: str, window: HistoryWindow) -> list[HistoryPoint]:
-        """The balance just before the end of each whole interval of ``window``."""
-        view = self.services.view()
-        points = []
-        for end in window.bucket_ends():
-            row = view.balance_as_of(account_id, end - timedelta(microseconds=1))
-            balance, available = (0, 0) if row is None else (row.balance, row.available)
-            points.append(HistoryPoint(end=end, balance=balance, available=available))
-        return points
+        """The account at the end of each whole interval of ``window``."""
+        if window.history_until <= window.since:
+            return []
+        return self.queries.history(
+            account_id, interval=window.interval, since=window.since, until=window.history_until
+        ).value
 
     def statement(
         self, account_id: str, *, before_position: int | None, until: datetime | None
-    ) -> list[EntryRow]:
-        return self.services.view().entries(
+    ) -> list[StatementLine]:
+        return self.view.entries(
             account_id, before_position=before_position, until=until, limit=STATEMENT_PAGE_SIZE
         )
 
-    def open_holds(self, account: BalanceRow, as_of: datetime | None) -> HoldsAsOf:
+    def open_holds(self, account: AccountView, as_of: datetime | None) -> HoldsAsOf:
         """The account's holds open at ``as_of`` (now when None), from its statement."""
         until = None if as_of is None else as_of + timedelta(microseconds=1)
-        lines = self.services.view().entries(
-            account.account_id, until=until, limit=HOLDS_SCAN_LINES_MAX + 1
-        )
+        lines = self.view.entries(account.id, until=until, limit=HOLDS_SCAN_LINES_MAX + 1)
         return open_holds(
             lines,
             reached_start=len(lines) <= HOLDS_SCAN_LINES_MAX,
@@ -142,15 +101,14 @@ class ExplorerReads:
             credits_pending=account.credits_pending,
         )
 
-    def lots(self, account: BalanceRow, as_of: datetime | None) -> LotsAsOf:
+    def lots(self, account: AccountView, as_of: datetime | None) -> LotsAsOf:
         """The account's lots still holding credit at ``as_of`` (now when None)."""
-        view = self.services.view()
         at = as_of or self.services.now()
         held: list[LotRow] = []
         after: int | None = None
         for _ in range(LOTS_PAGES_MAX):
-            page = view.lots(
-                account.account_id,
+            page = self.view.lots(
+                account.id,
                 status="all",
                 at=at,
                 moment=as_of,
@@ -163,8 +121,8 @@ class ExplorerReads:
                 break
         return lots_as_of(held, account.balance, complete=after is None)
 
-    def transfer(self, transfer_id: str) -> TransferRow | None:
-        return self.services.view().transfer(transfer_id)
+    def transfer(self, transfer_id: str) -> TransferView | None:
+        return self.view.transfer(transfer_id)
 
     def transfer_facts(self, transfer_id: str) -> TransferView | None:
         """The transfer from its own stream: its grant terms and allocations included."""
@@ -173,12 +131,14 @@ class ExplorerReads:
         except TransferNotFoundError:
             return None
 
-    def side_after(self, account_id: str, position: int | None) -> BalanceRow | None:
+    def side_after(self, account_id: str, position: int | None) -> AccountView | None:
         """An account as it stood once the commit at ``position`` was applied."""
         if position is None:
             return None
-        view = self.services.view()
-        return view.balance_at_position(account_id, view.commit_end(position))
+        try:
+            return self.queries.account(account_id, at_position=position)
+        except AccountNotFoundError:
+            return None
 
     def transfer_history(self, transfer_id: str) -> list[StatusStep]:
         try:
@@ -191,29 +151,14 @@ class ExplorerReads:
             return []
         return status_history(event for event in events if isinstance(event, Transfer.Event))
 
-    def recent_transfers(self) -> list[TransferRow]:
-        return self.services.view().transfers(TransferFilter(limit=RECENT_TRANSFERS_SHOWN))
+    def recent_transfers(self) -> list[TransferView]:
+        return self.view.transfers(TransferFilter(limit=RECENT_TRANSFERS_SHOWN))
 
-    def totals(self) -> list[UnitTotal]:
-        sums: dict[str, list[int]] = {}
-        for row in self.services.view().all_balances():
-            figures = sums.setdefault(row.unit, [0, 0, 0, 0])
-            figures[0] += row.debits_posted
-            figures[1] += row.credits_posted
-            figures[2] += row.balance
-            figures[3] += 1
-        return [UnitTotal(unit, *figures) for unit, figures in sorted(sums.items())]
+    def totals(self) -> list[UnitTotals]:
+        return self.queries.totals().value
 
     def lag(self) -> Lag:
         return self.services.lag()
 
     def last_audit(self) -> LastAudit | None:
         return LastAuditFile(self.services.settings.last_audit_path).load()
-
-
-def _matches(row: BalanceRow, query: AccountSearch) -> bool:
-    if query.unit and row.unit != query.unit:
-        return False
-    if query.status and row.status != query.status:
-        return False
-    return all(row.metadata.get(key) == value for key, value in (query.metadata or {}).items())

@@ -21,6 +21,8 @@ from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.response import Redirect, Template
 from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
 
+from app.api.errors import status_of
+from app.domain.errors import LedgerError
 from app.persistence.keys import KeyStore, Verdict, split_key
 
 SESSION_COOKIE: Final = "ledger_explorer_session"
@@ -224,3 +226,13 @@ def to_sign_in(_: Request[Any, Any, Any], error: SignInRequiredError) -> Redirec
 def refuse_stale_form(_: Request[Any, Any, Any], __: PermissionDeniedException) -> Template:
     """A form whose CSRF token did not match: a page that says so (not a JSON problem)."""
     return Template("refused.html.j2", context={"message": STALE_FORM}, status_code=403)
+
+
+def refuse_ledger_error(_: Request[Any, Any, Any], error: LedgerError) -> Template:
+    """A read the ledger refused (views still catching up, a bad filter): a page that says
+    what, with the API's status and code."""
+    return Template(
+        "problem.html.j2",
+        context={"detail": error.detail, "code": error.code},
+        status_code=status_of(error),
+    )

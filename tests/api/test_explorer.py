@@ -406,6 +406,21 @@ def test_the_chart_has_a_point_per_whole_interval_then_the_instant(
         assert account(client, "user:1", as_of=rfc3339(just_before))["balance"] == int(balance)
     instant = re.findall(r'class="point instant"[^>]*data-balance="(-?\d+)"', chart)
     assert instant == ["42"]  # the figure shown now
+    # The API's history up to the instant: the same buckets, then the one running now.
+    shown_at = re.search(r'data-instant="([^"]+)"', chart)
+    assert shown_at is not None
+    history = ok(
+        client.get(
+            "/v1/accounts/user:1/history",
+            params={
+                "interval": interval.group(1),
+                "since": since.group(1),
+                "until": shown_at.group(1),
+            },
+        )
+    )["items"]
+    balances = re.findall(r'class="point (?:bucket|instant)"[^>]*data-balance="(-?\d+)"', chart)
+    assert [int(balance) for balance in balances] == [item["balance"] for item in history]
 
 
 def utc(text: str) -> datetime:
