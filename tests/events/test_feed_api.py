@@ -208,6 +208,7 @@ def test_long_poll_with_nothing_new_answers_empty_after_the_wait(client: Client)
             "filter_too_large",
         ),
         ({"after": "-1"}, 400, "invalid_cursor"),
+        ({"typez": "account.opened"}, 400, "unknown_parameter"),
         ({"after": "9" * 40}, 400, "invalid_cursor"),
         ({"limit": 0}, 422, "validation_error"),
         ({"limit": 5000}, 422, "validation_error"),
@@ -236,3 +237,14 @@ def test_the_openapi_document_describes_the_public_event(client: Client) -> None
     assert set(event["properties"]) == {"id", "type", "version", "position", "occurred_at", "data"}
     assert event["properties"]["type"]["enum"] == list(EVENT_TYPES)
     assert "/v1/events/stream" in document["paths"]
+
+
+def test_a_metadata_update_is_published_as_account_updated(client: Client) -> None:
+    open_account(client, "alice", metadata={"plan": "free", "trial": "yes"})
+    ok(client.patch("/v1/accounts/alice", json={"metadata": {"plan": "pro", "trial": None}}))
+
+    events = wait_for_events(client, 2, account_id="alice")
+
+    assert [event["type"] for event in events] == ["account.opened", "account.updated"]
+    assert events[1]["data"]["account"]["metadata"] == {"plan": "pro"}
+    assert events[1]["position"] > events[0]["position"]

@@ -9,6 +9,7 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from app.api.auth import requires
+from app.api.consistency import refuse_unknown_parameters
 from app.api.errors import ApiError
 from app.api.services import Services
 from app.domain.values import check_id
@@ -65,6 +66,7 @@ def feed_query(
 class EventController(Controller):
     path = "/v1/events"
     tags = ["events"]  # noqa: RUF012
+    before_request = refuse_unknown_parameters  # type: ignore[assignment]
 
     @get(
         "/",

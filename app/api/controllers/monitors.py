@@ -7,6 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
 from app.api.auth import requires
+from app.api.consistency import refuse_unknown_parameters
 from app.api.controllers.events import events_of
 from app.api.errors import ApiError
 from app.api.event_schemas import MonitorCreate, MonitorRead
@@ -25,6 +26,7 @@ def not_found(monitor_id: str) -> ApiError:
 class MonitorController(Controller):
     path = "/v1/monitors"
     tags = ["monitors"]  # noqa: RUF012
+    before_request = refuse_unknown_parameters  # type: ignore[assignment]
 
     @post(
         "/",

@@ -8,6 +8,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
 from app.api.auth import requires
+from app.api.consistency import refuse_unknown_parameters
 from app.api.controllers.events import events_of
 from app.api.errors import ApiError
 from app.api.event_schemas import (
@@ -45,6 +46,7 @@ def found(endpoint: Endpoint | None, webhook_id: str) -> Endpoint:
 class WebhookController(Controller):
     path = "/v1/webhooks"
     tags = ["webhooks"]  # noqa: RUF012
+    before_request = refuse_unknown_parameters  # type: ignore[assignment]
     guards = [requires("admin")]  # noqa: RUF012
 
     @post("/", sync_to_thread=True, status_code=201, summary="Add an endpoint")
