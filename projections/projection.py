@@ -16,6 +16,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
 from app.domain.account import Account, line_allocations
+from app.domain.commits import commit_of
 from app.domain.transfer import Transfer
 from app.domain.values import transfer_uuid
 from projections.lots import apply_lot_moves
@@ -74,6 +75,7 @@ class _Rows:
     new_transfers: set[str] = field(default_factory=set)
     changed_transfers: set[str] = field(default_factory=set)
     commits: dict[int, tuple[int, str]] = field(default_factory=dict)
+    commit_keys: list[tuple[int, str]] = field(default_factory=list)
     # (event, position, account id, time) of every balance change, for the lots view
     lot_moves: list[tuple[Account.BalanceChanged, int, str, str]] = field(default_factory=list)
 
@@ -105,8 +107,8 @@ class RowWriter(SqlAccess):
             self._open_commit = None  # what was cached may not have been written
             raise
 
-    # The newest commit run (start position, time), kept between batches by the one
-    # worker that writes this view; dropped whenever a transaction fails.
+    # The newest commit (start position, key), kept between batches by the one worker
+    # that writes this view; dropped whenever a transaction fails.
     _open_commit: tuple[int, str] | None = None
 
     # Loading ---------------------------------------------------------------------------
@@ -131,12 +133,14 @@ class RowWriter(SqlAccess):
         if self._open_commit is None and any(hasattr(e, "timestamp") for e in events):
             self._run(
                 cursor,
-                "SELECT start_position, recorded_at FROM {commits} "
-                "ORDER BY start_position DESC LIMIT 1",
+                "SELECT c.start_position, c.recorded_at, k.commit_id FROM {commits} c "
+                "LEFT JOIN {commit_keys} k ON k.start_position = c.start_position "
+                "ORDER BY c.start_position DESC LIMIT 1",
             )
             last = cursor.fetchone()
             if last is not None:
-                self._open_commit = (int(last["start_position"]), last["recorded_at"])
+                key = last["commit_id"] or _time_key(last["recorded_at"])
+                self._open_commit = (int(last["start_position"]), key)
 
     def _select_in(
         self, cursor: Cursor, table: str, columns: tuple[str, ...], stream_ids: Iterable[str]
@@ -155,20 +159,26 @@ class RowWriter(SqlAccess):
 
     def _fold(self, rows: _Rows, event: object, position: int) -> None:
         if hasattr(event, "timestamp"):
-            self._fold_commit(rows, timestamp_text(event.timestamp), position)
+            self._fold_commit(rows, event, position)
         if isinstance(event, Account.Event):
             self._fold_account(rows, event, position)
         elif isinstance(event, Transfer.Event):
             self._fold_transfer(rows, event, position)
 
-    def _fold_commit(self, rows: _Rows, at: str, position: int) -> None:
-        # Until commits say where they end in the log (decision 0009), a run of events
-        # with one time is one commit: a command's events share one time.
-        if self._open_commit is not None and self._open_commit[1] == at:
+    def _fold_commit(self, rows: _Rows, event: Any, position: int) -> None:
+        # The writer names each event's commit (app.domain.commits). Events stored before
+        # it did fall back to the earlier rule: a run of events with one time is one
+        # commit (a command's events share one time).
+        at = timestamp_text(event.timestamp)
+        commit_id = commit_of(event)
+        key = commit_id or _time_key(at)
+        if self._open_commit is not None and self._open_commit[1] == key:
             start = self._open_commit[0]
         else:
             start = position
-            self._open_commit = (position, at)
+            self._open_commit = (position, key)
+            if commit_id is not None:
+                rows.commit_keys.append((start, commit_id))
         rows.commits[start] = (position, at)
 
     def _fold_account(self, rows: _Rows, event: Account.Event, position: int) -> None:
@@ -294,6 +304,11 @@ class RowWriter(SqlAccess):
             "DO UPDATE SET end_position = excluded.end_position",
             [(start, end, at) for start, (end, at) in sorted(rows.commits.items())],
         )
+        self._run_many(
+            cursor,
+            "INSERT INTO {commit_keys} (start_position, commit_id) VALUES (?, ?)",
+            rows.commit_keys,
+        )
         for event, position, account_id, at in rows.lot_moves:  # grants only: rare
             apply_lot_moves(self, cursor, event, position, account_id, at)
 
@@ -416,3 +431,8 @@ def _json_or_none(value: object) -> str | None:
 def _time_text(value: object) -> str:
     assert isinstance(value, datetime)
     return timestamp_text(value)
+
+
+def _time_key(recorded_at: str) -> str:
+    """The commit key of an event stored before commits were marked: its time."""
+    return f"time:{recorded_at}"

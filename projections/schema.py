@@ -8,7 +8,7 @@ One view database holds the views that one projection keeps together:
   *after* the event — this is also the balance history: an as-of query is one index
   lookup (``ORDER BY position DESC LIMIT 1``), O(log n) whatever the history length;
 - ``transfers``: the transfers index, for lookup, listing and expiry;
-- ``commits``: where each command's commit starts and ends;
+- ``commits`` and ``commit_keys``: where each commit (one store write) starts and ends;
 - ``lots`` and ``lot_changes``: credit lots (``projections/lots.py``);
 - the library's tracking table: the checkpoint.
 
@@ -31,6 +31,7 @@ TABLES: Final = (
     "transfers",
     "transfer_metadata",
     "commits",
+    "commit_keys",
     *LOT_TABLES,
 )
 INDEXES: Final = (
@@ -138,6 +139,12 @@ SCHEMA: Final = [
         start_position BIGINT PRIMARY KEY,
         end_position BIGINT NOT NULL,
         recorded_at TEXT NOT NULL
+    )""",
+    # The writer's commit id of each commit that has one (app.domain.commits): lets a
+    # restarted worker continue a commit a batch boundary cut in two.
+    """CREATE TABLE IF NOT EXISTS {commit_keys} (
+        start_position BIGINT PRIMARY KEY,
+        commit_id TEXT NOT NULL
     )""",
     *LOT_SCHEMA,
 ]

@@ -50,6 +50,7 @@ from app.application.workspace import Workspace, Written
 from app.domain import limits
 from app.domain.account import Account, term_record
 from app.domain.chain import command_time, current_command_time
+from app.domain.commits import mark_commit
 from app.domain.errors import (
     AccountNotFoundError,
     BatchRejectedError,
@@ -782,6 +783,7 @@ class Ledger(Application[UUID]):
         events = work.collect_events()
         written = Written([])
         if events:
+            mark_commit(events)  # the log says where this write's commit ends
             try:
                 written = Written(self.events.put(events))
             except IntegrityError:

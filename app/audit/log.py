@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from app.application.ledger import Ledger
 from app.domain.account import Account
+from app.domain.commits import ends_commit
 from app.domain.transfer import Transfer
 
 LOG_PAGE_SIZE: Final = 2000
@@ -59,7 +60,8 @@ def read_log(
 
 
 class CommitTracker:
-    """Tells where a command's commit ends, which the log does not mark.
+    """Tells where a commit ends: the log says so (``app.domain.commits``); for events
+    stored before it did, by the rule below.
 
     Within a commit the accounts' postings come first and the transfers' own events
     after them; a commit is over when every transfer it touched has all its legs (they
@@ -68,12 +70,20 @@ class CommitTracker:
     def __init__(self) -> None:
         self._open: dict[str, list[int]] = {}
         self._awaited: dict[str, str] = {}
+        # Whether the last event observed ended its commit, as the log says (None: an
+        # event stored before commits were marked; the legs rule below decides).
+        self._marked_end: bool | None = None
 
     @property
     def quiescent(self) -> bool:
+        if self._marked_end is not None:
+            return self._marked_end
         return not self._open
 
     def observe(self, event: Any) -> None:
+        self._marked_end = ends_commit(event)
+        if self._marked_end is not None:
+            return
         if isinstance(event, Account.BalanceChanged):
             delta = event.delta()
             net = self._open.setdefault(event.transfer_id, [0, 0])

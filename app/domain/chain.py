@@ -21,7 +21,16 @@ from eventsourcing.domain import Aggregate
 GENESIS: Final = "0" * 64
 # Fields every event has, or that the library adds: hashed separately or not at all.
 _ENVELOPE: Final = frozenset(
-    {"originator_id", "originator_version", "timestamp", "chain", "originator_topic"}
+    {
+        "originator_id",
+        "originator_version",
+        "timestamp",
+        "chain",
+        "originator_topic",
+        # where its commit ends (app.domain.commits): set at the write, after the chain
+        "commit_id",
+        "commit_last",
+    }
 )
 
 

@@ -1,0 +1,44 @@
+"""Where a commit ends: recorded in the log by the writer, read by every reader.
+
+A *commit* is one store write: one transaction on SQL, one multi-stream append on
+KurrentDB. With the committer (decision 0011) one write may hold several commands,
+and its events are ordered by aggregate, so neither a run of equal timestamps nor legs
+netting to zero can tell where it ends. The writer therefore says so: every event of a
+write carries ``commit_id`` (the same for all of them) and the last one also
+``commit_last``. Both are envelope fields, like the timestamp: set on the events just
+before the write, stored with them, and left out of the hash chain (``chain``).
+
+Events written before these marks existed carry neither: ``ends_commit`` answers None
+for them, and each reader falls back to its earlier rule (decision 0016).
+"""
+
+from collections.abc import Sequence
+from typing import Final
+from uuid import uuid4
+
+COMMIT_ID: Final = "commit_id"
+COMMIT_LAST: Final = "commit_last"
+
+
+def mark_commit(events: Sequence[object]) -> str:
+    """Mark the events of one store write (in their write order) as one commit."""
+    assert events, "a commit has at least one event"
+    commit_id = uuid4().hex
+    for event in events:
+        object.__setattr__(event, COMMIT_ID, commit_id)
+        object.__setattr__(event, COMMIT_LAST, False)
+    object.__setattr__(events[-1], COMMIT_LAST, True)
+    return commit_id
+
+
+def commit_of(event: object) -> str | None:
+    """The id of the commit the event belongs to (None: written before the marks)."""
+    value = getattr(event, COMMIT_ID, None)
+    return value if isinstance(value, str) else None
+
+
+def ends_commit(event: object) -> bool | None:
+    """Whether the event is its commit's last (None: written before the marks)."""
+    if commit_of(event) is None:
+        return None
+    return bool(getattr(event, COMMIT_LAST, False))
