@@ -4,8 +4,8 @@ Built on the library's public parts only: ``ApplicationSubscription`` (the catch
 subscription of every backend, KurrentDB's included) read by one thread into a bounded
 queue, and a writer thread that takes whatever has queued up (up to
 ``PROJECTION_BATCH_MAX`` events) and applies it in one transaction with its tracking
-record. A long catch-up is then bound by the SQL, not by commits; a live worker still
-applies each new event as soon as it arrives. The interface is the library runner's:
+record. A long catch-up is then bound by the SQL, not by commits; a live worker applies
+each new event within ``BATCH_LINGER_SECONDS`` of its arrival. The interface is the library runner's:
 ``view``, ``app``, ``run_forever``, ``wait``, and a context manager.
 """
 
@@ -25,6 +25,9 @@ from projections.projection import PROJECTION_BATCH_MAX, LedgerProjection, RowWr
 # Events pulled ahead of the writer: enough to fill the next batch while one is written.
 QUEUE_EVENTS_MAX: Final = 2 * PROJECTION_BATCH_MAX
 STOP_CHECK_SECONDS: Final = 0.1
+# How long the writer waits for one more event before it writes what it has: a few
+# milliseconds of latency for a live event, full batches during a catch-up.
+BATCH_LINGER_SECONDS: Final = 0.005
 
 
 class CatchUpRunner:
@@ -123,7 +126,10 @@ class CatchUpRunner:
         batch = [first]
         while len(batch) < PROJECTION_BATCH_MAX:
             try:
-                item = self._queue.get_nowait()
+                # Linger a moment for the next event: during a catch-up the reader
+                # decodes them one by one, and without the wait the writer would take
+                # each as a batch of its own.
+                item = self._queue.get(timeout=BATCH_LINGER_SECONDS)
             except queue.Empty:
                 break
             if item is None:
