@@ -5,8 +5,8 @@ subscription of every backend, KurrentDB's included) read by one thread into a b
 queue, and a writer thread that takes whatever has queued up (up to
 ``PROJECTION_BATCH_MAX`` events) and applies it in one transaction with its tracking
 record. A long catch-up is then bound by the SQL, not by commits; a live worker applies
-each new event within ``BATCH_LINGER_SECONDS`` of its arrival. The interface is the library runner's:
-``view``, ``app``, ``run_forever``, ``wait``, and a context manager.
+each new event within ``BATCH_LINGER_SECONDS`` of its arrival. The interface is the
+library runner's: ``view``, ``app``, ``run_forever``, ``wait``, and a context manager.
 """
 
 import os
