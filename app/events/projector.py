@@ -377,11 +377,8 @@ def account_metadata_updated(event_class: type[Any]) -> None:
     HANDLERS[event_class] = _account_changed(schema.ACCOUNT_UPDATED, _update_metadata)
 
 
-# PATCH /v1/accounts/{id} writes ``Account.Updated`` (its whole new ``metadata``); it
-# arrives with the read side's work, so it is looked up rather than named here.
-_ACCOUNT_UPDATED: type[Any] | None = getattr(Account, "Updated", None)
-if _ACCOUNT_UPDATED is not None:
-    account_metadata_updated(_ACCOUNT_UPDATED)
+# PATCH /v1/accounts/{id} writes ``Account.Updated``, carrying the whole new metadata.
+account_metadata_updated(Account.Updated)
 
 
 class FeedProjector(ThreadWorker):
