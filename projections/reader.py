@@ -138,15 +138,30 @@ class RowReader(SqlAccess):
         return replace(account, lots_available=spendable)
 
     def accounts(self, query: AccountFilter) -> list[AccountView]:
-        """Accounts in id order, filtered; every filter is an index lookup."""
+        """Accounts in id order, filtered; every filter is an index range or lookup.
+
+        With metadata pairs, the first pair's index (key, value, account_id) drives the
+        query in id order and the others are probed by primary key (CROSS JOIN keeps
+        SQLite's planner to that order; PostgreSQL plans it alike)."""
+        pairs = sorted(query.metadata.items())
+        assert len(pairs) <= METADATA_FILTERS_MAX, "checked at the edge"
+        ids = "m0.account_id" if pairs else "b.account_id"
+        tables = [f"{{account_metadata}} m{n}" for n in range(len(pairs))] + ["{balances} b"]
         conditions: list[str] = []
         params: list[Any] = []
+        for number, (key, value) in enumerate(pairs):
+            conditions.append(f"m{number}.key = ? AND m{number}.value = ?")
+            params += [key, value]
+            if number:
+                conditions.append(f"m{number}.account_id = m0.account_id")
+        if pairs:
+            conditions.append("b.account_id = m0.account_id")
         if query.after_id is not None:
-            conditions.append("b.account_id > ?")
+            conditions.append(f"{ids} > ?")
             params.append(query.after_id)
         if query.prefix:
-            # A range on the primary key, not LIKE: sub-linear on both backends.
-            conditions.append("b.account_id >= ? AND b.account_id < ?")
+            # A range on the id, not LIKE: sub-linear on both backends.
+            conditions.append(f"{ids} >= ? AND {ids} < ?")
             params += [query.prefix, query.prefix + "\U0010ffff"]
         if query.unit is not None:
             conditions.append("b.unit = ?")
@@ -154,13 +169,10 @@ class RowReader(SqlAccess):
         if query.status is not None:
             conditions.append("b.status = ?")
             params.append(query.status)
-        joins, join_params = _metadata_joins(
-            query.metadata, "account_metadata", "account_id", "b.account_id"
-        )
         where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
         rows = self._all(
-            f"SELECT b.* FROM {{balances}} b {joins}{where}ORDER BY b.account_id LIMIT ?",
-            [*join_params, *params, min(query.limit, PAGE_SIZE_MAX)],
+            f"SELECT b.* FROM {' CROSS JOIN '.join(tables)} {where}ORDER BY {ids} LIMIT ?",
+            [*params, min(query.limit, PAGE_SIZE_MAX)],
         )
         return [_account(row, row, row["position"], row["updated_at"]) for row in rows]
 
