@@ -7,7 +7,7 @@ from typing import Annotated, Any, Final
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath, Parameter, QueryParameter
+from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from app.api.services import Services
@@ -20,8 +20,10 @@ from app.explorer.sessions import REASONS, Viewer, sign_in
 SEARCH_TEXT_LENGTH_MAX: Final = 1024
 POSITION_MAX: Final = 2**63 - 1
 LoginForm = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
-SearchText = Annotated[str | None, Parameter(required=False, max_length=SEARCH_TEXT_LENGTH_MAX)]
-Cursor = Annotated[int | None, Parameter(required=False, ge=0, le=POSITION_MAX)]
+SearchText = Annotated[
+    str | None, QueryParameter(required=False, max_length=SEARCH_TEXT_LENGTH_MAX)
+]
+Cursor = Annotated[int | None, QueryParameter(required=False, ge=0, le=POSITION_MAX)]
 
 
 def is_identifier(text: str) -> bool:
