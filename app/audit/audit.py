@@ -149,6 +149,9 @@ class Auditor:
         self._check_streams(page)
 
     def _fold_accounts(self, position: int, event: Any) -> None:
+        # Independent on purpose: the audit folds the log itself (app.audit.replay) and
+        # keeps its own transfer bookkeeping in a scratch database, rather than using the
+        # read model (projections/) or its fold, because it exists to catch their bugs.
         self.lots.apply(position, event)
         account = self.full.apply(position, event)
         if self.window.admits(position, event):
