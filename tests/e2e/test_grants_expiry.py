@@ -86,7 +86,9 @@ def test_spends_racing_an_expiry_in_several_processes_never_spend_the_expired_pa
     assert all(code == "insufficient_funds" for code in problems), problems
     spent = [t for name, created, _ in outcomes if name.startswith("spend") for t in created]
     expiries = [o for name, found, _ in outcomes if name.startswith("expiry") for o in found]
-    assert sorted(expiries) == ["created", "replayed"]  # run twice, moved once
+    # Run twice, moved once: the second run finds the expiry written, or (its reads
+    # straddling the first's commit) the lot already empty; either way it writes nothing.
+    assert sorted(expiries) in (["created", "replayed"], ["created", "none"])
     refused_after = [code for code in problems if code == "insufficient_funds"]
     assert refused_after, "the spenders went on past the expiry and were refused"
     for transfer_id in spent:
