@@ -8,6 +8,7 @@ from functools import cache
 from typing import Annotated, Any, Final
 
 from litestar import Request, Response
+from litestar.enums import ParamType
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import HeaderParameter, Parameter, ParameterKwarg
 from pydantic import BaseModel
@@ -27,13 +28,14 @@ METADATA_FILTERS_OPT: Final = "metadata_filters"
 _RESERVED: Final = frozenset(
     {"self", "request", "scope", "state", "headers", "cookies", "query", "data", "socket", "body"}
 )
+_NOT_QUERY: Final = frozenset({ParamType.HEADER, ParamType.COOKIE, ParamType.PATH})
 _PATH_PARAMETER: Final = re.compile(r"{(\w+)(?::\w+)?}")
 
 Position = Annotated[int | None, Parameter(ge=0, le=2**63 - 1, required=False)]
 MinPositionHeader = Annotated[
     int | None,
     HeaderParameter(
-        header=MIN_POSITION_HEADER,
+        name=MIN_POSITION_HEADER,
         ge=0,
         le=2**63 - 1,
         required=False,
@@ -59,9 +61,9 @@ def known_query_parameters(handler: HTTPRouteHandler) -> frozenset[str]:
             continue
         definition = parameter.kwarg_definition
         if isinstance(definition, ParameterKwarg):
-            if definition.header or definition.cookie:
+            if definition.header or definition.cookie or definition.param_type in _NOT_QUERY:
                 continue
-            known.add(definition.query or name)
+            known.add(definition.query or definition.name or name)
         else:
             known.add(name)
     return frozenset(known)

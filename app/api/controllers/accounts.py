@@ -6,7 +6,7 @@ from typing import Annotated, Final, Literal
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from app.api.auth import requires
 from app.api.consistency import (
@@ -143,7 +143,10 @@ class AccountController(Controller):
         summary="Update an account's metadata (JSON Merge Patch: null removes a key)",
     )
     def update(
-        self, account_id: FromPath[str], data: AccountUpdate, services: NamedDependency[Services]
+        self,
+        account_id: FromPath[str],
+        data: JSONBody[AccountUpdate],
+        services: NamedDependency[Services],
     ) -> AccountRead:
         outcome = services.ledger.update_account(account_id, data.metadata)
         return AccountRead.of(outcome.account, outcome.position)
@@ -192,7 +195,7 @@ class AccountController(Controller):
         services: NamedDependency[Services],
         since: TimeQuery = None,
         until: TimeQuery = None,
-        interval: Literal["hour", "day", "month"] = "day",
+        interval: FromQuery[Literal["hour", "day", "month"]] = "day",
         min_position: Position = None,
         min_position_header: MinPositionHeader = None,
     ) -> HistoryRead:

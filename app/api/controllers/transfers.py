@@ -4,7 +4,7 @@ from typing import Annotated, Final, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from app.api.auth import requires
 from app.api.consistency import (
@@ -178,7 +178,7 @@ class TransferController(Controller):
         ] = None,
         since: TimeQuery = None,
         until: TimeQuery = None,
-        order: Literal["asc", "desc"] = "desc",
+        order: FromQuery[Literal["asc", "desc"]] = "desc",
         cursor: Annotated[str | None, Parameter(required=False, max_length=200)] = None,
         limit: Annotated[int, Parameter(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
         min_position: Position = None,
