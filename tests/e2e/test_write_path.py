@@ -166,8 +166,10 @@ def test_another_process_hammering_one_account_never_fails_or_stalls_unrelated_t
 
     with ThreadPoolExecutor(max_workers=5) as pool:
         hammering = pool.submit(hammer)
-        list(pool.map(send, range(4)))
-        stop.set()
+        try:
+            list(pool.map(send, range(4)))
+        finally:  # a failed sender must not leave the hammer running (the pool waits for it)
+            stop.set()
         hammering.result(WAIT_SECONDS)
     assert hammered > 0
     assert len(unrelated) == 4 * CALM_PER_THREAD
