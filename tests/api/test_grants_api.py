@@ -3,6 +3,7 @@ grants endpoint (statuses, paging, time travel) and each new problem code."""
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from app.api.services import Services
 from app.domain.lots import LIVE_LOTS_MAX
@@ -19,6 +20,8 @@ from tests.api.helpers import (
 
 ALICE = "user:alice"
 SHOP = "shop"
+# A grant that expires during the test: long enough for its requests on a loaded machine.
+SHORT_GRANT_SECONDS: Final = 3.0
 
 
 def setup_accounts(client: Client) -> int:
@@ -115,9 +118,11 @@ def test_an_expired_grant_is_listed_as_expired_and_its_remainder_reaches_breakag
     client: Client, services: Services
 ) -> None:
     setup_accounts(client)
-    grant(client, "short", 10, expires_at=in_seconds(0.5))
+    grant(client, "short", 10, expires_at=in_seconds(SHORT_GRANT_SECONDS))
     spend(client, "s1", 3)
-    services.ledger.clock = lambda: datetime.now(tz=UTC) + timedelta(seconds=1)
+    services.ledger.clock = lambda: (
+        datetime.now(tz=UTC) + timedelta(seconds=SHORT_GRANT_SECONDS + 1)
+    )
     moved = services.ledger.expire_grant("short")
     assert moved is not None
     lots = grants(client, status="expired")
@@ -207,10 +212,11 @@ def test_available_leaves_out_future_and_expired_lots_now_and_as_they_stood(
 ) -> None:
     setup_accounts(client)
     grant(client, "later", 10, effective_at=in_seconds(3600))
-    short = grant(client, "short", 5, expires_at=in_seconds(0.5))
+    expires_at = datetime.now(tz=UTC) + timedelta(seconds=SHORT_GRANT_SECONDS)
+    short = grant(client, "short", 5, expires_at=expires_at.isoformat())
     read = ok(client.get(f"/v1/accounts/{ALICE}", params={"min_position": short["position"]}))
     assert (read["balance"], read["available"]) == (15, 5)
-    time.sleep(0.6)
+    time.sleep(max((expires_at - datetime.now(tz=UTC)).total_seconds(), 0) + 0.05)
     expired = ok(client.get(f"/v1/accounts/{ALICE}"))
     assert (expired["balance"], expired["available"]) == (15, 0)
     then = ok(client.get(f"/v1/accounts/{ALICE}", params={"at_position": short["position"]}))
