@@ -17,7 +17,8 @@ from eventsourcing.projection import Projection
 
 from app.domain.account import Account, line_allocations
 from app.domain.commits import commit_of
-from app.domain.transfer import Transfer
+from app.domain.postings import COUNTER_NAMES, Counters, post
+from app.domain.transfer import Transfer, fate_after, initial_fate
 from app.domain.values import transfer_uuid
 from projections.lots import apply_lot_moves
 from projections.schema import Cursor, SqlAccess, timestamp_text
@@ -26,7 +27,7 @@ PROJECTION_BATCH_MAX: Final = 500
 # Rows read per ``IN (…)`` query when a batch loads the rows it will change.
 LOAD_CHUNK_SIZE: Final = 500
 
-COUNTERS: Final = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
+COUNTERS: Final = COUNTER_NAMES
 ACCOUNT_STATE: Final = (
     *COUNTERS,
     "status",
@@ -226,12 +227,9 @@ class RowWriter(SqlAccess):
         at: str,
     ) -> None:
         delta = event.delta()
-        after = (
-            int(account["debits_posted"]) + delta.debits_posted,
-            int(account["credits_posted"]) + delta.credits_posted,
-            int(account["debits_pending"]) + delta.debits_pending,
-            int(account["credits_pending"]) + delta.credits_pending,
-        )
+        counters = Counters(*(int(account[name]) for name in COUNTERS))
+        post(counters, delta)
+        after = counters.as_tuple()
         # The second half of the pair of assertions (TigerBeetle style): counters the
         # write path checked must still be sane when folded here.
         assert min(after) >= 0, (account["account_id"], after)
@@ -270,16 +268,13 @@ class RowWriter(SqlAccess):
         transfer = rows.transfers.get(stream_id)
         assert transfer is not None, f"transfer event before recording: {event.originator_id}"
         if isinstance(event, Transfer.PendingPosted):
-            transfer.update(status="posted", amount_posted=event.amount)
+            transfer.update(amount_posted=event.amount)
             transfer["allocations"] = _json_or_none(event.allocations)
-        elif isinstance(event, Transfer.PendingVoided):
-            transfer["status"] = "voided"
-        elif isinstance(event, Transfer.PendingExpired):
-            transfer["status"] = "expired"
         elif isinstance(event, Transfer.Reversed):
             transfer["reversed_by"] = event.reversal_id
-        else:
+        elif not isinstance(event, Transfer.PendingVoided | Transfer.PendingExpired):
             return
+        transfer["status"] = fate_after(transfer["status"], event)
         transfer["updated_position"] = position
         rows.changed_transfers.add(stream_id)
 
@@ -410,7 +405,7 @@ def _recorded_row(
         "timeout_seconds": event.timeout_seconds,
         "expires_at": expires_at,
         "metadata": json.dumps(event.metadata),
-        "status": "pending" if event.pending else "posted",
+        "status": initial_fate(event.pending),
         "amount_posted": 0 if event.pending else event.amount,
         "reversal_of": event.reversal_of,
         "reversed_by": None,

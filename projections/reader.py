@@ -23,8 +23,8 @@ from app.application.views import (
     TransferView,
     UnitTotals,
 )
-from app.domain.account import BalanceDelta
 from app.domain.lots import Allocation
+from app.domain.postings import BalanceDelta
 from app.domain.statement import statement_action
 from projections.lots import account_lots, due_grant_expiries, unspendable_free
 from projections.schema import APPLICATION_NAME, SqlAccess, parse_timestamp, timestamp_text

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from app.domain.account import Account, DerivedBalances
+from app.domain.account import Account
 from app.domain.lots import Allocation, LotStatus
+from app.domain.postings import DerivedBalances
 from app.domain.statement import StatementAction
 from app.domain.transfer import Transfer, TransferStatus
 

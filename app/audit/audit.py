@@ -171,6 +171,9 @@ class Auditor:
             )
 
     def _gather_transfer_facts(self, position: int, event: Any, page: _TransferPage) -> None:
+        # Independent on purpose: these legs sums and statuses are the audit's own, not
+        # the domain's fold (app.domain.postings.post) or fate rule (fate_after), which
+        # every other reader shares: a bug there must not hide from the cross-check.
         if isinstance(event, Transfer.TransferRecorded):
             if event.originator_version != Transfer.INITIAL_VERSION or (
                 event.transfer_id in page.records

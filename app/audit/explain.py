@@ -9,9 +9,10 @@ from typing import Any, Final
 from eventsourcing.application import AggregateNotFoundError
 
 from app.application.ledger import Ledger
-from app.domain.account import Account, line_allocations
+from app.domain.account import Account, counterparty_id, line_allocations
 from app.domain.errors import AccountNotFoundError
-from app.domain.transfer import Transfer
+from app.domain.postings import Counters, post
+from app.domain.transfer import Transfer, fate_after, initial_fate
 from app.domain.values import account_uuid, check_id, transfer_uuid
 
 TRANSFER_CACHE_SIZE: Final = 4096
@@ -61,31 +62,28 @@ def explain(ledger: Ledger, account_id: str, moment: datetime | None) -> Iterato
     def facts(transfer_id: str) -> TransferFacts:
         return _transfer_facts(ledger, transfer_id, moment)
 
-    counters = [0, 0, 0, 0]
+    counters = Counters()
     for event in history:  # the rest of the stream, read once
         if moment is not None and event.timestamp > moment:
             return
         if not isinstance(event, Account.BalanceChanged):
             continue
         delta = event.delta()
-        counters[0] += delta.debits_posted
-        counters[1] += delta.credits_posted
-        counters[2] += delta.debits_pending
-        counters[3] += delta.credits_pending
+        post(counters, delta)
         transfer = facts(event.transfer_id)
-        debit_side = type(event).__name__.startswith("Debit")
-        balance = counters[1] - counters[0]
         yield StatementLine(
             version=event.originator_version,
             recorded_at=event.timestamp,
             transfer_id=event.transfer_id,
             kind=type(event).__name__,
-            counterparty_id=transfer.credit_account_id if debit_side else transfer.debit_account_id,
+            counterparty_id=counterparty_id(
+                event, transfer.debit_account_id, transfer.credit_account_id
+            ),
             amount=delta.balance or (delta.credits_pending - delta.debits_pending),
-            balance=balance,
-            available=balance - counters[2],
-            debits_pending=counters[2],
-            credits_pending=counters[3],
+            balance=counters.balance,
+            available=counters.available,
+            debits_pending=counters.debits_pending,
+            credits_pending=counters.credits_pending,
             hold_fate=transfer.status if transfer.pending else None,
             metadata=transfer.metadata,
             allocations=line_allocations(event),
@@ -101,16 +99,11 @@ def _transfer_facts(ledger: Ledger, transfer_id: str, moment: datetime | None) -
     recorded = next((e for e in events if isinstance(e, Transfer.TransferRecorded)), None)
     if recorded is None:
         return TransferFacts("?", "?", pending=False, status="unknown", metadata={})
-    status = "pending" if recorded.pending else "posted"
+    status = initial_fate(recorded.pending)
     for event in events[1:]:
         if moment is not None and event.timestamp > moment:
             break
-        fates: dict[type[Any], str] = {
-            Transfer.PendingPosted: "posted",
-            Transfer.PendingVoided: "voided",
-            Transfer.PendingExpired: "expired",
-        }
-        status = fates.get(type(event), status)
+        status = fate_after(status, event)
     return TransferFacts(
         recorded.debit_account_id,
         recorded.credit_account_id,

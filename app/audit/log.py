@@ -11,6 +11,7 @@ from typing import Any, Final
 from app.application.ledger import Ledger
 from app.domain.account import Account
 from app.domain.commits import ends_commit
+from app.domain.postings import Counters, post
 from app.domain.transfer import Transfer
 
 LOG_PAGE_SIZE: Final = 2000
@@ -68,7 +69,8 @@ class CommitTracker:
     net to zero) and the event that records it (or settles it)."""
 
     def __init__(self) -> None:
-        self._open: dict[str, list[int]] = {}
+        # transfer id → the legs seen so far of a commit not yet over
+        self._open: dict[str, Counters] = {}
         self._awaited: dict[str, str] = {}
         # Whether the last event observed ended its commit, as the log says (None: an
         # event stored before commits were marked; the legs rule below decides).
@@ -85,21 +87,19 @@ class CommitTracker:
         if self._marked_end is not None:
             return
         if isinstance(event, Account.BalanceChanged):
-            delta = event.delta()
-            net = self._open.setdefault(event.transfer_id, [0, 0])
-            net[0] += delta.debits_posted - delta.credits_posted
-            net[1] += delta.debits_pending - delta.credits_pending
+            post(self._open.setdefault(event.transfer_id, Counters()), event.delta())
             settles = isinstance(event, Account.DebitHoldSettled | Account.CreditHoldSettled)
             self._awaited[event.transfer_id] = "settled" if settles else "recorded"
         elif isinstance(event, Transfer.TransferRecorded):
             self._close(event.transfer_id, "recorded")
         elif isinstance(event, Transfer.Event):
             for transfer_id, awaited in list(self._awaited.items()):
-                if awaited == "settled" and self._open.get(transfer_id) == [0, 0]:
+                if awaited == "settled" and self._open[transfer_id].nets_to_zero:
                     self._close(transfer_id, "settled")
 
     def _close(self, transfer_id: str, what: str) -> None:
-        if self._awaited.get(transfer_id) == what and self._open.get(transfer_id) == [0, 0]:
+        legs = self._open.get(transfer_id)
+        if self._awaited.get(transfer_id) == what and legs is not None and legs.nets_to_zero:
             del self._open[transfer_id]
             del self._awaited[transfer_id]
 

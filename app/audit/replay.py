@@ -14,7 +14,8 @@ from uuid import UUID
 
 from app.application.ledger import Ledger
 from app.audit.log import Instant, read_at
-from app.domain.account import Account, DerivedBalances
+from app.domain.account import Account
+from app.domain.postings import DerivedBalances, post
 
 
 @dataclass
@@ -54,11 +55,7 @@ class Replayer:
         elif isinstance(event, Account.Event) and event.originator_id in self.accounts:
             account = self.accounts[event.originator_id]
             if isinstance(event, Account.BalanceChanged):
-                delta = event.delta()
-                account.debits_posted += delta.debits_posted
-                account.credits_posted += delta.credits_posted
-                account.debits_pending += delta.debits_pending
-                account.credits_pending += delta.credits_pending
+                post(account, event.delta())
             elif isinstance(event, Account.Closed):
                 account.status = "closed"
         else:

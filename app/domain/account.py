@@ -5,9 +5,8 @@ replaying the stream never re-runs a check (the checks held when the event was w
 """
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from app.domain import limits
@@ -27,9 +26,11 @@ from app.domain.lots import (
     LotTerms,
     Settlement,
 )
+from app.domain.postings import BalanceDelta, Counters, DerivedBalances, post
 from app.domain.values import account_uuid, check_metadata
 
 AccountStatus = Literal["open", "closed"]
+Side = Literal["debit", "credit"]
 # What the account is to the operator's books (used by the accounting exports).
 AccountType = Literal["asset", "liability", "income", "expense", "equity"]
 ACCOUNT_TYPES: tuple[AccountType, ...] = ("asset", "liability", "income", "expense", "equity")
@@ -39,34 +40,6 @@ def default_account_type(allow_negative: bool) -> AccountType:
     """Without a stated type: an account with no floor is where credits are issued from
     (equity); any other holds credits the operator owes to someone (a liability)."""
     return "equity" if allow_negative else "liability"
-
-
-class DerivedBalances:
-    """The two figures SPEC.md derives from the counters, defined once for every
-    shape that carries the counters (aggregate, deltas, views, replays)."""
-
-    if TYPE_CHECKING:
-        debits_posted: int
-        credits_posted: int
-        debits_pending: int
-
-    @property
-    def balance(self) -> int:
-        return self.credits_posted - self.debits_posted
-
-    @property
-    def available(self) -> int:
-        return self.balance - self.debits_pending
-
-
-@dataclass(frozen=True)
-class BalanceDelta(DerivedBalances):
-    """How one event moves the four counters. Projections fold these, never re-derive them."""
-
-    debits_posted: int = 0
-    credits_posted: int = 0
-    debits_pending: int = 0
-    credits_pending: int = 0
 
 
 class Account(DerivedBalances, ChainedAggregate):
@@ -118,22 +91,22 @@ class Account(DerivedBalances, ChainedAggregate):
         """Base of every event that moves money on this account: it names its transfer."""
 
         transfer_id: str
+        # Which leg of its transfer this event is: the account is the transfer's debit
+        # side or its credit side (the other side is the counterparty).
+        side: ClassVar[Side]
 
         def delta(self) -> BalanceDelta:
             raise NotImplementedError
 
         def apply(self, aggregate: Any) -> None:
-            delta = self.delta()
-            aggregate.debits_posted += delta.debits_posted
-            aggregate.credits_posted += delta.credits_posted
-            aggregate.debits_pending += delta.debits_pending
-            aggregate.credits_pending += delta.credits_pending
+            post(aggregate, self.delta())
 
     # Version 2 of the money events records which lots each movement took from or gave
     # to (credit grants). Version 1 events predate lots: everything they moved was in the
     # general lot, which is what ``None`` says (and what the upcasters write).
 
     class Debited(BalanceChanged):
+        side: ClassVar[Side] = "debit"
         class_version: ClassVar[int] = 2
         added_fields: ClassVar[tuple[str, ...]] = ("allocations",)
         amount: int
@@ -153,6 +126,8 @@ class Account(DerivedBalances, ChainedAggregate):
     class Credited(BalanceChanged):
         """A credit: to the general lot, or opening a ``grant``'s lot, or (a reversal)
         ``returned`` to the lots a spend took from, ``revived`` when they had left."""
+
+        side: ClassVar[Side] = "credit"
 
         class_version: ClassVar[int] = 2
         added_fields: ClassVar[tuple[str, ...]] = ("grant", "returned", "revived")
@@ -181,6 +156,7 @@ class Account(DerivedBalances, ChainedAggregate):
                 lots.credit_general(self.amount)
 
     class DebitReserved(BalanceChanged):
+        side: ClassVar[Side] = "debit"
         class_version: ClassVar[int] = 2
         added_fields: ClassVar[tuple[str, ...]] = ("allocations",)
         amount: int
@@ -198,6 +174,7 @@ class Account(DerivedBalances, ChainedAggregate):
             aggregate.lots.reserve(allocations_of(self.allocations, self.amount))
 
     class CreditReserved(BalanceChanged):
+        side: ClassVar[Side] = "credit"
         amount: int
 
         def delta(self) -> BalanceDelta:
@@ -206,6 +183,8 @@ class Account(DerivedBalances, ChainedAggregate):
     class DebitHoldSettled(BalanceChanged):
         """A hold ends: ``reserved_amount`` leaves pending, ``posted_amount`` (maybe 0) posts;
         ``consumed`` and ``released`` say from and to which lots."""
+
+        side: ClassVar[Side] = "debit"
 
         class_version: ClassVar[int] = 2
         added_fields: ClassVar[tuple[str, ...]] = ("consumed", "released")
@@ -231,6 +210,7 @@ class Account(DerivedBalances, ChainedAggregate):
             )
 
     class CreditHoldSettled(BalanceChanged):
+        side: ClassVar[Side] = "credit"
         reserved_amount: int
         posted_amount: int
 
@@ -487,6 +467,26 @@ class Account(DerivedBalances, ChainedAggregate):
             account_id=self.account_id,
             available=available,
         )
+
+
+# Reading an account's events --------------------------------------------------------------
+
+
+def fold_postings(events: Iterable[object], counters: Counters | None = None) -> Counters:
+    """The account's counters after ``events`` (its own stream, in order), from
+    ``counters`` or zero: the aggregate's fold (``post``) without the aggregate."""
+    folded = Counters() if counters is None else counters
+    for event in events:
+        if isinstance(event, Account.BalanceChanged):
+            post(folded, event.delta())
+    return folded
+
+
+def counterparty_id(
+    event: "Account.BalanceChanged", debit_account_id: str, credit_account_id: str
+) -> str:
+    """The other account of the transfer a balance change belongs to."""
+    return credit_account_id if event.side == "debit" else debit_account_id
 
 
 # Lots in events: plain JSON-friendly records -------------------------------------------

@@ -8,7 +8,8 @@ time (``hold_expired``: the transfer's fate says which).
 
 from typing import Final, Literal
 
-from app.domain.account import Account, BalanceDelta
+from app.domain.account import Account
+from app.domain.postings import BalanceDelta
 from app.domain.transfer import TransferStatus
 
 StatementAction = Literal[

@@ -59,7 +59,7 @@ class Transfer(ChainedAggregate):
             state["allocations"] = None
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.status = "posted"
+            aggregate.status = fate_after(aggregate.status, self)
             aggregate.amount_posted = self.amount
             if self.allocations is not None:
                 aggregate.allocations = _allocations(self.allocations)
@@ -68,11 +68,11 @@ class Transfer(ChainedAggregate):
 
     class PendingVoided(ChainedEvent):
         def apply(self, aggregate: Any) -> None:
-            aggregate.status = "voided"
+            aggregate.status = fate_after(aggregate.status, self)
 
     class PendingExpired(ChainedEvent):
         def apply(self, aggregate: Any) -> None:
-            aggregate.status = "expired"
+            aggregate.status = fate_after(aggregate.status, self)
 
     class Reversed(ChainedEvent):
         reversal_id: str
@@ -107,7 +107,7 @@ class Transfer(ChainedAggregate):
         self.timeout_seconds = timeout_seconds
         self.metadata = dict(metadata)
         self.reversal_of = reversal_of
-        self.status: TransferStatus = "pending" if pending else "posted"
+        self.status: TransferStatus = initial_fate(pending)
         self.amount_posted = 0 if pending else amount
         self.reversed_by: str | None = None
         # The lot's terms and the debit side's lots (None: a transfer from before lots).
@@ -298,6 +298,27 @@ class Transfer(ChainedAggregate):
                 f"pending transfer {self.transfer_id} expired at {self.expires_at}",
                 transfer_id=self.transfer_id,
             )
+
+
+# A transfer's fate: the one rule every reader follows (the aggregate, the views, explain).
+
+
+def initial_fate(pending: bool) -> TransferStatus:
+    """A transfer's status when recorded: a hold waits, anything else is posted at once."""
+    return "pending" if pending else "posted"
+
+
+def fate_after(status: TransferStatus, event: object) -> TransferStatus:
+    """The transfer's status after one of its own events, from ``status`` before it."""
+    if isinstance(event, Transfer.TransferRecorded):
+        return initial_fate(event.pending)
+    if isinstance(event, Transfer.PendingPosted):
+        return "posted"
+    if isinstance(event, Transfer.PendingVoided):
+        return "voided"
+    if isinstance(event, Transfer.PendingExpired):
+        return "expired"
+    return status  # a reversal links the transfers; it leaves the status as it was
 
 
 def _allocations(records: list[dict[str, Any]]) -> tuple[Allocation, ...]:

@@ -25,6 +25,7 @@ from app.api.schemas import AccountRead, TransferRead
 from app.application.ledger import Ledger
 from app.application.views import AccountView, TransferView
 from app.domain.account import Account
+from app.domain.postings import COUNTER_NAMES, Counters, post
 from app.domain.transfer import Transfer
 from app.events import schema
 from app.events.database import Cursor, Database
@@ -229,9 +230,9 @@ def _balance_changed(batch: _Batch, event: Any, position: int) -> None:
     stream_id = str(event.originator_id)
     state = batch.account(stream_id)
     before = dict(state)
-    delta = event.delta()
-    for counter in ("debits_posted", "credits_posted", "debits_pending", "credits_pending"):
-        state[counter] += getattr(delta, counter)
+    counters = Counters(*(state[name] for name in COUNTER_NAMES))
+    post(counters, event.delta())
+    state.update(zip(COUNTER_NAMES, counters.as_tuple(), strict=True))
     state["version"] = event.originator_version
     batch.dirty_accounts.add(stream_id)
     after = account_resource(state, position)
