@@ -6,10 +6,16 @@ iteration, the tracking recorder's ``max_tracking_id``).
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.persistence import ListenNotifySubscription, StoredEvent, Tracking
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    ListenNotifySubscription,
+    StoredEvent,
+    Subscription,
+    Tracking,
+)
 from eventsourcing.popo import POPOApplicationRecorder
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.sqlite import (
@@ -19,6 +25,8 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 from litestar import Litestar
+
+TRecorder = TypeVar("TRecorder", bound=ApplicationRecorder)
 
 
 def postgres_connection_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
@@ -90,6 +98,37 @@ def insert_tracking(
 # eventsourcing 9.5: ListenNotifySubscription pulls ``_select_limit`` rows per query.
 def set_pull_batch_size(subscription: ListenNotifySubscription[Any], size: int) -> None:
     subscription._select_limit = size
+
+
+# eventsourcing 9.5: a Subscription subclass finds its recorder, its position, its topics
+# and whether it was stopped only in the base class's protected attributes (set in
+# ``Subscription.__init__`` and ``stop``); a ListenNotifySubscription pulls its next batch
+# when its protected ``_has_been_notified`` event is set.
+def subscription_recorder(subscription: Subscription[TRecorder]) -> TRecorder:
+    return subscription._recorder
+
+
+def subscription_position(subscription: Subscription[Any]) -> int | None:
+    """The last position the subscription delivered (``gt`` until it delivers one)."""
+    position: int | None = subscription._last_notification_id
+    return position
+
+
+def set_subscription_position(subscription: Subscription[Any], position: int) -> None:
+    subscription._last_notification_id = position
+
+
+def subscription_topics(subscription: Subscription[Any]) -> list[str]:
+    return list(subscription._topics)
+
+
+def subscription_stopped(subscription: Subscription[Any]) -> bool:
+    return bool(subscription._has_been_stopped)
+
+
+def wake_subscription(subscription: ListenNotifySubscription[Any]) -> None:
+    """Make the subscription pull now (what a PostgreSQL NOTIFY does)."""
+    subscription._has_been_notified.set()
 
 
 # eventsourcing 9.5: the in-memory recorder has no query for an event's position.

@@ -65,6 +65,13 @@ from kurrentdbclient import (
 )
 from kurrentdbclient.events import NewEvents
 
+from app.compat import (
+    set_subscription_position,
+    subscription_position,
+    subscription_recorder,
+    subscription_stopped,
+    subscription_topics,
+)
 from app.domain.errors import (
     BatchTooLargeError,
     OutcomeUnknownError,
@@ -438,25 +445,25 @@ class LedgerKurrentDBSubscription(Subscription[KurrentDBApplicationRecorder]):
         self.resubscriptions = 0
 
     def _open(self) -> Any:
-        return self._recorder.client.subscribe_to_all(
-            commit_position=self._last_notification_id,
+        return subscription_recorder(self).client.subscribe_to_all(
+            commit_position=subscription_position(self),
             filter_exclude=EXCLUDED_EVENT_TYPES,
-            filter_include=self._topics,
+            filter_include=subscription_topics(self),
         )
 
     def __next__(self) -> Notification:
         failures = 0
-        while not self._has_been_stopped:
+        while not subscription_stopped(self):
             try:
                 recorded: RecordedEvent = next(self._stream)
             except (StopIteration, kurrent.KurrentDBClientError) as error:
-                if self._has_been_stopped:
+                if subscription_stopped(self):
                     break
                 failures += 1
                 self._reopen(error, failures)
                 continue
-            notification = self._recorder.construct_notification(recorded)
-            self._last_notification_id = notification.id
+            notification = subscription_recorder(self).construct_notification(recorded)
+            set_subscription_position(self, notification.id)
             return notification
         raise StopIteration
 
@@ -469,12 +476,12 @@ class LedgerKurrentDBSubscription(Subscription[KurrentDBApplicationRecorder]):
         log.warning(
             "kurrentdb.subscription_dropped",
             error=repr(error),
-            after_position=self._last_notification_id,
+            after_position=subscription_position(self),
             retry_in_seconds=pause,
         )
         time.sleep(pause)
         with self._lock:
-            if self._has_been_stopped:
+            if subscription_stopped(self):
                 return
             try:
                 self._stream = self._open()

@@ -14,7 +14,7 @@ from typing import Any, Final
 from eventsourcing.persistence import ApplicationRecorder, ListenNotifySubscription, Subscription
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from app.compat import ExecutemanySQLiteRecorder, set_pull_batch_size
+from app.compat import ExecutemanySQLiteRecorder, set_pull_batch_size, wake_subscription
 
 POLL_INTERVAL_SECONDS: Final = 0.02
 PULL_BATCH_SIZE: Final = 1000
@@ -41,7 +41,7 @@ class SQLitePollingSubscription(ListenNotifySubscription[SQLiteApplicationRecord
 
     def _wake_periodically(self) -> None:
         while not self._stopping.wait(self._poll_interval_seconds):
-            self._has_been_notified.set()
+            wake_subscription(self)
 
     def __exit__(self, *args: object, **kwargs: Any) -> None:
         try:

@@ -2,7 +2,10 @@
 eventsourcing or Litestar moves or changes the private part the seam relies on."""
 
 import inspect
+import queue
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -11,7 +14,9 @@ import pytest
 from eventsourcing.persistence import (
     IntegrityError,
     ListenNotifySubscription,
+    Notification,
     StoredEvent,
+    Subscription,
     Tracking,
 )
 from eventsourcing.popo import POPOApplicationRecorder
@@ -31,13 +36,24 @@ from app.compat import (
     postgres_connection_kwargs,
     serve_openapi_document,
     set_pull_batch_size,
+    set_subscription_position,
+    subscription_position,
+    subscription_recorder,
+    subscription_stopped,
+    subscription_topics,
+    wake_subscription,
 )
 from app.domain.values import account_uuid
-from app.persistence.sqlite_subscription import SubscribableSQLiteApplicationRecorder
+from app.persistence.sqlite_subscription import (
+    SQLitePollingSubscription,
+    SubscribableSQLiteApplicationRecorder,
+)
 from app.persistence.stores import sqlite_env, sqlite_url
 from projections.runner import open_view
 
 SYNCHRONOUS_NORMAL = 1
+WAKE_GRACE_SECONDS = 0.2
+WAKE_WAIT_SECONDS = 10.0
 
 
 def test_setup_runs_on_sqlite_connections_already_open_and_opened_later(tmp_path: Path) -> None:
@@ -157,3 +173,59 @@ def test_the_sqlite_recorder_inserts_through_its_hook_and_numbers_rows_by_rowid(
         ]
     assert calls == [3, 1, 4]
     assert recorder.max_notification_id() == 8
+
+
+class Probe(Subscription[Any]):
+    """The smallest subscription a subclass can write: it relies on the seams alone."""
+
+    def __next__(self) -> Notification:
+        raise StopIteration
+
+
+def test_a_subscription_keeps_its_recorder_position_topics_and_stop_where_the_seams_read(
+    tmp_path: Path,
+) -> None:
+    recorder = ExecutemanySQLiteRecorder(SQLiteDatastore(str(tmp_path / "events.sqlite")))
+    probe = Probe(recorder, gt=7, topics=["a:Opened", "b:Closed"])
+    assert subscription_recorder(probe) is recorder
+    assert subscription_position(probe) == 7
+    assert subscription_topics(probe) == ["a:Opened", "b:Closed"]
+    assert subscription_stopped(probe) is False
+    set_subscription_position(probe, 12)
+    assert subscription_position(probe) == 12
+    probe.stop()
+    assert subscription_stopped(probe) is True
+    assert subscription_position(Probe(recorder)) is None, "no position before the first"
+
+
+def test_the_library_advances_the_position_the_seam_reads(tmp_path: Path) -> None:
+    """ListenNotifySubscription itself moves the position the KurrentDB subscription
+    sets and reads through the seam: the two must stay the same attribute."""
+    env = sqlite_env(str(tmp_path / "events.sqlite"))
+    with Ledger(env) as ledger:
+        for number in range(3):
+            ledger.open_account(OpenAccount(f"a{number}", "CREDITS"))
+        head = ledger.recorder.max_notification_id()
+        with ledger.recorder.subscribe(gt=0) as subscription:
+            delivered = [next(subscription).id for _ in range(3)]
+            assert subscription_position(subscription) == delivered[-1] == head
+
+
+def test_waking_a_polling_subscription_makes_it_pull_at_once(tmp_path: Path) -> None:
+    env = sqlite_env(str(tmp_path / "events.sqlite"))
+    with Ledger(env) as ledger:
+        recorder = ledger.recorder
+        assert isinstance(recorder, SubscribableSQLiteApplicationRecorder)
+        ledger.open_account(OpenAccount("early", "CREDITS"))
+        # A poll interval far beyond the test: only the wake can make it pull again.
+        with SQLitePollingSubscription(recorder, gt=0, poll_interval_seconds=3600) as subscription:
+            assert next(subscription).id == recorder.max_notification_id()  # the first pull
+            ledger.open_account(OpenAccount("late", "CREDITS"))
+            delivered: queue.Queue[int] = queue.Queue()
+            reader = threading.Thread(target=lambda: delivered.put(next(subscription).id))
+            reader.start()
+            time.sleep(WAKE_GRACE_SECONDS)
+            assert delivered.empty(), "nothing pulls the new event before the wake"
+            wake_subscription(subscription)
+            assert delivered.get(timeout=WAKE_WAIT_SECONDS) == recorder.max_notification_id()
+            reader.join(WAKE_WAIT_SECONDS)
