@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from app.application.views import LotPage, LotRow, LotStatusFilter
+from app.application.views import DueGrant, LotPage, LotRow, LotStatusFilter
 from app.domain.account import Account, allocations_of
 from app.domain.lots import Allocation, LotStatus
 from app.domain.values import is_breakage_transfer_id
@@ -261,18 +261,18 @@ _TERMS: Final = (
 
 def due_grant_expiries(
     view: "LedgerViewMixin", now: datetime, limit: int, after: str | None = None
-) -> list[str]:
+) -> list[DueGrant]:
     """Grants whose expiry has come with something still free in their lot, in grant id
     order after ``after`` (a cursor: the expiry worker pages through a burst of them
     without waiting for the view to see the expiries it has just written)."""
     from projections.schema import timestamp_text  # noqa: PLC0415
 
     rows = view._all(
-        "SELECT grant_id FROM {lots} WHERE expires_at IS NOT NULL AND expires_at <= ? "
-        "AND remaining > reserved AND grant_id > ? ORDER BY grant_id LIMIT ?",
+        "SELECT grant_id, account_id FROM {lots} WHERE expires_at IS NOT NULL "
+        "AND expires_at <= ? AND remaining > reserved AND grant_id > ? ORDER BY grant_id LIMIT ?",
         [timestamp_text(now), after or "", limit],
     )
-    return [row["grant_id"] for row in rows]
+    return [DueGrant(row["grant_id"], row["account_id"]) for row in rows]
 
 
 def unspendable_free(

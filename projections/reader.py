@@ -16,6 +16,7 @@ from app.application.read_model import (
 )
 from app.application.views import (
     AccountView,
+    DueGrant,
     HistoryPoint,
     LotPage,
     LotStatusFilter,
@@ -322,7 +323,9 @@ class RowReader(SqlAccess):
         )
         return [row["transfer_id"] for row in rows]
 
-    def due_grant_expiries(self, now: datetime, limit: int, after: str | None = None) -> list[str]:
+    def due_grant_expiries(
+        self, now: datetime, limit: int, after: str | None = None
+    ) -> list[DueGrant]:
         return due_grant_expiries(self, now, limit, after)
 
     # Lots ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import structlog
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 
-from app.application.ledger import Ledger
+from app.application.ledger import GRANT_EXPIRIES_MAX, Ledger
 from app.application.read_model import Lag as Lag  # noqa: PLC0414  # re-exported
 from app.application.read_model import ReadModel
 from app.domain.errors import LedgerError
@@ -40,12 +40,11 @@ log = structlog.get_logger(__name__)
 VIEW_ENV_PREFIX: Final = LedgerProjection.name.upper() + "_"
 EXPIRY_INTERVAL_SECONDS: Final = 1.0
 EXPIRY_BATCH_SIZE: Final = 100
-# Grants expire in batches of this many per write; one tick of the worker runs at most
-# GRANT_EXPIRY_ROUNDS_MAX batches, so that a burst of expiries cannot starve the holds.
-# (A write of a few hundred stays well inside the committer's write deadline even on a
-# busy machine; a thousand did not, measured by scripts/bench_grants.py.)
-GRANT_EXPIRY_BATCH_SIZE: Final = 250
-GRANT_EXPIRY_ROUNDS_MAX: Final = 4000
+# Grants expire in batches of this many (one group write of the committer); one tick of
+# the worker runs at most GRANT_EXPIRY_ROUNDS_MAX batches, so that a burst of expiries
+# cannot starve the holds (expired by the same worker after it).
+GRANT_EXPIRY_BATCH_SIZE: Final = GRANT_EXPIRIES_MAX
+GRANT_EXPIRY_ROUNDS_MAX: Final = 500
 GENERATION_CHECK_SECONDS: Final = 1.0
 RUNNER_CHECK_SECONDS: Final = 0.5
 REBUILD_POLL_SECONDS: Final = 0.25
@@ -320,12 +319,12 @@ def expire_due_grants(ledger: Ledger, view: ReadModel, now: datetime) -> int:
         if not due:
             break
         results = ledger.expire_grants(due)
-        for grant_id, result in zip(due, results, strict=True):
+        for item, result in zip(due, results, strict=True):
             if isinstance(result, LedgerError):
-                log.info("grant_expiry.skipped", grant_id=grant_id, code=result.code)
+                log.info("grant_expiry.skipped", grant_id=item.grant_id, code=result.code)
             elif result is not None and result.created:
                 written += 1
-        after = due[-1]
+        after = due[-1].grant_id
     return written
 
 

@@ -8,22 +8,25 @@
    lots each: the most one account may hold) by the expiry worker's own function (the
    view says which are due, the ledger moves them in batches): the time from the
    instant until every remainder is in breakage, and until the views show it too.
-   Goal: within a minute. With --expiry-baseline it first runs the same expiry with
-   each grant read from the store on its own (as before dc1eae4, which reads a batch's
-   grants in bulk), and prints the ratio.
+   Goal: within a minute ("completes": every expiry transfer durable; the views' catch-up
+   is printed beside it). With --expiry-baseline REV the same expiry also runs with the
+   code of REV (a git worktree of it, running its own copy of this script in a
+   subprocess), alternating baseline and this commit --expiry-rounds times, and prints
+   the median of each side and their ratio, with the load average around every run.
 
 Usage: python scripts/bench_grants.py [--rounds 5] [--spends 200] [--expiry-lots 100000]
-       [--expiry-baseline]
+       [--expiry-baseline REV] [--expiry-rounds 1]
 """
 
 import argparse
-import contextlib
 import json
+import os
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -32,7 +35,6 @@ from benchlib import machine
 
 from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
-from app.application.workspace import Workspace
 from app.domain.limits import BATCH_SIZE_MAX
 from app.domain.lots import LIVE_LOTS_MAX
 from app.domain.values import breakage_account_id
@@ -191,24 +193,78 @@ def bench_expiry(workdir: Path, lot_count: int) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def grants_read_one_by_one() -> Iterator[None]:
-    """The baseline: a group does not load the transfers it expects to exist in bulk."""
-    bulk = Workspace.prefetch
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
 
-    def prefetch(
-        work: Workspace,
-        account_ids: Iterable[str],
-        transfer_ids: Iterable[str],
-        _existing_transfer_ids: Iterable[str] = (),
-    ) -> None:
-        bulk(work, account_ids, transfer_ids)
 
-    setattr(Workspace, "prefetch", prefetch)  # noqa: B010  # the baseline, undone below
+def timed_expiry(workdir: Path, lot_count: int) -> dict[str, Any]:
+    before = load_average()
+    result = bench_expiry(workdir, lot_count)
+    return {**result, "load_average_before": before, "load_average_after": load_average()}
+
+
+def baseline_expiry(revision: str, workdir: Path, lot_count: int) -> dict[str, Any]:
+    """The same expiry by the code of ``revision``: its own bench_grants.py, from a git
+    worktree, in a subprocess with this Python."""
+    source = workdir / "baseline-src"
+    root = Path(__file__).resolve().parent.parent
+    if not source.exists():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(source), revision],
+            cwd=root,
+            check=True,
+            capture_output=True,
+        )
+    before = load_average()
+    command = [sys.executable, "scripts/bench_grants.py", "--rounds", "0"]
+    finished = subprocess.run(
+        [*command, "--expiry-lots", str(lot_count)],
+        cwd=source,
+        env={**os.environ, "PYTHONPATH": str(source), "PYTHONSAFEPATH": ""},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    lines = finished.stdout.splitlines()
+    start = max(n for n, line in enumerate(lines) if line == "{")
+    result: dict[str, Any] = json.loads("\n".join(lines[start:]))["expiry"]
+    return {**result, "load_average_before": before, "load_average_after": load_average()}
+
+
+def remove_worktree(workdir: Path) -> None:
+    source = workdir / "baseline-src"
+    if source.exists():
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(source)],
+            cwd=Path(__file__).resolve().parent.parent,
+            check=False,
+            capture_output=True,
+        )
+
+
+def compare_expiry(revision: str, folder: Path, lot_count: int, rounds: int) -> dict[str, Any]:
+    """Baseline and this commit in turn, ``rounds`` times each."""
+    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "this": []}
     try:
-        yield
+        for round_number in range(rounds):
+            workdir = folder / f"round-{round_number}"
+            workdir.mkdir()
+            runs["baseline"].append(baseline_expiry(revision, folder, lot_count))
+            print(json.dumps({"baseline": runs["baseline"][-1]}), flush=True)
+            runs["this"].append(timed_expiry(workdir, lot_count))
+            print(json.dumps({"this": runs["this"][-1]}), flush=True)
     finally:
-        setattr(Workspace, "prefetch", bulk)  # noqa: B010
+        remove_worktree(folder)
+    medians = {
+        side: statistics.median(run["expiry_seconds"] for run in side_runs)
+        for side, side_runs in runs.items()
+    }
+    return {
+        "baseline_revision": revision,
+        "runs": runs,
+        "median_expiry_seconds": medians,
+        "speed_up": round(medians["baseline"] / medians["this"], 2),
+    }
 
 
 def main() -> None:
@@ -216,7 +272,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--spends", type=int, default=200)
     parser.add_argument("--expiry-lots", type=int, default=100_000)
-    parser.add_argument("--expiry-baseline", action="store_true")
+    parser.add_argument("--expiry-baseline", metavar="REV")
+    parser.add_argument("--expiry-rounds", type=int, default=1)
     arguments = parser.parse_args()
     results: dict[str, Any] = {"machine": machine()}
     with tempfile.TemporaryDirectory(prefix="bench-grants-") as folder:
@@ -224,18 +281,14 @@ def main() -> None:
             results["spends"] = bench_spends(Path(folder), arguments.rounds, arguments.spends)
             print(json.dumps(results, indent=2), flush=True)
         if arguments.expiry_lots and arguments.expiry_baseline:
-            baseline = Path(folder) / "baseline"
-            baseline.mkdir()
-            with grants_read_one_by_one():
-                results["expiry_baseline"] = bench_expiry(baseline, arguments.expiry_lots)
-            print(json.dumps(results, indent=2), flush=True)
-        if arguments.expiry_lots:
-            results["expiry"] = bench_expiry(Path(folder), arguments.expiry_lots)
-        if "expiry_baseline" in results:
-            results["expiry_speed_up"] = round(
-                results["expiry_baseline"]["expiry_seconds"] / results["expiry"]["expiry_seconds"],
-                2,
+            results["expiry"] = compare_expiry(
+                arguments.expiry_baseline,
+                Path(folder),
+                arguments.expiry_lots,
+                arguments.expiry_rounds,
             )
+        elif arguments.expiry_lots:
+            results["expiry"] = timed_expiry(Path(folder), arguments.expiry_lots)
     print(json.dumps(results, indent=2))
 
 

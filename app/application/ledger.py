@@ -38,11 +38,12 @@ from eventsourcing.persistence import InternalError as PersistenceInternalError
 from eventsourcing.utils import get_topic
 
 from app.application.commands import OpenAccount, RecordTransfer
-from app.application.committer import Committer, Pending
+from app.application.committer import GROUP_UNITS_MAX, Committer, Pending
 from app.application.views import (
     AccountOutcome,
     AccountView,
     BatchOutcome,
+    DueGrant,
     TransferOutcome,
     TransferView,
 )
@@ -99,6 +100,10 @@ BULK_LOAD_MIN: Final = 4
 # LEDGER_WRITE_QUEUE_MAX).
 WRITE_TIMEOUT_SECONDS_DEFAULT: Final = 10.0
 WRITE_QUEUE_MAX_DEFAULT: Final = 20_000
+# Grant expiries: one call takes at most a group write's worth, queued as commands of
+# this many (a conflict with another process retries one command, not the whole call).
+GRANT_EXPIRIES_MAX: Final = GROUP_UNITS_MAX
+EXPIRY_COMMAND_SIZE: Final = 250
 
 
 # What one grant's expiry answers: the expiry transfer, the error that refused it, or
@@ -120,9 +125,6 @@ class Write(Generic[R]):
     account_ids: tuple[str, ...] = ()
     transfer_ids: tuple[str, ...] = ()
     units: int = 1
-    # Transfers it will read that should exist (a grant its expiry moves): loaded
-    # together with the group's accounts instead of one store read each.
-    existing_transfer_ids: tuple[str, ...] = ()
 
 
 @dataclass
@@ -656,40 +658,55 @@ class Ledger(Application[UUID]):
         expiry_id = derived_transfer_id("expiry", grant_id)
         return self._submit(Write(apply, transfer_ids=(grant_id, expiry_id)))
 
-    def expire_grants(self, grant_ids: Sequence[str]) -> list[GrantExpiry]:
-        """Expire many grants in one write (the expiry worker's batch): per grant, what
-        ``expire_grant`` would answer, or the error that refused it."""
-        if len(grant_ids) > limits.BATCH_SIZE_MAX:
+    def expire_grants(self, due: Sequence[DueGrant]) -> list[GrantExpiry]:
+        """Expire many grants (the expiry worker's batch): per grant, what
+        ``expire_grant`` would answer, or the error that refused it. They are queued
+        together as commands of ``EXPIRY_COMMAND_SIZE``, so that one group write holds
+        them all. Each names the account its lot is in (the lots view knows), so an
+        expiry reads no grant: the lot in the account holds the terms; only a lot not
+        found there sends it back to the grant."""
+        if len(due) > GRANT_EXPIRIES_MAX:
             raise BatchTooLargeError(
-                f"at most {limits.BATCH_SIZE_MAX} grants expire together, got {len(grant_ids)}"
+                f"at most {GRANT_EXPIRIES_MAX} grants expire together, got {len(due)}"
             )
-        checked = [check_id(grant_id, "grant_id") for grant_id in grant_ids]
+        checked = [
+            DueGrant(check_id(d.grant_id, "grant_id"), check_id(d.account_id, "account_id"))
+            for d in due
+        ]
+        writes = [
+            self._expiry_write(checked[start : start + EXPIRY_COMMAND_SIZE])
+            for start in range(0, len(checked), EXPIRY_COMMAND_SIZE)
+        ]
+        results: list[GrantExpiry] = []
+        for answer in self.committer.submit_all([(write, write.units) for write in writes]):
+            if isinstance(answer, BaseException):
+                raise answer  # a store fault: the worker's next round tries again
+            results.extend(answer)
+        return results
 
+    def _expiry_write(self, due: Sequence[DueGrant]) -> Write[list[GrantExpiry]]:
         def apply(work: Workspace) -> Callable[[Written], list[GrantExpiry]]:
             now = self.clock()
             items: list[Callable[[Written], TransferOutcome | None] | LedgerError] = []
-            for grant_id in checked:
+            for item in due:
                 try:
                     # Refusals come before any change: the others still share the write.
-                    items.append(self._expire_one(work, grant_id, now))
+                    items.append(self._expire_one(work, item.grant_id, now, item.account_id))
                 except LedgerError as error:
                     items.append(error)
             return lambda written: [
                 item if isinstance(item, LedgerError) else item(written) for item in items
             ]
 
-        transfer_ids = (*checked, *(derived_transfer_id("expiry", g) for g in checked))
-        return self._submit(
-            Write(
-                apply,
-                transfer_ids=transfer_ids,
-                units=len(checked),
-                existing_transfer_ids=tuple(checked),
-            )
+        return Write(
+            apply,
+            account_ids=tuple(d.account_id for d in due),
+            transfer_ids=tuple(derived_transfer_id("expiry", d.grant_id) for d in due),
+            units=len(due),
         )
 
     def _expire_one(
-        self, work: Workspace, grant_id: str, now: datetime
+        self, work: Workspace, grant_id: str, now: datetime, account_id: str | None = None
     ) -> Callable[[Written], TransferOutcome | None]:
         expiry_id = derived_transfer_id("expiry", grant_id)
         existing = work.find_transfer(expiry_id)
@@ -698,15 +715,23 @@ class Ledger(Application[UUID]):
             return lambda _: TransferOutcome(
                 view, created=False, position=self._recorded_at(existing)
             )
-        grant = work.transfer(grant_id)
-        terms = grant.lot_terms()
-        if terms is None or not terms.is_expired(now):
+        account = None if account_id is None else work.find_account(account_id)
+        lot = None if account is None else account.lots.get(grant_id)
+        if account is None or lot is None:
+            # No lot where the caller said: the grant itself says whether and where.
+            grant = work.transfer(grant_id)
+            terms = grant.lot_terms()
+            if terms is None or not terms.is_expired(now):
+                raise GrantNotYetExpiredError(
+                    f"transfer {grant_id} is not a grant that has expired by {now}",
+                    grant_id=grant_id,
+                )
+            account = work.account(grant.credit_account_id)
+            lot = account.lots.get(grant_id)
+        elif not lot.terms.is_expired(now):
             raise GrantNotYetExpiredError(
-                f"transfer {grant_id} is not a grant that has expired by {now}",
-                grant_id=grant_id,
+                f"grant {grant_id} has not expired by {now}", grant_id=grant_id
             )
-        account = work.account(grant.credit_account_id)
-        lot = account.lots.get(grant_id)
         if lot is None or lot.free <= 0:
             return lambda _: None
         moved = self._break(
@@ -779,7 +804,6 @@ class Ledger(Application[UUID]):
         work.prefetch(
             (i for entry in group for i in entry.command.account_ids),
             (i for entry in group for i in entry.command.transfer_ids),
-            (i for entry in group for i in entry.command.existing_transfer_ids),
         )
         ran = [self._run_command(work, entry) for entry in group]
         rejected = [r for r in ran if r.rejection is not None]

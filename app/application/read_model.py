@@ -14,6 +14,7 @@ from typing import Final, Literal, Protocol
 
 from app.application.views import (
     AccountView,
+    DueGrant,
     HistoryPoint,
     LotPage,
     LotStatusFilter,
@@ -124,7 +125,7 @@ class ReadModel(Protocol):
 
     def due_grant_expiries(
         self, now: datetime, limit: int, after: str | None = None
-    ) -> list[str]: ...
+    ) -> list[DueGrant]: ...
 
     # Credit lots
     def lots(

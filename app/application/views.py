@@ -214,6 +214,15 @@ class LotRow:
 
 
 @dataclass(frozen=True)
+class DueGrant:
+    """A grant whose expiry has come with something still free, and the account its lot
+    is in (so the expiry needs no read of the grant itself)."""
+
+    grant_id: str
+    account_id: str
+
+
+@dataclass(frozen=True)
 class LotPage:
     items: list[LotRow]
     next_after: int | None  # the cursor: the last granted position read

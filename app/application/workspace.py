@@ -124,28 +124,13 @@ class Workspace:
 
     # Reads -------------------------------------------------------------------------------
 
-    def prefetch(
-        self,
-        account_ids: Iterable[str],
-        transfer_ids: Iterable[str],
-        existing_transfer_ids: Iterable[str] = (),
-    ) -> None:
+    def prefetch(self, account_ids: Iterable[str], transfer_ids: Iterable[str]) -> None:
         """Load what a group will read in as few store calls as the backend allows:
-        accounts and ``existing_transfer_ids`` (transfers expected to exist) in bulk, and
-        which of ``transfer_ids`` are absent."""
+        accounts in bulk, and which of ``transfer_ids`` are absent."""
         accounts = [account_uuid(i) for i in dict.fromkeys(account_ids) if i not in self.accounts]
         for aggregate in self._loader.load_aggregates(accounts).values():
             if isinstance(aggregate, Account):
                 self._hold(aggregate)
-        existing = [
-            transfer_uuid(i)
-            for i in dict.fromkeys(existing_transfer_ids)
-            if i not in self.transfers
-        ]
-        if existing:
-            for aggregate in self._loader.load_aggregates(existing).values():
-                if isinstance(aggregate, Transfer):
-                    self._hold(aggregate)
         transfers = [
             transfer_uuid(i) for i in dict.fromkeys(transfer_ids) if i not in self.transfers
         ]

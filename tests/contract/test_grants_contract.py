@@ -6,14 +6,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 
 import pytest
+from eventsourcing.domain import Aggregate
 
 from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
+from app.application.views import DueGrant, TransferOutcome
 from app.domain import errors
 from app.domain.lots import GENERAL, LIVE_LOTS_MAX, Allocation
-from app.domain.values import breakage_account_id
+from app.domain.values import breakage_account_id, transfer_uuid
 from tests.conftest import store_env, store_url
 
 ISSUANCE = "issuance"
@@ -128,6 +131,55 @@ def test_expiry_moves_the_remainder_to_breakage_once(ledger: Ledger, clock: Cloc
     assert ledger.get_account(BREAKAGE).balance == 6
     assert ledger.get_account(ALICE).balance == 0
     assert remaining(ledger, "promo") is None
+
+
+def test_a_batch_of_expiries_reads_no_grant_only_the_accounts_holding_the_lots(
+    ledger: Ledger, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grant(ledger, "promo", 10, expires_in=60)
+    grant(ledger, "bonus", 7, expires_in=60)
+    grant(ledger, "later", 5, expires_in=3600)
+    spend(ledger, "s1", 4)
+    clock.advance(61)
+    requested: list[UUID] = []
+    load_one, load_many = ledger.load_aggregate, ledger.load_aggregates
+
+    def one(originator_id: UUID) -> Aggregate | None:
+        requested.append(originator_id)
+        return load_one(originator_id)
+
+    def many(originator_ids: list[UUID]) -> dict[UUID, Aggregate]:
+        requested.extend(originator_ids)
+        return load_many(originator_ids)
+
+    monkeypatch.setattr(ledger, "load_aggregate", one)
+    monkeypatch.setattr(ledger, "load_aggregates", many)
+    due = [DueGrant("bonus", ALICE), DueGrant("later", ALICE), DueGrant("promo", ALICE)]
+    bonus, later, promo = ledger.expire_grants(due)
+    assert isinstance(bonus, TransferOutcome)
+    assert isinstance(promo, TransferOutcome)
+    assert (bonus.transfer.id, bonus.transfer.amount) == ("expiry:bonus", 7)
+    assert (promo.transfer.id, promo.transfer.amount) == ("expiry:promo", 6)
+    assert isinstance(later, errors.GrantNotYetExpiredError)
+    assert not {transfer_uuid(g) for g in ("promo", "bonus", "later")} & set(requested)
+    assert ledger.get_account(BREAKAGE).balance == 13
+    assert remaining(ledger, "later") == 5
+
+
+def test_an_expiry_that_names_the_wrong_account_is_decided_by_the_grant(
+    ledger: Ledger, clock: Clock
+) -> None:
+    grant(ledger, "promo", 10, expires_in=60)
+    clock.advance(61)
+    (moved,) = ledger.expire_grants([DueGrant("promo", SHOP)])
+    assert isinstance(moved, TransferOutcome)
+    assert (moved.transfer.debit_account_id, moved.transfer.amount) == (ALICE, 10)
+    (again,) = ledger.expire_grants([DueGrant("promo", ALICE)])
+    assert isinstance(again, TransferOutcome)
+    assert not again.created
+    (not_a_grant,) = ledger.expire_grants([DueGrant("nothing", ALICE)])
+    assert isinstance(not_a_grant, errors.TransferNotFoundError)
+    assert ledger.get_account(BREAKAGE).balance == 10
 
 
 def test_a_future_grant_is_in_the_balance_but_not_available_until_its_time(

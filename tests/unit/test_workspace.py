@@ -76,27 +76,3 @@ def test_a_rejected_command_is_rolled_back_to_exactly_what_it_found(ledger: Ledg
     assert work.find_transfer("t") is None
     assert created.transfer_id not in work.transfers
 
-
-def test_transfers_expected_to_exist_are_loaded_with_the_group_not_one_read_each(
-    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bulk: list[list[UUID]] = []
-    load_aggregates = ledger.load_aggregates
-
-    def counted_bulk(originator_ids: list[UUID]) -> dict[UUID, Aggregate]:
-        bulk.append(list(originator_ids))
-        return load_aggregates(originator_ids)
-
-    def no_single_reads(originator_id: UUID) -> Aggregate | None:
-        raise AssertionError(f"{originator_id} was read on its own")
-
-    fund_version = stored(ledger, transfer_uuid("fund")).version
-    monkeypatch.setattr(ledger, "load_aggregates", counted_bulk)
-    work = Workspace(ledger)
-    work.prefetch([], [], ["fund", "spend"])
-    monkeypatch.setattr(ledger, "load_aggregate", no_single_reads)
-    work.begin()
-    assert work.transfer("fund").amount == 100
-    assert work.transfer("spend").amount == 5
-    assert [transfer_uuid("fund"), transfer_uuid("spend")] in bulk
-    assert work.base_versions[transfer_uuid("fund")] == fund_version
