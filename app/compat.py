@@ -17,7 +17,11 @@ from eventsourcing.persistence import (
     Tracking,
 )
 from eventsourcing.popo import POPOApplicationRecorder
-from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresTrackingRecorder,
+)
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteCursor,
@@ -37,6 +41,26 @@ def postgres_connection_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
     kwargs = datastore.pool.kwargs
     assert isinstance(kwargs, dict), "psycopg_pool keeps connection kwargs as a dict"
     return kwargs
+
+
+# eventsourcing 9.5: the PostgreSQL recorder's insert is public only as a whole (its own
+# connection and transaction); its steps are protected methods.
+def postgres_insert_on(
+    recorder: PostgresApplicationRecorder,
+    cursor: Any,
+    stored_events: Sequence[StoredEvent],
+    **kwargs: Any,
+) -> Sequence[int]:
+    """Insert events as ``recorder.insert_events`` does (its hook, the table lock, the
+    notification, the insert, the new notification ids), but on ``cursor``, inside a
+    transaction the caller opened and will commit."""
+    recorder._insert_events(cursor, stored_events, **kwargs)
+    if not stored_events:
+        return []
+    recorder._insert_stored_events(cursor, stored_events, **kwargs)
+    notification_ids = recorder._fetch_ids_after_insert_events(cursor, stored_events, **kwargs)
+    assert notification_ids is not None, "the application recorder returns notification ids"
+    return notification_ids
 
 
 class ExecutemanySQLiteRecorder(SQLiteApplicationRecorder):

@@ -16,7 +16,7 @@ fresh state, each within its own retry budget; the others are written at once.
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Generic, TypeVar, cast
@@ -81,6 +81,7 @@ from app.persistence.positions import existing_streams, recorded_position, strea
 from app.persistence.streams import StoredStream, read_streams
 from app.persistence.transcoder import OrjsonTranscoder
 from app.persistence.transcodings import register_domain_transcodings
+from app.persistence.write_lock import WriteLocking
 
 R = TypeVar("R")
 
@@ -89,6 +90,10 @@ log = logging.getLogger(__name__)
 # A command that keeps meeting conflicts (another process writing the same streams)
 # runs again at most this many times, and never past its caller's deadline.
 CONFLICT_RETRIES_MAX: Final = 100
+# A command that lost this many races runs next with the store's write lock held from
+# before its read to its write, where the store has one (decision 0018): it cannot lose
+# again, however hard another process writes the same streams.
+LOCK_AFTER_CONFLICTS: Final = 2
 SCHEMA_ATTEMPTS_MAX: Final = 5
 # A hot account replays at most this many events after its newest snapshot when it is
 # not in the cache (e.g. right after a restart).
@@ -162,8 +167,13 @@ class Ledger(Application[UUID]):
         )
         self._written: LRUCache[UUID, Aggregate] = LRUCache(maxsize=AGGREGATE_CACHE_SIZE)
         self.snapshot_failures = 0
-        # Group writes that met an optimistic-concurrency conflict (for benchmarks, metrics).
+        # Group writes that met an optimistic-concurrency conflict, and those written with
+        # the store's write lock held across their read (for benchmarks, metrics, tests).
         self.conflicts = 0
+        self.locked_writes = 0
+        # The most races (conflicts, or rejections on moved streams) one command lost.
+        self.most_races_lost = 0
+        self._write_locking = self.recorder if isinstance(self.recorder, WriteLocking) else None
         self.committer = Committer(
             self._write_group,
             queue_units_max=int(self.env.get("WRITE_QUEUE_MAX") or WRITE_QUEUE_MAX_DEFAULT),
@@ -792,8 +802,36 @@ class Ledger(Application[UUID]):
         commands that must run again in a later group (their streams moved)."""
         later: list[Pending[Any]] = []
         while group:
-            group = self._attempt_group(group, later)
+            with self._locked_if_starving(group):
+                group = self._attempt_group(group, later)
         return later
+
+    @contextlib.contextmanager
+    def _locked_if_starving(self, group: list[Pending[Any]]) -> Iterator[None]:
+        """Hold the store's write lock for the group's write when one of its commands
+        keeps losing races, and drop what the cache holds of the group's streams that
+        others moved meanwhile (reloaded under the lock, nobody can move them again)."""
+        starving = [entry for entry in group if entry.conflicts >= LOCK_AFTER_CONFLICTS]
+        timeout_seconds = (
+            min((entry.deadline for entry in starving), default=0.0) - time.monotonic()
+        )
+        if self._write_locking is None or timeout_seconds <= 0:
+            yield
+            return
+        with self._write_locking.write_lock(timeout_seconds) as held:
+            if held:
+                self.locked_writes += 1
+                self._evict_moved(group)
+            yield
+
+    def _evict_moved(self, group: list[Pending[Any]]) -> None:
+        ids = {account_uuid(i) for entry in group for i in entry.command.account_ids}
+        ids.update(transfer_uuid(i) for entry in group for i in entry.command.transfer_ids)
+        cached = {i: self._written.get(i) for i in ids if i in self._written.cache}
+        heads = stream_heads(self.recorder, list(cached))
+        for originator_id, aggregate in cached.items():
+            if heads.get(originator_id) != aggregate.version:
+                self._evict(originator_id)
 
     def _attempt_group(
         self, group: list[Pending[Any]], later: list[Pending[Any]]
@@ -889,6 +927,7 @@ class Ledger(Application[UUID]):
 
     def _may_retry(self, entry: Pending[Any]) -> bool:
         entry.conflicts += 1
+        self.most_races_lost = max(self.most_races_lost, entry.conflicts)
         return entry.conflicts <= CONFLICT_RETRIES_MAX and not entry.expired(time.monotonic())
 
     def _moved_streams(self, work: Workspace, originator_ids: Iterable[UUID]) -> set[UUID]:

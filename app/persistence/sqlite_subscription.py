@@ -1,4 +1,5 @@
-"""Catch-up subscriptions for SQLite, which the library lacks.
+"""Catch-up subscriptions for SQLite, which the library lacks (and the write lock a
+starving command holds across its read and its write, ``write_lock.py``).
 
 The library's ``ListenNotifySubscription`` already pulls notifications in batches
 whenever it is woken; on PostgreSQL LISTEN/NOTIFY wakes it. SQLite has no
@@ -7,12 +8,23 @@ the notification id is the rowid, assigned inside SQLite's single writer transac
 so ids commit in order and ``id > last`` never skips a late-committing row.
 """
 
-from collections.abc import Sequence
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from threading import Event, Thread
 from typing import Any, Final
 
-from eventsourcing.persistence import ApplicationRecorder, ListenNotifySubscription, Subscription
-from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    ListenNotifySubscription,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+    Subscription,
+)
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from app.compat import ExecutemanySQLiteRecorder, set_pull_batch_size, wake_subscription
 
@@ -52,9 +64,76 @@ class SQLitePollingSubscription(ListenNotifySubscription[SQLiteApplicationRecord
 
 class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
     """Selected with ``APPLICATION_RECORDER_TOPIC`` for every SQLite event store (and
-    inserting each write's rows in one ``executemany``, see ``app.compat``)."""
+    inserting each write's rows in one ``executemany``, see ``app.compat``).
+
+    Its ``write_lock`` is SQLite's own: ``BEGIN IMMEDIATE`` takes the database's one
+    write lock (other processes' writers wait in their busy handler); readers of a WAL
+    file are not blocked by it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held = threading.local()
+
+    @contextmanager
+    def write_lock(self, timeout_seconds: float) -> Iterator[bool]:
+        pool = self.datastore.pool
+        if pool.is_sqlite_memory_mode:
+            # An in-memory database's readers wait for its writer: reading while
+            # holding the writer would wait for ever.
+            yield False
+            return
+        # A connection of its own, outside the pool: the pool lets one writer
+        # connection out at a time, and the snapshot write after the commit needs it.
+        connection = sqlite3.connect(
+            pool.db_name,
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=timeout_seconds,
+        )
+        try:
+            held = _begin_immediate(connection)
+            self._held.connection = connection if held else None
+            try:
+                yield held
+            finally:
+                self._held.connection = None
+                if connection.in_transaction:
+                    connection.rollback()
+        finally:
+            connection.close()
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        connection: sqlite3.Connection | None = getattr(self._held, "connection", None)
+        if connection is None:
+            return super().insert_events(stored_events, **kwargs)
+        self._held.connection = None  # one write per hold: the commit releases the lock
+        try:
+            notification_ids = self._insert_events(
+                SQLiteCursor(connection.cursor()), stored_events, **kwargs
+            )
+            connection.commit()
+        except sqlite3.IntegrityError as error:
+            raise IntegrityError(error) from error
+        except sqlite3.OperationalError as error:
+            raise OperationalError(error) from error
+        except sqlite3.Error as error:
+            raise PersistenceError(error) from error
+        return notification_ids
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
     ) -> Subscription[ApplicationRecorder]:
         return SQLitePollingSubscription(recorder=self, gt=gt, topics=topics)
+
+
+def _begin_immediate(connection: sqlite3.Connection) -> bool:
+    """Take the database's write lock, waiting at most the connection's timeout (SQLite's
+    busy handler)."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:  # still busy at the timeout: not held
+        return False
+    return True

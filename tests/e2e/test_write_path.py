@@ -8,10 +8,11 @@ failed snapshot turning a committed write into an error; a hung store stalling e
 writer without an answer.
 """
 
-import threading
+import multiprocessing
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -19,13 +20,13 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from app.application.commands import OpenAccount, RecordTransfer
-from app.application.ledger import ACCOUNT_SNAPSHOT_INTERVAL, Ledger
+from app.application.ledger import ACCOUNT_SNAPSHOT_INTERVAL, LOCK_AFTER_CONFLICTS, Ledger
 from app.application.views import AccountView, TransferOutcome
 from app.domain.account import Account
 from app.domain.errors import (
     BatchRejectedError,
-    ConcurrencyConflictError,
     InsufficientFundsError,
+    LedgerError,
     OutcomeUnknownError,
     OverloadedError,
     TransferNotFoundError,
@@ -48,6 +49,9 @@ STEADY_SECONDS: Final = 2.0
 STEADY_WAIT_WRITES_MAX: Final = 3
 SCHEDULING_SLACK_SECONDS: Final = 0.3
 CALM_PER_THREAD: Final = 20
+CONTENDED_EVERY: Final = 4
+SENDERS: Final = 4
+UNRELATED_WAIT_MAX_SECONDS: Final = 2.0
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -135,66 +139,90 @@ def test_under_steady_load_no_caller_waits_longer_than_a_few_writes(ledger: Ledg
 
 
 @pytest.mark.slow
-def test_another_process_hammering_one_account_never_fails_or_stalls_unrelated_transfers(
+def test_another_process_hammering_one_account_never_fails_or_stalls_any_transfer(
     url: str, ledger: Ledger
 ) -> None:
-    """The other process is a second Ledger (its own writer, cache and connections):
-    to the store it is another writer like any process."""
-    stop = threading.Event()
-    hammered = 0
+    """Another process writes HOT in a tight loop (its own committer, cache and
+    connections). This process's transfers on HOT still commit within their deadline
+    (once they have lost a few races they take the store's write lock, decision 0018),
+    and its unrelated transfers never fail and never wait long."""
+    with hammering(url) as hammer:
+        unrelated: list[float] = []
+        contended: list[TransferOutcome] = []
 
-    def hammer() -> None:
-        nonlocal hammered
-        with open_ledger(url) as other:
-            while not stop.is_set():
-                other.record_transfer(RecordTransfer(f"hammer:{hammered}", HOT, user(7), 1))
-                hammered += 1
+        def send(thread: int) -> None:
+            for count in range(CALM_PER_THREAD):
+                calm = grant(f"calm:{thread}:{count}", thread)
+                outcome, waited = timed(ledger.record_transfer, calm)
+                assert outcome.created
+                unrelated.append(waited)
+                if count % CONTENDED_EVERY == 0:
+                    hot = RecordTransfer(f"hot:{thread}:{count}", HOT, user(thread), 1)
+                    contended.append(ledger.record_transfer(hot))
 
-    unrelated: list[float] = []
-    contended: list[TransferOutcome] = []
-    starved: list[str] = []
-
-    def send(thread: int) -> None:
-        for count in range(CALM_PER_THREAD):
-            outcome, waited = timed(ledger.record_transfer, grant(f"calm:{thread}:{count}", thread))
-            assert outcome.created
-            unrelated.append(waited)
-            if count % 4 == 0:
-                hot_id = f"hot:{thread}:{count}"
-                try:
-                    contended.append(
-                        ledger.record_transfer(RecordTransfer(hot_id, HOT, user(thread), 1))
-                    )
-                except (ConcurrencyConflictError, OutcomeUnknownError):
-                    # KNOWN DEFECT (issue 9, open): against a process writing HOT in a tight
-                    # loop, a contended command can lose every optimistic race until its
-                    # budget ends. It must then answer a bounded, retry-safe error, never
-                    # fail or delay the unrelated transfers checked here.
-                    starved.append(hot_id)
-
-    with ThreadPoolExecutor(max_workers=5) as pool:
-        hammering = pool.submit(hammer)
-        try:
-            list(pool.map(send, range(4)))
-        finally:  # a failed sender must not leave the hammer running (the pool waits for it)
-            stop.set()
-        hammering.result(WAIT_SECONDS)
-    assert hammered > 0
-    assert len(unrelated) == 4 * CALM_PER_THREAD
+        with ThreadPoolExecutor(max_workers=SENDERS) as pool:
+            list(pool.map(send, range(SENDERS)))
+        assert hammer.written() > 0, "the other process never wrote while we did"
+    assert len(unrelated) == SENDERS * CALM_PER_THREAD
+    assert len(contended) == SENDERS * len(range(0, CALM_PER_THREAD, CONTENDED_EVERY))
     assert all(outcome.created for outcome in contended)
-    assert len(contended) + len(starved) == 4 * len(range(0, CALM_PER_THREAD, 4))
-    assert max(unrelated) < 2.0
-    recorded_starved = [hot_id for hot_id in starved if is_recorded(ledger, hot_id)]
+    assert max(unrelated) < UNRELATED_WAIT_MAX_SECONDS
+    # Lost races are bounded: after LOCK_AFTER_CONFLICTS a command holds the write lock.
+    assert ledger.most_races_lost <= LOCK_AFTER_CONFLICTS
     hot = ledger.get_account(HOT)
-    assert hot.debits_posted == hammered + len(contended) + len(recorded_starved)
+    assert hot.debits_posted == hammer.written() + len(contended)
 
 
-def is_recorded(ledger: Ledger, transfer_id: str) -> bool:
+class Hammer:
+    """Another process recording transfers from HOT as fast as it can, until stopped."""
+
+    def __init__(self, url: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._count = context.Value("q", 0)
+        self._failed = context.Value("q", 0)
+        self._process = context.Process(
+            target=hammer_process, args=(url, self._stop, self._count, self._failed)
+        )
+
+    def start(self) -> None:
+        self._process.start()
+        deadline = time.monotonic() + WAIT_SECONDS
+        while self.written() == 0:
+            assert self._process.is_alive(), "the hammer process died at start"
+            assert time.monotonic() < deadline, "the hammer process never wrote"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._process.join(WAIT_SECONDS)
+        assert self._process.exitcode == 0, f"the hammer process exited {self._process.exitcode}"
+        assert self._failed.value == 0, "the hammer process saw a write fail"
+
+    def written(self) -> int:
+        return int(self._count.value)
+
+
+@contextmanager
+def hammering(url: str) -> Iterator[Hammer]:
+    hammer = Hammer(url)
+    hammer.start()
     try:
-        ledger.get_transfer(transfer_id)
-    except TransferNotFoundError:
-        return False
-    return True
+        yield hammer
+    finally:
+        hammer.stop()
+
+
+def hammer_process(url: str, stop: Any, count: Any, failed: Any) -> None:
+    """The other process's body (a spawned child): its own Ledger on the same store."""
+    with open_ledger(url) as other:
+        while not stop.is_set():
+            try:
+                other.record_transfer(RecordTransfer(f"hammer:{count.value}", HOT, user(7), 1))
+            except LedgerError:
+                failed.value += 1
+                return
+            count.value += 1
 
 
 def test_a_conflict_writes_the_unconcerned_commands_at_once_and_reruns_the_others(

@@ -20,7 +20,7 @@ from eventsourcing.persistence import (
     Tracking,
 )
 from eventsourcing.popo import POPOApplicationRecorder
-from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 from litestar import Litestar, get
 from litestar.testing import TestClient
@@ -34,6 +34,7 @@ from app.compat import (
     openapi_document,
     popo_position,
     postgres_connection_kwargs,
+    postgres_insert_on,
     serve_openapi_document,
     set_pull_batch_size,
     set_subscription_position,
@@ -50,6 +51,7 @@ from app.persistence.sqlite_subscription import (
 )
 from app.persistence.stores import sqlite_env, sqlite_url
 from projections.runner import open_view
+from tests.conftest import store_env
 
 SYNCHRONOUS_NORMAL = 1
 WAKE_GRACE_SECONDS = 0.2
@@ -229,3 +231,35 @@ def test_waking_a_polling_subscription_makes_it_pull_at_once(tmp_path: Path) -> 
             wake_subscription(subscription)
             assert delivered.get(timeout=WAKE_WAIT_SECONDS) == recorder.max_notification_id()
             reader.join(WAKE_WAIT_SECONDS)
+
+
+@pytest.mark.postgres
+def test_the_postgres_insert_steps_run_in_the_callers_transaction_under_the_table_lock(
+    postgres_url: str,
+) -> None:
+    """``postgres_insert_on`` replays ``insert_events``'s protected steps on a cursor of
+    a transaction we opened: the events table is locked as the library locks it, the
+    rows and their notification ids appear only when we commit."""
+    with Ledger(store_env(postgres_url)) as ledger:
+        recorder = ledger.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        stream = uuid4()
+        events = [StoredEvent(stream, version, "topic", b"{}") for version in range(3)]
+        table = f"{recorder.datastore.schema or 'public'}.{recorder.events_table_name}"
+        with recorder.datastore.get_connection() as connection:
+            connection.execute("BEGIN")
+            with connection.cursor() as cursor:
+                ids = postgres_insert_on(recorder, cursor, events)
+            locks = connection.execute(
+                "SELECT mode FROM pg_locks WHERE relation = %s::regclass AND pid = %s",
+                (table, connection.info.backend_pid),
+            ).fetchall()
+            assert "ExclusiveLock" in [row["mode"] for row in locks]
+            assert recorder.select_events(stream) == [], "visible before the commit"
+            connection.execute("COMMIT")
+        assert len(ids) == len(events)
+        rows = recorder.select_notifications(start=ids[0], limit=len(events))
+        assert [row.id for row in rows] == list(ids)
+        assert [row.originator_version for row in rows] == [0, 1, 2]
+        with recorder.datastore.get_connection() as connection, connection.cursor() as cursor:
+            assert postgres_insert_on(recorder, cursor, []) == []

@@ -1,0 +1,27 @@
+"""The store's write lock, held across a command's read and its write (decision 0018).
+
+Writers of several processes on one stream race optimistically: each reads, runs the
+command and writes with an expected version, and the loser reloads and runs again. A
+process that writes a hot stream in a tight loop always has it cached and up to date,
+so it can win every race against a command that must reload first: that command
+starves. After a few lost races the committer instead takes the store's write lock
+before it reloads, so that nobody can write between its read and its write.
+
+A recorder that can do this offers ``write_lock``: inside the block the calling thread
+holds the store's write lock (other writers queue behind it); the first
+``insert_events`` of that thread records in the locked transaction and commits it, which
+releases the lock. Leaving the block without a write releases it without writing.
+Reads inside the block go through the recorder's other connections as usual: they see
+every committed write, and no write can commit while the lock is held.
+"""
+
+from contextlib import AbstractContextManager
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class WriteLocking(Protocol):
+    def write_lock(self, timeout_seconds: float) -> AbstractContextManager[bool]:
+        """Hold the store's write lock for the next write of this thread; the block gets
+        False (and nothing is held) when the lock was not free within the timeout."""
+        ...
