@@ -4,6 +4,7 @@ exactly-once) with our projection and reader mixed in, in SQLite or PostgreSQL."
 from contextlib import AbstractContextManager
 from typing import Any
 
+import structlog
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
@@ -12,11 +13,61 @@ from psycopg.sql import SQL, Identifier
 from app.compat import insert_tracking, on_new_sqlite_connections
 from projections.projection import RowWriter
 from projections.reader import RowReader
-from projections.schema import SCHEMA, Cursor, table_names
+from projections.schema import (
+    APPLICATION_NAME,
+    SCHEMA,
+    SCHEMA_VERSION,
+    TABLES,
+    Cursor,
+    table_names,
+)
+
+log = structlog.get_logger(__name__)
 
 
 class LedgerView(RowWriter, RowReader):
     """What both backends share: the projection's writes and the reader's queries."""
+
+    def settle_schema_version(self) -> None:
+        """Once the tables exist: a view database built by another version of the
+        tables (``SCHEMA_VERSION``) is emptied, tables and checkpoint, so that the
+        runner rebuilds it from the log (views are disposable). One transaction: a
+        reader sees the old views or the empty new ones."""
+        with self._transaction(commit=True) as cursor:
+            self._run(cursor, "SELECT version FROM {view_schema} WHERE id = 1")
+            row = cursor.fetchone()
+            found = None if row is None else int(row["version"])
+            if found == SCHEMA_VERSION:
+                return
+            self._run(
+                cursor,
+                "SELECT MAX(notification_id) AS position FROM {tracking} "
+                "WHERE application_name = ?",
+                [APPLICATION_NAME],
+            )
+            checkpoint = cursor.fetchone()
+            projected = checkpoint is not None and checkpoint["position"] is not None
+            if found is not None or projected:
+                log.warning(
+                    "views.rebuilding",
+                    message=f"the views were built by schema version {found or 1}; this "
+                    f"version needs {SCHEMA_VERSION}: rebuilding them from the log",
+                )
+                self._empty(cursor)
+            self._run(
+                cursor, "INSERT INTO {view_schema} (id, version) VALUES (1, ?)", [SCHEMA_VERSION]
+            )
+
+    def _empty(self, cursor: Cursor) -> None:
+        for table in TABLES:
+            self._run(cursor, f"DROP TABLE IF EXISTS {{{table}}}")
+        self._run(
+            cursor,
+            "DELETE FROM {tracking} WHERE application_name = ?",
+            [APPLICATION_NAME],
+        )
+        for statement in SCHEMA:
+            self._run(cursor, statement)
 
 
 def _relaxed_durability(connection: Any) -> None:
@@ -31,13 +82,18 @@ class SQLiteLedgerView(LedgerView, SQLiteTrackingRecorder):
     """The views in one SQLite file (one file per view generation: decision 0006)."""
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
-        self._names = table_names()
+        # "tracking": the library's SQLite tracking table (one file per view)
+        self._names = {**table_names(), "tracking": "tracking"}
         super().__init__(datastore, **kwargs)
         on_new_sqlite_connections(datastore, _relaxed_durability)
 
     def construct_create_table_statements(self) -> list[str]:
         statements = super().construct_create_table_statements()
         return statements + [statement.format(**self._names) for statement in SCHEMA]
+
+    def create_table(self) -> None:
+        super().create_table()
+        self.settle_schema_version()
 
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Cursor]:
         return self.datastore.transaction(commit=commit)
@@ -59,12 +115,17 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
             key: f'"{schema}"."{value}"' if not key.endswith("_index") else f'"{value}"'
             for key, value in table_names().items()
         }
+        self._names["tracking"] = f'"{schema}"."{self.tracking_table_name}"'
         self.sql_create_statements.insert(
             0, SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(schema))
         )
         self.sql_create_statements.extend(
             SQL(statement.format(**self._names)).format() for statement in SCHEMA
         )
+
+    def create_table(self) -> None:
+        super().create_table()
+        self.settle_schema_version()
 
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Cursor]:
         return self.datastore.transaction(commit=commit)

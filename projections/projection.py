@@ -71,6 +71,8 @@ class _Rows:
     new_accounts: set[str] = field(default_factory=set)
     changed_accounts: set[str] = field(default_factory=set)
     metadata_changed: set[str] = field(default_factory=set)
+    # (account id, position, time, metadata) after each opening and each update
+    metadata_history: list[tuple[str, int, str, str]] = field(default_factory=list)
     entries: list[tuple[Any, ...]] = field(default_factory=list)
     transfers: dict[str, dict[str, Any]] = field(default_factory=dict)
     new_transfers: set[str] = field(default_factory=set)
@@ -203,6 +205,9 @@ class RowWriter(SqlAccess):
                 "updated_at": at,
             }
             rows.new_accounts.add(stream_id)
+            rows.metadata_history.append(
+                (event.account_id, position, at, rows.accounts[stream_id]["metadata"])
+            )
             return
         account = rows.accounts.get(stream_id)
         assert account is not None, f"account event before opening: {event.originator_id}"
@@ -213,6 +218,7 @@ class RowWriter(SqlAccess):
         elif isinstance(event, Account.Updated):
             account["metadata"] = json.dumps(event.metadata)
             rows.metadata_changed.add(stream_id)
+            rows.metadata_history.append((account["account_id"], position, at, account["metadata"]))
         else:
             return
         account.update(position=position, updated_at=at)
@@ -342,6 +348,12 @@ class RowWriter(SqlAccess):
             + ", ".join(f"{name} = ?" for name in ACCOUNT_STATE)
             + " WHERE stream_id = ?",
             [(*(a[name] for name in ACCOUNT_STATE), a["stream_id"]) for a in changed],
+        )
+        self._run_many(
+            cursor,
+            "INSERT INTO {metadata_changes} (account_id, position, recorded_at, metadata) "
+            "VALUES (?, ?, ?, ?)",
+            rows.metadata_history,
         )
         replaced = [rows.accounts[s] for s in sorted(rows.metadata_changed - rows.new_accounts)]
         self._run_many(

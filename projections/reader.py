@@ -97,7 +97,12 @@ class RowReader(SqlAccess):
             [account_id, position],
         )
         closed = account["closed_position"] is not None and account["closed_position"] <= position
-        view = _as_of(account, entry, position, closed=closed)
+        metadata = self._one(
+            "SELECT metadata FROM {metadata_changes} WHERE account_id = ? AND position <= ? "
+            "ORDER BY position DESC LIMIT 1",
+            [account_id, position],
+        )
+        view = _as_of(account, entry, position, closed=closed, metadata=metadata)
         assert view.updated_at is not None, "a view row knows when it last changed"
         at = self.time_at_position(position) or view.updated_at
         return self._with_lots(view, at, position=position)
@@ -114,12 +119,19 @@ class RowReader(SqlAccess):
             [account_id, at],
         )
         closed = account["closed_at"] is not None and account["closed_at"] <= at
+        metadata = self._one(
+            "SELECT metadata FROM {metadata_changes} WHERE account_id = ? AND recorded_at <= ? "
+            "ORDER BY recorded_at DESC, position DESC LIMIT 1",
+            [account_id, at],
+        )
         position = max(
             entry["position"] if entry else account["opened_position"],
             account["closed_position"] if closed else 0,
         )
         return self._with_lots(
-            _as_of(account, entry, position, closed=closed), moment, moment=moment
+            _as_of(account, entry, position, closed=closed, metadata=metadata),
+            moment,
+            moment=moment,
         )
 
     def _with_lots(
@@ -387,11 +399,16 @@ def _metadata_joins(
     return "".join(joins), params
 
 
-def _as_of(account: Any, entry: Any, position: int, *, closed: bool) -> AccountView:
+def _as_of(account: Any, entry: Any, position: int, *, closed: bool, metadata: Any) -> AccountView:
+    """The account at a past instant: the counters of its last entry then, its status
+    then, and its metadata then (the row of ``metadata_changes`` in force)."""
     counters = entry if entry is not None else _ZERO_COUNTERS
     updated_at = entry["recorded_at"] if entry is not None else account["opened_at"]
     view = _account(account, counters, position, updated_at)
-    return AccountView(**{**view.__dict__, "status": "closed" if closed else "open"})
+    then = view.metadata if metadata is None else json.loads(metadata["metadata"])
+    return AccountView(
+        **{**view.__dict__, "status": "closed" if closed else "open", "metadata": then}
+    )
 
 
 def _account(account: Any, counters: Any, position: int, updated_at: str) -> AccountView:

@@ -8,7 +8,11 @@ One view database holds the views that one projection keeps together:
   *after* the event — this is also the balance history: an as-of query is one index
   lookup (``ORDER BY position DESC LIMIT 1``), O(log n) whatever the history length;
 - ``transfers``: the transfers index, for lookup, listing and expiry;
+- ``metadata_changes``: each account's metadata as it stood after its opening and
+  after each update, so that a past read shows the metadata of then;
 - ``commits`` and ``commit_keys``: where each commit (one store write) starts and ends;
+- ``view_schema``: the version of these tables (``SCHEMA_VERSION``); a view database
+  built by another version is rebuilt from the log when opened (``projections.backends``);
 - ``lots`` and ``lot_changes``: credit lots (``projections/lots.py``);
 - the library's tracking table: the checkpoint.
 
@@ -23,6 +27,11 @@ from typing import Any, Final, Protocol
 from projections.lots import LOT_INDEXES, LOT_SCHEMA, LOT_TABLES
 
 APPLICATION_NAME: Final = "ledger"
+# The version of the tables below. Bump it with any change to them or to what the
+# projection writes into them: view databases of another version are rebuilt from the
+# log when opened (views are disposable; the log is the truth). Version 2: metadata
+# history (``metadata_changes``); databases from before versions count as version 1.
+SCHEMA_VERSION: Final = 2
 
 TABLES: Final = (
     "balances",
@@ -32,6 +41,8 @@ TABLES: Final = (
     "transfer_metadata",
     "commits",
     "commit_keys",
+    "metadata_changes",
+    "view_schema",
     *LOT_TABLES,
 )
 INDEXES: Final = (
@@ -46,6 +57,7 @@ INDEXES: Final = (
     "transfers_by_time",
     "transfers_due",
     "transfer_metadata_by_pair",
+    "metadata_changes_by_time",
     *LOT_INDEXES,
 )
 
@@ -145,6 +157,19 @@ SCHEMA: Final = [
     """CREATE TABLE IF NOT EXISTS {commit_keys} (
         start_position BIGINT PRIMARY KEY,
         commit_id TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS {metadata_changes} (
+        account_id TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        PRIMARY KEY (account_id, position)
+    )""",
+    "CREATE INDEX IF NOT EXISTS {metadata_changes_by_time_index} "
+    "ON {metadata_changes} (account_id, recorded_at, position)",
+    """CREATE TABLE IF NOT EXISTS {view_schema} (
+        id INTEGER PRIMARY KEY,
+        version INTEGER NOT NULL
     )""",
     *LOT_SCHEMA,
 ]

@@ -207,6 +207,61 @@ def test_a_metadata_update_is_found_by_its_new_value_only(history: Books) -> Non
     assert unchanged.position == outcome.position  # nothing changed: no event
 
 
+def test_a_past_read_shows_the_metadata_of_then(history: Books) -> None:
+    """Metadata travels in time with the balances: at a position or a time before an
+    update the account shows what it had then, after it what it has now."""
+    queries = history.queries
+    before = history.queries.head()
+    moment_before = datetime.now(tz=UTC)
+    first = history.ledger.update_account("user:0", {"plan": "pro", "n": None})
+    second = history.ledger.update_account("user:0", {"tier": "gold"})
+    history.project()
+    opened_at = history.positions[2]  # user:0's opening
+    assert queries.account("user:0", at_position=opened_at).metadata == {"plan": "free", "n": "0"}
+    assert queries.account("user:0", at_position=before).metadata == {"plan": "free", "n": "0"}
+    assert queries.account("user:0", as_of=moment_before).metadata == {"plan": "free", "n": "0"}
+    assert queries.account("user:0", at_position=first.position).metadata == {"plan": "pro"}
+    now = {"plan": "pro", "tier": "gold"}
+    assert queries.account("user:0", at_position=second.position).metadata == now
+    assert queries.account("user:0", as_of=datetime.now(tz=UTC)).metadata == now
+    assert queries.account("user:0").metadata == now
+    # Another account's past is its own: user:1 never changed.
+    assert queries.account("user:1", at_position=before).metadata == {"plan": "pro", "n": "1"}
+
+
+def reopen(books: Books) -> LedgerView:
+    view_any: Any = books.view
+    view_any.datastore.close()
+    books.view = open_view(books.read_model_url, 1)
+    books.queries = Queries(
+        books.ledger, FixedSource(books.ledger, books.view), wait_seconds=CATCH_UP_SECONDS
+    )
+    return books.view
+
+
+@pytest.mark.parametrize("built_by", ["version 1 (no version row)", "another version"])
+def test_views_built_by_another_schema_version_are_rebuilt_from_the_log(
+    history: Books, built_by: str
+) -> None:
+    view: Any = history.view
+    head = history.queries.head()
+    assert view.checkpoint() == head
+    expected = history.queries.accounts(AccountFilter()).value
+    with view.datastore.transaction(commit=True) as cursor:
+        if built_by == "another version":
+            cursor.execute(view._sql("UPDATE {view_schema} SET version = 999"))
+        else:
+            cursor.execute(view._sql("DELETE FROM {view_schema}"))
+    reopened: Any = reopen(history)
+    assert not reopened.checkpoint(), "emptied: the runner starts again from the log"
+    assert history.queries.accounts(AccountFilter()).value == []
+    history.project()
+    assert reopened.checkpoint() == head
+    assert history.queries.accounts(AccountFilter()).value == expected
+    reopen(history)  # the rebuilt views are of this version: kept as they are
+    assert history.view.checkpoint() == head
+
+
 def test_a_metadata_update_past_the_limits_is_refused_and_changes_nothing(history: Books) -> None:
     before = history.queries.account("user:0")
     too_many = {f"k{number}": "v" for number in range(100)}
