@@ -353,7 +353,21 @@ class LotBook:
                 revived.append(lot)
             if lot.terms.is_expired(now):
                 breakage.append(allocation)
+        self._check_revivals(revived, now)
         return Return(merged(returned), tuple(revived), merged(breakage))
+
+    def _check_revivals(self, revived: Sequence[Lot], now: datetime) -> None:
+        """A reversal may bring back lots that had left the book; those still unexpired
+        stay live, so they count against the limit like a new grant (an expired one
+        leaves again to breakage in the same command)."""
+        staying = sum(1 for lot in revived if not lot.terms.is_expired(now))
+        if staying and self.live_grants + staying > LIVE_LOTS_MAX:
+            raise LiveLotLimitExceededError(
+                f"the reversal would bring back {staying} consumed lots to an account holding "
+                f"{self.live_grants} live grant lots (at most {LIVE_LOTS_MAX}); let some be "
+                "consumed or expire first",
+                live_lots=self.live_grants,
+            )
 
     def plan_grant(self, grant_id: str, amount: int) -> int:
         """How much of a new grant first fills the general lot's overdraft (the rest opens

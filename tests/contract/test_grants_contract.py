@@ -300,6 +300,34 @@ def test_the_live_lot_limit_refuses_one_more_grant_with_a_clear_code(ledger: Led
     assert refused.value.code == "live_lot_limit_exceeded"
 
 
+def test_a_reversal_that_would_revive_a_consumed_lot_past_the_live_lot_limit_is_refused(
+    ledger: Ledger, clock: Clock
+) -> None:
+    grant(ledger, "early", 5, priority=0, expires_in=60)
+    spend(ledger, "s1", 5)  # consumes "early": its lot leaves the account
+    ledger.record_batch(
+        [
+            RecordTransfer(f"g{n}", ISSUANCE, ALICE, 1, grant=GrantTerms())
+            for n in range(LIVE_LOTS_MAX)
+        ],
+        atomic=True,
+    )
+    head = ledger.recorder.max_notification_id()
+    with pytest.raises(errors.LiveLotLimitExceededError) as refused:
+        ledger.reverse_transfer("s1", "r1")
+    assert refused.value.code == "live_lot_limit_exceeded"
+    assert ledger.recorder.max_notification_id() == head
+    assert remaining(ledger, "early") is None
+    assert ledger.get_account(ALICE).balance == LIVE_LOTS_MAX
+    # Once the lot has expired it would not stay: the reversal goes through, to breakage.
+    clock.advance(61)
+    reversal = ledger.reverse_transfer("s1", "r1")
+    assert reversal.transfer.amount == 5
+    assert remaining(ledger, "early") is None
+    assert ledger.get_account(BREAKAGE).balance == 5
+    assert ledger.get_account(ALICE).balance == LIVE_LOTS_MAX
+
+
 def test_a_grant_is_part_of_the_idempotent_body(ledger: Ledger) -> None:
     grant(ledger, "g1", 10, priority=10)
     grant(ledger, "g1", 10, priority=10)  # the same body: a replay
