@@ -190,14 +190,19 @@ def account_lots(
     limit: int = 100,
 ) -> LotPage:
     """The account's lots in grant order: now, at a ``position``, or at a ``moment``
-    (each lot's newest change at or before it); statuses as of ``at``. Filtering by
-    status happens after the page is read, so a page may hold fewer than ``limit``."""
+    (each lot's newest change at or before it); statuses as of ``at``, filtered in the
+    query (a page is full whenever that many lots match)."""
     from projections.schema import parse_timestamp, timestamp_text  # noqa: PLC0415
 
+    stamp = timestamp_text(at)
     conditions, params = ["l.account_id = ?"], [account_id]
     if after_position is not None:
         conditions.append("l.granted_position > ?")
         params.append(after_position)  # type: ignore[arg-type]
+    figures_of = "l" if position is None and moment is None else "c"
+    if status != "all":
+        conditions.append(_status_condition(status, figures_of))
+        params.extend([stamp] * _STATUS_STAMPS[status])
     if position is not None:
         bound, column = position, "position"
     elif moment is not None:
@@ -216,12 +221,15 @@ def account_lots(
             f"AND {column} <= ?)"
         )
         params.insert(0, bound)  # type: ignore[arg-type]
+    page_size = min(limit, LOTS_PAGE_SIZE_MAX)
+    # One row past the page says whether there is a next page (no empty last page).
     rows = view._all(
         f"SELECT {_TERMS}, {figures} FROM {source} WHERE {' AND '.join(conditions)} "
         "ORDER BY l.granted_position LIMIT ?",
-        [*params, min(limit, LOTS_PAGE_SIZE_MAX)],
+        [*params, page_size + 1],
     )
-    stamp = timestamp_text(at)
+    more = len(rows) > page_size
+    rows = rows[:page_size]
     lots = []
     for row in rows:
         expired = row["expires_at"] is not None and row["expires_at"] <= stamp
@@ -246,11 +254,24 @@ def account_lots(
                 position=int(row["changed"]),
             )
         )
-    more = len(rows) == min(limit, LOTS_PAGE_SIZE_MAX)
-    return LotPage(
-        items=[lot for lot in lots if status in ("all", lot.status)],
-        next_after=int(rows[-1]["granted_position"]) if more else None,
-    )
+    return LotPage(items=lots, next_after=int(rows[-1]["granted_position"]) if more else None)
+
+
+# How many times each status condition compares with the time asked about.
+_STATUS_STAMPS: Final = {"live": 1, "expired": 1, "consumed": 0}
+
+
+def _status_condition(status: LotStatusFilter, figures: str) -> str:
+    """``lot_status`` as SQL over a lot's figures (``figures``: the alias of the table
+    holding them) and its expiry compared with the time asked about (a ``?``)."""
+    holds = f"({figures}.remaining <> 0 OR {figures}.reserved <> 0)"
+    expired = "(l.expires_at IS NOT NULL AND l.expires_at <= ?)"
+    empty = f"{figures}.remaining = 0 AND {figures}.reserved = 0"
+    if status == "live":
+        return f"{holds} AND NOT {expired}"
+    if status == "expired":
+        return f"(({holds} AND {expired}) OR ({empty} AND {figures}.breakage <> 0))"
+    return f"{empty} AND {figures}.breakage = 0"
 
 
 _TERMS: Final = (

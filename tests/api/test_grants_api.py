@@ -98,6 +98,38 @@ def test_the_grants_endpoint_lists_lots_by_status(client: Client) -> None:
     assert [lot["grant_id"] for lot in rest["items"]] == ["kept"]
 
 
+def test_a_page_of_grants_by_status_is_full_and_its_cursor_reaches_the_rest(
+    client: Client,
+) -> None:
+    setup_accounts(client)
+    for n in range(3):  # consumed and live lots alternate in grant order
+        grant(client, f"used{n}", 5, priority=0)
+        granted = grant(client, f"kept{n}", 5, priority=90)
+    spent = spend(client, "s1", 15)
+
+    def pages(**params: object) -> list[list[str]]:
+        found, cursor = [], None
+        while True:
+            page = grants(client, limit=2, **params, **({"cursor": cursor} if cursor else {}))
+            found.append([lot["grant_id"] for lot in page["items"]])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return found
+
+    assert pages(status="live") == [["kept0", "kept1"], ["kept2"]]
+    assert pages(status="consumed") == [["used0", "used1"], ["used2"]]
+    assert pages(status="expired") == [[]]
+    # As the lots stood before the spend: every lot live, none consumed.
+    before = {"at_position": granted["position"]}
+    assert pages(status="live", **before) == [
+        ["used0", "kept0"],
+        ["used1", "kept1"],
+        ["used2", "kept2"],
+    ]
+    assert pages(status="consumed", **before) == [[]]
+    assert spent["position"] > granted["position"]
+
+
 def test_the_grants_of_an_account_travel_in_time(client: Client) -> None:
     opened = setup_accounts(client)
     granted = grant(client, "g1", 10)

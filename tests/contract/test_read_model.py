@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.application.commands import OpenAccount, RecordTransfer
+from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.application.queries import Queries
 from app.application.read_model import (
@@ -24,6 +24,7 @@ from app.application.read_model import (
     ReadModel,
     TransferFilter,
 )
+from app.application.views import DueGrant, LotStatusFilter
 from app.domain.account import Account
 from app.domain.errors import AccountNotFoundError, ValidationError
 from app.domain.values import account_uuid
@@ -525,3 +526,46 @@ def test_a_balance_read_is_never_older_than_the_callers_last_acknowledged_write(
         ledger.close()
         view_any: Any = view
         view_any.datastore.close()
+
+
+def test_lots_are_filtered_by_status_in_the_query_and_each_page_is_full(books: Books) -> None:
+    ledger, view = books.ledger, books.view
+    ledger.open_account(OpenAccount("bank", UNIT, allow_negative=True))
+    ledger.open_account(OpenAccount("user:lots", UNIT))
+    ledger.open_account(OpenAccount("shop", UNIT))
+    soon = datetime.now(tz=UTC) + timedelta(hours=1)
+    terms = {
+        "used": GrantTerms(priority=0),
+        "kept": GrantTerms(priority=90),
+        "short": GrantTerms(expires_at=soon, priority=95),
+    }
+    for number in range(3):  # consumed, live and expiring lots alternate in grant order
+        for name, grant in terms.items():
+            command = RecordTransfer(f"{name}{number}", "bank", "user:lots", 5, grant=grant)
+            ledger.record_transfer(command)
+    ledger.record_transfer(RecordTransfer("spend", "user:lots", "shop", 15))
+    books.project()
+    now, later = datetime.now(tz=UTC), soon + timedelta(seconds=1)
+
+    def pages(status: LotStatusFilter, at: datetime) -> list[list[str]]:
+        found: list[list[str]] = []
+        after = None
+        while True:
+            page = view.lots("user:lots", status=status, at=at, after_position=after, limit=2)
+            found.append([lot.grant_id for lot in page.items])
+            assert all(lot.status == status for lot in page.items)
+            if page.next_after is None:
+                return found
+            after = page.next_after
+
+    assert pages("live", now) == [["kept0", "short0"], ["kept1", "short1"], ["kept2", "short2"]]
+    assert pages("consumed", now) == [["used0", "used1"], ["used2"]]
+    assert pages("expired", now) == [[]]
+    assert pages("live", later) == [["kept0", "kept1"], ["kept2"]]
+    assert pages("expired", later) == [["short0", "short1"], ["short2"]]
+    assert view.due_grant_expiries(now, 10) == []
+    assert view.due_grant_expiries(later, 2) == [
+        DueGrant("short0", "user:lots"),
+        DueGrant("short1", "user:lots"),
+    ]
+    assert view.due_grant_expiries(later, 2, after="short1") == [DueGrant("short2", "user:lots")]
