@@ -108,9 +108,11 @@ def test_a_page_of_grants_by_status_is_full_and_its_cursor_reaches_the_rest(
     spent = spend(client, "s1", 15)
 
     def pages(**params: object) -> list[list[str]]:
-        found, cursor = [], None
+        found: list[list[str]] = []
+        cursor = None
         while True:
-            page = grants(client, limit=2, **params, **({"cursor": cursor} if cursor else {}))
+            query = dict(params) if cursor is None else {**params, "cursor": cursor}
+            page = grants(client, ALICE, limit=2, **query)
             found.append([lot["grant_id"] for lot in page["items"]])
             cursor = page["next_cursor"]
             if cursor is None:
