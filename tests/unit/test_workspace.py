@@ -75,4 +75,3 @@ def test_a_rejected_command_is_rolled_back_to_exactly_what_it_found(ledger: Ledg
     assert alice.metadata == {"tier": "gold"}
     assert work.find_transfer("t") is None
     assert created.transfer_id not in work.transfers
-
