@@ -223,9 +223,13 @@ class Ledger(Application[UUID]):
                         f"account {command.id} already exists with a different body",
                         account_id=command.id,
                     )
+                # The answer is the account as it stands: the position it reflects is
+                # its newest event's (its opening's until anything else happened).
                 view = AccountView.of(existing, now=self.clock())
                 return lambda _: AccountOutcome(
-                    view, created=False, position=self._position_of(existing.id, 0)
+                    view,
+                    created=False,
+                    position=self._position_of(existing.id, existing.version),
                 )
             account = work.add(
                 Account.open(

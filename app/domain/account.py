@@ -45,7 +45,9 @@ def default_account_type(allow_negative: bool) -> AccountType:
 class Account(DerivedBalances, ChainedAggregate):
     INITIAL_VERSION = 0
     # Version 2 keeps the account's live credit lots (snapshots of version 1 predate them).
-    class_version: ClassVar[int] = 2
+    # Version 3 keeps the metadata the account was opened with (``opened_metadata``):
+    # resending the opening answers the same after a metadata update.
+    class_version: ClassVar[int] = 3
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -58,6 +60,12 @@ class Account(DerivedBalances, ChainedAggregate):
         )
         state["lots"] = LotBook([general])
         state["grants_received"] = 0
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        # A snapshot of version 2 does not say what the metadata was at the opening:
+        # None, and the opening is then compared with the metadata as it stands.
+        state["opened_metadata"] = None
 
     class Opened(ChainedCreated):
         # Version 2: ``account_type``. None on version 1 events: the type is then the
@@ -243,6 +251,9 @@ class Account(DerivedBalances, ChainedAggregate):
         self.allow_negative = allow_negative
         self.overdraft_limit = overdraft_limit
         self.metadata = dict(metadata)
+        # What the opening said: an idempotent resend of it is compared with this,
+        # whatever metadata updates came after (None: unknown, see upcast_v2_v3).
+        self.opened_metadata: dict[str, str] | None = dict(metadata)
         self.status: AccountStatus = "open"
         self.debits_posted = 0
         self.credits_posted = 0
@@ -287,12 +298,15 @@ class Account(DerivedBalances, ChainedAggregate):
         metadata: dict[str, str],
         account_type: str | None = None,
     ) -> bool:
+        """Whether a resent opening is this account's (its metadata compared with the
+        opening's, not with later updates)."""
         stated = account_type or default_account_type(allow_negative)
+        opened_metadata = self.metadata if self.opened_metadata is None else self.opened_metadata
         return (
             self.unit,
             self.allow_negative,
             self.overdraft_limit,
-            self.metadata,
+            opened_metadata,
             self.account_type,
         ) == (unit, allow_negative, overdraft_limit, metadata, stated)
 

@@ -155,6 +155,31 @@ def test_metadata_is_updated_by_a_merge_patch_and_read_at_once(client: Client) -
     assert ok(client.get("/v1/accounts/a"))["metadata"] == {"plan": "pro"}
 
 
+def test_resending_the_opening_after_a_metadata_update_is_still_a_replay(client: Client) -> None:
+    """The opening's body is the idempotency key's body: a later PATCH does not turn
+    the same POST into a conflict, and the metadata of the PATCH is not the opening's."""
+    opening = {"id": "a", "unit": "CREDITS", "metadata": {"plan": "free"}}
+    assert client.post("/v1/accounts", json=opening).status_code == 201
+    updated = ok(client.patch("/v1/accounts/a", json={"metadata": {"plan": "pro"}}))
+    replay = client.post("/v1/accounts", json=opening)
+    assert replay.status_code == 200, replay.text
+    assert replay.json()["metadata"] == {"plan": "pro"}  # the account as it stands
+    assert replay.json()["position"] >= updated["position"]
+    changed = {**opening, "metadata": {"plan": "pro"}}
+    assert_problem(client.post("/v1/accounts", json=changed), 409, "idempotency_conflict")
+    assert ok(client.get("/v1/accounts/a"))["metadata"] == {"plan": "pro"}
+
+
+def test_past_reads_show_the_metadata_of_then(client: Client) -> None:
+    opened = open_account(client, "a", metadata={"plan": "free"})
+    updated = ok(client.patch("/v1/accounts/a", json={"metadata": {"plan": "pro"}}))
+    wait = {"min_position": updated["position"]}
+    then = ok(client.get("/v1/accounts/a", params={"at_position": opened["position"], **wait}))
+    assert then["metadata"] == {"plan": "free"}
+    later = ok(client.get("/v1/accounts/a", params={"at_position": updated["position"]}))
+    assert later["metadata"] == {"plan": "pro"}
+
+
 def test_statement_lines_name_what_happened(client: Client) -> None:
     open_issuer(client)
     open_account(client, "a")

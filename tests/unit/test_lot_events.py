@@ -1,10 +1,12 @@
-"""Events evolved for lots (class_version 2): version 1 events and snapshots written before
+"""Events and snapshots evolved: lots (class_version 2): version 1 events and snapshots written before
 lots existed still load, fold to the same balances (all in the general lot) and keep
-verifying in the hash chain."""
+verifying in the hash chain; the opening's metadata (account version 3), kept through updates."""
 
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
+
+from eventsourcing.domain import Snapshot
 
 from app.domain.account import Account
 from app.domain.chain import GENESIS, chain_digest, expected_chain
@@ -80,3 +82,35 @@ def test_a_lot_book_round_trips_through_its_snapshot_transcoding() -> None:
     transcoding = LotBookAsList()
     copy = transcoding.decode(transcoding.encode(book))
     assert list(copy) == list(book)
+
+
+def test_an_account_keeps_its_opening_metadata_through_updates_and_its_snapshot() -> None:
+    account = Account.open("a", "CREDITS", False, 0, {"plan": "free"})
+    account.update_metadata({"plan": "pro"})
+    assert account.metadata == {"plan": "pro"}
+    assert account.same_opening("CREDITS", False, 0, {"plan": "free"})
+    assert not account.same_opening("CREDITS", False, 0, {"plan": "pro"})
+    copy: Any = Snapshot.take(account).mutate(None)
+    assert copy.same_opening("CREDITS", False, 0, {"plan": "free"})
+
+
+def test_a_version_2_snapshot_compares_a_resent_opening_with_the_metadata_it_holds() -> None:
+    """A version 2 snapshot does not say what the opening's metadata was: a resend is
+    compared with the metadata as it stood in the snapshot (the earlier rule)."""
+    account = Account.open("a", "CREDITS", False, 0, {"plan": "free"})
+    account.update_metadata({"plan": "pro"})
+    snapshot = Snapshot.take(account)
+    state = dict(snapshot.state)
+    del state["opened_metadata"]
+    state["class_version"] = 2
+    old = Snapshot(
+        originator_id=snapshot.originator_id,
+        originator_version=snapshot.originator_version,
+        timestamp=snapshot.timestamp,
+        topic=snapshot.topic,
+        state=state,
+    )
+    copy: Any = old.mutate(None)
+    assert copy.opened_metadata is None
+    assert copy.same_opening("CREDITS", False, 0, {"plan": "pro"})
+    assert not copy.same_opening("CREDITS", False, 0, {"plan": "free"})
