@@ -1,6 +1,7 @@
-"""Events and snapshots evolved: lots (class_version 2): version 1 events and snapshots written before
-lots existed still load, fold to the same balances (all in the general lot) and keep
-verifying in the hash chain; the opening's metadata (account version 3), kept through updates."""
+"""Events and snapshots evolved. Lots (class_version 2): version 1 events and snapshots
+written before lots existed still load, fold to the same balances (all in the general
+lot) and keep verifying in the hash chain. The opening's metadata (account version 3) is
+kept through updates."""
 
 from datetime import UTC, datetime
 from typing import Any
