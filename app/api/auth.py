@@ -1,8 +1,9 @@
 """Bearer API keys with scopes read < write < admin, checked by a route guard."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from litestar.concurrency import sync_to_thread
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
@@ -10,17 +11,23 @@ from litestar.handlers.base import BaseRouteHandler
 from app.api.errors import ApiError
 from app.persistence.keys import KeyStore, Verdict, scope_allows
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Coroutine[Any, Any, None]]
 
 
 def requires(scope: str) -> Guard:
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A guard run on the event loop: a key verified recently is checked from memory
+    (no thread hop per request); only a key the store must confirm is looked up in a
+    worker thread."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         header = connection.headers.get("authorization", "")
         kind, _space, key = header.partition(" ")
         if kind.lower() != "bearer" or not key.strip():
             raise NotAuthorizedException("an API key is required: Authorization: Bearer <key>")
         keys: KeyStore = connection.app.state.services.keys
-        check = keys.check(key.strip())
+        check = keys.check_cached(key.strip())
+        if check is None:
+            check = await sync_to_thread(keys.check, key.strip())
         if check.verdict is Verdict.EXPIRED:
             raise ApiError(401, "api_key_expired", f"the API key expired at {check.expires_at}")
         granted = check.scope

@@ -69,8 +69,9 @@ def known_query_parameters(handler: HTTPRouteHandler) -> frozenset[str]:
     return frozenset(known)
 
 
-def refuse_unknown_parameters(request: Request[Any, Any, Any]) -> None:
-    """``before_request`` of every API controller."""
+async def refuse_unknown_parameters(request: Request[Any, Any, Any]) -> None:
+    """``before_request`` of every API controller (async: Litestar runs a sync hook in a
+    worker thread, a hop per request for a few dictionary lookups)."""
     handler = request.route_handler
     if not isinstance(handler, HTTPRouteHandler):
         return
@@ -109,8 +110,9 @@ def metadata_filters(request: Request[Any, Any, Any]) -> dict[str, str]:
     return pairs
 
 
-def stamp_position(response: Response[Any]) -> Response[Any]:
-    """``after_request``: the position the body reflects, as a header too."""
+async def stamp_position(response: Response[Any]) -> Response[Any]:
+    """``after_request``: the position the body reflects, as a header too (async, like
+    ``refuse_unknown_parameters``)."""
     content = response.content
     position = getattr(content, "position", None) if isinstance(content, BaseModel) else None
     if isinstance(position, int):

@@ -14,6 +14,8 @@ already taken gets ``OutcomeUnknownError`` (it may or may not commit; resending 
 same id is safe because every write is idempotent on its id).
 """
 
+import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -135,10 +137,37 @@ class Committer:
             self._start_writer()
             self._ready.notify()
 
+    async def submit_async(self, command: Any, units: int = 1) -> Any:
+        """``submit`` for a caller on an event loop: the loop is woken once, when the
+        answer is there (no worker thread blocks for the wait)."""
+        entry: Pending[Any] = Pending(command, units, time.monotonic() + self.timeout_seconds)
+        self._enqueue([entry])
+        loop = asyncio.get_running_loop()
+        settled = loop.create_future()
+        entry.future.add_done_callback(lambda _: _wake_soon(loop, settled))
+        timer = loop.call_later(max(0.0, entry.deadline - time.monotonic()), _wake, settled)
+        try:
+            await settled
+        finally:
+            timer.cancel()
+        result = self._answer_of(entry)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
     def _await(self, entry: Pending[Any]) -> Any:
         """The command's answer (a result or an error instance) within its deadline."""
         try:
             return _outcome(entry.future, max(0.0, entry.deadline - time.monotonic()))
+        except FutureTimeoutError:
+            pass
+        return self._answer_of(entry)
+
+    def _answer_of(self, entry: Pending[Any]) -> Any:
+        """The answer of a command whose caller waits no longer: its own if it has one,
+        else withdrawn (``WriteTimeoutError``) or, when already taken, unknown."""
+        try:
+            return _outcome(entry.future, 0)
         except FutureTimeoutError:
             pass
         if entry.future.cancel():  # still queued: withdrawn, it will never be written
@@ -235,6 +264,17 @@ class Committer:
 def _backoff_seconds(conflicts: int) -> float:
     ceiling = min(RETRY_BACKOFF_CAP_SECONDS, RETRY_BACKOFF_BASE_SECONDS * 2 ** min(conflicts, 16))
     return random.uniform(0, ceiling)  # jitter, not security
+
+
+def _wake_soon(loop: asyncio.AbstractEventLoop, settled: "asyncio.Future[None]") -> None:
+    """From the writer thread: wake the loop that waits for this answer."""
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_wake, settled)
+
+
+def _wake(settled: "asyncio.Future[None]") -> None:
+    if not settled.done():
+        settled.set_result(None)
 
 
 def _outcome(future: "Future[Any]", timeout: float) -> Any:

@@ -311,6 +311,12 @@ class Ledger(Application[UUID]):
         """Record one transfer (concurrent calls share the committer's next write)."""
         return self._submit(self._transfer_write(command.checked()))
 
+    async def record_transfer_async(self, command: RecordTransfer) -> TransferOutcome:
+        """``record_transfer`` for a caller on an event loop (the HTTP API)."""
+        write = self._transfer_write(command.checked())
+        outcome: TransferOutcome = await self.committer.submit_async(write, write.units)
+        return outcome
+
     def _transfer_write(self, command: RecordTransfer) -> Write[TransferOutcome]:
         return Write(
             lambda work: self._apply_transfer(work, command),

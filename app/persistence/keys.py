@@ -218,9 +218,8 @@ class KeyStore:
     def check_digest(self, key_id: str, digest: str) -> KeyCheck:
         """The verdict on key ``key_id`` given its secret's digest: lets a session re-check
         its key on every request without keeping the secret."""
-        with self._lock:
-            cached = self._verified.get(key_id)
-        if cached is None or cached[0] <= time.monotonic():
+        cached = self._fresh(key_id)
+        if cached is None:
             with self._connect() as connection:
                 row = connection.execute(
                     self._placeholders(
@@ -231,15 +230,36 @@ class KeyStore:
                 ).fetchone()
             if row is None:
                 return KeyCheck(Verdict.UNKNOWN)
-            cached = (time.monotonic() + VERIFIED_KEY_TTL_SECONDS, tuple(row))
+            cached = (str(row[0]), str(row[1]), row[2])
             with self._lock:
-                self._verified[key_id] = cached
-        stored_digest, scope, expires_at = cached[1]
-        if not hmac.compare_digest(stored_digest, digest):
+                self._verified[key_id] = (time.monotonic() + VERIFIED_KEY_TTL_SECONDS, cached)
+        return _verdict(cached, digest)
+
+    def check_cached(self, key: str) -> KeyCheck | None:
+        """``check`` without touching the store: the verdict when the key was verified
+        recently (or is malformed), None when only the store can say."""
+        parts = split_key(key)
+        if parts is None:
             return KeyCheck(Verdict.UNKNOWN)
-        if expires_at is not None and datetime.fromisoformat(expires_at) <= datetime.now(tz=UTC):
-            return KeyCheck(Verdict.EXPIRED, expires_at=expires_at)
-        return KeyCheck(Verdict.VALID, scope=scope, expires_at=expires_at)
+        key_id, digest = parts
+        cached = self._fresh(key_id)
+        return None if cached is None else _verdict(cached, digest)
+
+    def _fresh(self, key_id: str) -> tuple[str, str, str | None] | None:
+        with self._lock:
+            cached = self._verified.get(key_id)
+        if cached is None or cached[0] <= time.monotonic():
+            return None
+        return cached[1]
+
+
+def _verdict(stored: tuple[str, str, str | None], digest: str) -> KeyCheck:
+    stored_digest, scope, expires_at = stored
+    if not hmac.compare_digest(stored_digest, digest):
+        return KeyCheck(Verdict.UNKNOWN)
+    if expires_at is not None and datetime.fromisoformat(expires_at) <= datetime.now(tz=UTC):
+        return KeyCheck(Verdict.EXPIRED, expires_at=expires_at)
+    return KeyCheck(Verdict.VALID, scope=scope, expires_at=expires_at)
 
 
 def parse_key(key: str) -> tuple[str, str]:

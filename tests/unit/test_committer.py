@@ -4,6 +4,7 @@ The group writer here is a fake that records what it was given and can be held u
 will (a store that hangs), so each answer can be pinned to the moment it was given.
 """
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -202,3 +203,88 @@ def test_commands_sent_back_for_a_retry_run_again_in_a_later_group(store: FakeSt
     assert seen[0] == ["contended", "calm"]
     assert ["contended"] in seen[1:]
     committer.close()
+
+
+# Callers on an event loop (the HTTP API) -------------------------------------------------
+
+
+def test_callers_on_an_event_loop_share_one_write_and_the_loop_keeps_running(
+    store: FakeStore,
+) -> None:
+    committer = committer_for(store)
+    store.hold()
+    ticks = 0
+
+    async def ticking() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    async def scenario() -> list[Any]:
+        ticker = asyncio.create_task(ticking())
+        first = asyncio.create_task(committer.submit_async("first"))
+        while not store.entered.is_set():
+            await asyncio.sleep(0.001)
+        rest = [asyncio.create_task(committer.submit_async(number)) for number in range(5)]
+        while committer.queued_units < 5:
+            await asyncio.sleep(0.001)
+        ticks_while_held = ticks
+        await asyncio.sleep(0.05)
+        # Waiting callers do not block the loop: it kept running while the write hung.
+        assert ticks > ticks_while_held
+        store.released.set()
+        answers = await asyncio.gather(first, *rest)
+        ticker.cancel()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert answers == [("done", "first"), *(("done", number) for number in range(5))]
+    assert store.groups == [["first"], [0, 1, 2, 3, 4]]
+    assert store.writer_threads == {"ledger-committer"}
+    committer.close()
+
+
+def test_an_event_loop_caller_gets_write_timeout_or_outcome_unknown_at_its_deadline(
+    store: FakeStore,
+) -> None:
+    committer = committer_for(store, timeout=SHORT_TIMEOUT_SECONDS)
+    store.hold()
+
+    async def scenario() -> None:
+        taken = asyncio.create_task(committer.submit_async("taken"))
+        while not store.entered.is_set():
+            await asyncio.sleep(0.001)
+        started = time.monotonic()
+        with pytest.raises(WriteTimeoutError):
+            await committer.submit_async("queued")
+        assert time.monotonic() - started < SHORT_TIMEOUT_SECONDS + 0.5
+        with pytest.raises(OutcomeUnknownError) as unknown:
+            await taken
+        assert "same request again is safe" in unknown.value.detail
+
+    asyncio.run(scenario())
+    store.released.set()
+    assert asyncio.run(committer.submit_async("after")) == ("done", "after")
+    written = [command for group in store.groups for command in group]
+    assert written == ["taken", "after"]
+    committer.close()
+
+
+def test_an_event_loop_caller_hears_its_own_rejection_and_a_full_queue_at_once(
+    store: FakeStore,
+) -> None:
+    class RejectedError(Exception):
+        pass
+
+    def rejecting(group: list[Pending[Any]]) -> list[Pending[Any]]:
+        for entry in group:
+            entry.fail(RejectedError(entry.command))
+        return []
+
+    committer = Committer(rejecting, queue_units_max=10, timeout_seconds=WAIT_SECONDS)
+    with pytest.raises(RejectedError):
+        asyncio.run(committer.submit_async("refused"))
+    committer.close()
+    with pytest.raises(OverloadedError):  # a closed committer takes nothing more
+        asyncio.run(committer.submit_async("late"))

@@ -1,0 +1,56 @@
+"""The key check from memory that the API's guard runs on the event loop: it answers only
+for a key the store confirmed recently, and never lets a wrong secret or a revoked key
+through."""
+
+from pathlib import Path
+
+import pytest
+
+from app.persistence import keys as keys_module
+from app.persistence.keys import KeyStore, Verdict
+
+
+def store(tmp_path: Path) -> KeyStore:
+    return KeyStore(f"sqlite:///{tmp_path / 'keys.sqlite'}")
+
+
+def test_a_key_the_store_has_not_confirmed_yet_is_left_to_the_store(tmp_path: Path) -> None:
+    keys = store(tmp_path)
+    key = keys.create("write")
+    assert keys.check_cached(key) is None
+    assert keys.check(key).scope == "write"
+    cached = keys.check_cached(key)
+    assert cached is not None
+    assert (cached.verdict, cached.scope) == (Verdict.VALID, "write")
+
+
+def test_a_wrong_secret_or_a_malformed_key_is_refused_from_memory(tmp_path: Path) -> None:
+    keys = store(tmp_path)
+    key = keys.create("admin")
+    keys.check(key)
+    prefix, key_id, _secret = key.split("_", 2)
+    forged = keys.check_cached(f"{prefix}_{key_id}_{'A' * 43}")
+    assert forged is not None
+    assert (forged.verdict, forged.scope) == (Verdict.UNKNOWN, None)
+    malformed = keys.check_cached("not-a-key")
+    assert malformed is not None
+    assert malformed.verdict is Verdict.UNKNOWN
+
+
+def test_a_revoked_key_is_no_longer_answered_from_memory(tmp_path: Path) -> None:
+    keys = store(tmp_path)
+    key = keys.create("write")
+    keys.check(key)
+    assert keys.revoke(key.split("_")[1])
+    assert keys.check_cached(key) is None
+    assert keys.check(key).verdict is Verdict.UNKNOWN
+
+
+def test_a_confirmation_older_than_its_lifetime_goes_back_to_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = store(tmp_path)
+    key = keys.create("read")
+    monkeypatch.setattr(keys_module, "VERIFIED_KEY_TTL_SECONDS", -1.0)
+    assert keys.check(key).scope == "read"  # confirmed by the store, already stale
+    assert keys.check_cached(key) is None
