@@ -886,6 +886,9 @@ class Ledger(Application[UUID]):
     def _run_command(self, work: Workspace, entry: Pending[Any]) -> _Ran:
         work.begin()
         try:
+            # The command's time stamp is read before any of its checks reads the
+            # ledger's clock: with the wall clock, a spend allowed before a lot's expiry
+            # is stamped before it too (the audit's exact expiry check rests on this).
             with command_time(utc_now()):
                 finish = entry.command.apply(work)
         except LedgerError as error:

@@ -5,8 +5,11 @@ plain numbers per lot from what the events recorded and checks, after every even
 
 - ``lots_not_balance``: an account's lots (its general lot included) sum to its balance;
 - ``allocation_mismatch``: a movement's allocations sum to its amount;
-- ``allocation_after_expiry``: nothing was spent or reserved from a lot after its expiry
-  (only the ledger's own expiry and breakage transfers take from an expired lot);
+- ``allocation_after_expiry``: nothing was spent or reserved from a lot at or after its
+  expiry (only the ledger's own expiry and breakage transfers take from an expired lot).
+  Exact, without tolerance: a command's events are stamped before its checks read the
+  clock (``Ledger._run_command``), so a spend the write path allowed (its clock before the
+  expiry) is stamped before the expiry too.
 
 and at the end, ``expired_not_broken``: every lot whose expiry is older than
 ``BREAKAGE_GRACE_SECONDS`` has had its free remainder moved to breakage.
@@ -26,9 +29,6 @@ from app.domain.values import is_breakage_transfer_id
 # The expiry worker runs within seconds; a lot expired longer ago than this with credit
 # still in it means the expiry never ran.
 BREAKAGE_GRACE_SECONDS: Final = 300.0
-# The write path decides expiry by its clock a moment before it stamps the event: a
-# spend this close after the expiry instant is that moment, not a violation.
-EXPIRY_CLOCK_TOLERANCE_SECONDS: Final = 1.0
 
 
 @dataclass
@@ -194,12 +194,11 @@ class LotAudit:
     ) -> None:
         if is_breakage_transfer_id(event.transfer_id):
             return
-        tolerance = timedelta(seconds=EXPIRY_CLOCK_TOLERANCE_SECONDS)
         for grant_id, amount in moves:
             if grant_id is None:
                 continue
             expires_at = account.expiries.get(grant_id)
-            if expires_at is not None and event.timestamp >= expires_at + tolerance:
+            if expires_at is not None and event.timestamp >= expires_at:
                 self.report(
                     "allocation_after_expiry",
                     account.account_id,

@@ -110,6 +110,47 @@ def test_an_allocation_from_an_expired_lot_is_reported(ledger: Ledger) -> None:
     assert "sneaky" in after.detail
 
 
+def test_the_expiry_check_is_exact_a_spend_at_or_one_second_after_expiry_is_reported(
+    ledger: Ledger,
+) -> None:
+    expires_at = datetime.now(tz=UTC) + timedelta(hours=1)
+    grant(ledger, "promo", 30, expires_at=expires_at)
+    moments = {
+        "just-before": expires_at - timedelta(microseconds=1),
+        "at-expiry": expires_at,
+        "second-after": expires_at + timedelta(seconds=1),
+    }
+    for transfer_id, moment in moments.items():
+        forge(
+            ledger,
+            Account.Debited,
+            transfer_id=transfer_id,
+            amount=1,
+            allocations=[{"grant_id": "promo", "amount": 1}],
+            timestamp=moment,
+        )
+    report = audit(ledger)
+    after = [v for v in report.violations if v.kind == "allocation_after_expiry"]
+    assert [v.detail.split()[0] for v in after] == ["at-expiry", "second-after"]
+
+
+def test_spends_allowed_up_to_the_expiry_instant_pass_the_exact_audit(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expires_at = datetime.now(tz=UTC) + timedelta(minutes=1)
+    grant(ledger, "promo", 10, expires_at=expires_at)
+    # The ledger's clock says one microsecond before the expiry while the wall clock
+    # stamps the event: the stamp is read first, so it is earlier still.
+    monkeypatch.setattr(ledger, "clock", lambda: expires_at - timedelta(microseconds=1))
+    last = ledger.record_transfer(RecordTransfer("last", ALICE, SHOP, 4))
+    assert last.transfer.allocations[0].grant_id == "promo"
+    assert last.transfer.recorded_at < expires_at
+    monkeypatch.setattr(ledger, "clock", lambda: expires_at)
+    late = ledger.record_transfer(RecordTransfer("late", ALICE, SHOP, 2))
+    assert [a.grant_id for a in late.transfer.allocations] == [None]
+    assert audit(ledger).ok, audit(ledger).violations
+
+
 def test_allocations_that_do_not_sum_to_their_movement_are_reported(ledger: Ledger) -> None:
     grant(ledger, "pack", 10)
     forge(
