@@ -1,6 +1,6 @@
-"""Credit grants through the Ledger (SPEC invariant 7), on SQLite and a real PostgreSQL
-server: lots, the burn-down order, allocations, expiry to breakage, holds, reversals,
-overdraft and every new rejection code. The ledger's clock is simulated."""
+"""Credit grants through the Ledger (SPEC invariant 7), on SQLite, a real PostgreSQL
+server and the KurrentDB fake: lots, the burn-down order, allocations, expiry to breakage,
+holds, reversals, overdraft and every new rejection code. The ledger's clock is simulated."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,7 +42,7 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "kurrentdb-fake"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Ledger]:
     url = store_url(str(request.param), tmp_path, request)
     ledger = Ledger(store_env(url), clock=clock)
@@ -219,6 +219,45 @@ def test_a_void_after_the_lot_expired_sends_the_reserved_part_to_breakage(
     assert ledger.get_account(BREAKAGE).balance == 10
     assert ledger.get_transfer("breakage:h1").allocations == (Allocation("promo", 6),)
     assert ledger.get_account(ALICE).balance == 0
+
+
+def test_a_hold_that_times_out_returns_its_reservations_to_their_lots_or_to_breakage(
+    ledger: Ledger, clock: Clock
+) -> None:
+    # A hold's timeout runs from its time stamp (the wall clock): the simulated clock
+    # starts there.
+    clock.now = datetime.now(tz=UTC)
+    grant(ledger, "promo", 10, expires_in=60, priority=10)
+    grant(ledger, "pack", 10, priority=20)
+    grant(ledger, "spare", 10, priority=90)
+    hold = RecordTransfer("h1", ALICE, SHOP, 15, pending=True, timeout_seconds=120)
+    reserved = ledger.record_transfer(hold).transfer.allocations
+    assert reserved == (Allocation("promo", 10), Allocation("pack", 5))
+    lots = ledger.account_lots(ALICE)
+    assert [(lot.remaining, lot.reserved) for lot in lots if lot.grant_id] == [
+        (10, 10),
+        (10, 5),
+        (10, 0),
+    ]
+    clock.advance(61)  # promo expires while the hold still holds all of it
+    assert ledger.expire_grant("promo") is None  # nothing free to move: all reserved
+    clock.advance(60)
+    expired = ledger.expire_pending("h1")
+    assert expired.transfer.status == "expired"
+    lots = ledger.account_lots(ALICE)
+    assert lots.get("promo") is None  # expired meanwhile: its part went to breakage
+    assert [(lot.grant_id, lot.remaining, lot.reserved) for lot in lots if lot.grant_id] == [
+        ("pack", 10, 0),
+        ("spare", 10, 0),
+    ]
+    assert ledger.get_transfer("breakage:h1").allocations == (Allocation("promo", 10),)
+    assert ledger.get_account(BREAKAGE).balance == 10
+    alice = ledger.get_account(ALICE)
+    assert (alice.balance, alice.available, alice.debits_pending) == (20, 20, 0)
+    assert ledger.get_account(SHOP).balance == 0
+    again = ledger.expire_pending("h1")  # the worker running twice writes nothing more
+    assert again.transfer.status == "expired"
+    assert ledger.get_account(BREAKAGE).balance == 10
 
 
 def test_reversing_a_spend_returns_each_allocation_to_its_lot(ledger: Ledger, clock: Clock) -> None:

@@ -1,5 +1,5 @@
-"""Model-based test of credit grants through the Ledger, on SQLite and a real PostgreSQL
-server, with a simulated clock (SPEC invariant 7).
+"""Model-based test of credit grants through the Ledger, on SQLite, a real PostgreSQL
+server and the KurrentDB fake, with a simulated clock (SPEC invariant 7).
 
 Random grants (with and without expiry and effective time, any priority and category),
 plain credits, spends, holds, posts, voids, spend and grant reversals, expiries and clock
@@ -12,6 +12,7 @@ to zero over the issuer, the account, the shop and breakage.
 
 import itertools
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -302,6 +303,13 @@ def test_grants_through_the_ledger_follow_the_model_on_sqlite(tmp_path: Path) ->
         )
 
     run_state_machine_as_test(OnSQLite, settings=MODEL_SETTINGS)
+
+
+def test_grants_through_the_ledger_follow_the_model_on_the_kurrentdb_fake() -> None:
+    class OnKurrentDBFake(GrantsMachine):
+        new_store_url = staticmethod(lambda: f"fake://{uuid.uuid4().hex}")
+
+    run_state_machine_as_test(OnKurrentDBFake, settings=settings(MODEL_SETTINGS, max_examples=20))
 
 
 @pytest.mark.postgres
