@@ -1,22 +1,24 @@
 """The catch-up runner: the log's events into the views, in batches, exactly once.
 
-Built on the library's public parts only: ``ApplicationSubscription`` (the catch-up
-subscription of every backend, KurrentDB's included) read by one thread into a bounded
-queue, and a writer thread that takes whatever has queued up (up to
-``PROJECTION_BATCH_MAX`` events) and applies it in one transaction with its tracking
-record. A long catch-up is then bound by the SQL, not by commits; a live worker applies
-each new event within ``BATCH_LINGER_SECONDS`` of its arrival. The interface is the
+Built on the library's public parts only: the recorder's catch-up subscription (every
+backend's, KurrentDB's included) read by one thread into a bounded queue of stored
+notifications, and a writer thread that takes whatever has queued up (up to
+``PROJECTION_BATCH_MAX`` events), decodes it and applies it in one transaction with its
+tracking record. The reader only moves notifications: decoding them there would not run
+in parallel (the GIL) and would hand the writer one event at a time. A long catch-up is
+then bound by the decoding and the SQL, not by commits or thread hand-offs; a live
+worker applies each new event within ``BATCH_LINGER_SECONDS`` of its arrival. The interface is the
 library runner's: ``view``, ``app``, ``run_forever``, ``wait``, and a context manager.
 """
 
 import os
-import queue
 import threading
+import time
+from collections import deque
 from types import TracebackType
 from typing import Any, Final, Self
 
-from eventsourcing.persistence import InfrastructureFactory, Tracking
-from eventsourcing.projection import ApplicationSubscription
+from eventsourcing.persistence import InfrastructureFactory, Notification, Tracking
 from eventsourcing.utils import Environment
 
 from app.application.ledger import Ledger
@@ -36,10 +38,10 @@ class CatchUpRunner:
         factory = InfrastructureFactory[Any].construct(environment)
         self.view: Any = factory.tracking_recorder(view_class)
         self.app = Ledger(env)
-        self._subscription = ApplicationSubscription(
-            app=self.app, gt=self.view.max_tracking_id(self.app.name)
+        self._subscription = self.app.recorder.subscribe(
+            gt=self.view.max_tracking_id(self.app.name)
         )
-        self._queue: queue.Queue[tuple[Any, Tracking] | None] = queue.Queue(QUEUE_EVENTS_MAX)
+        self._handoff = Handoff(QUEUE_EVENTS_MAX)
         self._stopping = threading.Event()
         self._error: BaseException | None = None
         self._reader = threading.Thread(target=self._read, name="projection-reader", daemon=True)
@@ -89,53 +91,40 @@ class CatchUpRunner:
 
     def _read(self) -> None:
         try:
-            for item in self._subscription:
-                while not self._put(item):
-                    if self._stopping.is_set():
-                        return
+            for notification in self._subscription:
+                if not self._handoff.put(notification, self._stopping):
+                    return
         except BaseException as error:  # noqa: BLE001  # a thread's end: handed to the owner
             self._fail(error)
         finally:
-            self._put(None)
-
-    def _put(self, item: tuple[Any, Tracking] | None) -> bool:
-        try:
-            self._queue.put(item, timeout=STOP_CHECK_SECONDS)
-        except queue.Full:
-            return False
-        return True
+            self._handoff.put(None, self._stopping)
 
     def _write(self) -> None:
         try:
+            name, mapper = self.app.name, self.app.mapper
             while (batch := self._next_batch()) is not None:
-                self.view.apply_events(batch)
+                self.view.apply_events(
+                    [(mapper.to_domain_event(n), Tracking(name, n.id)) for n in batch]
+                )
         except BaseException as error:  # noqa: BLE001  # a thread's end: handed to the owner
             self._fail(error)
 
-    def _next_batch(self) -> list[tuple[Any, Tracking]] | None:
-        """The events queued up now (waiting for the first), or None once stopped."""
-        while True:
-            try:
-                first = self._queue.get(timeout=STOP_CHECK_SECONDS)
-                break
-            except queue.Empty:
-                if self._stopping.is_set():
-                    return None
-        if first is None:
-            return None
-        batch = [first]
-        while len(batch) < PROJECTION_BATCH_MAX:
-            try:
-                # Linger a moment for the next event: during a catch-up the reader
-                # decodes them one by one, and without the wait the writer would take
-                # each as a batch of its own.
-                item = self._queue.get(timeout=BATCH_LINGER_SECONDS)
-            except queue.Empty:
-                break
-            if item is None:
-                self._queue.put(None)  # seen again by the next call, after this batch
-                break
-            batch.append(item)
+    def _next_batch(self) -> list[Notification] | None:
+        """The notifications handed over by now (waiting for the first), or None once
+        stopped or at the end of the subscription."""
+        batch: list[Notification] = []
+        while not batch:
+            if self._stopping.is_set():
+                return None
+            batch, ended = self._handoff.take(PROJECTION_BATCH_MAX, STOP_CHECK_SECONDS)
+            if ended and not batch:
+                return None
+        if len(batch) < PROJECTION_BATCH_MAX and not ended:
+            # Linger a moment for more, once per batch: a live event waits at most this
+            # long, and a catch-up whose reader fell behind still fills its batch.
+            time.sleep(BATCH_LINGER_SECONDS)
+            more, _ = self._handoff.take(PROJECTION_BATCH_MAX - len(batch), 0)
+            batch += more
         return batch
 
     def _fail(self, error: BaseException) -> None:
@@ -143,3 +132,48 @@ class CatchUpRunner:
             self._error = error
         self._stopping.set()
         self._subscription.stop()
+
+
+class Handoff:
+    """From one reader thread to one writer thread: notifications put one at a time,
+    taken in bulk. A deque (its append and popleft are atomic) and two events instead
+    of a ``queue.Queue``, whose lock and condition per item cost more than the fold
+    of a small event. Bounded: the reader waits while ``capacity`` items are queued.
+    ``None`` ends the stream: it stays queued for every later ``take`` to see."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: deque[Notification | None] = deque()
+        self._capacity = capacity
+        self._filled = threading.Event()
+        self._drained = threading.Event()
+
+    def put(self, item: Notification | None, stopping: threading.Event) -> bool:
+        """Queue ``item``; False when ``stopping`` was set while waiting for room."""
+        while len(self._items) >= self._capacity:
+            self._drained.clear()
+            if len(self._items) < self._capacity:
+                break  # the writer took some between the check and the clear
+            if not self._drained.wait(STOP_CHECK_SECONDS) and stopping.is_set():
+                return False
+        self._items.append(item)
+        if not self._filled.is_set():
+            self._filled.set()
+        return True
+
+    def take(self, limit: int, timeout: float) -> tuple[list[Notification], bool]:
+        """Up to ``limit`` queued notifications (waiting up to ``timeout`` for the
+        first), and whether the stream has ended (nothing more will come)."""
+        if not self._items and timeout > 0:
+            self._filled.clear()
+            if not self._items:  # nothing arrived between the check and the clear
+                self._filled.wait(timeout)
+        taken: list[Notification] = []
+        items = self._items
+        while items and len(taken) < limit:
+            item = items[0]
+            if item is None:
+                self._drained.set()
+                return taken, True
+            taken.append(items.popleft())  # type: ignore[arg-type]  # not None: checked
+        self._drained.set()
+        return taken, False

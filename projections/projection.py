@@ -8,8 +8,10 @@ transaction: all of a batch is applied exactly once, or none of it is.
 
 import json
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any, ClassVar, Final
 
 from eventsourcing.persistence import Tracking
@@ -89,6 +91,12 @@ class RowWriter(SqlAccess):
     def _insert_tracking_in(self, cursor: Cursor, tracking: Tracking) -> None:
         raise NotImplementedError
 
+    def _pipeline(self, cursor: Cursor) -> AbstractContextManager[object]:
+        """Where the backend sends a batch's writes without waiting for each answer
+        (PostgreSQL's pipeline mode); nothing to do elsewhere."""
+        del cursor
+        return nullcontext()
+
     def apply_event(self, event: object, tracking: Tracking) -> None:
         """Apply one event and record its tracking, in one transaction."""
         self.apply_events([(event, tracking)])
@@ -104,8 +112,9 @@ class RowWriter(SqlAccess):
                 self._load(cursor, rows, [event for event, _ in batch])
                 for event, tracking in batch:
                     self._fold(rows, event, tracking.notification_id)
-                self._write(cursor, rows)
-                self._insert_tracking_in(cursor, batch[-1][1])
+                with self._pipeline(cursor):
+                    self._write(cursor, rows)
+                    self._insert_tracking_in(cursor, batch[-1][1])
         except BaseException:
             self._open_commit = None  # what was cached may not have been written
             raise
@@ -161,18 +170,20 @@ class RowWriter(SqlAccess):
     # Folding ---------------------------------------------------------------------------
 
     def _fold(self, rows: _Rows, event: object, position: int) -> None:
-        if hasattr(event, "timestamp"):
-            self._fold_commit(rows, event, position)
+        timestamp = getattr(event, "timestamp", None)
+        if timestamp is None:
+            return
+        at = timestamp_text(timestamp)  # once per event: every row of it says this time
+        self._fold_commit(rows, event, position, at)
         if isinstance(event, Account.Event):
-            self._fold_account(rows, event, position)
+            self._fold_account(rows, event, position, at)
         elif isinstance(event, Transfer.Event):
-            self._fold_transfer(rows, event, position)
+            self._fold_transfer(rows, event, position, at)
 
-    def _fold_commit(self, rows: _Rows, event: Any, position: int) -> None:
+    def _fold_commit(self, rows: _Rows, event: object, position: int, at: str) -> None:
         # The writer names each event's commit (app.domain.commits). Events stored before
         # it did fall back to the earlier rule: a run of events with one time is one
         # commit (a command's events share one time).
-        at = timestamp_text(event.timestamp)
         commit_id = commit_of(event)
         key = commit_id or _time_key(at)
         if self._open_commit is not None and self._open_commit[1] == key:
@@ -184,9 +195,8 @@ class RowWriter(SqlAccess):
                 rows.commit_keys.append((start, commit_id))
         rows.commits[start] = (position, at)
 
-    def _fold_account(self, rows: _Rows, event: Account.Event, position: int) -> None:
+    def _fold_account(self, rows: _Rows, event: Account.Event, position: int, at: str) -> None:
         stream_id = event.originator_id.hex
-        at = timestamp_text(event.timestamp)
         if isinstance(event, Account.Opened):
             rows.accounts[stream_id] = {
                 "account_id": event.account_id,
@@ -240,7 +250,8 @@ class RowWriter(SqlAccess):
         # write path checked must still be sane when folded here.
         assert min(after) >= 0, (account["account_id"], after)
         account.update(zip(COUNTERS, after, strict=True))
-        rows.lot_moves.append((event, position, account["account_id"], at))
+        if _may_move_grant_lots(event):
+            rows.lot_moves.append((event, position, account["account_id"], at))
         rows.entries.append(
             (
                 account["account_id"],
@@ -257,10 +268,10 @@ class RowWriter(SqlAccess):
             )
         )
 
-    def _fold_transfer(self, rows: _Rows, event: Transfer.Event, position: int) -> None:
+    def _fold_transfer(self, rows: _Rows, event: Transfer.Event, position: int, at: str) -> None:
         stream_id = event.originator_id.hex
         if isinstance(event, Transfer.TransferRecorded):
-            rows.transfers[stream_id] = _recorded_row(event, stream_id, position)
+            rows.transfers[stream_id] = _recorded_row(event, stream_id, position, at)
             rows.new_transfers.add(stream_id)
             if event.reversal_of is not None:
                 # The original's own Reversed event comes in the same commit; setting the
@@ -375,11 +386,12 @@ class RowWriter(SqlAccess):
         new = [rows.transfers[s] for s in sorted(rows.new_transfers)]
         columns = tuple(new[0]) if new else ()
         if new:
+            row_of = itemgetter(*columns)
             self._run_many(
                 cursor,
                 f"INSERT INTO {{transfers}} ({', '.join(columns)}) "
                 f"VALUES ({', '.join('?' * len(columns))})",
-                [tuple(t[name] for name in columns) for t in new],
+                [row_of(t) for t in new],
             )
         self._run_many(
             cursor,
@@ -401,7 +413,7 @@ class RowWriter(SqlAccess):
 
 
 def _recorded_row(
-    event: Transfer.TransferRecorded, stream_id: str, position: int
+    event: Transfer.TransferRecorded, stream_id: str, position: int, at: str
 ) -> dict[str, Any]:
     expires_at = None
     if event.pending and event.timeout_seconds is not None:
@@ -421,7 +433,7 @@ def _recorded_row(
         "amount_posted": 0 if event.pending else event.amount,
         "reversal_of": event.reversal_of,
         "reversed_by": None,
-        "recorded_at": timestamp_text(event.timestamp),
+        "recorded_at": at,
         "position": position,
         "updated_position": position,
         "grant_terms": (
@@ -429,6 +441,22 @@ def _recorded_row(
         ),
         "allocations": _json_or_none(event.allocations),
     }
+
+
+def _may_move_grant_lots(event: Account.BalanceChanged) -> bool:
+    """Whether the event moves a grant's lot (what ``apply_lot_moves`` writes): a grant,
+    or allocations naming a grant. Most events move the general lot alone (None)."""
+    if isinstance(event, Account.Credited):
+        return event.grant is not None or _names_a_grant(event.returned)
+    if isinstance(event, Account.Debited | Account.DebitReserved):
+        return _names_a_grant(event.allocations)
+    if isinstance(event, Account.DebitHoldSettled):
+        return _names_a_grant(event.consumed) or _names_a_grant(event.released)
+    return False
+
+
+def _names_a_grant(records: list[dict[str, Any]] | None) -> bool:
+    return any(record["grant_id"] is not None for record in records or ())
 
 
 def _json_or_none(value: object) -> str | None:
