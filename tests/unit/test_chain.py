@@ -1,13 +1,24 @@
 """Every stream is a hash chain: the write path links events, and any edit shows."""
 
 import dataclasses
+import hashlib
 import itertools
+import json
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
-from app.application.commands import OpenAccount, RecordTransfer
+import pytest
+from eventsourcing.application import Repository
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
+from app.domain import chain
 from app.domain.chain import GENESIS, expected_chain, first_broken_link
-from app.domain.values import account_uuid
+from app.domain.lots import LotBook
+from app.domain.values import account_uuid, transfer_uuid
 from app.persistence.stores import event_store_env
 
 
@@ -56,3 +67,111 @@ def test_the_aggregate_remembers_the_head_of_its_chain() -> None:
     events: list[Any] = list(ledger.events.get(account_uuid("alice")))
     account: Any = ledger.repository.get(account_uuid("alice"))
     assert account.chain == events[-1].chain
+
+
+# The digest's two encoders (orjson, json.dumps for the rest) write the same bytes ---------
+
+JSON_TEXT_KEYS = st.text(max_size=8)
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.text()
+    | st.datetimes(timezones=st.just(UTC)),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(JSON_TEXT_KEYS, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    previous=st.text(max_size=70),
+    version=st.integers(min_value=0, max_value=2**40),
+    timestamp=st.datetimes(timezones=st.just(UTC)),
+    fields=st.dictionaries(JSON_TEXT_KEYS, JSON_VALUES, max_size=6),
+)
+def test_a_link_is_the_sha256_of_json_dumps_whichever_encoder_wrote_it(
+    previous: str, version: int, timestamp: datetime, fields: dict[str, Any]
+) -> None:
+    originator_id = account_uuid("alice")
+    content = [previous, "Account.Debited", originator_id.hex, version, timestamp.isoformat()]
+    reference = json.dumps(
+        [*content, fields], sort_keys=True, separators=(",", ":"), default=datetime.isoformat
+    ).encode()
+    digest = chain.chain_digest(
+        previous, "Account.Debited", originator_id, version, timestamp, fields
+    )
+    assert digest == hashlib.sha256(reference).hexdigest()
+
+
+def test_links_written_with_json_dumps_alone_keep_verifying(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with monkeypatch.context() as before_orjson:
+        # What the write path did before: every link's bytes from json.dumps.
+        before_orjson.setattr(chain, "_canonical_json", _json_dumps_bytes)
+        ledger = recorded_ledger()
+    ledger.record_transfer(
+        RecordTransfer("after", "bank", "alice", 9, metadata={"note": "café\x7f☕"})
+    )
+    events: list[Any] = list(ledger.events.get(account_uuid("alice")))
+    assert len(events) == 7
+    assert first_broken_link(events) is None
+    assert first_broken_link([*events[:2], dataclasses.replace(events[2], amount=99)]) == 2
+
+
+def _json_dumps_bytes(content: list[Any]) -> bytes:
+    return json.dumps(
+        content, sort_keys=True, separators=(",", ":"), default=datetime.isoformat
+    ).encode()
+
+
+# The lean trigger path builds what the library's own fold builds ---------------------------
+
+
+def busy_ledger() -> Ledger:
+    ledger = recorded_ledger()
+    ledger.open_account(OpenAccount("shop", "CREDITS", metadata={"tier": "a"}))
+    ledger.update_account("shop", {"tier": "b", "region": "eu"})
+    grant = GrantTerms(expires_at=datetime(2999, 1, 1, tzinfo=UTC), priority=10)
+    ledger.record_transfer(RecordTransfer("promo", "bank", "alice", 50, grant=grant))
+    ledger.record_transfer(RecordTransfer("spend", "alice", "shop", 60))
+    ledger.record_transfer(RecordTransfer("hold", "alice", "shop", 5, pending=True))
+    ledger.post_pending("hold", 3)
+    ledger.record_transfer(RecordTransfer("hold2", "alice", "shop", 2, pending=True))
+    ledger.void_pending("hold2")
+    ledger.reverse_transfer("spend", "refund", amount=20)
+    ledger.open_account(OpenAccount("idle", "CREDITS"))
+    ledger.close_account("idle")
+    return ledger
+
+
+def comparable(aggregate: Any) -> dict[str, Any]:
+    state = {k: v for k, v in vars(aggregate).items() if k != "_pending_events"}
+    if isinstance(state.get("lots"), LotBook):
+        state["lots"] = list(state["lots"])
+    return state
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        account_uuid("alice"),
+        account_uuid("bank"),
+        account_uuid("shop"),
+        account_uuid("idle"),
+        transfer_uuid("hold"),
+        transfer_uuid("hold2"),
+        transfer_uuid("spend"),
+        transfer_uuid("promo"),
+    ],
+)
+def test_aggregates_built_by_commands_equal_the_librarys_fold_of_their_events(
+    stream: UUID,
+) -> None:
+    ledger = busy_ledger()
+    built = ledger.load_aggregate(stream)  # the writer's own, built by the commands
+    assert built is not None
+    folded: Any = Repository(event_store=ledger.events).get(stream)  # the library's mutate
+    assert comparable(built) == comparable(folded)
