@@ -212,15 +212,21 @@ class Workspace:
 
 
 def _image(aggregate: Aggregate) -> dict[str, Any]:
-    return {key: _copied(value) for key, value in vars(aggregate).items()}
+    image = vars(aggregate).copy()  # immutable values are shared, not copied
+    for key, value in image.items():
+        if type(value) not in _IMMUTABLE_TYPES:
+            image[key] = _copied(value)
+    return image
 
 
 def _copied(value: Any) -> Any:
-    if type(value) in _IMMUTABLE_TYPES:
-        return value
     if isinstance(value, _CONTAINERS):
         return value.copy()
-    # Any other object: a deep copy (give a mutable state class a cheap __deepcopy__).
+    # Any other object: a deep copy (give a mutable state class a cheap __deepcopy__,
+    # called here directly: copy.deepcopy's memo bookkeeping would cost more than it).
+    own_deepcopy = getattr(type(value), "__deepcopy__", None)
+    if own_deepcopy is not None:
+        return own_deepcopy(value, {})
     return copy.deepcopy(value)
 
 
