@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Generic, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, LRUCache, Repository
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     ApplicationRecorder,
@@ -48,7 +48,7 @@ from app.application.views import (
     TransferOutcome,
     TransferView,
 )
-from app.application.workspace import Workspace, Written
+from app.application.workspace import Workspace, WriterCache, Written
 from app.domain import limits
 from app.domain.account import Account, term_record
 from app.domain.chain import command_time, current_command_time
@@ -166,7 +166,7 @@ class Ledger(Application[UUID]):
         self._loader: Repository[UUID] = Repository(
             event_store=self.events, snapshot_store=self.snapshots
         )
-        self._written: LRUCache[UUID, Aggregate] = LRUCache(maxsize=AGGREGATE_CACHE_SIZE)
+        self._written = WriterCache(maxsize=AGGREGATE_CACHE_SIZE)
         self.snapshot_failures = 0
         # Group writes that met an optimistic-concurrency conflict, and those written with
         # the store's write lock held across their read (for benchmarks, metrics, tests).
@@ -839,7 +839,7 @@ class Ledger(Application[UUID]):
     def _evict_moved(self, group: list[Pending[Any]]) -> None:
         ids = {account_uuid(i) for entry in group for i in entry.command.account_ids}
         ids.update(transfer_uuid(i) for entry in group for i in entry.command.transfer_ids)
-        cached = {i: self._written.get(i) for i in ids if i in self._written.cache}
+        cached = {i: self._written.get(i) for i in ids if i in self._written}
         heads = stream_heads(self.recorder, list(cached))
         for originator_id, aggregate in cached.items():
             if heads.get(originator_id) != aggregate.version:
@@ -965,7 +965,7 @@ class Ledger(Application[UUID]):
                 aggregate = self._loader.get(originator_id)
             except AggregateNotFoundError:
                 return None
-            self._written.put(originator_id, aggregate)
+            self._written.put(aggregate)
         return aggregate
 
     def load_aggregates(self, originator_ids: list[UUID]) -> dict[UUID, Aggregate]:
@@ -992,7 +992,7 @@ class Ledger(Application[UUID]):
             folded = self._fold(stream)
             if folded is not None:
                 found[originator_id] = folded
-                self._written.put(originator_id, folded)
+                self._written.put(folded)
         return found
 
     def _fold(self, stream: StoredStream) -> Aggregate | None:
@@ -1006,7 +1006,7 @@ class Ledger(Application[UUID]):
         return cast(Aggregate | None, aggregate)
 
     def absent_streams(self, originator_ids: list[UUID]) -> set[UUID] | None:
-        uncached = [i for i in originator_ids if i not in self._written.cache]
+        uncached = [i for i in originator_ids if i not in self._written]
         if not uncached:
             return set()
         existing = existing_streams(self.recorder, uncached)
@@ -1015,8 +1015,7 @@ class Ledger(Application[UUID]):
         return set(uncached) - existing
 
     def _evict(self, originator_id: UUID) -> None:
-        with contextlib.suppress(KeyError):
-            self._written.get(originator_id, evict=True)
+        self._written.evict(originator_id)
 
     def _forget(self, work: Workspace) -> None:
         """A failed write leaves the workspace's aggregates ahead of the store."""
@@ -1025,7 +1024,7 @@ class Ledger(Application[UUID]):
 
     def _remember(self, work: Workspace) -> None:
         for aggregate in work.aggregates():
-            self._written.put(aggregate.id, aggregate)
+            self._written.put(aggregate)
 
     def _snapshot_accounts(self, work: Workspace) -> None:
         """After the commit and the answers: a snapshot is an optimisation, so a failed

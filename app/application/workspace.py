@@ -14,6 +14,7 @@ a cheap ``__deepcopy__``). So containers in aggregate state must hold immutable 
 (events are immutable); ``tests/unit/test_workspace.py`` checks this for every aggregate.
 """
 
+import contextlib
 import copy
 from collections.abc import Callable, Iterable
 from dataclasses import is_dataclass
@@ -21,6 +22,7 @@ from datetime import datetime
 from typing import Any, Final, Protocol, TypeVar
 from uuid import UUID
 
+from eventsourcing.application import LRUCache
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Recording
 
@@ -63,6 +65,37 @@ class Written:
 
 
 Finish = Callable[[Written], Any]
+
+
+class WriterCache:
+    """The writer's own aggregates, trusted and never copied (the expected-version check
+    of each write catches a stale entry). Accounts and transfers are kept in separate LRU
+    caches: a stream of new transfers, each written once and seldom read again, would
+    otherwise push out the accounts that every transfer needs, and each group would
+    reload them from the store."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._accounts: LRUCache[UUID, Aggregate] = LRUCache(maxsize=maxsize)
+        self._others: LRUCache[UUID, Aggregate] = LRUCache(maxsize=maxsize)
+
+    def __contains__(self, originator_id: UUID) -> bool:
+        return originator_id in self._accounts.cache or originator_id in self._others.cache
+
+    def get(self, originator_id: UUID) -> Aggregate:
+        """The cached aggregate (KeyError when it is not cached)."""
+        try:
+            return self._accounts.get(originator_id)
+        except KeyError:
+            return self._others.get(originator_id)
+
+    def put(self, aggregate: Aggregate) -> None:
+        cache = self._accounts if isinstance(aggregate, Account) else self._others
+        cache.put(aggregate.id, aggregate)
+
+    def evict(self, originator_id: UUID) -> None:
+        for cache in (self._accounts, self._others):
+            with contextlib.suppress(KeyError):
+                cache.get(originator_id, evict=True)
 
 
 class Loader(Protocol):

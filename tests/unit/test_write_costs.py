@@ -8,9 +8,10 @@ import pytest
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger, Write, collector_paused
-from app.application.workspace import Workspace, Written
+from app.application.workspace import Workspace, WriterCache, Written
 from app.domain.account import Account
 from app.domain.errors import InsufficientFundsError
+from app.domain.transfer import Transfer
 
 
 @pytest.fixture
@@ -60,3 +61,21 @@ def test_pausing_leaves_a_collector_that_was_off_off() -> None:
 
 def ledger_account(account_id: str) -> Account:
     return Account.open(account_id, "CREDITS", False, 0, {})
+
+
+def test_new_transfers_never_push_the_accounts_out_of_the_writers_cache() -> None:
+    cache = WriterCache(maxsize=2)
+    alice = ledger_account("alice")
+    cache.put(alice)
+    transfers = [
+        Transfer.record(f"t{n}", "alice", "bob", 1, "CREDITS", False, None, {}) for n in range(5)
+    ]
+    for transfer in transfers:
+        cache.put(transfer)
+    assert alice.id in cache
+    assert cache.get(alice.id) is alice
+    assert [t.id in cache for t in transfers] == [False, False, False, True, True]
+    cache.evict(alice.id)
+    assert alice.id not in cache
+    with pytest.raises(KeyError):
+        cache.get(alice.id)
