@@ -12,6 +12,7 @@ The documentation pages (Swagger UI at /schema and /schema/swagger, Redoc at
 (``docs_assets``, see scripts/vendor_docs_assets.py): they render without internet.
 """
 
+import re
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,12 +23,16 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from pydantic import BaseModel
 
-from app.api import schemas
-from app.api.errors import API_CODES
+from app.api import event_schemas, schemas
+from app.api.consistency import MIN_POSITION_HEADER
+from app.api.errors import API_CODES, STATUS_BY_KIND, TITLES
 from app.compat import openapi_document, serve_openapi_document
 from app.domain import limits
 from app.domain.account import Account
-from app.domain.errors import all_error_codes
+from app.domain.errors import all_error_codes, error_kinds
+from app.domain.values import LEDGER_TRANSFER_PREFIXES
+from app.events.feed import CURSOR_DIGITS_MAX, TYPES_PARAMETER_LENGTH_MAX
+from app.events.schema import EVENT_TYPES
 
 DOCS_ASSETS: Final = Path(__file__).parent / "docs_assets"
 DOCS_ASSETS_PATH: Final = "/schema/assets"
@@ -107,31 +112,144 @@ MODELS: Final[list[type[BaseModel]]] = [
     schemas.Problem,
     schemas.Health,
     schemas.Readiness,
+    event_schemas.WebhookCreate,
+    event_schemas.WebhookUpdate,
+    event_schemas.WebhookReplay,
+    event_schemas.MonitorCreate,
 ]
 PAGES: Final[dict[str, type[BaseModel]]] = {
     "Page_EntryRead_": schemas.Page[schemas.EntryRead],
     "Page_TransferRead_": schemas.Page[schemas.TransferRead],
     "Page_AccountRead_": schemas.Page[schemas.AccountRead],
 }
-ERROR_STATUSES: Final = {
-    "400": "Malformed JSON, cursor or query, or an unknown query parameter "
-    "(code malformed_json, invalid_cursor, bad_request, unknown_parameter)",
-    "401": "No API key, or an unknown or revoked one (code unauthorized), or an expired one "
-    "(code api_key_expired)",
-    "403": "The key's scope does not allow this (code forbidden)",
-    "404": "No such account or transfer (code account_not_found, transfer_not_found)",
-    "409": "Id reused with another body, conflict, or views not there yet "
-    "(code idempotency_conflict, concurrency_conflict, position_not_reached)",
-    "413": "Body or batch too large (code body_too_large, batch_too_large)",
-    "422": "Invalid input or a rejected command (code validation_error, "
-    "insufficient_funds, unit_mismatch, …)",
+# The refusals each operation can answer (4xx; 5xx answers are the store's or the
+# server's, any operation may give them). Served as the operation's error responses, each
+# listing its codes in ``x-problem-codes`` (and its description).
+AUTH: Final = frozenset({"unauthorized", "api_key_expired", "forbidden"})
+QUERY: Final = frozenset({"unknown_parameter", "validation_error"}) | AUTH
+BODY: Final = frozenset({"malformed_json", "body_too_large"}) | QUERY
+VIEW_READ: Final = frozenset({"position_out_of_range", "position_not_reached"}) | QUERY
+TIME_TRAVEL: Final = frozenset({"conflicting_parameters", "as_of_in_future"}) | VIEW_READ
+PAGE: Final = frozenset({"invalid_cursor"})
+TRANSFER_WRITE: Final = BODY | {
+    "account_not_found",
+    "account_closed",
+    "unit_mismatch",
+    "insufficient_funds",
+    "overdraft_limit_exceeded",
+    "balance_overflow",
+    "idempotency_conflict",
+    "concurrency_conflict",
+}
+RECORD_TRANSFER: Final = TRANSFER_WRITE | {
+    "same_account",
+    "invalid_time_range",
+    "live_lot_limit_exceeded",
+}
+PENDING_WRITE: Final = TRANSFER_WRITE | {
+    "transfer_not_found",
+    "transfer_not_pending",
+    "transfer_already_posted",
+    "transfer_already_voided",
+    "transfer_expired",
+}
+OPERATION_CODES: Final[dict[str, frozenset[str]]] = {
+    "openAccount": BODY | {"idempotency_conflict", "concurrency_conflict"},
+    "listAccounts": VIEW_READ | PAGE,
+    "getAccount": TIME_TRAVEL | {"account_not_found"},
+    "updateAccounts": BODY | {"account_not_found", "account_closed", "concurrency_conflict"},
+    "listAccountEntries": VIEW_READ | PAGE | {"account_not_found"},
+    "listGrantsAccounts": TIME_TRAVEL | PAGE | {"account_not_found"},
+    "historyAccounts": VIEW_READ
+    | {"account_not_found", "invalid_time_range", "too_many_intervals"},
+    "closeAccount": QUERY
+    | {"account_not_found", "account_has_pending_transfers", "concurrency_conflict"},
+    "recordTransfer": RECORD_TRANSFER,
+    "recordTransferBatch": RECORD_TRANSFER | {"batch_too_large"},
+    "listTransfers": VIEW_READ | PAGE,
+    "getTransfer": VIEW_READ | {"transfer_not_found"},
+    "postPendingTransfer": PENDING_WRITE | {"post_amount_exceeds_pending"},
+    "voidPendingTransfer": PENDING_WRITE,
+    "reverseTransfer": TRANSFER_WRITE
+    | {
+        "transfer_not_found",
+        "transfer_not_reversible",
+        "transfer_already_reversed",
+        "amount_out_of_range",
+        "grant_consumed",
+        "grant_expired",
+        "grant_reserved",
+        "grant_remaining_exceeded",
+    },
+    "totalsLedger": TIME_TRAVEL,
+    "feedEvents": QUERY | {"invalid_cursor", "unknown_event_type", "filter_too_large"},
+    "streamEvents": QUERY | {"invalid_cursor", "unknown_event_type", "filter_too_large"},
+    "createWebhooks": BODY | {"unknown_event_type"},
+    "pageWebhooks": QUERY,
+    "readWebhooks": QUERY | {"webhook_not_found"},
+    "updateWebhooks": BODY | {"webhook_not_found", "unknown_event_type"},
+    "removeWebhooks": QUERY | {"webhook_not_found"},
+    "deliveriesWebhooks": QUERY | {"webhook_not_found"},
+    "replayWebhooks": BODY | {"webhook_not_found"},
+    "createMonitors": BODY | {"account_not_found", "too_many_monitors"},
+    "pageMonitors": QUERY,
+    "readMonitors": QUERY | {"monitor_not_found"},
+    "removeMonitors": QUERY | {"monitor_not_found"},
+}
+# Codes that say the request is not what the schema admits (or too large to read): a
+# request the schema admits never gets one. Every other declared refusal is about the
+# ledger's state (no such account, not enough funds) or a rule no schema can state (the
+# two accounts of a transfer differ, a cursor the API did not hand out).
+INPUT_CODES: Final = frozenset(
+    {
+        "validation_error",
+        "malformed_json",
+        "bad_request",
+        "unknown_parameter",
+        "body_too_large",
+        "batch_too_large",
+        "unknown_event_type",
+        "filter_too_large",
+    }
+)
+# The status of each code the HTTP layer answers with (the domain's follow their kind).
+API_CODE_STATUSES: Final = {
+    "unauthorized": 401,
+    "api_key_expired": 401,
+    "forbidden": 403,
+    "unknown_parameter": 400,
+    "malformed_json": 400,
+    "bad_request": 400,
+    "invalid_cursor": 400,
+    "body_too_large": 413,
+    "webhook_not_found": 404,
+    "monitor_not_found": 404,
+    "too_many_monitors": 409,
+    "unknown_event_type": 422,
+    "filter_too_large": 422,
 }
 REPLAYED: Final = {
     ("/v1/accounts", "post"): "Already opened with the same body: the account as it is",
     ("/v1/transfers", "post"): "Idempotent replay: the same body as the first answer",
     ("/v1/transfers/{transfer_id}/reverse", "post"): "Idempotent replay of the reversal",
 }
-POSITION_PARAMETERS: Final = {"min_position", "at_position"}
+POSITION_PARAMETERS: Final = {"min_position", "at_position", MIN_POSITION_HEADER}
+POSITION_SCHEMA: Final = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+# Cursors are opaque, but their alphabet is not: base64url for the views' pages, the feed
+# sequence in decimal for the event feed and webhook deliveries (any such number is a
+# cursor the API could have handed out: the page after it).
+CURSOR_PATTERNS: Final = {
+    ("feedEvents", "after"): f"^[0-9]{{0,{CURSOR_DIGITS_MAX}}}$",
+    ("streamEvents", "after"): f"^[0-9]{{0,{CURSOR_DIGITS_MAX}}}$",
+    ("deliveriesWebhooks", "cursor"): f"^[0-9]{{1,{CURSOR_DIGITS_MAX}}}$",
+}
+OPAQUE_CURSOR_PATTERN: Final = "^[A-Za-z0-9_-]+$"
+OPAQUE_CURSOR_OPERATIONS: Final = {
+    "listAccounts",
+    "listAccountEntries",
+    "listGrantsAccounts",
+    "listTransfers",
+}
 ID_PATH_PARAMETERS: Final = {"account_id", "transfer_id"}
 PROBES: Final = {"/v1/health", "/v1/ready"}
 
@@ -234,6 +352,19 @@ PATH_EXAMPLE_OVERRIDES: Final = {
 }
 
 
+def code_status(code: str) -> int:
+    kind = error_kinds().get(code)
+    return STATUS_BY_KIND.get(kind, 422) if kind is not None else API_CODE_STATUSES[code]
+
+
+def refusals(operation_id: str) -> dict[int, list[str]]:
+    """The operation's refusal codes by status."""
+    by_status: dict[int, list[str]] = {}
+    for code in sorted(OPERATION_CODES[operation_id]):
+        by_status.setdefault(code_status(code), []).append(code)
+    return dict(sorted(by_status.items()))
+
+
 def error_codes() -> list[str]:
     """Every code a problem document can carry: the domain's error classes and the HTTP
     layer's own."""
@@ -261,6 +392,7 @@ def refine(app: Litestar) -> None:
         components[name] = schema
     _declare_enum(components, "Problem", "code", error_codes())
     _declare_enum(components, "EntryRead", "kind", statement_kinds())
+    _declare_rules(components)
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             if isinstance(operation, dict):
@@ -277,10 +409,74 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     return {**kept[0], **{k: v for k, v in schema.items() if k != "oneOf"}}
 
 
+def _described(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": schema["description"]} if "description" in schema else {}
+
+
 def _declare_enum(components: dict[str, Any], model: str, field: str, values: list[str]) -> None:
     properties = components.get(model, {}).get("properties", {})
     if field in properties and "enum" not in properties[field]:
         properties[field]["enum"] = values
+
+
+def _declare_rules(components: dict[str, Any]) -> None:
+    """Rules the handlers check themselves (with their own codes), stated in the schema."""
+    components["EventType"] = {"type": "string", "enum": list(EVENT_TYPES)}
+    # One event type enum for the feed and the webhooks (one class in generated clients).
+    event_type = components["PublicEvent"]["properties"]["type"]
+    if set(event_type.get("enum", [])) == set(EVENT_TYPES):
+        components["PublicEvent"]["properties"]["type"] = {
+            "$ref": "#/components/schemas/EventType",
+            "description": event_type.get("description", ""),
+        }
+    for model in ("WebhookCreate", "WebhookUpdate"):
+        properties = components[model]["properties"]
+        for choice in _choices(properties["types"]):
+            if choice.get("type") == "array":  # unknown_event_type otherwise
+                choice["items"] = {"$ref": "#/components/schemas/EventType"}
+        for choice in _choices(properties["url"]):
+            if choice.get("type") == "string":
+                choice["pattern"] = event_schemas.WEBHOOK_URL_PATTERN
+    # Exactly one threshold (the handler's "give exactly one of below or above"): with
+    # below, no above; without below, an above.
+    components["MonitorCreate"].update(
+        {
+            "if": {"required": ["below"], "properties": {"below": {"type": "integer"}}},
+            "then": {"properties": {"above": {"type": "null"}}},
+            "else": {"required": ["above"], "properties": {"above": {"type": "integer"}}},
+        }
+    )
+    # batch_too_large (413) otherwise
+    components["BatchCreate"]["properties"]["transfers"]["maxItems"] = limits.BATCH_SIZE_MAX
+    # Transfer ids the ledger writes itself (expiry, breakage) are not the client's.
+    reserved = {"pattern": "^(" + "|".join(re.escape(p) for p in LEDGER_TRANSFER_PREFIXES) + ")"}
+    for model in ("TransferCreate", "ReverseTransfer"):
+        components[model]["properties"]["id"]["not"] = reserved
+    components["TransferCreate"]["allOf"] = [
+        {  # a timeout only on a pending transfer
+            "anyOf": [
+                {"required": ["pending"], "properties": {"pending": {"const": True}}},
+                {"properties": {"timeout_seconds": {"type": "null"}}},
+            ]
+        },
+        {  # a grant never pending: its lot opens when it is recorded
+            "anyOf": [
+                {"properties": {"pending": {"const": False}}},
+                {"properties": {"grant": {"type": "null"}}},
+            ]
+        },
+    ]
+
+
+def _choices(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """A property's schema and, for an optional one, its alternatives."""
+    return [schema, *schema.get("anyOf", [])]
+
+
+def _event_types_pattern() -> str:
+    """``types`` of the feed: known event types, comma-separated."""
+    one = "(" + "|".join(name.replace(".", "\\.") for name in EVENT_TYPES) + ")"
+    return f"^{one}(,{one})*$"
 
 
 def _refine_operation(path: str, method: str, operation: dict[str, Any]) -> None:
@@ -295,12 +491,14 @@ def _refine_operation(path: str, method: str, operation: dict[str, Any]) -> None
                 },
             }
         return
-    for status, description in ERROR_STATUSES.items():
-        responses[status] = {
-            "description": description,
+    operation_id = operation.get("operationId", "")
+    for status, codes in refusals(operation_id).items():
+        responses[str(status)] = {
+            "description": f"{TITLES[status]}: code {', '.join(codes)}",
             "content": {
                 "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
             },
+            "x-problem-codes": codes,
         }
     if (path, method) in REPLAYED and "201" in responses:
         responses["200"] = {**responses["201"], "description": REPLAYED[(path, method)]}
@@ -311,24 +509,8 @@ def _refine_operation(path: str, method: str, operation: dict[str, Any]) -> None
                 "schema": {"type": "string"},
             }
         }
-    operation_id = operation.get("operationId", "")
     for parameter in operation.get("parameters", []):
-        name = parameter.get("name")
-        if parameter.get("in") == "query":
-            parameter["schema"] = _without_null(parameter.get("schema", {}))
-        if name in POSITION_PARAMETERS:
-            parameter["schema"] = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
-        elif name in ID_PATH_PARAMETERS:  # in the path, or as a query filter
-            parameter["schema"] = {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": limits.ID_LENGTH_MAX,
-                "pattern": r"^[A-Za-z0-9._:-]+$",
-            }
-        if parameter.get("in") == "path" and name in PATH_EXAMPLES:
-            parameter["example"] = PATH_EXAMPLE_OVERRIDES.get(
-                (operation_id, name), PATH_EXAMPLES[name]
-            )
+        _refine_parameter(operation_id, parameter)
     examples = REQUEST_EXAMPLES.get(operation_id)
     body = operation.get("requestBody", {}).get("content", {}).get("application/json")
     if examples and body is not None:
@@ -336,3 +518,27 @@ def _refine_operation(path: str, method: str, operation: dict[str, Any]) -> None
             name: {"summary": summary, "value": value}
             for name, (summary, value) in examples.items()
         }
+
+
+def _refine_parameter(operation_id: str, parameter: dict[str, Any]) -> None:
+    name = str(parameter.get("name", ""))
+    if parameter.get("in") == "query":
+        parameter["schema"] = _without_null(parameter.get("schema", {}))
+    if name in POSITION_PARAMETERS:
+        parameter["schema"] = {**POSITION_SCHEMA, **_described(parameter["schema"])}
+    elif (operation_id, name) in CURSOR_PATTERNS:
+        parameter["schema"]["pattern"] = CURSOR_PATTERNS[(operation_id, name)]
+    elif name == "cursor" and operation_id in OPAQUE_CURSOR_OPERATIONS:
+        parameter["schema"]["pattern"] = OPAQUE_CURSOR_PATTERN
+    elif name == "types" and parameter.get("in") == "query":
+        parameter["schema"]["pattern"] = _event_types_pattern()
+        parameter["schema"]["maxLength"] = TYPES_PARAMETER_LENGTH_MAX
+    elif name in ID_PATH_PARAMETERS:  # in the path, or as a query filter
+        parameter["schema"] = {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": limits.ID_LENGTH_MAX,
+            "pattern": r"^[A-Za-z0-9._:-]+$",
+        }
+    if parameter.get("in") == "path" and name in PATH_EXAMPLES:
+        parameter["example"] = PATH_EXAMPLE_OVERRIDES.get((operation_id, name), PATH_EXAMPLES[name])

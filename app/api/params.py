@@ -20,6 +20,16 @@ TimeQuery = Annotated[
     ),
 ]
 
+RequiredTimeQuery = Annotated[
+    str,
+    Parameter(
+        required=True,
+        pattern=TIME_PATTERN,
+        max_length=TIME_TEXT_LENGTH_MAX,
+        description=f"An instant: {TIME_SYNTAX}",
+    ),
+]
+
 
 def utc_instant(value: str | datetime | None, name: str) -> datetime | None:
     """An aware instant, in UTC; 422 for text outside the time syntax, a naive time, or

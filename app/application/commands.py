@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from app.domain.account import ACCOUNT_TYPES
-from app.domain.errors import SameAccountError, ValidationError
+from app.domain.errors import SameAccountError, TimeRangeError, ValidationError
 from app.domain.lots import CATEGORY_DEFAULT, PRIORITY_DEFAULT, Category, check_grant_terms
 from app.domain.values import (
     LEDGER_TRANSFER_PREFIXES,
@@ -70,7 +70,7 @@ class GrantTerms:
             and self.effective_at is not None
             and self.expires_at <= self.effective_at
         ):
-            raise ValidationError(
+            raise TimeRangeError(
                 "grant.expires_at must be after grant.effective_at", field="grant.expires_at"
             )
         return GrantTerms(self.expires_at, self.effective_at, priority, category)

@@ -42,8 +42,9 @@ from app.domain.errors import (
     ConflictingParametersError,
     PositionNotReachedError,
     PositionOutOfRangeError,
+    TimeRangeError,
+    TooManyIntervalsError,
     TransferNotFoundError,
-    ValidationError,
 )
 from app.domain.values import account_uuid, check_id
 from app.persistence.positions import recorded_position
@@ -200,11 +201,11 @@ class Queries:
         """The account at the end of each interval from ``since`` to ``until``."""
         account_id = check_id(account_id, "account_id")
         if until <= since:
-            raise ValidationError("until must be after since", field="until")
+            raise TimeRangeError("until must be after since", field="until")
         until = min(until, self.clock())  # the future has no balance yet
         intervals = islice(interval_bounds(interval, since, until), HISTORY_POINTS_MAX + 1)
         if sum(1 for _ in intervals) > HISTORY_POINTS_MAX:
-            raise ValidationError(
+            raise TooManyIntervalsError(
                 f"more than {HISTORY_POINTS_MAX} intervals; narrow since/until or widen "
                 "the interval",
                 field="interval",

@@ -33,6 +33,19 @@ class SameAccountError(ValidationError):
     code = "same_account"
 
 
+class TimeRangeError(ValidationError):
+    """A range whose end is not after its start (history since/until, a grant's
+    effective_at/expires_at): each time alone is valid, together they are not."""
+
+    code = "invalid_time_range"
+
+
+class TooManyIntervalsError(ValidationError):
+    """A balance history would have more points than one answer carries."""
+
+    code = "too_many_intervals"
+
+
 class BatchTooLargeError(ValidationError):
     code = "batch_too_large"
     kind = "too_large"
@@ -158,16 +171,21 @@ class BatchRejectedError(LedgerError):
         self.kind = cause.kind  # type: ignore[misc]
 
 
-def all_error_codes() -> set[str]:
-    """Every stable code, for documentation and the contract tests."""
-    codes: set[str] = set()
+def error_kinds() -> dict[str, str]:
+    """Every stable code and the kind of rejection it is."""
+    kinds: dict[str, str] = {}
     pending: list[type[LedgerError]] = [LedgerError]
     while pending:
         cls = pending.pop()
-        codes.add(cls.code)
+        kinds[cls.code] = cls.kind
         pending.extend(cls.__subclasses__())
-    codes.discard(LedgerError.code)
-    return codes
+    del kinds[LedgerError.code]
+    return kinds
+
+
+def all_error_codes() -> set[str]:
+    """Every stable code, for documentation and the contract tests."""
+    return set(error_kinds())
 
 
 class GrantConsumedError(LedgerError):

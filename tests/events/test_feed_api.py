@@ -235,7 +235,8 @@ def test_the_openapi_document_describes_the_public_event(client: Client) -> None
     document = client.get("/schema/openapi.json").json()
     event = document["components"]["schemas"]["PublicEvent"]
     assert set(event["properties"]) == {"id", "type", "version", "position", "occurred_at", "data"}
-    assert event["properties"]["type"]["enum"] == list(EVENT_TYPES)
+    assert event["properties"]["type"]["$ref"] == "#/components/schemas/EventType"
+    assert document["components"]["schemas"]["EventType"]["enum"] == list(EVENT_TYPES)
     assert "/v1/events/stream" in document["paths"]
 
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.domain.errors import ValidationError
-from app.domain.times import TIME_TEXT_LENGTH_MAX, parse_time
+from app.domain.times import TIME_PATTERN, TIME_TEXT_LENGTH_MAX, parse_time
 
 OFFSETS = st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59).map(
     lambda minutes: timezone(timedelta(minutes=minutes))
@@ -38,6 +38,12 @@ def test_z_and_a_space_separator_and_nanoseconds_are_accepted() -> None:
     assert parse_time("2026-03-01 13:00:00.123456+01:00") == expected
 
 
+@given(st.from_regex(TIME_PATTERN, fullmatch=True))
+def test_every_text_the_declared_pattern_admits_is_an_instant(text: str) -> None:
+    # The API schema declares TIME_PATTERN: what a client generates from it must be read.
+    assert parse_time(text).tzinfo is UTC
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -48,6 +54,10 @@ def test_z_and_a_space_separator_and_nanoseconds_are_accepted() -> None:
         "2026-13-01",
         "2026-02-30T00:00:00Z",
         "0001-01-01T00:00:00+01:00",  # before the first representable UTC instant
+        "0001-01-01",  # years 0002-9998 only: no offset leaves what UTC represents
+        "9999-12-31T00:00:00Z",
+        "2100-02-29",  # not a leap year
+        "2026-04-31",
         "2026-03-01T12:00:00Z" + "0" * 40,
         "",
     ],

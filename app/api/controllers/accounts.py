@@ -26,7 +26,7 @@ from app.api.pagination import (
     encode_key_cursor,
     next_cursor,
 )
-from app.api.params import TimeQuery, utc_instant
+from app.api.params import RequiredTimeQuery, TimeQuery, utc_instant
 from app.api.schemas import (
     AccountCreate,
     AccountRead,
@@ -41,7 +41,7 @@ from app.api.services import Services
 from app.application.commands import OpenAccount
 from app.application.read_model import AccountFilter
 from app.domain import limits
-from app.domain.errors import ValidationError
+from app.domain.times import parse_time
 
 AFTER_ID: Final = "after_id"
 
@@ -193,15 +193,13 @@ class AccountController(Controller):
         self,
         account_id: FromPath[str],
         services: NamedDependency[Services],
-        since: TimeQuery = None,
+        since: RequiredTimeQuery,
         until: TimeQuery = None,
         interval: FromQuery[Literal["hour", "day", "month"]] = "day",
         min_position: Position = None,
         min_position_header: MinPositionHeader = None,
     ) -> HistoryRead:
-        start = utc_instant(since, "since")
-        if start is None:
-            raise ValidationError("since is required", field="since")
+        start = parse_time(since, "since")
         answer = services.queries.history(
             account_id,
             interval=interval,

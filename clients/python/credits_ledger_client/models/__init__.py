@@ -19,6 +19,7 @@ from .entry_read_action import EntryReadAction
 from .entry_read_kind import EntryReadKind
 from .entry_read_metadata import EntryReadMetadata
 from .event_page import EventPage
+from .event_type import EventType
 from .events_readiness import EventsReadiness
 from .grant_create import GrantCreate
 from .grant_create_category import GrantCreateCategory
@@ -55,7 +56,6 @@ from .problem import Problem
 from .problem_code import ProblemCode
 from .public_event import PublicEvent
 from .public_event_data import PublicEventData
-from .public_event_type import PublicEventType
 from .readiness import Readiness
 from .readiness_status import ReadinessStatus
 from .reverse_transfer import ReverseTransfer
@@ -97,6 +97,7 @@ __all__ = (
     "EntryReadKind",
     "EntryReadMetadata",
     "EventPage",
+    "EventType",
     "EventsReadiness",
     "GrantCreate",
     "GrantCreateCategory",
@@ -133,7 +134,6 @@ __all__ = (
     "ProblemCode",
     "PublicEvent",
     "PublicEventData",
-    "PublicEventType",
     "Readiness",
     "ReadinessStatus",
     "ReverseTransfer",

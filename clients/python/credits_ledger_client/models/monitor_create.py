@@ -4,7 +4,6 @@ from collections.abc import Mapping
 from typing import Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
-from attrs import field as _attrs_field
 
 from ..models.monitor_create_field import MonitorCreateField
 from ..types import UNSET, Unset
@@ -28,7 +27,6 @@ class MonitorCreate:
     below: int | None | Unset = UNSET
     description: str | Unset = ""
     field: MonitorCreateField | Unset = MonitorCreateField.BALANCE
-    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         account_id = self.account_id
@@ -52,7 +50,7 @@ class MonitorCreate:
             field = self.field.value
 
         field_dict: dict[str, Any] = {}
-        field_dict.update(self.additional_properties)
+
         field_dict.update(
             {
                 "account_id": account_id,
@@ -109,21 +107,4 @@ class MonitorCreate:
             field=field,
         )
 
-        monitor_create.additional_properties = d
         return monitor_create
-
-    @property
-    def additional_keys(self) -> list[str]:
-        return list(self.additional_properties.keys())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.additional_properties[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.additional_properties[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.additional_properties[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.additional_properties

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-from ..models.public_event_type import PublicEventType
+from ..models.event_type import EventType
 
 if TYPE_CHECKING:
     from ..models.public_event_data import PublicEventData
@@ -26,7 +26,7 @@ class PublicEvent:
         occurred_at (datetime.datetime):
         position (int): The ledger log position the event reflects (increasing, with gaps); usable as `min_position` for
             read-your-writes
-        type_ (PublicEventType): What happened, as `<resource>.<what happened>`
+        type_ (EventType):
         version (int): Version of this type's `data` shape
     """
 
@@ -34,7 +34,7 @@ class PublicEvent:
     id: str
     occurred_at: datetime.datetime
     position: int
-    type_: PublicEventType
+    type_: EventType
     version: int
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
@@ -79,7 +79,7 @@ class PublicEvent:
 
         position = d.pop("position")
 
-        type_ = PublicEventType(d.pop("type"))
+        type_ = EventType(d.pop("type"))
 
         version = d.pop("version")
 

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar
 
 from attrs import define as _attrs_define
-from attrs import field as _attrs_field
 
+from ..models.event_type import EventType
 from ..types import UNSET, Unset
 
 T = TypeVar("T", bound="WebhookCreate")
@@ -17,13 +17,12 @@ class WebhookCreate:
     Attributes:
         url (str):
         description (str | Unset):  Default: ''.
-        types (list[str] | Unset): Event types to deliver (empty: all)
+        types (list[EventType] | Unset): Event types to deliver (empty: all)
     """
 
     url: str
     description: str | Unset = ""
-    types: list[str] | Unset = UNSET
-    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
+    types: list[EventType] | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         url = self.url
@@ -32,10 +31,13 @@ class WebhookCreate:
 
         types: list[str] | Unset = UNSET
         if not isinstance(self.types, Unset):
-            types = self.types
+            types = []
+            for types_item_data in self.types:
+                types_item = types_item_data.value
+                types.append(types_item)
 
         field_dict: dict[str, Any] = {}
-        field_dict.update(self.additional_properties)
+
         field_dict.update(
             {
                 "url": url,
@@ -55,7 +57,14 @@ class WebhookCreate:
 
         description = d.pop("description", UNSET)
 
-        types = cast(list[str], d.pop("types", UNSET))
+        _types = d.pop("types", UNSET)
+        types: list[EventType] | Unset = UNSET
+        if _types is not UNSET:
+            types = []
+            for types_item_data in _types:
+                types_item = EventType(types_item_data)
+
+                types.append(types_item)
 
         webhook_create = cls(
             url=url,
@@ -63,21 +72,4 @@ class WebhookCreate:
             types=types,
         )
 
-        webhook_create.additional_properties = d
         return webhook_create
-
-    @property
-    def additional_keys(self) -> list[str]:
-        return list(self.additional_properties.keys())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.additional_properties[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.additional_properties[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.additional_properties[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.additional_properties

@@ -4,8 +4,8 @@ from collections.abc import Mapping
 from typing import Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
-from attrs import field as _attrs_field
 
+from ..models.event_type import EventType
 from ..types import UNSET, Unset
 
 T = TypeVar("T", bound="WebhookUpdate")
@@ -17,15 +17,14 @@ class WebhookUpdate:
     Attributes:
         description (None | str | Unset):
         enabled (bool | None | Unset): true re-enables a disabled endpoint (failures reset)
-        types (list[str] | None | Unset):
+        types (list[EventType] | None | Unset):
         url (None | str | Unset):
     """
 
     description: None | str | Unset = UNSET
     enabled: bool | None | Unset = UNSET
-    types: list[str] | None | Unset = UNSET
+    types: list[EventType] | None | Unset = UNSET
     url: None | str | Unset = UNSET
-    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         description: None | str | Unset
@@ -44,7 +43,10 @@ class WebhookUpdate:
         if isinstance(self.types, Unset):
             types = UNSET
         elif isinstance(self.types, list):
-            types = self.types
+            types = []
+            for types_type_0_item_data in self.types:
+                types_type_0_item = types_type_0_item_data.value
+                types.append(types_type_0_item)
 
         else:
             types = self.types
@@ -56,7 +58,7 @@ class WebhookUpdate:
             url = self.url
 
         field_dict: dict[str, Any] = {}
-        field_dict.update(self.additional_properties)
+
         field_dict.update({})
         if description is not UNSET:
             field_dict["description"] = description
@@ -91,7 +93,7 @@ class WebhookUpdate:
 
         enabled = _parse_enabled(d.pop("enabled", UNSET))
 
-        def _parse_types(data: object) -> list[str] | None | Unset:
+        def _parse_types(data: object) -> list[EventType] | None | Unset:
             if data is None:
                 return data
             if isinstance(data, Unset):
@@ -99,12 +101,17 @@ class WebhookUpdate:
             try:
                 if not isinstance(data, list):
                     raise TypeError()
-                types_type_0 = cast(list[str], data)
+                types_type_0 = []
+                _types_type_0 = data
+                for types_type_0_item_data in _types_type_0:
+                    types_type_0_item = EventType(types_type_0_item_data)
+
+                    types_type_0.append(types_type_0_item)
 
                 return types_type_0
             except (TypeError, ValueError, AttributeError, KeyError):
                 pass
-            return cast(list[str] | None | Unset, data)
+            return cast(list[EventType] | None | Unset, data)
 
         types = _parse_types(d.pop("types", UNSET))
 
@@ -124,21 +131,4 @@ class WebhookUpdate:
             url=url,
         )
 
-        webhook_update.additional_properties = d
         return webhook_update
-
-    @property
-    def additional_keys(self) -> list[str]:
-        return list(self.additional_properties.keys())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.additional_properties[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.additional_properties[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.additional_properties[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.additional_properties

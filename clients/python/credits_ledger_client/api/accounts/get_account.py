@@ -17,11 +17,11 @@ def _get_kwargs(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(ledger_min_position, Unset):
-        headers["Ledger-Min-Position"] = ledger_min_position
+        headers["Ledger-Min-Position"] = str(ledger_min_position)
 
     params: dict[str, Any] = {}
 
@@ -78,11 +78,6 @@ def _parse_response(
 
         return response_409
 
-    if response.status_code == 413:
-        response_413 = Problem.from_dict(response.json())
-
-        return response_413
-
     if response.status_code == 422:
         response_422 = Problem.from_dict(response.json())
 
@@ -112,7 +107,7 @@ def sync_detailed(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[AccountRead | Problem]:
     """Balances now (from the account's stream), as of a time, or at a position
 
@@ -122,8 +117,8 @@ def sync_detailed(
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         at_position (int | Unset):
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -155,7 +150,7 @@ def sync(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> AccountRead | Problem | None:
     """Balances now (from the account's stream), as of a time, or at a position
 
@@ -165,8 +160,8 @@ def sync(
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         at_position (int | Unset):
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -193,7 +188,7 @@ async def asyncio_detailed(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[AccountRead | Problem]:
     """Balances now (from the account's stream), as of a time, or at a position
 
@@ -203,8 +198,8 @@ async def asyncio_detailed(
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         at_position (int | Unset):
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -234,7 +229,7 @@ async def asyncio(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> AccountRead | Problem | None:
     """Balances now (from the account's stream), as of a time, or at a position
 
@@ -244,8 +239,8 @@ async def asyncio(
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         at_position (int | Unset):
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

@@ -15,15 +15,15 @@ from ...types import UNSET, Response, Unset
 def _get_kwargs(
     account_id: str,
     *,
-    since: str | Unset = UNSET,
+    since: str,
     until: str | Unset = UNSET,
     interval: HistoryAccountsInterval | Unset = HistoryAccountsInterval.DAY,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(ledger_min_position, Unset):
-        headers["Ledger-Min-Position"] = ledger_min_position
+        headers["Ledger-Min-Position"] = str(ledger_min_position)
 
     params: dict[str, Any] = {}
 
@@ -86,11 +86,6 @@ def _parse_response(
 
         return response_409
 
-    if response.status_code == 413:
-        response_413 = Problem.from_dict(response.json())
-
-        return response_413
-
     if response.status_code == 422:
         response_422 = Problem.from_dict(response.json())
 
@@ -117,24 +112,24 @@ def sync_detailed(
     account_id: str,
     *,
     client: AuthenticatedClient | Client,
-    since: str | Unset = UNSET,
+    since: str,
     until: str | Unset = UNSET,
     interval: HistoryAccountsInterval | Unset = HistoryAccountsInterval.DAY,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[HistoryRead | Problem]:
     """The balance at the end of each hour, day or month
 
     Args:
         account_id (str):
-        since (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+        since (str): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         interval (HistoryAccountsInterval | Unset):  Default: HistoryAccountsInterval.DAY.
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -164,24 +159,24 @@ def sync(
     account_id: str,
     *,
     client: AuthenticatedClient | Client,
-    since: str | Unset = UNSET,
+    since: str,
     until: str | Unset = UNSET,
     interval: HistoryAccountsInterval | Unset = HistoryAccountsInterval.DAY,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> HistoryRead | Problem | None:
     """The balance at the end of each hour, day or month
 
     Args:
         account_id (str):
-        since (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+        since (str): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         interval (HistoryAccountsInterval | Unset):  Default: HistoryAccountsInterval.DAY.
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -206,24 +201,24 @@ async def asyncio_detailed(
     account_id: str,
     *,
     client: AuthenticatedClient | Client,
-    since: str | Unset = UNSET,
+    since: str,
     until: str | Unset = UNSET,
     interval: HistoryAccountsInterval | Unset = HistoryAccountsInterval.DAY,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[HistoryRead | Problem]:
     """The balance at the end of each hour, day or month
 
     Args:
         account_id (str):
-        since (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+        since (str): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         interval (HistoryAccountsInterval | Unset):  Default: HistoryAccountsInterval.DAY.
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -251,24 +246,24 @@ async def asyncio(
     account_id: str,
     *,
     client: AuthenticatedClient | Client,
-    since: str | Unset = UNSET,
+    since: str,
     until: str | Unset = UNSET,
     interval: HistoryAccountsInterval | Unset = HistoryAccountsInterval.DAY,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> HistoryRead | Problem | None:
     """The balance at the end of each hour, day or month
 
     Args:
         account_id (str):
-        since (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+        since (str): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         interval (HistoryAccountsInterval | Unset):  Default: HistoryAccountsInterval.DAY.
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

@@ -19,11 +19,11 @@ def _get_kwargs(
     since: str | Unset = UNSET,
     until: str | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(ledger_min_position, Unset):
-        headers["Ledger-Min-Position"] = ledger_min_position
+        headers["Ledger-Min-Position"] = str(ledger_min_position)
 
     params: dict[str, Any] = {}
 
@@ -84,11 +84,6 @@ def _parse_response(
 
         return response_409
 
-    if response.status_code == 413:
-        response_413 = Problem.from_dict(response.json())
-
-        return response_413
-
     if response.status_code == 422:
         response_422 = Problem.from_dict(response.json())
 
@@ -120,7 +115,7 @@ def sync_detailed(
     since: str | Unset = UNSET,
     until: str | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[PageEntryRead | Problem]:
     """Statement lines, newest first
 
@@ -133,8 +128,8 @@ def sync_detailed(
         until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -170,7 +165,7 @@ def sync(
     since: str | Unset = UNSET,
     until: str | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> PageEntryRead | Problem | None:
     """Statement lines, newest first
 
@@ -183,8 +178,8 @@ def sync(
         until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -215,7 +210,7 @@ async def asyncio_detailed(
     since: str | Unset = UNSET,
     until: str | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[PageEntryRead | Problem]:
     """Statement lines, newest first
 
@@ -228,8 +223,8 @@ async def asyncio_detailed(
         until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -263,7 +258,7 @@ async def asyncio(
     since: str | Unset = UNSET,
     until: str | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> PageEntryRead | Problem | None:
     """Statement lines, newest first
 
@@ -276,8 +271,8 @@ async def asyncio(
         until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

@@ -25,11 +25,11 @@ def _get_kwargs(
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(ledger_min_position, Unset):
-        headers["Ledger-Min-Position"] = ledger_min_position
+        headers["Ledger-Min-Position"] = str(ledger_min_position)
 
     params: dict[str, Any] = {}
 
@@ -91,20 +91,10 @@ def _parse_response(
 
         return response_403
 
-    if response.status_code == 404:
-        response_404 = Problem.from_dict(response.json())
-
-        return response_404
-
     if response.status_code == 409:
         response_409 = Problem.from_dict(response.json())
 
         return response_409
-
-    if response.status_code == 413:
-        response_413 = Problem.from_dict(response.json())
-
-        return response_413
 
     if response.status_code == 422:
         response_422 = Problem.from_dict(response.json())
@@ -141,7 +131,7 @@ def sync_detailed(
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[PageAccountRead | Problem]:
     """List and search accounts, ordered by id
 
@@ -153,8 +143,8 @@ def sync_detailed(
         cursor (str | Unset):
         limit (int | Unset):  Default: 100.
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -194,7 +184,7 @@ def sync(
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> PageAccountRead | Problem | None:
     """List and search accounts, ordered by id
 
@@ -206,8 +196,8 @@ def sync(
         cursor (str | Unset):
         limit (int | Unset):  Default: 100.
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -242,7 +232,7 @@ async def asyncio_detailed(
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[PageAccountRead | Problem]:
     """List and search accounts, ordered by id
 
@@ -254,8 +244,8 @@ async def asyncio_detailed(
         cursor (str | Unset):
         limit (int | Unset):  Default: 100.
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -293,7 +283,7 @@ async def asyncio(
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> PageAccountRead | Problem | None:
     """List and search accounts, ordered by id
 
@@ -305,8 +295,8 @@ async def asyncio(
         cursor (str | Unset):
         limit (int | Unset):  Default: 100.
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

@@ -15,11 +15,11 @@ def _get_kwargs(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(ledger_min_position, Unset):
-        headers["Ledger-Min-Position"] = ledger_min_position
+        headers["Ledger-Min-Position"] = str(ledger_min_position)
 
     params: dict[str, Any] = {}
 
@@ -64,20 +64,10 @@ def _parse_response(
 
         return response_403
 
-    if response.status_code == 404:
-        response_404 = Problem.from_dict(response.json())
-
-        return response_404
-
     if response.status_code == 409:
         response_409 = Problem.from_dict(response.json())
 
         return response_409
-
-    if response.status_code == 413:
-        response_413 = Problem.from_dict(response.json())
-
-        return response_413
 
     if response.status_code == 422:
         response_422 = Problem.from_dict(response.json())
@@ -107,7 +97,7 @@ def sync_detailed(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[Problem | TotalsRead]:
     """Per unit: debits, credits, balance sum (always 0), account count
 
@@ -116,8 +106,8 @@ def sync_detailed(
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         at_position (int | Unset):
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -147,7 +137,7 @@ def sync(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Problem | TotalsRead | None:
     """Per unit: debits, credits, balance sum (always 0), account count
 
@@ -156,8 +146,8 @@ def sync(
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         at_position (int | Unset):
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -182,7 +172,7 @@ async def asyncio_detailed(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[Problem | TotalsRead]:
     """Per unit: debits, credits, balance sum (always 0), account count
 
@@ -191,8 +181,8 @@ async def asyncio_detailed(
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         at_position (int | Unset):
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -220,7 +210,7 @@ async def asyncio(
     as_of: str | Unset = UNSET,
     at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Problem | TotalsRead | None:
     """Per unit: debits, credits, balance sum (always 0), account count
 
@@ -229,8 +219,8 @@ async def asyncio(
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
         at_position (int | Unset):
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

@@ -15,11 +15,11 @@ def _get_kwargs(
     transfer_id: str,
     *,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(ledger_min_position, Unset):
-        headers["Ledger-Min-Position"] = ledger_min_position
+        headers["Ledger-Min-Position"] = str(ledger_min_position)
 
     params: dict[str, Any] = {}
 
@@ -72,11 +72,6 @@ def _parse_response(
 
         return response_409
 
-    if response.status_code == 413:
-        response_413 = Problem.from_dict(response.json())
-
-        return response_413
-
     if response.status_code == 422:
         response_422 = Problem.from_dict(response.json())
 
@@ -104,15 +99,15 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[Problem | TransferRead]:
     """One transfer, with its status
 
     Args:
         transfer_id (str):
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -140,15 +135,15 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Problem | TransferRead | None:
     """One transfer, with its status
 
     Args:
         transfer_id (str):
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -171,15 +166,15 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[Problem | TransferRead]:
     """One transfer, with its status
 
     Args:
         transfer_id (str):
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -205,15 +200,15 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Problem | TransferRead | None:
     """One transfer, with its status
 
     Args:
         transfer_id (str):
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

@@ -28,11 +28,11 @@ def _get_kwargs(
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(ledger_min_position, Unset):
-        headers["Ledger-Min-Position"] = ledger_min_position
+        headers["Ledger-Min-Position"] = str(ledger_min_position)
 
     params: dict[str, Any] = {}
 
@@ -102,20 +102,10 @@ def _parse_response(
 
         return response_403
 
-    if response.status_code == 404:
-        response_404 = Problem.from_dict(response.json())
-
-        return response_404
-
     if response.status_code == 409:
         response_409 = Problem.from_dict(response.json())
 
         return response_409
-
-    if response.status_code == 413:
-        response_413 = Problem.from_dict(response.json())
-
-        return response_413
 
     if response.status_code == 422:
         response_422 = Problem.from_dict(response.json())
@@ -154,7 +144,7 @@ def sync_detailed(
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[PageTransferRead | Problem]:
     """Transfers in log order (newest first by default), filtered
 
@@ -170,8 +160,8 @@ def sync_detailed(
         cursor (str | Unset):
         limit (int | Unset):  Default: 100.
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -215,7 +205,7 @@ def sync(
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> PageTransferRead | Problem | None:
     """Transfers in log order (newest first by default), filtered
 
@@ -231,8 +221,8 @@ def sync(
         cursor (str | Unset):
         limit (int | Unset):  Default: 100.
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -271,7 +261,7 @@ async def asyncio_detailed(
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> Response[PageTransferRead | Problem]:
     """Transfers in log order (newest first by default), filtered
 
@@ -287,8 +277,8 @@ async def asyncio_detailed(
         cursor (str | Unset):
         limit (int | Unset):  Default: 100.
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -330,7 +320,7 @@ async def asyncio(
     cursor: str | Unset = UNSET,
     limit: int | Unset = 100,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | None | Unset = UNSET,
+    ledger_min_position: int | Unset = UNSET,
 ) -> PageTransferRead | Problem | None:
     """Transfers in log order (newest first by default), filtered
 
@@ -346,8 +336,8 @@ async def asyncio(
         cursor (str | Unset):
         limit (int | Unset):  Default: 100.
         min_position (int | Unset):
-        ledger_min_position (int | None | Unset): Like min_position: wait until the views reach
-            this log position
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

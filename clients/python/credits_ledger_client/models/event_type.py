@@ -1,7 +1,7 @@
 from enum import StrEnum
 
 
-class PublicEventType(StrEnum):
+class EventType(StrEnum):
     ACCOUNT_CLOSED = "account.closed"
     ACCOUNT_OPENED = "account.opened"
     ACCOUNT_UPDATED = "account.updated"
