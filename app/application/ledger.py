@@ -681,11 +681,10 @@ class Ledger(Application[UUID]):
 
     def expire_grants(self, due: Sequence[DueGrant]) -> list[GrantExpiry]:
         """Expire many grants (the expiry worker's batch): per grant, what
-        ``expire_grant`` would answer, or the error that refused it. They are queued
-        together as commands of ``EXPIRY_COMMAND_SIZE``, so that one group write holds
-        them all. Each names the account its lot is in (the lots view knows), so an
-        expiry reads no grant: the lot in the account holds the terms; only a lot not
-        found there sends it back to the grant."""
+        ``expire_grant`` would answer (None also for an expiry already written), or the
+        error that refused it. They are queued together as commands of
+        ``EXPIRY_COMMAND_SIZE``, so that one group write holds them all. Each names the
+        account its lot is in (the lots view knows): the lot there holds the terms."""
         if len(due) > GRANT_EXPIRIES_MAX:
             raise BatchTooLargeError(
                 f"at most {GRANT_EXPIRIES_MAX} grants expire together, got {len(due)}"
@@ -712,22 +711,19 @@ class Ledger(Application[UUID]):
             for item in due:
                 try:
                     # Refusals come before any change: the others still share the write.
-                    items.append(self._expire_one(work, item.grant_id, now, item.account_id))
+                    items.append(self._expire_due(work, item, now))
                 except LedgerError as error:
                     items.append(error)
             return lambda written: [
                 item if isinstance(item, LedgerError) else item(written) for item in items
             ]
 
-        return Write(
-            apply,
-            account_ids=tuple(d.account_id for d in due),
-            transfer_ids=tuple(derived_transfer_id("expiry", d.grant_id) for d in due),
-            units=len(due),
-        )
+        # No transfer is read: not the grants, nor the expiries (a lot with something
+        # free has none yet; were one there, the store's unique stream would refuse it).
+        return Write(apply, account_ids=tuple(d.account_id for d in due), units=len(due))
 
     def _expire_one(
-        self, work: Workspace, grant_id: str, now: datetime, account_id: str | None = None
+        self, work: Workspace, grant_id: str, now: datetime
     ) -> Callable[[Written], TransferOutcome | None]:
         expiry_id = derived_transfer_id("expiry", grant_id)
         existing = work.find_transfer(expiry_id)
@@ -736,25 +732,39 @@ class Ledger(Application[UUID]):
             return lambda _: TransferOutcome(
                 view, created=False, position=self._recorded_at(existing)
             )
-        account = None if account_id is None else work.find_account(account_id)
-        lot = None if account is None else account.lots.get(grant_id)
-        if account is None or lot is None:
-            # No lot where the caller said: the grant itself says whether and where.
-            grant = work.transfer(grant_id)
-            terms = grant.lot_terms()
-            if terms is None or not terms.is_expired(now):
-                raise GrantNotYetExpiredError(
-                    f"transfer {grant_id} is not a grant that has expired by {now}",
-                    grant_id=grant_id,
-                )
-            account = work.account(grant.credit_account_id)
-            lot = account.lots.get(grant_id)
-        elif not lot.terms.is_expired(now):
+        grant = work.transfer(grant_id)
+        terms = grant.lot_terms()
+        if terms is None or not terms.is_expired(now):
             raise GrantNotYetExpiredError(
-                f"grant {grant_id} has not expired by {now}", grant_id=grant_id
+                f"transfer {grant_id} is not a grant that has expired by {now}",
+                grant_id=grant_id,
             )
+        account = work.account(grant.credit_account_id)
+        return self._expire_lot(work, account, grant_id, now)
+
+    def _expire_due(
+        self, work: Workspace, due: DueGrant, now: datetime
+    ) -> Callable[[Written], TransferOutcome | None]:
+        """The worker's expiry of one lot, read from the account the lots view names (the
+        one the grant credited): no read of the grant, and none of an expiry already
+        written, since a lot that has gone or has nothing free has nothing to move (an
+        expired lot's free part only ever leaves; so a view that lags behind its own
+        expiries costs the worker nothing)."""
+        account = work.account(due.account_id)
+        lot = account.lots.get(due.grant_id)
+        if lot is not None and not lot.terms.is_expired(now):
+            raise GrantNotYetExpiredError(
+                f"grant {due.grant_id} has not expired by {now}", grant_id=due.grant_id
+            )
+        return self._expire_lot(work, account, due.grant_id, now)
+
+    def _expire_lot(
+        self, work: Workspace, account: Account, grant_id: str, now: datetime
+    ) -> Callable[[Written], TransferOutcome | None]:
+        lot = account.lots.get(grant_id)
         if lot is None or lot.free <= 0:
             return lambda _: None
+        expiry_id = derived_transfer_id("expiry", grant_id)
         moved = self._break(
             work, account, [Allocation(grant_id, lot.free)], grant_id, now, expiry_id
         )
