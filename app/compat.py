@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import (
     ApplicationRecorder,
     ListenNotifySubscription,
@@ -47,18 +48,30 @@ def postgres_connection_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
 # connection and transaction); its steps are protected methods.
 def postgres_insert_on(
     recorder: PostgresApplicationRecorder,
-    cursor: Any,
+    connection: Any,
     stored_events: Sequence[StoredEvent],
     **kwargs: Any,
 ) -> Sequence[int]:
     """Insert events as ``recorder.insert_events`` does (its hook, the table lock, the
-    notification, the insert, the new notification ids), but on ``cursor``, inside a
-    transaction the caller opened and will commit."""
-    recorder._insert_events(cursor, stored_events, **kwargs)
-    if not stored_events:
-        return []
-    recorder._insert_stored_events(cursor, stored_events, **kwargs)
-    notification_ids = recorder._fetch_ids_after_insert_events(cursor, stored_events, **kwargs)
+    notification, the insert, the new notification ids, pipelined in one round trip),
+    but on ``connection``, inside a transaction the caller opened and will commit."""
+    error: psycopg.Error | None = None
+    notification_ids: Sequence[int] | None = []
+    with connection.pipeline() as pipeline:
+        with connection.cursor() as cursor:
+            recorder._insert_events(cursor, stored_events, **kwargs)
+        if stored_events:
+            with connection.cursor() as cursor:
+                try:
+                    recorder._insert_stored_events(cursor, stored_events, **kwargs)
+                    pipeline.sync()
+                    notification_ids = recorder._fetch_ids_after_insert_events(
+                        cursor, stored_events, **kwargs
+                    )
+                except psycopg.Error as raised:  # re-raised below, as the library does:
+                    error = raised  # raising inside the pipeline block would warn
+    if error is not None:
+        raise error
     assert notification_ids is not None, "the application recorder returns notification ids"
     return notification_ids
 

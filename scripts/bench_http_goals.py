@@ -378,8 +378,14 @@ def projector(env: dict[str, str], workdir: Path) -> Iterator[subprocess.Popen[b
         process.wait(timeout=30)
 
 
+WORKERS_SHAPES: Final = (
+    Shape("single, spread, 8 clients", 8, 0, hot=False),
+    Shape("single, 1 hot account, 8 clients", 8, 0, hot=True),
+)
+
+
 def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
-    shape = Shape("single, 1 hot account, 8 clients", 8, 0, hot=True)
+    """Each shape with ``--workers 1`` then ``--workers 2`` (alternating, per round)."""
     lines: list[str] = []
     created = 0
     with (
@@ -396,30 +402,31 @@ def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
             "PYTHONUNBUFFERED": "1",
         }
         key = keys_create(env)
-        results: dict[int, list[Result]] = {1: [], 2: []}
+        results: dict[tuple[str, int], list[Result]] = {}
         with projector(env, workdir):
             for round_number in range(rounds):
-                for count in (1, 2):
-                    argv = [*ledger_argv(), "--no-projections", "--workers", str(count)]
-                    with running(f"workers{count}", argv, env, workdir) as api:
-                        if round_number == 0 and count == 1:
-                            open_accounts(api.base_url, key)
-                        warm = measure(api, key, shape, f"wu{round_number}{count}", warmup)
-                        result = measure(api, key, shape, f"wm{round_number}{count}", seconds)
-                        results[count].append(result)
-                        created += warm.created + result.created
-                    print(f"workers {count}: {line(shape, result, None)}", flush=True)
-        ratios = [
-            two.transfers_per_s / one.transfers_per_s
-            for one, two in zip(results[1], results[2], strict=True)
-        ]
-        lines.append(
-            "PostgreSQL, --workers 2 vs --workers 1, 8 clients on one hot account: "
-            + ", ".join(
-                f"{two.transfers_per_s:,.0f} vs {one.transfers_per_s:,.0f} = {r:.2f}"
-                for one, two, r in zip(results[1], results[2], ratios, strict=True)
+                for number, shape in enumerate(WORKERS_SHAPES):
+                    for count in (1, 2):
+                        argv = [*ledger_argv(), "--no-projections", "--workers", str(count)]
+                        with running(f"workers{count}", argv, env, workdir) as api:
+                            if (round_number, number, count) == (0, 0, 1):
+                                open_accounts(api.base_url, key)
+                            tag = f"{round_number}{number}{count}"
+                            warm = measure(api, key, shape, f"wu{tag}", warmup)
+                            result = measure(api, key, shape, f"wm{tag}", seconds)
+                            results.setdefault((shape.name, count), []).append(result)
+                            created += (warm.created + result.created) if shape.hot else 0
+                        print(f"workers {count}: {line(shape, result, None)}", flush=True)
+        for shape in WORKERS_SHAPES:
+            ones, twos = results[shape.name, 1], results[shape.name, 2]
+            lines.append(
+                f"PostgreSQL, --workers 2 vs --workers 1, {shape.name}: "
+                + ", ".join(
+                    f"{two.transfers_per_s:,.0f} vs {one.transfers_per_s:,.0f} = "
+                    f"{two.transfers_per_s / one.transfers_per_s:.2f}"
+                    for one, two in zip(ones, twos, strict=True)
+                )
             )
-        )
         audit = subprocess.run(
             [ledger_argv()[0], "audit"],
             env=env,

@@ -228,18 +228,29 @@ class Committer:
                 self._retry.remove(entry)
                 group.append(entry)
                 units += entry.units
-            while self._queue and (not group or units + self._queue[0].units <= GROUP_UNITS_MAX):
-                entry = self._queue.popleft()
-                self._queued_units -= entry.units
-                # Taken: from here on its caller can no longer withdraw it.
-                if not entry.future.set_running_or_notify_cancel():
-                    continue  # its caller gave up while it waited: dropped, nothing written
-                if entry.expired(now):
-                    entry.fail(_write_timeout(self.timeout_seconds))
-                    continue
-                group.append(entry)
-                units += entry.units
+            self._take_queued(group, units, now)
             return group
+
+    def top_up(self, group: list[Pending[Any]]) -> None:
+        """Add to ``group`` (in place, up to the group size) what was queued since it
+        was taken: the writer calls this after waiting for the store's write lock, so
+        that what arrived during the wait shares the write instead of waiting for the
+        next one."""
+        with self._lock:
+            self._take_queued(group, sum(entry.units for entry in group), time.monotonic())
+
+    def _take_queued(self, group: list[Pending[Any]], units: int, now: float) -> None:
+        while self._queue and (not group or units + self._queue[0].units <= GROUP_UNITS_MAX):
+            entry = self._queue.popleft()
+            self._queued_units -= entry.units
+            # Taken: from here on its caller can no longer withdraw it.
+            if not entry.future.set_running_or_notify_cancel():
+                continue  # its caller gave up while it waited: dropped, nothing written
+            if entry.expired(now):
+                entry.fail(_write_timeout(self.timeout_seconds))
+                continue
+            group.append(entry)
+            units += entry.units
 
     def _due_retries(self) -> list[Pending[Any]]:
         now = time.monotonic()

@@ -79,7 +79,7 @@ from app.domain.values import (
     transfer_uuid,
 )
 from app.persistence.positions import existing_streams, recorded_position, stream_heads
-from app.persistence.streams import StoredStream, read_streams
+from app.persistence.streams import StoredStream, events_after, read_streams
 from app.persistence.transcoder import OrjsonTranscoder
 from app.persistence.transcodings import register_domain_transcodings
 from app.persistence.write_lock import WriteLocking
@@ -94,7 +94,10 @@ CONFLICT_RETRIES_MAX: Final = 100
 # A command that lost this many races runs next with the store's write lock held from
 # before its read to its write, where the store has one (decision 0018): it cannot lose
 # again, however hard another process writes the same streams.
-LOCK_AFTER_CONFLICTS: Final = 2
+LOCK_AFTER_CONFLICTS: Final = 1
+# A stream found moved by another process stays contended this long: every group that
+# touches it meanwhile is written under the store's write lock (decision 0018).
+CONTENDED_SECONDS: Final = 1.0
 SCHEMA_ATTEMPTS_MAX: Final = 5
 # A hot account replays at most this many events after its newest snapshot when it is
 # not in the cache (e.g. right after a restart).
@@ -174,6 +177,8 @@ class Ledger(Application[UUID]):
         self.locked_writes = 0
         # The most races (conflicts, or rejections on moved streams) one command lost.
         self.most_races_lost = 0
+        # Streams other processes have been writing, and until when they count as such.
+        self._contended: dict[UUID, float] = {}
         self._write_locking = self.recorder if isinstance(self.recorder, WriteLocking) else None
         self.committer = Committer(
             self._write_group,
@@ -822,38 +827,66 @@ class Ledger(Application[UUID]):
         """Run and record one group (the committer's writer thread). Returns the
         commands that must run again in a later group (their streams moved)."""
         later: list[Pending[Any]] = []
-        with collector_paused():
+        taken = group  # the committer's own list: only it may grow (the committer answers
+        with collector_paused():  # every entry of it when a write raises)
             while group:
-                with self._locked_if_starving(group):
+                with self._locked_if_contended(group, top_up=group is taken):
                     group = self._attempt_group(group, later)
         return later
 
     @contextlib.contextmanager
-    def _locked_if_starving(self, group: list[Pending[Any]]) -> Iterator[None]:
-        """Hold the store's write lock for the group's write when one of its commands
-        keeps losing races, and drop what the cache holds of the group's streams that
-        others moved meanwhile (reloaded under the lock, nobody can move them again)."""
-        starving = [entry for entry in group if entry.conflicts >= LOCK_AFTER_CONFLICTS]
-        timeout_seconds = (
-            min((entry.deadline for entry in starving), default=0.0) - time.monotonic()
-        )
-        if self._write_locking is None or timeout_seconds <= 0:
+    def _locked_if_contended(self, group: list[Pending[Any]], *, top_up: bool) -> Iterator[None]:
+        """Hold the store's write lock from before the group reads to its commit when
+        the group touches a stream another process has been writing, or one of its
+        commands already lost a race (decision 0018): then no write of the group can
+        lose one. Waits for the lock at most until the group's earliest deadline."""
+        timeout_seconds = min(entry.deadline for entry in group) - time.monotonic()
+        if self._write_locking is None or timeout_seconds <= 0 or not self._contends(group):
             yield
             return
         with self._write_locking.write_lock(timeout_seconds) as held:
             if held:
                 self.locked_writes += 1
-                self._evict_moved(group)
+                if top_up:  # what queued while we waited for the lock shares this write
+                    self.committer.top_up(group)
+                self._catch_up(group)
             yield
 
-    def _evict_moved(self, group: list[Pending[Any]]) -> None:
-        ids = {account_uuid(i) for entry in group for i in entry.command.account_ids}
-        ids.update(transfer_uuid(i) for entry in group for i in entry.command.transfer_ids)
-        cached = {i: self._written.get(i) for i in ids if i in self._written}
-        heads = stream_heads(self.recorder, list(cached))
-        for originator_id, aggregate in cached.items():
-            if heads.get(originator_id) != aggregate.version:
+    def _contends(self, group: list[Pending[Any]]) -> bool:
+        if any(entry.conflicts >= LOCK_AFTER_CONFLICTS for entry in group):
+            return True
+        if not self._contended:
+            return False
+        now = time.monotonic()
+        self._contended = {i: until for i, until in self._contended.items() if until > now}
+        return not self._contended.keys().isdisjoint(_stream_ids(group))
+
+    def _catch_up(self, group: list[Pending[Any]]) -> None:
+        """Bring the cached streams of the group that others moved up to the store's head
+        (one query for the events after each cached version), and mark them contended."""
+        cached = {i: self._written.get(i) for i in _stream_ids(group) if i in self._written}
+        newer = events_after(self.recorder, {i: a.version for i, a in cached.items()})
+        if newer is None:  # no bulk read here: the moved ones are reloaded
+            newer = {i: [] for i in self._moved(cached)}
+        for originator_id, stored_events in newer.items():
+            self._mark_contended([originator_id])
+            aggregate: Any = cached[originator_id]
+            for stored in stored_events:
+                event: Any = self.mapper.to_domain_event(stored)
+                aggregate = event.mutate(aggregate)
+            if stored_events:
+                self._written.put(aggregate)
+            else:
                 self._evict(originator_id)
+
+    def _moved(self, cached: dict[UUID, Aggregate]) -> list[UUID]:
+        heads = stream_heads(self.recorder, list(cached))
+        return [i for i, aggregate in cached.items() if heads.get(i) != aggregate.version]
+
+    def _mark_contended(self, originator_ids: Iterable[UUID]) -> None:
+        until = time.monotonic() + CONTENDED_SECONDS
+        for originator_id in originator_ids:
+            self._contended[originator_id] = until
 
     def _attempt_group(
         self, group: list[Pending[Any]], later: list[Pending[Any]]
@@ -963,6 +996,7 @@ class Ledger(Application[UUID]):
         moved = {i for i in ids if heads.get(i) != work.base_versions.get(i)}
         for originator_id in moved:
             self._evict(originator_id)
+        self._mark_contended(moved)
         return moved
 
     # The writer's cache ----------------------------------------------------------------
@@ -1096,6 +1130,13 @@ def _retrying_schema_race(construct: Callable[[], R]) -> R:
                 raise
             time.sleep(0.05 * (attempt_number + 1))
     raise AssertionError("unreachable")
+
+
+def _stream_ids(group: list[Pending[Any]]) -> set[UUID]:
+    """The streams a group's commands say they will read."""
+    ids = {account_uuid(i) for entry in group for i in entry.command.account_ids}
+    ids.update(transfer_uuid(i) for entry in group for i in entry.command.transfer_ids)
+    return ids
 
 
 def _account_ids(commands: Sequence[RecordTransfer]) -> list[str]:

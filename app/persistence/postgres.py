@@ -62,12 +62,14 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
 
     def _lock(self, connection: psycopg.Connection[Any], timeout_seconds: float) -> bool:
         milliseconds = max(LOCK_WAIT_MIN_MILLISECONDS, math.ceil(timeout_seconds * 1000))
-        connection.execute("BEGIN")
-        connection.execute(SQL("SET LOCAL lock_timeout = {0}").format(Literal(f"{milliseconds}ms")))
-        try:
+        try:  # one round trip
             connection.execute(
-                SQL("LOCK TABLE {0}.{1} IN EXCLUSIVE MODE").format(
-                    Identifier(self.datastore.schema), Identifier(self.events_table_name)
+                SQL(
+                    "BEGIN; SET LOCAL lock_timeout = {0}; LOCK TABLE {1}.{2} IN EXCLUSIVE MODE"
+                ).format(
+                    Literal(f"{milliseconds}ms"),
+                    Identifier(self.datastore.schema),
+                    Identifier(self.events_table_name),
                 )
             )
         except psycopg.errors.LockNotAvailable:
@@ -84,8 +86,7 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
             return inserted
         self._held.connection = None  # one write per hold: the commit releases the lock
         try:
-            with connection.cursor() as cursor:
-                notification_ids = postgres_insert_on(self, cursor, stored_events, **kwargs)
+            notification_ids = postgres_insert_on(self, connection, stored_events, **kwargs)
             connection.execute("COMMIT")
         except psycopg.IntegrityError as error:
             raise IntegrityError(str(error)) from error

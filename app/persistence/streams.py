@@ -45,6 +45,28 @@ def read_streams(
     return found
 
 
+def events_after(
+    events: ApplicationRecorder, after: dict[UUID, int]
+) -> dict[UUID, list[StoredEvent]] | None:
+    """The events of each stream after the given version (streams with none are left
+    out), in one query per chunk; None where the backend has no bulk query. The writer
+    uses it to catch its cached streams up with what other processes wrote."""
+    if isinstance(events, SQLiteApplicationRecorder):
+        reader = _sqlite_after
+    elif isinstance(events, PostgresApplicationRecorder):
+        reader = _postgres_after
+    else:
+        return None
+    found: dict[UUID, list[StoredEvent]] = defaultdict(list)
+    items = list(after.items())
+    for start in range(0, len(items), STREAMS_PER_QUERY_MAX):
+        chunk = dict(items[start : start + STREAMS_PER_QUERY_MAX])
+        with events.datastore.transaction(commit=False) as cursor:
+            for originator_id, stored in reader(cursor, events, chunk):
+                found[originator_id].append(stored)
+    return dict(found)
+
+
 def _stored(row: Any, originator_id: UUID) -> StoredEvent:
     return StoredEvent(originator_id, int(row[1]), str(row[2]), bytes(row[3]))
 
@@ -65,20 +87,25 @@ def _sqlite(events: Any, snapshots: Any, ids: list[UUID]) -> dict[UUID, StoredSt
             for row in cursor.fetchall():
                 originator_id = UUID(row[0])
                 streams[originator_id].snapshot = _stored(row, originator_id)
-        after = [(o.hex, -1 if streams.get(o) is None else _version(streams[o])) for o in ids]
-        values = ",".join("(?,?)" for _ in after)
-        cursor.execute(
-            f"WITH wanted(id, after) AS (VALUES {values}) "  # noqa: S608
-            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            f"FROM wanted JOIN {events.events_table_name} e "
-            "ON e.originator_id = wanted.id AND e.originator_version > wanted.after "
-            "ORDER BY e.originator_id, e.originator_version",
-            [item for pair in after for item in pair],
-        )
-        for row in cursor.fetchall():
-            originator_id = UUID(row[0])
-            streams[originator_id].events.append(_stored(row, originator_id))
+        after = {o: -1 if streams.get(o) is None else _version(streams[o]) for o in ids}
+        for originator_id, stored in _sqlite_after(cursor, events, after):
+            streams[originator_id].events.append(stored)
     return dict(streams)
+
+
+def _sqlite_after(
+    cursor: Any, events: Any, after: dict[UUID, int]
+) -> list[tuple[UUID, StoredEvent]]:
+    values = ",".join("(?,?)" for _ in after)
+    cursor.execute(
+        f"WITH wanted(id, after) AS (VALUES {values}) "  # noqa: S608
+        "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+        f"FROM wanted JOIN {events.events_table_name} e "
+        "ON e.originator_id = wanted.id AND e.originator_version > wanted.after "
+        "ORDER BY e.originator_id, e.originator_version",
+        [item for o, version in after.items() for item in (o.hex, version)],
+    )
+    return [(UUID(row[0]), _stored(row, UUID(row[0]))) for row in cursor.fetchall()]
 
 
 def _postgres(events: Any, snapshots: Any, ids: list[UUID]) -> dict[UUID, StoredStream]:
@@ -97,21 +124,33 @@ def _postgres(events: Any, snapshots: Any, ids: list[UUID]) -> dict[UUID, Stored
             for row in cursor.fetchall():
                 values = _row(row)
                 streams[values[0]].snapshot = _stored(values, values[0])
-        after = [-1 if streams.get(o) is None else _version(streams[o]) for o in ids]
-        cursor.execute(
-            SQL(
-                "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-                "FROM unnest(%s::uuid[], %s::int[]) AS wanted(id, after) "
-                "JOIN {schema}.{table} e "
-                "ON e.originator_id = wanted.id AND e.originator_version > wanted.after "
-                "ORDER BY e.originator_id, e.originator_version"
-            ).format(schema=schema, table=Identifier(events.events_table_name)),
-            (ids, after),
-        )
-        for row in cursor.fetchall():
-            values = _row(row)
-            streams[values[0]].events.append(_stored(values, values[0]))
+        after = {o: -1 if streams.get(o) is None else _version(streams[o]) for o in ids}
+        for originator_id, stored in _postgres_after(cursor, events, after):
+            streams[originator_id].events.append(stored)
     return dict(streams)
+
+
+def _postgres_after(
+    cursor: Any, events: Any, after: dict[UUID, int]
+) -> list[tuple[UUID, StoredEvent]]:
+    cursor.execute(
+        SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            "FROM unnest(%s::uuid[], %s::int[]) AS wanted(id, after) "
+            "JOIN {schema}.{table} e "
+            "ON e.originator_id = wanted.id AND e.originator_version > wanted.after "
+            "ORDER BY e.originator_id, e.originator_version"
+        ).format(
+            schema=Identifier(events.datastore.schema),
+            table=Identifier(events.events_table_name),
+        ),
+        (list(after), list(after.values())),
+    )
+    found = []
+    for row in cursor.fetchall():
+        values = _row(row)
+        found.append((values[0], _stored(values, values[0])))
+    return found
 
 
 def _row(row: Any) -> tuple[UUID, int, str, bytes]:

@@ -4,8 +4,9 @@ Writers of several processes on one stream race optimistically: each reads, runs
 command and writes with an expected version, and the loser reloads and runs again. A
 process that writes a hot stream in a tight loop always has it cached and up to date,
 so it can win every race against a command that must reload first: that command
-starves. After a few lost races the committer instead takes the store's write lock
-before it reloads, so that nobody can write between its read and its write.
+starves. So a group that lost a race, or touches a stream other processes are writing,
+takes the store's write lock before it reads, and nobody can write between its read and
+its write.
 
 A recorder that can do this offers ``write_lock``: inside the block the calling thread
 holds the store's write lock (other writers queue behind it); the first

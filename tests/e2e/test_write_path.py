@@ -144,7 +144,7 @@ def test_another_process_hammering_one_account_never_fails_or_stalls_any_transfe
 ) -> None:
     """Another process writes HOT in a tight loop (its own committer, cache and
     connections). This process's transfers on HOT still commit within their deadline
-    (once they have lost a few races they take the store's write lock, decision 0018),
+    (from their first lost race on they take the store's write lock, decision 0018),
     and its unrelated transfers never fail and never wait long."""
     with hammering(url) as hammer:
         unrelated: list[float] = []
@@ -223,6 +223,28 @@ def hammer_process(url: str, stop: Any, count: Any, failed: Any) -> None:
                 failed.value += 1
                 return
             count.value += 1
+
+
+def test_a_stream_another_process_keeps_writing_is_caught_up_under_the_lock_not_raced(
+    url: str, ledger: Ledger
+) -> None:
+    """After one lost race on HOT, this process treats HOT as contended: its next writes
+    of HOT take the write lock first and read only what the other process added."""
+    ledger.record_transfer(RecordTransfer("mine:0", HOT, user(0), 1))  # HOT is cached
+    with open_ledger(url) as other:
+        other.record_transfer(RecordTransfer("theirs:0", HOT, user(1), 10))
+        assert ledger.record_transfer(RecordTransfer("mine:1", HOT, user(0), 1)).created
+        assert (ledger.conflicts, ledger.most_races_lost) == (1, 1)
+        for number in range(1, 4):
+            other.record_transfer(RecordTransfer(f"theirs:{number}", HOT, user(1), 10))
+            mine = ledger.record_transfer(RecordTransfer(f"mine:{number + 1}", HOT, user(0), 1))
+            assert mine.created
+            assert mine.transfer.debit_account_id == HOT
+    assert ledger.conflicts == 1, "a write of the contended stream raced again"
+    assert ledger.locked_writes == 4  # the rerun, then each write of HOT
+    hot = ledger.get_account(HOT)
+    assert hot.debits_posted == 4 * 10 + 5 * 1
+    assert ledger.get_account(user(0)).balance == 5
 
 
 def test_a_conflict_writes_the_unconcerned_commands_at_once_and_reruns_the_others(

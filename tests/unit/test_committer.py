@@ -205,6 +205,68 @@ def test_commands_sent_back_for_a_retry_run_again_in_a_later_group(store: FakeSt
     committer.close()
 
 
+class LockWaitingStore:
+    """A group writer that first waits (as for the store's write lock) until ``waiting``
+    commands have queued behind it, then tops its group up and writes (or fails)."""
+
+    def __init__(self, waiting: int, error: Exception | None = None) -> None:
+        self.committer: Committer | None = None
+        self.waiting = waiting
+        self.error = error
+        self.groups: list[list[Any]] = []
+        self.entered = threading.Event()
+
+    def write_group(self, group: list[Pending[Any]]) -> list[Pending[Any]]:
+        assert self.committer is not None
+        self.entered.set()
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not self.groups and self.committer.queued_units < self.waiting:
+            assert time.monotonic() < deadline, "the others never queued"
+            time.sleep(0.001)
+        self.committer.top_up(group)
+        self.groups.append([entry.command for entry in group])
+        if self.error is not None:
+            raise self.error
+        for entry in group:
+            entry.answer(entry.command)
+        return []
+
+
+def test_what_queues_while_the_writer_waits_for_the_lock_shares_its_write() -> None:
+    store = LockWaitingStore(waiting=4)
+    committer = Committer(store.write_group, queue_units_max=100, timeout_seconds=WAIT_SECONDS)
+    store.committer = committer
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        first = pool.submit(committer.submit, "first")
+        assert store.entered.wait(WAIT_SECONDS)
+        rest = [pool.submit(committer.submit, number) for number in range(4)]
+        assert first.result(WAIT_SECONDS) == "first"
+        assert [future.result(WAIT_SECONDS) for future in rest] == list(range(4))
+    assert store.groups[0][0] == "first"
+    assert sorted(store.groups[0][1:]) == [0, 1, 2, 3], "all four joined the first write"
+    assert len(store.groups) == 1
+    assert committer.queued_units == 0
+    committer.close()
+
+
+def test_a_topped_up_write_that_fails_answers_every_caller_it_took() -> None:
+    class StoreDownError(Exception):
+        pass
+
+    store = LockWaitingStore(waiting=2, error=StoreDownError("disk on fire"))
+    committer = Committer(store.write_group, queue_units_max=100, timeout_seconds=WAIT_SECONDS)
+    store.committer = committer
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = [pool.submit(committer.submit, "first")]
+        assert store.entered.wait(WAIT_SECONDS)
+        futures += [pool.submit(committer.submit, number) for number in range(2)]
+        for future in futures:
+            with pytest.raises(StoreDownError):
+                future.result(WAIT_SECONDS)
+    assert len(store.groups[0]) == 3
+    committer.close()
+
+
 # Callers on an event loop (the HTTP API) -------------------------------------------------
 
 

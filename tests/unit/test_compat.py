@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import psycopg
 import pytest
 from eventsourcing.persistence import (
     IntegrityError,
@@ -248,8 +249,7 @@ def test_the_postgres_insert_steps_run_in_the_callers_transaction_under_the_tabl
         table = f"{recorder.datastore.schema or 'public'}.{recorder.events_table_name}"
         with recorder.datastore.get_connection() as connection:
             connection.execute("BEGIN")
-            with connection.cursor() as cursor:
-                ids = postgres_insert_on(recorder, cursor, events)
+            ids = postgres_insert_on(recorder, connection, events)
             locks = connection.execute(
                 "SELECT mode FROM pg_locks WHERE relation = %s::regclass AND pid = %s",
                 (table, connection.info.backend_pid),
@@ -261,5 +261,10 @@ def test_the_postgres_insert_steps_run_in_the_callers_transaction_under_the_tabl
         rows = recorder.select_notifications(start=ids[0], limit=len(events))
         assert [row.id for row in rows] == list(ids)
         assert [row.originator_version for row in rows] == [0, 1, 2]
-        with recorder.datastore.get_connection() as connection, connection.cursor() as cursor:
-            assert postgres_insert_on(recorder, cursor, []) == []
+        with recorder.datastore.get_connection() as connection:
+            assert postgres_insert_on(recorder, connection, []) == []
+            # A conflict is raised as the library raises it from its own insert.
+            connection.execute("BEGIN")
+            with pytest.raises(psycopg.IntegrityError):
+                postgres_insert_on(recorder, connection, events[:1])
+            connection.execute("ROLLBACK")
