@@ -114,7 +114,10 @@ class RowWriter(SqlAccess):
                     self._fold(rows, event, tracking.notification_id)
                 with self._pipeline(cursor):
                     self._write(cursor, rows)
-                    self._insert_tracking_in(cursor, batch[-1][1])
+                # After the pipeline (its answers all in): these read as they write.
+                for event, position, account_id, at in rows.lot_moves:  # grants only: rare
+                    apply_lot_moves(self, cursor, event, position, account_id, at)
+                self._insert_tracking_in(cursor, batch[-1][1])
         except BaseException:
             self._open_commit = None  # what was cached may not have been written
             raise
@@ -321,8 +324,6 @@ class RowWriter(SqlAccess):
             "INSERT INTO {commit_keys} (start_position, commit_id) VALUES (?, ?)",
             rows.commit_keys,
         )
-        for event, position, account_id, at in rows.lot_moves:  # grants only: rare
-            apply_lot_moves(self, cursor, event, position, account_id, at)
 
     def _write_accounts(self, cursor: Cursor, rows: _Rows) -> None:
         new = [rows.accounts[s] for s in sorted(rows.new_accounts)]
