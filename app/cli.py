@@ -60,6 +60,7 @@ from app.bootstrap import (
     opening_read_model,
 )
 from app.bootstrap import open_ledger as open_configured_ledger
+from app.compat import ProblemHttpToolsProtocol
 from app.domain.errors import LedgerError
 from app.domain.errors import ValidationError as LedgerValidationError
 from app.domain.times import TIME_SYNTAX, parse_time
@@ -147,6 +148,7 @@ def serve(
             workers=workers,
             log_config=None,
             timeout_graceful_shutdown=30,
+            http=ProblemHttpToolsProtocol,
         )
         return
     # On the embedded default the projection workers run in a child `ledger project`
@@ -159,7 +161,13 @@ def serve(
     # handler that was there before it: make that one a clean exit (status 0, logs flushed).
     signal.signal(signal.SIGTERM, _exit_cleanly)
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        http=ProblemHttpToolsProtocol,  # unreadable requests answer problem+json too
     )
     with projections_child() if child else contextlib.nullcontext():
         StreamEndingServer(config, app.state.services).run()

@@ -30,6 +30,9 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 from litestar import Litestar
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.api.errors import MALFORMED_REQUEST_BODY, PROBLEM_MEDIA_TYPE
 
 TRecorder = TypeVar("TRecorder", bound=ApplicationRecorder)
 
@@ -187,3 +190,21 @@ def serve_openapi_document(app: Litestar, document: dict[str, Any]) -> None:
     from litestar._openapi.plugin import OpenAPIPlugin  # noqa: PLC0415  # private module
 
     app.plugins.get(OpenAPIPlugin)._openapi_schema = document
+
+
+# uvicorn 0.54: its HTTP protocols answer bytes they cannot parse as a request with their
+# own text/plain 400 from ``send_400_response(msg)``, a method with no documented way to
+# change it; the protocol class itself is a documented option (``uvicorn.Config(http=…)``).
+class ProblemHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's default protocol (httptools), except that a request it cannot parse is
+    answered as a problem document with a stable code (MALFORMED_REQUEST_BODY)."""
+
+    def send_400_response(self, msg: str) -> None:  # noqa: ARG002  # uvicorn logs msg
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:  # date, server
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"content-type: " + PROBLEM_MEDIA_TYPE.encode() + b"\r\n")
+        head.append(b"content-length: " + str(len(MALFORMED_REQUEST_BODY)).encode() + b"\r\n")
+        head.append(b"connection: close\r\n\r\n")
+        self.transport.write(b"".join(head) + MALFORMED_REQUEST_BODY)
+        self.transport.close()

@@ -4,6 +4,7 @@ request id and answered as a generic problem."""
 
 from typing import Any, Final
 
+import orjson
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -71,6 +72,7 @@ API_CODES: Final = frozenset(
         "internal_error",
         "invalid_cursor",
         "malformed_json",
+        "malformed_request",
         "method_not_allowed",
         "monitor_not_found",
         "not_found",
@@ -127,6 +129,19 @@ def problem(
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers or None,
     )
+
+
+# The answer to bytes the HTTP server cannot read as a request (an over-long request line,
+# bytes a header may not hold, no HTTP at all): the server answers before any handler runs
+# (app.compat.ProblemHttpToolsProtocol), and closes the connection.
+MALFORMED_REQUEST_BODY: Final = orjson.dumps(
+    problem_body(
+        400,
+        "malformed_request",
+        "the request is not HTTP/1.1 the server can read: its request line, a header or "
+        "its framing is malformed or too long",
+    )
+)
 
 
 def status_of(error: LedgerError) -> int:

@@ -331,6 +331,43 @@ def test_a_write_is_readable_at_its_position_over_http(tmp_path: Path) -> None:
     assert logged[0]["status"] == 201
 
 
+# Bytes the HTTP server cannot read as a request: uvicorn answers them before the app.
+UNREADABLE_REQUESTS: Final = {
+    "an over-long request line": b"GET /v1/health?" + b"a" * 200_000 + b" HTTP/1.1\r\n\r\n",
+    "a NUL byte in a header": b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n",
+    "a space in a header name": b"GET /v1/health HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n",
+    "no HTTP at all": b"GARBAGE\r\n\r\n",
+}
+RAW_READ_TIMEOUT_SECONDS: Final = 10.0
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` on a fresh connection; everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=RAW_READ_TIMEOUT_SECONDS) as raw:
+        raw.sendall(request)
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_requests_the_server_cannot_read_are_answered_as_problems(tmp_path: Path) -> None:
+    with serving(tmp_path / "var") as server:
+        for what, request in UNREADABLE_REQUESTS.items():
+            head, _, body = raw_exchange(server.port, request).partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            assert lines[0] == "HTTP/1.1 400 Bad Request", (what, lines)
+            headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+            assert headers["content-type"] == "application/problem+json", (what, headers)
+            assert int(headers["content-length"]) == len(body), what
+            problem = json.loads(body)
+            assert problem["code"] == "malformed_request", (what, problem)
+            assert (problem["status"], problem["title"]) == (400, "Bad request"), what
+        # The server goes on serving.
+        assert httpx.get(f"{server.url}/v1/health", timeout=10).json() == {"status": "ok"}
+        assert_stops_cleanly(server)
+
+
 def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path) -> None:
     with serving(tmp_path / "var") as server, server.client(admin_key_of(server)) as client:
         for body in (

@@ -25,11 +25,14 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteDatastore
 from litestar import Litestar, get
 from litestar.testing import TestClient
+from uvicorn import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.application.commands import OpenAccount
 from app.application.ledger import Ledger
 from app.compat import (
     ExecutemanySQLiteRecorder,
+    ProblemHttpToolsProtocol,
     insert_tracking,
     on_new_sqlite_connections,
     openapi_document,
@@ -268,3 +271,25 @@ def test_the_postgres_insert_steps_run_in_the_callers_transaction_under_the_tabl
             with pytest.raises(psycopg.IntegrityError):
                 postgres_insert_on(recorder, connection, events[:1])
             connection.execute("ROLLBACK")
+
+
+async def no_app(_scope: Any, _receive: Any, _send: Any) -> None:
+    """An ASGI app for a configuration that never serves."""
+
+
+def test_uvicorn_answers_unreadable_requests_through_the_overridden_method() -> None:
+    """``ProblemHttpToolsProtocol`` replaces ``send_400_response(msg)``: uvicorn must still
+    call it (with one argument) where the parser gives up, and still be the default protocol
+    class the ``http=`` option replaces. tests/e2e/test_serve.py checks the answer itself."""
+    parameters = list(inspect.signature(HttpToolsProtocol.send_400_response).parameters)
+    assert parameters == ["self", "msg"]
+    data_received = inspect.getsource(HttpToolsProtocol.data_received)
+    assert "except httptools.HttpParserError" in data_received
+    assert "self.send_400_response(msg)" in data_received
+    assert ProblemHttpToolsProtocol.send_400_response is not HttpToolsProtocol.send_400_response
+    config = Config(app=no_app, http=ProblemHttpToolsProtocol)
+    config.load()
+    assert config.http_protocol_class is ProblemHttpToolsProtocol
+    default = Config(app=no_app)
+    default.load()
+    assert issubclass(ProblemHttpToolsProtocol, default.http_protocol_class)

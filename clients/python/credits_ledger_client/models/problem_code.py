@@ -31,6 +31,7 @@ class ProblemCode(StrEnum):
     INVALID_TIME_RANGE = "invalid_time_range"
     LIVE_LOT_LIMIT_EXCEEDED = "live_lot_limit_exceeded"
     MALFORMED_JSON = "malformed_json"
+    MALFORMED_REQUEST = "malformed_request"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     MONITOR_NOT_FOUND = "monitor_not_found"
     NOT_FOUND = "not_found"
