@@ -26,7 +26,8 @@ DATE_PATTERN: Final = (
 )
 DATE_TIME_PATTERN: Final = (
     DATE_PATTERN
-    + r"[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+    + r"[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
+    + r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
 )
 # Declared in the API schema as the query parameters' pattern.
 TIME_PATTERN: Final = rf"^({DATE_PATTERN}|{DATE_TIME_PATTERN})$"

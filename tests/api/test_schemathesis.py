@@ -78,9 +78,9 @@ def schema_valid_requests_are_accepted(ctx: Any, response: Any, case: Any) -> bo
     the ledger's state (no such account, not enough funds, a cursor it did not hand out)
     or a rule no schema can state (the two accounts of a transfer differ)."""
     code = problem_code(response)
-    if code is not None and code not in INPUT_CODES:
-        if code in declared_codes(case, response.status_code):
-            return None
+    declared = code is not None and code in declared_codes(case, response.status_code)
+    if declared and code not in INPUT_CODES:
+        return None
     result: bool | None = positive_data_acceptance(ctx, response, case)
     return result
 
