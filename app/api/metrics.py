@@ -91,14 +91,27 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        # (method, route template, status) → its two children; bounded by the routes.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         if lag is not None:
             self.registry.register(LagCollector(lag))
         if workers is not None:
             self.registry.register(WorkerCollector(workers))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method=method, route=route, status=str(status)).inc()
-        self.latency.labels(method=method, route=route).observe(seconds)
+        # Per request: the labelled children are looked up once and kept (the client
+        # library builds and locks on every ``labels`` call).
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method=method, route=route, status=str(status)),
+                self.latency.labels(method=method, route=route),
+            )
+            self._children[key] = children
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
 
 
 def metrics_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Metrics:
