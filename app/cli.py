@@ -147,6 +147,11 @@ def serve(
             port=port,
             workers=workers,
             log_config=None,
+            access_log=False,  # as the single process: the app logs each request itself
+            # A worker that has not answered the supervisor's ping within this is killed
+            # and replaced. uvicorn's default (5 s) killed workers still importing the app
+            # on a busy machine: the API then ran on fewer processes than asked.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
             timeout_graceful_shutdown=30,
             http=ProblemHttpToolsProtocol,
         )
@@ -174,6 +179,7 @@ def serve(
 
 
 PROJECTIONS_CHILD_STOP_SECONDS: Final = 30.0
+WORKER_HEALTHCHECK_SECONDS: Final = 60
 
 
 def is_embedded(settings: Settings) -> bool:
