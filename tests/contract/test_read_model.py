@@ -569,3 +569,24 @@ def test_lots_are_filtered_by_status_in_the_query_and_each_page_is_full(books: B
         DueGrant("short1", "user:lots"),
     ]
     assert view.due_grant_expiries(later, 2, after="short1") == [DueGrant("short2", "user:lots")]
+
+
+def test_a_hold_posted_in_part_moves_its_lot_twice_in_one_event_and_the_view_folds_them(
+    books: Books,
+) -> None:
+    ledger, view = books.ledger, books.view
+    ledger.open_account(OpenAccount("bank", UNIT, allow_negative=True))
+    ledger.open_account(OpenAccount("user:hold", UNIT))
+    ledger.open_account(OpenAccount("shop", UNIT))
+    ledger.record_transfer(RecordTransfer("pack", "bank", "user:hold", 10, grant=GrantTerms()))
+    held = ledger.record_transfer(RecordTransfer("h1", "user:hold", "shop", 6, pending=True))
+    posted = ledger.post_pending("h1", 4)  # consumes 4 of the lot and releases 2: one event
+    books.project()
+    now = datetime.now(tz=UTC)
+    [lot] = view.lots("user:hold", status="live", at=now).items
+    assert (lot.remaining, lot.reserved) == (6, 0)
+    assert held.position < lot.position <= posted.position
+    [before] = view.lots("user:hold", status="live", at=now, position=held.position).items
+    assert (before.remaining, before.reserved) == (10, 6)
+    [after] = view.lots("user:hold", status="live", at=now, position=posted.position).items
+    assert (after.remaining, after.reserved, after.position) == (6, 0, lot.position)
