@@ -14,6 +14,7 @@ the ledger's events and snapshots hold none (stream ids travel outside the state
 ``tests/unit/test_transcoder.py`` round-trips every kind of event and snapshot.
 """
 
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -31,8 +32,29 @@ _OPTIONS: Final = (
 
 
 class OrjsonTranscoder(JSONTranscoder):
+    # The last time stamp tagged, and its tag (read and replaced whole: thread-safe).
+    _last_time: tuple[datetime, dict[str, Any]] | None = None
+
     def encode(self, obj: Any) -> bytes:
+        if type(obj) is dict:
+            obj = self._top_level_times_tagged(obj)
         return orjson.dumps(obj, default=self._tagged, option=_OPTIONS)
+
+    def _top_level_times_tagged(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Every event's state holds its time stamp at the top: tagged here, in a copy,
+        the same way ``_tagged`` would tag it, because orjson calling back into Python
+        for it costs several times the rest of the encoding. All events of a command
+        share one time stamp object, so the last one tagged is remembered."""
+        tagged = state
+        for key, value in state.items():
+            if type(value) is datetime:
+                if tagged is state:
+                    tagged = dict(state)
+                last = self._last_time
+                if last is None or last[0] is not value:
+                    last = self._last_time = (value, self._tagged(value))
+                tagged[key] = last[1]
+        return tagged
 
     def decode(self, data: bytes) -> Any:
         decoded = orjson.loads(data)

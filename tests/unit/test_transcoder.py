@@ -1,10 +1,12 @@
 """The orjson transcoder: the library's JSON format, read both ways, and a store written
 by the library's own transcoder stays readable event for event."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from eventsourcing.persistence import JSONTranscoder, Transcoder
 from hypothesis import given
 from hypothesis import strategies as st
@@ -49,6 +51,14 @@ def test_each_transcoder_reads_what_the_other_wrote(state: dict[str, Any]) -> No
     assert fast.decode(library.encode(state)) == state
     assert library.decode(fast.encode(state)) == state
     assert fast.decode(fast.encode(state)) == state
+
+
+@given(st.dictionaries(st.text(), values, max_size=6))
+def test_the_fast_transcoder_writes_the_same_document_as_the_librarys(
+    state: dict[str, Any],
+) -> None:
+    library, fast = both()
+    assert orjson.loads(fast.encode(state)) == json.loads(library.encode(state))
 
 
 def write_history(ledger: Ledger) -> None:
