@@ -58,8 +58,21 @@ def chain_digest(
     timestamp: datetime,
     fields: dict[str, Any],
 ) -> str:
-    content = [previous, event_type, originator_id.hex, version, timestamp.isoformat(), fields]
+    content = [previous, event_type, originator_id.hex, version, _iso_text(timestamp), fields]
     return hashlib.sha256(_canonical_json(content)).hexdigest()
+
+
+# The last time stamp written as text: every event of a command (a batch of 1,000
+# transfers: 3,000 events) shares one time stamp object. Read and replaced whole.
+_last_iso_text: tuple[datetime, str] | None = None
+
+
+def _iso_text(moment: datetime) -> str:
+    global _last_iso_text  # noqa: PLW0603  # a one-entry cache, replaced whole
+    last = _last_iso_text
+    if last is None or last[0] is not moment:
+        last = _last_iso_text = (moment, moment.isoformat())
+    return last[1]
 
 
 def _canonical_json(content: list[Any]) -> bytes:
