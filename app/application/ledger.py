@@ -909,11 +909,11 @@ class Ledger(Application[UUID]):
                     later.append(r.entry)
             ran = [r for r in ran if r.entry not in later]
         events = work.collect_events()
-        written = Written([])
+        written = Written()
         if events:
             mark_commit(events)  # the log says where this write's commit ends
             try:
-                written = Written(self.events.put(events))
+                written = self._record_events(events)
             except IntegrityError:
                 self._forget(work)
                 return self._after_conflict(work, ran, later)
@@ -927,6 +927,12 @@ class Ledger(Application[UUID]):
             self._answer(r, written)
         self._snapshot_accounts(work)
         return []
+
+    def _record_events(self, events: Sequence[Any]) -> Written:
+        """One store write of the events (what ``EventStore.put`` does, without building
+        a ``Recording`` and a ``Notification`` per event that nothing here reads)."""
+        stored = [self.mapper.to_stored_event(event) for event in events]
+        return Written(events, self.recorder.insert_events(stored))
 
     def _run_command(self, work: Workspace, entry: Pending[Any]) -> _Ran:
         work.begin()

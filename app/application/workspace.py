@@ -16,7 +16,7 @@ a cheap ``__deepcopy__``). So containers in aggregate state must hold immutable 
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import is_dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol, TypeVar
@@ -24,7 +24,6 @@ from uuid import UUID
 
 from eventsourcing.application import LRUCache
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Recording
 
 from app.domain.account import Account
 from app.domain.errors import AccountNotFoundError, TransferNotFoundError
@@ -42,14 +41,18 @@ _IMMUTABLE_TYPES: Final = frozenset(
 class Written:
     """Where a group write landed: each recorded event's log position."""
 
-    def __init__(self, recordings: Iterable[Recording[UUID]]) -> None:
+    def __init__(self, events: Sequence[Any] = (), positions: Sequence[int] | None = None) -> None:
+        """``positions``: the log position of each of ``events``, in order (None when the
+        recorder told none)."""
         self._positions: dict[tuple[UUID, int], int] = {}
         self._last: dict[UUID, int] = {}
-        for recording in recordings:
-            event = recording.domain_event
-            position = recording.notification.id
-            self._positions[event.originator_id, event.originator_version] = position
-            self._last[event.originator_id] = position
+        if not positions:
+            return
+        assert len(positions) == len(events), "one position per recorded event"
+        for event, position in zip(events, positions, strict=True):
+            originator_id = event.originator_id
+            self._positions[originator_id, event.originator_version] = position
+            self._last[originator_id] = position
 
     @property
     def commit(self) -> int:

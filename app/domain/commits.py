@@ -25,9 +25,12 @@ def mark_commit(events: Sequence[object]) -> str:
     assert events, "a commit has at least one event"
     commit_id = uuid4().hex
     for event in events:
-        object.__setattr__(event, COMMIT_ID, commit_id)
-        object.__setattr__(event, COMMIT_LAST, False)
-    object.__setattr__(events[-1], COMMIT_LAST, True)
+        # Straight into the (frozen) event's attributes: object.__setattr__ would look
+        # each name up along the event class's long MRO first.
+        state = vars(event)
+        state[COMMIT_ID] = commit_id
+        state[COMMIT_LAST] = False
+    vars(events[-1])[COMMIT_LAST] = True
     return commit_id
 
 
