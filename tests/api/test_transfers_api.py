@@ -3,11 +3,17 @@ whole or part, void, expiry), reversal, atomic and independent batches, reads an
 lists with cursor pagination."""
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from app.api.schemas import TransferRead, transfer_document
+from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
+from app.application.ledger import Ledger
+from app.persistence.stores import event_store_env
 from app.settings import Settings
 from tests.api.helpers import (
     AMOUNT_MAX,
@@ -652,3 +658,31 @@ def test_transfer_lists_refuse_bad_parameters(funded: Client) -> None:
         422,
         "position_out_of_range",
     )
+
+
+def test_a_batch_answer_says_exactly_what_the_transfer_model_says() -> None:
+    # Batch answers are encoded from plain values (transfer_document), single answers
+    # through TransferRead: the two must never drift apart.
+    ledger = Ledger(event_store_env("memory://"))
+    ledger.open_account(OpenAccount("bank", "CREDITS", allow_negative=True))
+    ledger.open_account(OpenAccount("ana", "CREDITS", metadata={"tier": "gold"}))
+    ledger.open_account(OpenAccount("shop", "CREDITS"))
+    expiry = datetime(2999, 1, 1, 12, tzinfo=UTC)
+    outcomes = [
+        ledger.record_transfer(
+            RecordTransfer("grant", "bank", "ana", 50, grant=GrantTerms(expires_at=expiry))
+        ),
+        ledger.record_transfer(RecordTransfer("paid", "bank", "ana", 50, metadata={"ü": "ß"})),
+        ledger.record_transfer(RecordTransfer("spend", "ana", "shop", 70)),
+        ledger.record_transfer(
+            RecordTransfer("hold", "ana", "shop", 5, pending=True, timeout_seconds=60)
+        ),
+        ledger.reverse_transfer("spend", "refund", amount=10),
+    ]
+    for outcome in outcomes:
+        modelled = TransferRead.of(outcome.transfer, outcome.position).model_dump(mode="json")
+        encoded = orjson.dumps(
+            transfer_document(outcome.transfer, outcome.position), option=orjson.OPT_UTC_Z
+        )
+        assert orjson.loads(encoded) == modelled
+    ledger.close()

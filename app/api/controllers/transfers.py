@@ -2,7 +2,8 @@
 
 from typing import Annotated, Any, Final, Literal
 
-from litestar import Controller, Request, Response, get, post
+import orjson
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
@@ -38,6 +39,7 @@ from app.api.schemas import (
     TransferCreate,
     TransferRead,
     VoidPending,
+    transfer_document,
 )
 from app.api.services import Services
 from app.application.commands import GrantTerms, RecordTransfer
@@ -72,6 +74,16 @@ def transfer_response(outcome: TransferOutcome) -> Response[TransferRead]:
         TransferRead.of(outcome.transfer, outcome.position),
         status_code=201 if outcome.created else 200,
         headers={"Location": f"/v1/transfers/{outcome.transfer.id}"} if outcome.created else None,
+    )
+
+
+def encoded_json(document: dict[str, Any], status_code: int = 200) -> Response[Any]:
+    """A JSON answer encoded by orjson as it stands (times as RFC 3339 with ``Z`` for UTC,
+    as pydantic writes them); the handler's declared model still documents it."""
+    return Response(
+        content=orjson.dumps(document, option=orjson.OPT_UTC_Z),
+        media_type=MediaType.JSON,
+        status_code=status_code,
     )
 
 
@@ -116,30 +128,33 @@ class TransferController(Controller):
         data: JSONBody[BatchCreate],
         services: NamedDependency[Services],
         metrics: NamedDependency[Metrics],
-    ) -> BatchRead:
+    ) -> Response[BatchRead]:
         commands = [command_of(item) for item in data.transfers]
         outcome = services.ledger.record_batch(commands, atomic=data.atomic)
-        results = []
+        # The answer is encoded straight from plain values (transfer_document): as
+        # models, 1,000 answers cost a batch more CPU than writing it.
+        results: list[dict[str, Any]] = []
+        created = 0
         for index, result in enumerate(outcome.results):
             if isinstance(result, LedgerError):
                 metrics.rejections.labels(code=result.code).inc()
-                results.append(
-                    BatchItemResult(
-                        status=status_of(result),
-                        error=Problem(**{**ledger_error_body(result), "index": index}),
-                    )
+                rejected = BatchItemResult(
+                    status=status_of(result),
+                    error=Problem(**{**ledger_error_body(result), "index": index}),
                 )
+                results.append(rejected.model_dump(mode="json"))
                 continue
             assert isinstance(result, TransferOutcome)
-            if result.created:
-                metrics.transfers_recorded.inc()
+            created += result.created
             results.append(
-                BatchItemResult(
-                    status=201 if result.created else 200,
-                    transfer=TransferRead.of(result.transfer, result.position),
-                )
+                {
+                    "status": 201 if result.created else 200,
+                    "transfer": transfer_document(result.transfer, result.position),
+                    "error": None,
+                }
             )
-        return BatchRead(results=results)
+        metrics.transfers_recorded.inc(created)
+        return encoded_json({"results": results})
 
     @get(
         "/{transfer_id:str}",
