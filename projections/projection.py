@@ -7,6 +7,7 @@ transaction: all of a batch is applied exactly once, or none of it is.
 """
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -368,18 +369,38 @@ class RowWriter(SqlAccess):
             rows.metadata_history,
         )
         replaced = [rows.accounts[s] for s in sorted(rows.metadata_changed - rows.new_accounts)]
+        # The pairs' counts (how a search picks its rarest pair) follow the pairs: the
+        # replaced accounts' old pairs leave them before the pairs themselves go.
+        self._run_many(
+            cursor,
+            "UPDATE {account_metadata_counts} SET accounts = accounts - 1 "
+            "WHERE (key, value) IN (SELECT key, value FROM {account_metadata} "
+            "WHERE account_id = ?)",
+            [(a["account_id"],) for a in replaced],
+        )
         self._run_many(
             cursor,
             "DELETE FROM {account_metadata} WHERE account_id = ?",
             [(a["account_id"],) for a in replaced],
         )
+        pairs = [
+            (a["account_id"], key, value)
+            for a in [*new, *replaced]
+            for key, value in json.loads(a["metadata"]).items()
+        ]
         self._run_many(
             cursor,
             "INSERT INTO {account_metadata} (account_id, key, value) VALUES (?, ?, ?)",
+            pairs,
+        )
+        self._run_many(
+            cursor,
+            "INSERT INTO {account_metadata_counts} (key, value, accounts) VALUES (?, ?, ?) "
+            "ON CONFLICT (key, value) DO UPDATE SET accounts = "
+            "{account_metadata_counts}.accounts + excluded.accounts",
             [
-                (a["account_id"], key, value)
-                for a in [*new, *replaced]
-                for key, value in json.loads(a["metadata"]).items()
+                (key, value, count)
+                for (key, value), count in sorted(Counter((k, v) for _, k, v in pairs).items())
             ],
         )
 

@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+import orjson
+
 from app.application.read_model import (
     PAGE_SIZE_MAX,
     AccountFilter,
@@ -153,11 +155,16 @@ class RowReader(SqlAccess):
     def accounts(self, query: AccountFilter) -> list[AccountView]:
         """Accounts in id order, filtered; every filter is an index range or lookup.
 
-        With metadata pairs, the first pair's index (key, value, account_id) drives the
+        With metadata pairs, the rarest pair's index (key, value, account_id) drives the
         query in id order and the others are probed by primary key (CROSS JOIN keeps
         SQLite's planner to that order; PostgreSQL plans it alike)."""
         pairs = sorted(query.metadata.items())
         assert len(pairs) <= METADATA_FILTERS_MAX, "checked at the edge"
+        if len(pairs) > 1:
+            counts = self._pair_counts(pairs)
+            if min(counts.values(), default=0) == 0 or len(counts) < len(pairs):
+                return []  # some pair is on no account
+            pairs.sort(key=lambda pair: (counts[pair], pair))
         ids = "m0.account_id" if pairs else "b.account_id"
         tables = [f"{{account_metadata}} m{n}" for n in range(len(pairs))] + ["{balances} b"]
         conditions: list[str] = []
@@ -188,6 +195,15 @@ class RowReader(SqlAccess):
             [*params, min(query.limit, PAGE_SIZE_MAX)],
         )
         return [_account(row, row, row["position"], row["updated_at"]) for row in rows]
+
+    def _pair_counts(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """How many accounts have each pair (pairs on no account are left out)."""
+        rows = self._all(
+            "SELECT key, value, accounts FROM {account_metadata_counts} WHERE "
+            + " OR ".join("(key = ? AND value = ?)" for _ in pairs),
+            [part for pair in pairs for part in pair],
+        )
+        return {(row["key"], row["value"]): int(row["accounts"]) for row in rows}
 
     def all_balances(self) -> Iterator[AccountView]:
         """Every account, in id order, page by page (constant memory)."""
@@ -418,7 +434,7 @@ def _account(account: Any, counters: Any, position: int, updated_at: str) -> Acc
         status=account["status"],
         allow_negative=bool(account["allow_negative"]),
         overdraft_limit=int(account["overdraft_limit"]),
-        metadata=json.loads(account["metadata"]),
+        metadata=orjson.loads(account["metadata"]),
         debits_posted=int(counters["debits_posted"]),
         credits_posted=int(counters["credits_posted"]),
         debits_pending=int(counters["debits_pending"]),

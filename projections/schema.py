@@ -4,6 +4,8 @@ One view database holds the views that one projection keeps together:
 - ``balances``: current balances per account and the position they reflect;
 - ``account_metadata`` / ``transfer_metadata``: one row per metadata pair, so that a
   ``metadata.KEY=VALUE`` filter is an index lookup rather than a scan;
+  ``account_metadata_counts``: how many accounts have each pair, so that a search by
+  several pairs is driven by the rarest;
 - ``entries``: one statement line per balance-changing event, carrying the counters
   *after* the event — this is also the balance history: an as-of query is one index
   lookup (``ORDER BY position DESC LIMIT 1``), O(log n) whatever the history length;
@@ -31,7 +33,8 @@ APPLICATION_NAME: Final = "ledger"
 # projection writes into them: view databases of another version are rebuilt from the
 # log when opened (views are disposable; the log is the truth). Version 2: metadata
 # history (``metadata_changes``); databases from before versions count as version 1.
-SCHEMA_VERSION: Final = 2
+# Version 3: how many accounts have each metadata pair (``account_metadata_counts``).
+SCHEMA_VERSION: Final = 3
 
 TABLES: Final = (
     "balances",
@@ -42,6 +45,7 @@ TABLES: Final = (
     "commits",
     "commit_keys",
     "metadata_changes",
+    "account_metadata_counts",
     "view_schema",
     *LOT_TABLES,
 )
@@ -167,6 +171,12 @@ SCHEMA: Final = [
     )""",
     "CREATE INDEX IF NOT EXISTS {metadata_changes_by_time_index} "
     "ON {metadata_changes} (account_id, recorded_at, position)",
+    """CREATE TABLE IF NOT EXISTS {account_metadata_counts} (
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        accounts BIGINT NOT NULL,
+        PRIMARY KEY (key, value)
+    )""",
     """CREATE TABLE IF NOT EXISTS {view_schema} (
         id INTEGER PRIMARY KEY,
         version INTEGER NOT NULL
@@ -192,7 +202,9 @@ def timestamp_text(moment: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """The instant ``timestamp_text`` wrote (UTC). ``fromisoformat`` reads it about a
+    hundred times faster than ``strptime``: every row a read returns has one or two."""
+    return datetime.fromisoformat(text)
 
 
 class Cursor(Protocol):

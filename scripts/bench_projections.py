@@ -228,6 +228,10 @@ class Latency:
     def cpu_p50(self) -> float:
         return statistics.median(self.cpu_ms)
 
+    @property
+    def cpu_p99(self) -> float:
+        return percentile(self.cpu_ms, 0.99)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "read_model": self.read_model,
@@ -238,7 +242,7 @@ class Latency:
             "p50_ms": round(self.p50, 4),
             "p99_ms": round(self.p99, 4),
             "cpu_p50_ms": round(self.cpu_p50, 4),
-            "cpu_p99_ms": round(percentile(self.cpu_ms, 0.99), 4),
+            "cpu_p99_ms": round(self.cpu_p99, 4),
         }
 
 
@@ -778,7 +782,8 @@ def print_report(results: Results, seconds: float) -> None:
         )
 
     latency_table = Table(title=f"As-of query latency ({results.plan.queries:,} random each)")
-    for column in ("read model", "query", "history entries", "p50 ms", "p99 ms", "CPU p50 ms"):
+    columns = ("read model", "query", "history entries", "p50 ms", "p99 ms", "CPU p50 ms")
+    for column in (*columns, "CPU p99 ms"):
         latency_table.add_column(column, justify="right" if "ms" in column else "left")
     for latency in results.latencies:
         latency_table.add_row(
@@ -788,14 +793,18 @@ def print_report(results: Results, seconds: float) -> None:
             f"{latency.p50:.3f}",
             f"{latency.p99:.3f}",
             f"{latency.cpu_p50:.3f}",
+            f"{latency.cpu_p99:.3f}",
         )
     console.print(latency_table)
     for latency in results.latencies:
         if latency.query.startswith("accounts:"):
             verdict = "meets" if latency.p99 <= LIST_P99_GOAL_MS else "MISSES"
+            cpu_verdict = "meets" if latency.cpu_p99 <= LIST_P99_GOAL_MS else "misses"
             console.print(
                 f"{latency.read_model} {latency.query} on {latency.entries:,} accounts: p99 "
-                f"{latency.p99:.2f} ms ({verdict} the goal <= {LIST_P99_GOAL_MS} ms)"
+                f"{latency.p99:.2f} ms ({verdict} the goal <= {LIST_P99_GOAL_MS} ms); "
+                f"CPU p99 {latency.cpu_p99:.2f} ms ({cpu_verdict} it: the query's own work, "
+                "without the wait for a core)"
             )
     for name, ratio in results.ratios().items():
         verdict = "meets" if ratio <= GOAL_RATIO else "MISSES"

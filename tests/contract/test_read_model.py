@@ -179,6 +179,37 @@ def test_accounts_are_searched_by_metadata_pairs_all_of_which_must_match(history
     assert queries.accounts(AccountFilter(metadata={"plan": "gold"})).value == []
 
 
+def test_a_search_by_several_pairs_finds_what_a_filter_of_every_account_finds(
+    history: Books,
+) -> None:
+    """Whichever pair drives the search (the rarest), the answer is the accounts that
+    have every pair, in id order, before and after metadata updates move the counts."""
+    queries = history.queries
+    history.ledger.update_account("user:0", {"plan": "pro", "n": "3"})
+    history.ledger.update_account("user:3", {"plan": "free"})
+    history.ledger.update_account("user:4", {"region": "eu"})
+    history.project()
+    everyone = queries.accounts(AccountFilter()).value
+    searches = [
+        {"plan": "pro", "n": "3"},
+        {"plan": "free", "n": "3"},
+        {"plan": "free", "region": "eu"},
+        {"plan": "free", "n": "4", "region": "eu"},
+        {"plan": "pro", "n": "0"},  # user:0's old pair: gone
+        {"plan": "gold", "n": "1"},  # a pair on no account
+    ]
+    found_some = 0
+    for pairs in searches:
+        expected = [
+            account.id
+            for account in everyone
+            if all(account.metadata.get(key) == value for key, value in pairs.items())
+        ]
+        assert ids(queries.accounts(AccountFilter(metadata=pairs)).value) == expected, pairs
+        found_some += bool(expected)
+    assert found_some >= 3, "most searches find someone"
+
+
 def test_account_pages_follow_each_other_without_gaps_or_repeats(history: Books) -> None:
     queries = history.queries
     seen: list[str] = []
