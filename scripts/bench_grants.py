@@ -11,10 +11,11 @@
    the projection runner in the same process (as ``ledger project`` runs it beside the
    expiry worker), and the process's CPU seconds meanwhile (a figure the other processes
    of a shared machine do not stretch). Goal: within a minute ("completes": every expiry
-   transfer durable; the views' catch-up is printed beside it). With --expiry-baseline REV the same expiry also runs with the
-   code of REV (a git worktree of it, running its own copy of this script in a
-   subprocess), alternating baseline and this commit --expiry-rounds times, and prints
-   the median of each side and their ratio, with the load average around every run.
+   transfer durable; the views' catch-up is printed beside it). With --expiry-baseline
+   REV the same expiry also runs with the code of REV (a git worktree of it, running its
+   own copy of this script in a subprocess), alternating baseline and this commit
+   --expiry-rounds times, and prints the median of each side and their ratio, with the
+   load average around every run.
 
 Usage: python scripts/bench_grants.py [--rounds 5] [--spends 200] [--expiry-lots 100000]
        [--expiry-baseline REV] [--expiry-rounds 1]
