@@ -174,7 +174,7 @@ def serve(
         timeout_graceful_shutdown=30,
         http=ProblemHttpToolsProtocol,  # unreadable requests answer problem+json too
     )
-    with projections_child() if child else contextlib.nullcontext():
+    with projections_child(settings.projections_nice) if child else contextlib.nullcontext():
         StreamEndingServer(config, app.state.services).run()
 
 
@@ -205,11 +205,13 @@ class StreamEndingServer(uvicorn.Server):
 
 
 @contextmanager
-def projections_child() -> Iterator[subprocess.Popen[bytes]]:
+def projections_child(nice: int = 0) -> Iterator[subprocess.Popen[bytes]]:
     """``ledger project`` as a child of this process: started with it, stopped with it
-    (SIGTERM, then SIGKILL past the bound), and gone by itself if this process dies."""
+    (SIGTERM, then SIGKILL past the bound), and gone by itself if this process dies.
+    It runs ``nice`` steps below this process: when both want the CPU, the writes go
+    first and the views catch up in larger (cheaper) batches (decision 0013)."""
     argv = [sys.executable, "-c", "from app.cli import main; main()", "project"]
-    child = subprocess.Popen([*argv, "--parent-pid", str(os.getpid())])
+    child = subprocess.Popen([*argv, "--parent-pid", str(os.getpid()), "--nice", str(nice)])
     try:
         yield child
     finally:
@@ -249,8 +251,13 @@ def project(
     parent_pid: Annotated[
         int | None, typer.Option(hidden=True, help="Stop when this process is gone")
     ] = None,
+    nice: Annotated[
+        int, typer.Option(hidden=True, min=0, max=19, help="Lower own CPU priority this much")
+    ] = 0,
 ) -> None:
     """Run the projection workers alone (and the expiry of pending transfers)."""
+    if nice:
+        os.nice(nice)  # before any thread starts: every worker thread inherits it
     settings = load_settings()
     configure_logging(settings)
     ledger = open_configured_ledger(settings)

@@ -2,12 +2,16 @@
 
 from functools import cached_property
 from pathlib import Path
+from typing import Final
 
 from pydantic import Field, SecretStr
 from pydantic import ValidationError as SettingsValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.persistence.stores import STORE_TIMEOUT_SECONDS, event_store_env, sqlite_url
+
+# The projections child gives way to the API process for the CPU (decision 0013).
+PROJECTIONS_NICE_DEFAULT: Final = 10
 
 
 class ConfigurationError(Exception):
@@ -52,6 +56,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Transfers waiting for the writer at most; beyond it writes are "
         "refused at once with overloaded",
+    )
+    projections_nice: int = Field(
+        default=PROJECTIONS_NICE_DEFAULT,
+        ge=0,
+        le=19,
+        description="CPU niceness of the projections child of `ledger serve` on the embedded "
+        "default: the write path first, the views catch up in larger batches (decision 0013)",
     )
     log_format: str = Field(default="json", pattern="^(json|console)$")
     bootstrap_admin_key: SecretStr | None = Field(

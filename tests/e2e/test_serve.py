@@ -4,6 +4,7 @@ creates, lists and revokes keys, SIGTERM drains and stops, read-your-writes hold
 over the wire, and 16 client threads racing on one account spend exactly what it holds.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -329,6 +330,50 @@ def test_a_write_is_readable_at_its_position_over_http(tmp_path: Path) -> None:
     logged = [r for r in json_logs(server.stderr) if r.get("request_id") == "e2e-write-1"]
     assert logged, server.stderr[-2000:]
     assert logged[0]["status"] == 201
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def thread_niceness(pid: int) -> set[int]:
+    """The nice value of each thread of ``pid`` (field 19 of /proc/<pid>/task/<tid>/stat)."""
+    values = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            values.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+    return values
+
+
+def test_the_projections_child_runs_below_the_api_priority_and_still_projects(
+    tmp_path: Path,
+) -> None:
+    """Decision 0013: on the embedded default the views catch up beside the writes, not
+    against them; every thread of the child (the workers too) runs at the lower priority."""
+    with serving(tmp_path / "var", extra_env={"LEDGER_PROJECTIONS_NICE": "7"}) as server:
+        own = os.getpriority(os.PRIO_PROCESS, server.process.pid)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not (children := children_of(server.process.pid)):
+            assert time.monotonic() < deadline, "serve started no projections child"
+            time.sleep(0.1)
+        with server.client(admin_key_of(server)) as client:
+            opened = client.post("/v1/accounts", json={"id": "alice", "unit": UNIT})
+            position = opened.json()["position"]
+            listed = client.get("/v1/accounts", params={"min_position": position})
+            assert [item["id"] for item in listed.json()["items"]] == ["alice"]
+        assert thread_niceness(server.process.pid) == {own}
+        assert thread_niceness(children[0]) == {own + 7}
+        assert_stops_cleanly(server)
 
 
 # Bytes the HTTP server cannot read as a request: uvicorn answers them before the app.
