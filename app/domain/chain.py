@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
+from enum import Enum
 from typing import Any, Final, Self
 from uuid import UUID
 
@@ -34,7 +35,9 @@ GENESIS: Final = "0" * 64
 _DEL: Final = b"\x7f"
 # Sorted keys, as json.dumps(sort_keys=True); datetimes inside fields go to
 # ``_nested_value``, as they do for json.dumps.
-_ORJSON_OPTIONS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_ORJSON_OPTIONS: Final = (
+    orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
 # Fields every event has, or that the library adds: hashed separately or not at all.
 _ENVELOPE: Final = frozenset(
     {
@@ -90,10 +93,16 @@ def _canonical_json(content: list[Any]) -> bytes:
     ).encode()
 
 
-def _nested_value(value: object) -> str:
-    """Times inside a field (a grant's terms) hash as ISO text, as the envelope's does."""
+def _nested_value(value: object) -> object:
+    """Times inside a field (a grant's terms) hash as ISO text, as the envelope's does;
+    ids and enumerations as orjson writes them natively, so that both encoders take (and
+    refuse) the same values whatever the text holds."""
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
     raise TypeError(f"cannot hash {type(value).__name__} in an event field")
 
 

@@ -72,7 +72,9 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
                     Identifier(self.events_table_name),
                 )
             )
-        except psycopg.errors.LockNotAvailable:
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+            # Not free in time: by lock_timeout, or by the connection's statement_timeout
+            # when that is the shorter (a write timeout set above the store timeout).
             connection.execute("ROLLBACK")
             return False
         return True

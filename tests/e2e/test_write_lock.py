@@ -14,6 +14,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from app.application.ledger import Ledger
+from app.persistence.stores import event_store_env
 from app.persistence.write_lock import WriteLocking
 from tests.conftest import store_env, store_url
 
@@ -107,3 +108,28 @@ def test_a_conflicting_write_under_the_lock_fails_and_releases_it(
         with pytest.raises(IntegrityError):
             holder.recorder.insert_events([event(stream)])
     assert other.recorder.insert_events([event(stream, 1)]) is not None
+
+
+STATEMENT_TIMEOUT_SECONDS: Final = 1
+LONGER_LOCK_WAIT_SECONDS: Final = 3.0
+
+
+@pytest.mark.postgres
+def test_a_lock_wait_cut_short_by_the_statement_timeout_is_not_held_and_fails_nothing(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A write timeout set above the store timeout: the lock's wait is cancelled by the
+    connection's statement_timeout first. Not free in time all the same: not held."""
+    url = store_url("postgres", tmp_path, request)
+    env = event_store_env(url, timeout_seconds=STATEMENT_TIMEOUT_SECONDS)
+    with Ledger(store_env(url)) as holder, Ledger(env) as other:
+        stream = uuid4()
+        with locking(holder).write_lock(WAIT_SECONDS) as held:
+            assert held
+            with locking(other).write_lock(LONGER_LOCK_WAIT_SECONDS) as other_held:
+                assert not other_held
+            holder.recorder.insert_events([event(stream)])
+        with locking(other).write_lock(LONGER_LOCK_WAIT_SECONDS) as other_held:
+            assert other_held, "the connection stayed unusable after the cancelled wait"
+        other.recorder.insert_events([event(stream, 1)])
+        assert [e.originator_version for e in holder.recorder.select_events(stream)] == [0, 1]

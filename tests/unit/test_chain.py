@@ -1,6 +1,7 @@
 """Every stream is a hash chain: the write path links events, and any edit shows."""
 
 import dataclasses
+import enum
 import hashlib
 import itertools
 import json
@@ -175,3 +176,39 @@ def test_aggregates_built_by_commands_equal_the_librarys_fold_of_their_events(
     assert built is not None
     folded: Any = Repository(event_store=ledger.events).get(stream)  # the library's mutate
     assert comparable(built) == comparable(folded)
+
+
+MOMENT = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+class Side(enum.Enum):
+    DEBIT = "debit"
+
+
+@pytest.mark.parametrize("text", ["plain", "caf\u00e9", "\x7f"])
+def test_ids_and_enumerations_hash_alike_whichever_encoder_writes_the_link(text: str) -> None:
+    """orjson writes ids and enumerations natively; the json.dumps fallback (taken for
+    text past ASCII) must write them the same, not refuse them."""
+    stream = account_uuid("alice")
+    fields = {"id": stream, "kind": Side.DEBIT, "note": text}
+    reference = json.dumps(
+        [GENESIS, "X", stream.hex, 0, MOMENT.isoformat(), fields],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=lambda value: str(value) if isinstance(value, UUID) else value.value,
+    ).encode()
+    digest = chain.chain_digest(GENESIS, "X", stream, 0, MOMENT, fields)
+    assert digest == hashlib.sha256(reference).hexdigest()
+
+
+@dataclasses.dataclass
+class _Terms:
+    days: int
+
+
+@pytest.mark.parametrize("text", ["plain", "caf\u00e9"])
+def test_a_dataclass_in_a_field_is_refused_by_either_encoder(text: str) -> None:
+    with pytest.raises(TypeError, match="cannot hash _Terms"):
+        chain.chain_digest(
+            GENESIS, "X", account_uuid("a"), 0, MOMENT, {"terms": _Terms(1), "note": text}
+        )
