@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Final
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
-from app.domain.account import Account, line_allocations
+from app.domain.account import Account, default_account_type, line_allocations
 from app.domain.commits import commit_of
 from app.domain.postings import COUNTER_NAMES, Counters, post
 from app.domain.transfer import Transfer, fate_after, initial_fate
@@ -209,6 +209,7 @@ class RowWriter(SqlAccess):
                 "status": "open",
                 "allow_negative": event.allow_negative,
                 "overdraft_limit": event.overdraft_limit,
+                "account_type": event.account_type or default_account_type(event.allow_negative),
                 "metadata": json.dumps(event.metadata),
                 **dict.fromkeys(COUNTERS, 0),
                 "opened_position": position,
@@ -331,9 +332,10 @@ class RowWriter(SqlAccess):
         self._run_many(
             cursor,
             "INSERT INTO {balances} (account_id, stream_id, unit, status, allow_negative, "
-            "overdraft_limit, metadata, debits_posted, credits_posted, debits_pending, "
-            "credits_pending, opened_position, opened_at, closed_position, closed_at, "
-            "position, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "overdraft_limit, account_type, metadata, debits_posted, credits_posted, "
+            "debits_pending, credits_pending, opened_position, opened_at, closed_position, "
+            "closed_at, position, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     a["account_id"],
@@ -342,6 +344,7 @@ class RowWriter(SqlAccess):
                     a["status"],
                     a["allow_negative"],
                     a["overdraft_limit"],
+                    a["account_type"],
                     a["metadata"],
                     *(a[name] for name in COUNTERS),
                     a["opened_position"],

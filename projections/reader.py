@@ -434,6 +434,7 @@ def _account(account: Any, counters: Any, position: int, updated_at: str) -> Acc
         status=account["status"],
         allow_negative=bool(account["allow_negative"]),
         overdraft_limit=int(account["overdraft_limit"]),
+        account_type=account["account_type"],
         metadata=orjson.loads(account["metadata"]),
         debits_posted=int(counters["debits_posted"]),
         credits_posted=int(counters["credits_posted"]),

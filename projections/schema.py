@@ -34,7 +34,8 @@ APPLICATION_NAME: Final = "ledger"
 # log when opened (views are disposable; the log is the truth). Version 2: metadata
 # history (``metadata_changes``); databases from before versions count as version 1.
 # Version 3: how many accounts have each metadata pair (``account_metadata_counts``).
-SCHEMA_VERSION: Final = 3
+# Version 4: each account's type (``balances.account_type``).
+SCHEMA_VERSION: Final = 4
 
 TABLES: Final = (
     "balances",
@@ -73,6 +74,7 @@ SCHEMA: Final = [
         status TEXT NOT NULL,
         allow_negative BOOLEAN NOT NULL,
         overdraft_limit BIGINT NOT NULL,
+        account_type TEXT NOT NULL,
         metadata TEXT NOT NULL,
         debits_posted BIGINT NOT NULL,
         credits_posted BIGINT NOT NULL,

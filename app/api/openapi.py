@@ -28,7 +28,7 @@ from app.api.consistency import MIN_POSITION_HEADER
 from app.api.errors import API_CODES, STATUS_BY_KIND, TITLES
 from app.compat import openapi_document, serve_openapi_document
 from app.domain import limits
-from app.domain.account import Account
+from app.domain.account import ACCOUNT_TYPES, Account
 from app.domain.errors import all_error_codes, error_kinds
 from app.domain.values import LEDGER_TRANSFER_PREFIXES
 from app.events.feed import CURSOR_DIGITS_MAX, TYPES_PARAMETER_LENGTH_MAX
@@ -421,14 +421,8 @@ def _declare_enum(components: dict[str, Any], model: str, field: str, values: li
 
 def _declare_rules(components: dict[str, Any]) -> None:
     """Rules the handlers check themselves (with their own codes), stated in the schema."""
-    components["EventType"] = {"type": "string", "enum": list(EVENT_TYPES)}
-    # One event type enum for the feed and the webhooks (one class in generated clients).
-    event_type = components["PublicEvent"]["properties"]["type"]
-    if set(event_type.get("enum", [])) == set(EVENT_TYPES):
-        components["PublicEvent"]["properties"]["type"] = {
-            "$ref": "#/components/schemas/EventType",
-            "description": event_type.get("description", ""),
-        }
+    _name_enum(components, "EventType", list(EVENT_TYPES))
+    _name_enum(components, "AccountType", list(ACCOUNT_TYPES))
     for model in ("WebhookCreate", "WebhookUpdate"):
         properties = components[model]["properties"]
         for choice in _choices(properties["types"]):
@@ -466,6 +460,22 @@ def _declare_rules(components: dict[str, Any]) -> None:
             ]
         },
     ]
+
+
+def _name_enum(components: dict[str, Any], name: str, values: list[str]) -> None:
+    """One named component for an enum several models use (one class in generated
+    clients): every property whose schema, or one of its alternatives, lists exactly
+    these values refers to it instead."""
+    components[name] = {"type": "string", "enum": values}
+    reference = {"$ref": f"#/components/schemas/{name}"}
+    for model in components.values():
+        for field, schema in model.get("properties", {}).items():
+            if set(schema.get("enum", [])) == set(values):
+                model["properties"][field] = {**reference, **_described(schema)}
+            for choice in schema.get("anyOf", []):
+                if set(choice.get("enum", [])) == set(values):
+                    choice.clear()
+                    choice.update(reference)
 
 
 def _choices(schema: dict[str, Any]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from app.application.views import (
     UnitTotals,
 )
 from app.domain import limits
+from app.domain.account import AccountType
 from app.domain.lots import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, Allocation
 from app.domain.times import TIME_PATTERN, TIME_TEXT_LENGTH_MAX
 
@@ -56,7 +57,7 @@ class AccountCreate(Strict):
     id: Identifier
     unit: Unit
     allow_negative: StrictBool = False
-    account_type: Literal["asset", "liability", "income", "expense", "equity"] | None = Field(
+    account_type: AccountType | None = Field(
         default=None,
         description="What the account is in the operator's books (accounting exports); "
         "default: equity when allow_negative (issuance), else liability (credits owed)",
@@ -77,6 +78,10 @@ class AccountRead(BaseModel):
     credits_pending: int
     allow_negative: bool
     overdraft_limit: int
+    account_type: AccountType = Field(
+        description="What the account is in the operator's books: as stated at opening, "
+        "else equity when allow_negative (issuance), else liability (credits owed)"
+    )
     metadata: dict[str, str]
     position: int = Field(description="The log position this answer reflects")
 
@@ -95,6 +100,7 @@ class AccountRead(BaseModel):
             credits_pending=row.credits_pending,
             allow_negative=row.allow_negative,
             overdraft_limit=row.overdraft_limit,
+            account_type=row.account_type,  # type: ignore[arg-type]
             metadata=row.metadata,
             position=position,
         )

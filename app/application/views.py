@@ -29,6 +29,9 @@ class AccountView(DerivedBalances):
     credits_posted: int
     debits_pending: int
     credits_pending: int
+    # What the account is in the operator's books (asset, liability, income, expense,
+    # equity): stated at opening, else the default for its floor.
+    account_type: str
     # The stream version (write side) or None (read model, which has no streams).
     version: int | None = None
     # The log position this state reflects, when known.
@@ -67,6 +70,7 @@ class AccountView(DerivedBalances):
             credits_posted=account.credits_posted,
             debits_pending=account.debits_pending,
             credits_pending=account.credits_pending,
+            account_type=account.account_type,
             version=account.version,
             position=position,
             lots_available=lots_available,

@@ -24,7 +24,7 @@ from pydantic_core import to_jsonable_python
 from app.api.schemas import AccountRead, TransferRead
 from app.application.ledger import Ledger
 from app.application.views import AccountView, TransferView
-from app.domain.account import Account
+from app.domain.account import Account, default_account_type
 from app.domain.postings import COUNTER_NAMES, Counters, post
 from app.domain.transfer import Transfer
 from app.events import schema
@@ -151,6 +151,8 @@ def account_resource(state: dict[str, Any], position: int) -> dict[str, Any]:
         status=state["status"],
         allow_negative=state["allow_negative"],
         overdraft_limit=state["overdraft_limit"],
+        # Feed states kept before account types hold none: the default for the floor.
+        account_type=state.get("account_type") or default_account_type(state["allow_negative"]),
         metadata=state["metadata"],
         debits_posted=state["debits_posted"],
         credits_posted=state["credits_posted"],
@@ -191,6 +193,7 @@ def _account_opened(batch: _Batch, event: Any, position: int) -> None:
         "status": "open",
         "allow_negative": event.allow_negative,
         "overdraft_limit": event.overdraft_limit,
+        "account_type": event.account_type or default_account_type(event.allow_negative),
         "metadata": dict(event.metadata),
         "debits_posted": 0,
         "credits_posted": 0,

@@ -66,6 +66,7 @@ def test_open_returns_201_then_an_identical_replay_returns_200(client: Client) -
         "credits_pending": 0,
         "allow_negative": False,
         "overdraft_limit": 10,
+        "account_type": "liability",  # the default for an account with a floor
         "metadata": {"plan": "pro"},
         "position": created["position"],
     }
@@ -155,6 +156,29 @@ def test_read_with_min_position_sees_the_write(client: Client) -> None:
     issuer = account(client, ISSUER, min_position=write["position"])
     assert issuer["balance"] == -70
     assert issuer["debits_posted"] == 70
+
+
+def test_every_account_answer_says_the_accounts_type(client: Client) -> None:
+    """Stated at opening, else the default for the floor: in the write answers, the
+    stream-current read, the views' list, time travel and the close answer alike."""
+    opened = {
+        "cash": open_account(client, "cash", allow_negative=True, account_type="asset"),
+        ISSUER: open_issuer(client),  # no floor: equity
+        "a": open_account(client, "a"),  # a floor: liability
+    }
+    expected = {"cash": "asset", ISSUER: "equity", "a": "liability"}
+    assert {name: answer["account_type"] for name, answer in opened.items()} == expected
+    written = fund(client, "a", 5)
+    head = {"min_position": written["position"]}
+    for name, account_type in expected.items():
+        assert account(client, name, **head)["account_type"] == account_type
+        at = {"at_position": written["position"]}
+        assert account(client, name, **at)["account_type"] == account_type
+    listed = ok(client.get("/v1/accounts", params=head))["items"]
+    assert {item["id"]: item["account_type"] for item in listed} == expected
+    updated = ok(client.patch("/v1/accounts/a", json={"metadata": {"k": "v"}}))
+    assert updated["account_type"] == "liability"
+    assert ok(client.post("/v1/accounts/cash/close"))["account_type"] == "asset"
 
 
 def test_min_position_beyond_the_head_is_422(client: Client) -> None:

@@ -294,6 +294,29 @@ def test_views_built_by_another_schema_version_are_rebuilt_from_the_log(
     assert history.view.checkpoint() == head
 
 
+def test_views_from_before_account_types_are_rebuilt_and_say_each_accounts_type(
+    history: Books,
+) -> None:
+    opened = history.ledger.open_account(OpenAccount("revenue", UNIT, account_type="income"))
+    history.positions.append(opened.position)
+    history.project()
+    view: Any = history.view
+    with view.datastore.transaction(commit=True) as cursor:
+        # A version 3 database: its balances have no account_type column.
+        cursor.execute(view._sql("ALTER TABLE {balances} DROP COLUMN account_type"))
+        cursor.execute(view._sql("UPDATE {view_schema} SET version = 3"))
+    reopen(history)
+    history.project()
+    listed = {row.id: row.account_type for row in history.queries.accounts(AccountFilter()).value}
+    from_streams = {name: history.queries.account(name).account_type for name in listed}
+    assert listed == from_streams
+    assert (listed["revenue"], listed["bank"], listed["user:0"]) == (
+        "income",
+        "equity",
+        "liability",
+    )
+
+
 def test_a_metadata_update_past_the_limits_is_refused_and_changes_nothing(history: Books) -> None:
     before = history.queries.account("user:0")
     too_many = {f"k{number}": "v" for number in range(100)}

@@ -21,7 +21,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from app.application.ledger import Ledger
-from app.domain.account import Account, line_allocations
+from app.domain.account import Account, default_account_type, line_allocations
 from app.domain.transfer import Transfer
 from projections.runner import VIEW_ENV_PREFIX, view_env
 from projections.views import APPLICATION_NAME, parse_timestamp, timestamp_text
@@ -115,6 +115,7 @@ def _fold_account_event(replay: Replay, event: Account.Event, position: int) -> 
             "status": "open",
             "allow_negative": event.allow_negative,
             "overdraft_limit": event.overdraft_limit,
+            "account_type": event.account_type or default_account_type(event.allow_negative),
             "metadata": dict(event.metadata),
             "debits_posted": 0,
             "credits_posted": 0,

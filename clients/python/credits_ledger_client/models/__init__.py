@@ -1,11 +1,11 @@
 """Contains all the data models used in inputs/outputs"""
 
 from .account_create import AccountCreate
-from .account_create_account_type_type_0 import AccountCreateAccountTypeType0
 from .account_create_metadata import AccountCreateMetadata
 from .account_read import AccountRead
 from .account_read_metadata import AccountReadMetadata
 from .account_read_status import AccountReadStatus
+from .account_type import AccountType
 from .account_update import AccountUpdate
 from .account_update_metadata import AccountUpdateMetadata
 from .allocation_read import AllocationRead
@@ -79,11 +79,11 @@ from .worker_status import WorkerStatus
 
 __all__ = (
     "AccountCreate",
-    "AccountCreateAccountTypeType0",
     "AccountCreateMetadata",
     "AccountRead",
     "AccountReadMetadata",
     "AccountReadStatus",
+    "AccountType",
     "AccountUpdate",
     "AccountUpdateMetadata",
     "AllocationRead",

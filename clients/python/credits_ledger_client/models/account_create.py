@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
 
-from ..models.account_create_account_type_type_0 import AccountCreateAccountTypeType0
+from ..models.account_type import AccountType
 from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
@@ -21,8 +21,8 @@ class AccountCreate:
     Attributes:
         id (str):
         unit (str):
-        account_type (AccountCreateAccountTypeType0 | None | Unset): What the account is in the operator's books
-            (accounting exports); default: equity when allow_negative (issuance), else liability (credits owed)
+        account_type (AccountType | None | Unset): What the account is in the operator's books (accounting exports);
+            default: equity when allow_negative (issuance), else liability (credits owed)
         allow_negative (bool | Unset):  Default: False.
         metadata (AccountCreateMetadata | Unset):
         overdraft_limit (int | Unset):  Default: 0.
@@ -30,7 +30,7 @@ class AccountCreate:
 
     id: str
     unit: str
-    account_type: AccountCreateAccountTypeType0 | None | Unset = UNSET
+    account_type: AccountType | None | Unset = UNSET
     allow_negative: bool | Unset = False
     metadata: AccountCreateMetadata | Unset = UNSET
     overdraft_limit: int | Unset = 0
@@ -43,7 +43,7 @@ class AccountCreate:
         account_type: None | str | Unset
         if isinstance(self.account_type, Unset):
             account_type = UNSET
-        elif isinstance(self.account_type, AccountCreateAccountTypeType0):
+        elif isinstance(self.account_type, AccountType):
             account_type = self.account_type.value
         else:
             account_type = self.account_type
@@ -84,9 +84,7 @@ class AccountCreate:
 
         unit = d.pop("unit")
 
-        def _parse_account_type(
-            data: object,
-        ) -> AccountCreateAccountTypeType0 | None | Unset:
+        def _parse_account_type(data: object) -> AccountType | None | Unset:
             if data is None:
                 return data
             if isinstance(data, Unset):
@@ -94,12 +92,12 @@ class AccountCreate:
             try:
                 if not isinstance(data, str):
                     raise TypeError()
-                account_type_type_0 = AccountCreateAccountTypeType0(data)
+                account_type_type_0 = AccountType(data)
 
                 return account_type_type_0
             except (TypeError, ValueError, AttributeError, KeyError):
                 pass
-            return cast(AccountCreateAccountTypeType0 | None | Unset, data)
+            return cast(AccountType | None | Unset, data)
 
         account_type = _parse_account_type(d.pop("account_type", UNSET))
 

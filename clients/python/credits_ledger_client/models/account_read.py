@@ -7,6 +7,7 @@ from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
 from ..models.account_read_status import AccountReadStatus
+from ..models.account_type import AccountType
 
 if TYPE_CHECKING:
     from ..models.account_read_metadata import AccountReadMetadata
@@ -19,6 +20,7 @@ T = TypeVar("T", bound="AccountRead")
 class AccountRead:
     """
     Attributes:
+        account_type (AccountType):
         allow_negative (bool):
         available (int):
         balance (int):
@@ -34,6 +36,7 @@ class AccountRead:
         unit (str):
     """
 
+    account_type: AccountType
     allow_negative: bool
     available: int
     balance: int
@@ -50,6 +53,8 @@ class AccountRead:
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        account_type = self.account_type.value
+
         allow_negative = self.allow_negative
 
         available = self.available
@@ -80,6 +85,7 @@ class AccountRead:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
+                "account_type": account_type,
                 "allow_negative": allow_negative,
                 "available": available,
                 "balance": balance,
@@ -103,6 +109,8 @@ class AccountRead:
         from ..models.account_read_metadata import AccountReadMetadata
 
         d = dict(src_dict)
+        account_type = AccountType(d.pop("account_type"))
+
         allow_negative = d.pop("allow_negative")
 
         available = d.pop("available")
@@ -130,6 +138,7 @@ class AccountRead:
         unit = d.pop("unit")
 
         account_read = cls(
+            account_type=account_type,
             allow_negative=allow_negative,
             available=available,
             balance=balance,

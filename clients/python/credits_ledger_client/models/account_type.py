@@ -1,7 +1,7 @@
 from enum import StrEnum
 
 
-class AccountCreateAccountTypeType0(StrEnum):
+class AccountType(StrEnum):
     ASSET = "asset"
     EQUITY = "equity"
     EXPENSE = "expense"
