@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -165,6 +165,10 @@ class Result:
     max_ms: float
     created: int
     errors: int
+    # CPU time per created transfer of the server process and of its children (the
+    # ledger's projections child), in µs: what each side pays, whatever the machine's load.
+    cpu_us: float = float("nan")
+    children_cpu_us: float = float("nan")
 
 
 def bodies(prefix: str, shape: Shape, client: int) -> Callable[[], bytes]:
@@ -235,8 +239,33 @@ async def load(port: int, key: str, shape: Shape, prefix: str, seconds: float) -
 
 
 def measure(server: Server, key: str, shape: Shape, tag: str, seconds: float) -> Result:
+    children = child_pids(server.process.pid)
+    own, theirs = cpu_seconds(server.process.pid), sum(map(cpu_seconds, children))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(load(server.port, key, shape, f"{tag}-{server.name}", seconds))
+        result = runner.run(load(server.port, key, shape, f"{tag}-{server.name}", seconds))
+    own, theirs = cpu_seconds(server.process.pid) - own, sum(map(cpu_seconds, children)) - theirs
+    per_transfer = 1e6 / max(1, result.created)
+    return replace(result, cpu_us=own * per_transfer, children_cpu_us=theirs * per_transfer)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` (all its threads) so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def open_accounts(base_url: str, key: str) -> None:
@@ -257,25 +286,33 @@ def line(shape: Shape, ledger: Result, naive: Result | None) -> str:
             f", naive {naive.transfers_per_s:,.0f}/s (p99 {naive.p99_ms:.1f} ms, max "
             f"{naive.max_ms:.0f} ms), ratio {ledger.transfers_per_s / naive.transfers_per_s:.2f}"
         )
+    cpu = f"; CPU µs/transfer: serve {ledger.cpu_us:,.0f}"
+    if ledger.children_cpu_us == ledger.children_cpu_us and ledger.children_cpu_us > 0:
+        cpu += f" + projections {ledger.children_cpu_us:,.0f}"
+    if naive is not None:
+        cpu += f", naive {naive.cpu_us:,.0f}"
     return (
         f"{shape.name}: ledger {ledger.transfers_per_s:,.0f}/s (p50 {ledger.p50_ms:.1f} ms, "
-        f"p99 {ledger.p99_ms:.1f} ms, max {ledger.max_ms:.0f} ms, errors {ledger.errors})" + ratio
+        f"p99 {ledger.p99_ms:.1f} ms, max {ledger.max_ms:.0f} ms, errors {ledger.errors})"
+        + ratio
+        + cpu
     )
 
 
 # The embedded default ------------------------------------------------------------------------
 
 
-EMBEDDED_SHAPES: Final = (
-    Shape("single, spread, 1 client", 1, 0, hot=False),
-    Shape("single, spread, 8 clients", 8, 0, hot=False),
-    Shape("single, spread, 64 clients", 64, 0, hot=False),
-    Shape("single, 1 hot account, 8 clients", 8, 0, hot=True),
-    Shape("atomic batches of 1,000, 1 client", 1, BATCH, hot=False),
-)
+# By the key ``--shapes`` names them.
+EMBEDDED_SHAPES: Final = {
+    "1": Shape("single, spread, 1 client", 1, 0, hot=False),
+    "8": Shape("single, spread, 8 clients", 8, 0, hot=False),
+    "64": Shape("single, spread, 64 clients", 64, 0, hot=False),
+    "hot": Shape("single, 1 hot account, 8 clients", 8, 0, hot=True),
+    "batch": Shape("atomic batches of 1,000, 1 client", 1, BATCH, hot=False),
+}
 
 
-def embedded(seconds: float, warmup: float) -> list[str]:
+def embedded(seconds: float, warmup: float, shapes: Sequence[Shape], rounds: int) -> list[str]:
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-http-goals-") as temp:
         workdir = Path(temp)
@@ -290,7 +327,8 @@ def embedded(seconds: float, warmup: float) -> list[str]:
             open_accounts(ledger.base_url, key)
             open_accounts(naive.base_url, key)
             wait_for_projections(ledger.base_url)
-            for number, shape in enumerate(EMBEDDED_SHAPES):
+            rounds_of_shapes = [shape for _ in range(rounds) for shape in shapes]
+            for number, shape in enumerate(rounds_of_shapes):
                 results: dict[str, Result] = {}
                 for server in (naive, ledger):  # alternating, naive first each time
                     measure(server, key, shape, f"w{number}", warmup)
@@ -452,6 +490,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=1, help="workers rounds (1 then 2)")
     parser.add_argument("--parts", default="embedded,workers,placement")
+    parser.add_argument(
+        "--shapes",
+        default=",".join(EMBEDDED_SHAPES),
+        help=f"embedded shapes, of {','.join(EMBEDDED_SHAPES)}",
+    )
+    parser.add_argument(
+        "--embedded-rounds", type=int, default=1, help="embedded: the shapes this many times"
+    )
     parser.add_argument("--serve-naive", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -461,7 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts = {part.strip() for part in str(args.parts).split(",")}
     lines: list[str] = []
     if "embedded" in parts:
-        lines += embedded(args.seconds, args.warmup)
+        shapes = [EMBEDDED_SHAPES[key.strip()] for key in str(args.shapes).split(",")]
+        lines += embedded(args.seconds, args.warmup, shapes, args.embedded_rounds)
     if "workers" in parts:
         lines += workers(args.seconds, args.warmup, args.rounds)
     if "placement" in parts:
