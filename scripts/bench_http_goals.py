@@ -418,8 +418,37 @@ def projector(env: dict[str, str], workdir: Path) -> Iterator[subprocess.Popen[b
 
 WORKERS_SHAPES: Final = (
     Shape("single, spread, 8 clients", 8, 0, hot=False),
+    Shape("single, spread, 64 clients", 64, 0, hot=False),
     Shape("single, 1 hot account, 8 clients", 8, 0, hot=True),
 )
+
+
+WORKERS_START_SECONDS: Final = 120.0
+
+
+def wait_for_workers(server: Server, count: int) -> None:
+    """Until every worker process has started (the port answers as soon as one has)."""
+    deadline = time.monotonic() + WORKERS_START_SECONDS
+    while server.stderr.read_text(errors="replace").count("Application startup complete") < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.name}: not all {count} workers started\n{server.tail()}")
+        time.sleep(0.1)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants so far, from /proc."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue  # gone meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        pending += [int(child) for child in children]
+    return total
 
 
 def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
@@ -447,14 +476,21 @@ def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
                     for count in (1, 2):
                         argv = [*ledger_argv(), "--no-projections", "--workers", str(count)]
                         with running(f"workers{count}", argv, env, workdir) as api:
+                            wait_for_workers(api, count)
                             if (round_number, number, count) == (0, 0, 1):
                                 open_accounts(api.base_url, key)
                             tag = f"{round_number}{number}{count}"
                             warm = measure(api, key, shape, f"wu{tag}", warmup)
+                            cpu_before = tree_cpu_seconds(api.process.pid)
                             result = measure(api, key, shape, f"wm{tag}", seconds)
+                            cpu = tree_cpu_seconds(api.process.pid) - cpu_before
                             results.setdefault((shape.name, count), []).append(result)
                             created += (warm.created + result.created) if shape.hot else 0
-                        print(f"workers {count}: {line(shape, result, None)}", flush=True)
+                        print(
+                            f"workers {count}: {line(shape, result, None)}; serve CPU "
+                            f"{cpu * 1000 / max(1, result.created):.2f} ms per transfer",
+                            flush=True,
+                        )
         for shape in WORKERS_SHAPES:
             ones, twos = results[shape.name, 1], results[shape.name, 2]
             lines.append(

@@ -98,6 +98,9 @@ LOCK_AFTER_CONFLICTS: Final = 1
 # A stream found moved by another process stays contended this long: every group that
 # touches it meanwhile is written under the store's write lock (decision 0018).
 CONTENDED_SECONDS: Final = 1.0
+# After it saw another process's write, the writer checks its cached streams against the
+# store before each group for this long (one query), instead of trusting them.
+OTHER_WRITERS_SECONDS: Final = 10.0
 SCHEMA_ATTEMPTS_MAX: Final = 5
 # A hot account replays at most this many events after its newest snapshot when it is
 # not in the cache (e.g. right after a restart).
@@ -177,8 +180,10 @@ class Ledger(Application[UUID]):
         self.locked_writes = 0
         # The most races (conflicts, or rejections on moved streams) one command lost.
         self.most_races_lost = 0
-        # Streams other processes have been writing, and until when they count as such.
+        # Streams other processes have been writing, and until when they count as such;
+        # until when this process checks its cache before each group (others write).
         self._contended: dict[UUID, float] = {}
+        self._others_seen_until = 0.0
         self._write_locking = self.recorder if isinstance(self.recorder, WriteLocking) else None
         self.committer = Committer(
             self._write_group,
@@ -830,18 +835,25 @@ class Ledger(Application[UUID]):
         taken = group  # the committer's own list: only it may grow (the committer answers
         with collector_paused():  # every entry of it when a write raises)
             while group:
-                with self._locked_if_contended(group, top_up=group is taken):
+                with self._prepared(group, top_up=group is taken):
                     group = self._attempt_group(group, later)
         return later
 
     @contextlib.contextmanager
-    def _locked_if_contended(self, group: list[Pending[Any]], *, top_up: bool) -> Iterator[None]:
-        """Hold the store's write lock from before the group reads to its commit when
-        the group touches a stream another process has been writing, or one of its
-        commands already lost a race (decision 0018): then no write of the group can
-        lose one. Waits for the lock at most until the group's earliest deadline."""
+    def _prepared(self, group: list[Pending[Any]], *, top_up: bool) -> Iterator[None]:
+        """Make the group's write unlikely or unable to lose a race (decision 0018).
+
+        The writer trusts its cache, which is right while it is the only writer. Once
+        it has seen another process write (a lost race, or a stream found moved), it
+        first catches the group's cached streams up with the store, in one query. And
+        it holds the store's write lock from before that read to its commit when the
+        group touches a stream another process has been writing at the same time, or
+        one of its commands already lost a race: then no write of the group can lose
+        one. It waits for the lock at most until the group's earliest deadline."""
         timeout_seconds = min(entry.deadline for entry in group) - time.monotonic()
         if self._write_locking is None or timeout_seconds <= 0 or not self._contends(group):
+            if time.monotonic() < self._others_seen_until:
+                self._catch_up(group, locked=False)
             yield
             return
         with self._write_locking.write_lock(timeout_seconds) as held:
@@ -849,7 +861,7 @@ class Ledger(Application[UUID]):
                 self.locked_writes += 1
                 if top_up:  # what queued while we waited for the lock shares this write
                     self.committer.top_up(group)
-                self._catch_up(group)
+            self._catch_up(group, locked=held)
             yield
 
     def _contends(self, group: list[Pending[Any]]) -> bool:
@@ -861,15 +873,21 @@ class Ledger(Application[UUID]):
         self._contended = {i: until for i, until in self._contended.items() if until > now}
         return not self._contended.keys().isdisjoint(_stream_ids(group))
 
-    def _catch_up(self, group: list[Pending[Any]]) -> None:
+    def _catch_up(self, group: list[Pending[Any]], *, locked: bool) -> None:
         """Bring the cached streams of the group that others moved up to the store's head
-        (one query for the events after each cached version), and mark them contended."""
+        (one query for the events after each cached version). Under the lock, a stream
+        that moved is still being written by another process: it stays contended."""
         cached = {i: self._written.get(i) for i in _stream_ids(group) if i in self._written}
         newer = events_after(self.recorder, {i: a.version for i, a in cached.items()})
-        if newer is None:  # no bulk read here: the moved ones are reloaded
-            newer = {i: [] for i in self._moved(cached)}
+        if newer is None:
+            if not locked:  # no bulk read: a conflict is cheaper than a read per stream
+                return
+            newer = {i: [] for i in self._moved(cached)}  # reloaded when next read
+        if newer:
+            self._saw_others()
+        if locked:
+            self._mark_contended(newer)
         for originator_id, stored_events in newer.items():
-            self._mark_contended([originator_id])
             aggregate: Any = cached[originator_id]
             for stored in stored_events:
                 event: Any = self.mapper.to_domain_event(stored)
@@ -878,6 +896,9 @@ class Ledger(Application[UUID]):
                 self._written.put(aggregate)
             else:
                 self._evict(originator_id)
+
+    def _saw_others(self) -> None:
+        self._others_seen_until = time.monotonic() + OTHER_WRITERS_SECONDS
 
     def _moved(self, cached: dict[UUID, Aggregate]) -> list[UUID]:
         heads = stream_heads(self.recorder, list(cached))
@@ -1003,6 +1024,8 @@ class Ledger(Application[UUID]):
         for originator_id in moved:
             self._evict(originator_id)
         self._mark_contended(moved)
+        if moved:
+            self._saw_others()
         return moved
 
     # The writer's cache ----------------------------------------------------------------

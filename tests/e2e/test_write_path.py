@@ -247,6 +247,25 @@ def test_a_stream_another_process_keeps_writing_is_caught_up_under_the_lock_not_
     assert ledger.get_account(user(0)).balance == 5
 
 
+def test_once_another_writer_was_seen_stale_cached_streams_are_caught_up_not_raced(
+    url: str, ledger: Ledger
+) -> None:
+    """The writer trusts its cache until it sees another process write; from then on it
+    checks a group's cached streams first, so a stream the other process wrote long ago
+    (not contended: no lock) costs one read, not a lost race."""
+    ledger.record_transfer(RecordTransfer("mine:hot", HOT, user(5), 1))  # HOT cached
+    with open_ledger(url) as other:
+        other.record_transfer(grant("theirs:issuance", 1))
+        other.record_transfer(RecordTransfer("theirs:hot", HOT, user(6), 1))
+        assert ledger.record_transfer(grant("mine:issuance", 0)).created  # a lost race
+        assert (ledger.conflicts, ledger.locked_writes) == (1, 1)
+        again = ledger.record_transfer(RecordTransfer("mine:hot:again", HOT, user(5), 1))
+    assert again.created
+    assert (ledger.conflicts, ledger.locked_writes) == (1, 1), "HOT was raced, or locked"
+    assert ledger.get_account(HOT).debits_posted == 3
+    assert ledger.get_account(user(5)).balance == 2
+
+
 def test_a_conflict_writes_the_unconcerned_commands_at_once_and_reruns_the_others(
     url: str, ledger: Ledger
 ) -> None:
