@@ -833,10 +833,12 @@ class Ledger(Application[UUID]):
         commands that must run again in a later group (their streams moved)."""
         later: list[Pending[Any]] = []
         taken = group  # the committer's own list: only it may grow (the committer answers
-        with collector_paused():  # every entry of it when a write raises)
-            while group:
-                with self._prepared(group, top_up=group is taken):
-                    group = self._attempt_group(group, later)
+        while group:  # every entry of it when a write raises)
+            with (
+                self._prepared(group, top_up=group is taken),
+                collector_paused(),  # not while waiting for the lock: others run then
+            ):
+                group = self._attempt_group(group, later)
         return later
 
     @contextlib.contextmanager
