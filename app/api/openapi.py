@@ -57,7 +57,7 @@ def openapi_config() -> OpenAPIConfig:
             }
         ),
         security=[{"BearerAuth": []}],
-        operation_id_creator=derived_operation_id,
+        operation_id_creator=chosen_operation_id,
         render_plugins=[
             SwaggerRenderPlugin(
                 path=["/", "/swagger"],
@@ -82,14 +82,41 @@ def docs_assets_router() -> Router:
     )
 
 
-def derived_operation_id(handler: Any, _method: Any, components: list[Any]) -> str:
-    """For a handler without an explicit ``operation_id``: its function name, camelCased,
-    then the resource its path names (``create`` under /v1/webhooks → ``createWebhooks``).
-    tests/api/test_docs.py checks every id is unique and camelCased."""
-    first, *rest = str(handler.handler_name).split("_")
-    statics = [c for c in components if isinstance(c, str) and c and c != "v1"]
-    resource = statics[0].title().replace("-", "") if statics else ""
-    return first + "".join(word.title() for word in rest) + resource
+# The operations' names (Stripe-like verb + resource), for handlers that do not name
+# themselves with ``operation_id=``; generated clients call them by these names.
+OPERATION_IDS: Final = {
+    ("GET", "/v1/accounts"): "listAccounts",
+    ("PATCH", "/v1/accounts/{account_id}"): "updateAccount",
+    ("GET", "/v1/accounts/{account_id}/grants"): "listAccountGrants",
+    ("GET", "/v1/accounts/{account_id}/history"): "getAccountHistory",
+    ("GET", "/v1/events"): "listEvents",
+    ("GET", "/v1/events/stream"): "streamEvents",
+    ("GET", "/v1/ledger/totals"): "getLedgerTotals",
+    ("GET", "/v1/monitors"): "listMonitors",
+    ("POST", "/v1/monitors"): "createMonitor",
+    ("GET", "/v1/monitors/{monitor_id}"): "getMonitor",
+    ("DELETE", "/v1/monitors/{monitor_id}"): "deleteMonitor",
+    ("GET", "/v1/webhooks"): "listWebhooks",
+    ("POST", "/v1/webhooks"): "createWebhook",
+    ("GET", "/v1/webhooks/{webhook_id}"): "getWebhook",
+    ("PATCH", "/v1/webhooks/{webhook_id}"): "updateWebhook",
+    ("DELETE", "/v1/webhooks/{webhook_id}"): "deleteWebhook",
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): "listWebhookDeliveries",
+    ("POST", "/v1/webhooks/{webhook_id}/replay"): "replayWebhook",
+}
+
+
+def chosen_operation_id(_handler: Any, method: Any, components: list[Any]) -> str:
+    """For a handler without an explicit ``operation_id``: its name in OPERATION_IDS. A
+    new operation without a chosen name fails the app's start (and every test)."""
+    path = "/" + "/".join(
+        part if isinstance(part, str) else "{" + str(part.name) + "}" for part in components
+    )
+    verb = str(getattr(method, "value", method)).upper()
+    name = OPERATION_IDS.get((verb, path))
+    if name is None:
+        raise LookupError(f"{verb} {path} has no chosen operationId (app/api/openapi.py)")
+    return name
 
 
 MODELS: Final[list[type[BaseModel]]] = [
@@ -157,10 +184,10 @@ OPERATION_CODES: Final[dict[str, frozenset[str]]] = {
     "openAccount": BODY | {"idempotency_conflict", "concurrency_conflict"},
     "listAccounts": VIEW_READ | PAGE,
     "getAccount": TIME_TRAVEL | {"account_not_found"},
-    "updateAccounts": BODY | {"account_not_found", "account_closed", "concurrency_conflict"},
+    "updateAccount": BODY | {"account_not_found", "account_closed", "concurrency_conflict"},
     "listAccountEntries": VIEW_READ | PAGE | {"account_not_found"},
-    "listGrantsAccounts": TIME_TRAVEL | PAGE | {"account_not_found"},
-    "historyAccounts": VIEW_READ
+    "listAccountGrants": TIME_TRAVEL | PAGE | {"account_not_found"},
+    "getAccountHistory": VIEW_READ
     | {"account_not_found", "invalid_time_range", "too_many_intervals"},
     "closeAccount": QUERY
     | {"account_not_found", "account_has_pending_transfers", "concurrency_conflict"},
@@ -181,20 +208,20 @@ OPERATION_CODES: Final[dict[str, frozenset[str]]] = {
         "grant_reserved",
         "grant_remaining_exceeded",
     },
-    "totalsLedger": TIME_TRAVEL,
-    "feedEvents": QUERY | {"invalid_cursor", "unknown_event_type", "filter_too_large"},
+    "getLedgerTotals": TIME_TRAVEL,
+    "listEvents": QUERY | {"invalid_cursor", "unknown_event_type", "filter_too_large"},
     "streamEvents": QUERY | {"invalid_cursor", "unknown_event_type", "filter_too_large"},
-    "createWebhooks": BODY | {"unknown_event_type"},
-    "pageWebhooks": QUERY,
-    "readWebhooks": QUERY | {"webhook_not_found"},
-    "updateWebhooks": BODY | {"webhook_not_found", "unknown_event_type"},
-    "removeWebhooks": QUERY | {"webhook_not_found"},
-    "deliveriesWebhooks": QUERY | {"webhook_not_found"},
-    "replayWebhooks": BODY | {"webhook_not_found"},
-    "createMonitors": BODY | {"account_not_found", "too_many_monitors"},
-    "pageMonitors": QUERY,
-    "readMonitors": QUERY | {"monitor_not_found"},
-    "removeMonitors": QUERY | {"monitor_not_found"},
+    "createWebhook": BODY | {"unknown_event_type"},
+    "listWebhooks": QUERY,
+    "getWebhook": QUERY | {"webhook_not_found"},
+    "updateWebhook": BODY | {"webhook_not_found", "unknown_event_type"},
+    "deleteWebhook": QUERY | {"webhook_not_found"},
+    "listWebhookDeliveries": QUERY | {"webhook_not_found"},
+    "replayWebhook": BODY | {"webhook_not_found"},
+    "createMonitor": BODY | {"account_not_found", "too_many_monitors"},
+    "listMonitors": QUERY,
+    "getMonitor": QUERY | {"monitor_not_found"},
+    "deleteMonitor": QUERY | {"monitor_not_found"},
 }
 # Codes that say the request is not what the schema admits (or too large to read): a
 # request the schema admits never gets one. Every other declared refusal is about the
@@ -239,15 +266,15 @@ POSITION_SCHEMA: Final = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 # sequence in decimal for the event feed and webhook deliveries (any such number is a
 # cursor the API could have handed out: the page after it).
 CURSOR_PATTERNS: Final = {
-    ("feedEvents", "after"): f"^[0-9]{{0,{CURSOR_DIGITS_MAX}}}$",
+    ("listEvents", "after"): f"^[0-9]{{0,{CURSOR_DIGITS_MAX}}}$",
     ("streamEvents", "after"): f"^[0-9]{{0,{CURSOR_DIGITS_MAX}}}$",
-    ("deliveriesWebhooks", "cursor"): f"^[0-9]{{1,{CURSOR_DIGITS_MAX}}}$",
+    ("listWebhookDeliveries", "cursor"): f"^[0-9]{{1,{CURSOR_DIGITS_MAX}}}$",
 }
 OPAQUE_CURSOR_PATTERN: Final = "^[A-Za-z0-9_-]+$"
 OPAQUE_CURSOR_OPERATIONS: Final = {
     "listAccounts",
     "listAccountEntries",
-    "listGrantsAccounts",
+    "listAccountGrants",
     "listTransfers",
 }
 ID_PATH_PARAMETERS: Final = {"account_id", "transfer_id"}

@@ -21,19 +21,19 @@ from .entry_read_metadata import EntryReadMetadata
 from .event_page import EventPage
 from .event_type import EventType
 from .events_readiness import EventsReadiness
+from .get_account_history_interval import GetAccountHistoryInterval
 from .grant_create import GrantCreate
 from .grant_create_category import GrantCreateCategory
 from .grant_read import GrantRead
 from .grant_read_category import GrantReadCategory
 from .health import Health
-from .history_accounts_interval import HistoryAccountsInterval
 from .history_point_read import HistoryPointRead
 from .history_read import HistoryRead
 from .history_read_interval import HistoryReadInterval
+from .list_account_grants_status import ListAccountGrantsStatus
 from .list_accounts_status_type_1 import ListAccountsStatusType1
 from .list_accounts_status_type_2_type_1 import ListAccountsStatusType2Type1
 from .list_accounts_status_type_3_type_1 import ListAccountsStatusType3Type1
-from .list_grants_accounts_status import ListGrantsAccountsStatus
 from .list_transfers_order import ListTransfersOrder
 from .list_transfers_status_type_1 import ListTransfersStatusType1
 from .list_transfers_status_type_2_type_1 import ListTransfersStatusType2Type1
@@ -99,19 +99,19 @@ __all__ = (
     "EventPage",
     "EventType",
     "EventsReadiness",
+    "GetAccountHistoryInterval",
     "GrantCreate",
     "GrantCreateCategory",
     "GrantRead",
     "GrantReadCategory",
     "Health",
-    "HistoryAccountsInterval",
     "HistoryPointRead",
     "HistoryRead",
     "HistoryReadInterval",
+    "ListAccountGrantsStatus",
     "ListAccountsStatusType1",
     "ListAccountsStatusType2Type1",
     "ListAccountsStatusType3Type1",
-    "ListGrantsAccountsStatus",
     "ListTransfersOrder",
     "ListTransfersStatusType1",
     "ListTransfersStatusType2Type1",

@@ -6,8 +6,8 @@ import httpx
 
 from ... import errors
 from ...client import AuthenticatedClient, Client
-from ...models.history_accounts_interval import HistoryAccountsInterval
-from ...models.history_read import HistoryRead
+from ...models.list_account_grants_status import ListAccountGrantsStatus
+from ...models.lot_page_read import LotPageRead
 from ...models.problem import Problem
 from ...types import UNSET, Response, Unset
 
@@ -15,49 +15,50 @@ from ...types import UNSET, Response, Unset
 def _get_kwargs(
     account_id: str,
     *,
-    since: str,
-    until: str | Unset = UNSET,
-    interval: HistoryAccountsInterval | Unset = HistoryAccountsInterval.DAY,
+    status: ListAccountGrantsStatus | Unset = ListAccountGrantsStatus.LIVE,
+    as_of: str | Unset = UNSET,
+    at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | Unset = UNSET,
+    cursor: str | Unset = UNSET,
+    limit: int | Unset = 100,
 ) -> dict[str, Any]:
-    headers: dict[str, Any] = {}
-    if not isinstance(ledger_min_position, Unset):
-        headers["Ledger-Min-Position"] = str(ledger_min_position)
 
     params: dict[str, Any] = {}
 
-    params["since"] = since
+    json_status: str | Unset = UNSET
+    if not isinstance(status, Unset):
+        json_status = status.value
 
-    params["until"] = until
+    params["status"] = json_status
 
-    json_interval: str | Unset = UNSET
-    if not isinstance(interval, Unset):
-        json_interval = interval.value
+    params["as_of"] = as_of
 
-    params["interval"] = json_interval
+    params["at_position"] = at_position
 
     params["min_position"] = min_position
+
+    params["cursor"] = cursor
+
+    params["limit"] = limit
 
     params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
     _kwargs: dict[str, Any] = {
         "method": "get",
-        "url": "/v1/accounts/{account_id}/history".format(
+        "url": "/v1/accounts/{account_id}/grants".format(
             account_id=quote(str(account_id), safe=""),
         ),
         "params": params,
     }
 
-    _kwargs["headers"] = headers
     return _kwargs
 
 
 def _parse_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> HistoryRead | Problem | None:
+) -> LotPageRead | Problem | None:
     if response.status_code == 200:
-        response_200 = HistoryRead.from_dict(response.json())
+        response_200 = LotPageRead.from_dict(response.json())
 
         return response_200
 
@@ -99,7 +100,7 @@ def _parse_response(
 
 def _build_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Response[HistoryRead | Problem]:
+) -> Response[LotPageRead | Problem]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -112,40 +113,41 @@ def sync_detailed(
     account_id: str,
     *,
     client: AuthenticatedClient | Client,
-    since: str,
-    until: str | Unset = UNSET,
-    interval: HistoryAccountsInterval | Unset = HistoryAccountsInterval.DAY,
+    status: ListAccountGrantsStatus | Unset = ListAccountGrantsStatus.LIVE,
+    as_of: str | Unset = UNSET,
+    at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | Unset = UNSET,
-) -> Response[HistoryRead | Problem]:
-    """The balance at the end of each hour, day or month
+    cursor: str | Unset = UNSET,
+    limit: int | Unset = 100,
+) -> Response[LotPageRead | Problem]:
+    """Credit lots: original amount, remaining, reserved, expiry, status
 
     Args:
         account_id (str):
-        since (str): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+        status (ListAccountGrantsStatus | Unset):  Default: ListAccountGrantsStatus.LIVE.
+        as_of (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
-        until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
-            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
-        interval (HistoryAccountsInterval | Unset):  Default: HistoryAccountsInterval.DAY.
+        at_position (int | Unset):
         min_position (int | Unset):
-        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
-            position
+        cursor (str | Unset):
+        limit (int | Unset):  Default: 100.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[HistoryRead | Problem]
+        Response[LotPageRead | Problem]
     """
 
     kwargs = _get_kwargs(
         account_id=account_id,
-        since=since,
-        until=until,
-        interval=interval,
+        status=status,
+        as_of=as_of,
+        at_position=at_position,
         min_position=min_position,
-        ledger_min_position=ledger_min_position,
+        cursor=cursor,
+        limit=limit,
     )
 
     response = client.get_httpx_client().request(
@@ -159,41 +161,42 @@ def sync(
     account_id: str,
     *,
     client: AuthenticatedClient | Client,
-    since: str,
-    until: str | Unset = UNSET,
-    interval: HistoryAccountsInterval | Unset = HistoryAccountsInterval.DAY,
+    status: ListAccountGrantsStatus | Unset = ListAccountGrantsStatus.LIVE,
+    as_of: str | Unset = UNSET,
+    at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | Unset = UNSET,
-) -> HistoryRead | Problem | None:
-    """The balance at the end of each hour, day or month
+    cursor: str | Unset = UNSET,
+    limit: int | Unset = 100,
+) -> LotPageRead | Problem | None:
+    """Credit lots: original amount, remaining, reserved, expiry, status
 
     Args:
         account_id (str):
-        since (str): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+        status (ListAccountGrantsStatus | Unset):  Default: ListAccountGrantsStatus.LIVE.
+        as_of (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
-        until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
-            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
-        interval (HistoryAccountsInterval | Unset):  Default: HistoryAccountsInterval.DAY.
+        at_position (int | Unset):
         min_position (int | Unset):
-        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
-            position
+        cursor (str | Unset):
+        limit (int | Unset):  Default: 100.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        HistoryRead | Problem
+        LotPageRead | Problem
     """
 
     return sync_detailed(
         account_id=account_id,
         client=client,
-        since=since,
-        until=until,
-        interval=interval,
+        status=status,
+        as_of=as_of,
+        at_position=at_position,
         min_position=min_position,
-        ledger_min_position=ledger_min_position,
+        cursor=cursor,
+        limit=limit,
     ).parsed
 
 
@@ -201,40 +204,41 @@ async def asyncio_detailed(
     account_id: str,
     *,
     client: AuthenticatedClient | Client,
-    since: str,
-    until: str | Unset = UNSET,
-    interval: HistoryAccountsInterval | Unset = HistoryAccountsInterval.DAY,
+    status: ListAccountGrantsStatus | Unset = ListAccountGrantsStatus.LIVE,
+    as_of: str | Unset = UNSET,
+    at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | Unset = UNSET,
-) -> Response[HistoryRead | Problem]:
-    """The balance at the end of each hour, day or month
+    cursor: str | Unset = UNSET,
+    limit: int | Unset = 100,
+) -> Response[LotPageRead | Problem]:
+    """Credit lots: original amount, remaining, reserved, expiry, status
 
     Args:
         account_id (str):
-        since (str): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+        status (ListAccountGrantsStatus | Unset):  Default: ListAccountGrantsStatus.LIVE.
+        as_of (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
-        until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
-            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
-        interval (HistoryAccountsInterval | Unset):  Default: HistoryAccountsInterval.DAY.
+        at_position (int | Unset):
         min_position (int | Unset):
-        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
-            position
+        cursor (str | Unset):
+        limit (int | Unset):  Default: 100.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[HistoryRead | Problem]
+        Response[LotPageRead | Problem]
     """
 
     kwargs = _get_kwargs(
         account_id=account_id,
-        since=since,
-        until=until,
-        interval=interval,
+        status=status,
+        as_of=as_of,
+        at_position=at_position,
         min_position=min_position,
-        ledger_min_position=ledger_min_position,
+        cursor=cursor,
+        limit=limit,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -246,41 +250,42 @@ async def asyncio(
     account_id: str,
     *,
     client: AuthenticatedClient | Client,
-    since: str,
-    until: str | Unset = UNSET,
-    interval: HistoryAccountsInterval | Unset = HistoryAccountsInterval.DAY,
+    status: ListAccountGrantsStatus | Unset = ListAccountGrantsStatus.LIVE,
+    as_of: str | Unset = UNSET,
+    at_position: int | Unset = UNSET,
     min_position: int | Unset = UNSET,
-    ledger_min_position: int | Unset = UNSET,
-) -> HistoryRead | Problem | None:
-    """The balance at the end of each hour, day or month
+    cursor: str | Unset = UNSET,
+    limit: int | Unset = 100,
+) -> LotPageRead | Problem | None:
+    """Credit lots: original amount, remaining, reserved, expiry, status
 
     Args:
         account_id (str):
-        since (str): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+        status (ListAccountGrantsStatus | Unset):  Default: ListAccountGrantsStatus.LIVE.
+        as_of (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
-        until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
-            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
-        interval (HistoryAccountsInterval | Unset):  Default: HistoryAccountsInterval.DAY.
+        at_position (int | Unset):
         min_position (int | Unset):
-        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
-            position
+        cursor (str | Unset):
+        limit (int | Unset):  Default: 100.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        HistoryRead | Problem
+        LotPageRead | Problem
     """
 
     return (
         await asyncio_detailed(
             account_id=account_id,
             client=client,
-            since=since,
-            until=until,
-            interval=interval,
+            status=status,
+            as_of=as_of,
+            at_position=at_position,
             min_position=min_position,
-            ledger_min_position=ledger_min_position,
+            cursor=cursor,
+            limit=limit,
         )
     ).parsed

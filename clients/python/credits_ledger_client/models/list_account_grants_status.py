@@ -1,7 +1,7 @@
 from enum import StrEnum
 
 
-class ListGrantsAccountsStatus(StrEnum):
+class ListAccountGrantsStatus(StrEnum):
     ALL = "all"
     CONSUMED = "consumed"
     EXPIRED = "expired"

@@ -1,7 +1,7 @@
 from enum import StrEnum
 
 
-class HistoryAccountsInterval(StrEnum):
+class GetAccountHistoryInterval(StrEnum):
     DAY = "day"
     HOUR = "hour"
     MONTH = "month"

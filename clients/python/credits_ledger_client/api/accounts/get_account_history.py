@@ -6,8 +6,8 @@ import httpx
 
 from ... import errors
 from ...client import AuthenticatedClient, Client
-from ...models.list_grants_accounts_status import ListGrantsAccountsStatus
-from ...models.lot_page_read import LotPageRead
+from ...models.get_account_history_interval import GetAccountHistoryInterval
+from ...models.history_read import HistoryRead
 from ...models.problem import Problem
 from ...types import UNSET, Response, Unset
 
@@ -15,50 +15,49 @@ from ...types import UNSET, Response, Unset
 def _get_kwargs(
     account_id: str,
     *,
-    status: ListGrantsAccountsStatus | Unset = ListGrantsAccountsStatus.LIVE,
-    as_of: str | Unset = UNSET,
-    at_position: int | Unset = UNSET,
+    since: str,
+    until: str | Unset = UNSET,
+    interval: GetAccountHistoryInterval | Unset = GetAccountHistoryInterval.DAY,
     min_position: int | Unset = UNSET,
-    cursor: str | Unset = UNSET,
-    limit: int | Unset = 100,
+    ledger_min_position: int | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(ledger_min_position, Unset):
+        headers["Ledger-Min-Position"] = str(ledger_min_position)
 
     params: dict[str, Any] = {}
 
-    json_status: str | Unset = UNSET
-    if not isinstance(status, Unset):
-        json_status = status.value
+    params["since"] = since
 
-    params["status"] = json_status
+    params["until"] = until
 
-    params["as_of"] = as_of
+    json_interval: str | Unset = UNSET
+    if not isinstance(interval, Unset):
+        json_interval = interval.value
 
-    params["at_position"] = at_position
+    params["interval"] = json_interval
 
     params["min_position"] = min_position
-
-    params["cursor"] = cursor
-
-    params["limit"] = limit
 
     params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
     _kwargs: dict[str, Any] = {
         "method": "get",
-        "url": "/v1/accounts/{account_id}/grants".format(
+        "url": "/v1/accounts/{account_id}/history".format(
             account_id=quote(str(account_id), safe=""),
         ),
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
 def _parse_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> LotPageRead | Problem | None:
+) -> HistoryRead | Problem | None:
     if response.status_code == 200:
-        response_200 = LotPageRead.from_dict(response.json())
+        response_200 = HistoryRead.from_dict(response.json())
 
         return response_200
 
@@ -100,7 +99,7 @@ def _parse_response(
 
 def _build_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Response[LotPageRead | Problem]:
+) -> Response[HistoryRead | Problem]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -113,41 +112,40 @@ def sync_detailed(
     account_id: str,
     *,
     client: AuthenticatedClient | Client,
-    status: ListGrantsAccountsStatus | Unset = ListGrantsAccountsStatus.LIVE,
-    as_of: str | Unset = UNSET,
-    at_position: int | Unset = UNSET,
+    since: str,
+    until: str | Unset = UNSET,
+    interval: GetAccountHistoryInterval | Unset = GetAccountHistoryInterval.DAY,
     min_position: int | Unset = UNSET,
-    cursor: str | Unset = UNSET,
-    limit: int | Unset = 100,
-) -> Response[LotPageRead | Problem]:
-    """Credit lots: original amount, remaining, reserved, expiry, status
+    ledger_min_position: int | Unset = UNSET,
+) -> Response[HistoryRead | Problem]:
+    """The balance at the end of each hour, day or month
 
     Args:
         account_id (str):
-        status (ListGrantsAccountsStatus | Unset):  Default: ListGrantsAccountsStatus.LIVE.
-        as_of (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+        since (str): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
-        at_position (int | Unset):
+        until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
+        interval (GetAccountHistoryInterval | Unset):  Default: GetAccountHistoryInterval.DAY.
         min_position (int | Unset):
-        cursor (str | Unset):
-        limit (int | Unset):  Default: 100.
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[LotPageRead | Problem]
+        Response[HistoryRead | Problem]
     """
 
     kwargs = _get_kwargs(
         account_id=account_id,
-        status=status,
-        as_of=as_of,
-        at_position=at_position,
+        since=since,
+        until=until,
+        interval=interval,
         min_position=min_position,
-        cursor=cursor,
-        limit=limit,
+        ledger_min_position=ledger_min_position,
     )
 
     response = client.get_httpx_client().request(
@@ -161,42 +159,41 @@ def sync(
     account_id: str,
     *,
     client: AuthenticatedClient | Client,
-    status: ListGrantsAccountsStatus | Unset = ListGrantsAccountsStatus.LIVE,
-    as_of: str | Unset = UNSET,
-    at_position: int | Unset = UNSET,
+    since: str,
+    until: str | Unset = UNSET,
+    interval: GetAccountHistoryInterval | Unset = GetAccountHistoryInterval.DAY,
     min_position: int | Unset = UNSET,
-    cursor: str | Unset = UNSET,
-    limit: int | Unset = 100,
-) -> LotPageRead | Problem | None:
-    """Credit lots: original amount, remaining, reserved, expiry, status
+    ledger_min_position: int | Unset = UNSET,
+) -> HistoryRead | Problem | None:
+    """The balance at the end of each hour, day or month
 
     Args:
         account_id (str):
-        status (ListGrantsAccountsStatus | Unset):  Default: ListGrantsAccountsStatus.LIVE.
-        as_of (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+        since (str): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
-        at_position (int | Unset):
+        until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
+        interval (GetAccountHistoryInterval | Unset):  Default: GetAccountHistoryInterval.DAY.
         min_position (int | Unset):
-        cursor (str | Unset):
-        limit (int | Unset):  Default: 100.
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        LotPageRead | Problem
+        HistoryRead | Problem
     """
 
     return sync_detailed(
         account_id=account_id,
         client=client,
-        status=status,
-        as_of=as_of,
-        at_position=at_position,
+        since=since,
+        until=until,
+        interval=interval,
         min_position=min_position,
-        cursor=cursor,
-        limit=limit,
+        ledger_min_position=ledger_min_position,
     ).parsed
 
 
@@ -204,41 +201,40 @@ async def asyncio_detailed(
     account_id: str,
     *,
     client: AuthenticatedClient | Client,
-    status: ListGrantsAccountsStatus | Unset = ListGrantsAccountsStatus.LIVE,
-    as_of: str | Unset = UNSET,
-    at_position: int | Unset = UNSET,
+    since: str,
+    until: str | Unset = UNSET,
+    interval: GetAccountHistoryInterval | Unset = GetAccountHistoryInterval.DAY,
     min_position: int | Unset = UNSET,
-    cursor: str | Unset = UNSET,
-    limit: int | Unset = 100,
-) -> Response[LotPageRead | Problem]:
-    """Credit lots: original amount, remaining, reserved, expiry, status
+    ledger_min_position: int | Unset = UNSET,
+) -> Response[HistoryRead | Problem]:
+    """The balance at the end of each hour, day or month
 
     Args:
         account_id (str):
-        status (ListGrantsAccountsStatus | Unset):  Default: ListGrantsAccountsStatus.LIVE.
-        as_of (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+        since (str): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
-        at_position (int | Unset):
+        until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
+        interval (GetAccountHistoryInterval | Unset):  Default: GetAccountHistoryInterval.DAY.
         min_position (int | Unset):
-        cursor (str | Unset):
-        limit (int | Unset):  Default: 100.
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[LotPageRead | Problem]
+        Response[HistoryRead | Problem]
     """
 
     kwargs = _get_kwargs(
         account_id=account_id,
-        status=status,
-        as_of=as_of,
-        at_position=at_position,
+        since=since,
+        until=until,
+        interval=interval,
         min_position=min_position,
-        cursor=cursor,
-        limit=limit,
+        ledger_min_position=ledger_min_position,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -250,42 +246,41 @@ async def asyncio(
     account_id: str,
     *,
     client: AuthenticatedClient | Client,
-    status: ListGrantsAccountsStatus | Unset = ListGrantsAccountsStatus.LIVE,
-    as_of: str | Unset = UNSET,
-    at_position: int | Unset = UNSET,
+    since: str,
+    until: str | Unset = UNSET,
+    interval: GetAccountHistoryInterval | Unset = GetAccountHistoryInterval.DAY,
     min_position: int | Unset = UNSET,
-    cursor: str | Unset = UNSET,
-    limit: int | Unset = 100,
-) -> LotPageRead | Problem | None:
-    """Credit lots: original amount, remaining, reserved, expiry, status
+    ledger_min_position: int | Unset = UNSET,
+) -> HistoryRead | Problem | None:
+    """The balance at the end of each hour, day or month
 
     Args:
         account_id (str):
-        status (ListGrantsAccountsStatus | Unset):  Default: ListGrantsAccountsStatus.LIVE.
-        as_of (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+        since (str): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
             2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
-        at_position (int | Unset):
+        until (str | Unset): An instant: RFC 3339 with an offset (2026-03-01T12:00:00Z,
+            2026-03-01T13:00:00+01:00) or a date (2026-03-01, meaning midnight UTC)
+        interval (GetAccountHistoryInterval | Unset):  Default: GetAccountHistoryInterval.DAY.
         min_position (int | Unset):
-        cursor (str | Unset):
-        limit (int | Unset):  Default: 100.
+        ledger_min_position (int | Unset): Like min_position: wait until the views reach this log
+            position
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        LotPageRead | Problem
+        HistoryRead | Problem
     """
 
     return (
         await asyncio_detailed(
             account_id=account_id,
             client=client,
-            status=status,
-            as_of=as_of,
-            at_position=at_position,
+            since=since,
+            until=until,
+            interval=interval,
             min_position=min_position,
-            cursor=cursor,
-            limit=limit,
+            ledger_min_position=ledger_min_position,
         )
     ).parsed
