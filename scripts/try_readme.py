@@ -91,8 +91,12 @@ def wait_ready(url: str, server: subprocess.Popen[str]) -> None:
 
 
 def run_curl_block(clone: Path, block: str, key: str, port: int) -> list[dict[str, object]]:
-    script = block.replace("KEY=lk_…", f"KEY={key}").replace(
-        "API=localhost:8000", f"API=127.0.0.1:{port}"
+    # The block as written, but where it fails (-f: an HTTP error), curl also shows the
+    # problem document it was answered.
+    script = (
+        block.replace("KEY=lk_…", f"KEY={key}")
+        .replace("API=localhost:8000", f"API=127.0.0.1:{port}")
+        .replace("curl -sf ", "curl -sS --fail-with-body ")
     )
     ran = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
