@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from app.domain.transfer import Transfer
+from app.domain.transfer import Transfer, TransferStatus, fate_after
 
 Interval = Literal["hour", "day", "month"]
 INTERVALS: Final[tuple[Interval, ...]] = ("hour", "day", "month")
@@ -227,26 +227,28 @@ def allocation_pairs(records: Iterable[Any] | None) -> tuple[tuple[str | None, i
 
 
 def status_history(events: Iterable[Any]) -> list[StatusStep]:
+    """The transfer's steps; each fate as the domain's rule (``fate_after``) says."""
     steps: list[StatusStep] = []
+    fate: TransferStatus = "posted"
     for event in events:
+        fate = fate_after(fate, event)
         if isinstance(event, Transfer.TransferRecorded):
-            status = "pending" if event.pending else "posted"
             note = "recorded as a hold" if event.pending else "recorded"
             if event.reversal_of is not None:
                 note = "recorded as the reversal of"
             taken = allocation_pairs(getattr(event, "allocations", None))
             steps.append(
-                StatusStep(status, event.timestamp, event.amount, event.reversal_of, note, taken)
+                StatusStep(fate, event.timestamp, event.amount, event.reversal_of, note, taken)
             )
         elif isinstance(event, Transfer.PendingPosted):
             taken = allocation_pairs(getattr(event, "allocations", None))
             steps.append(
-                StatusStep("posted", event.timestamp, event.amount, None, "hold posted", taken)
+                StatusStep(fate, event.timestamp, event.amount, None, "hold posted", taken)
             )
         elif isinstance(event, Transfer.PendingVoided):
-            steps.append(StatusStep("voided", event.timestamp, None, None, "hold voided"))
+            steps.append(StatusStep(fate, event.timestamp, None, None, "hold voided"))
         elif isinstance(event, Transfer.PendingExpired):
-            steps.append(StatusStep("expired", event.timestamp, None, None, "hold expired"))
+            steps.append(StatusStep(fate, event.timestamp, None, None, "hold expired"))
         elif isinstance(event, Transfer.Reversed):
             steps.append(
                 StatusStep("reversed", event.timestamp, None, event.reversal_id, "reversed by")
