@@ -33,13 +33,18 @@ class LedgerView(RowWriter, RowReader):
         """Once the tables exist: a view database built by another version of the
         tables (``SCHEMA_VERSION``) is emptied, tables and checkpoint, so that the
         runner rebuilds it from the log (views are disposable). One transaction: a
-        reader sees the old views or the empty new ones."""
+        reader sees the old views or the empty new ones. Processes opening the same
+        views at once (``serve`` and ``project``) settle it one after the other: the
+        first under the views' write lock, the others then find the version current."""
+        if self._schema_version() == SCHEMA_VERSION:
+            return  # the usual case: a read, no lock
         with self._transaction(commit=True) as cursor:
+            self._lock_views(cursor)
             self._run(cursor, "SELECT version FROM {view_schema} WHERE id = 1")
             row = cursor.fetchone()
             found = None if row is None else int(row["version"])
             if found == SCHEMA_VERSION:
-                return
+                return  # another process settled it while this one waited
             self._run(
                 cursor,
                 "SELECT MAX(notification_id) AS position FROM {tracking} "
@@ -56,8 +61,19 @@ class LedgerView(RowWriter, RowReader):
                 )
                 self._empty(cursor)
             self._run(
-                cursor, "INSERT INTO {view_schema} (id, version) VALUES (1, ?)", [SCHEMA_VERSION]
+                cursor,
+                "INSERT INTO {view_schema} (id, version) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+                [SCHEMA_VERSION],
             )
+
+    def _schema_version(self) -> int | None:
+        row = self._one("SELECT version FROM {view_schema} WHERE id = 1")
+        return None if row is None else int(row["version"])
+
+    def _lock_views(self, cursor: Cursor) -> None:
+        """Take the views' write lock before reading what to do (the backend's way)."""
+        raise NotImplementedError
 
     def _empty(self, cursor: Cursor) -> None:
         for table in TABLES:
@@ -105,6 +121,11 @@ class SQLiteLedgerView(LedgerView, SQLiteTrackingRecorder):
     def _insert_tracking_in(self, cursor: Cursor, tracking: Tracking) -> None:
         insert_tracking(self, cursor, tracking)
 
+    def _lock_views(self, cursor: Cursor) -> None:
+        # A write as the transaction's first statement takes SQLite's write lock at once
+        # (a read first would hold a snapshot that a later write could not upgrade).
+        self._run(cursor, "UPDATE {view_schema} SET version = version WHERE id = 1")
+
 
 class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
     """The views in one PostgreSQL schema (one schema per view generation)."""
@@ -136,6 +157,9 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
 
     def _insert_tracking_in(self, cursor: Cursor, tracking: Tracking) -> None:
         insert_tracking(self, cursor, tracking)
+
+    def _lock_views(self, cursor: Cursor) -> None:
+        self._run(cursor, "LOCK TABLE {view_schema} IN SHARE ROW EXCLUSIVE MODE")
 
     def _pipeline(self, cursor: Cursor) -> AbstractContextManager[object]:
         # psycopg 3 pipeline mode: a batch's statements (each table's executemany, the

@@ -31,6 +31,7 @@ from app.domain.values import account_uuid
 from app.persistence.stores import event_store_env, sqlite_url
 from projections.backends import LedgerView
 from projections.runner import measure_lag, open_view, start_runner
+from projections.schema import SCHEMA_VERSION
 from tests.support.pgserver import PostgresServer
 
 CATCH_UP_SECONDS: Final = 60.0
@@ -315,6 +316,43 @@ def test_views_from_before_account_types_are_rebuilt_and_say_each_accounts_type(
         "equity",
         "liability",
     )
+
+
+def test_processes_opening_views_of_another_version_at_once_rebuild_them_once(
+    history: Books,
+) -> None:
+    """``serve`` and ``project`` may open the same views together: each open succeeds,
+    the views are emptied once (not once per opener) and end at this version."""
+    view: Any = history.view
+    with view.datastore.transaction(commit=True) as cursor:
+        cursor.execute(view._sql("UPDATE {view_schema} SET version = 999"))
+    view.datastore.close()
+    openers = 3
+    barrier = threading.Barrier(openers)
+    opened: list[Any] = []
+    failures: list[BaseException] = []
+
+    def open_together() -> None:
+        barrier.wait()
+        try:
+            opened.append(open_view(history.read_model_url, 1))
+        except BaseException as error:  # noqa: BLE001  # handed to the test's thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=open_together) for _ in range(openers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(CATCH_UP_SECONDS)
+    assert failures == []
+    assert len(opened) == openers
+    for each in opened:
+        assert not each.checkpoint()
+        assert each._schema_version() == SCHEMA_VERSION
+        each.datastore.close()
+    reopen(history)
+    history.project()
+    assert history.view.checkpoint() == history.queries.head()
 
 
 def test_a_metadata_update_past_the_limits_is_refused_and_changes_nothing(history: Books) -> None:
