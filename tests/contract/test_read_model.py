@@ -262,6 +262,42 @@ def test_a_past_read_shows_the_metadata_of_then(history: Books) -> None:
     assert queries.account("user:1", at_position=before).metadata == {"plan": "pro", "n": "1"}
 
 
+LONG_CATCH_UP_TRANSFERS: Final = 2_000
+LONG_CATCH_UP_ACCOUNTS: Final = 40
+
+
+@pytest.mark.slow
+def test_a_long_catch_up_in_full_batches_reaches_the_head_with_every_balance(
+    books: Books,
+) -> None:
+    """Thousands of events caught up by the runner in full batches (on PostgreSQL each
+    batch's statements are pipelined): the views reach the head and every balance
+    equals the account's own stream."""
+    ledger = books.ledger
+    ledger.open_account(OpenAccount("bank", UNIT, allow_negative=True))
+    users = [f"long:{number:02}" for number in range(LONG_CATCH_UP_ACCOUNTS)]
+    for user in users:
+        ledger.open_account(OpenAccount(user, UNIT, metadata={"plan": "free"}))
+    commands = [
+        RecordTransfer(f"long:t{number}", "bank", users[number % len(users)], 1 + number % 7)
+        for number in range(LONG_CATCH_UP_TRANSFERS)
+    ]
+    for start in range(0, len(commands), 1_000):
+        ledger.record_batch(commands[start : start + 1_000], atomic=True)
+    head = books.queries.head()
+    assert head > 3 * LONG_CATCH_UP_TRANSFERS
+    books.project()
+    assert books.view.checkpoint() == head
+    for user in users:
+        written = ledger.get_account(user)
+        projected = books.view.balance(user)
+        assert projected is not None
+        assert (projected.credits_posted, projected.balance) == (
+            written.credits_posted,
+            written.balance,
+        )
+
+
 def reopen(books: Books) -> LedgerView:
     view_any: Any = books.view
     view_any.datastore.close()
