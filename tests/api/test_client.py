@@ -58,11 +58,17 @@ def expect(answer: Any, kind: type[T]) -> T:
     return answer.parsed
 
 
+READ_WAIT_SECONDS: Final = "30"
+
+
 @pytest.mark.slow
 def test_the_readme_workflow_runs_through_the_client_against_ledger_serve(
     tmp_path: Path,
 ) -> None:
-    with serving(tmp_path / "var") as server:
+    # The projections child may still be starting on a loaded machine: reads wait longer.
+    with serving(
+        tmp_path / "var", extra_env={"LEDGER_READ_WAIT_SECONDS": READ_WAIT_SECONDS}
+    ) as server:
         client = AuthenticatedClient(base_url=server.url, token=admin_key_of(server))
         for body in (
             AccountCreate(id="issuance", unit="CREDITS", allow_negative=True),
