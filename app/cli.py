@@ -256,11 +256,15 @@ def project(
     ] = 0,
 ) -> None:
     """Run the projection workers alone (and the expiry of pending transfers)."""
-    if nice:
-        os.nice(nice)  # before any thread starts: every worker thread inherits it
     settings = load_settings()
     configure_logging(settings)
     ledger = open_configured_ledger(settings)
+    if nice:
+        # The writer (hold and grant expiry) keeps the API's priority: on SQLite it may
+        # hold the store's write lock, and a lower-priority holder would keep the API's
+        # writes waiting. Every thread started after this line (the workers) inherits it.
+        ledger.committer.start()
+        os.nice(nice)
     with opening_read_model(settings):
         workers = ProjectionWorkers(settings.event_store_url, settings.read_model_url, ledger)
         workers.start()

@@ -188,6 +188,14 @@ class Committer:
 
     # The writer ------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the writer thread now rather than with the first command: a process that
+        lowers its own threads' priority afterwards keeps its writer (which may hold the
+        store's write lock that other processes' writes wait for) at the priority it had."""
+        with self._lock:
+            if not self._stopping:
+                self._start_writer()
+
     def _start_writer(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)

@@ -346,20 +346,20 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def thread_niceness(pid: int) -> set[int]:
+def thread_niceness(pid: int) -> list[int]:
     """The nice value of each thread of ``pid`` (field 19 of /proc/<pid>/task/<tid>/stat)."""
-    values = set()
+    values = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
-            values.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
-    return values
+            values.append(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+    return sorted(values)
 
 
 def test_the_projections_child_runs_below_the_api_priority_and_still_projects(
     tmp_path: Path,
 ) -> None:
     """Decision 0013: on the embedded default the views catch up beside the writes, not
-    against them; every thread of the child (the workers too) runs at the lower priority."""
+    against them; every thread of the child but its writer runs at the lower priority."""
     with serving(tmp_path / "var", extra_env={"LEDGER_PROJECTIONS_NICE": "7"}) as server:
         own = os.getpriority(os.PRIO_PROCESS, server.process.pid)
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -371,8 +371,11 @@ def test_the_projections_child_runs_below_the_api_priority_and_still_projects(
             position = opened.json()["position"]
             listed = client.get("/v1/accounts", params={"min_position": position})
             assert [item["id"] for item in listed.json()["items"]] == ["alice"]
-        assert thread_niceness(server.process.pid) == {own}
-        assert thread_niceness(children[0]) == {own + 7}
+        assert set(thread_niceness(server.process.pid)) == {own}
+        niceness = thread_niceness(children[0])
+        # Its writer alone keeps the API's priority: it may hold the store's write lock.
+        assert niceness.count(own) == 1
+        assert set(niceness) == {own, own + 7}
         assert_stops_cleanly(server)
 
 
