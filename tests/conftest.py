@@ -59,6 +59,13 @@ def event_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return store_url(str(request.param), tmp_path, request)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An event store several processes (or ledgers) can open at once: a SQLite file or
+    a PostgreSQL database."""
+    return store_url(str(request.param), tmp_path, request)
+
+
 @pytest.fixture
 def ledger(event_store_url: str) -> Iterator[Ledger]:
     app = Ledger(store_env(event_store_url))

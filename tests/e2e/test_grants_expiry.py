@@ -18,7 +18,6 @@ from app.domain.errors import TransferNotFoundError
 from app.domain.values import breakage_account_id
 from app.persistence.stores import event_store_env
 from projections.runner import EXPIRY_INTERVAL_SECONDS, ProjectionWorkers
-from tests.conftest import store_url
 from tests.e2e.grant_workers import expire_when_due, spend_until
 
 ISSUANCE: Final = "issuance"
@@ -32,11 +31,6 @@ EXPIRES_IN_SECONDS: Final = 4.0
 PROCESS_TIMEOUT_SECONDS: Final = 200.0
 # The worker's interval, the view's lag and the write, with room for a busy machine.
 EXPIRY_DELAY_BOUND_SECONDS: Final = 10 * EXPIRY_INTERVAL_SECONDS
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return store_url(str(request.param), tmp_path, request)
 
 
 def open_with_grant(url: str, expires_at: datetime) -> None:

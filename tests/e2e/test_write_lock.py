@@ -23,14 +23,9 @@ HOLD_SECONDS: Final = 0.3
 SHORT_LOCK_WAIT_SECONDS: Final = 0.2
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return store_url(str(request.param), tmp_path, request)
-
-
 @pytest.fixture
-def two(url: str) -> Iterator[tuple[Ledger, Ledger]]:
-    with Ledger(store_env(url)) as first, Ledger(store_env(url)) as second:
+def two(shared_url: str) -> Iterator[tuple[Ledger, Ledger]]:
+    with Ledger(store_env(shared_url)) as first, Ledger(store_env(shared_url)) as second:
         yield first, second
 
 

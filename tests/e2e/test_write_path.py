@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Final
 
 import pytest
@@ -34,7 +33,7 @@ from app.domain.errors import (
 )
 from app.domain.values import account_uuid
 from app.persistence.streams import read_streams
-from tests.conftest import store_env, store_url
+from tests.conftest import store_env
 from tests.support.hung_store import HungStore
 
 UNIT: Final = "CREDITS"
@@ -54,11 +53,6 @@ SENDERS: Final = 4
 UNRELATED_WAIT_MAX_SECONDS: Final = 2.0
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return store_url(str(request.param), tmp_path, request)
-
-
 def open_ledger(url: str, **settings: str) -> Ledger:
     env = store_env(url)
     env.update({f"LEDGER_{key.upper()}": value for key, value in settings.items()})
@@ -66,8 +60,8 @@ def open_ledger(url: str, **settings: str) -> Ledger:
 
 
 @pytest.fixture
-def ledger(url: str) -> Iterator[Ledger]:
-    with open_ledger(url) as opened:
+def ledger(shared_url: str) -> Iterator[Ledger]:
+    with open_ledger(shared_url) as opened:
         open_accounts(opened, 8)
         yield opened
 
@@ -140,13 +134,13 @@ def test_under_steady_load_no_caller_waits_longer_than_a_few_writes(ledger: Ledg
 
 @pytest.mark.slow
 def test_another_process_hammering_one_account_never_fails_or_stalls_any_transfer(
-    url: str, ledger: Ledger
+    shared_url: str, ledger: Ledger
 ) -> None:
     """Another process writes HOT in a tight loop (its own committer, cache and
     connections). This process's transfers on HOT still commit within their deadline
     (from their first lost race on they take the store's write lock, decision 0018),
     and its unrelated transfers never fail and never wait long."""
-    with hammering(url) as hammer:
+    with hammering(shared_url) as hammer:
         unrelated: list[float] = []
         contended: list[TransferOutcome] = []
 
@@ -226,12 +220,12 @@ def hammer_process(url: str, stop: Any, count: Any, failed: Any) -> None:
 
 
 def test_a_stream_another_process_keeps_writing_is_caught_up_under_the_lock_not_raced(
-    url: str, ledger: Ledger
+    shared_url: str, ledger: Ledger
 ) -> None:
     """After one lost race on HOT, this process treats HOT as contended: its next writes
     of HOT take the write lock first and read only what the other process added."""
     ledger.record_transfer(RecordTransfer("mine:0", HOT, user(0), 1))  # HOT is cached
-    with open_ledger(url) as other:
+    with open_ledger(shared_url) as other:
         other.record_transfer(RecordTransfer("theirs:0", HOT, user(1), 10))
         assert ledger.record_transfer(RecordTransfer("mine:1", HOT, user(0), 1)).created
         assert (ledger.conflicts, ledger.most_races_lost) == (1, 1)
@@ -248,13 +242,13 @@ def test_a_stream_another_process_keeps_writing_is_caught_up_under_the_lock_not_
 
 
 def test_once_another_writer_was_seen_stale_cached_streams_are_caught_up_not_raced(
-    url: str, ledger: Ledger
+    shared_url: str, ledger: Ledger
 ) -> None:
     """The writer trusts its cache until it sees another process write; from then on it
     checks a group's cached streams first, so a stream the other process wrote long ago
     (not contended: no lock) costs one read, not a lost race."""
     ledger.record_transfer(RecordTransfer("mine:hot", HOT, user(5), 1))  # HOT cached
-    with open_ledger(url) as other:
+    with open_ledger(shared_url) as other:
         other.record_transfer(grant("theirs:issuance", 1))
         other.record_transfer(RecordTransfer("theirs:hot", HOT, user(6), 1))
         assert ledger.record_transfer(grant("mine:issuance", 0)).created  # a lost race
@@ -267,7 +261,7 @@ def test_once_another_writer_was_seen_stale_cached_streams_are_caught_up_not_rac
 
 
 def test_a_conflict_writes_the_unconcerned_commands_at_once_and_reruns_the_others(
-    url: str, ledger: Ledger
+    shared_url: str, ledger: Ledger
 ) -> None:
     ledger.record_transfer(RecordTransfer("warm:hot", HOT, user(0), 1))  # HOT is cached
     hung = HungStore(ledger)
@@ -278,7 +272,7 @@ def test_a_conflict_writes_the_unconcerned_commands_at_once_and_reruns_the_other
         wait_for_queue(ledger, 1)
         calm = pool.submit(ledger.record_transfer, grant("calm:1", 3))
         wait_for_queue(ledger, 2)
-        with open_ledger(url) as other:  # another process moves HOT meanwhile
+        with open_ledger(shared_url) as other:  # another process moves HOT meanwhile
             other.record_transfer(RecordTransfer("elsewhere", HOT, user(4), 7))
         hung.release()
         outcomes = [future.result(WAIT_SECONDS) for future in (first, contended, calm)]
@@ -352,8 +346,8 @@ def test_a_snapshot_that_fails_after_the_commit_still_answers_success(ledger: Le
 # Defect 4: deadlines and backpressure --------------------------------------------------------
 
 
-def test_a_hung_store_answers_within_the_deadline_and_recovers(url: str) -> None:
-    with open_ledger(url, write_timeout_seconds=SHORT_TIMEOUT) as ledger:
+def test_a_hung_store_answers_within_the_deadline_and_recovers(shared_url: str) -> None:
+    with open_ledger(shared_url, write_timeout_seconds=SHORT_TIMEOUT) as ledger:
         open_accounts(ledger, 2)
         hung = HungStore(ledger)
         with ThreadPoolExecutor(max_workers=2) as pool, hung.hanging():
@@ -374,8 +368,8 @@ def test_a_hung_store_answers_within_the_deadline_and_recovers(url: str) -> None
         assert ledger.record_transfer(grant("after", 1)).created
 
 
-def test_a_full_queue_answers_overloaded_and_writes_everything_it_accepted(url: str) -> None:
-    with open_ledger(url, write_queue_max="3") as ledger:
+def test_a_full_queue_answers_overloaded_and_writes_everything_it_accepted(shared_url: str) -> None:
+    with open_ledger(shared_url, write_queue_max="3") as ledger:
         open_accounts(ledger, 4)
         hung = HungStore(ledger)
         accepted: list[Future[TransferOutcome]] = []
@@ -397,15 +391,15 @@ def test_a_full_queue_answers_overloaded_and_writes_everything_it_accepted(url: 
 # Loading ---------------------------------------------------------------------------------
 
 
-def test_a_group_loads_its_uncached_accounts_together_as_the_library_would(url: str) -> None:
-    with open_ledger(url) as writer:
+def test_a_group_loads_its_uncached_accounts_together_as_the_library_would(shared_url: str) -> None:
+    with open_ledger(shared_url) as writer:
         open_accounts(writer, 6)
         many = [grant(f"many:{index}", index % 6) for index in range(ACCOUNT_SNAPSHOT_INTERVAL + 5)]
         writer.record_batch(many, atomic=True)  # the issuance account passes a snapshot
         writer.close_account(user(5))
     names = [ISSUANCE, HOT, *(user(number) for number in range(6))]
     wanted = [account_uuid(name) for name in [*names, "nobody"]]
-    with open_ledger(url) as fresh:
+    with open_ledger(shared_url) as fresh:
         assert fresh.snapshots is not None
         streams = read_streams(fresh.recorder, fresh.snapshots.recorder, wanted)
         assert streams is not None, "SQLite and PostgreSQL read streams in bulk"
