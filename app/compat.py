@@ -6,10 +6,12 @@ iteration, the tracking recorder's ``max_tracking_id``).
 """
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     ApplicationRecorder,
     ListenNotifySubscription,
@@ -32,9 +34,21 @@ from eventsourcing.sqlite import (
 from litestar import Litestar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.api.errors import MALFORMED_REQUEST_BODY, PROBLEM_MEDIA_TYPE
+# Nothing of this application is imported here at module level: the domain imports this
+# module (``initialise_aggregate``), so an import of the API here would be a cycle.
 
 TRecorder = TypeVar("TRecorder", bound=ApplicationRecorder)
+
+
+# eventsourcing 9.5: an aggregate's base attributes (id, version, created_on, modified_on,
+# pending events) are set by ``BaseAggregate.__base_init__``, which the library calls
+# itself when its Created event builds an aggregate (``CanInitAggregate.mutate``).
+def initialise_aggregate(
+    aggregate: Aggregate, originator_id: UUID, version: int, timestamp: datetime
+) -> None:
+    """Give a new, not yet initialised aggregate object (``cls.__new__(cls)``) its base
+    attributes, as the library's Created event does before calling ``__init__``."""
+    aggregate.__base_init__(originator_id, version, timestamp)
 
 
 def postgres_connection_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
@@ -200,6 +214,11 @@ class ProblemHttpToolsProtocol(HttpToolsProtocol):
     answered as a problem document with a stable code (MALFORMED_REQUEST_BODY)."""
 
     def send_400_response(self, msg: str) -> None:  # noqa: ARG002  # uvicorn logs msg
+        from app.api.errors import (  # noqa: PLC0415  # no cycle: see the imports above
+            MALFORMED_REQUEST_BODY,
+            PROBLEM_MEDIA_TYPE,
+        )
+
         head = [b"HTTP/1.1 400 Bad Request\r\n"]
         for name, value in self.server_state.default_headers:  # date, server
             head.append(name + b": " + value + b"\r\n")

@@ -30,6 +30,7 @@ from eventsourcing.persistence import (
     EventStore,
     IntegrityError,
     JSONTranscoder,
+    Mapper,
     PersistenceError,
     ProgrammingError,
     Transcoder,
@@ -78,6 +79,7 @@ from app.domain.values import (
     is_breakage_transfer_id,
     transfer_uuid,
 )
+from app.persistence.mapper import ChainedMapper
 from app.persistence.positions import existing_streams, recorded_position, stream_heads
 from app.persistence.streams import StoredStream, events_after, read_streams
 from app.persistence.transcoder import OrjsonTranscoder
@@ -191,6 +193,13 @@ class Ledger(Application[UUID]):
             timeout_seconds=float(
                 self.env.get("WRITE_TIMEOUT_SECONDS") or WRITE_TIMEOUT_SECONDS_DEFAULT
             ),
+        )
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """The library's mapper, writing each new event's fields as the bytes its chain
+        link hashed (app/persistence/mapper.py)."""
+        return self.factory.mapper(
+            transcoder=self.construct_transcoder(), mapper_class=ChainedMapper
         )
 
     def construct_transcoder(self) -> Transcoder:

@@ -17,6 +17,7 @@ behind the ledger's back breaks its own link; re-computing its chain to hide the
 breaks the next one.
 """
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -31,6 +32,8 @@ import orjson
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
+from app.compat import initialise_aggregate
+
 GENESIS: Final = "0" * 64
 _DEL: Final = b"\x7f"
 # Sorted keys, as json.dumps(sort_keys=True); datetimes inside fields go to
@@ -38,6 +41,13 @@ _DEL: Final = b"\x7f"
 _ORJSON_OPTIONS: Final = (
     orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 )
+# The fields alone, refusing (rather than converting) anything the store would write
+# otherwise than the link does (app/persistence/transcoder.py passes the same through).
+_FIELDS_OPTIONS: Final = _ORJSON_OPTIONS | orjson.OPT_PASSTHROUGH_SUBCLASS
+# Where a new event keeps the canonical JSON of the fields its link hashed, with those
+# fields: ``(bytes, fields)``. The store writes these bytes as the event's fields
+# (app/persistence/mapper.py); never stored itself, never hashed.
+ENCODED_FIELDS: Final = "_encoded_fields"
 # Fields every event has, or that the library adds: hashed separately or not at all.
 _ENVELOPE: Final = frozenset(
     {
@@ -49,6 +59,7 @@ _ENVELOPE: Final = frozenset(
         # where its commit ends (app.domain.commits): set at the write, after the chain
         "commit_id",
         "commit_last",
+        ENCODED_FIELDS,
     }
 )
 
@@ -192,37 +203,23 @@ class ChainedAggregate(Aggregate):
     check for explicitly named aggregates, the event's id and version against the
     aggregate in ``mutate``, the event's fields filtered against the aggregate's
     ``__init__`` signature), which hold by construction here: the event is built as the
-    next of this very aggregate's sequence. What remains is the library's own sequence:
-    build the event, ``apply`` it, advance ``version`` and ``modified_on``, append it to
-    the pending events. ``tests/unit/test_chain.py`` checks that an aggregate built this
-    way equals the one the library folds from its stored events.
+    next of this very aggregate's sequence (``chained_event``). What remains is the
+    library's own sequence: build the event, ``apply`` it, advance ``version`` and
+    ``modified_on``, append it to the pending events. ``tests/unit/test_chain.py`` checks
+    that an aggregate built this way equals the one the library folds from its stored
+    events.
     """
 
     chain: str = GENESIS
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
         timestamp = kwargs.pop("timestamp", None) or _timestamp(event_class)
-        originator_id = self.id
         version = self.version + 1
-        chain = chain_digest(
-            self.chain,
-            event_class.__qualname__,
-            originator_id,
-            version,
-            timestamp,
-            hashed_fields(event_class, kwargs),
-        )
-        event = event_class(
-            originator_id=originator_id,
-            originator_version=version,
-            timestamp=timestamp,
-            chain=chain,
-            **kwargs,
-        )
+        event = chained_event(event_class, self.id, version, self.chain, timestamp, kwargs)
         event.apply(self)
         self.version = version
         self.modified_on = timestamp
-        self.chain = chain
+        self.chain = event.chain
         self.pending_events.append(event)
 
     @classmethod
@@ -231,26 +228,91 @@ class ChainedAggregate(Aggregate):
         aggregate's ``__init__`` arguments (and the event's fields)."""
         timestamp = _timestamp(event_class)
         version = cls.INITIAL_VERSION
-        chain = chain_digest(
-            GENESIS,
-            event_class.__qualname__,
-            id,
-            version,
-            timestamp,
-            hashed_fields(event_class, kwargs),
-        )
-        event = event_class(
-            originator_topic=get_topic(cls),
-            originator_id=id,
-            originator_version=version,
-            timestamp=timestamp,
-            chain=chain,
-            **kwargs,
+        event = chained_event(
+            event_class, id, version, GENESIS, timestamp, kwargs, originator_topic=get_topic(cls)
         )
         aggregate = cls.__new__(cls)
-        aggregate.__base_init__(id, version, timestamp)
+        initialise_aggregate(aggregate, id, version, timestamp)
         aggregate.__init__(**kwargs)  # type: ignore[misc]
         event.apply(aggregate)
-        aggregate.chain = chain
+        aggregate.chain = event.chain
         aggregate.pending_events.append(event)
         return aggregate
+
+
+def chained_event(
+    event_class: Any,
+    originator_id: UUID,
+    version: int,
+    previous: str,
+    timestamp: datetime,
+    fields: dict[str, Any],
+    **envelope: Any,
+) -> Any:
+    """The event of ``event_class`` with these ``fields`` that follows ``previous`` in its
+    stream: its link computed, and the canonical JSON its link hashed kept with it
+    (``ENCODED_FIELDS``) for the store to write as the event's fields (each event is
+    serialised and hashed once)."""
+    hashed = hashed_fields(event_class, fields)
+    chain, encoded = _link(
+        previous, event_class.__qualname__, originator_id, version, timestamp, hashed
+    )
+    state = {
+        "originator_id": originator_id,
+        "originator_version": version,
+        "timestamp": timestamp,
+        **envelope,
+        "chain": chain,
+        **fields,
+    }
+    if fields.keys() != _field_names(event_class):
+        # Not the event's exact fields: its own constructor says what is wrong (or
+        # fills in defaults), and the event keeps no bytes whose keys might differ.
+        return event_class(**state)
+    if encoded is not None:
+        state[ENCODED_FIELDS] = (encoded, hashed)
+    # As the library's mapper builds an event it reads back: the frozen dataclass's
+    # constructor would only set the same attributes one by one.
+    event = object.__new__(event_class)
+    object.__setattr__(event, "__dict__", state)
+    return event
+
+
+def _link(
+    previous: str,
+    event_type: str,
+    originator_id: UUID,
+    version: int,
+    timestamp: datetime,
+    fields: dict[str, Any],
+) -> tuple[str, bytes | None]:
+    """``chain_digest`` of the event, and the fields' canonical JSON inside the hashed
+    bytes when the store may keep exactly those bytes (None when a field holds a value
+    the store writes otherwise than the link does: a time, tagged in the store)."""
+    try:
+        encoded = orjson.dumps(fields, option=_FIELDS_OPTIONS)
+    except orjson.JSONEncodeError:  # a time, a subclass, a dataclass, a huge integer
+        return chain_digest(previous, event_type, originator_id, version, timestamp, fields), None
+    if not encoded.isascii() or _DEL in encoded:
+        # What json.dumps writes (escaped ASCII): the same values, read back alike.
+        encoded = json.dumps(
+            fields, sort_keys=True, separators=(",", ":"), default=_nested_value
+        ).encode()
+    # The content list of chain_digest, its last item (the fields) spliced in as bytes:
+    # json.dumps writes a list as its items' own texts joined by commas.
+    head = orjson.dumps([previous, event_type, originator_id.hex, version, _iso_text(timestamp)])
+    if not head.isascii() or _DEL in head:
+        return chain_digest(previous, event_type, originator_id, version, timestamp, fields), None
+    return hashlib.sha256(head[:-1] + b"," + encoded + b"]").hexdigest(), encoded
+
+
+# Each event class's own fields (those the caller gives; not the envelope), by class.
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _field_names(event_class: type) -> frozenset[str]:
+    names = _FIELD_NAMES.get(event_class)
+    if names is None:
+        names = frozenset(f.name for f in dataclasses.fields(event_class)) - _ENVELOPE
+        _FIELD_NAMES[event_class] = names
+    return names

@@ -6,12 +6,14 @@ import queue
 import sqlite3
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import psycopg
 import pytest
+from eventsourcing.domain import Aggregate, CanInitAggregate
 from eventsourcing.persistence import (
     IntegrityError,
     ListenNotifySubscription,
@@ -33,6 +35,7 @@ from app.application.ledger import Ledger
 from app.compat import (
     ExecutemanySQLiteRecorder,
     ProblemHttpToolsProtocol,
+    initialise_aggregate,
     insert_tracking,
     on_new_sqlite_connections,
     openapi_document,
@@ -48,6 +51,7 @@ from app.compat import (
     subscription_topics,
     wake_subscription,
 )
+from app.domain.account import Account
 from app.domain.values import account_uuid
 from app.persistence.sqlite_subscription import (
     SQLitePollingSubscription,
@@ -293,3 +297,26 @@ def test_uvicorn_answers_unreadable_requests_through_the_overridden_method() -> 
     default = Config(app=no_app)
     default.load()
     assert issubclass(ProblemHttpToolsProtocol, default.http_protocol_class)
+
+
+def test_a_new_aggregate_gets_the_base_attributes_the_librarys_created_event_gives() -> None:
+    moment = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    stream = account_uuid("seam")
+    account = Account.__new__(Account)
+    initialise_aggregate(account, stream, 0, moment)
+    assert (account.id, account.version, account.created_on, account.modified_on) == (
+        stream,
+        0,
+        moment,
+        moment,
+    )
+    assert account.pending_events == []
+    # The library's own Created event calls the same method with the same names.
+    created = inspect.getsource(CanInitAggregate.mutate)
+    assert "__base_init__" in created
+    assert list(inspect.signature(Aggregate.__base_init__).parameters) == [
+        "self",
+        "originator_id",
+        "originator_version",
+        "timestamp",
+    ]
