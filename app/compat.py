@@ -5,12 +5,14 @@ it is used instead (the projection runner's context manager, the subscription's 
 iteration, the tracking recorder's ``max_tracking_id``).
 """
 
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
+import psycopg.pq
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     ApplicationRecorder,
@@ -32,6 +34,7 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 from litestar import Litestar
+from psycopg_pool import ConnectionPool
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # Nothing of this application is imported here at module level: the domain imports this
@@ -62,35 +65,60 @@ def postgres_connection_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
 
 
 # eventsourcing 9.5: the PostgreSQL recorder's insert is public only as a whole (its own
-# connection and transaction); its steps are protected methods.
+# connection and transaction, committed in a second round trip); its steps are protected
+# methods.
 def postgres_insert_on(
     recorder: PostgresApplicationRecorder,
     connection: Any,
     stored_events: Sequence[StoredEvent],
+    *,
+    begin: bool,
     **kwargs: Any,
 ) -> Sequence[int]:
     """Insert events as ``recorder.insert_events`` does (its hook, the table lock, the
-    notification, the insert, the new notification ids, pipelined in one round trip),
-    but on ``connection``, inside a transaction the caller opened and will commit."""
-    error: psycopg.Error | None = None
-    notification_ids: Sequence[int] | None = []
-    with connection.pipeline() as pipeline:
-        with connection.cursor() as cursor:
+    notification, the insert, the new notification ids) on ``connection`` (autocommit
+    mode, as the library's pool configures it) and commit, all in one pipeline: ONE
+    round trip. ``begin``: open the transaction too; else the caller has opened it (and
+    may hold the table lock already).
+
+    The library commits in a second round trip: the events table stays locked while the
+    insert's result travels back and the writer thread (which must first get the
+    interpreter lock back) sends its COMMIT. Here the lock is held only inside the
+    server, from the LOCK statement to the commit's flush. A failed insert (a conflict)
+    rolls the transaction back before the error is raised, as the library's does."""
+    inserting = connection.cursor()
+    try:
+        with connection.pipeline(), connection.cursor() as cursor:
+            if begin:
+                cursor.execute("BEGIN")
             recorder._insert_events(cursor, stored_events, **kwargs)
-        if stored_events:
-            with connection.cursor() as cursor:
-                try:
-                    recorder._insert_stored_events(cursor, stored_events, **kwargs)
-                    pipeline.sync()
-                    notification_ids = recorder._fetch_ids_after_insert_events(
-                        cursor, stored_events, **kwargs
-                    )
-                except psycopg.Error as raised:  # re-raised below, as the library does:
-                    error = raised  # raising inside the pipeline block would warn
-    if error is not None:
-        raise error
+            if stored_events:
+                recorder._insert_stored_events(inserting, stored_events, **kwargs)
+            cursor.execute("COMMIT")
+        # Leaving the pipeline synced it: every result is in.
+        if not stored_events:
+            return []
+        notification_ids = recorder._fetch_ids_after_insert_events(
+            inserting, stored_events, **kwargs
+        )
+    except psycopg.Error:
+        if connection.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            with contextlib.suppress(psycopg.Error):  # a broken connection: the pool drops it
+                connection.execute("ROLLBACK")
+        raise
+    finally:
+        inserting.close()
     assert notification_ids is not None, "the application recorder returns notification ids"
     return notification_ids
+
+
+# psycopg_pool 3.2/3.3: a pool's connection check (``check=`` at construction, which the
+# library sets to a ping of every connection it hands out when pre-ping is on) is kept
+# only in the pool's protected ``_check``.
+def set_pool_check(pool: ConnectionPool[Any], check: Callable[[Any], None]) -> None:
+    """Replace the check the pool runs on each connection before handing it out."""
+    assert hasattr(pool, "_check"), "psycopg_pool keeps its connection check in _check"
+    pool._check = check
 
 
 class ExecutemanySQLiteRecorder(SQLiteApplicationRecorder):

@@ -14,6 +14,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
 from app.compat import popo_position
+from app.persistence.postgres import read_cursor
 
 EXISTENCE_CHUNK_SIZE: Final = 500
 
@@ -54,7 +55,7 @@ def existing_streams(recorder: ApplicationRecorder, originator_ids: list[UUID]) 
                 schema=Identifier(recorder.datastore.schema),
                 table=Identifier(recorder.events_table_name),
             )
-            with recorder.datastore.transaction(commit=False) as cursor:
+            with read_cursor(recorder) as cursor:
                 cursor.execute(query, (chunk,))
                 found.update(UUID(str(row["originator_id"])) for row in cursor.fetchall())
         else:
@@ -85,7 +86,7 @@ def _postgres_position(
         schema=Identifier(recorder.datastore.schema),
         table=Identifier(recorder.events_table_name),
     )
-    with recorder.datastore.transaction(commit=False) as cursor:
+    with read_cursor(recorder) as cursor:
         cursor.execute(statement, (originator_id, version))
         row = cursor.fetchone()
     if row is None:
@@ -118,7 +119,7 @@ def stream_heads(recorder: ApplicationRecorder, originator_ids: list[UUID]) -> d
                 schema=Identifier(recorder.datastore.schema),
                 table=Identifier(recorder.events_table_name),
             )
-            with recorder.datastore.transaction(commit=False) as cursor:
+            with read_cursor(recorder) as cursor:
                 cursor.execute(query, (chunk,))
                 heads.update(
                     (UUID(str(row["originator_id"])), int(row["head"])) for row in cursor.fetchall()

@@ -11,6 +11,8 @@ key, ``POSTGRES_STATEMENT_TIMEOUT`` (seconds), and gives libpq the pool's wait
 
 import math
 import threading
+import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
@@ -19,18 +21,23 @@ import psycopg
 import psycopg.errors
 from eventsourcing.persistence import (
     IntegrityError,
+    InterfaceError,
     OperationalError,
     PersistenceError,
     StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
-from eventsourcing.utils import Environment
+from eventsourcing.utils import Environment, retry, strtobool
 from psycopg.pq import TransactionStatus
 from psycopg.sql import SQL, Identifier, Literal
+from psycopg_pool import ConnectionPool
 
-from app.compat import postgres_connection_kwargs, postgres_insert_on
+from app.compat import postgres_connection_kwargs, postgres_insert_on, set_pool_check
 
 STATEMENT_TIMEOUT_KEY = "POSTGRES_STATEMENT_TIMEOUT"
+# With pre-ping on, a pooled connection is pinged before use only when it was last handed
+# out longer ago than this (``PingIfIdle``).
+PING_IDLE_SECONDS: Final = 1.0
 # PostgreSQL's lock_timeout of 0 means "wait for ever": a wait is at least this long.
 LOCK_WAIT_MIN_MILLISECONDS: Final = 1
 
@@ -79,24 +86,70 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
             return False
         return True
 
+    @contextmanager
+    def reading(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor for the writer's reads: the held connection's while this thread holds
+        the write lock (already in its transaction: no checkout, and the read sees what
+        the lock keeps still), else a pooled connection's in autocommit mode. One round
+        trip per statement: no BEGIN and ROLLBACK around a read (under READ COMMITTED
+        each statement takes its own snapshot anyway)."""
+        held: psycopg.Connection[Any] | None = getattr(self._held, "connection", None)
+        if held is not None:
+            with held.cursor() as cursor:
+                yield cursor
+            return
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            yield cursor
+
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         connection: psycopg.Connection[Any] | None = getattr(self._held, "connection", None)
         if connection is None:
-            inserted: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
-            return inserted
+            committed: Sequence[int] = self._insert_committed(stored_events, **kwargs)
+            return committed
         self._held.connection = None  # one write per hold: the commit releases the lock
         try:
-            notification_ids = postgres_insert_on(self, connection, stored_events, **kwargs)
-            connection.execute("COMMIT")
+            return postgres_insert_on(self, connection, stored_events, begin=False, **kwargs)
         except psycopg.IntegrityError as error:
             raise IntegrityError(str(error)) from error
         except psycopg.OperationalError as error:
             raise OperationalError(str(error)) from error
         except psycopg.Error as error:
             raise PersistenceError(str(error)) from error
-        return notification_ids
+
+    # As the library's own insert: a broken connection is tried again on another one.
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _insert_committed(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int]:
+        """The library's insert (same statements, same table lock), committed in the same
+        round trip (``postgres_insert_on``): the lock is never held across a wait for
+        this process. The pool's ``get_connection`` maps psycopg's errors to the library's."""
+        with self.datastore.get_connection() as connection:
+            return postgres_insert_on(self, connection, stored_events, begin=True, **kwargs)
+
+
+class PingIfIdle:
+    """The pool's check of a connection it hands out: a ping (one round trip), but only
+    for a connection that was last handed out more than ``PING_IDLE_SECONDS`` ago.
+
+    The library pings every connection it hands out (pre-ping), so that those a
+    restarted server broke are replaced rather than failing a request: a round trip
+    before each read and write, several per group write. A connection handed out a
+    moment ago and given back was working then: had its last use failed, psycopg would
+    have marked it broken and the pool dropped it on its return. So only one idle for a
+    while, as every pooled connection is across a server restart, is pinged."""
+
+    def __init__(self) -> None:
+        self._handed_out: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def __call__(self, connection: psycopg.Connection[Any]) -> None:
+        now = time.monotonic()
+        last = self._handed_out.get(connection)
+        self._handed_out[connection] = now
+        if last is None or now - last >= PING_IDLE_SECONDS:
+            ConnectionPool.check_connection(connection)
 
 
 class LedgerPostgresFactory(PostgresFactory):
@@ -111,3 +164,17 @@ class LedgerPostgresFactory(PostgresFactory):
         statement_timeout = self.env.get(STATEMENT_TIMEOUT_KEY)
         if statement_timeout:
             kwargs["options"] = f"-c statement_timeout={int(statement_timeout) * 1000}"
+        if strtobool(self.env.get(self.POSTGRES_PRE_PING) or "no"):
+            set_pool_check(self.datastore.pool, PingIfIdle())
+
+
+@contextmanager
+def read_cursor(recorder: PostgresApplicationRecorder) -> Iterator[psycopg.Cursor[Any]]:
+    """A cursor for reads of the events (and snapshots) tables: ``reading`` where the
+    recorder is ours, else a transaction of the library's (which rolls back after)."""
+    if isinstance(recorder, LedgerPostgresApplicationRecorder):
+        with recorder.reading() as cursor:
+            yield cursor
+        return
+    with recorder.datastore.transaction(commit=False) as cursor:
+        yield cursor

@@ -7,6 +7,7 @@ answer None and the caller reads stream by stream.
 """
 
 from collections import defaultdict
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Final
 from uuid import UUID
@@ -15,6 +16,8 @@ from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, St
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteApplicationRecorder
 from psycopg.sql import SQL, Identifier
+
+from app.persistence.postgres import read_cursor
 
 STREAMS_PER_QUERY_MAX: Final = 400
 
@@ -61,10 +64,18 @@ def events_after(
     items = list(after.items())
     for start in range(0, len(items), STREAMS_PER_QUERY_MAX):
         chunk = dict(items[start : start + STREAMS_PER_QUERY_MAX])
-        with events.datastore.transaction(commit=False) as cursor:
+        with _cursor(events) as cursor:
             for originator_id, stored in reader(cursor, events, chunk):
                 found[originator_id].append(stored)
     return dict(found)
+
+
+def _cursor(events: Any) -> AbstractContextManager[Any]:
+    """A read cursor: one round trip per statement on PostgreSQL (``read_cursor``)."""
+    if isinstance(events, PostgresApplicationRecorder):
+        return read_cursor(events)
+    cursor: AbstractContextManager[Any] = events.datastore.transaction(commit=False)
+    return cursor
 
 
 def _stored(row: Any, originator_id: UUID) -> StoredEvent:
@@ -111,7 +122,7 @@ def _sqlite_after(
 def _postgres(events: Any, snapshots: Any, ids: list[UUID]) -> dict[UUID, StoredStream]:
     streams: dict[UUID, StoredStream] = defaultdict(StoredStream)
     schema = Identifier(events.datastore.schema)
-    with events.datastore.transaction(commit=False) as cursor:
+    with read_cursor(events) as cursor:
         if snapshots is not None:
             cursor.execute(
                 SQL(

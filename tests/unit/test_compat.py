@@ -4,8 +4,11 @@ eventsourcing or Litestar moves or changes the private part the seam relies on."
 import inspect
 import queue
 import sqlite3
+import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,7 @@ from app.compat import (
     postgres_connection_kwargs,
     postgres_insert_on,
     serve_openapi_document,
+    set_pool_check,
     set_pull_batch_size,
     set_subscription_position,
     subscription_position,
@@ -242,39 +246,67 @@ def test_waking_a_polling_subscription_makes_it_pull_at_once(tmp_path: Path) -> 
 
 
 @pytest.mark.postgres
-def test_the_postgres_insert_steps_run_in_the_callers_transaction_under_the_table_lock(
+def test_the_postgres_insert_steps_and_their_commit_go_to_the_server_in_one_round_trip(
     postgres_url: str,
 ) -> None:
-    """``postgres_insert_on`` replays ``insert_events``'s protected steps on a cursor of
-    a transaction we opened: the events table is locked as the library locks it, the
-    rows and their notification ids appear only when we commit."""
+    """``postgres_insert_on`` replays ``insert_events``'s protected steps (the table lock,
+    the notification, the insert, the new ids) and the commit in one pipeline: one round
+    trip, in a transaction it opens or in the caller's (which may hold the lock already).
+    A conflict is raised as psycopg's and leaves the connection out of any transaction."""
     with Ledger(store_env(postgres_url)) as ledger:
         recorder = ledger.recorder
         assert isinstance(recorder, PostgresApplicationRecorder)
         stream = uuid4()
-        events = [StoredEvent(stream, version, "topic", b"{}") for version in range(3)]
+        events = [StoredEvent(stream, version, "topic", b"{}") for version in range(4)]
         table = f"{recorder.datastore.schema or 'public'}.{recorder.events_table_name}"
         with recorder.datastore.get_connection() as connection:
+            with counting_round_trips(connection) as round_trips:
+                ids = postgres_insert_on(recorder, connection, events[:2], begin=True)
+            assert round_trips() == 1
+            assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             connection.execute("BEGIN")
-            ids = postgres_insert_on(recorder, connection, events)
+            connection.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+            ids = [*ids, *postgres_insert_on(recorder, connection, events[2:], begin=False)]
+            assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             locks = connection.execute(
                 "SELECT mode FROM pg_locks WHERE relation = %s::regclass AND pid = %s",
                 (table, connection.info.backend_pid),
             ).fetchall()
-            assert "ExclusiveLock" in [row["mode"] for row in locks]
-            assert recorder.select_events(stream) == [], "visible before the commit"
-            connection.execute("COMMIT")
-        assert len(ids) == len(events)
-        rows = recorder.select_notifications(start=ids[0], limit=len(events))
-        assert [row.id for row in rows] == list(ids)
-        assert [row.originator_version for row in rows] == [0, 1, 2]
-        with recorder.datastore.get_connection() as connection:
-            assert postgres_insert_on(recorder, connection, []) == []
-            # A conflict is raised as the library raises it from its own insert.
-            connection.execute("BEGIN")
+            assert locks == [], "the commit released the table lock"
+            assert postgres_insert_on(recorder, connection, [], begin=True) == []
             with pytest.raises(psycopg.IntegrityError):
-                postgres_insert_on(recorder, connection, events[:1])
-            connection.execute("ROLLBACK")
+                postgres_insert_on(recorder, connection, events[:1], begin=True)
+            assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        rows = recorder.select_notifications(start=ids[0], limit=len(events))
+        assert [row.id for row in rows] == ids
+        assert [row.originator_version for row in rows] == [0, 1, 2, 3]
+
+
+@contextmanager
+def counting_round_trips(connection: psycopg.Connection[Any]) -> Iterator[Callable[[], int]]:
+    """How many times the server said it was ready for the next query (libpq's trace of
+    the protocol messages): one per round trip. The count is taken when the block ends."""
+    counted: list[int] = []
+    with tempfile.TemporaryFile("w+") as trace:
+        connection.pgconn.trace(trace.fileno())
+        try:
+            yield lambda: counted[0]
+        finally:
+            connection.pgconn.untrace()
+            trace.seek(0)
+            counted.append(trace.read().count("ReadyForQuery"))
+
+
+@pytest.mark.postgres
+def test_the_postgres_pool_runs_the_check_we_set_on_each_connection_it_hands_out(
+    postgres_url: str,
+) -> None:
+    with Ledger(store_env(postgres_url)) as ledger:
+        pool = ledger.recorder.datastore.pool  # type: ignore[attr-defined]
+        checked: list[Any] = []
+        set_pool_check(pool, checked.append)
+        with ledger.recorder.datastore.get_connection() as connection:  # type: ignore[attr-defined]
+            assert checked == [connection]
 
 
 async def no_app(_scope: Any, _receive: Any, _send: Any) -> None:

@@ -1,0 +1,134 @@
+"""PostgreSQL writes and the writer's reads in as few round trips as the protocol allows
+(``app/persistence/postgres.py``): on a loaded machine each round trip waits for two
+processes to be scheduled, and while a write holds the events table's lock, every other
+process's write waits with it."""
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+from uuid import uuid4
+
+import psycopg
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+import app.persistence.postgres as postgres_module
+from app.application.ledger import Ledger
+from app.compat import set_pool_check
+from app.persistence.postgres import LedgerPostgresApplicationRecorder, PingIfIdle
+from tests.conftest import store_env
+
+pytestmark = pytest.mark.postgres
+
+# More writes than the pool holds connections: every one of them has been used since.
+WARM_WRITES: Final = 20
+LOCK_WAIT_SECONDS: Final = 10.0
+
+
+class RoundTrips:
+    """Counts the round trips of every connection the pool hands out (libpq's protocol
+    trace: the server says ReadyForQuery once per round trip), pings included."""
+
+    def __init__(self, trace: Any) -> None:
+        self._trace = trace
+        self._traced: list[psycopg.Connection[Any]] = []
+        self._start = 0
+
+    def trace(self, connection: psycopg.Connection[Any]) -> None:
+        if connection not in self._traced:
+            connection.pgconn.trace(self._trace.fileno())
+            self._traced.append(connection)
+
+    def since_last(self) -> int:
+        self._trace.flush()
+        self._trace.seek(0)
+        text = self._trace.read()
+        counted: int = text[self._start :].count("ReadyForQuery")
+        self._start = len(text)
+        return counted
+
+    def stop(self) -> None:
+        for connection in self._traced:
+            if not connection.closed:
+                connection.pgconn.untrace()
+
+
+@contextmanager
+def counted(recorder: LedgerPostgresApplicationRecorder) -> Iterator[RoundTrips]:
+    """The recorder's pool, its connections traced as they are handed out, checked as
+    the ledger checks them (a ping when idle for a while)."""
+    ping = PingIfIdle()
+    with tempfile.TemporaryFile("w+") as trace:
+        round_trips = RoundTrips(trace)
+
+        def check(connection: psycopg.Connection[Any]) -> None:
+            round_trips.trace(connection)
+            ping(connection)
+
+        set_pool_check(recorder.datastore.pool, check)
+        try:
+            yield round_trips
+        finally:
+            round_trips.stop()
+
+
+@pytest.fixture
+def recorder(postgres_url: str) -> Iterator[LedgerPostgresApplicationRecorder]:
+    with Ledger(store_env(postgres_url)) as ledger:
+        assert isinstance(ledger.recorder, LedgerPostgresApplicationRecorder)
+        yield ledger.recorder
+
+
+def written(recorder: LedgerPostgresApplicationRecorder) -> StoredEvent:
+    event = StoredEvent(uuid4(), 0, "test:Written", b"{}")
+    assert recorder.insert_events([event])
+    return event
+
+
+def test_a_write_is_one_round_trip_and_a_ping_only_follows_a_pause(
+    recorder: LedgerPostgresApplicationRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with counted(recorder) as round_trips:
+        for _ in range(WARM_WRITES):
+            written(recorder)
+        round_trips.since_last()
+        written(recorder)
+        # The insert and its commit in one pipeline; the connection, used a moment ago,
+        # is not pinged.
+        assert round_trips.since_last() == 1
+        monkeypatch.setattr(postgres_module, "PING_IDLE_SECONDS", 0.0)
+        written(recorder)
+        assert round_trips.since_last() == 2, "a connection idle for a while is pinged first"
+
+
+def test_reads_under_the_write_lock_use_the_connection_that_holds_it_and_others_no_transaction(
+    recorder: LedgerPostgresApplicationRecorder, postgres_url: str
+) -> None:
+    table = f"{recorder.datastore.schema or 'public'}.{recorder.events_table_name}"
+    with counted(recorder) as round_trips:
+        for _ in range(WARM_WRITES):
+            written(recorder)
+        round_trips.since_last()
+        with recorder.reading() as cursor:
+            cursor.execute("SELECT 1")
+            assert cursor.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert round_trips.since_last() == 1
+        with recorder.write_lock(LOCK_WAIT_SECONDS) as held:
+            assert held
+            round_trips.since_last()
+            with recorder.reading() as cursor:
+                cursor.execute("SELECT pg_backend_pid() AS pid")
+                row = cursor.fetchone()
+                assert row is not None
+            assert round_trips.since_last() == 1
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                [(holder,)] = admin.execute(
+                    "SELECT pid FROM pg_locks WHERE relation = %s::regclass "
+                    "AND mode = 'ExclusiveLock' AND granted",
+                    (table,),
+                ).fetchall()
+            assert row["pid"] == holder
+            event = StoredEvent(uuid4(), 0, "test:Written", b"{}")
+            assert recorder.insert_events([event])
+            assert round_trips.since_last() == 1, "the held write commits in one round trip"
