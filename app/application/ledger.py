@@ -139,6 +139,10 @@ class Write(Generic[R]):
     account_ids: tuple[str, ...] = ()
     transfer_ids: tuple[str, ...] = ()
     units: int = 1
+    # Those of ``transfer_ids`` the command creates when absent (its idempotency keys):
+    # taken as absent without a query; the store's unique key refuses one that exists,
+    # and the command then runs again and answers as a replay.
+    new_transfer_ids: tuple[str, ...] = ()
 
 
 @dataclass
@@ -175,6 +179,9 @@ class Ledger(Application[UUID]):
             event_store=self.events, snapshot_store=self.snapshots
         )
         self._written = WriterCache(maxsize=AGGREGATE_CACHE_SIZE)
+        # New ids taken as absent that the store refused (they existed): read, not
+        # presumed, when their commands run again.
+        self._found_existing: set[UUID] = set()
         self.snapshot_failures = 0
         # Group writes that met an optimistic-concurrency conflict, and those written with
         # the store's write lock held across their read (for benchmarks, metrics, tests).
@@ -342,6 +349,7 @@ class Ledger(Application[UUID]):
             lambda work: self._apply_transfer(work, command),
             account_ids=(command.debit_account_id, command.credit_account_id),
             transfer_ids=(command.id,),
+            new_transfer_ids=(command.id,),
         )
 
     def record_batch(self, commands: Sequence[RecordTransfer], *, atomic: bool) -> BatchOutcome:
@@ -377,6 +385,7 @@ class Ledger(Application[UUID]):
             account_ids=tuple(_account_ids(checked)),
             transfer_ids=tuple(command.id for command in checked),
             units=len(checked),
+            new_transfer_ids=tuple(command.id for command in checked),
         )
         return self._submit(write)
 
@@ -659,7 +668,9 @@ class Ledger(Application[UUID]):
             original.mark_reversed(reversal_id)
             return finish
 
-        return self._submit(Write(apply, transfer_ids=(transfer_id, reversal_id)))
+        return self._submit(
+            Write(apply, transfer_ids=(transfer_id, reversal_id), new_transfer_ids=(reversal_id,))
+        )
 
     def _plan_reversal(
         self, work: Workspace, original: Transfer, amount: int | None, now: datetime
@@ -929,6 +940,7 @@ class Ledger(Application[UUID]):
         work.prefetch(
             (i for entry in group for i in entry.command.account_ids),
             (i for entry in group for i in entry.command.transfer_ids),
+            (i for entry in group for i in entry.command.new_transfer_ids),
         )
         ran = [self._run_command(work, entry) for entry in group]
         rejected = [r for r in ran if r.rejection is not None]
@@ -1001,8 +1013,12 @@ class Ledger(Application[UUID]):
         """Another process wrote some of the group's streams first. The commands that
         read them (or that came after one of those on a shared stream) run again later;
         the rest are written again at once."""
-        self.conflicts += 1
         moved = self._moved_streams(work, set(work.base_versions))
+        if moved and moved <= work.presumed:
+            # Only new ids that existed after all (resent commands): no other writer
+            # raced this group. Every command runs again now; those ids are read this time.
+            return [r.entry for r in ran]
+        self.conflicts += 1
         tainted: set[UUID] = set()
         again_now: list[Pending[Any]] = []
         for r in ran:
@@ -1034,8 +1050,12 @@ class Ledger(Application[UUID]):
         moved = {i for i in ids if heads.get(i) != work.base_versions.get(i)}
         for originator_id in moved:
             self._evict(originator_id)
-        self._mark_contended(moved)
-        if moved:
+        # A new id presumed absent that exists is a resent command, not another writer.
+        existing = moved & work.presumed
+        self._found_existing |= existing
+        raced = moved - existing
+        self._mark_contended(raced)
+        if raced:
             self._saw_others()
         return moved
 
@@ -1088,6 +1108,15 @@ class Ledger(Application[UUID]):
             event: Any = self.mapper.to_domain_event(stored)
             aggregate = event.mutate(aggregate)
         return cast(Aggregate | None, aggregate)
+
+    def presumed_absent(self, originator_ids: list[UUID]) -> set[UUID]:
+        """Those of these new ids to take as absent without asking the store: not
+        cached, and not found to exist by an earlier attempt (which are read instead)."""
+        presumed = {i for i in originator_ids if i not in self._written}
+        if self._found_existing:
+            presumed -= self._found_existing
+            self._found_existing -= set(originator_ids)
+        return presumed
 
     def absent_streams(self, originator_ids: list[UUID]) -> set[UUID] | None:
         uncached = [i for i in originator_ids if i not in self._written]

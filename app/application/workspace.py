@@ -108,6 +108,8 @@ class Loader(Protocol):
 
     def absent_streams(self, originator_ids: list[UUID]) -> set[UUID] | None: ...
 
+    def presumed_absent(self, originator_ids: list[UUID]) -> set[UUID]: ...
+
     def load_aggregates(self, originator_ids: list[UUID]) -> dict[UUID, Aggregate]: ...
 
 
@@ -119,6 +121,9 @@ class Workspace:
         self.accounts: dict[str, Account] = {}
         self.transfers: dict[str, Transfer] = {}
         self._absent: set[UUID] = set()
+        # Streams taken as absent without asking the store (new ids): if one exists after
+        # all, the store's unique key refuses the write and the ledger runs it again.
+        self.presumed: set[UUID] = set()
         # Every stream read, at the version the store held when the group first read it
         # (None: absent). A conflict or a rejection is judged against these.
         self.base_versions: dict[UUID, int | None] = {}
@@ -160,21 +165,30 @@ class Workspace:
 
     # Reads -------------------------------------------------------------------------------
 
-    def prefetch(self, account_ids: Iterable[str], transfer_ids: Iterable[str]) -> None:
+    def prefetch(
+        self,
+        account_ids: Iterable[str],
+        transfer_ids: Iterable[str],
+        new_transfer_ids: Iterable[str] = (),
+    ) -> None:
         """Load what a group will read in as few store calls as the backend allows:
-        accounts in bulk, and which of ``transfer_ids`` are absent."""
+        accounts in bulk, and which of ``transfer_ids`` are absent. ``new_transfer_ids``
+        (ids commands create, their idempotency keys) are taken as absent unless the
+        loader knows better: no query, the store's unique key is the check."""
         accounts = [account_uuid(i) for i in dict.fromkeys(account_ids) if i not in self.accounts]
         for aggregate in self._loader.load_aggregates(accounts).values():
             if isinstance(aggregate, Account):
                 self._hold(aggregate)
+        new = [transfer_uuid(i) for i in dict.fromkeys(new_transfer_ids) if i not in self.transfers]
+        presumed = self._loader.presumed_absent(new)
+        self.presumed |= presumed
         transfers = [
             transfer_uuid(i) for i in dict.fromkeys(transfer_ids) if i not in self.transfers
         ]
-        absent = self._loader.absent_streams(transfers)
-        if absent is not None:
-            for originator_id in absent:
-                self._absent.add(originator_id)
-                self.base_versions.setdefault(originator_id, None)
+        absent = self._loader.absent_streams([i for i in transfers if i not in presumed])
+        for originator_id in presumed | (absent or set()):
+            self._absent.add(originator_id)
+            self.base_versions.setdefault(originator_id, None)
 
     def _hold(self, aggregate: Aggregate) -> None:
         if isinstance(aggregate, Account):
