@@ -1,4 +1,10 @@
-"""Request and response shapes of API v1 (fields may be added, never renamed)."""
+"""Request and response shapes of API v1 (fields may be added, never renamed).
+
+The request models are the HTTP edge of the commands (app/application/commands.py): their
+constraints are each field's rule, from ``app.domain.limits`` like the domain's checks
+(tests/unit/test_edge_rules.py proves they accept the same values), and ``command()``
+runs the rules across fields once and hands the ledger a command it does not check again.
+"""
 
 from datetime import datetime
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
@@ -6,6 +12,7 @@ from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from app.api.event_schemas import EventsReadiness
+from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
 from app.application.views import (
     AccountView,
     HistoryPoint,
@@ -16,8 +23,9 @@ from app.application.views import (
 )
 from app.domain import limits
 from app.domain.account import AccountType
-from app.domain.lots import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, Allocation
-from app.domain.times import TIME_PATTERN, TIME_TEXT_LENGTH_MAX
+from app.domain.lots import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, Allocation, Category
+from app.domain.times import TIME_PATTERN, TIME_TEXT_LENGTH_MAX, parse_time
+from app.domain.values import canonical_metadata
 
 T = TypeVar("T")
 
@@ -41,8 +49,8 @@ Metadata = Annotated[
 ]
 
 
-# An instant in a body: the ledger's one time syntax (app.domain.times), parsed by the
-# command's check (pydantic's strict mode would refuse every JSON time string).
+# An instant in a body: the ledger's one time syntax (app.domain.times), parsed by
+# app.domain.times.parse_time (pydantic's strict mode would refuse every JSON time string).
 TimeText = Annotated[
     StrictStr,
     Field(pattern=TIME_PATTERN, max_length=TIME_TEXT_LENGTH_MAX, examples=["2026-04-01T00:00:00Z"]),
@@ -64,6 +72,17 @@ class AccountCreate(Strict):
     )
     overdraft_limit: Annotated[StrictInt, Field(ge=0, le=limits.OVERDRAFT_LIMIT_MAX)] = 0
     metadata: Metadata = Field(default_factory=dict)
+
+    def command(self) -> OpenAccount:
+        """The command this body asks for, already checked (its fields were, by this model)."""
+        return OpenAccount(
+            id=self.id,
+            unit=self.unit,
+            allow_negative=self.allow_negative,
+            overdraft_limit=self.overdraft_limit,
+            metadata=canonical_metadata(self.metadata),
+            account_type=self.account_type,
+        ).checked_across_fields()
 
 
 class AccountRead(BaseModel):
@@ -116,7 +135,20 @@ class GrantCreate(Strict):
         default=None, description="When the lot becomes spendable (null: at once)"
     )
     priority: Annotated[StrictInt, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)] = PRIORITY_DEFAULT
-    category: Literal["paid", "promotional"] = "paid"
+    category: Category = "paid"
+
+    def terms(self) -> GrantTerms:
+        """The grant's terms, times parsed (a ValidationError naming the field otherwise)."""
+        return GrantTerms(
+            expires_at=None
+            if self.expires_at is None
+            else parse_time(self.expires_at, "expires_at"),
+            effective_at=None
+            if self.effective_at is None
+            else parse_time(self.effective_at, "effective_at"),
+            priority=self.priority,
+            category=self.category,
+        )
 
 
 class GrantRead(BaseModel):
@@ -150,6 +182,24 @@ class TransferCreate(Strict):
     ) = None
     metadata: Metadata = Field(default_factory=dict)
     grant: GrantCreate | None = None
+
+    def command(self) -> RecordTransfer:
+        """The command this body asks for, checked once: each field by this model, the
+        rules across fields by the domain's functions (which raise its errors)."""
+        return self.unchecked_command().checked_across_fields()
+
+    def unchecked_command(self) -> RecordTransfer:
+        """The same command as a Python caller builds it: ``checked()`` judges it."""
+        return RecordTransfer(
+            id=self.id,
+            debit_account_id=self.debit_account_id,
+            credit_account_id=self.credit_account_id,
+            amount=self.amount,
+            pending=self.pending,
+            timeout_seconds=self.timeout_seconds,
+            metadata=canonical_metadata(self.metadata),
+            grant=None if self.grant is None else self.grant.terms(),
+        )
 
 
 class TransferRead(BaseModel):

@@ -1,12 +1,23 @@
-"""Commands: imperative, validated at construction time by ``checked()``.
+"""Commands: imperative, checked once before the domain sees them.
 
-They arrive from the API (already shaped by pydantic) or from Python callers with any
-values at all, so every field is checked here again before the domain sees it.
+Two edges build them, and each runs the rules once:
+
+- Python callers build them with any values at all (positionally, with
+  ``dataclasses.replace``, invalid on purpose); the ledger calls ``checked()``, which runs
+  every rule, field by field, then across fields, and refuses with the domain's codes.
+- The HTTP API's body models (app/api/schemas.py) enforce each field's rule while parsing
+  (their constraints come from the same ``app.domain.limits``; tests/unit/test_edge_rules.py
+  proves both accept exactly the same values) and build the command with
+  ``checked_across_fields()``: it runs the rules across fields (the same functions
+  ``checked()`` runs) and marks the command checked, so the ledger's ``checked()`` trusts it.
+
+The mark lives on the instance only: ``dataclasses.replace`` or any other new instance is
+unmarked and checked again.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from app.domain.account import ACCOUNT_TYPES
 from app.domain.errors import SameAccountError, TimeRangeError, ValidationError
@@ -23,8 +34,61 @@ from app.domain.values import (
 )
 
 
+class Checked:
+    """A command that knows whether its rules have passed (see the module's docstring)."""
+
+    _rules_passed: ClassVar[bool] = False
+
+    def is_checked(self) -> bool:
+        return self._rules_passed
+
+    def _marked(self) -> Self:
+        object.__setattr__(self, "_rules_passed", True)  # frozen dataclasses: set here only
+        return self
+
+
+# The rules across fields: each runs once per command, from checked() or from an edge
+# whose parser already enforced every field (checked_across_fields).
+
+
+def refuse_pending_grant(pending: object, grant: object) -> None:
+    if grant is not None and pending:
+        raise ValidationError(
+            "a grant cannot be pending: its lot opens when it is recorded", field="grant"
+        )
+
+
+def check_grant_window(expires_at: datetime | None, effective_at: datetime | None) -> None:
+    if expires_at is not None and effective_at is not None and expires_at <= effective_at:
+        raise TimeRangeError(
+            "grant.expires_at must be after grant.effective_at", field="grant.expires_at"
+        )
+
+
+def refuse_timeout_unless_pending(pending: bool, timeout_seconds: object) -> None:
+    if timeout_seconds is not None and not pending:
+        raise ValidationError(
+            "timeout_seconds applies only to pending transfers", field="timeout_seconds"
+        )
+
+
+def refuse_ledger_transfer_id(transfer_id: str) -> None:
+    if is_breakage_transfer_id(transfer_id):
+        raise ValidationError(
+            f"ids starting with {' or '.join(LEDGER_TRANSFER_PREFIXES)} are the ledger's own",
+            field="id",
+        )
+
+
+def refuse_same_account(debit_account_id: str, credit_account_id: str) -> None:
+    if debit_account_id == credit_account_id:
+        raise SameAccountError(
+            "debit_account_id and credit_account_id must differ", account_id=debit_account_id
+        )
+
+
 @dataclass(frozen=True)
-class OpenAccount:
+class OpenAccount(Checked):
     id: str
     unit: str
     allow_negative: bool = False
@@ -32,7 +96,14 @@ class OpenAccount:
     metadata: dict[str, str] = field(default_factory=dict)
     account_type: str | None = None  # None: default_account_type(allow_negative)
 
+    def checked_across_fields(self) -> "OpenAccount":
+        """This command, marked checked, for an edge whose parser enforced each field's
+        rule (an account has no rule across fields)."""
+        return self._marked()
+
     def checked(self) -> "OpenAccount":
+        if self.is_checked():
+            return self
         if not isinstance(self.allow_negative, bool):
             raise ValidationError("allow_negative must be a boolean", field="allow_negative")
         if self.account_type is not None and self.account_type not in ACCOUNT_TYPES:
@@ -46,11 +117,11 @@ class OpenAccount:
             overdraft_limit=check_overdraft_limit(self.overdraft_limit),
             metadata=check_metadata(self.metadata),
             account_type=self.account_type,
-        )
+        )._marked()
 
 
 @dataclass(frozen=True)
-class GrantTerms:
+class GrantTerms(Checked):
     """A grant's body: the lot a transfer opens in its credit account."""
 
     expires_at: datetime | None = None
@@ -59,21 +130,16 @@ class GrantTerms:
     category: Category = CATEGORY_DEFAULT
 
     def checked(self) -> "GrantTerms":
+        if self.is_checked():
+            return self
         priority, category = check_grant_terms(self.priority, self.category)
         for name, moment in (("expires_at", self.expires_at), ("effective_at", self.effective_at)):
             if moment is not None and (not isinstance(moment, datetime) or moment.tzinfo is None):
                 raise ValidationError(
                     f"grant.{name} must be a time with its UTC offset", field=f"grant.{name}"
                 )
-        if (
-            self.expires_at is not None
-            and self.effective_at is not None
-            and self.expires_at <= self.effective_at
-        ):
-            raise TimeRangeError(
-                "grant.expires_at must be after grant.effective_at", field="grant.expires_at"
-            )
-        return GrantTerms(self.expires_at, self.effective_at, priority, category)
+        check_grant_window(self.expires_at, self.effective_at)
+        return GrantTerms(self.expires_at, self.effective_at, priority, category)._marked()
 
     def requested(self) -> dict[str, Any]:
         """As a transfer records what was asked (the idempotent part of the body)."""
@@ -86,7 +152,7 @@ class GrantTerms:
 
 
 @dataclass(frozen=True)
-class RecordTransfer:
+class RecordTransfer(Checked):
     id: str
     debit_account_id: str
     credit_account_id: str
@@ -96,24 +162,31 @@ class RecordTransfer:
     metadata: dict[str, str] = field(default_factory=dict)
     grant: GrantTerms | None = None
 
-    def checked(self) -> "RecordTransfer":
-        grant = None
+    def checked_across_fields(self) -> "RecordTransfer":
+        """This command, marked checked, for an edge whose parser enforced each field's
+        rule and built it (with its metadata sorted): runs the rules across fields, in
+        ``checked()``'s order."""
+        refuse_pending_grant(self.pending, self.grant)
         if self.grant is not None:
-            if not isinstance(self.grant, GrantTerms):
-                raise ValidationError("grant must be an object", field="grant")
-            if self.pending:
-                raise ValidationError(
-                    "a grant cannot be pending: its lot opens when it is recorded", field="grant"
-                )
-            grant = self.grant.checked()
+            check_grant_window(self.grant.expires_at, self.grant.effective_at)
+            self.grant._marked()
+        refuse_timeout_unless_pending(self.pending, self.timeout_seconds)
+        refuse_ledger_transfer_id(self.id)
+        refuse_same_account(self.debit_account_id, self.credit_account_id)
+        return self._marked()
+
+    def checked(self) -> "RecordTransfer":
+        if self.is_checked():
+            return self
+        if self.grant is not None and not isinstance(self.grant, GrantTerms):
+            raise ValidationError("grant must be an object", field="grant")
+        refuse_pending_grant(self.pending, self.grant)
+        grant = None if self.grant is None else self.grant.checked()
         if not isinstance(self.pending, bool):
             raise ValidationError("pending must be a boolean", field="pending")
+        refuse_timeout_unless_pending(self.pending, self.timeout_seconds)
         timeout_seconds = self.timeout_seconds
         if timeout_seconds is not None:
-            if not self.pending:
-                raise ValidationError(
-                    "timeout_seconds applies only to pending transfers", field="timeout_seconds"
-                )
             timeout_seconds = check_timeout_seconds(timeout_seconds)
         command = RecordTransfer(
             id=check_id(self.id, "id"),
@@ -125,14 +198,6 @@ class RecordTransfer:
             metadata=check_metadata(self.metadata),
             grant=grant,
         )
-        if is_breakage_transfer_id(command.id):
-            raise ValidationError(
-                f"ids starting with {' or '.join(LEDGER_TRANSFER_PREFIXES)} are the ledger's own",
-                field="id",
-            )
-        if command.debit_account_id == command.credit_account_id:
-            raise SameAccountError(
-                "debit_account_id and credit_account_id must differ",
-                account_id=command.debit_account_id,
-            )
-        return command
+        refuse_ledger_transfer_id(command.id)
+        refuse_same_account(command.debit_account_id, command.credit_account_id)
+        return command._marked()

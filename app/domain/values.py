@@ -102,7 +102,12 @@ def check_metadata(value: object) -> dict[str, str]:
                 field="metadata",
             )
         checked[key] = item
-    return dict(sorted(checked.items()))
+    return canonical_metadata(checked)
+
+
+def canonical_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Metadata as events record it: a new dict, sorted by key."""
+    return dict(sorted(metadata.items()))
 
 
 def breakage_account_id(unit: str) -> str:

@@ -38,7 +38,6 @@ from app.api.schemas import (
     Unit,
 )
 from app.api.services import Services
-from app.application.commands import OpenAccount
 from app.application.read_model import AccountFilter
 from app.domain import limits
 from app.domain.times import parse_time
@@ -63,7 +62,7 @@ class AccountController(Controller):
     def open(
         self, data: JSONBody[AccountCreate], services: NamedDependency[Services]
     ) -> Response[AccountRead]:
-        outcome = services.ledger.open_account(OpenAccount(**data.model_dump()))
+        outcome = services.ledger.open_account(data.command())
         return Response(
             AccountRead.of(outcome.account, outcome.position),
             status_code=201 if outcome.created else 200,
