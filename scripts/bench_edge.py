@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.api.controllers.transfers import batch_command
 from app.api.schemas import AccountCreate, BatchCreate, TransferCreate
 from app.application.commands import OpenAccount, RecordTransfer
-from scripts.benchlib import machine
+from benchlib import machine
 
 Build = Callable[[Any], object]
 ROUNDS: Final = 7
