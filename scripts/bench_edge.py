@@ -28,10 +28,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchlib import machine
+
 from app.api.controllers.transfers import batch_command
 from app.api.schemas import AccountCreate, BatchCreate, TransferCreate
 from app.application.commands import OpenAccount, RecordTransfer
-from benchlib import machine
 
 Build = Callable[[Any], object]
 ROUNDS: Final = 7
@@ -50,6 +51,7 @@ GRANT: Final = {
 }
 ACCOUNT: Final = {"id": "user:42:credits", "unit": "CREDITS", "metadata": METADATA}
 BATCH_SIZE: Final = 1_000
+BATCHES_PER_ROUND: Final = 20
 BATCH: Final = {
     "atomic": True,
     "transfers": [{**TRANSFER, "id": f"t-{n:06}"} for n in range(BATCH_SIZE)],
@@ -96,7 +98,7 @@ def compare() -> None:
         ("transfer", TRANSFER, TransferCreate, old_transfer, new_transfer, BODIES_PER_ROUND),
         ("grant", GRANT, TransferCreate, old_transfer, new_transfer, BODIES_PER_ROUND),
         ("account", ACCOUNT, AccountCreate, old_account, new_account, BODIES_PER_ROUND),
-        ("batch", BATCH, BatchCreate, old_batch, new_batch, BODIES_PER_ROUND // BATCH_SIZE),
+        ("batch", BATCH, BatchCreate, old_batch, new_batch, BATCHES_PER_ROUND),
     ]
     print(f"{ROUNDS} rounds each side, alternating; CPU per body (batch: of {BATCH_SIZE:,})")
     for name, body, model, old, new, bodies in cases:
