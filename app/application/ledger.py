@@ -878,6 +878,9 @@ class Ledger(Application[UUID]):
                 self._catch_up(group, locked=False)
             yield
             return
+        # The group's uncached accounts are loaded before the lock is asked for, so that
+        # the lock's holder reads only what moved since (one query), not whole streams.
+        self.load_aggregates(_account_streams(group))
         with self._write_locking.write_lock(timeout_seconds) as held:
             if held:
                 self.locked_writes += 1
@@ -1201,9 +1204,15 @@ def _retrying_schema_race(construct: Callable[[], R]) -> R:
     raise AssertionError("unreachable")
 
 
+def _account_streams(group: list[Pending[Any]]) -> list[UUID]:
+    """The accounts a group's commands say they will read, once each."""
+    ids = (account_uuid(i) for entry in group for i in entry.command.account_ids)
+    return list(dict.fromkeys(ids))
+
+
 def _stream_ids(group: list[Pending[Any]]) -> set[UUID]:
     """The streams a group's commands say they will read."""
-    ids = {account_uuid(i) for entry in group for i in entry.command.account_ids}
+    ids = set(_account_streams(group))
     ids.update(transfer_uuid(i) for entry in group for i in entry.command.transfer_ids)
     return ids
 

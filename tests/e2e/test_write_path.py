@@ -241,6 +241,47 @@ def test_a_stream_another_process_keeps_writing_is_caught_up_under_the_lock_not_
     assert ledger.get_account(user(0)).balance == 5
 
 
+def test_a_contended_group_reads_its_uncached_accounts_before_it_asks_for_the_lock(
+    shared_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the write lock every other process's write waits: the lock's holder reads
+    only what moved since its cache (one query), never a whole stream it could have
+    read before asking for the lock."""
+    recorder: Any = ledger.recorder
+    holding: list[bool] = []
+    lock = recorder.write_lock
+
+    @contextmanager
+    def observed_lock(timeout_seconds: float) -> Iterator[bool]:
+        with lock(timeout_seconds) as held:
+            holding.append(held)
+            try:
+                yield held
+            finally:
+                holding.pop()
+
+    loaded_under_lock: list[Any] = []
+    load = ledger.load_aggregate
+
+    def observed_load(originator_id: Any) -> Any:
+        if holding:
+            loaded_under_lock.append(originator_id)
+        return load(originator_id)
+
+    monkeypatch.setattr(recorder, "write_lock", observed_lock)
+    monkeypatch.setattr(ledger, "load_aggregate", observed_load)
+    ledger.record_transfer(RecordTransfer("mine:0", HOT, user(0), 1))  # HOT is cached
+    with open_ledger(shared_url) as other:
+        other.open_account(OpenAccount("stranger", UNIT))  # never read by this process
+        other.record_transfer(RecordTransfer("theirs:0", HOT, user(1), 10))
+        assert ledger.record_transfer(RecordTransfer("mine:1", HOT, user(0), 1)).created
+        assert ledger.locked_writes == 1  # HOT is contended from here on
+        assert ledger.record_transfer(RecordTransfer("mine:2", HOT, "stranger", 1)).created
+    assert ledger.locked_writes == 2
+    assert loaded_under_lock == []
+    assert ledger.get_account("stranger").balance == 1
+
+
 def test_once_another_writer_was_seen_stale_cached_streams_are_caught_up_not_raced(
     shared_url: str, ledger: Ledger
 ) -> None:
