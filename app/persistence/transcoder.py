@@ -12,9 +12,15 @@ back as strings or dicts): passthrough options hand them to the registered
 transcodings instead. It has no passthrough for ``UUID`` (written as a plain string):
 the ledger's events and snapshots hold none (stream ids travel outside the state), and
 ``tests/unit/test_transcoder.py`` round-trips every kind of event and snapshot.
+
+Reading is the projection's hot path (every event of a catch-up is decoded once). An
+event's state holds one tagged value, its time stamp, at the top: when the document
+holds no other tag mark, the top level is all there is to untag (``decode``), and the
+events of one command share one time stamp, so the last one read is remembered.
 """
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Final
 
 import orjson
@@ -24,6 +30,8 @@ TYPE_KEY: Final = "_type_"
 DATA_KEY: Final = "_data_"
 _TYPE_MARK: Final = b'"_type_"'
 _CONTAINER_TYPES: Final = (dict, list)
+# Decoded values that may be shared between the events that hold the same text.
+_IMMUTABLE_TYPES: Final = (datetime, Decimal)
 _OPTIONS: Final = (
     orjson.OPT_PASSTHROUGH_DATETIME
     | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -34,6 +42,8 @@ _OPTIONS: Final = (
 class OrjsonTranscoder(JSONTranscoder):
     # The last time stamp tagged, and its tag (read and replaced whole: thread-safe).
     _last_time: tuple[datetime, dict[str, Any]] | None = None
+    # The last tagged text read and its value, when immutable (read and replaced whole).
+    _last_read: tuple[str, str, Any] | None = None
 
     def encode(self, obj: Any) -> bytes:
         if type(obj) is dict:
@@ -58,9 +68,47 @@ class OrjsonTranscoder(JSONTranscoder):
 
     def decode(self, data: bytes) -> Any:
         decoded = orjson.loads(data)
-        if _TYPE_MARK not in data:
+        marks = data.count(_TYPE_MARK)
+        if not marks:
             return decoded  # nothing tagged inside: plain JSON values
+        if type(decoded) is dict:
+            top = self._top_level_tags(decoded)
+            if len(top) == marks:
+                # Every tag mark of the document is one of these: nothing deeper is
+                # tagged (a mark inside a string would be escaped, \"_type_\").
+                for key, (name, text) in top.items():
+                    decoded[key] = self._value_of(name, text)
+                return decoded
         return self._untagged(decoded)
+
+    @staticmethod
+    def _top_level_tags(state: dict[str, Any]) -> dict[str, tuple[str, str]]:
+        """The top-level values of ``state`` that are tagged texts (a time stamp, …):
+        key → (transcoding name, text)."""
+        found = {}
+        for key, value in state.items():
+            if type(value) is dict and len(value) == 2:
+                name, text = value.get(TYPE_KEY), value.get(DATA_KEY)
+                if type(name) is str and type(text) is str:
+                    found[key] = (name, text)
+        return found
+
+    def _value_of(self, name: str, text: str) -> Any:
+        last = self._last_read
+        if last is not None and last[0] == name and last[1] == text:
+            return last[2]
+        value = self._transcoding_named(name).decode(text)
+        if type(value) in _IMMUTABLE_TYPES:
+            self._last_read = (name, text, value)
+        return value
+
+    def _transcoding_named(self, name: str) -> Any:
+        transcoding = self.names.get(name)
+        if transcoding is None:
+            raise TranscodingNotRegisteredError(
+                f"Data serialized with name {name!r} is not deserializable: register a transcoding"
+            )
+        return transcoding
 
     def _tagged(self, obj: Any) -> dict[str, Any]:
         transcoding = self.types.get(type(obj))
@@ -75,12 +123,7 @@ class OrjsonTranscoder(JSONTranscoder):
         and belong to no one else); only containers are visited."""
         if type(value) is dict:
             if len(value) == 2 and TYPE_KEY in value and DATA_KEY in value:
-                transcoding = self.names.get(value[TYPE_KEY])
-                if transcoding is None:
-                    raise TranscodingNotRegisteredError(
-                        f"Data serialized with name {value[TYPE_KEY]!r} is not "
-                        "deserializable: register a transcoding"
-                    )
+                transcoding = self._transcoding_named(value[TYPE_KEY])
                 return transcoding.decode(self._untagged(value[DATA_KEY]))
             for key, item in value.items():
                 if type(item) in _CONTAINER_TYPES:

@@ -61,6 +61,44 @@ def test_the_fast_transcoder_writes_the_same_document_as_the_librarys(
     assert orjson.loads(fast.encode(state)) == json.loads(library.encode(state))
 
 
+# Keys and texts that look like the tags' own: the fast reading of a document whose
+# only tags are at its top level must not take them for tags, nor miss a deeper one.
+# (A dict of exactly the two tag keys is a tag in the format itself: no state holds one.)
+tag_like = st.sampled_from(["_type_", "_data_", '"_type_', '_type_"', "datetime_iso", "t"])
+TAG_KEYS = {"_type_", "_data_"}
+tricky = st.recursive(
+    st.none() | st.integers(0, 9) | tag_like | moments,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(tag_like, inner, max_size=3).filter(lambda d: set(d) != TAG_KEYS)
+    ),
+    max_leaves=8,
+)
+
+
+@given(
+    st.dictionaries(tag_like | st.text(max_size=3), tricky, max_size=5).filter(
+        lambda d: set(d) != TAG_KEYS
+    ),
+    moments,
+)
+def test_an_event_state_with_its_time_at_the_top_reads_as_the_library_reads_it(
+    state: dict[str, Any], moment: datetime
+) -> None:
+    library, fast = both()
+    event_like = {"timestamp": moment, **state}
+    written = fast.encode(event_like)
+    assert fast.decode(written) == library.decode(written) == event_like
+
+
+def test_events_of_one_time_stamp_share_the_time_read() -> None:
+    _, fast = both()
+    moment = datetime.now(tz=UTC)
+    first, second = (fast.decode(fast.encode({"timestamp": moment, "n": n})) for n in (1, 2))
+    assert first["timestamp"] == second["timestamp"] == moment
+    assert first["timestamp"] is second["timestamp"]
+
+
 def write_history(ledger: Ledger) -> None:
     now = datetime.now(tz=UTC)
     ledger.open_account(OpenAccount("issuance", "CREDITS", allow_negative=True))
