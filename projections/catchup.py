@@ -101,10 +101,12 @@ class CatchUpRunner:
 
     def _write(self) -> None:
         try:
-            name, mapper = self.app.name, self.app.mapper
+            name, to_domain_event = self.app.name, self.app.mapper.to_domain_event
             while (batch := self._next_batch()) is not None:
-                self.view.apply_events(
-                    [(mapper.to_domain_event(n), Tracking(name, n.id)) for n in batch]
+                self.view.apply_at_positions(
+                    [to_domain_event(n) for n in batch],
+                    [n.id for n in batch],
+                    Tracking(name, batch[-1].id),
                 )
         except BaseException as error:  # noqa: BLE001  # a thread's end: handed to the owner
             self._fail(error)

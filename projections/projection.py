@@ -8,13 +8,14 @@ transaction: all of a batch is applied exactly once, or none of it is.
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any, ClassVar, Final
 
+import orjson
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
@@ -40,6 +41,9 @@ ACCOUNT_STATE: Final = (
     "position",
     "updated_at",
 )
+ACCOUNT_STATE_AFTER_COUNTERS: Final = ACCOUNT_STATE[len(COUNTERS) :]
+# Where a batch keeps an account's counters while it folds (a ``Counters``), in its row.
+_COUNTERS: Final = "_counters"
 TRANSFER_STATE: Final = (
     "status",
     "amount_posted",
@@ -80,6 +84,8 @@ class _Rows:
     transfers: dict[str, dict[str, Any]] = field(default_factory=dict)
     new_transfers: set[str] = field(default_factory=set)
     changed_transfers: set[str] = field(default_factory=set)
+    # (transfer id, key, value) of each new transfer's metadata
+    transfer_pairs: list[tuple[str, str, Any]] = field(default_factory=list)
     commits: dict[int, tuple[int, str]] = field(default_factory=dict)
     commit_keys: list[tuple[int, str]] = field(default_factory=list)
     # (event, position, account id, time) of every balance change, for the lots view
@@ -105,20 +111,29 @@ class RowWriter(SqlAccess):
     def apply_events(self, batch: Sequence[tuple[object, Tracking]]) -> None:
         """Apply consecutive events and record the last one's tracking, in one
         transaction: all of them are applied exactly once, or none is."""
-        if not batch:
+        if batch:
+            events = [event for event, _ in batch]
+            positions = [tracking.notification_id for _, tracking in batch]
+            self.apply_at_positions(events, positions, batch[-1][1])
+
+    def apply_at_positions(
+        self, events: Sequence[object], positions: Sequence[int], tracking: Tracking
+    ) -> None:
+        """``apply_events`` without a tracking record per event (the catch-up's form):
+        ``events[i]`` sits at ``positions[i]``; ``tracking`` is the last one's."""
+        if not events:
             return
         try:
             with self._transaction(commit=True) as cursor:
                 rows = _Rows()
-                self._load(cursor, rows, [event for event, _ in batch])
-                for event, tracking in batch:
-                    self._fold(rows, event, tracking.notification_id)
+                self._load(cursor, rows, events)
+                self._fold_all(rows, events, positions)
                 with self._pipeline(cursor):
                     self._write(cursor, rows)
                 # After the pipeline (its answers all in): these read as they write.
                 for event, position, account_id, at in rows.lot_moves:  # grants only: rare
                     apply_lot_moves(self, cursor, event, position, account_id, at)
-                self._insert_tracking_in(cursor, batch[-1][1])
+                self._insert_tracking_in(cursor, tracking)
         except BaseException:
             self._open_commit = None  # what was cached may not have been written
             raise
@@ -173,16 +188,27 @@ class RowWriter(SqlAccess):
 
     # Folding ---------------------------------------------------------------------------
 
+    def _fold_all(self, rows: _Rows, events: Sequence[object], positions: Sequence[int]) -> None:
+        """Fold each event into the rows, in log order. Each event's time is formatted
+        once, and once for a run of events sharing one time stamp (a command's events
+        do); each event class's fold is looked up once (``_fold_of``)."""
+        moment: object = None
+        at = ""
+        for event, position in zip(events, positions, strict=True):
+            timestamp = getattr(event, "timestamp", None)
+            if timestamp is None:
+                continue
+            if timestamp is not moment:
+                moment, at = timestamp, timestamp_text(timestamp)
+            self._fold_commit(rows, event, position, at)
+            fold = _FOLDS.get(type(event))
+            if fold is None:
+                fold = _FOLDS[type(event)] = _fold_of(type(event))
+            fold(self, rows, event, position, at)
+
     def _fold(self, rows: _Rows, event: object, position: int) -> None:
-        timestamp = getattr(event, "timestamp", None)
-        if timestamp is None:
-            return
-        at = timestamp_text(timestamp)  # once per event: every row of it says this time
-        self._fold_commit(rows, event, position, at)
-        if isinstance(event, Account.Event):
-            self._fold_account(rows, event, position, at)
-        elif isinstance(event, Transfer.Event):
-            self._fold_transfer(rows, event, position, at)
+        """Fold one event into the rows (``_fold_all`` of one)."""
+        self._fold_all(rows, [event], [position])
 
     def _fold_commit(self, rows: _Rows, event: object, position: int, at: str) -> None:
         # The writer names each event's commit (app.domain.commits). Events stored before
@@ -199,64 +225,79 @@ class RowWriter(SqlAccess):
                 rows.commit_keys.append((start, commit_id))
         rows.commits[start] = (position, at)
 
-    def _fold_account(self, rows: _Rows, event: Account.Event, position: int, at: str) -> None:
+    def _fold_opened(self, rows: _Rows, event: Account.Opened, position: int, at: str) -> None:
         stream_id = event.originator_id.hex
-        if isinstance(event, Account.Opened):
-            rows.accounts[stream_id] = {
-                "account_id": event.account_id,
-                "stream_id": stream_id,
-                "unit": event.unit,
-                "status": "open",
-                "allow_negative": event.allow_negative,
-                "overdraft_limit": event.overdraft_limit,
-                "account_type": event.account_type or default_account_type(event.allow_negative),
-                "metadata": json.dumps(event.metadata),
-                **dict.fromkeys(COUNTERS, 0),
-                "opened_position": position,
-                "opened_at": at,
-                "closed_position": None,
-                "closed_at": None,
-                "position": position,
-                "updated_at": at,
-            }
-            rows.new_accounts.add(stream_id)
-            rows.metadata_history.append(
-                (event.account_id, position, at, rows.accounts[stream_id]["metadata"])
-            )
-            return
+        rows.accounts[stream_id] = {
+            "account_id": event.account_id,
+            "stream_id": stream_id,
+            "unit": event.unit,
+            "status": "open",
+            "allow_negative": event.allow_negative,
+            "overdraft_limit": event.overdraft_limit,
+            "account_type": event.account_type or default_account_type(event.allow_negative),
+            "metadata": _json_text(event.metadata),
+            **dict.fromkeys(COUNTERS, 0),
+            "opened_position": position,
+            "opened_at": at,
+            "closed_position": None,
+            "closed_at": None,
+            "position": position,
+            "updated_at": at,
+        }
+        rows.new_accounts.add(stream_id)
+        rows.metadata_history.append(
+            (event.account_id, position, at, rows.accounts[stream_id]["metadata"])
+        )
+
+    def _account_of(self, rows: _Rows, event: Account.Event) -> tuple[str, dict[str, Any]]:
+        stream_id = event.originator_id.hex
         account = rows.accounts.get(stream_id)
         assert account is not None, f"account event before opening: {event.originator_id}"
-        if isinstance(event, Account.BalanceChanged):
-            self._fold_balance_change(rows, account, event, position, at)
-        elif isinstance(event, Account.Closed):
-            account.update(status="closed", closed_position=position, closed_at=at)
-        elif isinstance(event, Account.Updated):
-            account["metadata"] = json.dumps(event.metadata)
-            rows.metadata_changed.add(stream_id)
-            rows.metadata_history.append((account["account_id"], position, at, account["metadata"]))
-        else:
-            return
+        return stream_id, account
+
+    def _fold_account_seen(self, rows: _Rows, event: Account.Event, position: int, at: str) -> None:
+        """An account event no view shows (its account must exist all the same)."""
+        del position, at
+        self._account_of(rows, event)
+
+    def _fold_closed(self, rows: _Rows, event: Account.Closed, position: int, at: str) -> None:
+        stream_id, account = self._account_of(rows, event)
+        account.update(
+            status="closed",
+            closed_position=position,
+            closed_at=at,
+            position=position,
+            updated_at=at,
+        )
+        rows.changed_accounts.add(stream_id)
+
+    def _fold_updated(self, rows: _Rows, event: Account.Updated, position: int, at: str) -> None:
+        stream_id, account = self._account_of(rows, event)
+        account["metadata"] = _json_text(event.metadata)
+        rows.metadata_changed.add(stream_id)
+        rows.metadata_history.append((account["account_id"], position, at, account["metadata"]))
         account.update(position=position, updated_at=at)
         rows.changed_accounts.add(stream_id)
 
     def _fold_balance_change(
-        self,
-        rows: _Rows,
-        account: dict[str, Any],
-        event: Account.BalanceChanged,
-        position: int,
-        at: str,
+        self, rows: _Rows, event: Account.BalanceChanged, position: int, at: str
     ) -> None:
+        stream_id, account = self._account_of(rows, event)
+        counters: Counters | None = account.get(_COUNTERS)
+        if counters is None:  # first change of the batch: from the row's columns
+            counters = account[_COUNTERS] = Counters(*(int(account[n]) for n in COUNTERS))
         delta = event.delta()
-        counters = Counters(*(int(account[name]) for name in COUNTERS))
         post(counters, delta)
         after = counters.as_tuple()
         # The second half of the pair of assertions (TigerBeetle style): counters the
         # write path checked must still be sane when folded here.
         assert min(after) >= 0, (account["account_id"], after)
-        account.update(zip(COUNTERS, after, strict=True))
+        account["position"] = position
+        account["updated_at"] = at
+        rows.changed_accounts.add(stream_id)
         if _may_move_grant_lots(event):
             rows.lot_moves.append((event, position, account["account_id"], at))
+        moved = line_allocations(event)
         rows.entries.append(
             (
                 account["account_id"],
@@ -269,33 +310,52 @@ class RowWriter(SqlAccess):
                 delta.credits_pending,
                 *after,
                 at,
-                json.dumps(moved) if (moved := line_allocations(event)) else None,
+                _json_text(moved) if moved else None,
             )
         )
 
-    def _fold_transfer(self, rows: _Rows, event: Transfer.Event, position: int, at: str) -> None:
+    def _fold_recorded(
+        self, rows: _Rows, event: Transfer.TransferRecorded, position: int, at: str
+    ) -> None:
         stream_id = event.originator_id.hex
-        if isinstance(event, Transfer.TransferRecorded):
-            rows.transfers[stream_id] = _recorded_row(event, stream_id, position, at)
-            rows.new_transfers.add(stream_id)
-            if event.reversal_of is not None:
-                # The original's own Reversed event comes in the same commit; setting the
-                # link here too keeps the index right at every position of that commit.
-                original_id = transfer_uuid(event.reversal_of).hex
-                original = rows.transfers.get(original_id)
-                if original is not None:
-                    original["reversed_by"] = event.transfer_id
-                    rows.changed_transfers.add(original_id)
-            return
+        rows.transfers[stream_id] = _recorded_row(event, stream_id, position, at)
+        rows.new_transfers.add(stream_id)
+        rows.transfer_pairs.extend(
+            (event.transfer_id, key, value) for key, value in event.metadata.items()
+        )
+        if event.reversal_of is not None:
+            # The original's own Reversed event comes in the same commit; setting the
+            # link here too keeps the index right at every position of that commit.
+            original_id = transfer_uuid(event.reversal_of).hex
+            original = rows.transfers.get(original_id)
+            if original is not None:
+                original["reversed_by"] = event.transfer_id
+                rows.changed_transfers.add(original_id)
+
+    def _transfer_of(self, rows: _Rows, event: Transfer.Event) -> tuple[str, dict[str, Any]]:
+        stream_id = event.originator_id.hex
         transfer = rows.transfers.get(stream_id)
         assert transfer is not None, f"transfer event before recording: {event.originator_id}"
+        return stream_id, transfer
+
+    def _fold_transfer_seen(
+        self, rows: _Rows, event: Transfer.Event, position: int, at: str
+    ) -> None:
+        """A transfer event no view shows (its transfer must exist all the same)."""
+        del position, at
+        self._transfer_of(rows, event)
+
+    def _fold_transfer_change(
+        self, rows: _Rows, event: Transfer.Event, position: int, at: str
+    ) -> None:
+        """A hold's end or a reversal: the transfer's fate and what it posted."""
+        del at
+        stream_id, transfer = self._transfer_of(rows, event)
         if isinstance(event, Transfer.PendingPosted):
             transfer.update(amount_posted=event.amount)
             transfer["allocations"] = _json_or_none(event.allocations)
         elif isinstance(event, Transfer.Reversed):
             transfer["reversed_by"] = event.reversal_id
-        elif not isinstance(event, Transfer.PendingVoided | Transfer.PendingExpired):
-            return
         transfer["status"] = fate_after(transfer["status"], event)
         transfer["updated_position"] = position
         rows.changed_transfers.add(stream_id)
@@ -346,7 +406,7 @@ class RowWriter(SqlAccess):
                     a["overdraft_limit"],
                     a["account_type"],
                     a["metadata"],
-                    *(a[name] for name in COUNTERS),
+                    *_counters_of(a),
                     a["opened_position"],
                     a["opened_at"],
                     a["closed_position"],
@@ -363,7 +423,14 @@ class RowWriter(SqlAccess):
             "UPDATE {balances} SET "
             + ", ".join(f"{name} = ?" for name in ACCOUNT_STATE)
             + " WHERE stream_id = ?",
-            [(*(a[name] for name in ACCOUNT_STATE), a["stream_id"]) for a in changed],
+            [
+                (
+                    *_counters_of(a),
+                    *(a[name] for name in ACCOUNT_STATE_AFTER_COUNTERS),
+                    a["stream_id"],
+                )
+                for a in changed
+            ],
         )
         self._run_many(
             cursor,
@@ -421,11 +488,7 @@ class RowWriter(SqlAccess):
         self._run_many(
             cursor,
             "INSERT INTO {transfer_metadata} (transfer_id, key, value) VALUES (?, ?, ?)",
-            [
-                (t["transfer_id"], key, value)
-                for t in new
-                for key, value in json.loads(t["metadata"]).items()
-            ],
+            rows.transfer_pairs,
         )
         changed = [rows.transfers[s] for s in sorted(rows.changed_transfers - rows.new_transfers)]
         self._run_many(
@@ -453,7 +516,7 @@ def _recorded_row(
         "pending": event.pending,
         "timeout_seconds": event.timeout_seconds,
         "expires_at": expires_at,
-        "metadata": json.dumps(event.metadata),
+        "metadata": _json_text(event.metadata),
         "status": initial_fate(event.pending),
         "amount_posted": 0 if event.pending else event.amount,
         "reversal_of": event.reversal_of,
@@ -484,8 +547,55 @@ def _names_a_grant(records: list[dict[str, Any]] | None) -> bool:
     return any(record["grant_id"] is not None for record in records or ())
 
 
+def _counters_of(account: dict[str, Any]) -> tuple[int, ...]:
+    counters: Counters | None = account.get(_COUNTERS)
+    return tuple(account[name] for name in COUNTERS) if counters is None else counters.as_tuple()
+
+
+_Fold = Callable[[RowWriter, _Rows, Any, int, str], None]
+# Each event class's fold, looked up once per class (``_fold_of``).
+_FOLDS: dict[type, _Fold] = {}
+
+
+def _fold_of(event_class: type) -> _Fold:
+    """Which fold an event of this class takes: the first that matches in this order."""
+    folds: list[tuple[type, _Fold]] = [
+        (Account.Opened, RowWriter._fold_opened),
+        (Account.BalanceChanged, RowWriter._fold_balance_change),
+        (Account.Closed, RowWriter._fold_closed),
+        (Account.Updated, RowWriter._fold_updated),
+        (Account.Event, RowWriter._fold_account_seen),
+        (Transfer.TransferRecorded, RowWriter._fold_recorded),
+        (Transfer.PendingPosted, RowWriter._fold_transfer_change),
+        (Transfer.Reversed, RowWriter._fold_transfer_change),
+        (Transfer.PendingVoided, RowWriter._fold_transfer_change),
+        (Transfer.PendingExpired, RowWriter._fold_transfer_change),
+        (Transfer.Event, RowWriter._fold_transfer_seen),
+    ]
+    for kind, fold in folds:
+        if issubclass(event_class, kind):
+            return fold
+    return _fold_nothing
+
+
+def _fold_nothing(view: RowWriter, rows: _Rows, event: object, position: int, at: str) -> None:
+    """An event of neither an account nor a transfer: its commit is all it shows."""
+    del view, rows, event, position, at
+
+
+def _json_text(value: object) -> str:
+    """JSON text of a view column (metadata, allocations, …), read back with a JSON
+    parser. orjson writes it several times faster; what it refuses (an integer beyond
+    64 bits, which only an event written before the orjson transcoder could hold) the
+    json module writes."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value)
+
+
 def _json_or_none(value: object) -> str | None:
-    return None if value is None else json.dumps(value)
+    return None if value is None else _json_text(value)
 
 
 def _time_text(value: object) -> str:
