@@ -17,6 +17,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     ApplicationRecorder,
     ListenNotifySubscription,
+    Notification,
     StoredEvent,
     Subscription,
     Tracking,
@@ -150,6 +151,29 @@ class ExecutemanySQLiteRecorder(SQLiteApplicationRecorder):
         c.execute("SELECT last_insert_rowid()")
         last = int(c.fetchone()[0])
         return list(range(last - len(rows) + 1, last + 1))
+
+
+# eventsourcing 9.5: a Notification is a frozen dataclass whose constructor sets each
+# field through object.__setattr__; its state is a plain instance dict (no slots), which
+# is how the library's own mapper builds domain events.
+def new_notification(
+    position: int, originator_id: UUID | str, originator_version: int, topic: str, state: bytes
+) -> Notification:
+    """``Notification(id=position, …)``, built without the frozen dataclass's
+    constructor (a catch-up builds one per event of the log)."""
+    notification = object.__new__(Notification)
+    object.__setattr__(
+        notification,
+        "__dict__",
+        {
+            "originator_id": originator_id,
+            "originator_version": originator_version,
+            "topic": topic,
+            "state": state,
+            "id": position,
+        },
+    )
+    return notification
 
 
 # eventsourcing 9.5: the SQLite connection pool has no hook for new connections.

@@ -14,11 +14,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from threading import Event, Thread
 from typing import Any, Final
+from uuid import UUID
 
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
     ListenNotifySubscription,
+    Notification,
     OperationalError,
     PersistenceError,
     StoredEvent,
@@ -26,7 +28,12 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
-from app.compat import ExecutemanySQLiteRecorder, set_pull_batch_size, wake_subscription
+from app.compat import (
+    ExecutemanySQLiteRecorder,
+    new_notification,
+    set_pull_batch_size,
+    wake_subscription,
+)
 
 POLL_INTERVAL_SECONDS: Final = 0.02
 PULL_BATCH_SIZE: Final = 1000
@@ -122,6 +129,43 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
         except sqlite3.Error as error:
             raise PersistenceError(error) from error
         return notification_ids
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """The library's query, in the form a subscription asks it (from a position,
+        any topic), read as plain tuples rather than a row object per row: a catch-up
+        reads every event of the log through here. Other forms go to the library."""
+        if start is None or stop is not None or topics:
+            return super().select_notifications(
+                start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+            )
+        comparison = ">=" if inclusive_of_start else ">"
+        statement = (
+            "SELECT rowid, originator_id, originator_version, topic, state "  # noqa: S608
+            f"FROM {self.events_table_name} WHERE rowid{comparison}? ORDER BY rowid LIMIT ?"
+        )
+        as_uuid = self.datastore.originator_id_type == "uuid"
+        with self.datastore.transaction(commit=False) as cursor:
+            rows = cursor.sqlite_cursor
+            rows.row_factory = None  # tuples (the connection's factory makes Row objects)
+            rows.execute(statement, (start, limit))
+            return [
+                new_notification(
+                    position,
+                    UUID(originator_id) if as_uuid else originator_id,
+                    version,
+                    topic,
+                    state,
+                )
+                for position, originator_id, version, topic, state in rows.fetchall()
+            ]
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()

@@ -40,6 +40,7 @@ from app.compat import (
     ProblemHttpToolsProtocol,
     initialise_aggregate,
     insert_tracking,
+    new_notification,
     on_new_sqlite_connections,
     openapi_document,
     popo_position,
@@ -187,6 +188,52 @@ def test_the_sqlite_recorder_inserts_through_its_hook_and_numbers_rows_by_rowid(
         ]
     assert calls == [3, 1, 4]
     assert recorder.max_notification_id() == 8
+
+
+def test_a_notification_built_without_its_constructor_is_the_constructors(
+    tmp_path: Path,
+) -> None:
+    """``new_notification`` sets the frozen dataclass's instance dict directly: equal,
+    hashable and printed as the constructor's, and still frozen."""
+    stream = uuid4()
+    built = new_notification(9, stream, 2, "app:Event", b'{"a":1}')
+    constructed = Notification(
+        id=9, originator_id=stream, originator_version=2, topic="app:Event", state=b'{"a":1}'
+    )
+    assert built == constructed
+    assert hash(built) == hash(constructed)
+    assert repr(built) == repr(constructed)
+    assert vars(built) == vars(constructed)
+    with pytest.raises(AttributeError):
+        built.id = 10  # type: ignore[misc]  # frozen
+
+
+def test_the_sqlite_recorder_selects_the_notifications_the_library_selects(
+    tmp_path: Path,
+) -> None:
+    """The subscription's form of ``select_notifications`` (read as tuples) answers what
+    the library's own query answers, from any position, inclusive or not."""
+    datastore = SQLiteDatastore(str(tmp_path / "events.sqlite"))
+    ours = SubscribableSQLiteApplicationRecorder(datastore)
+    ours.create_table()
+    library = ExecutemanySQLiteRecorder(datastore)
+    streams = [uuid4() for _ in range(3)]
+    for version in range(4):
+        ours.insert_events(
+            [
+                StoredEvent(s, version, f"t:{n}", b'{"v":%d}' % version)
+                for n, s in enumerate(streams)
+            ]
+        )
+    head = ours.max_notification_id()
+    assert head == 12
+    for start in (0, 1, 5, 12, 13):
+        for inclusive in (True, False):
+            for limit in (1, 4, 100):
+                found = ours.select_notifications(start, limit, inclusive_of_start=inclusive)
+                expected = library.select_notifications(start, limit, inclusive_of_start=inclusive)
+                assert found == expected, (start, inclusive, limit)
+    assert len(ours.select_notifications(0, 100)) == head
 
 
 class Probe(Subscription[Any]):
