@@ -26,13 +26,16 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -59,7 +62,7 @@ from bench_http import (
 )
 from benchlib import machine
 
-from tests.support.pgserver import running_postgres
+from tests.support.pgserver import PostgresServer, running_postgres
 
 UNIT: Final = "CREDITS"
 HOT: Final = "bench:hot"
@@ -451,6 +454,31 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+WORKERS_SPLIT_AFTER: Final = 1.0
+
+
+def clients_per_worker(api: Server, after_seconds: float) -> str:
+    """How the kernel spread the clients' connections over the worker processes (they
+    share one listening socket), as seen ``after_seconds`` into the measurement."""
+    time.sleep(after_seconds)
+    listed = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"sport = :{api.port}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    counts = Counter(re.findall(r"pid=(\d+)", listed))
+    return "/".join(str(count) for _, count in counts.most_common()) or "?"
+
+
+def postgres_cpu_seconds(server: PostgresServer) -> float:
+    """User + system CPU of the PostgreSQL server so far (the postmaster and every
+    backend and helper process it started, gone ones excepted), from /proc."""
+    assert server.datadir is not None, "a server running_postgres started"
+    postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
+    return tree_cpu_seconds(postmaster)
+
+
 def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
     """Each shape with ``--workers 1`` then ``--workers 2`` (alternating, per round)."""
     lines: list[str] = []
@@ -482,13 +510,23 @@ def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
                             tag = f"{round_number}{number}{count}"
                             warm = measure(api, key, shape, f"wu{tag}", warmup)
                             cpu_before = tree_cpu_seconds(api.process.pid)
-                            result = measure(api, key, shape, f"wm{tag}", seconds)
+                            server_before = postgres_cpu_seconds(server)
+                            load_before = os.getloadavg()[0]
+                            with ThreadPoolExecutor(max_workers=1) as pool:
+                                split = pool.submit(clients_per_worker, api, WORKERS_SPLIT_AFTER)
+                                result = measure(api, key, shape, f"wm{tag}", seconds)
                             cpu = tree_cpu_seconds(api.process.pid) - cpu_before
+                            server_cpu = postgres_cpu_seconds(server) - server_before
                             results.setdefault((shape.name, count), []).append(result)
                             created += (warm.created + result.created) if shape.hot else 0
+                        per_transfer_ms = 1000 / max(1, result.created)
                         print(
                             f"workers {count}: {line(shape, result, None)}; serve CPU "
-                            f"{cpu * 1000 / max(1, result.created):.2f} ms per transfer",
+                            f"{cpu * per_transfer_ms:.2f} ms per transfer, PostgreSQL server "
+                            f"{server_cpu * per_transfer_ms:.2f} ms; cores busy: serve "
+                            f"{cpu / seconds:.2f}, PostgreSQL {server_cpu / seconds:.2f} of "
+                            f"{os.cpu_count()}; clients per worker {split.result()}; load "
+                            f"average {load_before:.1f} -> {os.getloadavg()[0]:.1f}",
                             flush=True,
                         )
             # The views catch up (the projector still runs) before the audit compares them.
