@@ -27,7 +27,8 @@ from app.domain.values import transfer_uuid
 from projections.lots import apply_lot_moves
 from projections.schema import Cursor, SqlAccess, timestamp_text
 
-PROJECTION_BATCH_MAX: Final = 500
+# Events per transaction of the views: a long catch-up commits once per this many.
+PROJECTION_BATCH_MAX: Final = 1000
 # Rows read per ``IN (…)`` query when a batch loads the rows it will change.
 LOAD_CHUNK_SIZE: Final = 500
 

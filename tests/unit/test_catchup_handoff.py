@@ -1,18 +1,24 @@
 """The catch-up runner's hand-off between its reader and writer threads: everything put
 is taken once, in order, in bulk; the reader waits while it is full; the end of the
-stream is seen by every later take; a stopping reader never waits forever."""
+stream is seen by every later take; a stopping reader never waits forever. And the
+runner keeps the collector off the objects the process built before it started."""
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Final
 
 from eventsourcing.persistence import Notification
 
+from app.persistence.stores import sqlite_url
 from projections.catchup import Handoff
 
 ITEMS: Final = 5_000
 CAPACITY: Final = 64
 WAIT_SECONDS: Final = 10.0
+SUBPROCESS_SECONDS: Final = 120.0
 
 
 def notification(number: int) -> Notification:
@@ -76,3 +82,38 @@ def test_a_reader_waiting_for_room_gives_up_once_stopping() -> None:
     reader.join(WAIT_SECONDS)
     assert outcome == [False]
     assert [item.id for item in handoff.take(10, 0)[0]] == [1, 2]
+
+
+FREEZE_PROBE: Final = """
+import gc, sys
+from projections.runner import start_runner
+before = gc.get_freeze_count()
+runner = start_runner(sys.argv[1], sys.argv[2], 1)
+try:
+    print(before, gc.get_freeze_count())
+finally:
+    runner.__exit__(None, None, None)
+"""
+
+
+def test_a_runner_takes_the_objects_alive_at_its_start_out_of_the_collectors_walks(
+    tmp_path: Path,
+) -> None:
+    """In a fresh process (the freeze is once per process): nothing is frozen before
+    the first runner starts, and the application it built is frozen after."""
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FREEZE_PROBE,
+            sqlite_url(tmp_path / "events.sqlite"),
+            sqlite_url(tmp_path / "views.sqlite"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_SECONDS,
+    )
+    before, after = (int(part) for part in finished.stdout.split())
+    assert before == 0
+    assert after > 0
