@@ -920,7 +920,7 @@ class Ledger(Application[UUID]):
             if stored_events:
                 self._written.put(aggregate)
             else:
-                self._evict(originator_id)
+                self.evict(originator_id)
 
     def _saw_others(self) -> None:
         self._others_seen_until = time.monotonic() + OTHER_WRITERS_SECONDS
@@ -1052,7 +1052,7 @@ class Ledger(Application[UUID]):
         heads = stream_heads(self.recorder, ids)
         moved = {i for i in ids if heads.get(i) != work.base_versions.get(i)}
         for originator_id in moved:
-            self._evict(originator_id)
+            self.evict(originator_id)
         # A new id presumed absent that exists is a resent command, not another writer.
         existing = moved & work.presumed
         self._found_existing |= existing
@@ -1130,16 +1130,18 @@ class Ledger(Application[UUID]):
             return None
         return set(uncached) - existing
 
-    def _evict(self, originator_id: UUID) -> None:
+    def evict(self, originator_id: UUID) -> None:
         self._written.evict(originator_id)
 
     def _forget(self, work: Workspace) -> None:
         """A failed write leaves the workspace's aggregates ahead of the store."""
         for aggregate in work.aggregates():
-            self._evict(aggregate.id)
+            self.evict(aggregate.id)
 
     def _remember(self, work: Workspace) -> None:
-        for aggregate in work.aggregates():
+        """The group's new aggregates join the cache (every other one it holds came from
+        the cache, or was put there when loaded)."""
+        for aggregate in work.created():
             self._written.put(aggregate)
 
     def _snapshot_accounts(self, work: Workspace) -> None:

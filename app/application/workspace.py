@@ -4,9 +4,12 @@ The committer's writer runs the commands of a group one after another on one
 ``Workspace``: a later command sees what an earlier one did (a hot account is debited
 by each in turn, without a conflict), and all their events go to the store in one
 write. Each command runs in its own scope: the workspace notes every stream the command
-reads and, before the command first touches an aggregate, an image of that aggregate's
-state. A command that is rejected is rolled back to those images, so it leaves nothing
-behind for its neighbours, however far it got.
+reads and, before the command first touches an aggregate that an earlier command of the
+group changed, an image of that aggregate's state. A command that is rejected is rolled
+back to those images, and any other aggregate it changed is dropped (the store still
+holds it as the group first read it: it is read again when next needed), so it leaves
+nothing behind for its neighbours, however far it got. A lone command (a batch) takes
+no images at all.
 
 Images copy the aggregate's attributes, its containers one level deep and any other
 object whole (``copy.deepcopy``: a mutable state class such as the lot book gives itself
@@ -44,15 +47,16 @@ class Written:
     def __init__(self, events: Sequence[Any] = (), positions: Sequence[int] | None = None) -> None:
         """``positions``: the log position of each of ``events``, in order (None when the
         recorder told none)."""
-        self._positions: dict[tuple[UUID, int], int] = {}
-        self._last: dict[UUID, int] = {}
+        # Keyed by the stream id's integer: a UUID hashes in Python, an int in C.
+        self._positions: dict[tuple[int, int], int] = {}
+        self._last: dict[int, int] = {}
         if not positions:
             return
         assert len(positions) == len(events), "one position per recorded event"
         for event, position in zip(events, positions, strict=True):
-            originator_id = event.originator_id
-            self._positions[originator_id, event.originator_version] = position
-            self._last[originator_id] = position
+            stream = event.originator_id.int
+            self._positions[stream, event.originator_version] = position
+            self._last[stream] = position
 
     @property
     def commit(self) -> int:
@@ -63,8 +67,8 @@ class Written:
     def position_of(self, originator_id: UUID, version: int | None = None) -> int:
         """The position of one event (by default the stream's last event in this write)."""
         if version is None:
-            return self._last[originator_id]
-        return self._positions[originator_id, version]
+            return self._last[originator_id.int]
+        return self._positions[originator_id.int, version]
 
 
 Finish = Callable[[Written], Any]
@@ -106,6 +110,9 @@ class Loader(Protocol):
 
     def load_aggregate(self, originator_id: UUID) -> Aggregate | None: ...
 
+    def evict(self, originator_id: UUID) -> None:
+        """Forget a cached aggregate (the next load reads the store)."""
+
     def absent_streams(self, originator_ids: list[UUID]) -> set[UUID] | None: ...
 
     def presumed_absent(self, originator_ids: list[UUID]) -> set[UUID]: ...
@@ -127,36 +134,69 @@ class Workspace:
         # Every stream read, at the version the store held when the group first read it
         # (None: absent). A conflict or a rejection is judged against these.
         self.base_versions: dict[UUID, int | None] = {}
-        # The current command's scope.
+        # Aggregates an earlier command of the group may have changed (not in the store).
+        self._changed: set[UUID] = set()
+        # The current command's scope: what it read; images of the changed aggregates it
+        # touched; the others it touched, at their version then; what it created.
         self.reads: set[UUID] = set()
         self._images: dict[UUID, tuple[Aggregate, dict[str, Any]]] = {}
+        self._untouched: dict[UUID, tuple[Aggregate, int]] = {}
         self._created: dict[UUID, Aggregate] = {}
+        # Every aggregate the group's kept commands created, by object identity.
+        self._new: dict[int, Aggregate] = {}
 
     # Command scopes ----------------------------------------------------------------------
 
     def begin(self) -> None:
+        self._changed.update(self._untouched)
+        self._changed.update(self._created)
         self.reads = set()
         self._images = {}
+        self._untouched = {}
         self._created = {}
 
     def rollback(self) -> None:
-        """Undo everything the current command did (it was rejected)."""
+        """Undo everything the current command did (it was rejected). An aggregate no
+        earlier command changed is as the store holds it: when this command changed it
+        (its version moved), it is dropped and read again when next needed, instead of
+        being imaged on every first touch."""
         for aggregate, image in self._images.values():
             state = vars(aggregate)
             state.clear()
             state.update(image)
+        for aggregate, version in self._untouched.values():
+            if aggregate.version != version:
+                self._drop(aggregate)
         for aggregate in self._created.values():
             self._forget(aggregate)
         self._images = {}
+        self._untouched = {}
         self._created = {}
 
     def _touch(self, aggregate: Aggregate) -> None:
         originator_id = aggregate.id
         self.reads.add(originator_id)
-        if originator_id not in self._images and originator_id not in self._created:
+        if (
+            originator_id in self._images
+            or originator_id in self._untouched
+            or originator_id in self._created
+        ):
+            return
+        if originator_id in self._changed:
             self._images[originator_id] = (aggregate, _image(aggregate))
+        else:
+            self._untouched[originator_id] = (aggregate, aggregate.version)
+
+    def _drop(self, aggregate: Aggregate) -> None:
+        """Let go of a held aggregate that still exists in the store as first read."""
+        if isinstance(aggregate, Account):
+            del self.accounts[aggregate.account_id]
+        elif isinstance(aggregate, Transfer):
+            del self.transfers[aggregate.transfer_id]
+        self._loader.evict(aggregate.id)
 
     def _forget(self, aggregate: Aggregate) -> None:
+        self._new.pop(id(aggregate), None)
         if isinstance(aggregate, Account):
             del self.accounts[aggregate.account_id]
         elif isinstance(aggregate, Transfer):
@@ -247,7 +287,12 @@ class Workspace:
         self._hold(aggregate)
         self.reads.add(originator_id)
         self._created[originator_id] = aggregate
+        self._new[id(aggregate)] = aggregate
         return aggregate
+
+    def created(self) -> list[Aggregate]:
+        """The aggregates the group created (those of rejected commands left out)."""
+        return list(self._new.values())
 
     def aggregates(self) -> list[Aggregate]:
         held: list[Aggregate] = list(self.accounts.values())

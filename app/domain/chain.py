@@ -44,9 +44,9 @@ _ORJSON_OPTIONS: Final = (
 # The fields alone, refusing (rather than converting) anything the store would write
 # otherwise than the link does (app/persistence/transcoder.py passes the same through).
 _FIELDS_OPTIONS: Final = _ORJSON_OPTIONS | orjson.OPT_PASSTHROUGH_SUBCLASS
-# Where a new event keeps the canonical JSON of the fields its link hashed, with those
-# fields: ``(bytes, fields)``. The store writes these bytes as the event's fields
-# (app/persistence/mapper.py); never stored itself, never hashed.
+# Where a new event keeps the canonical JSON of the fields its link hashed:
+# ``(bytes, fields left out of them, attribute count)``. The store writes these bytes as
+# the event's fields (app/persistence/mapper.py); never stored itself, never hashed.
 ENCODED_FIELDS: Final = "_encoded_fields"
 # Fields every event has, or that the library adds: hashed separately or not at all.
 _ENVELOPE: Final = frozenset(
@@ -253,7 +253,13 @@ def chained_event(
     stream: its link computed, and the canonical JSON its link hashed kept with it
     (``ENCODED_FIELDS``) for the store to write as the event's fields (each event is
     serialised and hashed once)."""
-    hashed = hashed_fields(event_class, fields)
+    names, added = _event_spec(event_class)
+    left_out: tuple[str, ...] = ()
+    hashed = fields
+    if added:  # as hashed_fields: a later version's field that is None is not linked
+        left_out = tuple(k for k in added if k in fields and fields[k] is None)
+        if left_out:
+            hashed = {k: v for k, v in fields.items() if k not in left_out}
     chain, encoded = _link(
         previous, event_class.__qualname__, originator_id, version, timestamp, hashed
     )
@@ -265,17 +271,32 @@ def chained_event(
         "chain": chain,
         **fields,
     }
-    if fields.keys() != _field_names(event_class):
+    if fields.keys() != names:
         # Not the event's exact fields: its own constructor says what is wrong (or
         # fills in defaults), and the event keeps no bytes whose keys might differ.
         return event_class(**state)
     if encoded is not None:
-        state[ENCODED_FIELDS] = (encoded, hashed)
+        # The bytes, the fields left out of them, and how many attributes the event has
+        # with this entry (the store checks nothing was added since but commit marks).
+        state[ENCODED_FIELDS] = (encoded, left_out, len(state) + 1)
     # As the library's mapper builds an event it reads back: the frozen dataclass's
     # constructor would only set the same attributes one by one.
     event = object.__new__(event_class)
     object.__setattr__(event, "__dict__", state)
     return event
+
+
+# Each event class's own fields (those the caller gives; not the envelope) and those a
+# later class version added (``added_fields``), by class.
+_EVENT_SPECS: dict[type, tuple[frozenset[str], tuple[str, ...]]] = {}
+
+
+def _event_spec(event_class: type) -> tuple[frozenset[str], tuple[str, ...]]:
+    spec = _EVENT_SPECS.get(event_class)
+    if spec is None:
+        names = frozenset(f.name for f in dataclasses.fields(event_class)) - _ENVELOPE
+        spec = _EVENT_SPECS[event_class] = (names, tuple(getattr(event_class, "added_fields", ())))
+    return spec
 
 
 def _link(
@@ -304,15 +325,3 @@ def _link(
     if not head.isascii() or _DEL in head:
         return chain_digest(previous, event_type, originator_id, version, timestamp, fields), None
     return hashlib.sha256(head[:-1] + b"," + encoded + b"]").hexdigest(), encoded
-
-
-# Each event class's own fields (those the caller gives; not the envelope), by class.
-_FIELD_NAMES: dict[type, frozenset[str]] = {}
-
-
-def _field_names(event_class: type) -> frozenset[str]:
-    names = _FIELD_NAMES.get(event_class)
-    if names is None:
-        names = frozenset(f.name for f in dataclasses.fields(event_class)) - _ENVELOPE
-        _FIELD_NAMES[event_class] = names
-    return names

@@ -75,3 +75,37 @@ def test_a_rejected_command_is_rolled_back_to_exactly_what_it_found(ledger: Ledg
     assert alice.metadata == {"tier": "gold"}
     assert work.find_transfer("t") is None
     assert created.transfer_id not in work.transfers
+
+
+def test_a_rejected_first_command_drops_what_it_changed_and_reads_it_again(
+    ledger: Ledger,
+) -> None:
+    """No earlier command of the group changed alice: she is not imaged, and once the
+    command that debited her is rejected she is read again from the store, as it was."""
+    before = copy.deepcopy(vars(stored(ledger, account_uuid("alice"))))
+    work = Workspace(ledger)
+    work.begin()
+    alice = work.account("alice")
+    bob = work.account("bob")
+    alice.debit("t", 1, pending=False, now=datetime.now(tz=UTC))
+    with pytest.raises(InsufficientFundsError):
+        bob.check_debit(1_000, datetime.now(tz=UTC))
+    work.rollback()
+    assert work.account("bob") is bob, "only read: kept as it is"
+    again = work.account("alice")
+    assert again is not alice, "changed: dropped, and read again"
+    restored = dict(vars(again))
+    assert list(restored.pop("lots")) == list(before.pop("lots"))
+    assert restored == before
+    assert stored(ledger, account_uuid("alice")) is again, "the writer's cache holds the reread"
+
+
+def test_only_the_groups_new_aggregates_of_kept_commands_are_new(ledger: Ledger) -> None:
+    work = Workspace(ledger)
+    work.begin()
+    kept = work.add(Transfer.record("k", "alice", "bob", 1, "CREDITS", False, None, {}, None))
+    work.begin()
+    work.add(Transfer.record("r", "alice", "bob", 1, "CREDITS", False, None, {}, None))
+    work.rollback()
+    assert work.created() == [kept]
+    assert work.account("alice") not in work.created()
