@@ -29,6 +29,8 @@ from eventsourcing.persistence import JSONTranscoder, TranscodingNotRegisteredEr
 TYPE_KEY: Final = "_type_"
 DATA_KEY: Final = "_data_"
 _TYPE_MARK: Final = b'"_type_"'
+# Where every domain event keeps its time stamp (the library's field).
+EVENT_TIME_KEY: Final = "timestamp"
 _CONTAINER_TYPES: Final = (dict, list)
 # Decoded values that may be shared between the events that hold the same text.
 _IMMUTABLE_TYPES: Final = (datetime, Decimal)
@@ -72,6 +74,10 @@ class OrjsonTranscoder(JSONTranscoder):
         if not marks:
             return decoded  # nothing tagged inside: plain JSON values
         if type(decoded) is dict:
+            if marks == 1 and (stamp := self._tagged_text(decoded.get(EVENT_TIME_KEY))):
+                # The usual event: its time stamp is its one tag.
+                decoded[EVENT_TIME_KEY] = self._value_of(*stamp)
+                return decoded
             top = self._top_level_tags(decoded)
             if len(top) == marks:
                 # Every tag mark of the document is one of these: nothing deeper is
@@ -82,15 +88,22 @@ class OrjsonTranscoder(JSONTranscoder):
         return self._untagged(decoded)
 
     @staticmethod
-    def _top_level_tags(state: dict[str, Any]) -> dict[str, tuple[str, str]]:
-        """The top-level values of ``state`` that are tagged texts (a time stamp, …):
-        key → (transcoding name, text)."""
+    def _tagged_text(value: Any) -> tuple[str, str] | None:
+        """(transcoding name, text) when ``value`` is a tagged text (a time stamp, …)."""
+        if type(value) is dict and len(value) == 2:
+            name, text = value.get(TYPE_KEY), value.get(DATA_KEY)
+            if type(name) is str and type(text) is str:
+                return name, text
+        return None
+
+    @classmethod
+    def _top_level_tags(cls, state: dict[str, Any]) -> dict[str, tuple[str, str]]:
+        """The top-level values of ``state`` that are tagged texts: key → (transcoding
+        name, text)."""
         found = {}
         for key, value in state.items():
-            if type(value) is dict and len(value) == 2:
-                name, text = value.get(TYPE_KEY), value.get(DATA_KEY)
-                if type(name) is str and type(text) is str:
-                    found[key] = (name, text)
+            if type(value) is dict and (tagged := cls._tagged_text(value)):
+                found[key] = tagged
         return found
 
     def _value_of(self, name: str, text: str) -> Any:
