@@ -5,7 +5,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import orjson
 
@@ -47,6 +47,11 @@ _ZERO_COUNTERS: Final = {
 
 class RowReader(SqlAccess):
     """Answers the read-model port (``app.application.read_model.ReadModel``)."""
+
+    # Whether the backend's planner orders a join of several metadata pairs itself, from
+    # its statistics (PostgreSQL); otherwise the rarest pair is looked up first and put
+    # first (SQLite keeps a CROSS JOIN's order).
+    plans_join_order: ClassVar[bool] = False
 
     if TYPE_CHECKING:  # provided by the library's tracking recorder we are mixed into
 
@@ -157,10 +162,11 @@ class RowReader(SqlAccess):
 
         With metadata pairs, the rarest pair's index (key, value, account_id) drives the
         query in id order and the others are probed by primary key (CROSS JOIN keeps
-        SQLite's planner to that order; PostgreSQL plans it alike)."""
+        SQLite's planner to that order, with the pairs' counts read first; PostgreSQL's
+        planner finds it from its statistics, so there the search is one statement)."""
         pairs = sorted(query.metadata.items())
         assert len(pairs) <= METADATA_FILTERS_MAX, "checked at the edge"
-        if len(pairs) > 1:
+        if len(pairs) > 1 and not self.plans_join_order:
             counts = self._pair_counts(pairs)
             if min(counts.values(), default=0) == 0 or len(counts) < len(pairs):
                 return []  # some pair is on no account

@@ -233,12 +233,17 @@ class SqlAccess:
         if rows:
             cursor.executemany(self._sql(statement), [tuple(row) for row in rows])
 
+    def _reading(self) -> AbstractContextManager[Cursor]:
+        """Where a read of one statement runs: a transaction rolled back after it, unless
+        the backend has a cheaper way (one statement is its own snapshot)."""
+        return self._transaction(commit=False)
+
     def _one(self, statement: str, params: Sequence[Any] = ()) -> Any:
-        with self._transaction(commit=False) as cursor:
+        with self._reading() as cursor:
             self._run(cursor, statement, params)
             return cursor.fetchone()
 
     def _all(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._transaction(commit=False) as cursor:
+        with self._reading() as cursor:
             self._run(cursor, statement, params)
             return list(cursor.fetchall())

@@ -1,0 +1,90 @@
+"""How the views are read on PostgreSQL (the round trips and plans behind list and
+search staying within a few milliseconds): a read is one statement in autocommit, with
+no BEGIN and ROLLBACK around it; the views' connections plan for a working set in
+memory; a search by several metadata pairs is one statement, its join order left to
+the planner. What the reads answer is the read-model contract's (test_read_model.py)."""
+
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+from eventsourcing.persistence import Tracking
+from psycopg import Cursor
+from psycopg.pq import TransactionStatus
+
+from app.application.read_model import AccountFilter
+from app.domain.account import Account
+from projections.backends import VIEW_RANDOM_PAGE_COST, PostgresLedgerView
+from projections.runner import open_view
+from projections.schema import APPLICATION_NAME
+
+pytestmark = pytest.mark.postgres
+
+PLANS = ("free", "pro")
+REGIONS = ("eu", "us", "apac")
+ACCOUNTS = 60
+
+
+@pytest.fixture
+def view(postgres_url: str) -> Iterator[PostgresLedgerView]:
+    opened = open_view(postgres_url, 1)
+    assert isinstance(opened, PostgresLedgerView)
+    try:
+        yield opened
+    finally:
+        opened.datastore.close()
+
+
+def open_accounts(view: PostgresLedgerView) -> list[Account]:
+    """Accounts with a plan and a region each, applied as the projection applies them."""
+    accounts = []
+    batch: list[tuple[Any, Tracking]] = []
+    for number in range(ACCOUNTS):
+        metadata = {"plan": PLANS[number % 2], "region": REGIONS[number % 3]}
+        account = Account.open(f"acct:{number:03d}", "CREDITS", False, 0, metadata)
+        accounts.append(account)
+        batch += [
+            (event, Tracking(APPLICATION_NAME, len(batch) + 1))
+            for event in account.collect_events()
+        ]
+    view.apply_events(batch)
+    return accounts
+
+
+def test_a_view_read_runs_in_autocommit_without_a_transaction_around_it(
+    view: PostgresLedgerView,
+) -> None:
+    with view._reading() as cursor:
+        cursor.execute("SELECT 1")
+        connection = cast("Cursor[Any]", cursor).connection
+        assert connection.info.transaction_status == TransactionStatus.IDLE
+
+
+def test_the_views_connections_plan_for_a_working_set_in_memory(
+    view: PostgresLedgerView,
+) -> None:
+    row = view._one("SHOW random_page_cost")
+    assert float(row["random_page_cost"]) == VIEW_RANDOM_PAGE_COST
+
+
+def test_a_search_by_several_pairs_is_one_statement_and_finds_every_match(
+    view: PostgresLedgerView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_accounts(view)
+
+    def no_count_lookup(*_: object) -> None:
+        raise AssertionError("the pairs' counts were read first")
+
+    monkeypatch.setattr(view, "_pair_counts", no_count_lookup)
+    everyone = view.accounts(AccountFilter(limit=ACCOUNTS))
+    assert len(everyone) == ACCOUNTS
+    for pairs in ({"plan": "pro", "region": "eu"}, {"region": "us", "plan": "free"}):
+        expected = [
+            account.id
+            for account in everyone
+            if all(account.metadata.get(key) == value for key, value in pairs.items())
+        ]
+        assert expected, "each search matches some accounts"
+        found = view.accounts(AccountFilter(metadata=pairs, limit=ACCOUNTS))
+        assert [account.id for account in found] == expected
+    assert view.accounts(AccountFilter(metadata={"plan": "pro", "region": "mars"})) == []
