@@ -19,6 +19,7 @@ import contextlib
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
@@ -97,6 +98,9 @@ class Committer:
         self._ready = threading.Condition(self._lock)
         self._stopping = False
         self._thread: threading.Thread | None = None
+        # Event loops that queued commands and will wake the writer once, after what
+        # they are running now (``submit_async``).
+        self._waking: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self.groups_written = 0
         # How long each recent group write took (seconds), for tests and metrics.
         self.write_seconds: deque[float] = deque(maxlen=WRITE_TIMES_KEPT)
@@ -121,7 +125,7 @@ class Committer:
         self._enqueue(entries)
         return [self._await(entry) for entry in entries]
 
-    def _enqueue(self, entries: list[Pending[Any]]) -> None:
+    def _enqueue(self, entries: list[Pending[Any]], *, wake: bool = True) -> None:
         units = sum(entry.units for entry in entries)
         with self._lock:
             if self._stopping:
@@ -135,14 +139,29 @@ class Committer:
             self._queue.extend(entries)
             self._queued_units += units
             self._start_writer()
+            if wake:
+                self._ready.notify()
+
+    def _wake_writer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._waking.discard(loop)
+        with self._lock:
             self._ready.notify()
 
     async def submit_async(self, command: Any, units: int = 1) -> Any:
         """``submit`` for a caller on an event loop: the loop is woken once, when the
-        answer is there (no worker thread blocks for the wait)."""
+        answer is there (no worker thread blocks for the wait).
+
+        The writer is woken once per turn of the loop, not per command: after the loop
+        has run what is ready now (other requests read from their sockets meanwhile
+        queue their commands too), so they share one write, and the loop is not
+        interrupted by a writer that wakes for each of them and then waits for the
+        interpreter lock the loop holds."""
         entry: Pending[Any] = Pending(command, units, time.monotonic() + self.timeout_seconds)
-        self._enqueue([entry])
         loop = asyncio.get_running_loop()
+        self._enqueue([entry], wake=False)
+        if loop not in self._waking:
+            self._waking.add(loop)
+            loop.call_soon(self._wake_writer, loop)
         settled = loop.create_future()
         entry.future.add_done_callback(lambda _: _wake_soon(loop, settled))
         timer = loop.call_later(max(0.0, entry.deadline - time.monotonic()), _wake, settled)

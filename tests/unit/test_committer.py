@@ -314,6 +314,28 @@ def test_callers_on_an_event_loop_share_one_write_and_the_loop_keeps_running(
     committer.close()
 
 
+def test_what_one_turn_of_the_event_loop_queues_shares_one_write(store: FakeStore) -> None:
+    """The writer is woken after the loop has run what was ready (here five requests),
+    not by the first of them: they share one write, with no store held to make them,
+    although handling each request lets other threads run (a log line written, here
+    a short blocking pause) before the next one queues its command."""
+    committer = committer_for(store)
+
+    async def request(number: int) -> Any:
+        time.sleep(0.01)  # releases the interpreter lock, as a write to a file does
+        return await committer.submit_async(number)
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(*(request(number) for number in range(5)))
+
+    assert committer.submit("first") == ("done", "first")  # the writer now waits for work
+    assert asyncio.run(scenario()) == [("done", number) for number in range(5)]
+    assert store.groups == [["first"], [0, 1, 2, 3, 4]]
+    assert asyncio.run(committer.submit_async("alone")) == ("done", "alone")
+    assert store.groups[-1] == ["alone"]
+    committer.close()
+
+
 def test_an_event_loop_caller_gets_write_timeout_or_outcome_unknown_at_its_deadline(
     store: FakeStore,
 ) -> None:
