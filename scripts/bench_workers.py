@@ -1,0 +1,262 @@
+"""Several writer processes on one PostgreSQL event store, without HTTP (issue 9).
+
+The write path of ``ledger serve --workers N`` alone: 8 threads of single transfers in
+one process against 4 threads in each of two processes (each process with its own
+ledger, committer and cache, as each worker of ``serve`` has), PostgreSQL with fsync
+on, sides alternating round by round. Each process warms its cache first; only what
+is acknowledged inside the measured window counts. Two shapes: transfers spread over
+many accounts, and every transfer spending from one hot account.
+
+Printed per side: transfers/s and the ratio, the writers' CPU and the PostgreSQL
+server's CPU per transfer (what the machine pays, whatever its load), group writes per
+second and their mean size, conflicts, writes under the write lock (decision 0018),
+the most races one command lost, and the load average. After the rounds: the hot
+account's debits equal the acknowledged hot transfers, it never went below zero, and
+the legs balance.
+
+Run from the repository root::
+
+    .venv/bin/python scripts/bench_workers.py --seconds 5 --rounds 3
+"""
+
+import argparse
+import multiprocessing
+import os
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchlib import machine
+
+from app.application.commands import OpenAccount, RecordTransfer
+from app.application.ledger import Ledger
+from app.domain.errors import LedgerError
+from tests.conftest import store_env
+from tests.support.pgserver import PostgresServer, running_postgres
+
+UNIT: Final = "CREDITS"
+HOT: Final = "bench:hot"
+ISSUANCE: Final = "bench:issuance"
+ACCOUNTS: Final = 200
+FUNDS: Final = 10**12
+THREADS_IN_ALL: Final = 8
+WARMUP_SECONDS: Final = 1.5
+START_SECONDS: Final = 120.0
+SPAWN_SECONDS: Final = 8.0
+SIDES: Final = (1, 2)  # writer processes
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What one writer process did inside the measured window."""
+
+    acknowledged: int
+    hot_acknowledged: int
+    failed: int
+    failures: dict[str, int]
+    cpu_seconds: float
+    groups: int
+    conflicts: int
+    locked_writes: int
+    most_races_lost: int
+
+
+def account(number: int) -> str:
+    return f"bench:acct:{number}"
+
+
+def writer(
+    url: str, hot: bool, threads: int, tag: str, start_at: float, seconds: float, out: Any
+) -> None:
+    """One writer process: ``threads`` closed-loop senders through one ledger."""
+    with Ledger(store_env(url)) as ledger:
+        measured_from = start_at + WARMUP_SECONDS
+        measured_to = measured_from + seconds
+        counted = [0, 0, 0]  # acknowledged, of them on the hot account, failed
+        lock = threading.Lock()
+        window: dict[str, float] = {}
+        failures: Counter[str] = Counter()
+
+        def send(thread: int) -> None:
+            chooser = random.Random(f"{tag}:{thread}")  # a workload, not secrets
+            number = 0
+            while (now := time.time()) < measured_to:
+                number += 1
+                spot = chooser.randrange(ACCOUNTS)
+                credit = account(spot)
+                debit = (
+                    HOT if hot else account((spot + 1 + chooser.randrange(ACCOUNTS - 1)) % ACCOUNTS)
+                )
+                command = RecordTransfer(f"{tag}:{thread}:{number}", debit, credit, 1)
+                try:
+                    ledger.record_transfer(command)
+                    ok = True
+                except LedgerError as error:
+                    ok = False
+                    failures[error.code] += 1
+                if now >= measured_from and time.time() < measured_to:
+                    with lock:
+                        counted[0 if ok else 2] += 1
+                        counted[1] += 1 if ok and hot else 0
+
+        def snapshot(key: str) -> None:
+            window[f"{key}:cpu"] = time.process_time()
+            window[f"{key}:groups"] = ledger.committer.groups_written
+            window[f"{key}:conflicts"] = ledger.conflicts
+            window[f"{key}:locked"] = ledger.locked_writes
+
+        def timer() -> None:
+            time.sleep(max(0.0, measured_from - time.time()))
+            snapshot("from")
+            time.sleep(max(0.0, measured_to - time.time()))
+            snapshot("to")
+
+        clock = threading.Thread(target=timer)
+        time.sleep(max(0.0, start_at - time.time()))
+        clock.start()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(send, range(threads)))
+        clock.join()
+        out.put(
+            Counts(
+                acknowledged=counted[0],
+                hot_acknowledged=counted[1],
+                failed=counted[2],
+                failures=dict(failures),
+                cpu_seconds=window["to:cpu"] - window["from:cpu"],
+                groups=int(window["to:groups"] - window["from:groups"]),
+                conflicts=int(window["to:conflicts"] - window["from:conflicts"]),
+                locked_writes=int(window["to:locked"] - window["from:locked"]),
+                most_races_lost=ledger.most_races_lost,
+            )
+        )
+
+
+def postgres_cpu_seconds(server: PostgresServer) -> float:
+    """User + system CPU of the PostgreSQL server's processes so far, from /proc."""
+    assert server.datadir is not None, "a server running_postgres started"
+    postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
+    total, pending = 0.0, [postmaster]
+    while pending:
+        pid = pending.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        pending += [int(child) for child in children]
+    return total
+
+
+def side(
+    server: PostgresServer, url: str, processes: int, hot: bool, seconds: float, tag: str
+) -> tuple[list[Counts], float]:
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    threads = THREADS_IN_ALL // processes
+    # Spawned processes import the app and open their ledger first: all start together.
+    start_at = time.time() + SPAWN_SECONDS
+    children = [
+        context.Process(
+            target=writer, args=(url, hot, threads, f"{tag}:{n}", start_at, seconds, out)
+        )
+        for n in range(processes)
+    ]
+    for child in children:
+        child.start()
+    time.sleep(max(0.0, start_at + WARMUP_SECONDS - time.time()))
+    server_before = postgres_cpu_seconds(server)
+    time.sleep(seconds)
+    server_cpu = postgres_cpu_seconds(server) - server_before
+    counts = [out.get(timeout=START_SECONDS) for _ in children]
+    for child in children:
+        child.join(START_SECONDS)
+    return counts, server_cpu
+
+
+def line(processes: int, counts: list[Counts], server_cpu: float, seconds: float) -> str:
+    acknowledged = sum(c.acknowledged for c in counts)
+    groups = sum(c.groups for c in counts)
+    per = 1000 / max(1, acknowledged)
+    return (
+        f"{processes} process(es) x {THREADS_IN_ALL // processes} threads: "
+        f"{acknowledged / seconds:,.0f} transfers/s, failed {sum(c.failed for c in counts)} "
+        f"{sum((Counter(c.failures) for c in counts), Counter()).most_common()}; "
+        f"CPU ms per transfer: writers {sum(c.cpu_seconds for c in counts) * per:.2f}, "
+        f"PostgreSQL {server_cpu * per:.2f}; groups {groups / seconds:,.0f}/s of "
+        f"{acknowledged / max(1, groups):.1f}; conflicts {sum(c.conflicts for c in counts)}, "
+        f"locked writes {sum(c.locked_writes for c in counts)}, most races lost "
+        f"{max(c.most_races_lost for c in counts)}; load average {os.getloadavg()[0]:.1f}"
+    )
+
+
+def prepare(url: str) -> None:
+    with Ledger(store_env(url)) as ledger:
+        ledger.open_account(OpenAccount(ISSUANCE, UNIT, allow_negative=True))
+        ledger.open_account(OpenAccount(HOT, UNIT))
+        for number in range(ACCOUNTS):
+            ledger.open_account(OpenAccount(account(number), UNIT, allow_negative=True))
+        ledger.record_transfer(RecordTransfer("fund", ISSUANCE, HOT, FUNDS))
+
+
+def check(url: str, hot_acknowledged: int) -> str:
+    with Ledger(store_env(url)) as ledger:
+        hot = ledger.get_account(HOT)
+        legs = sum(
+            ledger.get_account(a).balance
+            for a in [ISSUANCE, HOT, *(account(n) for n in range(ACCOUNTS))]
+        )
+    spent = hot.debits_posted
+    return (
+        f"correctness: hot account debits_posted {spent:,} (at least the {hot_acknowledged:,} "
+        f"acknowledged inside the windows; warm-ups and window edges add the rest), balance "
+        f"{hot.balance:,} >= 0: {hot.balance >= 0}; balances sum to {legs} (0: legs balance)"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--shapes", default="spread,hot")
+    args = parser.parse_args(argv)
+    shapes = [shape.strip() for shape in str(args.shapes).split(",")]
+    ratios: dict[str, list[str]] = {shape: [] for shape in shapes}
+    hot_acknowledged = 0
+    with running_postgres(fsync=True) as server:
+        url = server.create_database("workers")
+        prepare(url)
+        for round_number in range(args.rounds):
+            for shape in shapes:
+                rates: dict[int, float] = {}
+                for processes in SIDES:
+                    tag = f"r{round_number}:{shape}:{processes}"
+                    counts, server_cpu = side(
+                        server, url, processes, shape == "hot", args.seconds, tag
+                    )
+                    hot_acknowledged += sum(c.hot_acknowledged for c in counts)
+                    rates[processes] = sum(c.acknowledged for c in counts) / args.seconds
+                    print(f"{shape}, {line(processes, counts, server_cpu, args.seconds)}")
+                ratios[shape].append(
+                    f"{rates[2]:,.0f} vs {rates[1]:,.0f} = {rates[2] / rates[1]:.2f}"
+                )
+        print(check(url, hot_acknowledged))
+    for shape, rounds in ratios.items():
+        print(f"PostgreSQL in process, 2 writer processes vs 1, {shape}: " + "; ".join(rounds))
+    print(f"machine: {machine()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
