@@ -900,8 +900,12 @@ class Ledger(Application[UUID]):
 
     def _catch_up(self, group: list[Pending[Any]], *, locked: bool) -> None:
         """Bring the cached streams of the group that others moved up to the store's head
-        (one query for the events after each cached version). Under the lock, a stream
-        that moved is still being written by another process: it stays contended."""
+        (one query for the events after each cached version). Under the lock, a
+        contended stream that moved again is still being written by another process: it
+        stays contended. A stream that was merely stale (another process wrote it once,
+        a while ago) is caught up and stays uncontended: with several processes writing
+        accounts spread over many, nearly every group holds one stale stream, and
+        marking those would spread the lock to groups that no process contends."""
         cached = {i: self._written.get(i) for i in _stream_ids(group) if i in self._written}
         newer = events_after(self.recorder, {i: a.version for i, a in cached.items()})
         if newer is None:
@@ -911,7 +915,7 @@ class Ledger(Application[UUID]):
         if newer:
             self._saw_others()
         if locked:
-            self._mark_contended(newer)
+            self._mark_contended([i for i in newer if i in self._contended])
         for originator_id, stored_events in newer.items():
             aggregate: Any = cached[originator_id]
             for stored in stored_events:

@@ -241,6 +241,29 @@ def test_a_stream_another_process_keeps_writing_is_caught_up_under_the_lock_not_
     assert ledger.get_account(user(0)).balance == 5
 
 
+def test_a_stream_only_stale_when_a_locked_group_caught_it_up_does_not_become_contended(
+    shared_url: str, ledger: Ledger
+) -> None:
+    """HOT is contended; user 3 was written once by the other process. The locked write
+    that touches both catches user 3 up, but a later group touching user 3 alone is
+    written without the lock: a stream written once is not a stream being hammered."""
+    ledger.record_transfer(RecordTransfer("mine:0", HOT, user(0), 1))  # HOT is cached
+    ledger.record_transfer(grant("mine:3", 3))  # user 3 is cached
+    with open_ledger(shared_url) as other:
+        other.record_transfer(RecordTransfer("theirs:0", HOT, user(1), 10))
+        assert ledger.record_transfer(RecordTransfer("mine:1", HOT, user(0), 1)).created
+        assert ledger.locked_writes == 1  # HOT is contended from here on
+        other.record_transfer(grant("theirs:3", 3))  # user 3 is stale here now
+        other.record_transfer(RecordTransfer("theirs:1", HOT, user(1), 10))
+        assert ledger.record_transfer(RecordTransfer("mine:2", HOT, user(3), 1)).created
+        assert ledger.locked_writes == 2  # HOT again, user 3 caught up under the lock
+        assert ledger.record_transfer(grant("mine:3:again", 3)).created
+    assert ledger.locked_writes == 2, "user 3 was treated as contended"
+    assert ledger.conflicts == 1
+    assert ledger.get_account(user(3)).balance == 4
+    assert ledger.get_account(HOT).debits_posted == 20 + 3
+
+
 def test_a_contended_group_reads_its_uncached_accounts_before_it_asks_for_the_lock(
     shared_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
