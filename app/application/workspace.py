@@ -136,56 +136,45 @@ class Workspace:
         self.base_versions: dict[UUID, int | None] = {}
         # Aggregates an earlier command of the group may have changed (not in the store).
         self._changed: set[UUID] = set()
-        # The current command's scope: what it read; images of the changed aggregates it
-        # touched; the others it touched, at their version then; what it created.
+        # The current command's scope: what it read, and how to undo each aggregate it
+        # touched: an image (one an earlier command changed), its version when first
+        # touched (one as the store holds it), or None (one it created).
         self.reads: set[UUID] = set()
-        self._images: dict[UUID, tuple[Aggregate, dict[str, Any]]] = {}
-        self._untouched: dict[UUID, tuple[Aggregate, int]] = {}
-        self._created: dict[UUID, Aggregate] = {}
+        self._undo: dict[UUID, tuple[Aggregate, dict[str, Any] | int | None]] = {}
         # Every aggregate the group's kept commands created, by object identity.
         self._new: dict[int, Aggregate] = {}
 
     # Command scopes ----------------------------------------------------------------------
 
     def begin(self) -> None:
-        self._changed.update(self._untouched)
-        self._changed.update(self._created)
+        self._changed.update(self._undo)
         self.reads = set()
-        self._images = {}
-        self._untouched = {}
-        self._created = {}
+        self._undo = {}
 
     def rollback(self) -> None:
         """Undo everything the current command did (it was rejected). An aggregate no
         earlier command changed is as the store holds it: when this command changed it
         (its version moved), it is dropped and read again when next needed, instead of
         being imaged on every first touch."""
-        for aggregate, image in self._images.values():
-            state = vars(aggregate)
-            state.clear()
-            state.update(image)
-        for aggregate, version in self._untouched.values():
-            if aggregate.version != version:
-                self._drop(aggregate)
-        for aggregate in self._created.values():
-            self._forget(aggregate)
-        self._images = {}
-        self._untouched = {}
-        self._created = {}
+        for aggregate, undo in self._undo.values():
+            if undo is None:
+                self._forget(aggregate)
+            elif isinstance(undo, int):
+                if aggregate.version != undo:
+                    self._drop(aggregate)
+            else:
+                state = vars(aggregate)
+                state.clear()
+                state.update(undo)
+        self._undo = {}
 
     def _touch(self, aggregate: Aggregate) -> None:
         originator_id = aggregate.id
         self.reads.add(originator_id)
-        if (
-            originator_id in self._images
-            or originator_id in self._untouched
-            or originator_id in self._created
-        ):
-            return
-        if originator_id in self._changed:
-            self._images[originator_id] = (aggregate, _image(aggregate))
-        else:
-            self._untouched[originator_id] = (aggregate, aggregate.version)
+        undo = self._undo
+        if originator_id not in undo:
+            changed = originator_id in self._changed
+            undo[originator_id] = (aggregate, _image(aggregate) if changed else aggregate.version)
 
     def _drop(self, aggregate: Aggregate) -> None:
         """Let go of a held aggregate that still exists in the store as first read."""
@@ -286,7 +275,7 @@ class Workspace:
         self.base_versions.setdefault(originator_id, None)
         self._hold(aggregate)
         self.reads.add(originator_id)
-        self._created[originator_id] = aggregate
+        self._undo[originator_id] = (aggregate, None)
         self._new[id(aggregate)] = aggregate
         return aggregate
 
