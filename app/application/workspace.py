@@ -53,10 +53,10 @@ class Written:
         if not positions:
             return
         assert len(positions) == len(events), "one position per recorded event"
-        for event, position in zip(events, positions, strict=True):
-            stream = event.originator_id.int
-            self._positions[stream, event.originator_version] = position
-            self._last[stream] = position
+        streams = [event.originator_id.int for event in events]
+        versions = [event.originator_version for event in events]
+        self._positions = dict(zip(zip(streams, versions, strict=True), positions, strict=True))
+        self._last = dict(zip(streams, positions, strict=True))  # the later wins: the last
 
     @property
     def commit(self) -> int:
