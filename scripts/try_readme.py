@@ -1,10 +1,11 @@
 """Try the README as a newcomer would, from a fresh clone: run its set-up command there
 as written (a virtualenv, `pip install -e .` from the package index, `ledger serve` with no
-configuration; only `--port` is added, a free one), take the admin key the server prints,
-run the README's curl block (HTTP API) as written, then its Python snippet with the
-clone's own interpreter; print what each step answered and exit non-zero on the first
-step that fails. Nothing of this checkout's virtualenv is used. The README's other
-command (install the dev extras, run the whole suite) is the one CI runs (.ci/run).
+configuration; only `--port` is added, a free one, and a longer read wait for a loaded
+machine), take the admin key the server prints, run the README's curl block (HTTP API) as
+written, then its Python snippet with the clone's own interpreter; print what each step
+answered and exit non-zero on the first step that fails. Nothing of this checkout's
+virtualenv is used. The README's other command (install the dev extras, run the whole
+suite) is the one CI runs (.ci/run).
 tests/e2e/test_readme.py runs this script.
 
     python scripts/try_readme.py [REPOSITORY]   # default: this checkout's HEAD
@@ -25,6 +26,10 @@ from typing import Final
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 START_TIMEOUT_SECONDS: Final = 120
+# The one setting added to the README's serve: on a loaded machine the projections child
+# may reach the spend's position after the default 5 s read wait (answered 503, "retry
+# shortly"); the read-your-write step waits for that condition up to this bound instead.
+READ_WAIT_SECONDS: Final = "30"
 # A virtualenv and the package's dependencies from the index: minutes on a loaded machine.
 INSTALL_TIMEOUT_SECONDS: Final = 1200
 SET_UP_SECTION: Final = "Set-up, in two commands"
@@ -153,7 +158,7 @@ def main() -> None:
             server = subprocess.Popen(
                 [*serve, "--port", str(port)],
                 cwd=clone,
-                env=newcomer_environment(),
+                env={**newcomer_environment(), "LEDGER_READ_WAIT_SECONDS": READ_WAIT_SECONDS},
                 stdout=out,
                 stderr=subprocess.DEVNULL,
                 text=True,

@@ -124,22 +124,26 @@ def test_an_idle_stream_sends_keep_alive_comments(tmp_path: Path) -> None:
 def test_sigterm_ends_open_streams_and_the_server_stops_promptly(tmp_path: Path) -> None:
     with serving(tmp_path / "var") as server:
         key = admin_key_of(server)
-        ended = threading.Event()
+        opened, ended = threading.Event(), threading.Event()
 
         def hold_a_stream() -> None:
             with (
                 server.client(key) as client,
                 client.stream("GET", "/v1/events/stream") as stream,
             ):
+                if stream.status_code == 200:
+                    opened.set()
                 for _ in stream.iter_lines():
                     pass
             ended.set()
 
         holder = threading.Thread(target=hold_a_stream, daemon=True)
         holder.start()
-        time.sleep(0.5)
+        # The stream is open (answered 200, the server holds it) before the signal.
+        assert opened.wait(WAIT_SECONDS)
         assert_stops_cleanly(server)  # within 10 s, status 0, no traceback
-        assert ended.wait(5)
+        assert ended.wait(WAIT_SECONDS)
+        holder.join(WAIT_SECONDS)
 
 
 def test_too_many_streams_are_refused_with_503(tmp_path: Path) -> None:

@@ -31,6 +31,10 @@ START_TIMEOUT_SECONDS: Final = 60.0
 STOP_TIMEOUT_SECONDS: Final = 15.0
 UNIT: Final = "CREDITS"
 ISSUER: Final = "system:issuance"
+# How long a read with min_position waits for the views (the default is 5 s): on a loaded
+# machine the projections child, which runs niced, may take longer to reach a position
+# than the default allows, and the read would answer 409 instead of waiting.
+READ_WAIT_SECONDS: Final = "30"
 
 
 def ledger_command() -> list[str]:
@@ -48,6 +52,7 @@ def environment(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
     env["LEDGER_DATA_DIR"] = str(data_dir)
     env["LEDGER_LOG_FORMAT"] = "json"
+    env["LEDGER_READ_WAIT_SECONDS"] = READ_WAIT_SECONDS
     return env
 
 
