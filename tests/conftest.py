@@ -17,6 +17,32 @@ _database_numbers = itertools.count()
 
 BACKENDS = ["memory", "sqlite", "postgres", "kurrentdb-fake", "kurrentdb-real"]
 KURRENTDB_REAL_SKIP = "KURRENTDB_URI is not set: no KurrentDB server to run the suite against"
+# The soak test's length (tests/e2e/test_soak.py): short in the suite, longer when asked.
+SOAK_MINUTES_DEFAULT = 0.5
+# The soak's bound on top of its length: start, set-up, stop.
+SOAK_OVERHEAD_SECONDS = 240
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak-minutes",
+        type=float,
+        default=SOAK_MINUTES_DEFAULT,
+        help=f"how long the soak test loads the server (default {SOAK_MINUTES_DEFAULT})",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The soak test's timeout follows the length asked for."""
+    minutes = float(config.getoption("--soak-minutes"))
+    for item in items:
+        if "soak_minutes" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(minutes * 60 + SOAK_OVERHEAD_SECONDS))
+
+
+@pytest.fixture
+def soak_minutes(request: pytest.FixtureRequest) -> float:
+    return float(request.config.getoption("--soak-minutes"))
 
 
 @pytest.fixture(scope="session")
