@@ -155,6 +155,11 @@ def create_app(
         request_max_body_size=services.settings.request_body_bytes_max,
         on_shutdown=on_shutdown or [],
         openapi_config=openapi_config(),
+        # The process's logging is configured once, by the command that runs it
+        # (bootstrap.configure_logging). Litestar's default would replace the root
+        # logger's handlers with one bound to the sys.stderr of the moment and start a
+        # queue-listener thread for each app built (tests build many, in one process).
+        logging_config=None,
         debug=False,
     )
     refine_openapi(app)
