@@ -16,6 +16,7 @@ same id is safe because every write is idempotent on its id).
 
 import asyncio
 import contextlib
+import itertools
 import random
 import threading
 import time
@@ -149,30 +150,50 @@ class Committer:
 
     async def submit_async(self, command: Any, units: int = 1) -> Any:
         """``submit`` for a caller on an event loop: the loop is woken once, when the
-        answer is there (no worker thread blocks for the wait).
+        answer is there (no worker thread blocks for the wait)."""
+        result = (await self.submit_all_async([(command, units)]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def submit_all_async(self, commands: Sequence[tuple[Any, int]]) -> list[Any]:
+        """``submit_all`` for a caller on an event loop: queued together, answered
+        together (each answer a result or an exception instance, in order); the loop
+        is woken once, when the last of them is settled or at the deadline.
 
         The writer is woken once per turn of the loop, not per command: after the loop
         has run what is ready now (other requests read from their sockets meanwhile
         queue their commands too), so they share one write, and the loop is not
         interrupted by a writer that wakes for each of them and then waits for the
         interpreter lock the loop holds."""
-        entry: Pending[Any] = Pending(command, units, time.monotonic() + self.timeout_seconds)
+        if not commands:
+            return []
+        deadline = time.monotonic() + self.timeout_seconds
+        entries: list[Pending[Any]] = [
+            Pending(command, units, deadline) for command, units in commands
+        ]
         loop = asyncio.get_running_loop()
-        self._enqueue([entry], wake=False)
+        self._enqueue(entries, wake=False)
         if loop not in self._waking:
             self._waking.add(loop)
             loop.call_soon(self._wake_writer, loop)
         settled = loop.create_future()
-        entry.future.add_done_callback(lambda _: _wake_soon(loop, settled))
-        timer = loop.call_later(max(0.0, entry.deadline - time.monotonic()), _wake, settled)
+        # Settled from the writer thread, one entry at a time: ``next`` on a count is
+        # atomic, so exactly the last one wakes the loop.
+        settled_count = itertools.count(1)
+
+        def one_settled(_: "Future[Any]") -> None:
+            if next(settled_count) == len(entries):
+                _wake_soon(loop, settled)
+
+        for entry in entries:
+            entry.future.add_done_callback(one_settled)
+        timer = loop.call_later(max(0.0, deadline - time.monotonic()), _wake, settled)
         try:
             await settled
         finally:
             timer.cancel()
-        result = self._answer_of(entry)
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        return [self._answer_of(entry) for entry in entries]
 
     def _await(self, entry: Pending[Any]) -> Any:
         """The command's answer (a result or an error instance) within its deadline."""

@@ -234,6 +234,13 @@ class Ledger(Application[UUID]):
     # Accounts --------------------------------------------------------------------------
 
     def open_account(self, command: OpenAccount) -> AccountOutcome:
+        return self._submit(self._open_account_write(command))
+
+    async def open_account_async(self, command: OpenAccount) -> AccountOutcome:
+        """``open_account`` for a caller on an event loop (the HTTP API)."""
+        return await self._submit_async(self._open_account_write(command))
+
+    def _open_account_write(self, command: OpenAccount) -> Write[AccountOutcome]:
         command = command.checked()
 
         def apply(work: Workspace) -> Callable[[Written], AccountOutcome]:
@@ -271,9 +278,16 @@ class Ledger(Application[UUID]):
             view = AccountView.of(account, now=self.clock())
             return lambda written: AccountOutcome(view, created=True, position=written.commit)
 
-        return self._submit(Write(apply, account_ids=(command.id,)))
+        return Write(apply, account_ids=(command.id,))
 
     def close_account(self, account_id: str) -> AccountOutcome:
+        return self._submit(self._close_account_write(account_id))
+
+    async def close_account_async(self, account_id: str) -> AccountOutcome:
+        """``close_account`` for a caller on an event loop (the HTTP API)."""
+        return await self._submit_async(self._close_account_write(account_id))
+
+    def _close_account_write(self, account_id: str) -> Write[AccountOutcome]:
         account_id = check_id(account_id, "account_id")
 
         def apply(work: Workspace) -> Callable[[Written], AccountOutcome]:
@@ -287,13 +301,24 @@ class Ledger(Application[UUID]):
                 )
             return lambda written: AccountOutcome(view, created=False, position=written.commit)
 
-        return self._submit(Write(apply, account_ids=(account_id,)))
+        return Write(apply, account_ids=(account_id,))
 
     def update_account(
         self, account_id: str, metadata_changes: Mapping[str, str | None]
     ) -> AccountOutcome:
         """Merge metadata changes into an account (None removes a key): one
         ``Account.Updated`` event, or none when nothing would change."""
+        return self._submit(self._update_account_write(account_id, metadata_changes))
+
+    async def update_account_async(
+        self, account_id: str, metadata_changes: Mapping[str, str | None]
+    ) -> AccountOutcome:
+        """``update_account`` for a caller on an event loop (the HTTP API)."""
+        return await self._submit_async(self._update_account_write(account_id, metadata_changes))
+
+    def _update_account_write(
+        self, account_id: str, metadata_changes: Mapping[str, str | None]
+    ) -> Write[AccountOutcome]:
         account_id = check_id(account_id, "account_id")
 
         def apply(work: Workspace) -> Callable[[Written], AccountOutcome]:
@@ -306,7 +331,7 @@ class Ledger(Application[UUID]):
                 )
             return lambda written: AccountOutcome(view, created=False, position=written.commit)
 
-        return self._submit(Write(apply, account_ids=(account_id,)))
+        return Write(apply, account_ids=(account_id,))
 
     def get_account(self, account_id: str) -> AccountView:
         """The account as its own stream says now (the write side; views come from
@@ -340,9 +365,7 @@ class Ledger(Application[UUID]):
 
     async def record_transfer_async(self, command: RecordTransfer) -> TransferOutcome:
         """``record_transfer`` for a caller on an event loop (the HTTP API)."""
-        write = self._transfer_write(command.checked())
-        outcome: TransferOutcome = await self.committer.submit_async(write, write.units)
-        return outcome
+        return await self._submit_async(self._transfer_write(command.checked()))
 
     def _transfer_write(self, command: RecordTransfer) -> Write[TransferOutcome]:
         return Write(
@@ -353,17 +376,27 @@ class Ledger(Application[UUID]):
         )
 
     def record_batch(self, commands: Sequence[RecordTransfer], *, atomic: bool) -> BatchOutcome:
-        if len(commands) > limits.BATCH_SIZE_MAX:
-            raise BatchTooLargeError(
-                f"a batch holds at most {limits.BATCH_SIZE_MAX} transfers, got {len(commands)}"
-            )
-        if not commands:
-            raise ValidationError("a batch needs at least one transfer", field="transfers")
+        _check_batch_size(commands)
         if atomic:
-            return self._record_atomic_batch(commands)
-        return self._record_independent_batch(commands)
+            return self._submit(self._atomic_batch_write(commands))
+        refused, writes = self._independent_batch_writes(commands)
+        answers = self.committer.submit_all([(write, write.units) for write in writes.values()])
+        return _batch_outcome(len(commands), refused, writes, answers)
 
-    def _record_atomic_batch(self, commands: Sequence[RecordTransfer]) -> BatchOutcome:
+    async def record_batch_async(
+        self, commands: Sequence[RecordTransfer], *, atomic: bool
+    ) -> BatchOutcome:
+        """``record_batch`` for a caller on an event loop (the HTTP API)."""
+        _check_batch_size(commands)
+        if atomic:
+            return await self._submit_async(self._atomic_batch_write(commands))
+        refused, writes = self._independent_batch_writes(commands)
+        answers = await self.committer.submit_all_async(
+            [(write, write.units) for write in writes.values()]
+        )
+        return _batch_outcome(len(commands), refused, writes, answers)
+
+    def _atomic_batch_write(self, commands: Sequence[RecordTransfer]) -> Write[BatchOutcome]:
         checked: list[RecordTransfer] = []
         for index, command in enumerate(commands):
             try:
@@ -380,31 +413,28 @@ class Ledger(Application[UUID]):
                     raise BatchRejectedError(index, error) from None
             return lambda written: BatchOutcome([finish(written) for finish in finishers])
 
-        write = Write(
+        return Write(
             apply,
             account_ids=tuple(_account_ids(checked)),
             transfer_ids=tuple(command.id for command in checked),
             units=len(checked),
             new_transfer_ids=tuple(command.id for command in checked),
         )
-        return self._submit(write)
 
-    def _record_independent_batch(self, commands: Sequence[RecordTransfer]) -> BatchOutcome:
+    def _independent_batch_writes(
+        self, commands: Sequence[RecordTransfer]
+    ) -> tuple[dict[int, LedgerError], dict[int, Write[TransferOutcome]]]:
         """Each item is its own command (all-or-nothing on its own); they are queued
-        together and usually share one write."""
-        results: dict[int, TransferOutcome | Exception] = {}
+        together and usually share one write. Items refused by their own checks are
+        answered without being queued."""
+        refused: dict[int, LedgerError] = {}
         writes: dict[int, Write[TransferOutcome]] = {}
         for index, command in enumerate(commands):
             try:
                 writes[index] = self._transfer_write(command.checked())
             except LedgerError as error:
-                results[index] = error
-        answers = self.committer.submit_all([(write, write.units) for write in writes.values()])
-        for index, answer in zip(writes, answers, strict=True):
-            if isinstance(answer, BaseException) and not isinstance(answer, LedgerError):
-                raise answer  # a store fault, not a rejection of this item
-            results[index] = answer
-        return BatchOutcome([results[index] for index in range(len(commands))])
+                refused[index] = error
+        return refused, writes
 
     def _apply_transfer(
         self,
@@ -551,6 +581,17 @@ class Ledger(Application[UUID]):
         return recorded_position(self.recorder, originator_id, version)
 
     def post_pending(self, transfer_id: str, amount: int | None = None) -> TransferOutcome:
+        return self._submit(self._post_pending_write(transfer_id, amount))
+
+    async def post_pending_async(
+        self, transfer_id: str, amount: int | None = None
+    ) -> TransferOutcome:
+        """``post_pending`` for a caller on an event loop (the HTTP API)."""
+        return await self._submit_async(self._post_pending_write(transfer_id, amount))
+
+    def _post_pending_write(
+        self, transfer_id: str, amount: int | None = None
+    ) -> Write[TransferOutcome]:
         transfer_id = check_id(transfer_id, "transfer_id")
         if amount is not None:
             amount = check_amount(amount)
@@ -573,9 +614,16 @@ class Ledger(Application[UUID]):
             transfer.post(posted_amount, now, consumed)
             return self._outcome(transfer)
 
-        return self._submit(Write(apply, transfer_ids=(transfer_id,)))
+        return Write(apply, transfer_ids=(transfer_id,))
 
     def void_pending(self, transfer_id: str) -> TransferOutcome:
+        return self._submit(self._void_pending_write(transfer_id))
+
+    async def void_pending_async(self, transfer_id: str) -> TransferOutcome:
+        """``void_pending`` for a caller on an event loop (the HTTP API)."""
+        return await self._submit_async(self._void_pending_write(transfer_id))
+
+    def _void_pending_write(self, transfer_id: str) -> Write[TransferOutcome]:
         transfer_id = check_id(transfer_id, "transfer_id")
 
         def apply(work: Workspace) -> Callable[[Written], TransferOutcome]:
@@ -587,7 +635,7 @@ class Ledger(Application[UUID]):
             self._settle_hold(work, transfer, 0, now)
             return self._outcome(transfer)
 
-        return self._submit(Write(apply, transfer_ids=(transfer_id,)))
+        return Write(apply, transfer_ids=(transfer_id,))
 
     def expire_pending(self, transfer_id: str) -> TransferOutcome:
         """Release a hold whose timeout has passed. Safe to run twice: an expired hold
@@ -634,6 +682,29 @@ class Ledger(Application[UUID]):
         """Refund a posted transfer: a new transfer, accounts swapped, linked both ways.
         A spend's reversal gives back to the lots it took from; a grant's reversal takes
         back only what is still free in its lot. ``amount`` reverses part of it."""
+        return self._submit(
+            self._reverse_transfer_write(transfer_id, reversal_id, metadata, amount)
+        )
+
+    async def reverse_transfer_async(
+        self,
+        transfer_id: str,
+        reversal_id: str,
+        metadata: dict[str, str] | None = None,
+        amount: int | None = None,
+    ) -> TransferOutcome:
+        """``reverse_transfer`` for a caller on an event loop (the HTTP API)."""
+        return await self._submit_async(
+            self._reverse_transfer_write(transfer_id, reversal_id, metadata, amount)
+        )
+
+    def _reverse_transfer_write(
+        self,
+        transfer_id: str,
+        reversal_id: str,
+        metadata: dict[str, str] | None = None,
+        amount: int | None = None,
+    ) -> Write[TransferOutcome]:
         transfer_id = check_id(transfer_id, "transfer_id")
         reversal_id = check_id(reversal_id, "id")
         if is_breakage_transfer_id(reversal_id):
@@ -668,8 +739,8 @@ class Ledger(Application[UUID]):
             original.mark_reversed(reversal_id)
             return finish
 
-        return self._submit(
-            Write(apply, transfer_ids=(transfer_id, reversal_id), new_transfer_ids=(reversal_id,))
+        return Write(
+            apply, transfer_ids=(transfer_id, reversal_id), new_transfer_ids=(reversal_id,)
         )
 
     def _plan_reversal(
@@ -846,6 +917,10 @@ class Ledger(Application[UUID]):
 
     def _submit(self, write: Write[R]) -> R:
         result: R = self.committer.submit(write, write.units)
+        return result
+
+    async def _submit_async(self, write: Write[R]) -> R:
+        result: R = await self.committer.submit_async(write, write.units)
         return result
 
     def _write_group(self, group: list[Pending[Any]]) -> list[Pending[Any]]:
@@ -1228,3 +1303,27 @@ def _account_ids(commands: Sequence[RecordTransfer]) -> list[str]:
     for command in commands:
         ids += [command.debit_account_id, command.credit_account_id]
     return ids
+
+
+def _check_batch_size(commands: Sequence[RecordTransfer]) -> None:
+    if len(commands) > limits.BATCH_SIZE_MAX:
+        raise BatchTooLargeError(
+            f"a batch holds at most {limits.BATCH_SIZE_MAX} transfers, got {len(commands)}"
+        )
+    if not commands:
+        raise ValidationError("a batch needs at least one transfer", field="transfers")
+
+
+def _batch_outcome(
+    size: int,
+    refused: Mapping[int, LedgerError],
+    writes: Mapping[int, Write[TransferOutcome]],
+    answers: Sequence[Any],
+) -> BatchOutcome:
+    """An independent batch's answer, item by item, in order."""
+    results: dict[int, TransferOutcome | Exception] = dict(refused)
+    for index, answer in zip(writes, answers, strict=True):
+        if isinstance(answer, BaseException) and not isinstance(answer, LedgerError):
+            raise answer  # a store fault, not a rejection of this item
+        results[index] = answer
+    return BatchOutcome([results[index] for index in range(size)])

@@ -336,6 +336,54 @@ def test_what_one_turn_of_the_event_loop_queues_shares_one_write(store: FakeStor
     committer.close()
 
 
+def test_commands_queued_together_from_a_loop_are_answered_together_in_order() -> None:
+    """An independent batch on the event loop: one answer per command, a rejection as a
+    value in its place, the others written."""
+
+    class RejectedError(Exception):
+        pass
+
+    def writing(group: list[Pending[Any]]) -> list[Pending[Any]]:
+        for entry in group:
+            if entry.command == "bad":
+                entry.fail(RejectedError(entry.command))
+            else:
+                entry.answer(("done", entry.command))
+        return []
+
+    committer = Committer(writing, queue_units_max=10, timeout_seconds=WAIT_SECONDS)
+    answers = asyncio.run(committer.submit_all_async([("a", 1), ("bad", 1), ("c", 1)]))
+    assert answers[0] == ("done", "a")
+    assert isinstance(answers[1], RejectedError)
+    assert answers[2] == ("done", "c")
+    assert asyncio.run(committer.submit_all_async([])) == []
+    committer.close()
+
+
+def test_commands_queued_together_from_a_loop_answer_at_their_deadline(
+    store: FakeStore,
+) -> None:
+    committer = committer_for(store, timeout=SHORT_TIMEOUT_SECONDS)
+    store.hold()
+
+    async def scenario() -> list[Any]:
+        taken = asyncio.create_task(committer.submit_async("taken"))
+        while not store.entered.is_set():
+            await asyncio.sleep(0.001)
+        started = time.monotonic()
+        answers = await committer.submit_all_async([("queued-1", 1), ("queued-2", 1)])
+        assert time.monotonic() - started < SHORT_TIMEOUT_SECONDS + DEADLINE_SLACK_SECONDS
+        with pytest.raises(OutcomeUnknownError):
+            await taken
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert [type(answer) for answer in answers] == [WriteTimeoutError, WriteTimeoutError]
+    store.released.set()
+    committer.close()
+    assert [command for group in store.groups for command in group] == ["taken"]
+
+
 def test_an_event_loop_caller_gets_write_timeout_or_outcome_unknown_at_its_deadline(
     store: FakeStore,
 ) -> None:

@@ -54,15 +54,14 @@ class AccountController(Controller):
     @post(
         "/",
         guards=[requires("write")],
-        sync_to_thread=True,
         status_code=201,
         summary="Open an account (idempotent on id)",
         operation_id="openAccount",
     )
-    def open(
+    async def open(
         self, data: JSONBody[AccountCreate], services: NamedDependency[Services]
     ) -> Response[AccountRead]:
-        outcome = services.ledger.open_account(data.command())
+        outcome = await services.ledger.open_account_async(data.command())
         return Response(
             AccountRead.of(outcome.account, outcome.position),
             status_code=201 if outcome.created else 200,
@@ -138,16 +137,15 @@ class AccountController(Controller):
     @patch(
         "/{account_id:str}",
         guards=[requires("write")],
-        sync_to_thread=True,
         summary="Update an account's metadata (JSON Merge Patch: null removes a key)",
     )
-    def update(
+    async def update(
         self,
         account_id: FromPath[str],
         data: JSONBody[AccountUpdate],
         services: NamedDependency[Services],
     ) -> AccountRead:
-        outcome = services.ledger.update_account(account_id, data.metadata)
+        outcome = await services.ledger.update_account_async(account_id, data.metadata)
         return AccountRead.of(outcome.account, outcome.position)
 
     @get(
@@ -216,11 +214,12 @@ class AccountController(Controller):
     @post(
         "/{account_id:str}/close",
         guards=[requires("write")],
-        sync_to_thread=True,
         status_code=200,
         summary="Close an account (idempotent)",
         operation_id="closeAccount",
     )
-    def close(self, account_id: FromPath[str], services: NamedDependency[Services]) -> AccountRead:
-        outcome = services.ledger.close_account(account_id)
+    async def close(
+        self, account_id: FromPath[str], services: NamedDependency[Services]
+    ) -> AccountRead:
+        outcome = await services.ledger.close_account_async(account_id)
         return AccountRead.of(outcome.account, outcome.position)

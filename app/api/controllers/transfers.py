@@ -18,7 +18,7 @@ from app.api.consistency import (
     stamp_position,
 )
 from app.api.errors import ledger_error_body, status_of
-from app.api.metrics import Metrics, metrics_of
+from app.api.metrics import metrics_of
 from app.api.pagination import (
     PAGE_LIMIT_DEFAULT,
     PAGE_LIMIT_MAX,
@@ -110,19 +110,19 @@ class TransferController(Controller):
     @post(
         "/batch",
         guards=[requires("write")],
-        sync_to_thread=True,
         status_code=200,
         summary="Record a batch: atomic (all or nothing) or one result per item",
         operation_id="recordTransferBatch",
     )
-    def batch(
+    async def batch(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[BatchCreate],
         services: NamedDependency[Services],
-        metrics: NamedDependency[Metrics],
     ) -> Response[BatchRead]:
+        metrics = metrics_of(request)
         commands = [batch_command(item) for item in data.transfers]
-        outcome = services.ledger.record_batch(commands, atomic=data.atomic)
+        outcome = await services.ledger.record_batch_async(commands, atomic=data.atomic)
         # The answer is encoded straight from plain values (transfer_document): as
         # models, 1,000 answers cost a batch more CPU than writing it.
         results: list[dict[str, Any]] = []
@@ -221,55 +221,55 @@ class TransferController(Controller):
     @post(
         "/{transfer_id:str}/post",
         guards=[requires("write")],
-        sync_to_thread=True,
         status_code=200,
         summary="Post a pending transfer, whole or a smaller amount",
         operation_id="postPendingTransfer",
     )
-    def post_pending(
+    async def post_pending(
         self,
         transfer_id: FromPath[str],
         services: NamedDependency[Services],
         data: JSONBody[PostPending | None] = None,
     ) -> TransferRead:
         # No body at all means {}: posting the whole hold (retry-safe, docs/writes.md).
-        outcome = services.ledger.post_pending(transfer_id, None if data is None else data.amount)
+        amount = None if data is None else data.amount
+        outcome = await services.ledger.post_pending_async(transfer_id, amount)
         return TransferRead.of(outcome.transfer, outcome.position)
 
     @post(
         "/{transfer_id:str}/void",
         guards=[requires("write")],
-        sync_to_thread=True,
         status_code=200,
         summary="Void a pending transfer",
         operation_id="voidPendingTransfer",
     )
-    def void_pending(
+    async def void_pending(
         self,
         transfer_id: FromPath[str],
         services: NamedDependency[Services],
         data: JSONBody[VoidPending | None] = None,
     ) -> TransferRead:
         del data  # the body is {} or absent by contract; extra fields are refused
-        outcome = services.ledger.void_pending(transfer_id)
+        outcome = await services.ledger.void_pending_async(transfer_id)
         return TransferRead.of(outcome.transfer, outcome.position)
 
     @post(
         "/{transfer_id:str}/reverse",
         guards=[requires("write")],
-        sync_to_thread=True,
         status_code=201,
         summary="Reverse (refund) a posted transfer with a new transfer",
         operation_id="reverseTransfer",
     )
-    def reverse(
+    async def reverse(
         self,
+        request: Request[Any, Any, Any],
         transfer_id: FromPath[str],
         data: JSONBody[ReverseTransfer],
         services: NamedDependency[Services],
-        metrics: NamedDependency[Metrics],
     ) -> Response[TransferRead]:
-        outcome = services.ledger.reverse_transfer(transfer_id, data.id, data.metadata, data.amount)
+        outcome = await services.ledger.reverse_transfer_async(
+            transfer_id, data.id, data.metadata, data.amount
+        )
         if outcome.created:
-            metrics.transfers_recorded.inc()
+            metrics_of(request).transfers_recorded.inc()
         return transfer_response(outcome)
