@@ -36,7 +36,9 @@ from typing import Any, Final
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import psycopg
 from benchlib import machine
+from psycopg.sql import SQL, Literal
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
@@ -50,7 +52,6 @@ ISSUANCE: Final = "bench:issuance"
 ACCOUNTS: Final = 200
 FUNDS: Final = 10**12
 THREADS_IN_ALL: Final = 8
-WARMUP_SECONDS: Final = 1.5
 START_SECONDS: Final = 120.0
 SPAWN_SECONDS: Final = 8.0
 SIDES: Final = (1, 2)  # writer processes
@@ -75,13 +76,19 @@ def account(number: int) -> str:
     return f"bench:acct:{number}"
 
 
-def writer(
-    url: str, hot: bool, threads: int, tag: str, start_at: float, seconds: float, out: Any
-) -> None:
+@dataclass(frozen=True)
+class Window:
+    start_at: float  # wall clock: when the senders start
+    warmup: float
+    seconds: float
+
+
+def writer(url: str, hot: bool, threads: int, tag: str, window_at: Window, out: Any) -> None:
     """One writer process: ``threads`` closed-loop senders through one ledger."""
     with Ledger(store_env(url)) as ledger:
-        measured_from = start_at + WARMUP_SECONDS
-        measured_to = measured_from + seconds
+        start_at = window_at.start_at
+        measured_from = start_at + window_at.warmup
+        measured_to = measured_from + window_at.seconds
         counted = [0, 0, 0]  # acknowledged, of them on the hot account, failed
         lock = threading.Lock()
         window: dict[str, float] = {}
@@ -160,24 +167,22 @@ def postgres_cpu_seconds(server: PostgresServer) -> float:
 
 
 def side(
-    server: PostgresServer, url: str, processes: int, hot: bool, seconds: float, tag: str
+    server: PostgresServer, url: str, processes: int, hot: bool, window: Window, tag: str
 ) -> tuple[list[Counts], float]:
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     threads = THREADS_IN_ALL // processes
     # Spawned processes import the app and open their ledger first: all start together.
-    start_at = time.time() + SPAWN_SECONDS
+    window = Window(time.time() + SPAWN_SECONDS, window.warmup, window.seconds)
     children = [
-        context.Process(
-            target=writer, args=(url, hot, threads, f"{tag}:{n}", start_at, seconds, out)
-        )
+        context.Process(target=writer, args=(url, hot, threads, f"{tag}:{n}", window, out))
         for n in range(processes)
     ]
     for child in children:
         child.start()
-    time.sleep(max(0.0, start_at + WARMUP_SECONDS - time.time()))
+    time.sleep(max(0.0, window.start_at + window.warmup - time.time()))
     server_before = postgres_cpu_seconds(server)
-    time.sleep(seconds)
+    time.sleep(window.seconds)
     server_cpu = postgres_cpu_seconds(server) - server_before
     counts = [out.get(timeout=START_SECONDS) for _ in children]
     for child in children:
@@ -230,21 +235,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--shapes", default="spread,hot")
+    parser.add_argument(
+        "--warmup", type=float, default=3.0, help="seconds each process writes before the window"
+    )
+    parser.add_argument(
+        "--synchronous-commit",
+        choices=("on", "off"),
+        default="on",
+        help="PostgreSQL's synchronous_commit for the run (off: a commit does not wait for "
+        "its flush; a durability choice, see docs/operations.md)",
+    )
     args = parser.parse_args(argv)
     shapes = [shape.strip() for shape in str(args.shapes).split(",")]
     ratios: dict[str, list[str]] = {shape: [] for shape in shapes}
     hot_acknowledged = 0
     with running_postgres(fsync=True) as server:
         url = server.create_database("workers")
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(
+                SQL("ALTER DATABASE workers SET synchronous_commit = {}").format(
+                    Literal(args.synchronous_commit)
+                )
+            )
         prepare(url)
         for round_number in range(args.rounds):
             for shape in shapes:
                 rates: dict[int, float] = {}
                 for processes in SIDES:
                     tag = f"r{round_number}:{shape}:{processes}"
-                    counts, server_cpu = side(
-                        server, url, processes, shape == "hot", args.seconds, tag
-                    )
+                    window = Window(0.0, args.warmup, args.seconds)
+                    counts, server_cpu = side(server, url, processes, shape == "hot", window, tag)
                     hot_acknowledged += sum(c.hot_acknowledged for c in counts)
                     rates[processes] = sum(c.acknowledged for c in counts) / args.seconds
                     print(f"{shape}, {line(processes, counts, server_cpu, args.seconds)}")
@@ -253,7 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         print(check(url, hot_acknowledged))
     for shape, rounds in ratios.items():
-        print(f"PostgreSQL in process, 2 writer processes vs 1, {shape}: " + "; ".join(rounds))
+        print(
+            f"PostgreSQL in process (synchronous_commit {args.synchronous_commit}), 2 writer "
+            f"processes vs 1, {shape}: " + "; ".join(rounds)
+        )
     print(f"machine: {machine()}")
     return 0
 
