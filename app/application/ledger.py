@@ -1019,22 +1019,14 @@ class Ledger(Application[UUID]):
         """One store write for the group. Returns the commands to write again at once
         (those a conflict did not concern); adds those that must wait to ``later``."""
         work = Workspace(self)
-        work.prefetch(
-            (i for entry in group for i in entry.command.account_ids),
-            (i for entry in group for i in entry.command.transfer_ids),
-            (i for entry in group for i in entry.command.new_transfer_ids),
-        )
-        ran = [self._run_command(work, entry) for entry in group]
-        rejected = [r for r in ran if r.rejection is not None]
-        if rejected:
-            # A rejection must rest on fresh state: if a stream it read has moved since
-            # (another process wrote it), the command runs again instead.
-            moved = self._moved_streams(work, set().union(*(r.reads for r in rejected)))
-            for r in rejected:
-                if r.reads & moved and self._may_retry(r.entry):
-                    later.append(r.entry)
-            ran = [r for r in ran if r.entry not in later]
-        events = work.collect_events()
+        try:
+            ran = self._run_group(work, group, later)
+            events = work.collect_events()
+        except BaseException:
+            # The cache holds what the group's commands changed (and their pending
+            # events): never written, so never to be written by a later group.
+            self._forget(work)
+            raise
         written = Written()
         if events:
             mark_commit(events)  # the log says where this write's commit ends
@@ -1053,6 +1045,28 @@ class Ledger(Application[UUID]):
             self._answer(r, written)
         self._snapshot_accounts(work)
         return []
+
+    def _run_group(
+        self, work: Workspace, group: list[Pending[Any]], later: list[Pending[Any]]
+    ) -> list[_Ran]:
+        """Run the group's commands on ``work``; those whose rejection rests on a stream
+        that moved since go to ``later``. Returns the rest."""
+        work.prefetch(
+            (i for entry in group for i in entry.command.account_ids),
+            (i for entry in group for i in entry.command.transfer_ids),
+            (i for entry in group for i in entry.command.new_transfer_ids),
+        )
+        ran = [self._run_command(work, entry) for entry in group]
+        rejected = [r for r in ran if r.rejection is not None]
+        if rejected:
+            # A rejection must rest on fresh state: if a stream it read has moved since
+            # (another process wrote it), the command runs again instead.
+            moved = self._moved_streams(work, set().union(*(r.reads for r in rejected)))
+            for r in rejected:
+                if r.reads & moved and self._may_retry(r.entry):
+                    later.append(r.entry)
+            ran = [r for r in ran if r.entry not in later]
+        return ran
 
     def _record_events(self, events: Sequence[Any]) -> Written:
         """One store write of the events (what ``EventStore.put`` does, without building
