@@ -61,21 +61,27 @@ def batch_command(item: TransferCreate) -> RecordTransfer:
         return item.unchecked_command()
 
 
-def transfer_response(outcome: TransferOutcome) -> Response[TransferRead]:
-    return Response(
-        TransferRead.of(outcome.transfer, outcome.position),
+def transfer_response(outcome: TransferOutcome) -> Response[Any]:
+    """A write's answer, encoded by orjson from plain values (``TransferRead`` documents
+    it; tests/api check both say the same): a model built, validated and dumped again
+    per request was a tenth of the event loop's time for a transfer."""
+    return encoded_json(
+        transfer_document(outcome.transfer, outcome.position),
         status_code=201 if outcome.created else 200,
         headers={"Location": f"/v1/transfers/{outcome.transfer.id}"} if outcome.created else None,
     )
 
 
-def encoded_json(document: dict[str, Any], status_code: int = 200) -> Response[Any]:
+def encoded_json(
+    document: dict[str, Any], status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response[Any]:
     """A JSON answer encoded by orjson as it stands (times as RFC 3339 with ``Z`` for UTC,
     as pydantic writes them); the handler's declared model still documents it."""
     return Response(
         content=orjson.dumps(document, option=orjson.OPT_UTC_Z),
         media_type=MediaType.JSON,
         status_code=status_code,
+        headers=headers,
     )
 
 
