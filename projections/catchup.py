@@ -16,11 +16,19 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Hashable
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Self, cast
 
-from eventsourcing.persistence import InfrastructureFactory, Notification, Tracking
-from eventsourcing.utils import Environment
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    Mapper,
+    Notification,
+    StoredEvent,
+    Tracking,
+    find_id_convertor,
+)
+from eventsourcing.utils import Environment, resolve_topic
 
 from app.application.ledger import Ledger
 from projections.projection import PROJECTION_BATCH_MAX, LedgerProjection, RowWriter
@@ -103,7 +111,7 @@ class CatchUpRunner:
 
     def _write(self) -> None:
         try:
-            name, to_domain_event = self.app.name, self.app.mapper.to_domain_event
+            name, to_domain_event = self.app.name, domain_event_reader(self.app.mapper)
             while (batch := self._next_batch()) is not None:
                 self.view.apply_at_positions(
                     [to_domain_event(n) for n in batch],
@@ -136,6 +144,42 @@ class CatchUpRunner:
             self._error = error
         self._stopping.set()
         self._subscription.stop()
+
+
+def domain_event_reader(mapper: Mapper[Any]) -> Callable[[StoredEvent], Any]:
+    """``mapper.to_domain_event``, with what depends on an event's topic alone (its
+    class, class version and id convertor) found once per topic rather than once per
+    event: the same steps otherwise (decode, the originator's id and version, each
+    upcaster ``upcast_vN_vN+1`` in turn, the event built without its constructor).
+    A mapper that decrypts or decompresses keeps its own method."""
+    if mapper.cipher is not None or mapper.compressor is not None:
+        return mapper.to_domain_event
+    decode = mapper.transcoder.decode
+    classes: dict[tuple[str, type], tuple[type, int, Callable[[Any], Any]]] = {}
+
+    def to_domain_event(stored: StoredEvent) -> Any:
+        key = (stored.topic, type(stored.originator_id))
+        found = classes.get(key)
+        if found is None:
+            event_class = resolve_topic(stored.topic)
+            found = classes[key] = (
+                event_class,
+                getattr(event_class, "class_version", 1),
+                find_id_convertor(event_class, cast("Hashable", key[1])),
+            )
+        event_class, class_version, convert_id = found
+        state = decode(stored.state)
+        state["originator_id"] = convert_id(stored.originator_id)
+        state["originator_version"] = stored.originator_version
+        version = state.pop("class_version", 1)
+        while version < class_version:
+            getattr(event_class, f"upcast_v{version}_v{version + 1}")(state)
+            version += 1
+        event: Any = object.__new__(event_class)
+        object.__setattr__(event, "__dict__", state)
+        return event
+
+    return to_domain_event
 
 
 _frozen = threading.Event()
