@@ -35,6 +35,8 @@ from app.events.worker import ThreadWorker
 log = structlog.get_logger(__name__)
 
 PROJECTOR_BATCH_MAX: Final = 500
+# Ids per ``IN (…)`` list when a batch loads its accounts' state and monitors up front.
+PREFETCH_CHUNK: Final = 250
 # How long the projector waits after a step that found the log's end: under a steady
 # stream of writes each step then takes what arrived meanwhile (one transaction and one
 # checkpoint for many events) instead of one command's events at a time.
@@ -64,6 +66,33 @@ class _Batch:
         self.out: list[tuple[dict[str, Any], Sequence[str]]] = []
 
     # State ------------------------------------------------------------------------------
+
+    def prefetch(self, stream_ids: Sequence[str]) -> None:
+        """Load the state of the accounts among these streams, and their monitors, in a
+        query or two per chunk instead of two per account as their events come."""
+        wanted = [i for i in dict.fromkeys(stream_ids) if i not in self.accounts]
+        account_ids: list[str] = []
+        for chunk in _chunks(wanted):
+            self.cursor.execute(
+                "SELECT stream_id, body FROM ledger_feed_accounts "  # noqa: S608  # only ?s
+                f"WHERE stream_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            for stream_id, body in self.cursor.fetchall():
+                state = json.loads(body)
+                self.accounts[stream_id] = state
+                account_ids.append(state["account_id"])
+        for chunk in _chunks([i for i in account_ids if i not in self.monitors]):
+            for account_id in chunk:
+                self.monitors[account_id] = []
+            self.cursor.execute(
+                "SELECT monitor_id, field, operator, threshold, description, holds, "  # noqa: S608
+                "since_position, account_id FROM ledger_monitors "
+                f"WHERE account_id IN ({', '.join('?' * len(chunk))}) ORDER BY monitor_id",
+                chunk,
+            )
+            for row in self.cursor.fetchall():
+                self.monitors[row[7]].append(_monitor(row[7], row))
 
     def account(self, stream_id: str) -> dict[str, Any]:
         if stream_id not in self.accounts:
@@ -102,17 +131,7 @@ class _Batch:
                 (account_id,),
             )
             self.monitors[account_id] = [
-                {
-                    "id": row[0],
-                    "account_id": account_id,
-                    "field": row[1],
-                    "operator": row[2],
-                    "threshold": int(row[3]),
-                    "description": row[4],
-                    "holds": None if row[5] is None else bool(row[5]),
-                    "since_position": int(row[6]),
-                }
-                for row in self.cursor.fetchall()
+                _monitor(account_id, row) for row in self.cursor.fetchall()
             ]
         return self.monitors[account_id]
 
@@ -142,6 +161,23 @@ class _Batch:
                 (int(monitor["holds"]), monitor["id"]),
             )
         return append_events(self.cursor, head, self.out, checkpoint)
+
+
+def _monitor(account_id: str, row: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "id": row[0],
+        "account_id": account_id,
+        "field": row[1],
+        "operator": row[2],
+        "threshold": int(row[3]),
+        "description": row[4],
+        "holds": None if row[5] is None else bool(row[5]),
+        "since_position": int(row[6]),
+    }
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[start : start + PREFETCH_CHUNK] for start in range(0, len(ids), PREFETCH_CHUNK)]
 
 
 # Shapes ------------------------------------------------------------------------------
@@ -412,6 +448,7 @@ class FeedProjector(ThreadWorker):
             if head.checkpoint != checkpoint:
                 raise ConcurrentProjectorError(f"checkpoint moved {checkpoint}→{head.checkpoint}")
             batch = _Batch(cursor, self.ledger)
+            batch.prefetch([str(notification.originator_id) for notification in notifications])
             for notification in notifications:
                 self._apply(batch, notification)
             batch.flush(head, notifications[-1].id)

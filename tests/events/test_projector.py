@@ -352,3 +352,34 @@ def test_an_account_metadata_event_is_published_as_account_updated(tmp_path: Pat
     assert [event["type"] for event in events] == ["account.opened", "account.updated"]
     assert events[1]["data"]["account"]["metadata"] == {"tier": "gold"}
     assert events[1]["data"]["account"]["id"] == "alice"
+
+
+def test_a_batch_reads_its_accounts_and_monitors_together_not_one_by_one(
+    monitored: tuple[Ledger, FeedStore, MonitorStore],
+) -> None:
+    """Thirty transfers to thirty monitored accounts, projected in one step: the accounts'
+    state and their monitors come in one query each (not thirty-one each), and every
+    monitor still fires at its crossing."""
+    ledger, store, monitors = monitored
+    ledger.open_account(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
+    names = [f"acct-{n}" for n in range(30)]
+    for name in names:
+        ledger.open_account(OpenAccount(id=name, unit="CREDITS"))
+    FeedProjector(ledger, store).catch_up()
+    for name in names:
+        monitors.create(name, "balance", "above", 0, "funded", head(ledger))
+    ledger.record_batch(
+        [RecordTransfer(f"t-{name}", ISSUER, name, 5) for name in names], atomic=False
+    )
+    statements: list[str] = []
+    store.database._sqlite().set_trace_callback(statements.append)
+    try:
+        assert FeedProjector(ledger, store).step() > 0
+    finally:
+        store.database._sqlite().set_trace_callback(None)
+    reads = [s for s in statements if s.startswith("SELECT")]
+    assert len([s for s in reads if "FROM ledger_feed_accounts" in s]) == 1, reads
+    assert len([s for s in reads if "FROM ledger_monitors" in s]) == 1, reads
+    fired = crossings(store)
+    assert sorted(c["account"]["id"] for c in fired) == sorted(names)
+    assert all(c["condition_holds"] and c["value"] == 5 for c in fired)
