@@ -11,6 +11,7 @@ import pytest
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.domain.errors import IdempotencyConflictError
+from app.domain.values import transfer_uuid
 from tests.conftest import store_env
 
 
@@ -119,3 +120,29 @@ def test_an_atomic_batch_holding_a_resent_transfer_answers_the_replay_inside_it(
     outcome = restarted.record_batch(commands, atomic=True)
     assert [result.created for result in outcome.results] == [False, True]  # type: ignore[union-attr]
     assert restarted.get_account("alice").balance == 5
+
+
+def test_every_backend_refuses_a_presumed_absent_id_that_exists_and_answers_the_replay(
+    ledger: Ledger,
+) -> None:
+    """The same story on each store's own recorder (the in-memory one and KurrentDB's
+    refuse through other paths than SQL's unique key): the writer forgets the transfer,
+    as a restarted one would, and the resends answer as replays."""
+    ledger.open_account(OpenAccount("alice", "CREDITS", allow_negative=False))
+    ledger.open_account(OpenAccount("bob", "CREDITS", allow_negative=True))
+    ledger.record_transfer(RecordTransfer("fund", "bob", "alice", 10))
+    original = ledger.record_transfer(RecordTransfer("t1", "alice", "bob", 6))
+    ledger.record_transfer(RecordTransfer("t2", "alice", "bob", 4))
+    ledger.evict(transfer_uuid("t1"))
+    again = ledger.record_transfer(RecordTransfer("t1", "alice", "bob", 6))
+    assert not again.created
+    assert again.position == original.position
+    ledger.evict(transfer_uuid("t1"))
+    with pytest.raises(IdempotencyConflictError):
+        ledger.record_transfer(RecordTransfer("t1", "alice", "bob", 5))
+    ledger.evict(transfer_uuid("t1"))
+    commands = [RecordTransfer("t1", "alice", "bob", 6), RecordTransfer("t3", "bob", "alice", 1)]
+    outcome = ledger.record_batch(commands, atomic=True)
+    assert [result.created for result in outcome.results] == [False, True]  # type: ignore[union-attr]
+    assert ledger.get_account("alice").balance == 1
+    assert ledger.conflicts == 0
