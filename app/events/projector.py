@@ -17,11 +17,12 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Final
 
+import orjson
 import structlog
 from eventsourcing.persistence import Notification
 from pydantic_core import to_jsonable_python
 
-from app.api.schemas import AccountRead, TransferRead
+from app.api.schemas import account_document, transfer_document
 from app.application.ledger import Ledger
 from app.application.views import AccountView, TransferView
 from app.domain.account import Account, default_account_type
@@ -199,11 +200,14 @@ def account_resource(state: dict[str, Any], position: int) -> dict[str, Any]:
         credits_pending=state["credits_pending"],
         version=state["version"],
     )
-    return AccountRead.of(view, position).model_dump(mode="json")
+    return account_document(view, position)
 
 
 def transfer_resource(transfer: Transfer, position: int) -> dict[str, Any]:
-    return TransferRead.of(TransferView.of(transfer), position).model_dump(mode="json")
+    """``TransferRead`` in JSON values (times as text), without building the model."""
+    document = transfer_document(TransferView.of(transfer), position)
+    loaded: dict[str, Any] = orjson.loads(orjson.dumps(document, option=orjson.OPT_UTC_Z))
+    return loaded
 
 
 def public_event(

@@ -12,14 +12,22 @@ from typing import Any
 
 import pytest
 
+from app.api.schemas import AccountRead, TransferRead, account_document
 from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
+from app.application.views import TransferView
 from app.domain.account import Account
 from app.domain.chain import ChainedEvent
-from app.domain.values import account_uuid
+from app.domain.transfer import Transfer
+from app.domain.values import account_uuid, transfer_uuid
 from app.events.database import Database
 from app.events.monitors import MonitorStore
-from app.events.projector import HANDLERS, FeedProjector, account_metadata_updated
+from app.events.projector import (
+    HANDLERS,
+    FeedProjector,
+    account_metadata_updated,
+    transfer_resource,
+)
 from app.events.store import FeedStore
 from app.persistence.stores import event_store_env
 from tests.conftest import store_env, store_url
@@ -383,3 +391,38 @@ def test_a_batch_reads_its_accounts_and_monitors_together_not_one_by_one(
     fired = crossings(store)
     assert sorted(c["account"]["id"] for c in fired) == sorted(names)
     assert all(c["condition_holds"] and c["value"] == 5 for c in fired)
+
+
+def test_the_feeds_account_and_transfer_resources_say_exactly_what_the_api_models_say() -> None:
+    """The feed builds them from plain values (no model per event): they must never
+    drift from ``AccountRead`` and ``TransferRead``."""
+    ledger = Ledger(event_store_env("memory://"))
+    try:
+        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("ana", "CREDITS", metadata={"tier": "gold", "ü": "ß"}))
+        ledger.open_account(OpenAccount("shop", "CREDITS", overdraft_limit=5))
+        expiry = datetime(2999, 1, 1, 12, tzinfo=UTC)
+        outcomes = [
+            ledger.record_transfer(
+                RecordTransfer("grant", ISSUER, "ana", 50, grant=GrantTerms(expires_at=expiry))
+            ),
+            ledger.record_transfer(RecordTransfer("spend", "ana", "shop", 20, metadata={"a": "b"})),
+            ledger.record_transfer(
+                RecordTransfer("hold", "ana", "shop", 5, pending=True, timeout_seconds=60)
+            ),
+            ledger.reverse_transfer("spend", "refund", amount=10),
+        ]
+        for outcome in outcomes:
+            transfer: Transfer = ledger.transfers.get(transfer_uuid(outcome.transfer.id))
+            modelled = TransferRead.of(TransferView.of(transfer), outcome.position).model_dump(
+                mode="json"
+            )
+            assert transfer_resource(transfer, outcome.position) == modelled
+        ledger.open_account(OpenAccount("gone", "CREDITS"))
+        ledger.close_account("gone")
+        for name in (ISSUER, "ana", "shop", "gone"):
+            view = ledger.get_account(name)
+            modelled = AccountRead.of(view, 7).model_dump(mode="json")
+            assert account_document(view, 7) == modelled
+    finally:
+        ledger.close()
