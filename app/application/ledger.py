@@ -18,6 +18,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Generic, TypeVar, cast
@@ -81,7 +82,7 @@ from app.domain.values import (
 )
 from app.persistence.mapper import ChainedMapper
 from app.persistence.positions import existing_streams, recorded_position, stream_heads
-from app.persistence.streams import StoredStream, events_after, read_streams
+from app.persistence.streams import StoredStream, catches_up, events_after, read_streams
 from app.persistence.transcoder import OrjsonTranscoder
 from app.persistence.transcodings import register_domain_transcodings
 from app.persistence.write_lock import WriteLocking
@@ -193,6 +194,7 @@ class Ledger(Application[UUID]):
         # until when this process checks its cache before each group (others write).
         self._contended: dict[UUID, float] = {}
         self._others_seen_until = 0.0
+        self._catches_up = catches_up(self.recorder)
         self._write_locking = self.recorder if isinstance(self.recorder, WriteLocking) else None
         self.committer = Committer(
             self._write_group,
@@ -949,7 +951,7 @@ class Ledger(Application[UUID]):
         one. It waits for the lock at most until the group's earliest deadline."""
         timeout_seconds = min(entry.deadline for entry in group) - time.monotonic()
         if self._write_locking is None or timeout_seconds <= 0 or not self._contends(group):
-            if time.monotonic() < self._others_seen_until:
+            if self._others_write():
                 self._catch_up(group, locked=False)
             yield
             return
@@ -1004,6 +1006,10 @@ class Ledger(Application[UUID]):
     def _saw_others(self) -> None:
         self._others_seen_until = time.monotonic() + OTHER_WRITERS_SECONDS
 
+    def _others_write(self) -> bool:
+        """Whether another process was seen writing lately (``OTHER_WRITERS_SECONDS``)."""
+        return time.monotonic() < self._others_seen_until
+
     def _moved(self, cached: dict[UUID, Aggregate]) -> list[UUID]:
         heads = stream_heads(self.recorder, list(cached))
         return [i for i, aggregate in cached.items() if heads.get(i) != aggregate.version]
@@ -1018,7 +1024,10 @@ class Ledger(Application[UUID]):
     ) -> list[Pending[Any]]:
         """One store write for the group. Returns the commands to write again at once
         (those a conflict did not concern); adds those that must wait to ``later``."""
-        work = Workspace(self)
+        # Once other processes write, a lost race is likely enough that the group keeps
+        # what it read: a failed write then puts it back and catches up (one query)
+        # instead of reading each of its accounts again from its snapshot.
+        work = Workspace(self, keep_bases=self._catches_up and self._others_write())
         try:
             ran = self._run_group(work, group, later)
             events = work.collect_events()
@@ -1033,8 +1042,9 @@ class Ledger(Application[UUID]):
             try:
                 written = self._record_events(events)
             except IntegrityError:
-                self._forget(work)
-                return self._after_conflict(work, ran, later)
+                kept = work.restore_bases()
+                self._forget(work, keep=kept)
+                return self._after_conflict(work, ran, later, kept)
             except BaseException:
                 self._forget(work)
                 raise
@@ -1104,12 +1114,17 @@ class Ledger(Application[UUID]):
             )
 
     def _after_conflict(
-        self, work: Workspace, ran: list[_Ran], later: list[Pending[Any]]
+        self,
+        work: Workspace,
+        ran: list[_Ran],
+        later: list[Pending[Any]],
+        kept: AbstractSet[UUID] = frozenset(),
     ) -> list[Pending[Any]]:
         """Another process wrote some of the group's streams first. The commands that
         read them (or that came after one of those on a shared stream) run again later;
-        the rest are written again at once."""
-        moved = self._moved_streams(work, set(work.base_versions))
+        the rest are written again at once. Moved streams in ``kept`` (cached as the
+        group read them) stay cached: the next group catches them up."""
+        moved = self._moved_streams(work, set(work.base_versions), keep=kept)
         if moved and moved <= work.presumed:
             # Only new ids that existed after all (resent commands): no other writer
             # raced this group. Every command runs again now; those ids are read this time.
@@ -1138,13 +1153,19 @@ class Ledger(Application[UUID]):
         self.most_races_lost = max(self.most_races_lost, entry.conflicts)
         return entry.conflicts <= CONFLICT_RETRIES_MAX and not entry.expired(time.monotonic())
 
-    def _moved_streams(self, work: Workspace, originator_ids: Iterable[UUID]) -> set[UUID]:
+    def _moved_streams(
+        self,
+        work: Workspace,
+        originator_ids: Iterable[UUID],
+        keep: AbstractSet[UUID] = frozenset(),
+    ) -> set[UUID]:
         """Which of these streams the store now holds at another version than the group
-        first read (those are evicted: their next use reloads them)."""
+        first read (those are evicted: their next use reloads them; those in ``keep``
+        stay cached as first read, and the next group catches them up)."""
         ids = list(originator_ids)
         heads = stream_heads(self.recorder, ids)
         moved = {i for i in ids if heads.get(i) != work.base_versions.get(i)}
-        for originator_id in moved:
+        for originator_id in moved - keep:
             self.evict(originator_id)
         # A new id presumed absent that exists is a resent command, not another writer.
         existing = moved & work.presumed
@@ -1226,10 +1247,12 @@ class Ledger(Application[UUID]):
     def evict(self, originator_id: UUID) -> None:
         self._written.evict(originator_id)
 
-    def _forget(self, work: Workspace) -> None:
-        """A failed write leaves the workspace's aggregates ahead of the store."""
+    def _forget(self, work: Workspace, keep: AbstractSet[UUID] = frozenset()) -> None:
+        """A failed write leaves the workspace's aggregates ahead of the store (but those
+        in ``keep``, put back as the group first read them)."""
         for aggregate in work.aggregates():
-            self.evict(aggregate.id)
+            if aggregate.id not in keep:
+                self.evict(aggregate.id)
 
     def _remember(self, work: Workspace) -> None:
         """The group's new aggregates join the cache (every other one it holds came from

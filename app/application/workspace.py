@@ -123,7 +123,10 @@ class Loader(Protocol):
 class Workspace:
     """A group's aggregates, with per-command read sets and rollback (module docstring)."""
 
-    def __init__(self, loader: Loader) -> None:
+    def __init__(self, loader: Loader, *, keep_bases: bool = False) -> None:
+        """``keep_bases``: image each stored aggregate as the group first reads it, so
+        that a failed write can put them all back (``restore_bases``) instead of having
+        them read again from the store."""
         self._loader = loader
         self.accounts: dict[str, Account] = {}
         self.transfers: dict[str, Transfer] = {}
@@ -143,6 +146,10 @@ class Workspace:
         self._undo: dict[UUID, tuple[Aggregate, dict[str, Any] | int | None]] = {}
         # Every aggregate the group's kept commands created, by object identity.
         self._new: dict[int, Aggregate] = {}
+        # With keep_bases: each stored aggregate as the group first read it, and its image.
+        self._bases: dict[UUID, tuple[Aggregate, dict[str, Any]]] | None = (
+            {} if keep_bases else None
+        )
 
     # Command scopes ----------------------------------------------------------------------
 
@@ -175,6 +182,21 @@ class Workspace:
         if originator_id not in undo:
             changed = originator_id in self._changed
             undo[originator_id] = (aggregate, _image(aggregate) if changed else aggregate.version)
+        bases = self._bases
+        if bases is not None and originator_id not in bases and id(aggregate) not in self._new:
+            # The group's first touch: no command has changed it yet.
+            bases[originator_id] = (aggregate, _image(aggregate))
+
+    def restore_bases(self) -> set[UUID]:
+        """Put every aggregate imaged by ``keep_bases`` back as the group first read it
+        (its write failed); returns their ids. Others it changed are ahead of the store."""
+        if self._bases is None:
+            return set()
+        for aggregate, image in self._bases.values():
+            state = vars(aggregate)
+            state.clear()
+            state.update(image)
+        return set(self._bases)
 
     def _drop(self, aggregate: Aggregate) -> None:
         """Let go of a held aggregate that still exists in the store as first read."""

@@ -48,6 +48,11 @@ def read_streams(
     return found
 
 
+def catches_up(events: ApplicationRecorder) -> bool:
+    """Whether ``events_after`` has a bulk query for this backend (else it answers None)."""
+    return isinstance(events, SQLiteApplicationRecorder | PostgresApplicationRecorder)
+
+
 def events_after(
     events: ApplicationRecorder, after: dict[UUID, int]
 ) -> dict[UUID, list[StoredEvent]] | None:

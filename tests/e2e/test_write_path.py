@@ -18,6 +18,7 @@ from typing import Any, Final
 import pytest
 from eventsourcing.persistence import OperationalError
 
+import app.application.ledger as ledger_module
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import ACCOUNT_SNAPSHOT_INTERVAL, LOCK_AFTER_CONFLICTS, Ledger
 from app.application.views import AccountView, TransferOutcome
@@ -262,6 +263,53 @@ def test_a_stream_only_stale_when_a_locked_group_caught_it_up_does_not_become_co
     assert ledger.conflicts == 1
     assert ledger.get_account(user(3)).balance == 4
     assert ledger.get_account(HOT).debits_posted == 20 + 3
+
+
+def test_a_race_lost_among_several_writers_puts_the_group_back_and_catches_up_not_reloads(
+    shared_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once other processes write, a group keeps its accounts as it read them: when its
+    write loses a race they are put back and caught up (one query for what moved), not
+    read again whole from their snapshots and every event after."""
+    ledger.record_transfer(RecordTransfer("mine:0", HOT, user(0), 1))  # HOT is cached
+    ledger.record_transfer(grant("mine:2", 2))  # the issuance and user 2 are cached
+    issued = ledger.get_account(ISSUANCE).debits_posted
+    whole_reads: list[Any] = []
+    load = ledger.load_aggregate
+
+    def observed_load(originator_id: Any) -> Any:
+        whole_reads.append(originator_id)
+        return load(originator_id)
+
+    def observed_read_streams(*args: Any) -> Any:
+        whole_reads.append(args)
+        return read_streams(*args)
+
+    monkeypatch.setattr(ledger, "load_aggregate", observed_load)
+    monkeypatch.setattr(ledger_module, "read_streams", observed_read_streams)
+    with open_ledger(shared_url) as other:
+        other.record_transfer(RecordTransfer("theirs:0", HOT, user(1), 10))
+        assert ledger.record_transfer(RecordTransfer("mine:1", HOT, user(0), 1)).created
+        assert ledger.conflicts == 1  # this process has seen another one write (HOT)
+        recorder: Any = ledger.recorder
+        insert = recorder.insert_events
+        raced: list[bool] = []
+
+        def insert_after_theirs(*args: Any, **kwargs: Any) -> Any:
+            if not raced:  # the other process grants from the issuance first
+                raced.append(True)
+                other.record_transfer(grant("theirs:3", 3, 10))
+            return insert(*args, **kwargs)
+
+        monkeypatch.setattr(recorder, "insert_events", insert_after_theirs)
+        whole_reads.clear()
+        assert ledger.record_transfer(grant("mine:2:again", 2)).created
+    assert raced
+    assert ledger.conflicts == 2, "the write did not lose the race it was set up to lose"
+    assert whole_reads == [], "a stream was read whole again after the lost race"
+    assert ledger.get_account(user(2)).balance == 2
+    assert ledger.get_account(user(3)).balance == 10
+    assert ledger.get_account(ISSUANCE).debits_posted == issued + 10 + 1
 
 
 def test_a_contended_group_reads_its_uncached_accounts_before_it_asks_for_the_lock(

@@ -109,3 +109,28 @@ def test_only_the_groups_new_aggregates_of_kept_commands_are_new(ledger: Ledger)
     work.rollback()
     assert work.created() == [kept]
     assert work.account("alice") not in work.created()
+
+
+def test_a_workspace_keeping_bases_puts_back_what_its_commands_changed_but_not_new_ones(
+    ledger: Ledger,
+) -> None:
+    """After a failed write the group's aggregates are ahead of the store: with
+    ``keep_bases`` each stored one goes back to exactly what the group first read,
+    however many of its commands changed it; what the group created is not put back."""
+    before = copy.deepcopy(vars(stored(ledger, account_uuid("alice"))))
+    work = Workspace(ledger, keep_bases=True)
+    for number in range(2):
+        work.begin()
+        alice = work.account("alice")
+        work.account("bob").credit(f"t{number}", 1, pending=False)
+        alice.debit(f"t{number}", 1, pending=False, now=datetime.now(tz=UTC))
+        alice.metadata["tier"] = f"changed by command {number}"
+        work.add(Transfer.record(f"t{number}", "alice", "bob", 1, "CREDITS", False, None, {}, None))
+    assert alice.version == before["_version"] + 2
+    assert work.restore_bases() == {account_uuid("alice"), account_uuid("bob")}
+    restored = dict(vars(alice))
+    assert list(restored.pop("lots")) == list(before.pop("lots"))
+    assert restored == before
+    assert alice.metadata == {"tier": "gold"}
+    assert stored(ledger, account_uuid("alice")) is alice, "still the cached object"
+    assert Workspace(ledger).restore_bases() == set(), "without keep_bases nothing is imaged"
