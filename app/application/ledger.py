@@ -105,6 +105,10 @@ CONTENDED_SECONDS: Final = 1.0
 # store before each group for this long (one query), instead of trusting them.
 OTHER_WRITERS_SECONDS: Final = 10.0
 SCHEMA_ATTEMPTS_MAX: Final = 5
+# New ids found to exist (resent commands) remembered until their commands run again; a
+# command abandoned meanwhile (its deadline passed) would leave its id behind for good.
+# Forgetting one is safe: the store's unique key refuses it again and it is found again.
+FOUND_EXISTING_MAX: Final = 10_000
 # A hot account replays at most this many events after its newest snapshot when it is
 # not in the cache (e.g. right after a restart).
 ACCOUNT_SNAPSHOT_INTERVAL: Final = 500
@@ -1169,7 +1173,7 @@ class Ledger(Application[UUID]):
             self.evict(originator_id)
         # A new id presumed absent that exists is a resent command, not another writer.
         existing = moved & work.presumed
-        self._found_existing |= existing
+        self.remember_existing(existing)
         raced = moved - existing
         self._mark_contended(raced)
         if raced:
@@ -1225,6 +1229,13 @@ class Ledger(Application[UUID]):
             event: Any = self.mapper.to_domain_event(stored)
             aggregate = event.mutate(aggregate)
         return cast(Aggregate | None, aggregate)
+
+    def remember_existing(self, originator_ids: set[UUID]) -> None:
+        """New ids the store refused because they exist: read, not presumed, next time.
+        Bounded: past ``FOUND_EXISTING_MAX``, only these latest ones are kept."""
+        self._found_existing |= originator_ids
+        if len(self._found_existing) > FOUND_EXISTING_MAX:
+            self._found_existing = set(originator_ids)
 
     def presumed_absent(self, originator_ids: list[UUID]) -> set[UUID]:
         """Those of these new ids to take as absent without asking the store: not

@@ -146,3 +146,24 @@ def test_every_backend_refuses_a_presumed_absent_id_that_exists_and_answers_the_
     assert [result.created for result in outcome.results] == [False, True]  # type: ignore[union-attr]
     assert ledger.get_account("alice").balance == 1
     assert ledger.conflicts == 0
+
+
+def test_ids_found_to_exist_are_remembered_within_a_bound(
+    first: Ledger, restarted: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resent command abandoned before it runs again (its deadline passed) leaves its
+    id remembered; past the bound only the latest are kept, and a resend still answers
+    as the replay (the store refuses a forgotten id again and it is found again)."""
+    monkeypatch.setattr("app.application.ledger.FOUND_EXISTING_MAX", 2)
+    abandoned = {transfer_uuid(f"abandoned-{n}") for n in range(3)}
+    restarted.remember_existing(abandoned)
+    assert len(restarted.presumed_absent([transfer_uuid("t9")])) == 1
+    assert restarted.presumed_absent(sorted(abandoned)) == set()  # held: read, not presumed
+    restarted.remember_existing(abandoned)
+    latest = {transfer_uuid("latest")}
+    restarted.remember_existing(latest)
+    assert restarted.presumed_absent([*sorted(abandoned), *latest]) == abandoned
+    original = first.record_transfer(RecordTransfer("t1", "alice", "bob", 3))
+    again = restarted.record_transfer(RecordTransfer("t1", "alice", "bob", 3))
+    assert not again.created
+    assert again.position == original.position
