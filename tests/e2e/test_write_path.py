@@ -449,7 +449,7 @@ def test_a_snapshot_that_fails_after_the_commit_still_answers_success(ledger: Le
     assert all(isinstance(result, TransferOutcome) and result.created for result in outcome.results)
     # The writer takes snapshots after it answered: once the next write is answered,
     # the batch's are done.
-    assert ledger.record_transfer(grant("after the batch", 6)).created
+    assert ledger.record_transfer(grant("after:the:batch", 6)).created
     assert failing.attempts >= 1
     assert ledger.snapshot_failures == failing.attempts
     # Resending is answered as a replay: the first answer was the truth.
