@@ -60,7 +60,7 @@ from bench_http import (
     running,
     wait_for_projections,
 )
-from benchlib import machine
+from benchlib import machine, postgres_server_cpu_seconds
 
 from tests.support.pgserver import PostgresServer, running_postgres
 
@@ -472,11 +472,9 @@ def clients_per_worker(api: Server, after_seconds: float) -> str:
 
 
 def postgres_cpu_seconds(server: PostgresServer) -> float:
-    """User + system CPU of the PostgreSQL server so far (the postmaster and every
-    backend and helper process it started, gone ones excepted), from /proc."""
+    """User + system CPU of the PostgreSQL server so far (``benchlib``)."""
     assert server.datadir is not None, "a server running_postgres started"
-    postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
-    return tree_cpu_seconds(postmaster)
+    return postgres_server_cpu_seconds(server.datadir)
 
 
 def workers(seconds: float, warmup: float, rounds: int) -> list[str]:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
-from benchlib import machine
+from benchlib import machine, postgres_server_cpu_seconds
 from psycopg.sql import SQL, Literal
 
 from app.application.commands import OpenAccount, RecordTransfer
@@ -165,20 +165,8 @@ def writer(url: str, hot: bool, threads: int, tag: str, window_at: Window, out: 
 
 
 def postgres_cpu_seconds(server: PostgresServer) -> float:
-    """User + system CPU of the PostgreSQL server's processes so far, from /proc."""
     assert server.datadir is not None, "a server running_postgres started"
-    postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
-    total, pending = 0.0, [postmaster]
-    while pending:
-        pid = pending.pop()
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        pending += [int(child) for child in children]
-    return total
+    return postgres_server_cpu_seconds(server.datadir)
 
 
 def side(
