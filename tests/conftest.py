@@ -1,11 +1,16 @@
-"""Shared fixtures: one real PostgreSQL server per test session, fresh stores per test."""
+"""Shared fixtures: one real PostgreSQL server per test session (per xdist worker), fresh
+stores per test; checks that a test leaves no thread running."""
 
+import dataclasses
 import itertools
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from app.application.ledger import Ledger
@@ -33,7 +38,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The soak test's timeout follows the length asked for."""
+    """Slow tests first (in their order), so that with several workers the long ones start
+    early and the short ones fill in at the end. The soak test's timeout follows the
+    length asked for."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     minutes = float(config.getoption("--soak-minutes"))
     for item in items:
         if "soak_minutes" in getattr(item, "fixturenames", ()):
@@ -45,10 +53,74 @@ def soak_minutes(request: pytest.FixtureRequest) -> float:
     return float(request.config.getoption("--soak-minutes"))
 
 
+# How long a thread a test started may take to end once the test and its fixtures are done.
+THREAD_EXIT_SECONDS = 5.0
+
+
+@pytest.fixture(autouse=True)
+def no_thread_outlives_its_test() -> Iterator[None]:
+    """A non-daemon thread a test (or its function-scoped fixtures) started has ended when
+    the test is over: one left running keeps the process from exiting, logs into streams
+    pytest has since closed and races later tests. Threads of wider-scoped fixtures,
+    started before the test, are theirs to stop."""
+    before = set(threading.enumerate())
+    yield
+    started = [t for t in threading.enumerate() if t not in before and not t.daemon]
+    deadline = time.monotonic() + THREAD_EXIT_SECONDS
+    for thread in started:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [thread.name for thread in started if thread.is_alive()]
+    assert not left, f"threads still running after the test: {left}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionPostgres(PostgresServer):
+    """The session's server, which remembers the databases it made so that each test's
+    own are dropped after it (a database is 7.5 MB: hundreds filled gigabytes, whose
+    deletion at the end of the session took a minute)."""
+
+    made: list[str] = dataclasses.field(default_factory=list)
+
+    def create_database(self, dbname: str) -> str:
+        url = super().create_database(dbname)
+        self.made.append(dbname)
+        return url
+
+    def drop_databases_made_since(self, count: int) -> None:
+        dropped = self.made[count:]
+        if not dropped:
+            return
+        with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
+            for dbname in dropped:
+                connection.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        del self.made[count:]
+
+
+_session_postgres: list[SessionPostgres] = []
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    with running_postgres() as server:
-        yield server
+    # fsync off: only an operating-system crash could lose what the server wrote, and
+    # each DROP DATABASE would otherwise wait a second for a synced checkpoint.
+    with running_postgres(fsync=False) as server:
+        fields = {field.name: getattr(server, field.name) for field in dataclasses.fields(server)}
+        session = SessionPostgres(**fields)
+        _session_postgres.append(session)
+        try:
+            yield session
+        finally:
+            _session_postgres.clear()
+
+
+@pytest.fixture(autouse=True)
+def databases_dropped_after_each_test() -> Iterator[None]:
+    """The databases a test made on the session's server are dropped after it (its
+    ledgers closed by then); those of wider-scoped fixtures, made before, are kept."""
+    made_before = len(_session_postgres[0].made) if _session_postgres else 0
+    yield
+    if _session_postgres:
+        _session_postgres[0].drop_databases_made_since(made_before)
 
 
 @pytest.fixture
