@@ -55,6 +55,9 @@ def soak_minutes(request: pytest.FixtureRequest) -> float:
 
 # How long a thread a test started may take to end once the test and its fixtures are done.
 THREAD_EXIT_SECONDS = 5.0
+# An event loop's executor workers (asyncio_0, …) end when their loop closes; a loop of a
+# wider-scoped fixture (the browser tests' Playwright) starts them lazily, inside a test.
+LOOP_EXECUTOR_PREFIX = "asyncio_"
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +68,13 @@ def no_thread_outlives_its_test() -> Iterator[None]:
     started before the test, are theirs to stop."""
     before = set(threading.enumerate())
     yield
-    started = [t for t in threading.enumerate() if t not in before and not t.daemon]
+    started = [
+        thread
+        for thread in threading.enumerate()
+        if thread not in before
+        and not thread.daemon
+        and not thread.name.startswith(LOOP_EXECUTOR_PREFIX)
+    ]
     deadline = time.monotonic() + THREAD_EXIT_SECONDS
     for thread in started:
         thread.join(max(0.0, deadline - time.monotonic()))
