@@ -13,6 +13,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
 from app.compat import insert_tracking, on_new_sqlite_connections, postgres_connection_kwargs
+from app.persistence.postgres import retrying_schema_race
 from projections.projection import RowWriter
 from projections.reader import RowReader
 from projections.schema import (
@@ -165,7 +166,9 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
         )
 
     def create_table(self) -> None:
-        super().create_table()
+        # ``serve`` and ``project`` starting together on a new database create the same
+        # schema and tables at once: the loser of that race tries again.
+        retrying_schema_race(super().create_table)
         self.settle_schema_version()
 
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Cursor]:

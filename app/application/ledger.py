@@ -33,11 +33,8 @@ from eventsourcing.persistence import (
     JSONTranscoder,
     Mapper,
     PersistenceError,
-    ProgrammingError,
     Transcoder,
 )
-from eventsourcing.persistence import IntegrityError as PersistenceIntegrityError
-from eventsourcing.persistence import InternalError as PersistenceInternalError
 from eventsourcing.utils import get_topic
 
 from app.application.commands import OpenAccount, RecordTransfer
@@ -82,6 +79,7 @@ from app.domain.values import (
 )
 from app.persistence.mapper import ChainedMapper
 from app.persistence.positions import existing_streams, recorded_position, stream_heads
+from app.persistence.postgres import retrying_schema_race
 from app.persistence.streams import StoredStream, catches_up, events_after, read_streams
 from app.persistence.transcoder import OrjsonTranscoder
 from app.persistence.transcodings import register_domain_transcodings
@@ -104,7 +102,6 @@ CONTENDED_SECONDS: Final = 1.0
 # After it saw another process's write, the writer checks its cached streams against the
 # store before each group for this long (one query), instead of trusting them.
 OTHER_WRITERS_SECONDS: Final = 10.0
-SCHEMA_ATTEMPTS_MAX: Final = 5
 # New ids found to exist (resent commands) remembered until their commands run again; a
 # command abandoned meanwhile (its deadline passed) would leave its id behind for good.
 # Forgetting one is safe: the store's unique key refuses it again and it is found again.
@@ -226,10 +223,10 @@ class Ledger(Application[UUID]):
         register_domain_transcodings(transcoder)
 
     def construct_recorder(self) -> ApplicationRecorder:
-        return _retrying_schema_race(super().construct_recorder)
+        return retrying_schema_race(super().construct_recorder)
 
     def construct_snapshot_store(self) -> EventStore[UUID]:
-        return _retrying_schema_race(super().construct_snapshot_store)
+        return retrying_schema_race(super().construct_snapshot_store)
 
     def close(self) -> None:
         committer = getattr(self, "committer", None)
@@ -1317,20 +1314,6 @@ def collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _retrying_schema_race(construct: Callable[[], R]) -> R:
-    """Processes starting together on a new PostgreSQL database race to create the same
-    tables (``CREATE … IF NOT EXISTS`` is not atomic in the catalog: "tuple concurrently
-    updated"). The loser tries again and finds the tables there."""
-    for attempt_number in range(SCHEMA_ATTEMPTS_MAX):
-        try:
-            return construct()
-        except (PersistenceInternalError, PersistenceIntegrityError, ProgrammingError):
-            if attempt_number == SCHEMA_ATTEMPTS_MAX - 1:
-                raise
-            time.sleep(0.05 * (attempt_number + 1))
-    raise AssertionError("unreachable")
 
 
 def _account_streams(group: list[Pending[Any]]) -> list[UUID]:

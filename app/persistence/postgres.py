@@ -13,17 +13,19 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import psycopg
 import psycopg.errors
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
+    InternalError,
     OperationalError,
     PersistenceError,
+    ProgrammingError,
     StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
@@ -178,3 +180,22 @@ def read_cursor(recorder: PostgresApplicationRecorder) -> Iterator[psycopg.Curso
         return
     with recorder.datastore.transaction(commit=False) as cursor:
         yield cursor
+
+
+R = TypeVar("R")
+SCHEMA_ATTEMPTS_MAX: Final = 5
+
+
+def retrying_schema_race(construct: Callable[[], R]) -> R:
+    """Processes starting together on a new PostgreSQL database (``serve`` and
+    ``project``) race to create the same tables and schemas: ``CREATE … IF NOT EXISTS``
+    is not atomic in the catalog ("tuple concurrently updated", a duplicate ``pg_type``).
+    The loser tries again and finds them there. Harmless on SQLite (no such race)."""
+    for attempt_number in range(SCHEMA_ATTEMPTS_MAX):
+        try:
+            return construct()
+        except (InternalError, IntegrityError, ProgrammingError):
+            if attempt_number == SCHEMA_ATTEMPTS_MAX - 1:
+                raise
+            time.sleep(0.05 * (attempt_number + 1))
+    raise AssertionError("unreachable")

@@ -4,7 +4,9 @@ no BEGIN and ROLLBACK around it; the views' connections plan for a working set i
 memory; a search by several metadata pairs is one statement, its join order left to
 the planner. What the reads answer is the read-model contract's (test_read_model.py)."""
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import pytest
@@ -88,3 +90,30 @@ def test_a_search_by_several_pairs_is_one_statement_and_finds_every_match(
         found = view.accounts(AccountFilter(metadata=pairs, limit=ACCOUNTS))
         assert [account.id for account in found] == expected
     assert view.accounts(AccountFilter(metadata={"plan": "pro", "region": "mars"})) == []
+
+
+OPENERS = 4
+FRESH_GENERATIONS = 5
+
+
+def test_processes_opening_new_views_at_once_all_open_them(postgres_url: str) -> None:
+    """``serve`` and ``project`` starting together on a new database create the same
+    schema and tables at once; PostgreSQL's catalog lets only one of them win ("tuple
+    concurrently updated", a duplicate ``pg_type``). Every opener must still get its
+    view, for several fresh generations (each a new schema)."""
+    for generation in range(2, 2 + FRESH_GENERATIONS):
+        start = threading.Barrier(OPENERS)
+
+        def open_at_once(generation: int = generation, start: threading.Barrier = start) -> Any:
+            start.wait()
+            return open_view(postgres_url, generation)
+
+        with ThreadPoolExecutor(OPENERS) as pool:
+            futures = [pool.submit(open_at_once) for _ in range(OPENERS)]
+            opened = [future.result() for future in futures]  # raises an opener's error
+        try:
+            assert all(isinstance(view, PostgresLedgerView) for view in opened)
+            assert [view.checkpoint() for view in opened] == [0] * OPENERS
+        finally:
+            for view in opened:
+                view.datastore.close()
