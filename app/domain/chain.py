@@ -99,6 +99,12 @@ def _canonical_json(content: list[Any]) -> bytes:
     else:
         if encoded.isascii() and _DEL not in encoded:
             return encoded
+    return _stdlib_canonical_json(content)
+
+
+def _stdlib_canonical_json(content: Any) -> bytes:
+    """The canonical JSON as ``json.dumps`` writes it (non-ASCII escaped): what the
+    digest covers whenever orjson's bytes are not the same."""
     return json.dumps(
         content, sort_keys=True, separators=(",", ":"), default=_nested_value
     ).encode()
@@ -322,9 +328,7 @@ def _link(
         return chain_digest(previous, event_type, originator_id, version, timestamp, fields), None
     if not encoded.isascii() or _DEL in encoded:
         # What json.dumps writes (escaped ASCII): the same values, read back alike.
-        encoded = json.dumps(
-            fields, sort_keys=True, separators=(",", ":"), default=_nested_value
-        ).encode()
+        encoded = _stdlib_canonical_json(fields)
     # The content list of chain_digest, its last item (the fields) spliced in as bytes:
     # json.dumps writes a list as its items' own texts joined by commas.
     head = orjson.dumps([previous, event_type, originator_id.hex, version, _iso_text(timestamp)])
