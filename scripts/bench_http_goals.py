@@ -60,7 +60,7 @@ from bench_http import (
     running,
     wait_for_projections,
 )
-from benchlib import machine, postgres_server_cpu_seconds
+from benchlib import machine, postgres_server_cpu_seconds, tree_cpu_seconds
 
 from tests.support.pgserver import PostgresServer, running_postgres
 
@@ -436,22 +436,6 @@ def wait_for_workers(server: Server, count: int) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{server.name}: not all {count} workers started\n{server.tail()}")
         time.sleep(0.1)
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and all its descendants so far, from /proc."""
-    total = 0.0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue  # gone meanwhile
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        pending += [int(child) for child in children]
-    return total
 
 
 WORKERS_SPLIT_AFTER: Final = 1.0

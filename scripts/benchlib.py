@@ -36,23 +36,29 @@ def git_commit() -> str:
     return f"{head}+dirty" if dirty else head or "unknown"
 
 
-def postgres_server_cpu_seconds(datadir: Path) -> float:
-    """User + system CPU of a PostgreSQL server so far, from /proc: its postmaster's, the
-    backends it has reaped (its children's times) and every live process below it. A
-    backend that exits between two readings moves into the children's times, so the
-    figure never goes back."""
-    postmaster = int((datadir / "postmaster.pid").read_text().split()[0])
-    total, pending = 0.0, [postmaster]
+def tree_cpu_seconds(pid: int, *, with_reaped: bool = False) -> float:
+    """User + system CPU of a process and every live process below it so far, from
+    /proc; ``with_reaped`` adds the times of the root's children it has already reaped
+    (a process that exits between two readings moves there, so the figure never goes
+    back)."""
+    total, pending = 0.0, [pid]
     while pending:
-        pid = pending.pop()
+        current = pending.pop()
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except OSError:
-            continue  # gone meanwhile: its time is in the postmaster's children's times
+            continue  # gone meanwhile (under with_reaped, its time is in the root's)
         ticks = int(fields[11]) + int(fields[12])
-        if pid == postmaster:
+        if with_reaped and current == pid:
             ticks += int(fields[13]) + int(fields[14])
         total += ticks / os.sysconf("SC_CLK_TCK")
         pending += [int(child) for child in children]
     return total
+
+
+def postgres_server_cpu_seconds(datadir: Path) -> float:
+    """User + system CPU of a PostgreSQL server so far: its postmaster's, the backends
+    it has reaped and every live process below it."""
+    postmaster = int((datadir / "postmaster.pid").read_text().split()[0])
+    return tree_cpu_seconds(postmaster, with_reaped=True)
