@@ -25,6 +25,7 @@ CREATE_ATTEMPTS_MAX: Final = 5
 
 class Cursor(Protocol):
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Any: ...
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> Any: ...
 
@@ -37,6 +38,9 @@ class _Rewriting:
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
         return self._cursor.execute(statement.replace("?", "%s"), params)
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> Any:
+        return self._cursor.executemany(statement.replace("?", "%s"), rows)
 
     def fetchone(self) -> Any:
         return self._cursor.fetchone()

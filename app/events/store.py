@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
+
 from app.events.database import Cursor, Database
 
 FEED_PAGE_LIMIT_MAX: Final = 1000
@@ -72,7 +74,7 @@ class FeedRow:
     event_id: str
 
     def event(self) -> dict[str, Any]:
-        decoded: dict[str, Any] = json.loads(self.body)
+        decoded: dict[str, Any] = orjson.loads(self.body)
         return decoded
 
 
@@ -152,6 +154,24 @@ def lock_head(cursor: Cursor, is_postgres: bool) -> Head:
     return read_head(cursor)
 
 
+def event_body(event: dict[str, Any]) -> str:
+    """A public event's stored text, exactly as ``json.dumps(event, separators=(",", ":"))``
+    has always written it (webhooks sign these bytes, the stream sends them): made by
+    orjson, about ten times cheaper, whenever orjson's text is the same.
+
+    For the values a public event holds (text, integers, booleans, null; no floats by
+    its schema) the two differ only where the standard library escapes a character that
+    orjson writes as it is (anything beyond ASCII, and DEL), or where orjson refuses a
+    value (an integer beyond 64 bits): those events take the standard library's path."""
+    try:
+        encoded = orjson.dumps(event)
+    except orjson.JSONEncodeError:
+        return json.dumps(event, separators=(",", ":"))
+    if encoded.isascii() and b"\x7f" not in encoded:
+        return encoded.decode("ascii")
+    return json.dumps(event, separators=(",", ":"))
+
+
 def append_events(
     cursor: Cursor,
     head: Head,
@@ -170,20 +190,21 @@ def append_events(
                 event["id"],
                 event["type"],
                 event["position"],
-                json.dumps(event, separators=(",", ":")),
+                event_body(event),
             )
         )
         account_rows += [(account_id, sequence) for account_id in dict.fromkeys(account_ids)]
-    for row in rows:
-        cursor.execute(
+    # One statement per table (a call per row cost the projector more than its JSON).
+    if rows:
+        cursor.executemany(
             "INSERT INTO ledger_feed_events (sequence, event_id, type, position, body) "
             "VALUES (?, ?, ?, ?, ?)",
-            row,
+            rows,
         )
-    for account_row in account_rows:
-        cursor.execute(
+    if account_rows:
+        cursor.executemany(
             "INSERT INTO ledger_feed_event_accounts (account_id, sequence) VALUES (?, ?)",
-            account_row,
+            account_rows,
         )
     new_head = Head(head.checkpoint if checkpoint is None else checkpoint, sequence)
     cursor.execute(
