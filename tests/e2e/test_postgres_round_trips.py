@@ -17,6 +17,7 @@ import app.persistence.postgres as postgres_module
 from app.application.ledger import Ledger
 from app.compat import set_pool_check
 from app.persistence.postgres import LedgerPostgresApplicationRecorder, PingIfIdle
+from app.persistence.streams import events_after, postgres_after_query
 from tests.conftest import store_env
 
 pytestmark = pytest.mark.postgres
@@ -24,6 +25,9 @@ pytestmark = pytest.mark.postgres
 # More writes than the pool holds connections: every one of them has been used since.
 WARM_WRITES: Final = 20
 LOCK_WAIT_SECONDS: Final = 10.0
+# A log large enough that reading all of it is the planner's worst choice.
+LOG_STREAMS: Final = 2_000
+EVENTS_PER_STREAM: Final = 10
 
 
 class RoundTrips:
@@ -132,3 +136,47 @@ def test_reads_under_the_write_lock_use_the_connection_that_holds_it_and_others_
             event = StoredEvent(uuid4(), 0, "test:Written", b"{}")
             assert recorder.insert_events([event])
             assert round_trips.since_last() == 1, "the held write commits in one round trip"
+
+
+def test_a_catch_up_reads_each_stream_by_its_index_before_the_table_has_statistics(
+    recorder: LedgerPostgresApplicationRecorder, postgres_url: str
+) -> None:
+    table = f"{recorder.datastore.schema or 'public'}.{recorder.events_table_name}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    streams = [uuid4() for _ in range(LOG_STREAMS)]
+    recorder.insert_events(
+        [
+            StoredEvent(stream, version, "test:Written", b"{}")
+            for stream in streams
+            for version in range(EVENTS_PER_STREAM)
+        ]
+    )
+    wanted = dict.fromkeys(streams[:8], EVENTS_PER_STREAM - 3)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        [(reltuples,)] = admin.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (table,)
+        ).fetchall()
+        assert reltuples < 0, "never analyzed: the planner guesses the table's size"
+        explained = admin.execute(
+            psycopg.sql.SQL("EXPLAIN (FORMAT JSON) ") + postgres_after_query(recorder),
+            (list(wanted), list(wanted.values())),
+        ).fetchone()
+    assert explained is not None
+    plan = explained[0]
+    scanned = set(_scans_of(plan[0]["Plan"], recorder.events_table_name))
+    assert "Seq Scan" not in scanned, plan
+    assert scanned, plan
+    newer = events_after(recorder, wanted)
+    assert newer is not None
+    assert {s: [e.originator_version for e in found] for s, found in newer.items()} == {
+        stream: [EVENTS_PER_STREAM - 2, EVENTS_PER_STREAM - 1] for stream in wanted
+    }
+
+
+def _scans_of(node: dict[str, Any], table: str) -> Iterator[str]:
+    """The kinds of scan a plan makes of ``table``."""
+    if node.get("Relation Name") == table:
+        yield str(node["Node Type"])
+    for child in node.get("Plans", []):
+        yield from _scans_of(child, table)
