@@ -1,9 +1,9 @@
 """The read model on each backend: the library's tracking recorder (the checkpoint,
 exactly-once) with our projection and reader mixed in, in SQLite or PostgreSQL."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import psycopg
 import structlog
@@ -13,7 +13,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
 from app.compat import insert_tracking, on_new_sqlite_connections, postgres_connection_kwargs
-from app.persistence.postgres import retrying_schema_race
+from app.persistence.postgres import reading_retried, retrying_schema_race
 from projections.projection import RowWriter
 from projections.reader import RowReader
 from projections.schema import (
@@ -26,6 +26,8 @@ from projections.schema import (
 )
 
 log = structlog.get_logger(__name__)
+
+R = TypeVar("R")
 
 # The planner's cost of a random page read on the views' connections (PostgreSQL's
 # default, 4, is for disks): the views' working set is in memory, where an index probe
@@ -184,6 +186,11 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
         # snapshot, so BEGIN and ROLLBACK around it would only add two round trips.
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             yield cursor
+
+    def _read(self, read: Callable[[Cursor], R]) -> R:
+        # As ``_reading``; a connection a server restart cut is found on its first use
+        # and the read tried once more (``reading_retried``).
+        return reading_retried(self.datastore, read)
 
     def _insert_tracking_in(self, cursor: Cursor, tracking: Tracking) -> None:
         insert_tracking(self, cursor, tracking)

@@ -21,10 +21,10 @@ One view database holds the views that one projection keeps together:
 The SQL is shared by both backends; ``?`` placeholders are rewritten for psycopg.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from projections.lots import LOT_INDEXES, LOT_SCHEMA, LOT_TABLES
 
@@ -209,6 +209,9 @@ def parse_timestamp(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+R = TypeVar("R")
+
+
 class Cursor(Protocol):
     def execute(self, statement: Any, params: Any = ..., /) -> Any: ...
     def executemany(self, statement: Any, params_seq: Any, /) -> Any: ...
@@ -238,12 +241,22 @@ class SqlAccess:
         the backend has a cheaper way (one statement is its own snapshot)."""
         return self._transaction(commit=False)
 
-    def _one(self, statement: str, params: Sequence[Any] = ()) -> Any:
+    def _read(self, read: Callable[[Cursor], R]) -> R:
+        """``read`` run on a cursor of ``_reading``. A backend whose connections a server
+        can drop tries a dropped one once more (a read runs twice harmlessly)."""
         with self._reading() as cursor:
+            return read(cursor)
+
+    def _one(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        def one(cursor: Cursor) -> Any:
             self._run(cursor, statement, params)
             return cursor.fetchone()
 
+        return self._read(one)
+
     def _all(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._reading() as cursor:
+        def every(cursor: Cursor) -> list[Any]:
             self._run(cursor, statement, params)
             return list(cursor.fetchall())
+
+        return self._read(every)

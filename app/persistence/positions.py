@@ -4,7 +4,8 @@ An idempotent replay answers with the position of the original write; the librar
 does not expose that lookup, so each backend's recorder is asked in its own terms.
 """
 
-from typing import Final, cast
+from functools import partial
+from typing import Any, Final, cast
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder
@@ -14,7 +15,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
 from app.compat import popo_position
-from app.persistence.postgres import read_cursor
+from app.persistence.postgres import read_with
 
 EXISTENCE_CHUNK_SIZE: Final = 500
 
@@ -55,9 +56,8 @@ def existing_streams(recorder: ApplicationRecorder, originator_ids: list[UUID]) 
                 schema=Identifier(recorder.datastore.schema),
                 table=Identifier(recorder.events_table_name),
             )
-            with read_cursor(recorder) as cursor:
-                cursor.execute(query, (chunk,))
-                found.update(UUID(str(row["originator_id"])) for row in cursor.fetchall())
+            rows = read_with(recorder, partial(_all, statement=query, params=(chunk,)))
+            found.update(UUID(str(row["originator_id"])) for row in rows)
         else:
             return None
     return found
@@ -86,12 +86,10 @@ def _postgres_position(
         schema=Identifier(recorder.datastore.schema),
         table=Identifier(recorder.events_table_name),
     )
-    with read_cursor(recorder) as cursor:
-        cursor.execute(statement, (originator_id, version))
-        row = cursor.fetchone()
-    if row is None:
+    rows = read_with(recorder, lambda cursor: _all(cursor, statement, (originator_id, version)))
+    if not rows:
         raise LookupError(f"no event {originator_id} v{version}")
-    return int(row["notification_id"])
+    return int(rows[0]["notification_id"])
 
 
 def stream_heads(recorder: ApplicationRecorder, originator_ids: list[UUID]) -> dict[UUID, int]:
@@ -119,14 +117,16 @@ def stream_heads(recorder: ApplicationRecorder, originator_ids: list[UUID]) -> d
                 schema=Identifier(recorder.datastore.schema),
                 table=Identifier(recorder.events_table_name),
             )
-            with read_cursor(recorder) as cursor:
-                cursor.execute(query, (chunk,))
-                heads.update(
-                    (UUID(str(row["originator_id"])), int(row["head"])) for row in cursor.fetchall()
-                )
+            rows = read_with(recorder, partial(_all, statement=query, params=(chunk,)))
+            heads.update((UUID(str(row["originator_id"])), int(row["head"])) for row in rows)
         else:
             for originator_id in chunk:
                 last = recorder.select_events(originator_id, desc=True, limit=1)
                 if last:
                     heads[originator_id] = last[0].originator_version
     return heads
+
+
+def _all(cursor: Any, statement: Any, params: tuple[Any, ...]) -> list[Any]:
+    cursor.execute(statement, params)
+    return list(cursor.fetchall())

@@ -28,7 +28,7 @@ from eventsourcing.persistence import (
     ProgrammingError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment, retry, strtobool
 from psycopg.pq import TransactionStatus
 from psycopg.sql import SQL, Identifier, Literal
@@ -42,6 +42,13 @@ STATEMENT_TIMEOUT_KEY = "POSTGRES_STATEMENT_TIMEOUT"
 PING_IDLE_SECONDS: Final = 1.0
 # PostgreSQL's lock_timeout of 0 means "wait for ever": a wait is at least this long.
 LOCK_WAIT_MIN_MILLISECONDS: Final = 1
+# A read whose connection the server dropped (a restart or a failover cuts every pooled
+# connection) runs this many times more, after the pool's idle connections were checked.
+# Each try is bounded by the pool's wait and the statement timeout, and a writer's
+# caller is answered at its deadline whatever the writer is doing.
+DROPPED_CONNECTION_RETRIES: Final = 1
+
+R = TypeVar("R")
 
 
 class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
@@ -103,6 +110,15 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             yield cursor
 
+    def read(self, read: Callable[[psycopg.Cursor[Any]], R]) -> R:
+        """``read`` run on the cursor ``reading`` gives; off the held lock, a connection
+        the server dropped is tried once more (``reading_retried``). Under the lock the
+        transaction, and the lock with it, went with the connection: the error stands."""
+        if getattr(self._held, "connection", None) is not None:
+            with self.reading() as cursor:
+                return read(cursor)
+        return reading_retried(self.datastore, read)
+
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
@@ -145,13 +161,25 @@ class PingIfIdle:
 
     def __init__(self) -> None:
         self._handed_out: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        # Pings that found their connection dropped (``reading_retried`` reads this).
+        self.failed_pings = 0
 
     def __call__(self, connection: psycopg.Connection[Any]) -> None:
         now = time.monotonic()
         last = self._handed_out.get(connection)
         self._handed_out[connection] = now
         if last is None or now - last >= PING_IDLE_SECONDS:
-            ConnectionPool.check_connection(connection)
+            try:
+                ConnectionPool.check_connection(connection)
+            except psycopg.Error:
+                self.failed_pings += 1
+                raise
+
+
+# The check installed on each of our pools, for ``reading_retried`` to ask.
+_pool_checks: weakref.WeakKeyDictionary[ConnectionPool[Any], PingIfIdle] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class LedgerPostgresFactory(PostgresFactory):
@@ -167,22 +195,52 @@ class LedgerPostgresFactory(PostgresFactory):
         if statement_timeout:
             kwargs["options"] = f"-c statement_timeout={int(statement_timeout) * 1000}"
         if strtobool(self.env.get(self.POSTGRES_PRE_PING) or "no"):
-            set_pool_check(self.datastore.pool, PingIfIdle())
+            check = PingIfIdle()
+            set_pool_check(self.datastore.pool, check)
+            _pool_checks[self.datastore.pool] = check
 
 
-@contextmanager
-def read_cursor(recorder: PostgresApplicationRecorder) -> Iterator[psycopg.Cursor[Any]]:
-    """A cursor for reads of the events (and snapshots) tables: ``reading`` where the
-    recorder is ours, else a transaction of the library's (which rolls back after)."""
+def reading_retried(datastore: PostgresDatastore, read: Callable[[psycopg.Cursor[Any]], R]) -> R:
+    """``read`` run on a cursor of a pooled connection (autocommit: one round trip per
+    statement), tried once more when the server dropped the connection: a restart cuts
+    every pooled connection, and the first use of each fails.
+
+    A dropped connection shows in two ways: the read's own connection is broken after
+    the error (one used within ``PING_IDLE_SECONDS`` is handed out unchecked), or the
+    pool's ping on hand-out failed, after which psycopg_pool waits a second before
+    trying another, as long as its whole wait lasts, and answers a pool timeout. Either
+    way the pool's idle connections are checked at once (the dead ones are replaced) and
+    ``read`` runs again. Reads only: a read runs twice harmlessly. A statement timeout,
+    or a server found down with no connection dropped on the way, is not retried: the
+    caller answers the store fault it is."""
+    check = _pool_checks.get(datastore.pool)
+    for attempt_number in range(DROPPED_CONNECTION_RETRIES + 1):
+        failed_pings = 0 if check is None else check.failed_pings
+        connection: psycopg.Connection[Any] | None = None
+        try:
+            with datastore.get_connection() as connection, connection.cursor() as cursor:
+                return read(cursor)
+        except (InterfaceError, OperationalError):
+            if connection is not None:
+                dropped = connection.broken
+            else:
+                dropped = check is not None and check.failed_pings > failed_pings
+            if not dropped or attempt_number == DROPPED_CONNECTION_RETRIES:
+                raise
+            datastore.pool.check()
+    raise AssertionError("unreachable")
+
+
+def read_with(recorder: PostgresApplicationRecorder, read: Callable[[psycopg.Cursor[Any]], R]) -> R:
+    """``read`` run on a cursor for reads of the events (and snapshots) tables: our
+    recorder's (``read``: one round trip per statement, a dropped connection tried once
+    more), else in a transaction of the library's (which rolls back after)."""
     if isinstance(recorder, LedgerPostgresApplicationRecorder):
-        with recorder.reading() as cursor:
-            yield cursor
-        return
+        return recorder.read(read)
     with recorder.datastore.transaction(commit=False) as cursor:
-        yield cursor
+        return read(cursor)
 
 
-R = TypeVar("R")
 SCHEMA_ATTEMPTS_MAX: Final = 5
 
 

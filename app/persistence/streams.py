@@ -7,9 +7,10 @@ answer None and the caller reads stream by stream.
 """
 
 from collections import defaultdict
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, StoredEvent
@@ -17,7 +18,9 @@ from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicatio
 from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteApplicationRecorder
 from psycopg.sql import SQL, Composed, Identifier
 
-from app.persistence.postgres import read_cursor
+from app.persistence.postgres import read_with
+
+R = TypeVar("R")
 
 STREAMS_PER_QUERY_MAX: Final = 400
 
@@ -69,18 +72,19 @@ def events_after(
     items = list(after.items())
     for start in range(0, len(items), STREAMS_PER_QUERY_MAX):
         chunk = dict(items[start : start + STREAMS_PER_QUERY_MAX])
-        with _cursor(events) as cursor:
-            for originator_id, stored in reader(cursor, events, chunk):
-                found[originator_id].append(stored)
+        rows = _read(events, partial(reader, events=events, after=chunk))
+        for originator_id, stored in rows:
+            found[originator_id].append(stored)
     return dict(found)
 
 
-def _cursor(events: Any) -> AbstractContextManager[Any]:
-    """A read cursor: one round trip per statement on PostgreSQL (``read_cursor``)."""
+def _read(events: Any, read: Callable[[Any], R]) -> R:
+    """``read`` run on a read cursor: one round trip per statement on PostgreSQL, a
+    dropped connection tried once more (``read_with``)."""
     if isinstance(events, PostgresApplicationRecorder):
-        return read_cursor(events)
-    cursor: AbstractContextManager[Any] = events.datastore.transaction(commit=False)
-    return cursor
+        return read_with(events, read)
+    with events.datastore.transaction(commit=False) as cursor:
+        return read(cursor)
 
 
 def _stored(row: Any, originator_id: UUID) -> StoredEvent:
@@ -125,24 +129,29 @@ def _sqlite_after(
 
 
 def _postgres(events: Any, snapshots: Any, ids: list[UUID]) -> dict[UUID, StoredStream]:
+    return read_with(events, lambda cursor: _postgres_streams(cursor, events, snapshots, ids))
+
+
+def _postgres_streams(
+    cursor: Any, events: Any, snapshots: Any, ids: list[UUID]
+) -> dict[UUID, StoredStream]:
     streams: dict[UUID, StoredStream] = defaultdict(StoredStream)
     schema = Identifier(events.datastore.schema)
-    with read_cursor(events) as cursor:
-        if snapshots is not None:
-            cursor.execute(
-                SQL(
-                    "SELECT DISTINCT ON (originator_id) originator_id, originator_version, "
-                    "topic, state FROM {schema}.{table} WHERE originator_id = ANY(%s) "
-                    "ORDER BY originator_id, originator_version DESC"
-                ).format(schema=schema, table=Identifier(snapshots.events_table_name)),
-                (ids,),
-            )
-            for row in cursor.fetchall():
-                values = _row(row)
-                streams[values[0]].snapshot = _stored(values, values[0])
-        after = {o: -1 if streams.get(o) is None else _version(streams[o]) for o in ids}
-        for originator_id, stored in _postgres_after(cursor, events, after):
-            streams[originator_id].events.append(stored)
+    if snapshots is not None:
+        cursor.execute(
+            SQL(
+                "SELECT DISTINCT ON (originator_id) originator_id, originator_version, "
+                "topic, state FROM {schema}.{table} WHERE originator_id = ANY(%s) "
+                "ORDER BY originator_id, originator_version DESC"
+            ).format(schema=schema, table=Identifier(snapshots.events_table_name)),
+            (ids,),
+        )
+        for row in cursor.fetchall():
+            values = _row(row)
+            streams[values[0]].snapshot = _stored(values, values[0])
+    after = {o: -1 if streams.get(o) is None else _version(streams[o]) for o in ids}
+    for originator_id, stored in _postgres_after(cursor, events, after):
+        streams[originator_id].events.append(stored)
     return dict(streams)
 
 

@@ -1,0 +1,203 @@
+"""A PostgreSQL server restarted under a running ledger: the first reads after it
+succeed, in the writer and in the views (``reading_retried``).
+
+The restart cut every pooled connection, and the first use of each fails in one of two
+ways, both covered: a connection used a moment ago is handed out unchecked
+(``PING_IDLE_SECONDS``) and its read fails; one idle for longer is pinged, the ping
+fails, and psycopg_pool then waits out its whole wait for a connection. Either way the
+read is tried once more, on a connection that works."""
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import pytest
+from eventsourcing.persistence import OperationalError
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from app.api.app import create_app
+from app.application.commands import OpenAccount, RecordTransfer
+from app.application.ledger import Ledger
+from app.bootstrap import build_services, shutdown
+from app.persistence import postgres
+from app.persistence.postgres import reading_retried
+from app.persistence.stores import event_store_env
+from app.settings import Settings
+from projections.backends import PostgresLedgerView
+from projections.runner import open_view
+from tests.api.helpers import ISSUER, open_account, open_issuer, record, transfer_body
+from tests.support.pgserver import PostgresServer, running_postgres
+
+# PING_IDLE_SECONDS for each way a dropped connection shows: never pinged (every
+# connection counts as used a moment ago), or always pinged (every one counts as idle).
+UNPINGED: Final = 3600.0
+PINGED: Final = 0.0
+PING_CASES: Final = [
+    pytest.param(UNPINGED, id="used-a-moment-ago"),
+    pytest.param(PINGED, id="idle-and-pinged"),
+]
+# What one retried read may take at most: the pool's wait for a connection (one second
+# here) twice, with room for a loaded machine.
+READ_BOUND_SECONDS: Final = 5.0
+TRANSFERS_BEFORE: Final = 5
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def restartable_postgres() -> Iterator[PostgresServer]:
+    """A server of this module's own (the session's is shared and must stay up)."""
+    with running_postgres(fsync=False) as server:
+        yield server
+
+
+@pytest.fixture
+def database_url(restartable_postgres: PostgresServer) -> str:
+    return restartable_postgres.create_database(f"restart_{next(_databases)}")
+
+
+def restart(server: PostgresServer) -> None:
+    server.stop()
+    server.start()
+
+
+@pytest.mark.parametrize("ping_idle_seconds", PING_CASES)
+def test_the_writer_reads_again_on_the_first_use_after_a_restart(
+    restartable_postgres: PostgresServer,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    ping_idle_seconds: float,
+) -> None:
+    monkeypatch.setattr(postgres, "PING_IDLE_SECONDS", ping_idle_seconds)
+    ledger = Ledger(event_store_env(database_url))
+    try:
+        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("alice", "CREDITS"))
+        sent = RecordTransfer("t1", ISSUER, "alice", 5)
+        first = ledger.record_transfer(sent)
+        assert first.created
+
+        restart(restartable_postgres)
+
+        # A resend reads the original's position back: the writer's first read.
+        started = time.monotonic()
+        again = ledger.record_transfer(sent)
+        assert time.monotonic() - started < READ_BOUND_SECONDS
+        assert not again.created
+        assert again.position == first.position
+        assert ledger.get_account("alice").balance == 5
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("ping_idle_seconds", PING_CASES)
+def test_the_views_read_again_on_the_first_use_after_a_restart(
+    restartable_postgres: PostgresServer,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    ping_idle_seconds: float,
+) -> None:
+    monkeypatch.setattr(postgres, "PING_IDLE_SECONDS", ping_idle_seconds)
+    view = open_view(database_url, 1)
+    assert isinstance(view, PostgresLedgerView)
+    try:
+        assert view.balance("alice") is None
+        assert view.commit_end(7) == 7
+
+        restart(restartable_postgres)
+
+        started = time.monotonic()
+        assert view.balance("alice") is None
+        assert time.monotonic() - started < READ_BOUND_SECONDS
+        assert view.commit_end(7) == 7
+    finally:
+        view.datastore.close()
+
+
+def test_a_read_on_a_server_that_stays_down_is_tried_once_more_at_most(
+    restartable_postgres: PostgresServer, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server is gone, not restarted. The first read meets a dropped connection and
+    tries once more, which finds none: a store fault (503) within the bound. The next
+    read has no dropped connection to go on: it fails after one wait, not retried."""
+    monkeypatch.setattr(postgres, "PING_IDLE_SECONDS", PINGED)  # each hand-out meets the drop
+    ledger = Ledger(event_store_env(database_url))
+    datastore = ledger.recorder.datastore  # type: ignore[attr-defined]
+    checks = 0
+    check = datastore.pool.check
+
+    def counted_check() -> None:
+        nonlocal checks
+        checks += 1
+        check()
+
+    monkeypatch.setattr(datastore.pool, "check", counted_check)
+    try:
+        reading_retried(datastore, lambda cursor: cursor.execute("SELECT 1"))
+        restartable_postgres.stop()
+        try:
+            for _ in range(2):
+                started = time.monotonic()
+                with pytest.raises(OperationalError):
+                    reading_retried(datastore, lambda cursor: cursor.execute("SELECT 1"))
+                assert time.monotonic() - started < READ_BOUND_SECONDS
+                assert checks == 1  # by the first read, which met the drop; not the second
+        finally:
+            restartable_postgres.start()
+    finally:
+        ledger.close()
+
+
+@pytest.mark.slow
+def test_the_first_requests_after_a_postgresql_restart_succeed(
+    restartable_postgres: PostgresServer,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(postgres, "PING_IDLE_SECONDS", UNPINGED)
+    settings = Settings(
+        event_store=database_url, read_model=database_url, data_dir=tmp_path, log_format="console"
+    )
+    services = build_services(settings, projections=True)
+    try:
+        with TestClient(app=create_app(services)) as client:
+            client.headers["Authorization"] = f"Bearer {services.keys.create('admin')}"
+            served_after_a_restart(client, restartable_postgres)
+    finally:
+        shutdown(services)
+
+
+def served_after_a_restart(client: TestClient[Litestar], server: PostgresServer) -> None:
+    open_issuer(client)
+    open_account(client, "alice")
+    last = {}
+    for number in range(TRANSFERS_BEFORE):
+        last = record(client, f"t{number}", ISSUER, "alice", 1)
+    seen = f"min_position={last['position']}"
+    reads = [
+        f"/v1/accounts/alice?{seen}",
+        f"/v1/transfers/t0?{seen}",
+        f"/v1/transfers?account_id=alice&{seen}",
+        f"/v1/ledger/totals?{seen}",
+    ]
+    for path in reads:  # every pool has connections in use when the server goes
+        before = client.get(path)
+        assert before.status_code == 200, (path, before.text)
+
+    restart(server)
+
+    # The writer: a resend reads the original's position back; a new transfer writes.
+    replay = client.post("/v1/transfers", json=transfer_body("t0", ISSUER, "alice", 1))
+    assert replay.status_code == 200, replay.text
+    new = client.post("/v1/transfers", json=transfer_body("after", ISSUER, "alice", 1))
+    assert new.status_code == 201, new.text
+    # The views: each read answers, none a 503.
+    for path in reads:
+        read = client.get(path)
+        assert read.status_code == 200, (path, read.text)
+    alice = client.get(f"/v1/accounts/alice?min_position={new.json()['position']}")
+    assert alice.status_code == 200, alice.text
+    assert alice.json()["balance"] == TRANSFERS_BEFORE + 1
