@@ -1074,8 +1074,12 @@ class Ledger(Application[UUID]):
             # (another process wrote it), the command runs again instead.
             moved = self._moved_streams(work, set().union(*(r.reads for r in rejected)))
             for r in rejected:
-                if r.reads & moved and self._may_retry(r.entry):
+                if not r.reads & moved:
+                    continue
+                if self._may_retry(r.entry):
                     later.append(r.entry)
+                else:  # never the refusal it met on state that has moved since
+                    r.rejection = self._gave_up(r.entry)
             ran = [r for r in ran if r.entry not in later]
         return ran
 
@@ -1139,12 +1143,7 @@ class Ledger(Application[UUID]):
                 if self._may_retry(r.entry):
                     later.append(r.entry)
                 else:
-                    r.entry.fail(
-                        ConcurrencyConflictError(
-                            f"gave up after {r.entry.conflicts} conflicting attempts; "
-                            "sending the same command again is safe"
-                        )
-                    )
+                    r.entry.fail(self._gave_up(r.entry))
             else:
                 again_now.append(r.entry)
         return again_now
@@ -1153,6 +1152,19 @@ class Ledger(Application[UUID]):
         entry.conflicts += 1
         self.most_races_lost = max(self.most_races_lost, entry.conflicts)
         return entry.conflicts <= CONFLICT_RETRIES_MAX and not entry.expired(time.monotonic())
+
+    def _gave_up(self, entry: Pending[Any]) -> ConcurrencyConflictError:
+        """The answer of a command that lost a race (a conflict, or a rejection resting
+        on a stream another process moved) and may not run again: its retry budget or
+        its deadline ran out. Nothing of it was written, and what fresh state would have
+        answered is not known, so neither a success nor the refusal it met on stale
+        state: a conflict, which a resend (always safe) settles."""
+        spent = "no retry left" if entry.conflicts > CONFLICT_RETRIES_MAX else "deadline passed"
+        return ConcurrencyConflictError(
+            f"other processes kept changing what this command reads: gave up after "
+            f"{entry.conflicts} lost races ({spent}); nothing was written, and sending "
+            "the same command again is safe"
+        )
 
     def _moved_streams(
         self,
