@@ -77,6 +77,7 @@ from app.domain.values import (
     is_breakage_transfer_id,
     transfer_uuid,
 )
+from app.persistence.faults import store_fault
 from app.persistence.mapper import ChainedMapper
 from app.persistence.positions import existing_streams, recorded_position, stream_heads
 from app.persistence.postgres import retrying_schema_race
@@ -1363,10 +1364,35 @@ def _batch_outcome(
     writes: Mapping[int, Write[TransferOutcome]],
     answers: Sequence[Any],
 ) -> BatchOutcome:
-    """An independent batch's answer, item by item, in order."""
+    """An independent batch's answer, item by item, in order.
+
+    Its items may be written by several group writes (a batch joins a queue that others
+    share), so a store fault may fail some items after others committed. Then each item
+    says what happened to it: its transfer, its refusal, or its own fault (``store_fault``:
+    ``store_unavailable``, ``storage_full``; an error that names no store fault, logged,
+    is ``outcome_unknown``). Only when no item committed is the fault the whole batch's
+    answer, as for a single transfer."""
     results: dict[int, TransferOutcome | Exception] = dict(refused)
+    faults: dict[int, BaseException] = {}
     for index, answer in zip(writes, answers, strict=True):
         if isinstance(answer, BaseException) and not isinstance(answer, LedgerError):
-            raise answer  # a store fault, not a rejection of this item
-        results[index] = answer
+            faults[index] = answer  # a store fault, not a rejection of this item
+        else:
+            results[index] = answer
+    if faults:
+        if not any(isinstance(result, TransferOutcome) for result in results.values()):
+            raise next(iter(faults.values()))
+        for index, fault in faults.items():
+            results[index] = _item_fault(fault)
     return BatchOutcome([results[index] for index in range(size)])
+
+
+def _item_fault(fault: BaseException) -> LedgerError:
+    typed = store_fault(fault)
+    if typed is not None:
+        return typed
+    log.error("batch item failed with an unexpected error", exc_info=fault)
+    return OutcomeUnknownError(
+        f"the write failed unexpectedly ({type(fault).__name__}); it may or may not have "
+        "been recorded: sending the same item again is safe"
+    )
