@@ -76,6 +76,10 @@ class Pending(Generic[R]):
 GroupWriter = Callable[[list[Pending[Any]]], list[Pending[Any]]]
 
 
+def never_gather() -> float:
+    return 0.0
+
+
 class Committer:
     """A bounded queue in front of one writer thread (started on first use)."""
 
@@ -86,8 +90,12 @@ class Committer:
         queue_units_max: int,
         timeout_seconds: float,
         name: str = "ledger-committer",
+        gather_seconds: Callable[[], float] = never_gather,
     ) -> None:
         self._write_group = write_group
+        # How long the writer may wait, before it takes its next group, for the callers
+        # its last group answered to come back (0: it takes what is queued at once).
+        self._gather_seconds = gather_seconds
         self.queue_units_max = queue_units_max
         self.timeout_seconds = timeout_seconds
         self._name = name
@@ -103,6 +111,11 @@ class Committer:
         # they are running now (``submit_async``).
         self._waking: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self.groups_written = 0
+        # Commands queued so far, and how many of them were queued when the last group
+        # was answered and how many that group answered (``_gathered``).
+        self._arrived = 0
+        self._arrived_at_answer = 0
+        self._answered_last = 0
         # How long each recent group write took (seconds), for tests and metrics.
         self.write_seconds: deque[float] = deque(maxlen=WRITE_TIMES_KEPT)
 
@@ -139,6 +152,7 @@ class Committer:
                 )
             self._queue.extend(entries)
             self._queued_units += units
+            self._arrived += len(entries)
             self._start_writer()
             if wake:
                 self._ready.notify()
@@ -260,6 +274,8 @@ class Committer:
                 entry.not_before = now + _backoff_seconds(entry.conflicts)
             with self._lock:
                 self._retry.extend(entry for entry in again if not entry.settled)
+                self._arrived_at_answer = self._arrived
+                self._answered_last = len(group) - len(again)
 
     def _next_group(self) -> list[Pending[Any]] | None:
         with self._lock:
@@ -277,7 +293,33 @@ class Committer:
                 group.append(entry)
                 units += entry.units
             self._take_queued(group, units, now)
+            if self._gathered(group):
+                self._take_queued(group, sum(entry.units for entry in group), time.monotonic())
             return group
+
+    def _gathered(self, group: list[Pending[Any]]) -> bool:
+        """Wait (lock held, released while waiting) until as many commands as the last
+        group answered were queued since, or the gather window passed: whether it waited.
+
+        Several processes writing one PostgreSQL store commit one after another (the
+        events table's lock is held to each commit's flush). A group taken at once
+        holds only the callers that queued while the last write was in flight; those
+        it just answered come back a moment later and wait out a whole write of this
+        process and one of the other's. Their callers split into two halves that
+        alternate, and each process writes half-size groups at the same commit rate.
+        Waiting for them costs nothing the lock wait would not have cost anyway."""
+        seconds = self._gather_seconds()
+        if seconds <= 0 or self._stopping or not group:
+            return False
+        until = time.monotonic() + seconds
+        waited = False
+        while self._arrived - self._arrived_at_answer < self._answered_last:
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            self._ready.wait(left)
+            waited = True
+        return waited
 
     def top_up(self, group: list[Pending[Any]]) -> None:
         """Add to ``group`` (in place, up to the group size) what was queued since it

@@ -103,6 +103,10 @@ CONTENDED_SECONDS: Final = 1.0
 # After it saw another process's write, the writer checks its cached streams against the
 # store before each group for this long (one query), instead of trusting them.
 OTHER_WRITERS_SECONDS: Final = 10.0
+# While other processes write the store, the writer waits at most this long (and no
+# longer than its last write took) for the callers it just answered before it takes its
+# next group (``Committer._gathered``).
+GATHER_SECONDS_MAX: Final = 0.005
 # New ids found to exist (resent commands) remembered until their commands run again; a
 # command abandoned meanwhile (its deadline passed) would leave its id behind for good.
 # Forgetting one is safe: the store's unique key refuses it again and it is found again.
@@ -204,6 +208,7 @@ class Ledger(Application[UUID]):
             timeout_seconds=float(
                 self.env.get("WRITE_TIMEOUT_SECONDS") or WRITE_TIMEOUT_SECONDS_DEFAULT
             ),
+            gather_seconds=self._gather_seconds,
         )
 
     def construct_mapper(self) -> Mapper[UUID]:
@@ -1004,6 +1009,15 @@ class Ledger(Application[UUID]):
                 self._written.put(aggregate)
             else:
                 self.evict(originator_id)
+
+    def _gather_seconds(self) -> float:
+        """Writes of several processes wait for each other only where the store has a
+        write lock (decision 0018): there, while others write, a group waits a moment
+        for the callers the last one answered (``Committer._gathered``)."""
+        if self._write_locking is None or not self._others_write():
+            return 0.0
+        recent = self.committer.write_seconds
+        return min(GATHER_SECONDS_MAX, recent[-1] if recent else 0.0)
 
     def _saw_others(self) -> None:
         self._others_seen_until = time.monotonic() + OTHER_WRITERS_SECONDS

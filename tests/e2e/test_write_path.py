@@ -20,7 +20,12 @@ from eventsourcing.persistence import OperationalError
 
 import app.application.ledger as ledger_module
 from app.application.commands import OpenAccount, RecordTransfer
-from app.application.ledger import ACCOUNT_SNAPSHOT_INTERVAL, LOCK_AFTER_CONFLICTS, Ledger
+from app.application.ledger import (
+    ACCOUNT_SNAPSHOT_INTERVAL,
+    GATHER_SECONDS_MAX,
+    LOCK_AFTER_CONFLICTS,
+    Ledger,
+)
 from app.application.views import AccountView, TransferOutcome
 from app.domain.account import Account
 from app.domain.errors import (
@@ -221,10 +226,12 @@ def hammer_process(url: str, stop: Any, count: Any, failed: Any) -> None:
 
 
 def test_a_stream_another_process_keeps_writing_is_caught_up_under_the_lock_not_raced(
-    shared_url: str, ledger: Ledger
+    shared_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After one lost race on HOT, this process treats HOT as contended: its next writes
     of HOT take the write lock first and read only what the other process added."""
+    # A loaded machine can take longer than CONTENDED_SECONDS between two writes here.
+    monkeypatch.setattr(ledger_module, "CONTENDED_SECONDS", WAIT_SECONDS)
     ledger.record_transfer(RecordTransfer("mine:0", HOT, user(0), 1))  # HOT is cached
     with open_ledger(shared_url) as other:
         other.record_transfer(RecordTransfer("theirs:0", HOT, user(1), 10))
@@ -370,6 +377,20 @@ def test_once_another_writer_was_seen_stale_cached_streams_are_caught_up_not_rac
     assert (ledger.conflicts, ledger.locked_writes) == (1, 1), "HOT was raced, or locked"
     assert ledger.get_account(HOT).debits_posted == 3
     assert ledger.get_account(user(5)).balance == 2
+
+
+def test_a_writer_waits_for_its_answered_callers_only_while_another_process_writes(
+    shared_url: str, ledger: Ledger
+) -> None:
+    """Alone, the writer takes its next group at once; once it has seen another process
+    write it waits a moment for the callers it just answered (``Committer._gathered``),
+    never longer than ``GATHER_SECONDS_MAX``."""
+    ledger.record_transfer(grant("mine:first", 0))
+    assert ledger._gather_seconds() == 0.0
+    with open_ledger(shared_url) as other:
+        other.record_transfer(grant("theirs", 0))
+        assert ledger.record_transfer(grant("mine:raced", 0)).created  # a lost race
+    assert 0.0 < ledger._gather_seconds() <= GATHER_SECONDS_MAX
 
 
 def test_a_conflict_writes_the_unconcerned_commands_at_once_and_reruns_the_others(

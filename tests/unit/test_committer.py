@@ -68,18 +68,23 @@ def test_the_writer_thread_writes_and_never_a_caller(store: FakeStore) -> None:
     committer.close()
 
 
-def test_commands_waiting_together_share_one_write(store: FakeStore) -> None:
-    committer = committer_for(store)
+def queued_behind_a_write(store: FakeStore, committer: Committer, rest: int) -> list[Any]:
+    """ "first" written alone while ``rest`` more commands queue behind it: the answers."""
     store.hold()
-    with ThreadPoolExecutor(max_workers=6) as pool:
+    with ThreadPoolExecutor(max_workers=rest + 1) as pool:
         first = pool.submit(committer.submit, "first")
         assert store.entered.wait(WAIT_SECONDS)
-        rest = [pool.submit(committer.submit, number) for number in range(5)]
-        while committer.queued_units < 5:
+        queued = [pool.submit(committer.submit, number) for number in range(rest)]
+        while committer.queued_units < rest:
             time.sleep(0.001)
         store.released.set()
-        assert first.result(WAIT_SECONDS) == ("done", "first")
-        assert [future.result(WAIT_SECONDS)[1] for future in rest] == list(range(5))
+        return [future.result(WAIT_SECONDS) for future in [first, *queued]]
+
+
+def test_commands_waiting_together_share_one_write(store: FakeStore) -> None:
+    committer = committer_for(store)
+    answers = queued_behind_a_write(store, committer, 5)
+    assert answers == [("done", "first"), *(("done", number) for number in range(5))]
     assert store.groups == [["first"], [0, 1, 2, 3, 4]]
     committer.close()
 
@@ -427,3 +432,69 @@ def test_an_event_loop_caller_hears_its_own_rejection_and_a_full_queue_at_once(
     committer.close()
     with pytest.raises(OverloadedError):  # a closed committer takes nothing more
         asyncio.run(committer.submit_async("late"))
+
+
+GATHER_CLIENTS: Final = 4
+GATHER_ROUNDS: Final = 6
+CLIENT_PAUSE_SECONDS: Final = 0.02
+
+
+def closed_loop_groups(gather_seconds: float) -> list[int]:
+    """Group sizes when 4 callers each send a command, wait for its answer, pause a
+    moment and send the next (as HTTP clients do), the writes slower than the pause."""
+    store = FakeStore()
+    store.write_seconds = 0.05
+    committer = Committer(
+        store.write_group,
+        queue_units_max=100,
+        timeout_seconds=WAIT_SECONDS,
+        gather_seconds=lambda: gather_seconds,
+    )
+
+    def client(number: int) -> None:
+        time.sleep(0.01 * number)  # the first caller is written alone
+        for round_number in range(GATHER_ROUNDS):
+            committer.submit((number, round_number))
+            time.sleep(CLIENT_PAUSE_SECONDS)
+
+    with ThreadPoolExecutor(max_workers=GATHER_CLIENTS) as pool:
+        list(pool.map(client, range(GATHER_CLIENTS)))
+    committer.close()
+    return [len(group) for group in store.groups]
+
+
+def test_while_gathering_the_callers_a_write_answered_share_the_next_one_with_the_rest() -> None:
+    """Without gathering, the callers answered by one write come back while the next
+    (taken at once) is written: they split into halves that alternate, each write holding
+    part of them. Gathering waits for them: every write but the first (one caller) and
+    the last (the one ahead has finished) holds all the callers."""
+    gathered = closed_loop_groups(gather_seconds=1.0)
+    assert gathered[1:-1] == [GATHER_CLIENTS] * (len(gathered) - 2), gathered
+    at_once = closed_loop_groups(gather_seconds=0.0)
+    split = [size for size in at_once if size < GATHER_CLIENTS]
+    assert len(split) > len(at_once) / 2, f"the callers never split: {at_once}"
+
+
+def test_a_gathering_writer_waits_no_longer_than_its_window_for_callers_who_do_not_come(
+    store: FakeStore,
+) -> None:
+    window = 0.2
+    committer = Committer(
+        store.write_group,
+        queue_units_max=100,
+        timeout_seconds=WAIT_SECONDS,
+        gather_seconds=lambda: window,
+    )
+    queued_behind_a_write(store, committer, 3)
+    # The last write answered 3 callers, who are gone: one lone caller waits the window.
+    _, waited = timed_submit(committer, "lone")
+    assert window <= waited + 0.01
+    assert waited < window + DEADLINE_SLACK_SECONDS
+    assert store.groups[-1] == ["lone"]
+    committer.close()
+
+
+def timed_submit(committer: Committer, command: Any) -> tuple[Any, float]:
+    started = time.monotonic()
+    answer = committer.submit(command)
+    return answer, time.monotonic() - started
