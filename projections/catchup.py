@@ -1,14 +1,21 @@
 """The catch-up runner: the log's events into the views, in batches, exactly once.
 
-Built on the library's public parts only: the recorder's catch-up subscription (every
-backend's, KurrentDB's included) read by one thread into a bounded queue of stored
-notifications, and a writer thread that takes whatever has queued up (up to
-``PROJECTION_BATCH_MAX`` events), decodes it and applies it in one transaction with its
-tracking record. The reader only moves notifications: decoding them there would not run
-in parallel (the GIL) and would hand the writer one event at a time. A long catch-up is
-then bound by the decoding and the SQL, not by commits or thread hand-offs; a live
-worker applies each new event within ``BATCH_LINGER_SECONDS`` of its arrival. The interface is the
-library runner's: ``view``, ``app``, ``run_forever``, ``wait``, and a context manager.
+Built on the library's public parts only. The writer thread first reads the log itself,
+from the checkpoint, with the recorder's ``select_notifications`` (every backend's,
+KurrentDB's included), ``PROJECTION_BATCH_MAX`` events at a time, decoding each batch
+and applying it in one transaction with its tracking record, until a read comes back
+short: the head. A long catch-up is then one thread, bound by the decoding and the SQL:
+no hand-off per event, and no second thread taking the GIL from the writer between
+its SQLite calls (with one, the process spent more CPU than the work itself took).
+
+Only then does it subscribe, from where it stopped: the recorder's subscription (a
+thread of the library's) read by a reader thread into a bounded queue of stored
+notifications, from which the writer takes whatever has queued up (up to
+``PROJECTION_BATCH_MAX``). The reader only moves notifications: decoding them there
+would not run in parallel (the GIL) and would hand the writer one event at a time. A
+live worker applies each new event within ``BATCH_LINGER_SECONDS`` of its arrival. The
+interface is the library runner's: ``view``, ``app``, ``run_forever``, ``wait``, and a
+context manager.
 """
 
 import gc
@@ -16,7 +23,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, cast
 
@@ -25,6 +32,7 @@ from eventsourcing.persistence import (
     Mapper,
     Notification,
     StoredEvent,
+    Subscription,
     Tracking,
     find_id_convertor,
 )
@@ -47,21 +55,20 @@ class CatchUpRunner:
         factory = InfrastructureFactory[Any].construct(environment)
         self.view: Any = factory.tracking_recorder(view_class)
         self.app = Ledger(env)
-        self._subscription = self.app.recorder.subscribe(
-            gt=self.view.max_tracking_id(self.app.name)
-        )
+        self._checkpoint: int | None = self.view.max_tracking_id(self.app.name)
+        # Subscribed once the writer has read the log up to its head itself.
+        self._subscription: Subscription[Any] | None = None
+        self._subscribing = threading.Lock()
         self._handoff = Handoff(QUEUE_EVENTS_MAX)
         self._stopping = threading.Event()
         self._error: BaseException | None = None
-        self._reader = threading.Thread(target=self._read, name="projection-reader", daemon=True)
+        self._reader: threading.Thread | None = None  # started with the subscription
         self._writer = threading.Thread(target=self._write, name="projection-writer", daemon=True)
         self._entered = False
 
     def __enter__(self) -> Self:
         freeze_long_lived_objects()
-        self._subscription.__enter__()
         self._entered = True
-        self._reader.start()
         self._writer.start()
         return self
 
@@ -73,15 +80,19 @@ class CatchUpRunner:
     ) -> None:
         self.stop()
         if self._entered:
-            self._subscription.__exit__(exc_type, exc_val, exc_tb)
-            self._reader.join()
             self._writer.join()
+            if self._subscription is not None:  # the writer has ended: no longer changes
+                self._subscription.__exit__(exc_type, exc_val, exc_tb)
+            if self._reader is not None:
+                self._reader.join()
         self.app.close()
         self._raise_error()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._subscription.stop()
+        with self._subscribing:
+            self._stopping.set()
+            if self._subscription is not None:
+                self._subscription.stop()
 
     def run_forever(self, timeout: float | None = None) -> None:
         """Block until stopped, failed (re-raised here) or ``timeout`` passes."""
@@ -99,9 +110,9 @@ class CatchUpRunner:
             error, self._error = self._error, None
             raise error
 
-    def _read(self) -> None:
+    def _read(self, subscription: Subscription[Any]) -> None:
         try:
-            for notification in self._subscription:
+            for notification in subscription:
                 if not self._handoff.put(notification, self._stopping):
                     return
         except BaseException as error:  # noqa: BLE001  # a thread's end: handed to the owner
@@ -112,14 +123,48 @@ class CatchUpRunner:
     def _write(self) -> None:
         try:
             name, to_domain_event = self.app.name, domain_event_reader(self.app.mapper)
-            while (batch := self._next_batch()) is not None:
+
+            def apply(batch: Sequence[Notification]) -> None:
                 self.view.apply_at_positions(
                     [to_domain_event(n) for n in batch],
                     [n.id for n in batch],
                     Tracking(name, batch[-1].id),
                 )
+
+            if not self._read_to_head(apply) or not self._subscribe():
+                return
+            while (batch := self._next_batch()) is not None:
+                apply(batch)
         except BaseException as error:  # noqa: BLE001  # a thread's end: handed to the owner
             self._fail(error)
+
+    def _read_to_head(self, apply: Callable[[Sequence[Notification]], None]) -> bool:
+        """Read and apply the log from the checkpoint, batch after batch, until a read
+        comes back short (the head as it was then); False once stopped."""
+        recorder = self.app.recorder
+        while not self._stopping.is_set():
+            batch = recorder.select_notifications(
+                start=self._checkpoint or 0, limit=PROJECTION_BATCH_MAX, inclusive_of_start=False
+            )
+            if batch:
+                apply(batch)
+                self._checkpoint = batch[-1].id
+            if len(batch) < PROJECTION_BATCH_MAX:
+                return True
+        return False
+
+    def _subscribe(self) -> bool:
+        """Subscribe after the checkpoint and start the reader; False once stopped."""
+        with self._subscribing:
+            if self._stopping.is_set():
+                return False
+            subscription = self._subscription = self.app.recorder.subscribe(gt=self._checkpoint)
+            subscription.__enter__()
+            self._reader = threading.Thread(
+                target=self._read, args=(subscription,), name="projection-reader", daemon=True
+            )
+            self._reader.start()
+        return True
 
     def _next_batch(self) -> list[Notification] | None:
         """The notifications handed over by now (waiting for the first), or None once
@@ -142,8 +187,7 @@ class CatchUpRunner:
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
-        self._stopping.set()
-        self._subscription.stop()
+        self.stop()
 
 
 def domain_event_reader(mapper: Mapper[Any]) -> Callable[[StoredEvent], Any]:

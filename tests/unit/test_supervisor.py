@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Final
 
 from app.supervisor import Supervisor, WorkerState
+from tests.support import waiting
 
 WAIT_SECONDS: Final = 5.0
 PAUSE_SECONDS: Final = 0.05
@@ -15,12 +16,7 @@ RECOVERED_AFTER_SECONDS: Final = 0.3
 
 
 def eventually(predicate: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    return waiting.eventually(predicate, WAIT_SECONDS)
 
 
 def supervisor() -> Supervisor:
