@@ -151,26 +151,31 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
             "SELECT rowid, originator_id, originator_version, topic, state "  # noqa: S608
             f"FROM {self.events_table_name} WHERE rowid{comparison}? ORDER BY rowid LIMIT ?"
         )
-        as_uuid = self.datastore.originator_id_type == "uuid"
         with self.datastore.transaction(commit=False) as cursor:
             rows = cursor.sqlite_cursor
             rows.row_factory = None  # tuples (the connection's factory makes Row objects)
             rows.execute(statement, (start, limit))
-            return [
-                new_notification(
-                    position,
-                    UUID(originator_id) if as_uuid else originator_id,
-                    version,
-                    topic,
-                    state,
-                )
-                for position, originator_id, version, topic, state in rows.fetchall()
-            ]
+            found = rows.fetchall()
+        if self.datastore.originator_id_type != "uuid":
+            return [new_notification(*row) for row in found]
+        ids = _ParsedUUIDs()  # each stream's id parsed once per query: accounts recur
+        return [
+            new_notification(position, ids[originator_id], version, topic, state)
+            for position, originator_id, version, topic, state in found
+        ]
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
     ) -> Subscription[ApplicationRecorder]:
         return SQLitePollingSubscription(recorder=self, gt=gt, topics=topics)
+
+
+class _ParsedUUIDs(dict[str, UUID]):
+    """Stream ids as ``UUID``s, each text parsed once (on its first lookup)."""
+
+    def __missing__(self, text: str) -> UUID:
+        parsed = self[text] = UUID(text)
+        return parsed
 
 
 def _begin_immediate(connection: sqlite3.Connection) -> bool:
