@@ -2,7 +2,7 @@
 
 Built on the library's public parts only. The writer thread first reads the log itself,
 from the checkpoint, with the recorder's ``select_notifications`` (every backend's,
-KurrentDB's included), ``PROJECTION_BATCH_MAX`` events at a time, decoding each batch
+KurrentDB's included), in batches (``catch_up_batch_size``), decoding each batch
 and applying it in one transaction with its tracking record, until a read comes back
 short: the head. A long catch-up is then one thread, bound by the decoding and the SQL:
 no hand-off per event, and no second thread taking the GIL from the writer between
@@ -47,6 +47,13 @@ STOP_CHECK_SECONDS: Final = 0.1
 # How long the writer waits for one more event before it writes what it has: a few
 # milliseconds of latency for a live event, full batches during a catch-up.
 BATCH_LINGER_SECONDS: Final = 0.005
+# Events per transaction while the writer reads the log itself (a catch-up): up to five
+# times a live batch, because each commit rewrites the index pages its rows touched and
+# each batch loads the rows of the accounts it changes (fewer of both per event), yet
+# at most a tenth of what the catch-up has to do: it still commits its progress at
+# least ten times (what a kill loses, what a rebuild reports).
+CATCH_UP_BATCH_MAX: Final = 5 * PROJECTION_BATCH_MAX
+CATCH_UP_COMMITS_MIN: Final = 10
 
 
 class CatchUpRunner:
@@ -142,14 +149,15 @@ class CatchUpRunner:
         """Read and apply the log from the checkpoint, batch after batch, until a read
         comes back short (the head as it was then); False once stopped."""
         recorder = self.app.recorder
+        size = catch_up_batch_size((recorder.max_notification_id() or 0) - (self._checkpoint or 0))
         while not self._stopping.is_set():
             batch = recorder.select_notifications(
-                start=self._checkpoint or 0, limit=PROJECTION_BATCH_MAX, inclusive_of_start=False
+                start=self._checkpoint or 0, limit=size, inclusive_of_start=False
             )
             if batch:
                 apply(batch)
                 self._checkpoint = batch[-1].id
-            if len(batch) < PROJECTION_BATCH_MAX:
+            if len(batch) < size:
                 return True
         return False
 
@@ -188,6 +196,14 @@ class CatchUpRunner:
         if self._error is None:
             self._error = error
         self.stop()
+
+
+def catch_up_batch_size(behind: int) -> int:
+    """Events per batch of a catch-up ``behind`` positions from the head: a tenth of it
+    (``CATCH_UP_COMMITS_MIN``), within a live batch and ``CATCH_UP_BATCH_MAX``. (On
+    KurrentDB positions are commit positions, further apart than one per event: there
+    a catch-up takes the largest batches.)"""
+    return max(PROJECTION_BATCH_MAX, min(CATCH_UP_BATCH_MAX, behind // CATCH_UP_COMMITS_MIN))
 
 
 def domain_event_reader(mapper: Mapper[Any]) -> Callable[[StoredEvent], Any]:

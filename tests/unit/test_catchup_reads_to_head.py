@@ -14,14 +14,17 @@ from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.persistence.sqlite_subscription import SubscribableSQLiteApplicationRecorder
 from app.persistence.stores import event_store_env, sqlite_url
+from projections import catchup
+from projections.catchup import catch_up_batch_size
 from projections.projection import PROJECTION_BATCH_MAX, RowWriter
 from projections.runner import start_runner
 from tests.support.waiting import eventually
 
 UNIT: Final = "CREDITS"
-# Enough transfers (three events each) for the runner's own reading to take several
-# batches before it reaches the head.
-TRANSFERS: Final = PROJECTION_BATCH_MAX
+# The runner's own reading takes this many events per batch here (a smaller log than
+# with the default), and the log holds enough transfers (three events each) for several.
+CATCH_UP_BATCH: Final = 400
+TRANSFERS: Final = 1000
 BATCH: Final = 500
 WAIT_SECONDS: Final = 60.0
 
@@ -38,6 +41,11 @@ def ledger(log_urls: tuple[str, str]) -> Iterator[Ledger]:
         yield ledger
     finally:
         ledger.close()
+
+
+@pytest.fixture(autouse=True)
+def small_catch_up_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catchup, "catch_up_batch_size", lambda behind: CATCH_UP_BATCH)
 
 
 @pytest.fixture
@@ -75,7 +83,7 @@ def test_a_runner_reads_the_log_to_its_head_before_it_subscribes_from_there(
     ledger.open_account(OpenAccount("funding", UNIT, allow_negative=True))
     ledger.open_account(OpenAccount("user", UNIT))
     head = write_transfers(ledger, TRANSFERS, "before")
-    assert head > 2 * PROJECTION_BATCH_MAX  # several batches of the runner's own reading
+    assert head > 2 * CATCH_UP_BATCH  # several batches of the runner's own reading
 
     runner = start_runner(*log_urls, 1)
     try:
@@ -124,4 +132,20 @@ def test_a_runner_stopped_during_its_own_catch_up_ends_there_and_never_subscribe
 
     assert subscribed_from == []
     # The batch it held was applied whole; nothing after it.
-    assert runner.view.checkpoint() == PROJECTION_BATCH_MAX < head
+    assert runner.view.checkpoint() == CATCH_UP_BATCH < head
+
+
+def test_a_catch_up_takes_a_tenth_of_what_it_has_to_do_per_batch_within_bounds() -> None:
+    live = PROJECTION_BATCH_MAX
+    largest = catchup.CATCH_UP_BATCH_MAX
+    assert live < largest
+    # A short catch-up (a test's log, a restart a little behind): live-sized batches, so
+    # that it still commits its progress several times.
+    assert catch_up_batch_size(0) == live
+    assert catch_up_batch_size(live * catchup.CATCH_UP_COMMITS_MIN) == live
+    # In between: a tenth of it.
+    middle = (live + largest) // 2 * catchup.CATCH_UP_COMMITS_MIN
+    assert catch_up_batch_size(middle) == middle // catchup.CATCH_UP_COMMITS_MIN
+    # A long one (a rebuild, the benchmark): the largest batches.
+    assert catch_up_batch_size(largest * catchup.CATCH_UP_COMMITS_MIN) == largest
+    assert catch_up_batch_size(10**9) == largest
