@@ -66,15 +66,35 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
 
     @contextmanager
     def write_lock(self, timeout_seconds: float) -> Iterator[bool]:
-        with self.datastore.get_connection() as connection:
-            held = self._lock(connection, timeout_seconds)
-            self._held.connection = connection if held else None
+        """The lock is asked for once more on another connection when the server had
+        dropped the first one (a restart: with the group's accounts cached, this is the
+        writer's first use of a connection since); nothing was held on it. Once the lock
+        is asked for, the block runs once, whatever it raises."""
+        deadline = time.monotonic() + timeout_seconds
+        check = _pool_checks.get(self.datastore.pool)
+        for attempt_number in range(DROPPED_CONNECTION_RETRIES + 1):
+            failed_pings = _failed_pings(check)
+            connection: psycopg.Connection[Any] | None = None
+            entered = False
             try:
-                yield held
-            finally:
-                self._held.connection = None
-                if connection.info.transaction_status != TransactionStatus.IDLE:
-                    connection.execute("ROLLBACK")
+                with self.datastore.get_connection() as connection:
+                    held = self._lock(connection, deadline - time.monotonic())
+                    entered = True
+                    self._held.connection = connection if held else None
+                    try:
+                        yield held
+                    finally:
+                        self._held.connection = None
+                        if connection.info.transaction_status != TransactionStatus.IDLE:
+                            connection.execute("ROLLBACK")
+            except (InterfaceError, OperationalError):
+                if entered or attempt_number == DROPPED_CONNECTION_RETRIES:
+                    raise
+                if not _dropped(connection, check, failed_pings):
+                    raise
+                self.datastore.pool.check()
+            else:
+                return
 
     def _lock(self, connection: psycopg.Connection[Any], timeout_seconds: float) -> bool:
         milliseconds = max(LOCK_WAIT_MIN_MILLISECONDS, math.ceil(timeout_seconds * 1000))
@@ -215,20 +235,33 @@ def reading_retried(datastore: PostgresDatastore, read: Callable[[psycopg.Cursor
     caller answers the store fault it is."""
     check = _pool_checks.get(datastore.pool)
     for attempt_number in range(DROPPED_CONNECTION_RETRIES + 1):
-        failed_pings = 0 if check is None else check.failed_pings
+        failed_pings = _failed_pings(check)
         connection: psycopg.Connection[Any] | None = None
         try:
             with datastore.get_connection() as connection, connection.cursor() as cursor:
                 return read(cursor)
         except (InterfaceError, OperationalError):
-            if connection is not None:
-                dropped = connection.broken
-            else:
-                dropped = check is not None and check.failed_pings > failed_pings
-            if not dropped or attempt_number == DROPPED_CONNECTION_RETRIES:
+            if not _dropped(connection, check, failed_pings):
+                raise
+            if attempt_number == DROPPED_CONNECTION_RETRIES:
                 raise
             datastore.pool.check()
     raise AssertionError("unreachable")
+
+
+def _failed_pings(check: PingIfIdle | None) -> int:
+    return 0 if check is None else check.failed_pings
+
+
+def _dropped(
+    connection: psycopg.Connection[Any] | None, check: PingIfIdle | None, failed_pings: int
+) -> bool:
+    """Whether a failed use of a pooled connection met one the server had dropped: the
+    connection handed out is broken after the error, or none was handed out and the
+    pool's ping on hand-out failed since ``failed_pings`` was read."""
+    if connection is not None:
+        return bool(connection.broken)
+    return _failed_pings(check) > failed_pings
 
 
 def read_with(recorder: PostgresApplicationRecorder, read: Callable[[psycopg.Cursor[Any]], R]) -> R:

@@ -19,9 +19,11 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from app.api.app import create_app
+from app.application import ledger as ledger_module
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.bootstrap import build_services, shutdown
+from app.domain.values import account_uuid
 from app.persistence import postgres
 from app.persistence.postgres import reading_retried
 from app.persistence.stores import event_store_env
@@ -43,6 +45,8 @@ PING_CASES: Final = [
 # here) twice, with room for a loaded machine.
 READ_BOUND_SECONDS: Final = 5.0
 TRANSFERS_BEFORE: Final = 5
+# Longer than a restart takes on a loaded machine: the stream stays contended across it.
+CONTENDED_FOR_SECONDS: Final = 60.0
 _databases = itertools.count()
 
 
@@ -88,6 +92,38 @@ def test_the_writer_reads_again_on_the_first_use_after_a_restart(
         assert not again.created
         assert again.position == first.position
         assert ledger.get_account("alice").balance == 5
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("ping_idle_seconds", PING_CASES)
+def test_a_write_under_the_write_lock_takes_it_again_on_the_first_use_after_a_restart(
+    restartable_postgres: PostgresServer,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    ping_idle_seconds: float,
+) -> None:
+    """A group touching a stream another process writes takes the store's write lock
+    first (decision 0018): with its accounts cached, asking for the lock is its first
+    use of a connection after the restart. Nothing is held on a connection the restart
+    cut, so the lock is asked for again on a working one."""
+    monkeypatch.setattr(postgres, "PING_IDLE_SECONDS", ping_idle_seconds)
+    monkeypatch.setattr(ledger_module, "CONTENDED_SECONDS", CONTENDED_FOR_SECONDS)
+    ledger = Ledger(event_store_env(database_url))
+    try:
+        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("alice", "CREDITS"))
+        assert ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5)).created
+        ledger._mark_contended([account_uuid("alice")])  # as after a race lost to another
+
+        restart(restartable_postgres)
+
+        started = time.monotonic()
+        after = ledger.record_transfer(RecordTransfer("t2", ISSUER, "alice", 5))
+        assert time.monotonic() - started < READ_BOUND_SECONDS
+        assert after.created
+        assert ledger.locked_writes == 1, "written under the write lock"
+        assert ledger.get_account("alice").balance == 10
     finally:
         ledger.close()
 
