@@ -12,7 +12,14 @@ from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from app.api.event_schemas import EventsReadiness
-from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
+from app.application.commands import (
+    GrantTerms,
+    OpenAccount,
+    PostPendingTransfer,
+    RecordReversal,
+    RecordTransfer,
+    UpdateAccountMetadata,
+)
 from app.application.views import (
     AccountView,
     HistoryPoint,
@@ -302,6 +309,10 @@ class BatchRead(BaseModel):
 class PostPending(Strict):
     amount: Amount | None = None
 
+    def command(self, transfer_id: str) -> PostPendingTransfer:
+        """The command this body asks for on the path's transfer, checked once."""
+        return PostPendingTransfer(transfer_id, self.amount).checked_beyond_body()
+
 
 class VoidPending(Strict):
     pass
@@ -313,6 +324,11 @@ class ReverseTransfer(Strict):
     amount: Amount | None = Field(
         default=None, description="Reverse part of it (a grant: part of what is left)"
     )
+
+    def command(self, transfer_id: str) -> RecordReversal:
+        """The command this body asks for on the path's transfer, checked once."""
+        metadata = canonical_metadata(self.metadata)
+        return RecordReversal(transfer_id, self.id, metadata, self.amount).checked_beyond_body()
 
 
 class LotRead(BaseModel):
@@ -415,6 +431,10 @@ class AccountUpdate(Strict):
         ],
         Field(max_length=limits.METADATA_ENTRIES_MAX, examples=[{"plan": "pro", "trial": None}]),
     ]
+
+    def command(self, account_id: str) -> UpdateAccountMetadata:
+        """The command this body asks for on the path's account, checked once."""
+        return UpdateAccountMetadata(account_id, self.metadata).checked_beyond_body()
 
 
 class HistoryPointRead(BaseModel):

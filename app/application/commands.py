@@ -11,10 +11,17 @@ Two edges build them, and each runs the rules once:
   ``checked_across_fields()``: it runs the rules across fields (the same functions
   ``checked()`` runs) and marks the command checked, so the ledger's ``checked()`` trusts it.
 
+The verbs on an existing transfer or account (post, void, reverse, update) name it by an
+id in the HTTP path, which no parser checks: their body models build the command with
+``checked_beyond_body()``, which checks that id (and any rule the body's schema cannot
+state) once and marks the command; their plain-argument ledger methods build the same
+command and ``checked()`` it, for Python callers.
+
 The mark lives on the instance only: ``dataclasses.replace`` or any other new instance is
 unmarked and checked again.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Self
@@ -27,6 +34,7 @@ from app.domain.values import (
     check_amount,
     check_id,
     check_metadata,
+    check_metadata_changes,
     check_overdraft_limit,
     check_timeout_seconds,
     check_unit,
@@ -201,3 +209,89 @@ class RecordTransfer(Checked):
         refuse_ledger_transfer_id(command.id)
         refuse_same_account(command.debit_account_id, command.credit_account_id)
         return command._marked()
+
+
+# The verbs on an existing transfer or account: the id comes from the HTTP path.
+
+
+@dataclass(frozen=True)
+class PostPendingTransfer(Checked):
+    """Post a hold, whole (``amount`` None) or a smaller amount."""
+
+    transfer_id: str
+    amount: int | None = None
+
+    def checked_beyond_body(self) -> "PostPendingTransfer":
+        """For an edge whose parser enforced the body's fields: the path's id, once."""
+        check_id(self.transfer_id, "transfer_id")
+        return self._marked()
+
+    def checked(self) -> "PostPendingTransfer":
+        if self.is_checked():
+            return self
+        transfer_id = check_id(self.transfer_id, "transfer_id")
+        amount = None if self.amount is None else check_amount(self.amount)
+        return PostPendingTransfer(transfer_id, amount)._marked()
+
+
+@dataclass(frozen=True)
+class VoidPendingTransfer(Checked):
+    transfer_id: str
+
+    def checked_beyond_body(self) -> "VoidPendingTransfer":
+        """For an edge (the body is empty): the path's id, once."""
+        check_id(self.transfer_id, "transfer_id")
+        return self._marked()
+
+    def checked(self) -> "VoidPendingTransfer":
+        if self.is_checked():
+            return self
+        return VoidPendingTransfer(check_id(self.transfer_id, "transfer_id"))._marked()
+
+
+@dataclass(frozen=True)
+class RecordReversal(Checked):
+    """Reverse (refund) the posted transfer ``transfer_id`` by a new transfer ``id``."""
+
+    transfer_id: str
+    id: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    amount: int | None = None  # None: all of what it moved (a grant: what is left)
+
+    def checked_beyond_body(self) -> "RecordReversal":
+        """For an edge whose parser enforced the body's fields (and sorted its
+        metadata): the path's id, and the ledger's own prefixes, which the body's
+        schema does not state, once each."""
+        check_id(self.transfer_id, "transfer_id")
+        refuse_ledger_transfer_id(self.id)
+        return self._marked()
+
+    def checked(self) -> "RecordReversal":
+        if self.is_checked():
+            return self
+        transfer_id = check_id(self.transfer_id, "transfer_id")
+        reversal_id = check_id(self.id, "id")
+        refuse_ledger_transfer_id(reversal_id)
+        metadata = check_metadata(self.metadata)
+        amount = None if self.amount is None else check_amount(self.amount)
+        return RecordReversal(transfer_id, reversal_id, metadata, amount)._marked()
+
+
+@dataclass(frozen=True)
+class UpdateAccountMetadata(Checked):
+    """Merge ``changes`` into an account's metadata (JSON Merge Patch: None removes a
+    key). How many entries the merged whole may hold is the account's own rule."""
+
+    account_id: str
+    changes: Mapping[str, str | None]
+
+    def checked_beyond_body(self) -> "UpdateAccountMetadata":
+        """For an edge whose parser enforced the body's fields: the path's id, once."""
+        check_id(self.account_id, "account_id")
+        return self._marked()
+
+    def checked(self) -> "UpdateAccountMetadata":
+        if self.is_checked():
+            return self
+        account_id = check_id(self.account_id, "account_id")
+        return UpdateAccountMetadata(account_id, check_metadata_changes(self.changes))._marked()

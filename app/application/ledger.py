@@ -37,7 +37,14 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic
 
-from app.application.commands import OpenAccount, RecordTransfer
+from app.application.commands import (
+    OpenAccount,
+    PostPendingTransfer,
+    RecordReversal,
+    RecordTransfer,
+    UpdateAccountMetadata,
+    VoidPendingTransfer,
+)
 from app.application.committer import GROUP_UNITS_MAX, Committer, Pending
 from app.application.views import (
     AccountOutcome,
@@ -70,11 +77,8 @@ from app.domain.transfer import Transfer
 from app.domain.values import (
     account_uuid,
     breakage_account_id,
-    check_amount,
     check_id,
-    check_metadata,
     derived_transfer_id,
-    is_breakage_transfer_id,
     transfer_uuid,
 )
 from app.persistence.faults import store_fault
@@ -317,22 +321,21 @@ class Ledger(Application[UUID]):
     ) -> AccountOutcome:
         """Merge metadata changes into an account (None removes a key): one
         ``Account.Updated`` event, or none when nothing would change."""
-        return self._submit(self._update_account_write(account_id, metadata_changes))
+        command = UpdateAccountMetadata(account_id, metadata_changes)
+        return self._submit(self._update_account_write(command))
 
-    async def update_account_async(
-        self, account_id: str, metadata_changes: Mapping[str, str | None]
-    ) -> AccountOutcome:
-        """``update_account`` for a caller on an event loop (the HTTP API)."""
-        return await self._submit_async(self._update_account_write(account_id, metadata_changes))
+    async def update_account_async(self, command: UpdateAccountMetadata) -> AccountOutcome:
+        """``update_account`` for a caller on an event loop (the HTTP API), with the
+        command its edge built (``checked_beyond_body``)."""
+        return await self._submit_async(self._update_account_write(command))
 
-    def _update_account_write(
-        self, account_id: str, metadata_changes: Mapping[str, str | None]
-    ) -> Write[AccountOutcome]:
-        account_id = check_id(account_id, "account_id")
+    def _update_account_write(self, command: UpdateAccountMetadata) -> Write[AccountOutcome]:
+        command = command.checked()
+        account_id = command.account_id
 
         def apply(work: Workspace) -> Callable[[Written], AccountOutcome]:
             account = work.account(account_id)
-            changed = account.update_metadata(metadata_changes)
+            changed = account.update_metadata(command.changes)
             view = AccountView.of(account, now=self.clock())
             if not changed:
                 return lambda _: AccountOutcome(
@@ -590,20 +593,16 @@ class Ledger(Application[UUID]):
         return recorded_position(self.recorder, originator_id, version)
 
     def post_pending(self, transfer_id: str, amount: int | None = None) -> TransferOutcome:
-        return self._submit(self._post_pending_write(transfer_id, amount))
+        return self._submit(self._post_pending_write(PostPendingTransfer(transfer_id, amount)))
 
-    async def post_pending_async(
-        self, transfer_id: str, amount: int | None = None
-    ) -> TransferOutcome:
-        """``post_pending`` for a caller on an event loop (the HTTP API)."""
-        return await self._submit_async(self._post_pending_write(transfer_id, amount))
+    async def post_pending_async(self, command: PostPendingTransfer) -> TransferOutcome:
+        """``post_pending`` for a caller on an event loop (the HTTP API), with the
+        command its edge built (``checked_beyond_body``)."""
+        return await self._submit_async(self._post_pending_write(command))
 
-    def _post_pending_write(
-        self, transfer_id: str, amount: int | None = None
-    ) -> Write[TransferOutcome]:
-        transfer_id = check_id(transfer_id, "transfer_id")
-        if amount is not None:
-            amount = check_amount(amount)
+    def _post_pending_write(self, command: PostPendingTransfer) -> Write[TransferOutcome]:
+        command = command.checked()
+        transfer_id, amount = command.transfer_id, command.amount
 
         def apply(work: Workspace) -> Callable[[Written], TransferOutcome]:
             transfer = work.transfer(transfer_id)
@@ -626,14 +625,15 @@ class Ledger(Application[UUID]):
         return Write(apply, transfer_ids=(transfer_id,))
 
     def void_pending(self, transfer_id: str) -> TransferOutcome:
-        return self._submit(self._void_pending_write(transfer_id))
+        return self._submit(self._void_pending_write(VoidPendingTransfer(transfer_id)))
 
-    async def void_pending_async(self, transfer_id: str) -> TransferOutcome:
-        """``void_pending`` for a caller on an event loop (the HTTP API)."""
-        return await self._submit_async(self._void_pending_write(transfer_id))
+    async def void_pending_async(self, command: VoidPendingTransfer) -> TransferOutcome:
+        """``void_pending`` for a caller on an event loop (the HTTP API), with the
+        command its edge built (``checked_beyond_body``)."""
+        return await self._submit_async(self._void_pending_write(command))
 
-    def _void_pending_write(self, transfer_id: str) -> Write[TransferOutcome]:
-        transfer_id = check_id(transfer_id, "transfer_id")
+    def _void_pending_write(self, command: VoidPendingTransfer) -> Write[TransferOutcome]:
+        transfer_id = command.checked().transfer_id
 
         def apply(work: Workspace) -> Callable[[Written], TransferOutcome]:
             transfer = work.transfer(transfer_id)
@@ -691,36 +691,19 @@ class Ledger(Application[UUID]):
         """Refund a posted transfer: a new transfer, accounts swapped, linked both ways.
         A spend's reversal gives back to the lots it took from; a grant's reversal takes
         back only what is still free in its lot. ``amount`` reverses part of it."""
-        return self._submit(
-            self._reverse_transfer_write(transfer_id, reversal_id, metadata, amount)
-        )
+        metadata = {} if metadata is None else metadata
+        command = RecordReversal(transfer_id, reversal_id, metadata, amount)
+        return self._submit(self._reverse_transfer_write(command))
 
-    async def reverse_transfer_async(
-        self,
-        transfer_id: str,
-        reversal_id: str,
-        metadata: dict[str, str] | None = None,
-        amount: int | None = None,
-    ) -> TransferOutcome:
-        """``reverse_transfer`` for a caller on an event loop (the HTTP API)."""
-        return await self._submit_async(
-            self._reverse_transfer_write(transfer_id, reversal_id, metadata, amount)
-        )
+    async def reverse_transfer_async(self, command: RecordReversal) -> TransferOutcome:
+        """``reverse_transfer`` for a caller on an event loop (the HTTP API), with the
+        command its edge built (``checked_beyond_body``)."""
+        return await self._submit_async(self._reverse_transfer_write(command))
 
-    def _reverse_transfer_write(
-        self,
-        transfer_id: str,
-        reversal_id: str,
-        metadata: dict[str, str] | None = None,
-        amount: int | None = None,
-    ) -> Write[TransferOutcome]:
-        transfer_id = check_id(transfer_id, "transfer_id")
-        reversal_id = check_id(reversal_id, "id")
-        if is_breakage_transfer_id(reversal_id):
-            raise ValidationError("ids starting with expiry: or breakage: are the ledger's own")
-        checked_metadata = check_metadata(metadata)
-        if amount is not None:
-            amount = check_amount(amount)
+    def _reverse_transfer_write(self, command: RecordReversal) -> Write[TransferOutcome]:
+        command = command.checked()
+        transfer_id, reversal_id = command.transfer_id, command.id
+        checked_metadata, amount = command.metadata, command.amount
 
         def apply(work: Workspace) -> Callable[[Written], TransferOutcome]:
             original = work.transfer(transfer_id)

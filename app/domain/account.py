@@ -27,7 +27,7 @@ from app.domain.lots import (
     Settlement,
 )
 from app.domain.postings import BalanceDelta, Counters, DerivedBalances, post
-from app.domain.values import account_uuid, check_metadata
+from app.domain.values import account_uuid, canonical_metadata, check_metadata_size
 
 AccountStatus = Literal["open", "closed"]
 Side = Literal["debit", "credit"]
@@ -323,12 +323,15 @@ class Account(DerivedBalances, ChainedAggregate):
         self.trigger_event(self.Closed)
 
     def update_metadata(self, changes: Mapping[str, str | None]) -> bool:
-        """Merge ``changes`` into the metadata (None removes a key, JSON Merge Patch);
-        False when nothing would change (no event)."""
+        """Merge checked ``changes`` into the metadata (None removes a key, JSON Merge
+        Patch); False when nothing would change (no event)."""
         merged = {**self.metadata, **{k: v for k, v in changes.items() if v is not None}}
         for key in [k for k, v in changes.items() if v is None]:
             merged.pop(key, None)
-        merged = check_metadata(merged)  # the merged whole must still be within limits
+        # Each change was checked where its command was built (UpdateAccountMetadata);
+        # how many entries the merged whole holds is this account's rule.
+        check_metadata_size(merged)
+        merged = canonical_metadata(merged)
         if merged == self.metadata:
             return False
         self.trigger_event(self.Updated, metadata=merged)

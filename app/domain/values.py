@@ -4,7 +4,7 @@ so every process (and every backend) finds the same stream for the same id."""
 import hashlib
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 from uuid import UUID, uuid5
 
 from app.domain import limits
@@ -83,18 +83,10 @@ def check_metadata(value: object) -> dict[str, str]:
         return {}
     if not isinstance(value, Mapping):
         raise ValidationError("metadata must be an object of strings", field="metadata")
-    if len(value) > limits.METADATA_ENTRIES_MAX:
-        raise ValidationError(
-            f"metadata may hold at most {limits.METADATA_ENTRIES_MAX} entries",
-            field="metadata",
-        )
+    check_metadata_size(value)
     checked: dict[str, str] = {}
     for key, item in value.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= limits.METADATA_KEY_LENGTH_MAX:
-            raise ValidationError(
-                f"metadata keys must be strings of 1-{limits.METADATA_KEY_LENGTH_MAX} characters",
-                field="metadata",
-            )
+        _check_metadata_key(key)
         if not isinstance(item, str) or len(item) > limits.METADATA_VALUE_LENGTH_MAX:
             raise ValidationError(
                 f"metadata values must be strings of at most "
@@ -103,6 +95,43 @@ def check_metadata(value: object) -> dict[str, str]:
             )
         checked[key] = item
     return canonical_metadata(checked)
+
+
+def check_metadata_changes(value: object) -> dict[str, str | None]:
+    """A metadata update (JSON Merge Patch): each key and each string value as
+    ``check_metadata`` checks them; None removes a key. The merged whole's size is the
+    account's rule (``Account.update_metadata``), so removals may outnumber the limit."""
+    if not isinstance(value, Mapping):
+        raise ValidationError("metadata must be an object of strings", field="metadata")
+    checked: dict[str, str | None] = {}
+    for key, item in value.items():
+        _check_metadata_key(key)
+        if item is not None and (
+            not isinstance(item, str) or len(item) > limits.METADATA_VALUE_LENGTH_MAX
+        ):
+            raise ValidationError(
+                f"metadata values must be strings of at most "
+                f"{limits.METADATA_VALUE_LENGTH_MAX} characters",
+                field="metadata",
+            )
+        checked[key] = item
+    return checked
+
+
+def check_metadata_size(value: Mapping[Any, Any]) -> None:
+    if len(value) > limits.METADATA_ENTRIES_MAX:
+        raise ValidationError(
+            f"metadata may hold at most {limits.METADATA_ENTRIES_MAX} entries",
+            field="metadata",
+        )
+
+
+def _check_metadata_key(key: object) -> None:
+    if not isinstance(key, str) or not 1 <= len(key) <= limits.METADATA_KEY_LENGTH_MAX:
+        raise ValidationError(
+            f"metadata keys must be strings of 1-{limits.METADATA_KEY_LENGTH_MAX} characters",
+            field="metadata",
+        )
 
 
 def canonical_metadata(metadata: Mapping[str, str]) -> dict[str, str]:

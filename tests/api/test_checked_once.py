@@ -1,7 +1,9 @@
 """A request's command is checked once, at the HTTP edge: the body model checks each
 field while parsing, the domain's rules across fields run once, and the ledger trusts the
-command it is handed. A command built in Python is still checked by the ledger, once, with
-the domain's codes; a copy of an edge-built command is too."""
+command it is handed. The verbs on an existing transfer or account (post, void, reverse,
+PATCH) check the path's id once, where the command is built. A command built in Python
+(or plain arguments) is still checked by the ledger, once, with the domain's codes; a copy
+of an edge-built command is too."""
 
 from collections import Counter
 from collections.abc import Callable
@@ -13,7 +15,12 @@ import pytest
 from app.api.schemas import TransferCreate
 from app.api.services import Services
 from app.application import commands
-from app.application.commands import OpenAccount, RecordTransfer
+from app.application.commands import (
+    OpenAccount,
+    PostPendingTransfer,
+    RecordTransfer,
+    UpdateAccountMetadata,
+)
 from app.domain.errors import LedgerError
 from tests.api.helpers import Client, assert_problem, ok, open_account, open_issuer, transfer_body
 
@@ -26,6 +33,7 @@ FIELD_CHECKS: Final = (
     "check_overdraft_limit",
     "check_timeout_seconds",
     "check_metadata",
+    "check_metadata_changes",
     "check_grant_terms",
 )
 ACROSS_FIELDS: Final = (
@@ -162,3 +170,140 @@ def test_a_copy_of_an_edge_built_command_is_not_trusted(services: Services) -> N
     with pytest.raises(LedgerError) as refused:
         services.ledger.record_transfer(changed)
     assert refused.value.code == "same_account"
+
+
+# The verbs on an existing transfer or account --------------------------------------
+
+
+@pytest.fixture
+def holding(funded: Client) -> Client:
+    for hold_id in ("h1", "h2"):
+        body = transfer_body(hold_id, "alice", "bob", 10, pending=True, timeout_seconds=60)
+        ok(funded.post("/v1/transfers", json=body), 201)
+    return funded
+
+
+def test_a_post_over_http_checks_its_path_id_once_and_its_amount_never_again(
+    holding: Client, calls: Counter[str]
+) -> None:
+    posted = ok(holding.post("/v1/transfers/h1/post", json={"amount": 4}))
+    assert posted["status"] == "posted"
+    assert calls == Counter({"check_id": 1})
+    calls.clear()
+    ok(holding.post("/v1/transfers/h2/post"))  # no body: the whole hold
+    assert calls == Counter({"check_id": 1})
+
+
+def test_a_void_over_http_checks_its_path_id_once(holding: Client, calls: Counter[str]) -> None:
+    voided = ok(holding.post("/v1/transfers/h1/void", json={}))
+    assert voided["status"] == "voided"
+    assert calls == Counter({"check_id": 1})
+
+
+def test_a_reversal_over_http_checks_its_path_id_and_the_ledgers_prefixes_once(
+    funded: Client, calls: Counter[str]
+) -> None:
+    body = {"id": "r1", "metadata": {"why": "refund"}, "amount": 3}
+    reversal = ok(funded.post("/v1/transfers/fund/reverse", json=body), 201)
+    assert reversal["reversal_of"] == "fund"
+    assert calls == Counter({"check_id": 1, "refuse_ledger_transfer_id": 1})
+
+
+def test_a_metadata_patch_over_http_checks_its_path_id_once_and_no_change_again(
+    funded: Client, calls: Counter[str]
+) -> None:
+    patched = ok(funded.patch("/v1/accounts/alice", json={"metadata": {"tier": "b", "x": None}}))
+    assert patched["metadata"] == {"tier": "b"}
+    assert calls == Counter({"check_id": 1})
+
+
+def test_a_bad_path_id_is_refused_at_the_edge_with_the_domains_code(
+    holding: Client, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted: list[object] = []
+    monkeypatch.setattr(services.ledger, "_submit_async", submitted.append)
+    bad = "x" * 200
+    assert_problem(holding.post(f"/v1/transfers/{bad}/post"), 422, "validation_error")
+    assert_problem(holding.post(f"/v1/transfers/{bad}/void"), 422, "validation_error")
+    reverse = holding.post(f"/v1/transfers/{bad}/reverse", json={"id": "r"})
+    assert_problem(reverse, 422, "validation_error")
+    patch = holding.patch(f"/v1/accounts/{bad}", json={"metadata": {"k": "v"}})
+    assert_problem(patch, 422, "validation_error")
+    ledgers_own = holding.post("/v1/transfers/fund/reverse", json={"id": "breakage:r"})
+    assert_problem(ledgers_own, 422, "validation_error")
+    assert submitted == [], "refused at the edge: the ledger never saw them"
+
+
+def test_plain_arguments_from_python_are_checked_once_by_the_ledger(
+    services: Services, calls: Counter[str]
+) -> None:
+    ledger = services.ledger
+    ledger.open_account(OpenAccount("bank", "CREDITS", allow_negative=True))
+    ledger.open_account(OpenAccount("dave", "CREDITS"))
+    ledger.record_transfer(RecordTransfer("p1", "bank", "dave", 7))
+    for hold_id in ("h1", "h2"):
+        ledger.record_transfer(RecordTransfer(hold_id, "dave", "bank", 1, pending=True))
+    calls.clear()
+    ledger.post_pending("h1", 1)
+    assert calls == Counter({"check_id": 1, "check_amount": 1})
+    calls.clear()
+    ledger.void_pending("h2")
+    assert calls == Counter({"check_id": 1})
+    calls.clear()
+    ledger.reverse_transfer("p1", "r1", {"why": "refund"}, amount=2)
+    assert calls == Counter(
+        {"check_id": 2, "refuse_ledger_transfer_id": 1, "check_metadata": 1, "check_amount": 1}
+    )
+    calls.clear()
+    ledger.update_account("dave", {"tier": "b"})
+    assert calls == Counter({"check_id": 1, "check_metadata_changes": 1})
+
+
+@pytest.mark.parametrize(
+    ("verb", "code"),
+    [
+        (lambda ledger: ledger.post_pending("h 1"), "validation_error"),
+        (lambda ledger: ledger.post_pending("h1", 0), "amount_out_of_range"),
+        (lambda ledger: ledger.post_pending("h1", True), "validation_error"),
+        (lambda ledger: ledger.void_pending(""), "validation_error"),
+        (lambda ledger: ledger.reverse_transfer("p1", "breakage:r"), "validation_error"),
+        (lambda ledger: ledger.reverse_transfer("p1", "r", {"k": 1}), "validation_error"),
+        (lambda ledger: ledger.reverse_transfer("p1", "r", amount=-1), "amount_out_of_range"),
+        (lambda ledger: ledger.update_account("dave", {"": "x"}), "validation_error"),
+        (lambda ledger: ledger.update_account("dave", {"k": 5}), "validation_error"),
+        (lambda ledger: ledger.update_account("dave", ["k"]), "validation_error"),
+        (
+            lambda ledger: ledger.update_account("dave", {f"k{n}": "v" for n in range(33)}),
+            "validation_error",
+        ),
+        (lambda ledger: ledger.update_account("nobody", {"k": "v"}), "account_not_found"),
+    ],
+)
+def test_bad_plain_arguments_from_python_are_refused_with_the_domain_code_and_change_nothing(
+    services: Services, verb: Callable[[Any], object], code: str
+) -> None:
+    ledger = services.ledger
+    ledger.open_account(OpenAccount("bank", "CREDITS", allow_negative=True))
+    ledger.open_account(OpenAccount("dave", "CREDITS"))
+    ledger.record_transfer(RecordTransfer("p1", "bank", "dave", 7))
+    ledger.record_transfer(RecordTransfer("h1", "dave", "bank", 1, pending=True))
+    head = ledger.recorder.max_notification_id()
+    with pytest.raises(LedgerError) as refused:
+        verb(ledger)
+    assert refused.value.code == code
+    assert ledger.recorder.max_notification_id() == head
+
+
+def test_a_copy_of_an_edge_built_verb_is_checked_again() -> None:
+    """The ledger calls ``checked()`` on every command it is handed: a marked one passes
+    as it is, a changed copy is judged field by field."""
+    edge_built = PostPendingTransfer("h1", 1).checked_beyond_body()
+    assert edge_built.checked() is edge_built
+    with pytest.raises(LedgerError) as refused:
+        replace(edge_built, amount=0).checked()
+    assert refused.value.code == "amount_out_of_range"
+    update = UpdateAccountMetadata("dave", {"k": "v"}).checked_beyond_body()
+    assert update.checked() is update
+    with pytest.raises(LedgerError) as refused:
+        replace(update, changes={"": "v"}).checked()
+    assert refused.value.code == "validation_error"

@@ -145,7 +145,7 @@ class AccountController(Controller):
         data: JSONBody[AccountUpdate],
         services: NamedDependency[Services],
     ) -> AccountRead:
-        outcome = await services.ledger.update_account_async(account_id, data.metadata)
+        outcome = await services.ledger.update_account_async(data.command(account_id))
         return AccountRead.of(outcome.account, outcome.position)
 
     @get(

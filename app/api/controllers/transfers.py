@@ -41,7 +41,7 @@ from app.api.schemas import (
     transfer_document,
 )
 from app.api.services import Services
-from app.application.commands import RecordTransfer
+from app.application.commands import RecordTransfer, VoidPendingTransfer
 from app.application.read_model import TransferFilter
 from app.application.views import TransferOutcome
 from app.domain import limits
@@ -238,8 +238,8 @@ class TransferController(Controller):
         data: JSONBody[PostPending | None] = None,
     ) -> TransferRead:
         # No body at all means {}: posting the whole hold (retry-safe, docs/writes.md).
-        amount = None if data is None else data.amount
-        outcome = await services.ledger.post_pending_async(transfer_id, amount)
+        command = (data or PostPending()).command(transfer_id)
+        outcome = await services.ledger.post_pending_async(command)
         return TransferRead.of(outcome.transfer, outcome.position)
 
     @post(
@@ -256,7 +256,8 @@ class TransferController(Controller):
         data: JSONBody[VoidPending | None] = None,
     ) -> TransferRead:
         del data  # the body is {} or absent by contract; extra fields are refused
-        outcome = await services.ledger.void_pending_async(transfer_id)
+        command = VoidPendingTransfer(transfer_id).checked_beyond_body()
+        outcome = await services.ledger.void_pending_async(command)
         return TransferRead.of(outcome.transfer, outcome.position)
 
     @post(
@@ -273,9 +274,7 @@ class TransferController(Controller):
         data: JSONBody[ReverseTransfer],
         services: NamedDependency[Services],
     ) -> Response[TransferRead]:
-        outcome = await services.ledger.reverse_transfer_async(
-            transfer_id, data.id, data.metadata, data.amount
-        )
+        outcome = await services.ledger.reverse_transfer_async(data.command(transfer_id))
         if outcome.created:
             metrics_of(request).transfers_recorded.inc()
         return transfer_response(outcome)
