@@ -18,6 +18,7 @@ from projections.projection import RowWriter
 from projections.reader import RowReader
 from projections.schema import (
     APPLICATION_NAME,
+    JSON_COLUMN_TYPE,
     SCHEMA,
     SCHEMA_VERSION,
     TABLES,
@@ -110,7 +111,11 @@ class SQLiteLedgerView(LedgerView, SQLiteTrackingRecorder):
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         # "tracking": the library's SQLite tracking table (one file per view)
-        self._names = {**table_names(), "tracking": "tracking"}
+        self._names = {
+            **table_names(),
+            "tracking": "tracking",
+            "json": JSON_COLUMN_TYPE["sqlite"],
+        }
         super().__init__(datastore, **kwargs)
         on_new_sqlite_connections(datastore, _relaxed_durability)
 
@@ -140,7 +145,7 @@ class SQLiteLedgerView(LedgerView, SQLiteTrackingRecorder):
 class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
     """The views in one PostgreSQL schema (one schema per view generation)."""
 
-    plans_join_order = True
+    searches_in_one_statement = True
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -160,6 +165,7 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
             for key, value in table_names().items()
         }
         self._names["tracking"] = f'"{schema}"."{self.tracking_table_name}"'
+        self._names["json"] = JSON_COLUMN_TYPE["postgres"]
         self.sql_create_statements.insert(
             0, SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(schema))
         )

@@ -454,14 +454,17 @@ class RowWriter(SqlAccess):
             "DELETE FROM {account_metadata} WHERE account_id = ?",
             [(a["account_id"],) for a in replaced],
         )
+        # Each pair's row carries the account's whole metadata: a search by several pairs
+        # walks the rarest pair's rows and checks the others there (projections.reader).
         pairs = [
-            (a["account_id"], key, value)
+            (a["account_id"], key, value, a["metadata"])
             for a in [*new, *replaced]
             for key, value in json.loads(a["metadata"]).items()
         ]
         self._run_many(
             cursor,
-            "INSERT INTO {account_metadata} (account_id, key, value) VALUES (?, ?, ?)",
+            "INSERT INTO {account_metadata} (account_id, key, value, metadata) "
+            "VALUES (?, ?, ?, CAST(? AS {json}))",
             pairs,
         )
         self._run_many(
@@ -471,7 +474,7 @@ class RowWriter(SqlAccess):
             "{account_metadata_counts}.accounts + excluded.accounts",
             [
                 (key, value, count)
-                for (key, value), count in sorted(Counter((k, v) for _, k, v in pairs).items())
+                for (key, value), count in sorted(Counter((k, v) for _, k, v, _ in pairs).items())
             ],
         )
 

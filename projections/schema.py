@@ -3,7 +3,9 @@
 One view database holds the views that one projection keeps together:
 - ``balances``: current balances per account and the position they reflect;
 - ``account_metadata`` / ``transfer_metadata``: one row per metadata pair, so that a
-  ``metadata.KEY=VALUE`` filter is an index lookup rather than a scan;
+  ``metadata.KEY=VALUE`` filter is an index lookup rather than a scan; an account's
+  pair rows also carry its whole metadata (JSONB on PostgreSQL), so that a
+  search by several pairs checks the others on the row it walks;
   ``account_metadata_counts``: how many accounts have each pair, so that a search by
   several pairs is driven by the rarest;
 - ``entries``: one statement line per balance-changing event, carrying the counters
@@ -34,8 +36,11 @@ APPLICATION_NAME: Final = "ledger"
 # log when opened (views are disposable; the log is the truth). Version 2: metadata
 # history (``metadata_changes``); databases from before versions count as version 1.
 # Version 3: how many accounts have each metadata pair (``account_metadata_counts``).
-# Version 4: each account's type (``balances.account_type``).
-SCHEMA_VERSION: Final = 4
+# Version 4: each account's type (``balances.account_type``). Version 5: each pair row
+# of ``account_metadata`` carries its account's whole metadata.
+SCHEMA_VERSION: Final = 5
+# The type of a JSON column that a query filters on (``{json}`` in the statements).
+JSON_COLUMN_TYPE: Final = {"sqlite": "TEXT", "postgres": "JSONB"}
 
 TABLES: Final = (
     "balances",
@@ -93,6 +98,7 @@ SCHEMA: Final = [
         account_id TEXT NOT NULL,
         key TEXT NOT NULL,
         value TEXT NOT NULL,
+        metadata {json} NOT NULL,
         PRIMARY KEY (account_id, key)
     )""",
     "CREATE INDEX IF NOT EXISTS {account_metadata_by_pair_index} "

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -209,6 +209,57 @@ def test_a_search_by_several_pairs_finds_what_a_filter_of_every_account_finds(
         assert ids(queries.accounts(AccountFilter(metadata=pairs)).value) == expected, pairs
         found_some += bool(expected)
     assert found_some >= 3, "most searches find someone"
+
+
+def test_a_search_by_pairs_with_every_other_filter_pages_through_what_a_filter_finds(
+    history: Books,
+) -> None:
+    """Pairs combined with the unit, the status, a prefix and a page start: page after
+    page of two, the answer is the accounts of a filter of every account, in id order
+    (PostgreSQL probes the unit and status per account; SQLite joins them)."""
+    ledger = history.ledger
+    for number, plan in enumerate(["pro", "free", "pro"]):
+        opened = OpenAccount(f"fx:{number}", OTHER_UNIT, metadata={"plan": plan, "tier": "a"})
+        ledger.open_account(opened)
+    ledger.update_account("user:1", {"tier": "a"})
+    ledger.close_account("fx:2")
+    history.project()
+    queries = history.queries
+    everyone = queries.accounts(AccountFilter()).value
+    searches: list[dict[str, str]] = [
+        {"plan": "pro"},
+        {"plan": "free"},
+        {"plan": "pro", "tier": "a"},
+        {"tier": "a", "plan": "free"},
+        {"plan": "gold", "tier": "a"},
+    ]
+    found_some = 0
+    statuses: list[Literal["open", "closed"] | None] = [None, "open", "closed"]
+    for pairs, unit, status, prefix in itertools.product(
+        searches, [None, UNIT, OTHER_UNIT], statuses, [None, "user:", "fx:"]
+    ):
+        expected = [
+            account.id
+            for account in everyone
+            if all(account.metadata.get(key) == value for key, value in pairs.items())
+            and unit in (None, account.unit)
+            and status in (None, account.status)
+            and account.id.startswith(prefix or "")
+        ]
+        seen: list[str] = []
+        after: str | None = None
+        while True:
+            search = AccountFilter(
+                metadata=pairs, unit=unit, status=status, prefix=prefix, after_id=after, limit=2
+            )
+            page = ids(queries.accounts(search).value)
+            seen += page
+            if len(page) < 2:
+                break
+            after = page[-1]
+        assert seen == expected, (pairs, unit, status, prefix)
+        found_some += len(expected) > 1
+    assert found_some >= 10, "many searches span more than one page"
 
 
 def test_account_pages_follow_each_other_without_gaps_or_repeats(history: Books) -> None:
