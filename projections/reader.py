@@ -37,6 +37,27 @@ WAIT_POLL_SECONDS_MAX: Final = 0.05
 # A metadata filter joins one lookup per pair; more pairs than this is not a search.
 METADATA_FILTERS_MAX: Final = 8
 
+# What a page of accounts reads of each balances row (what ``_account`` builds a view
+# from): fewer columns to send and decode than ``b.*``, on every list and search.
+ACCOUNT_COLUMNS: Final = ", ".join(
+    f"b.{column}"
+    for column in (
+        "account_id",
+        "unit",
+        "status",
+        "allow_negative",
+        "overdraft_limit",
+        "account_type",
+        "metadata",
+        "debits_posted",
+        "credits_posted",
+        "debits_pending",
+        "credits_pending",
+        "position",
+        "updated_at",
+    )
+)
+
 _ZERO_COUNTERS: Final = {
     "debits_posted": 0,
     "credits_posted": 0,
@@ -419,7 +440,8 @@ def joined_search(query: AccountFilter, pairs: list[tuple[str, str]]) -> tuple[s
         params.append(query.status)
     where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
     return (
-        f"SELECT b.* FROM {' CROSS JOIN '.join(tables)} {where}ORDER BY {ids} LIMIT ?",
+        f"SELECT {ACCOUNT_COLUMNS} FROM {' CROSS JOIN '.join(tables)} {where}"
+        f"ORDER BY {ids} LIMIT ?",
         [*params, min(query.limit, PAGE_SIZE_MAX)],
     )
 
@@ -471,7 +493,7 @@ def rarest_pair_search(query: AccountFilter, pairs: list[tuple[str, str]]) -> tu
         )
         params += [wanted for _, wanted in balance_conditions]
     statement = (
-        f"{pick}SELECT b.* FROM {{balances}} b WHERE b.account_id = ANY(ARRAY("
+        f"{pick}SELECT {ACCOUNT_COLUMNS} FROM {{balances}} b WHERE b.account_id = ANY(ARRAY("
         f"SELECT m.account_id FROM {{account_metadata}} m WHERE {' AND '.join(conditions)} "
         "ORDER BY m.account_id LIMIT ?)) ORDER BY b.account_id"
     )
