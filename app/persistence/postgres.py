@@ -85,7 +85,7 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
                         yield held
                     finally:
                         self._held.connection = None
-                        if connection.info.transaction_status != TransactionStatus.IDLE:
+                        if _in_transaction(connection):
                             connection.execute("ROLLBACK")
             except (InterfaceError, OperationalError):
                 if entered or attempt_number == DROPPED_CONNECTION_RETRIES:
@@ -151,7 +151,14 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
             return postgres_insert_on(self, connection, stored_events, begin=False, **kwargs)
         except psycopg.IntegrityError as error:
             raise IntegrityError(str(error)) from error
-        except psycopg.OperationalError as error:
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            if connection.broken:
+                # The server cut the connection (and the lock with it): whether the
+                # commit was made is not known. Written again elsewhere, as the library
+                # does for its writes: a committed first try is refused by the unique
+                # key (a conflict: the commands run again and answer as resends).
+                again: Sequence[int] = self._insert_committed(stored_events, **kwargs)
+                return again
             raise OperationalError(str(error)) from error
         except psycopg.Error as error:
             raise PersistenceError(str(error)) from error
@@ -247,6 +254,14 @@ def reading_retried(datastore: PostgresDatastore, read: Callable[[psycopg.Cursor
                 raise
             datastore.pool.check()
     raise AssertionError("unreachable")
+
+
+def _in_transaction(connection: psycopg.Connection[Any]) -> bool:
+    """Whether ``connection`` holds a transaction to roll back (a connection the server
+    cut holds none: its transaction ended with it)."""
+    if connection.broken or connection.closed:
+        return False
+    return connection.info.transaction_status != TransactionStatus.IDLE
 
 
 def _failed_pings(check: PingIfIdle | None) -> int:

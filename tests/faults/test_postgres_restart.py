@@ -11,8 +11,9 @@ import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import psycopg
 import pytest
 from eventsourcing.persistence import OperationalError
 from litestar import Litestar
@@ -23,6 +24,7 @@ from app.application import ledger as ledger_module
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.bootstrap import build_services, shutdown
+from app.compat import postgres_insert_on
 from app.domain.values import account_uuid
 from app.persistence import postgres
 from app.persistence.postgres import reading_retried
@@ -124,6 +126,47 @@ def test_a_write_under_the_write_lock_takes_it_again_on_the_first_use_after_a_re
         assert after.created
         assert ledger.locked_writes == 1, "written under the write lock"
         assert ledger.get_account("alice").balance == 10
+    finally:
+        ledger.close()
+
+
+def test_a_write_under_the_write_lock_whose_commit_answer_was_lost_answers_as_a_resend(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write under the lock committed, then the server cut the connection before its
+    answer came back: whether it was written is not known there. It is written again on
+    another connection, as the library does for its own writes: the store's unique key
+    refuses the copy, and the command answers as a resend (never "nothing was written",
+    after which a client could send the transfer again under a new id)."""
+    monkeypatch.setattr(ledger_module, "CONTENDED_SECONDS", CONTENDED_FOR_SECONDS)
+    cut: list[int] = []
+
+    def committed_then_cut(
+        recorder: Any, connection: Any, events: Any, *, begin: bool, **kwargs: Any
+    ) -> Any:
+        ids = postgres_insert_on(recorder, connection, events, begin=begin, **kwargs)
+        if not begin and not cut:  # on the held connection, once: its answer is lost
+            cut.append(connection.info.backend_pid)
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (connection.info.backend_pid,))
+            connection.execute("SELECT 1")  # raises: the connection is gone
+        return ids
+
+    ledger = Ledger(event_store_env(database_url))
+    try:
+        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("alice", "CREDITS"))
+        ledger._mark_contended([account_uuid("alice")])
+        monkeypatch.setattr(postgres, "postgres_insert_on", committed_then_cut)
+
+        answer = ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5))
+
+        assert cut, "the write went through the held connection"
+        assert answer.transfer.amount == 5
+        assert ledger.get_account("alice").balance == 5, "written once"
+        resent = ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5))
+        assert (resent.created, resent.position) == (False, answer.position)
+        assert ledger.get_account("alice").balance == 5
     finally:
         ledger.close()
 
