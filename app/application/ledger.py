@@ -508,6 +508,7 @@ class Ledger(Application[UUID]):
             grant=grant_record,
             allocations=allocations,
         )
+        recorded = transfer.pending_events[0]  # the event its position is that of
         work.add(transfer)
         if reversal is not None and reversal.back is not None:
             credit_account.credit(
@@ -526,7 +527,7 @@ class Ledger(Application[UUID]):
         # A transfer's position is that of the event recording it, the same whether it
         # is answered now or replayed later (in a batch, the commit ends at the last one).
         return lambda written: TransferOutcome(
-            view, created=True, position=written.position_of(transfer.id, Transfer.INITIAL_VERSION)
+            view, created=True, position=written.position_of_event(recorded)
         )
 
     def _break(

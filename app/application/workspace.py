@@ -17,15 +17,14 @@ a cheap ``__deepcopy__``). So containers in aggregate state must hold immutable 
 (events are immutable); ``tests/unit/test_workspace.py`` checks this for every aggregate.
 """
 
-import contextlib
 import copy
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import is_dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import LRUCache
 from eventsourcing.domain import Aggregate
 
 from app.domain.account import Account
@@ -47,28 +46,43 @@ class Written:
     def __init__(self, events: Sequence[Any] = (), positions: Sequence[int] | None = None) -> None:
         """``positions``: the log position of each of ``events``, in order (None when the
         recorder told none)."""
-        # Keyed by the stream id's integer: a UUID hashes in Python, an int in C.
-        self._positions: dict[tuple[int, int], int] = {}
-        self._last: dict[int, int] = {}
-        if not positions:
-            return
-        assert len(positions) == len(events), "one position per recorded event"
-        streams = [event.originator_id.int for event in events]
-        versions = [event.originator_version for event in events]
-        self._positions = dict(zip(zip(streams, versions, strict=True), positions, strict=True))
-        self._last = dict(zip(streams, positions, strict=True))  # the later wins: the last
+        assert not positions or len(positions) == len(events), "one position per event"
+        self._events = events if positions else ()
+        self._written_positions: Sequence[int] = positions or ()
+        # Indexes built on first use (a batch of 1,000 transfers writes 3,000 events and
+        # asks for 1,000 positions, each of an event it holds): by the event object
+        # itself (its identity, alive as long as this holds the events), and by stream.
+        self._by_event: dict[int, int] | None = None
+        self._by_stream: dict[tuple[int, int], int] | None = None
+        self._last: dict[int, int] | None = None
 
     @property
     def commit(self) -> int:
         """The end of the commit: the last position written."""
-        assert self._last, "a write that recorded nothing has no position"
-        return max(self._last.values())
+        assert self._written_positions, "a write that recorded nothing has no position"
+        return max(self._written_positions)
+
+    def position_of_event(self, event: object) -> int:
+        """The position of one of the written events (that very object)."""
+        by_event = self._by_event
+        if by_event is None:
+            by_event = self._by_event = dict(
+                zip(map(id, self._events), self._written_positions, strict=True)
+            )
+        return by_event[id(event)]
 
     def position_of(self, originator_id: UUID, version: int | None = None) -> int:
         """The position of one event (by default the stream's last event in this write)."""
+        if self._last is None or self._by_stream is None:
+            # Keyed by the stream id's integer: a UUID hashes in Python, an int in C.
+            streams = [event.originator_id.int for event in self._events]
+            versions = [event.originator_version for event in self._events]
+            positions = self._written_positions
+            self._by_stream = dict(zip(zip(streams, versions, strict=True), positions, strict=True))
+            self._last = dict(zip(streams, positions, strict=True))  # the later wins: the last
         if version is None:
             return self._last[originator_id.int]
-        return self._positions[originator_id.int, version]
+        return self._by_stream[originator_id.int, version]
 
 
 Finish = Callable[[Written], Any]
@@ -76,33 +90,38 @@ Finish = Callable[[Written], Any]
 
 class WriterCache:
     """The writer's own aggregates, trusted and never copied (the expected-version check
-    of each write catches a stale entry). Accounts and transfers are kept in separate LRU
-    caches: a stream of new transfers, each written once and seldom read again, would
-    otherwise push out the accounts that every transfer needs, and each group would
-    reload them from the store."""
+    of each write catches a stale entry). Accounts and transfers are kept in separate
+    least-recently-used caches: a stream of new transfers, each written once and seldom
+    read again, would otherwise push out the accounts that every transfer needs, and
+    each group would reload them from the store. Only the writer thread uses it, so it
+    takes no lock (the library's ``LRUCache`` takes one per call, and a batch of 1,000
+    transfers makes some 3,000 calls)."""
 
     def __init__(self, maxsize: int) -> None:
-        self._accounts: LRUCache[UUID, Aggregate] = LRUCache(maxsize=maxsize)
-        self._others: LRUCache[UUID, Aggregate] = LRUCache(maxsize=maxsize)
+        self._maxsize = maxsize
+        self._accounts: OrderedDict[UUID, Aggregate] = OrderedDict()
+        self._others: OrderedDict[UUID, Aggregate] = OrderedDict()
 
     def __contains__(self, originator_id: UUID) -> bool:
-        return originator_id in self._accounts.cache or originator_id in self._others.cache
+        return originator_id in self._accounts or originator_id in self._others
 
     def get(self, originator_id: UUID) -> Aggregate:
-        """The cached aggregate (KeyError when it is not cached)."""
-        try:
-            return self._accounts.get(originator_id)
-        except KeyError:
-            return self._others.get(originator_id)
+        """The cached aggregate, now the most recently used (KeyError when not cached)."""
+        cache = self._accounts if originator_id in self._accounts else self._others
+        aggregate = cache[originator_id]
+        cache.move_to_end(originator_id)
+        return aggregate
 
     def put(self, aggregate: Aggregate) -> None:
         cache = self._accounts if isinstance(aggregate, Account) else self._others
-        cache.put(aggregate.id, aggregate)
+        cache[aggregate.id] = aggregate
+        cache.move_to_end(aggregate.id)
+        if len(cache) > self._maxsize:
+            cache.popitem(last=False)  # the least recently used
 
     def evict(self, originator_id: UUID) -> None:
-        for cache in (self._accounts, self._others):
-            with contextlib.suppress(KeyError):
-                cache.get(originator_id, evict=True)
+        self._accounts.pop(originator_id, None)
+        self._others.pop(originator_id, None)
 
 
 class Loader(Protocol):

@@ -268,7 +268,7 @@ def chained_event(
     stream: its link computed, and the canonical JSON its link hashed kept with it
     (``ENCODED_FIELDS``) for the store to write as the event's fields (each event is
     serialised and hashed once)."""
-    names, added = _event_spec(event_class)
+    names, added, quoted_type = _event_spec(event_class)
     left_out: tuple[str, ...] = ()
     hashed = fields
     if added:  # as hashed_fields: a later version's field that is None is not linked
@@ -276,7 +276,13 @@ def chained_event(
         if left_out:
             hashed = {k: v for k, v in fields.items() if k not in left_out}
     chain, encoded = _link(
-        previous, event_class.__qualname__, originator_id, version, timestamp, hashed
+        previous,
+        event_class.__qualname__,
+        originator_id,
+        version,
+        timestamp,
+        hashed,
+        quoted_type=quoted_type,
     )
     state = {"originator_id": originator_id, "originator_version": version, "timestamp": timestamp}
     if envelope:
@@ -298,17 +304,32 @@ def chained_event(
     return event
 
 
-# Each event class's own fields (those the caller gives; not the envelope) and those a
-# later class version added (``added_fields``), by class.
-_EVENT_SPECS: dict[type, tuple[frozenset[str], tuple[str, ...]]] = {}
+# Each event class's own fields (those the caller gives; not the envelope), those a
+# later class version added (``added_fields``), and its name as a JSON string when that
+# is plain text (``_link``'s head), by class.
+_EVENT_SPECS: dict[type, tuple[frozenset[str], tuple[str, ...], str | None]] = {}
 
 
-def _event_spec(event_class: type) -> tuple[frozenset[str], tuple[str, ...]]:
+def _event_spec(event_class: type) -> tuple[frozenset[str], tuple[str, ...], str | None]:
     spec = _EVENT_SPECS.get(event_class)
     if spec is None:
         names = frozenset(f.name for f in dataclasses.fields(event_class)) - _ENVELOPE
-        spec = _EVENT_SPECS[event_class] = (names, tuple(getattr(event_class, "added_fields", ())))
+        quoted = _stdlib_canonical_json(event_class.__qualname__).decode()
+        spec = _EVENT_SPECS[event_class] = (
+            names,
+            tuple(getattr(event_class, "added_fields", ())),
+            quoted if _plain_text(event_class.__qualname__) else None,
+        )
     return spec
+
+
+def _plain_text(text: str) -> bool:
+    """Whether ``text`` is written in JSON as itself between quotes by both encoders
+    (letters, digits and ``._:-`` only)."""
+    return (
+        text.isascii()
+        and text.replace(".", "").replace("_", "").replace(":", "").replace("-", "").isalnum()
+    )
 
 
 def _link(
@@ -318,10 +339,12 @@ def _link(
     version: int,
     timestamp: datetime,
     fields: dict[str, Any],
+    quoted_type: str | None = None,
 ) -> tuple[str, bytes | None]:
     """``chain_digest`` of the event, and the fields' canonical JSON inside the hashed
     bytes when the store may keep exactly those bytes (None when a field holds a value
-    the store writes otherwise than the link does: a time, tagged in the store)."""
+    the store writes otherwise than the link does: a time, tagged in the store).
+    ``quoted_type``: ``event_type`` as a JSON string, when it is plain text."""
     try:
         encoded = orjson.dumps(fields, option=_FIELDS_OPTIONS)
     except orjson.JSONEncodeError:  # a time, a subclass, a dataclass, a huge integer
@@ -329,6 +352,21 @@ def _link(
     if not encoded.isascii() or _DEL in encoded:
         # What json.dumps writes (escaped ASCII): the same values, read back alike.
         encoded = _stdlib_canonical_json(fields)
+    if (
+        quoted_type is not None
+        and type(version) is int
+        and previous.isalnum()
+        and previous.isascii()
+    ):
+        # The head written directly: every item is plain text or an integer (a link and
+        # an id are hex, an ISO time is digits and ``-:.+T``), which JSON writes as is.
+        digest = hashlib.sha256(
+            f'["{previous}",{quoted_type},"{originator_id.hex}",{version},'
+            f'"{_iso_text(timestamp)}",'.encode()
+        )
+        digest.update(encoded)
+        digest.update(b"]")
+        return digest.hexdigest(), encoded
     # The content list of chain_digest, its last item (the fields) spliced in as bytes:
     # json.dumps writes a list as its items' own texts joined by commas.
     head = orjson.dumps([previous, event_type, originator_id.hex, version, _iso_text(timestamp)])

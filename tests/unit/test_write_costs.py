@@ -1,17 +1,25 @@
 """What the write path does to stay cheap per transfer, and that it changes nothing else:
-the cyclic garbage collector waits while a group is written and runs after it."""
+the cyclic garbage collector waits while a group is written and runs after it; views,
+positions and stream ids built the lean way equal those built the plain way."""
 
+import dataclasses
 import gc
 from collections.abc import Callable, Iterator
+from datetime import timedelta
+from uuid import uuid5
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger, Write, collector_paused
+from app.application.views import TransferView
 from app.application.workspace import Workspace, WriterCache, Written
 from app.domain.account import Account
 from app.domain.errors import InsufficientFundsError
 from app.domain.transfer import Transfer
+from app.domain.values import LEDGER_NAMESPACE, account_uuid, name_uuid, transfer_uuid
 
 
 @pytest.fixture
@@ -79,3 +87,43 @@ def test_new_transfers_never_push_the_accounts_out_of_the_writers_cache() -> Non
     assert alice.id not in cache
     with pytest.raises(KeyError):
         cache.get(alice.id)
+
+
+def test_a_transfers_view_built_at_once_equals_the_one_its_constructor_builds() -> None:
+    transfer = Transfer.record("t1", "alice", "bob", 7, "CREDITS", True, 60, {"k": "v"})
+    view = TransferView.of(transfer)
+    built = TransferView(
+        **{f.name: getattr(view, f.name) for f in dataclasses.fields(TransferView)}
+    )
+    assert vars(view) == vars(built)
+    assert view == built
+    assert (view.id, view.amount, view.status, view.expires_at) == (
+        "t1",
+        7,
+        "pending",
+        transfer.created_on + timedelta(seconds=60),
+    )
+    assert view.metadata == {"k": "v"}
+    assert view.metadata is not transfer.metadata
+
+
+@given(st.text(max_size=40))
+def test_stream_ids_are_the_uuid5_of_their_names(name: str) -> None:
+    assert account_uuid(name) == uuid5(LEDGER_NAMESPACE, "account:" + name)
+    assert transfer_uuid(name) == uuid5(LEDGER_NAMESPACE, "transfer:" + name)
+    assert name_uuid(name).version == 5
+
+
+def test_a_write_tells_each_events_position_by_the_event_and_by_its_stream() -> None:
+    transfers = [
+        Transfer.record(f"t{n}", "alice", "bob", 1, "CREDITS", False, None, {}) for n in range(3)
+    ]
+    events = [event for transfer in transfers for event in transfer.collect_events()]
+    written = Written(events, [11, 12, 13])
+    assert [written.position_of_event(event) for event in events] == [11, 12, 13]
+    assert [written.position_of(t.id, Transfer.INITIAL_VERSION) for t in transfers] == [11, 12, 13]
+    assert written.position_of(transfers[1].id) == 12
+    assert written.commit == 13
+    copy = dataclasses.replace(events[0])
+    with pytest.raises(KeyError):
+        written.position_of_event(copy)
