@@ -949,13 +949,17 @@ class Ledger(Application[UUID]):
         # The group's uncached accounts are loaded before the lock is asked for, so that
         # the lock's holder reads only what moved since (one query), not whole streams.
         self.load_aggregates(_account_streams(group))
-        with self._write_locking.write_lock(timeout_seconds) as held:
+        # The lock's round trip also reads what moved in the group's cached streams.
+        with self._write_locking.write_lock(timeout_seconds, self._cached_versions(group)) as held:
             if held:
                 self.locked_writes += 1
                 if top_up:  # what queued while we waited for the lock shares this write
                     self.committer.top_up(group)
             self._catch_up(group, locked=held)
             yield
+
+    def _cached_versions(self, group: list[Pending[Any]]) -> dict[UUID, int]:
+        return {i: self._written.get(i).version for i in _stream_ids(group) if i in self._written}
 
     def _contends(self, group: list[Pending[Any]]) -> bool:
         if any(entry.conflicts >= LOCK_AFTER_CONFLICTS for entry in group):

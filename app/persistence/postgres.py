@@ -13,9 +13,10 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
+from uuid import UUID
 
 import psycopg
 import psycopg.errors
@@ -31,7 +32,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment, retry, strtobool
 from psycopg.pq import TransactionStatus
-from psycopg.sql import SQL, Identifier, Literal
+from psycopg.sql import SQL, Composed, Identifier, Literal
 from psycopg_pool import ConnectionPool
 
 from app.compat import postgres_connection_kwargs, postgres_insert_on, set_pool_check
@@ -65,7 +66,9 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         self._held = threading.local()
 
     @contextmanager
-    def write_lock(self, timeout_seconds: float) -> Iterator[bool]:
+    def write_lock(
+        self, timeout_seconds: float, after: Mapping[UUID, int] | None = None
+    ) -> Iterator[bool]:
         """The lock is asked for once more on another connection when the server had
         dropped the first one (a restart: with the group's accounts cached, this is the
         writer's first use of a connection since); nothing was held on it. Once the lock
@@ -78,13 +81,14 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
             entered = False
             try:
                 with self.datastore.get_connection() as connection:
-                    held = self._lock(connection, deadline - time.monotonic())
+                    held = self._lock(connection, deadline - time.monotonic(), after or {})
                     entered = True
                     self._held.connection = connection if held else None
                     try:
                         yield held
                     finally:
                         self._held.connection = None
+                        self._held.read_ahead = None
                         if _in_transaction(connection):
                             connection.execute("ROLLBACK")
             except (InterfaceError, OperationalError):
@@ -96,24 +100,51 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
             else:
                 return
 
-    def _lock(self, connection: psycopg.Connection[Any], timeout_seconds: float) -> bool:
+    def _lock(
+        self,
+        connection: psycopg.Connection[Any],
+        timeout_seconds: float,
+        after: Mapping[UUID, int],
+    ) -> bool:
+        """Take the lock in one round trip; with ``after``, read those streams' later
+        events in the same round trip, once the lock is held (``read_ahead``)."""
         milliseconds = max(LOCK_WAIT_MIN_MILLISECONDS, math.ceil(timeout_seconds * 1000))
-        try:  # one round trip
-            connection.execute(
-                SQL(
-                    "BEGIN; SET LOCAL lock_timeout = {0}; LOCK TABLE {1}.{2} IN EXCLUSIVE MODE"
-                ).format(
-                    Literal(f"{milliseconds}ms"),
-                    Identifier(self.datastore.schema),
-                    Identifier(self.events_table_name),
-                )
-            )
+        lock = SQL("LOCK TABLE {0}.{1} IN EXCLUSIVE MODE").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        )
+        timeout = SQL("SET LOCAL lock_timeout = {0}").format(Literal(f"{milliseconds}ms"))
+        try:
+            if not after:
+                connection.execute(SQL("BEGIN; {0}; {1}").format(timeout, lock))
+                return True
+            reading = connection.cursor()
+            with connection.pipeline(), connection.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute(timeout)
+                cursor.execute(lock)
+                reading.execute(postgres_after_query(self), (list(after), list(after.values())))
+            self._held.read_ahead = (dict(after), reading.fetchall())
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
             # Not free in time: by lock_timeout, or by the connection's statement_timeout
             # when that is the shorter (a write timeout set above the store timeout).
             connection.execute("ROLLBACK")
             return False
         return True
+
+    def read_ahead(self, after: Mapping[UUID, int]) -> tuple[list[Any], dict[UUID, int]]:
+        """What the lock's round trip read of these streams (rows of
+        ``postgres_after_query``), and the streams it did not read at these versions;
+        taken once. Outside a hold nothing was read ahead."""
+        ahead = getattr(self._held, "read_ahead", None)
+        self._held.read_ahead = None
+        if ahead is None or getattr(self._held, "connection", None) is None:
+            return [], dict(after)
+        read_for, rows = ahead
+        covered = {i for i, version in after.items() if read_for.get(i) == version}
+        return (
+            [row for row in rows if UUID(str(row["originator_id"])) in covered],
+            {i: version for i, version in after.items() if i not in covered},
+        )
 
     @contextmanager
     def reading(self) -> Iterator[psycopg.Cursor[Any]]:
@@ -173,6 +204,29 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         this process. The pool's ``get_connection`` maps psycopg's errors to the library's."""
         with self.datastore.get_connection() as connection:
             return postgres_insert_on(self, connection, stored_events, begin=True, **kwargs)
+
+
+def postgres_after_query(events: Any) -> Composed:
+    """The events after a version in each of many streams: parameters are the stream ids
+    and, in the same order, the version after which to read each.
+
+    Each stream is read by its own index lookup (``LATERAL``), whatever the planner
+    knows of the table: as a plain join, on a table without statistics yet (a new
+    database, before autovacuum's first ANALYZE) it estimated tens of thousands of rows
+    and hashed the unnested ids against a sequential scan of the whole events table,
+    for each group's catch-up. (The inner ORDER BY also keeps the planner from
+    flattening the subquery back into that join.)"""
+    return SQL(
+        "SELECT wanted.id AS originator_id, e.originator_version, e.topic, e.state "
+        "FROM unnest(%s::uuid[], %s::int[]) AS wanted(id, after) "
+        "CROSS JOIN LATERAL (SELECT originator_version, topic, state FROM {schema}.{table} "
+        "WHERE originator_id = wanted.id AND originator_version > wanted.after "
+        "ORDER BY originator_version) AS e "
+        "ORDER BY wanted.id, e.originator_version"
+    ).format(
+        schema=Identifier(events.datastore.schema),
+        table=Identifier(events.events_table_name),
+    )
 
 
 class PingIfIdle:

@@ -10,7 +10,7 @@ so ids commit in order and ``id > last`` never skips a late-committing row.
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from threading import Event, Thread
 from typing import Any, Final
@@ -82,7 +82,11 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
         self._held = threading.local()
 
     @contextmanager
-    def write_lock(self, timeout_seconds: float) -> Iterator[bool]:
+    def write_lock(
+        self,
+        timeout_seconds: float,
+        after: Mapping[UUID, int] | None = None,  # noqa: ARG002  # a local read costs no round trip
+    ) -> Iterator[bool]:
         pool = self.datastore.pool
         if pool.is_sqlite_memory_mode:
             # An in-memory database's readers wait for its writer: reading while

@@ -16,9 +16,13 @@ from uuid import UUID
 from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteApplicationRecorder
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Identifier
 
-from app.persistence.postgres import read_with
+from app.persistence.postgres import (
+    LedgerPostgresApplicationRecorder,
+    postgres_after_query,
+    read_with,
+)
 
 R = TypeVar("R")
 
@@ -69,6 +73,11 @@ def events_after(
     else:
         return None
     found: dict[UUID, list[StoredEvent]] = defaultdict(list)
+    if isinstance(events, LedgerPostgresApplicationRecorder):
+        # Under the write lock, what its round trip already read (decision 0018).
+        ahead, after = events.read_ahead(after)
+        for originator_id, stored in _postgres_after_rows(ahead):
+            found[originator_id].append(stored)
     items = list(after.items())
     for start in range(0, len(items), STREAMS_PER_QUERY_MAX):
         chunk = dict(items[start : start + STREAMS_PER_QUERY_MAX])
@@ -159,34 +168,15 @@ def _postgres_after(
     cursor: Any, events: Any, after: dict[UUID, int]
 ) -> list[tuple[UUID, StoredEvent]]:
     cursor.execute(postgres_after_query(events), (list(after), list(after.values())))
+    return _postgres_after_rows(cursor.fetchall())
+
+
+def _postgres_after_rows(rows: list[Any]) -> list[tuple[UUID, StoredEvent]]:
     found = []
-    for row in cursor.fetchall():
+    for row in rows:
         values = _row(row)
         found.append((values[0], _stored(values, values[0])))
     return found
-
-
-def postgres_after_query(events: Any) -> Composed:
-    """The events after a version in each of many streams: parameters are the stream ids
-    and, in the same order, the version after which to read each.
-
-    Each stream is read by its own index lookup (``LATERAL``), whatever the planner
-    knows of the table: as a plain join, on a table without statistics yet (a new
-    database, before autovacuum's first ANALYZE) it estimated tens of thousands of rows
-    and hashed the unnested ids against a sequential scan of the whole events table,
-    for each group's catch-up. (The inner ORDER BY also keeps the planner from
-    flattening the subquery back into that join.)"""
-    return SQL(
-        "SELECT wanted.id AS originator_id, e.originator_version, e.topic, e.state "
-        "FROM unnest(%s::uuid[], %s::int[]) AS wanted(id, after) "
-        "CROSS JOIN LATERAL (SELECT originator_version, topic, state FROM {schema}.{table} "
-        "WHERE originator_id = wanted.id AND originator_version > wanted.after "
-        "ORDER BY originator_version) AS e "
-        "ORDER BY wanted.id, e.originator_version"
-    ).format(
-        schema=Identifier(events.datastore.schema),
-        table=Identifier(events.events_table_name),
-    )
 
 
 def _row(row: Any) -> tuple[UUID, int, str, bytes]:

@@ -16,13 +16,20 @@ Reads inside the block go through the recorder's other connections as usual: the
 every committed write, and no write can commit while the lock is held.
 """
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
+from uuid import UUID
 
 
 @runtime_checkable
 class WriteLocking(Protocol):
-    def write_lock(self, timeout_seconds: float) -> AbstractContextManager[bool]:
+    def write_lock(
+        self, timeout_seconds: float, after: Mapping[UUID, int] | None = None
+    ) -> AbstractContextManager[bool]:
         """Hold the store's write lock for the next write of this thread; the block gets
-        False (and nothing is held) when the lock was not free within the timeout."""
+        False (and nothing is held) when the lock was not free within the timeout.
+        ``after``: streams (and the versions cached of them) whose later events the
+        holder reads first; a store whose reads cost a round trip reads them with the
+        lock (``app.persistence.streams.events_after`` then answers them at once)."""
         ...

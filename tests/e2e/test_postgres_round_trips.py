@@ -16,8 +16,12 @@ from eventsourcing.persistence import StoredEvent
 import app.persistence.postgres as postgres_module
 from app.application.ledger import Ledger
 from app.compat import set_pool_check
-from app.persistence.postgres import LedgerPostgresApplicationRecorder, PingIfIdle
-from app.persistence.streams import events_after, postgres_after_query
+from app.persistence.postgres import (
+    LedgerPostgresApplicationRecorder,
+    PingIfIdle,
+    postgres_after_query,
+)
+from app.persistence.streams import events_after
 from tests.conftest import store_env
 
 pytestmark = pytest.mark.postgres
@@ -180,3 +184,46 @@ def _scans_of(node: dict[str, Any], table: str) -> Iterator[str]:
         yield str(node["Node Type"])
     for child in node.get("Plans", []):
         yield from _scans_of(child, table)
+
+
+def test_the_lock_reads_the_held_streams_in_its_own_round_trip_and_later_reads_cost_none(
+    recorder: LedgerPostgresApplicationRecorder,
+) -> None:
+    """A contended group's catch-up (decision 0018) is read with the lock: between the
+    grant and the commit the writer waits for no read of the streams it named."""
+    held_id, other_id = uuid4(), uuid4()
+    later, other_later = (StoredEvent(i, 1, "test:Written", b"{}") for i in (held_id, other_id))
+    recorder.insert_events([StoredEvent(i, 0, "test:Written", b"{}") for i in (held_id, other_id)])
+    recorder.insert_events([later, other_later])
+    with counted(recorder) as round_trips:
+        for _ in range(WARM_WRITES):
+            written(recorder)
+        round_trips.since_last()
+        with recorder.write_lock(LOCK_WAIT_SECONDS, {held_id: 0}) as held:
+            assert held
+            assert round_trips.since_last() == 1, "the lock and the read: one round trip"
+            assert events_after(recorder, {held_id: 0}) == {held_id: [later]}
+            assert round_trips.since_last() == 0
+            # What was read ahead is taken once; a stream the lock did not read is read.
+            both = events_after(recorder, {held_id: 0, other_id: 0})
+            assert round_trips.since_last() == 1
+            assert both == {held_id: [later], other_id: [other_later]}
+
+
+def test_a_lock_not_free_in_time_reads_nothing_ahead_and_leaves_the_connection_clean(
+    recorder: LedgerPostgresApplicationRecorder, postgres_url: str
+) -> None:
+    stream = uuid4()
+    first = StoredEvent(stream, 0, "test:Written", b"{}")
+    recorder.insert_events([first])
+    table = f"{recorder.datastore.schema or 'public'}.{recorder.events_table_name}"
+    with psycopg.connect(postgres_url) as holder:
+        holder.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+        with recorder.write_lock(0.1, {stream: -1}) as held:
+            assert not held
+            assert events_after(recorder, {stream: -1}) == {stream: [first]}
+        holder.rollback()
+    with recorder.write_lock(LOCK_WAIT_SECONDS, {stream: 0}) as held:
+        assert held
+        assert events_after(recorder, {stream: 0}) == {}
+        assert recorder.insert_events([StoredEvent(stream, 1, "test:Written", b"{}")])

@@ -330,8 +330,8 @@ def test_a_contended_group_reads_its_uncached_accounts_before_it_asks_for_the_lo
     lock = recorder.write_lock
 
     @contextmanager
-    def observed_lock(timeout_seconds: float) -> Iterator[bool]:
-        with lock(timeout_seconds) as held:
+    def observed_lock(timeout_seconds: float, after: Any = None) -> Iterator[bool]:
+        with lock(timeout_seconds, after) as held:
             holding.append(held)
             try:
                 yield held

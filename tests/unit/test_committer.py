@@ -466,13 +466,13 @@ def closed_loop_groups(gather_seconds: float) -> list[int]:
 def test_while_gathering_the_callers_a_write_answered_share_the_next_one_with_the_rest() -> None:
     """Without gathering, the callers answered by one write come back while the next
     (taken at once) is written: they split into halves that alternate, each write holding
-    part of them. Gathering waits for them: every write but the first (one caller) and
-    the last (the one ahead has finished) holds all the callers."""
+    part of them. Gathering waits for them: once the callers have all started, the
+    writes hold all of them (the first write, and the last when the one that started
+    first has finished, hold fewer)."""
     gathered = closed_loop_groups(gather_seconds=1.0)
-    assert gathered[1:-1] == [GATHER_CLIENTS] * (len(gathered) - 2), gathered
+    assert gathered.count(GATHER_CLIENTS) >= GATHER_ROUNDS - 2, gathered
     at_once = closed_loop_groups(gather_seconds=0.0)
-    split = [size for size in at_once if size < GATHER_CLIENTS]
-    assert len(split) > len(at_once) / 2, f"the callers never split: {at_once}"
+    assert at_once.count(GATHER_CLIENTS) < GATHER_ROUNDS - 2, f"never split: {at_once}"
 
 
 def test_a_gathering_writer_waits_no_longer_than_its_window_for_callers_who_do_not_come(
