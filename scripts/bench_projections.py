@@ -91,16 +91,19 @@ GENERATION: Final = 1
 MANIFEST: Final = "manifest.json"
 # Catch-up of the same log by the code of an earlier commit (a git worktree), run in a
 # subprocess with the same Python: the old path measured in the same run.
+# It reports the process's CPU time over the same span (every thread's, the runner's
+# start included), which waiting for a core on a busy machine does not inflate.
 BASELINE_CATCH_UP: Final = """
 import json, sys, time
 from projections.runner import start_runner
 events_url, views_url, target = sys.argv[1], sys.argv[2], int(sys.argv[3])
-started = time.perf_counter()
+started, cpu_started = time.perf_counter(), time.process_time()
 runner = start_runner(events_url, views_url, 1)
 try:
     while runner.view.checkpoint() < target:
         runner.run_forever(timeout=float(sys.argv[4]))
-    print(json.dumps({"seconds": time.perf_counter() - started}))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu}))
 finally:
     runner.__exit__(None, None, None)
 """
@@ -128,6 +131,7 @@ class Plan:
     accounts: int
     baseline: str | None
     rounds: int
+    cpu_rounds: int
     hot_entries: tuple[int, ...]
     queries: int
     users: int
@@ -208,6 +212,28 @@ class CatchUp:
             "seconds_total": round(self.seconds_total, 2),
             "events_per_second": round(self.per_second, 1),
             "events_per_second_total": round(self.per_second_total, 1),
+        }
+
+
+@dataclass
+class CpuCatchUp:
+    """One catch-up of ``target`` events into a fresh SQLite view, in a fresh process."""
+
+    code: str
+    target: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.cpu_seconds * 1e6 / self.target
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
+            "cpu_us_per_event": round(self.cpu_us_per_event, 2),
         }
 
 
@@ -451,17 +477,34 @@ def baseline_catch_up(
 ) -> CatchUp:
     """The same catch-up by the code of ``plan.baseline`` (a git worktree of it, run in a
     subprocess with this Python): the old path, measured in the same run."""
+    source = baseline_source(plan, workdir)
+    assert plan.baseline is not None
+    log.print(f"catching up with {plan.baseline}: {label} read model")
+    seconds = catch_up_in_subprocess(source, event_store_url, read_model_url, target)["seconds"]
+    result = CatchUp(label, "sqlite", target, seconds, target, seconds, code=plan.baseline)
+    log.print(f"  {target:,} events in {seconds:.1f}s ({result.per_second:,.0f} events/s)")
+    return result
+
+
+def baseline_source(plan: Plan, workdir: Path) -> Path:
+    """A git worktree of ``plan.baseline`` in ``workdir`` (added once)."""
     assert plan.baseline is not None
     source = workdir / "baseline-src"
-    root = Path(__file__).resolve().parent.parent
     if not source.exists():
         subprocess.run(
             ["git", "worktree", "add", "--detach", str(source), plan.baseline],
-            cwd=root,
+            cwd=Path(__file__).resolve().parent.parent,
             check=True,
             capture_output=True,
         )
-    log.print(f"catching up with {plan.baseline}: {label} read model")
+    return source
+
+
+def catch_up_in_subprocess(
+    source: Path, event_store_url: str, read_model_url: str, target: int
+) -> dict[str, float]:
+    """``BASELINE_CATCH_UP`` run by the code in ``source`` with this Python: its wall
+    seconds and process CPU seconds to reach ``target``."""
     finished = subprocess.run(
         [
             sys.executable,
@@ -478,10 +521,30 @@ def baseline_catch_up(
         capture_output=True,
         text=True,
     )
-    seconds = float(json.loads(finished.stdout.strip().splitlines()[-1])["seconds"])
-    result = CatchUp(label, "sqlite", target, seconds, target, seconds, code=plan.baseline)
-    log.print(f"  {target:,} events in {seconds:.1f}s ({result.per_second:,.0f} events/s)")
-    return result
+    answer: dict[str, float] = json.loads(finished.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def cpu_catch_ups(plan: Plan, workdir: Path, events_url: str, target: int) -> list[CpuCatchUp]:
+    """CPU per event of the same catch-up by the baseline's code and by this code, each
+    in a fresh process (the same measure on both sides), alternating for
+    ``plan.cpu_rounds`` rounds (who goes first alternates too)."""
+    sides = [
+        (str(plan.baseline), baseline_source(plan, workdir)),
+        ("this commit", Path(__file__).resolve().parent.parent),
+    ]
+    found: list[CpuCatchUp] = []
+    for round_ in range(plan.cpu_rounds):
+        for code, source in sides if round_ % 2 == 0 else sides[::-1]:
+            views = workdir / f"views.cpu{round_}.{len(found)}.sqlite"
+            answer = catch_up_in_subprocess(source, events_url, sqlite_url(views), target)
+            item = CpuCatchUp(code, target, answer["seconds"], answer["cpu_seconds"])
+            found.append(item)
+            log.print(
+                f"  CPU catch-up by {code}: {item.cpu_seconds:.2f}s CPU "
+                f"({item.cpu_us_per_event:.1f} µs/event), {item.seconds:.2f}s wall"
+            )
+    return found
 
 
 def remove_baseline_source(workdir: Path) -> None:
@@ -719,6 +782,7 @@ class Results:
     plan: Plan
     builds: list[BuildResult] = field(default_factory=list)
     catch_ups: list[CatchUp] = field(default_factory=list)
+    cpu_catch_ups: list[CpuCatchUp] = field(default_factory=list)
     latencies: list[Latency] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     postgres_settings: dict[str, str] = field(default_factory=dict)
@@ -734,6 +798,16 @@ class Results:
             if new and old:
                 speedups[read_model] = statistics.median(new) / statistics.median(old)
         return speedups
+
+    def cpu_medians(self) -> dict[str, float]:
+        """Median CPU µs per event of each code's fresh-process catch-ups."""
+        codes = dict.fromkeys(item.code for item in self.cpu_catch_ups)
+        return {
+            code: statistics.median(
+                item.cpu_us_per_event for item in self.cpu_catch_ups if item.code == code
+            )
+            for code in codes
+        }
 
     def ratios(self) -> dict[str, float]:
         """p50(largest history) / p50(smallest history), per read model and query, on
@@ -799,6 +873,8 @@ def run(plan: Plan, workdir: Path, *, postgres: bool, pg_event_store: bool) -> R
         url = views_url if round_ == 0 else sqlite_url(workdir / f"views.new{round_}.sqlite")
         stop_at = build.head if round_ == 0 else target
         results.catch_ups.append(catch_up(events_url, url, target, stop_at, ("sqlite", "sqlite")))
+    if plan.baseline and plan.cpu_rounds:
+        results.cpu_catch_ups += cpu_catch_ups(plan, workdir, events_url, target)
     view = open_view(views_url, GENERATION)
     for history in build.hot:
         found = entry_count(view, history.account_id)
@@ -944,6 +1020,8 @@ def print_report(results: Results, seconds: float) -> None:
             f"{results.plan.baseline} ({verdict} the goal >= {SPEED_GOAL}x)"
         )
 
+    print_cpu_catch_ups(results)
+
     latency_table = Table(title=f"As-of query latency ({results.plan.queries:,} random each)")
     columns = ("read model", "query", "history entries", "p50 ms", "p99 ms", "CPU p50 ms")
     for column in (*columns, "CPU p99 ms"):
@@ -1017,6 +1095,20 @@ def print_before_ratios(results: Results) -> None:
             )
 
 
+def print_cpu_catch_ups(results: Results) -> None:
+    if not results.cpu_catch_ups:
+        return
+    medians = results.cpu_medians()
+    console.print(
+        "catch-up CPU per event on sqlite (fresh process each, alternating, medians of "
+        f"{results.plan.cpu_rounds}): "
+        + ", ".join(f"{code} {us:.1f} µs" for code, us in medians.items())
+    )
+    old, new = medians.get(str(results.plan.baseline)), medians.get("this commit")
+    if old and new:
+        console.print(f"catch-up CPU ratio on sqlite: {old / new:.2f}x the baseline's")
+
+
 def to_json(results: Results, seconds: float, load_before: float, commit: str) -> dict[str, Any]:
     return {
         "machine": machine(),
@@ -1026,6 +1118,10 @@ def to_json(results: Results, seconds: float, load_before: float, commit: str) -
         "total_seconds": round(seconds, 1),
         "builds": [build.as_json() for build in results.builds],
         "catch_up": [item.as_json() for item in results.catch_ups],
+        "catch_up_cpu": [item.as_json() for item in results.cpu_catch_ups],
+        "catch_up_cpu_us_per_event": {
+            code: round(us, 2) for code, us in results.cpu_medians().items()
+        },
         "as_of": [latency.as_json() for latency in results.latencies],
         "p50_ratios": {name: round(ratio, 3) for name, ratio in results.ratios().items()},
         "catch_up_speedups": {name: round(x, 2) for name, x in results.speedups().items()},
@@ -1070,6 +1166,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=2, help="baseline/this-commit catch-up pairs (default 2)"
     )
+    parser.add_argument(
+        "--cpu-rounds",
+        type=int,
+        default=3,
+        help="with --baseline: baseline/this-commit pairs of SQLite catch-ups each in a "
+        "fresh process, compared by process CPU per event (default 3; 0 to skip)",
+    )
     parser.add_argument("--seed", type=int, default=20240601, help="random seed")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     parser.add_argument(
@@ -1105,6 +1208,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         accounts=accounts,
         baseline=args.baseline,
         rounds=max(1, int(args.rounds)),
+        cpu_rounds=max(0, int(args.cpu_rounds)),
         hot_entries=hot,
         queries=args.queries if args.queries is not None else (300 if quick else 2000),
         users=users,
