@@ -38,7 +38,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, resolve_topic
 
-from app.application.ledger import Ledger
+from app.application.ledger import Ledger, collector_paused
 from projections.projection import PROJECTION_BATCH_MAX, LedgerProjection, RowWriter
 
 # Events pulled ahead of the writer: enough to fill the next batch while one is written.
@@ -132,11 +132,12 @@ class CatchUpRunner:
             name, to_domain_event = self.app.name, domain_event_reader(self.app.mapper)
 
             def apply(batch: Sequence[Notification]) -> None:
-                self.view.apply_at_positions(
-                    [to_domain_event(n) for n in batch],
-                    [n.id for n in batch],
-                    Tracking(name, batch[-1].id),
-                )
+                with collector_paused():  # the batch's events and rows: no cycles
+                    self.view.apply_at_positions(
+                        [to_domain_event(n) for n in batch],
+                        [n.id for n in batch],
+                        Tracking(name, batch[-1].id),
+                    )
 
             if not self._read_to_head(apply) or not self._subscribe():
                 return
@@ -151,9 +152,10 @@ class CatchUpRunner:
         recorder = self.app.recorder
         size = catch_up_batch_size((recorder.max_notification_id() or 0) - (self._checkpoint or 0))
         while not self._stopping.is_set():
-            batch = recorder.select_notifications(
-                start=self._checkpoint or 0, limit=size, inclusive_of_start=False
-            )
+            with collector_paused():
+                batch = recorder.select_notifications(
+                    start=self._checkpoint or 0, limit=size, inclusive_of_start=False
+                )
             if batch:
                 apply(batch)
                 self._checkpoint = batch[-1].id

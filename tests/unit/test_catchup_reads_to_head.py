@@ -3,6 +3,7 @@ subscribes only from there: a long catch-up is one thread (no hand-off per event
 second thread taking the GIL from the writer), and events written afterwards still
 arrive through the subscription."""
 
+import gc
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,3 +150,33 @@ def test_a_catch_up_takes_a_tenth_of_what_it_has_to_do_per_batch_within_bounds()
     # A long one (a rebuild, the benchmark): the largest batches.
     assert catch_up_batch_size(largest * catchup.CATCH_UP_COMMITS_MIN) == largest
     assert catch_up_batch_size(10**9) == largest
+
+
+def test_the_collector_is_held_off_while_a_batch_is_applied_and_on_again_after(
+    ledger: Ledger, log_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's events and rows are freed by reference counting: the collector's passes
+    over them (set off by their number) are held off until the batch is written."""
+    ledger.open_account(OpenAccount("funding", UNIT, allow_negative=True))
+    ledger.open_account(OpenAccount("user", UNIT))
+    head = write_transfers(ledger, TRANSFERS, "before")
+    collecting: list[bool] = []
+    apply = RowWriter.apply_at_positions
+
+    def apply_noting_the_collector(self: RowWriter, *args: Any) -> None:
+        collecting.append(gc.isenabled())
+        apply(self, *args)
+
+    monkeypatch.setattr(RowWriter, "apply_at_positions", apply_noting_the_collector)
+    # The ledger's writer holds the collector off during its own writes: done by now.
+    assert eventually(gc.isenabled, WAIT_SECONDS)
+
+    runner = start_runner(*log_urls, 1)
+    try:
+        runner.wait(head, timeout=WAIT_SECONDS)
+    finally:
+        runner.__exit__(None, None, None)
+
+    assert len(collecting) >= head // CATCH_UP_BATCH
+    assert not any(collecting)
+    assert gc.isenabled()
