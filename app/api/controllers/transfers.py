@@ -18,6 +18,7 @@ from app.api.consistency import (
     stamp_position,
 )
 from app.api.errors import ledger_error_body, status_of
+from app.api.fast_lane import transfer_fast_lane
 from app.api.metrics import metrics_of
 from app.api.pagination import (
     PAGE_LIMIT_DEFAULT,
@@ -97,6 +98,8 @@ class TransferController(Controller):
         status_code=201,
         summary="Record a transfer (201; an idempotent replay answers 200, same body)",
         operation_id="recordTransfer",
+        # An ordinary request is answered before this handler's machinery (app.api.fast_lane).
+        middleware=[transfer_fast_lane],
     )
     async def record(
         self,
