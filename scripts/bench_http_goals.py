@@ -282,16 +282,29 @@ def open_accounts(base_url: str, key: str) -> None:
                 raise RuntimeError(f"open {account_id}: {response.status_code} {response.text}")
 
 
-def line(shape: Shape, ledger: Result, naive: Result | None) -> str:
+# What the server process and its children are, for the CPU figures: ``ledger serve``
+# and its projections child on the embedded default; with ``--workers N`` uvicorn's
+# supervisor and its API worker processes (the projections run in ``ledger project``).
+EMBEDDED_PROCESSES: Final = ("serve", "projections child")
+WORKERS_PROCESSES: Final = ("supervisor", "API workers")
+
+
+def line(
+    shape: Shape,
+    ledger: Result,
+    naive: Result | None,
+    processes: tuple[str, str] = EMBEDDED_PROCESSES,
+) -> str:
     ratio = ""
     if naive is not None:
         ratio = (
             f", naive {naive.transfers_per_s:,.0f}/s (p99 {naive.p99_ms:.1f} ms, max "
             f"{naive.max_ms:.0f} ms), ratio {ledger.transfers_per_s / naive.transfers_per_s:.2f}"
         )
-    cpu = f"; CPU µs/transfer: serve {ledger.cpu_us:,.0f}"
+    parent, children = processes
+    cpu = f"; CPU µs/transfer: {parent} {ledger.cpu_us:,.0f}"
     if ledger.children_cpu_us == ledger.children_cpu_us and ledger.children_cpu_us > 0:
-        cpu += f" + projections {ledger.children_cpu_us:,.0f}"
+        cpu += f" + {children} {ledger.children_cpu_us:,.0f}"
     if naive is not None:
         cpu += f", naive {naive.cpu_us:,.0f}"
     return (
@@ -503,7 +516,8 @@ def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
                             created += (warm.created + result.created) if shape.hot else 0
                         per_transfer_ms = 1000 / max(1, result.created)
                         print(
-                            f"workers {count}: {line(shape, result, None)}; serve CPU "
+                            f"workers {count}: {line(shape, result, None, WORKERS_PROCESSES)}; "
+                            "serve CPU (all its processes) "
                             f"{cpu * per_transfer_ms:.2f} ms per transfer, PostgreSQL server "
                             f"{server_cpu * per_transfer_ms:.2f} ms; cores busy: serve "
                             f"{cpu / seconds:.2f}, PostgreSQL {server_cpu / seconds:.2f} of "
