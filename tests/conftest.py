@@ -82,6 +82,32 @@ def no_thread_outlives_its_test() -> Iterator[None]:
     assert not left, f"threads still running after the test: {left}"
 
 
+# The committer's writer thread (app/application/committer.py): a daemon, so the check
+# above passes it by, but one left running means a ledger was never closed.
+COMMITTER_THREAD_NAME = "ledger-committer"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def every_ledger_of_a_module_is_closed() -> Iterator[None]:
+    """A ledger's committer thread ends when the ledger is closed; one still running
+    after the module (its module-scoped fixtures closed by then) belongs to a ledger a
+    test or a fixture never closed: it holds that ledger, its connections and its cache
+    for the rest of the session. Checked per module, not per test, because a ledger of
+    a module-scoped fixture starts its committer in whichever test writes first."""
+    before = set(threading.enumerate())
+    yield
+    started = [
+        thread
+        for thread in threading.enumerate()
+        if thread not in before and thread.name == COMMITTER_THREAD_NAME
+    ]
+    deadline = time.monotonic() + THREAD_EXIT_SECONDS
+    for thread in started:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [thread for thread in started if thread.is_alive()]
+    assert not left, f"{len(left)} ledger(s) never closed: their committer threads still run"
+
+
 @dataclasses.dataclass(frozen=True)
 class SessionPostgres(PostgresServer):
     """The session's server, which remembers the databases it made so that each test's

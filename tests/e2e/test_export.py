@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
@@ -40,7 +41,7 @@ TYPES: Final = {
 
 
 @pytest.fixture
-def books(tmp_path: Path) -> Ledger:
+def books(tmp_path: Path) -> Iterator[Ledger]:
     ledger = Ledger(event_store_env(sqlite_url(tmp_path / "events.sqlite")))
     ledger.open_account(OpenAccount("issuance", "CREDITS", allow_negative=True))
     ledger.open_account(OpenAccount("cash", "CREDITS", allow_negative=True, account_type="asset"))
@@ -60,7 +61,8 @@ def books(tmp_path: Path) -> Ledger:
         ledger.record_transfer(move)
     ledger.reverse_transfer("use-1", "refund-1", {"reason": "cancelled"})
     ledger.close_account("trial")
-    return ledger
+    yield ledger
+    ledger.close()
 
 
 def journal(books: Ledger, path: Path, journal_format: str) -> str:

@@ -1,10 +1,13 @@
 """Every stream is a hash chain: the write path links events, and any edit shows."""
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
 import itertools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -24,17 +27,23 @@ from app.domain.values import account_uuid, transfer_uuid
 from app.persistence.stores import event_store_env
 
 
-def recorded_ledger() -> Ledger:
-    ledger = Ledger(event_store_env("memory://"))
-    ledger.open_account(OpenAccount("bank", "CREDITS", allow_negative=True))
-    ledger.open_account(OpenAccount("alice", "CREDITS"))
-    for number in range(5):
-        ledger.record_transfer(RecordTransfer(f"t{number}", "bank", "alice", number + 1))
-    return ledger
+@contextmanager
+def recorded_ledger() -> Iterator[Ledger]:
+    with Ledger(event_store_env("memory://")) as ledger:
+        ledger.open_account(OpenAccount("bank", "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("alice", "CREDITS"))
+        for number in range(5):
+            ledger.record_transfer(RecordTransfer(f"t{number}", "bank", "alice", number + 1))
+        yield ledger
+
+
+def alice_events() -> list[Any]:
+    with recorded_ledger() as ledger:
+        return list(ledger.events.get(account_uuid("alice")))
 
 
 def test_each_event_links_to_the_one_before_it() -> None:
-    events: list[Any] = list(recorded_ledger().events.get(account_uuid("alice")))
+    events = alice_events()
     assert len(events) == 6
     assert events[0].chain == expected_chain(GENESIS, events[0])
     for previous, event in itertools.pairwise(events):
@@ -43,13 +52,13 @@ def test_each_event_links_to_the_one_before_it() -> None:
 
 
 def test_an_edited_amount_breaks_its_own_link() -> None:
-    events: list[Any] = list(recorded_ledger().events.get(account_uuid("alice")))
+    events = alice_events()
     events[3] = dataclasses.replace(events[3], amount=999)
     assert first_broken_link(events) == 3
 
 
 def test_re_chaining_an_edit_breaks_the_next_link() -> None:
-    events: list[Any] = list(recorded_ledger().events.get(account_uuid("alice")))
+    events = alice_events()
     forged = dataclasses.replace(events[3], amount=999)
     events[3] = dataclasses.replace(
         forged,
@@ -59,15 +68,15 @@ def test_re_chaining_an_edit_breaks_the_next_link() -> None:
 
 
 def test_a_removed_event_breaks_the_chain() -> None:
-    events: list[Any] = list(recorded_ledger().events.get(account_uuid("alice")))
+    events = alice_events()
     del events[2]
     assert first_broken_link(events) == 3
 
 
 def test_the_aggregate_remembers_the_head_of_its_chain() -> None:
-    ledger = recorded_ledger()
-    events: list[Any] = list(ledger.events.get(account_uuid("alice")))
-    account: Any = ledger.repository.get(account_uuid("alice"))
+    with recorded_ledger() as ledger:
+        events: list[Any] = list(ledger.events.get(account_uuid("alice")))
+        account: Any = ledger.repository.get(account_uuid("alice"))
     assert account.chain == events[-1].chain
 
 
@@ -141,15 +150,16 @@ def _holds_a_time(value: Any) -> bool:
 def test_links_written_with_json_dumps_alone_keep_verifying(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with monkeypatch.context() as before_orjson:
-        # What the write path did before: every link's bytes from json.dumps.
-        before_orjson.setattr(chain, "_canonical_json", _json_dumps_bytes)
-        before_orjson.setattr(chain, "_link", _json_dumps_link)
-        ledger = recorded_ledger()
-    ledger.record_transfer(
-        RecordTransfer("after", "bank", "alice", 9, metadata={"note": "café\x7f☕"})
-    )
-    events: list[Any] = list(ledger.events.get(account_uuid("alice")))
+    with contextlib.ExitStack() as stack:
+        with monkeypatch.context() as before_orjson:
+            # What the write path did before: every link's bytes from json.dumps.
+            before_orjson.setattr(chain, "_canonical_json", _json_dumps_bytes)
+            before_orjson.setattr(chain, "_link", _json_dumps_link)
+            ledger = stack.enter_context(recorded_ledger())
+        ledger.record_transfer(
+            RecordTransfer("after", "bank", "alice", 9, metadata={"note": "café\x7f☕"})
+        )
+        events: list[Any] = list(ledger.events.get(account_uuid("alice")))
     assert len(events) == 7
     assert first_broken_link(events) is None
     assert first_broken_link([*events[:2], dataclasses.replace(events[2], amount=99)]) == 2
@@ -168,21 +178,22 @@ def _json_dumps_bytes(content: list[Any]) -> bytes:
 # The lean trigger path builds what the library's own fold builds ---------------------------
 
 
-def busy_ledger() -> Ledger:
-    ledger = recorded_ledger()
-    ledger.open_account(OpenAccount("shop", "CREDITS", metadata={"tier": "a"}))
-    ledger.update_account("shop", {"tier": "b", "region": "eu"})
-    grant = GrantTerms(expires_at=datetime(2999, 1, 1, tzinfo=UTC), priority=10)
-    ledger.record_transfer(RecordTransfer("promo", "bank", "alice", 50, grant=grant))
-    ledger.record_transfer(RecordTransfer("spend", "alice", "shop", 60))
-    ledger.record_transfer(RecordTransfer("hold", "alice", "shop", 5, pending=True))
-    ledger.post_pending("hold", 3)
-    ledger.record_transfer(RecordTransfer("hold2", "alice", "shop", 2, pending=True))
-    ledger.void_pending("hold2")
-    ledger.reverse_transfer("spend", "refund", amount=20)
-    ledger.open_account(OpenAccount("idle", "CREDITS"))
-    ledger.close_account("idle")
-    return ledger
+@contextmanager
+def busy_ledger() -> Iterator[Ledger]:
+    with recorded_ledger() as ledger:
+        ledger.open_account(OpenAccount("shop", "CREDITS", metadata={"tier": "a"}))
+        ledger.update_account("shop", {"tier": "b", "region": "eu"})
+        grant = GrantTerms(expires_at=datetime(2999, 1, 1, tzinfo=UTC), priority=10)
+        ledger.record_transfer(RecordTransfer("promo", "bank", "alice", 50, grant=grant))
+        ledger.record_transfer(RecordTransfer("spend", "alice", "shop", 60))
+        ledger.record_transfer(RecordTransfer("hold", "alice", "shop", 5, pending=True))
+        ledger.post_pending("hold", 3)
+        ledger.record_transfer(RecordTransfer("hold2", "alice", "shop", 2, pending=True))
+        ledger.void_pending("hold2")
+        ledger.reverse_transfer("spend", "refund", amount=20)
+        ledger.open_account(OpenAccount("idle", "CREDITS"))
+        ledger.close_account("idle")
+        yield ledger
 
 
 def comparable(aggregate: Any) -> dict[str, Any]:
@@ -208,10 +219,10 @@ def comparable(aggregate: Any) -> dict[str, Any]:
 def test_aggregates_built_by_commands_equal_the_librarys_fold_of_their_events(
     stream: UUID,
 ) -> None:
-    ledger = busy_ledger()
-    built = ledger.load_aggregate(stream)  # the writer's own, built by the commands
-    assert built is not None
-    folded: Any = Repository(event_store=ledger.events).get(stream)  # the library's mutate
+    with busy_ledger() as ledger:
+        built = ledger.load_aggregate(stream)  # the writer's own, built by the commands
+        assert built is not None
+        folded: Any = Repository(event_store=ledger.events).get(stream)  # the library's mutate
     assert comparable(built) == comparable(folded)
 
 

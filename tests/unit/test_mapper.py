@@ -120,8 +120,8 @@ def test_an_event_given_another_attribute_after_it_was_built_is_stored_whole() -
     (event,) = account.collect_events()
     mark_commit([event])
     vars(event)["note"] = "set after the link"  # neither hashed nor a commit mark
-    ledger = Ledger(event_store_env("memory://"))
-    stored = ledger.mapper.to_stored_event(event)
+    with Ledger(event_store_env("memory://")) as ledger:
+        stored = ledger.mapper.to_stored_event(event)
     state = orjson.loads(stored.state)
     assert state["note"] == "set after the link"
     assert state == json.loads(library_mapper().to_stored_event(without_kept_bytes(event)).state)

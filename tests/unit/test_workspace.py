@@ -2,6 +2,7 @@
 immutable values, or containers of them, so that an image one level deep restores it."""
 
 import copy
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -18,7 +19,7 @@ from app.domain.values import account_uuid, transfer_uuid
 
 
 @pytest.fixture
-def ledger() -> Ledger:
+def ledger() -> Iterator[Ledger]:
     ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"})
     ledger.open_account(OpenAccount("issuer", "CREDITS", allow_negative=True))
     ledger.open_account(OpenAccount("alice", "CREDITS", metadata={"tier": "gold"}))
@@ -28,7 +29,8 @@ def ledger() -> Ledger:
     ledger.post_pending("hold", 7)
     ledger.record_transfer(RecordTransfer("spend", "alice", "bob", 5))
     ledger.reverse_transfer("spend", "refund")
-    return ledger
+    yield ledger
+    ledger.close()
 
 
 def stored(ledger: Ledger, originator_id: UUID) -> Aggregate:
