@@ -25,6 +25,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.serialization import decode_json
 from litestar.types import ASGIApp, HTTPRequestEvent, Receive, ReceiveMessage, Scope, Send
 
+from app.api.consistency import POSITION_HEADER
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.metrics import Metrics
 from app.api.schemas import TransferCreate, transfer_document
@@ -36,6 +37,7 @@ WRITE_SCOPE: Final = "write"
 _AUTHORIZATION: Final = b"authorization"
 _CONTENT_LENGTH: Final = b"content-length"
 _JSON_CONTENT_TYPE: Final = MediaType.JSON.encode()
+_POSITION: Final = POSITION_HEADER.lower().encode()
 
 
 def transfer_fast_lane(app: ASGIApp) -> ASGIApp:
@@ -142,7 +144,11 @@ async def _answer(send: Send, outcome: TransferOutcome) -> None:
     body = orjson.dumps(
         transfer_document(outcome.transfer, outcome.position), option=orjson.OPT_UTC_Z
     )
-    headers = [(b"content-type", _JSON_CONTENT_TYPE), (b"content-length", b"%d" % len(body))]
+    headers = [
+        (_POSITION, b"%d" % outcome.position),
+        (b"content-type", _JSON_CONTENT_TYPE),
+        (b"content-length", b"%d" % len(body)),
+    ]
     if outcome.created:
         headers.insert(0, (b"location", f"/v1/transfers/{outcome.transfer.id}".encode()))
     await send(

@@ -16,6 +16,7 @@ from tests.api.helpers import (
     open_issuer,
     record,
     rfc3339,
+    transfer_body,
 )
 
 
@@ -226,3 +227,14 @@ def test_history_and_totals_answer_over_http(client: Client) -> None:
     ]
     before = ok(client.get("/v1/ledger/totals", params={"at_position": written["position"] - 1}))
     assert all(unit["balance_sum"] == 0 for unit in before["units"])
+
+
+def test_a_transfers_answer_says_its_position_in_the_header_too(client: Client) -> None:
+    """Written now (201) or replayed (200): the write's position, body and header alike."""
+    open_issuer(client)
+    open_account(client, "a")
+    body = transfer_body("t-position", ISSUER, "a", 5)
+    for status in (201, 200):
+        answer = client.post("/v1/transfers", json=body)
+        assert answer.status_code == status, answer.text
+        assert int(answer.headers["ledger-position"]) == answer.json()["position"]
