@@ -36,6 +36,7 @@ from psycopg.sql import SQL, Composed, Identifier, Literal
 from psycopg_pool import ConnectionPool
 
 from app.compat import postgres_connection_kwargs, postgres_insert_on, set_pool_check
+from app.domain.errors import OutcomeUnknownError
 
 STATEMENT_TIMEOUT_KEY = "POSTGRES_STATEMENT_TIMEOUT"
 # With pre-ping on, a pooled connection is pinged before use only when it was last handed
@@ -48,6 +49,11 @@ LOCK_WAIT_MIN_MILLISECONDS: Final = 1
 # Each try is bounded by the pool's wait and the statement timeout, and a writer's
 # caller is answered at its deadline whatever the writer is doing.
 DROPPED_CONNECTION_RETRIES: Final = 1
+UNKNOWN_COMMIT_DETAIL: Final = (
+    "the store's connection was lost while the write was being committed, and it could "
+    "not be reached again: the write may or may not have been recorded. Sending the same "
+    "request again is safe"
+)
 
 R = TypeVar("R")
 
@@ -188,22 +194,48 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
                 # commit was made is not known. Written again elsewhere, as the library
                 # does for its writes: a committed first try is refused by the unique
                 # key (a conflict: the commands run again and answer as resends).
-                again: Sequence[int] = self._insert_committed(stored_events, **kwargs)
+                again: Sequence[int] = self._insert_committed(
+                    stored_events, maybe_committed=True, **kwargs
+                )
                 return again
             raise OperationalError(str(error)) from error
         except psycopg.Error as error:
             raise PersistenceError(str(error)) from error
 
-    # As the library's own insert: a broken connection is tried again on another one.
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _insert_committed(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+        self, stored_events: Sequence[StoredEvent], *, maybe_committed: bool = False, **kwargs: Any
     ) -> Sequence[int]:
         """The library's insert (same statements, same table lock), committed in the same
         round trip (``postgres_insert_on``): the lock is never held across a wait for
-        this process. The pool's ``get_connection`` maps psycopg's errors to the library's."""
+        this process. A broken connection is tried again on another one, as the library
+        does for its own insert.
+
+        When every try failed and one of them lost its connection in the middle of its
+        round trip (or the caller's own write did: ``maybe_committed``), a commit may
+        have been made whose answer never came back: that is ``OutcomeUnknownError``,
+        never "nothing was written", after which a client could send the same transfer
+        again under a new id."""
+        broken_midway = [maybe_committed]
+        try:
+            written: Sequence[int] = self._insert_tried(stored_events, broken_midway, **kwargs)
+        except (InterfaceError, OperationalError) as error:
+            if any(broken_midway):
+                raise OutcomeUnknownError(UNKNOWN_COMMIT_DETAIL) from error
+            raise
+        return written
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _insert_tried(
+        self, stored_events: Sequence[StoredEvent], broken_midway: list[bool], **kwargs: Any
+    ) -> Sequence[int]:
+        """One try of ``_insert_committed``. The pool's ``get_connection`` maps psycopg's
+        errors to the library's."""
         with self.datastore.get_connection() as connection:
-            return postgres_insert_on(self, connection, stored_events, begin=True, **kwargs)
+            try:
+                return postgres_insert_on(self, connection, stored_events, begin=True, **kwargs)
+            except psycopg.Error:
+                broken_midway.append(connection.broken)
+                raise
 
 
 def postgres_after_query(events: Any) -> Composed:

@@ -25,8 +25,10 @@ from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.bootstrap import build_services, shutdown
 from app.compat import postgres_insert_on
+from app.domain.errors import LedgerError, OutcomeUnknownError, StoreUnavailableError
 from app.domain.values import account_uuid
 from app.persistence import postgres
+from app.persistence.faults import store_fault
 from app.persistence.postgres import reading_retried
 from app.persistence.stores import event_store_env
 from app.settings import Settings
@@ -62,6 +64,13 @@ def restartable_postgres() -> Iterator[PostgresServer]:
 @pytest.fixture
 def database_url(restartable_postgres: PostgresServer) -> str:
     return restartable_postgres.create_database(f"restart_{next(_databases)}")
+
+
+def cut_by_the_server(connection: Any, database_url: str) -> None:
+    """The server ends ``connection``'s session; raises as its next use does."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (connection.info.backend_pid,))
+    connection.execute("SELECT 1")  # raises: the connection is gone
 
 
 def restart(server: PostgresServer) -> None:
@@ -147,9 +156,7 @@ def test_a_write_under_the_write_lock_whose_commit_answer_was_lost_answers_as_a_
         ids = postgres_insert_on(recorder, connection, events, begin=begin, **kwargs)
         if not begin and not cut:  # on the held connection, once: its answer is lost
             cut.append(connection.info.backend_pid)
-            with psycopg.connect(database_url, autocommit=True) as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", (connection.info.backend_pid,))
-            connection.execute("SELECT 1")  # raises: the connection is gone
+            cut_by_the_server(connection, database_url)
         return ids
 
     ledger = Ledger(event_store_env(database_url))
@@ -167,6 +174,88 @@ def test_a_write_under_the_write_lock_whose_commit_answer_was_lost_answers_as_a_
         resent = ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5))
         assert (resent.created, resent.position) == (False, answer.position)
         assert ledger.get_account("alice").balance == 5
+    finally:
+        ledger.close()
+
+
+def test_a_lost_commit_answer_whose_store_stays_unreachable_answers_outcome_unknown(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write under the lock committed and its connection was cut before the answer
+    came back, and every later try failed too (the server went away): whether it was
+    written is not known, so the answer says so (``outcome_unknown``), never "nothing was
+    written". Once the store answers again, the same command answers as a resend."""
+    monkeypatch.setattr(ledger_module, "CONTENDED_SECONDS", CONTENDED_FOR_SECONDS)
+    monkeypatch.setattr(time, "sleep", lambda _seconds: None)  # the library's retry waits
+    tries_after_cut: list[bool] = []
+
+    def committed_then_unreachable(
+        recorder: Any, connection: Any, events: Any, *, begin: bool, **kwargs: Any
+    ) -> Any:
+        if begin:  # every later try, on another connection: the server does not answer
+            tries_after_cut.append(True)
+            raise psycopg.OperationalError("connection refused")
+        postgres_insert_on(recorder, connection, events, begin=begin, **kwargs)
+        cut_by_the_server(connection, database_url)
+
+    ledger = Ledger(event_store_env(database_url))
+    try:
+        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("alice", "CREDITS"))
+        ledger._mark_contended([account_uuid("alice")])
+        monkeypatch.setattr(postgres, "postgres_insert_on", committed_then_unreachable)
+
+        with pytest.raises(OutcomeUnknownError):
+            ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5))
+
+        assert tries_after_cut, "the write was tried again elsewhere"
+        monkeypatch.setattr(postgres, "postgres_insert_on", postgres_insert_on)
+        resent = ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5))
+        assert resent.created is False, "the first try had committed"
+        assert ledger.get_account("alice").balance == 5
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("cut_midway", "answer"),
+    [
+        pytest.param(True, OutcomeUnknownError, id="a-try-cut-midway"),
+        pytest.param(False, StoreUnavailableError, id="no-try-reached-the-server"),
+    ],
+)
+def test_a_write_every_try_of_which_failed_says_whether_it_may_have_committed(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    cut_midway: bool,
+    answer: type[Exception],
+) -> None:
+    """A write (not under the lock) all of whose tries failed: when one of them lost its
+    connection in the middle of its round trip, the commit may have been made, so the
+    answer is ``outcome_unknown``; when none did, nothing was written
+    (``store_unavailable``), and the ledger writes nothing either way."""
+    monkeypatch.setattr(time, "sleep", lambda _seconds: None)  # the library's retry waits
+    tries: list[int] = []
+
+    def failing(recorder: Any, connection: Any, events: Any, *, begin: bool, **kwargs: Any) -> Any:
+        tries.append(connection.info.backend_pid)
+        if cut_midway and len(tries) == 1:
+            cut_by_the_server(connection, database_url)
+        raise psycopg.OperationalError("connection refused")
+
+    ledger = Ledger(event_store_env(database_url))
+    try:
+        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("alice", "CREDITS"))
+        monkeypatch.setattr(postgres, "postgres_insert_on", failing)
+
+        with pytest.raises((LedgerError, OperationalError)) as raised:
+            ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5))
+
+        assert type(store_fault(raised.value)) is answer
+        assert len(tries) > 1, "the write was tried again"
+        monkeypatch.setattr(postgres, "postgres_insert_on", postgres_insert_on)
+        assert ledger.get_account("alice").balance == 0
     finally:
         ledger.close()
 
