@@ -75,6 +75,11 @@ class Database:
                 min_size=1,
                 max_size=POSTGRES_POOL_SIZE_MAX,
                 timeout=POSTGRES_POOL_TIMEOUT_SECONDS,
+                # A connection is pinged before it is handed out, and replaced when a
+                # server restart cut it: the feed's and the deliveries' writes are few
+                # and batched, so a round trip each is cheap, and the first requests
+                # after a restart succeed instead of each failing once per connection.
+                check=ConnectionPool.check_connection,
                 open=True,
             )
         else:

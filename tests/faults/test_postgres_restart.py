@@ -27,6 +27,7 @@ from app.bootstrap import build_services, shutdown
 from app.compat import postgres_insert_on
 from app.domain.errors import LedgerError, OutcomeUnknownError, StoreUnavailableError
 from app.domain.values import account_uuid
+from app.events.database import Database
 from app.persistence import postgres
 from app.persistence.faults import store_fault
 from app.persistence.postgres import reading_retried
@@ -369,3 +370,25 @@ def served_after_a_restart(client: TestClient[Litestar], server: PostgresServer)
     alice = client.get(f"/v1/accounts/alice?min_position={new.json()['position']}")
     assert alice.status_code == 200, alice.text
     assert alice.json()["balance"] == TRANSFERS_BEFORE + 1
+
+
+def test_the_events_database_works_on_the_first_use_after_a_restart(
+    restartable_postgres: PostgresServer, database_url: str
+) -> None:
+    """The events database (the feed, webhook subscriptions and deliveries) has its own
+    pool: after a restart cut its connections, the next transactions find working ones."""
+    database = Database(database_url)
+    try:
+        database.create(["CREATE TABLE IF NOT EXISTS marks (n integer)"])
+        with database.transaction(write=True) as cursor:
+            cursor.execute("INSERT INTO marks VALUES (?)", (1,))
+
+        restart(restartable_postgres)
+
+        with database.transaction(write=True) as cursor:
+            cursor.execute("INSERT INTO marks VALUES (?)", (2,))
+        with database.transaction() as cursor:
+            cursor.execute("SELECT n FROM marks ORDER BY n")
+            assert [row[0] for row in cursor.fetchall()] == [1, 2]
+    finally:
+        database.close()
