@@ -47,6 +47,10 @@ STOP_CHECK_SECONDS: Final = 0.1
 # How long the writer waits for one more event before it writes what it has: a few
 # milliseconds of latency for a live event, full batches during a catch-up.
 BATCH_LINGER_SECONDS: Final = 0.005
+# A live runner that received nothing for this long reads the log after its checkpoint
+# itself (``CatchUpRunner._missed``): a notification the subscription missed costs at
+# most this delay, never a stuck view.
+MISSED_CHECK_SECONDS: Final = 1.0
 # Events per transaction while the writer reads the log itself (a catch-up): up to five
 # times a live batch, because each commit rewrites the index pages its rows touched and
 # each batch loads the rows of the accounts it changes (fewer of both per event), yet
@@ -138,11 +142,17 @@ class CatchUpRunner:
                         [n.id for n in batch],
                         Tracking(name, batch[-1].id),
                     )
+                self._checkpoint = batch[-1].id
 
             if not self._read_to_head(apply) or not self._subscribe():
                 return
             while (batch := self._next_batch()) is not None:
-                apply(batch)
+                # A batch read directly (``_missed``) is delivered again by the
+                # subscription later: what is already applied is skipped.
+                checkpoint = self._checkpoint or 0
+                fresh = [n for n in batch if n.id > checkpoint]
+                if fresh:
+                    apply(fresh)
         except BaseException as error:  # noqa: BLE001  # a thread's end: handed to the owner
             self._fail(error)
 
@@ -158,7 +168,6 @@ class CatchUpRunner:
                 )
             if batch:
                 apply(batch)
-                self._checkpoint = batch[-1].id
             if len(batch) < size:
                 return True
         return False
@@ -180,12 +189,17 @@ class CatchUpRunner:
         """The notifications handed over by now (waiting for the first), or None once
         stopped or at the end of the subscription."""
         batch: list[Notification] = []
+        idle_since = time.monotonic()
         while not batch:
             if self._stopping.is_set():
                 return None
             batch, ended = self._handoff.take(PROJECTION_BATCH_MAX, STOP_CHECK_SECONDS)
             if ended and not batch:
                 return None
+            if not batch and time.monotonic() - idle_since >= MISSED_CHECK_SECONDS:
+                batch, idle_since = self._missed(), time.monotonic()
+                if batch:
+                    return batch
         if len(batch) < PROJECTION_BATCH_MAX and not ended:
             # Linger a moment for more, once per batch: a live event waits at most this
             # long, and a catch-up whose reader fell behind still fills its batch.
@@ -193,6 +207,22 @@ class CatchUpRunner:
             more, _ = self._handoff.take(PROJECTION_BATCH_MAX - len(batch), 0)
             batch += more
         return batch
+
+    def _missed(self) -> list[Notification]:
+        """What the log holds after the checkpoint, read directly: normally nothing.
+
+        The library's PostgreSQL subscription pulls what is recorded, then starts
+        listening (``PostgresSubscription``: the pull thread starts before the listen
+        thread has sent LISTEN): an event committed in between is not pulled until the
+        next write's notification, and a caller waiting on the view for that event
+        would wait for a write that never comes. Read here after each
+        ``MISSED_CHECK_SECONDS`` without a notification, such an event is applied
+        within that bound whatever the subscription does."""
+        return list(
+            self.app.recorder.select_notifications(
+                start=self._checkpoint or 0, limit=PROJECTION_BATCH_MAX, inclusive_of_start=False
+            )
+        )
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:

@@ -180,3 +180,55 @@ def test_the_collector_is_held_off_while_a_batch_is_applied_and_on_again_after(
     assert len(collecting) >= head // CATCH_UP_BATCH
     assert not any(collecting)
     assert gc.isenabled()
+
+
+class _Deaf:
+    """A subscription that never delivers (as the library's PostgreSQL subscription
+    does with an event committed between its first pull and its LISTEN) until stopped."""
+
+    def __init__(self) -> None:
+        self._stopped = threading.Event()
+
+    def __enter__(self) -> "_Deaf":
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.stop()
+
+    def __iter__(self) -> "_Deaf":
+        return self
+
+    def __next__(self) -> Any:
+        self._stopped.wait()
+        raise StopIteration
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def test_an_event_the_subscription_never_delivers_is_applied_within_the_check_bound(
+    ledger: Ledger, log_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write after the runner subscribed, which its subscription misses, still reaches
+    the view within ``MISSED_CHECK_SECONDS`` (a caller waiting on the view for its own
+    write is never stuck), and once only."""
+    ledger.open_account(OpenAccount("funding", UNIT, allow_negative=True))
+    ledger.open_account(OpenAccount("user", UNIT))
+    deaf: list[_Deaf] = []
+
+    def subscribe(self: Any, gt: int | None = None, topics: Any = ()) -> _Deaf:
+        deaf.append(_Deaf())
+        return deaf[-1]
+
+    monkeypatch.setattr(SubscribableSQLiteApplicationRecorder, "subscribe", subscribe)
+    runner = start_runner(*log_urls, 1)
+    try:
+        assert eventually(lambda: bool(deaf), WAIT_SECONDS), "the runner subscribed"
+        later = write_transfers(ledger, 3, "missed")
+
+        runner.wait(later, timeout=WAIT_SECONDS)
+        balance = runner.view.balance("user")
+        assert balance is not None
+        assert balance.credits_posted == 3
+    finally:
+        runner.__exit__(None, None, None)
