@@ -148,11 +148,14 @@ class CatchUpRunner:
                 return
             while (batch := self._next_batch()) is not None:
                 # A batch read directly (``_missed``) is delivered again by the
-                # subscription later: what is already applied is skipped.
+                # subscription later: what is already applied is skipped (positions
+                # ascend within a batch, so only a batch starting at or before the
+                # checkpoint is filtered; a live batch is applied as it came).
                 checkpoint = self._checkpoint or 0
-                fresh = [n for n in batch if n.id > checkpoint]
-                if fresh:
-                    apply(fresh)
+                if batch[0].id <= checkpoint:
+                    batch = [n for n in batch if n.id > checkpoint]
+                if batch:
+                    apply(batch)
         except BaseException as error:  # noqa: BLE001  # a thread's end: handed to the owner
             self._fail(error)
 
