@@ -215,11 +215,11 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         have been made whose answer never came back: that is ``OutcomeUnknownError``,
         never "nothing was written", after which a client could send the same transfer
         again under a new id."""
-        broken_midway = [maybe_committed]
+        broken_midway: list[bool] = []  # a True per try whose connection broke
         try:
             written: Sequence[int] = self._insert_tried(stored_events, broken_midway, **kwargs)
         except (InterfaceError, OperationalError) as error:
-            if any(broken_midway):
+            if maybe_committed or broken_midway:
                 raise OutcomeUnknownError(UNKNOWN_COMMIT_DETAIL) from error
             raise
         return written
@@ -234,7 +234,8 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
             try:
                 return postgres_insert_on(self, connection, stored_events, begin=True, **kwargs)
             except psycopg.Error:
-                broken_midway.append(connection.broken)
+                if connection.broken:
+                    broken_midway.append(True)
                 raise
 
 
