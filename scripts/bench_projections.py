@@ -595,9 +595,12 @@ def account_list_latencies(
     alternating first. ``server_cpu`` (PostgreSQL) reads the server's CPU seconds so
     far, around each query."""
     rng = random.Random(seed)
+    # A page starts after an id that a whole page follows (any of them, with fewer
+    # accounts than a page): the newest ids have nothing after them to list.
+    starts = max(1, count - ACCOUNT_PAGE)
     kinds: dict[str, Callable[[], AccountFilter]] = {
         "list after id": lambda: AccountFilter(
-            after_id=f"list:{rng.randrange(count):07d}", limit=ACCOUNT_PAGE
+            after_id=f"list:{rng.randrange(starts):07d}", limit=ACCOUNT_PAGE
         ),
         "prefix": lambda: AccountFilter(
             prefix=f"list:{rng.randrange(count // 100 or 1):05d}", limit=ACCOUNT_PAGE
@@ -609,7 +612,7 @@ def account_list_latencies(
             metadata={"plan": rng.choice(PLANS), "region": rng.choice(REGIONS)},
             limit=ACCOUNT_PAGE,
         ),
-        "unit": lambda: AccountFilter(unit=UNIT, after_id=f"list:{rng.randrange(count):07d}"),
+        "unit": lambda: AccountFilter(unit=UNIT, after_id=f"list:{rng.randrange(starts):07d}"),
     }
     sides: list[tuple[str, Callable[[AccountFilter], list[AccountView]]]] = [
         ("accounts: ", view.accounts)
@@ -1203,6 +1206,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
     if users < 2:
         raise SystemExit("--users: at least 2")
     accounts = args.accounts or (QUICK_ACCOUNTS if quick else DEFAULT_ACCOUNTS)
+    if accounts < 2:
+        raise SystemExit("--accounts: at least 2 (a page after the first lists the others)")
     return Plan(
         events=args.events if args.events is not None else (30_000 if quick else 1_000_000),
         accounts=accounts,
