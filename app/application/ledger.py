@@ -16,6 +16,7 @@ fresh state, each within its own retry budget; the others are written at once.
 import contextlib
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -1310,6 +1311,34 @@ class _Reversal:
         self.back = back
 
 
+class _CollectorPauses:
+    """The pauses of the cyclic garbage collector now held, by any thread: the collector
+    is switched off by the first and back on by the last (if it was on before the first).
+    ``gc.disable`` is process-wide, and both the writer and the catch-up runner pause it:
+    a pause that ended while another thread's went on must not switch it back on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held = 0
+        self._was_enabled = False
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._held == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._held += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._held -= 1
+            if self._held == 0 and self._was_enabled:
+                gc.enable()
+
+
+_COLLECTOR_PAUSES: Final = _CollectorPauses()
+
+
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector held off for one group write, and run after it.
@@ -1321,14 +1350,13 @@ def collector_paused() -> Iterator[None]:
     of the process, the writer's cache of 20,000 aggregates included: a quarter of the
     CPU of a batch of 1,000 transfers (docs/benchmarks.md). Held off, the allocations
     are still counted, so the collector runs once right after the write; cycles made
-    meanwhile (by any thread) are collected then."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    meanwhile (by any thread) are collected then. Pauses are counted across threads
+    (``_CollectorPauses``): the collector comes back when the last one ends."""
+    _COLLECTOR_PAUSES.enter()
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        _COLLECTOR_PAUSES.leave()
 
 
 def _account_streams(group: list[Pending[Any]]) -> list[UUID]:

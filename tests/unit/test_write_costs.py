@@ -4,6 +4,8 @@ positions and stream ids built the lean way equal those built the plain way."""
 
 import dataclasses
 import gc
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from uuid import uuid5
@@ -64,6 +66,62 @@ def test_pausing_leaves_a_collector_that_was_off_off() -> None:
         gc.enable()
     with collector_paused():
         assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+PAUSING_THREADS = 4
+PAUSES_PER_THREAD = 2_000
+
+
+def test_a_pause_ending_in_one_thread_leaves_the_collector_off_for_another() -> None:
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen_by_second: list[bool] = []
+
+    def first() -> None:
+        with collector_paused():
+            first_in.set()
+            second_in.wait(timeout=5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(timeout=5)
+        with collector_paused():
+            second_in.set()
+            first_out.wait(timeout=5)
+            seen_by_second.append(gc.isenabled())  # the first's pause has ended
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert first_out.is_set()
+    assert seen_by_second == [False]
+    assert gc.isenabled()
+
+
+def test_pauses_from_many_threads_never_see_the_collector_on_and_it_ends_on() -> None:
+    """The writer and the catch-up runner pause it at once, in real threads."""
+    seen_on = 0
+    lock = threading.Lock()
+    start = threading.Barrier(PAUSING_THREADS)
+
+    def pausing() -> None:
+        nonlocal seen_on
+        start.wait(timeout=5)
+        for _ in range(PAUSES_PER_THREAD):
+            with collector_paused():
+                time.sleep(0)  # let the others in (and out), mid-pause
+                if gc.isenabled():
+                    with lock:
+                        seen_on += 1
+
+    threads = [threading.Thread(target=pausing) for _ in range(PAUSING_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert seen_on == 0
     assert gc.isenabled()
 
 
