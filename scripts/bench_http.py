@@ -208,14 +208,16 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(name: str, argv: Sequence[str], env: dict[str, str], workdir: Path) -> Iterator[Server]:
+def running(
+    name: str, argv: Sequence[str], env: dict[str, str], workdir: Path, cwd: Path = REPO
+) -> Iterator[Server]:
     """Start a server on a free port; SIGTERM it (then SIGKILL) on the way out, always."""
     port = free_port()
     stdout, stderr = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(
             [*argv, "--port", str(port)],
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,

@@ -172,6 +172,8 @@ class Result:
     # ledger's projections child), in µs: what each side pays, whatever the machine's load.
     cpu_us: float = float("nan")
     children_cpu_us: float = float("nan")
+    # Of ``cpu_us``: the server's main thread (``ledger serve``'s event loop).
+    loop_cpu_us: float = float("nan")
 
 
 def bodies(prefix: str, shape: Shape, client: int) -> Callable[[], bytes]:
@@ -242,13 +244,21 @@ async def load(port: int, key: str, shape: Shape, prefix: str, seconds: float) -
 
 
 def measure(server: Server, key: str, shape: Shape, tag: str, seconds: float) -> Result:
-    children = child_pids(server.process.pid)
-    own, theirs = cpu_seconds(server.process.pid), sum(map(cpu_seconds, children))
+    pid = server.process.pid
+    children = child_pids(pid)
+    own, theirs = cpu_seconds(pid), sum(map(cpu_seconds, children))
+    main_thread = cpu_seconds(pid, f"/proc/{pid}/task/{pid}/stat")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         result = runner.run(load(server.port, key, shape, f"{tag}-{server.name}", seconds))
-    own, theirs = cpu_seconds(server.process.pid) - own, sum(map(cpu_seconds, children)) - theirs
+    own, theirs = cpu_seconds(pid) - own, sum(map(cpu_seconds, children)) - theirs
+    main_thread = cpu_seconds(pid, f"/proc/{pid}/task/{pid}/stat") - main_thread
     per_transfer = 1e6 / max(1, result.created)
-    return replace(result, cpu_us=own * per_transfer, children_cpu_us=theirs * per_transfer)
+    return replace(
+        result,
+        cpu_us=own * per_transfer,
+        children_cpu_us=theirs * per_transfer,
+        loop_cpu_us=main_thread * per_transfer,
+    )
 
 
 def child_pids(pid: int) -> list[int]:
@@ -262,10 +272,11 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid`` (all its threads) so far; 0 once it is gone."""
+def cpu_seconds(pid: int, stat: str = "") -> float:
+    """User + system CPU of process ``pid`` (all its threads) so far, or of the one thread
+    whose ``stat`` file is given; 0 once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(stat or f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -303,6 +314,8 @@ def line(
         )
     parent, children = processes
     cpu = f"; CPU µs/transfer: {parent} {ledger.cpu_us:,.0f}"
+    if ledger.loop_cpu_us == ledger.loop_cpu_us and processes == EMBEDDED_PROCESSES:
+        cpu += f" (event loop {ledger.loop_cpu_us:,.0f})"
     if ledger.children_cpu_us == ledger.children_cpu_us and ledger.children_cpu_us > 0:
         cpu += f" + {children} {ledger.children_cpu_us:,.0f}"
     if naive is not None:
@@ -328,31 +341,63 @@ EMBEDDED_SHAPES: Final = {
 }
 
 
-def embedded(seconds: float, warmup: float, shapes: Sequence[Shape], rounds: int) -> list[str]:
+def embedded(
+    seconds: float,
+    warmup: float,
+    shapes: Sequence[Shape],
+    rounds: int,
+    baseline: Path | None = None,
+) -> list[str]:
+    """Each shape against the naive service, naive first; with ``baseline`` (a checkout of
+    an older commit, run through ``PYTHONPATH``) a third server runs that code, and it and
+    this code take turns going second."""
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-http-goals-") as temp:
         workdir = Path(temp)
         env = {**os.environ, "LEDGER_DATA_DIR": str(workdir / "data"), "PYTHONUNBUFFERED": "1"}
         for name in ("LEDGER_EVENT_STORE", "LEDGER_READ_MODEL"):
             env.pop(name, None)
-        with (
-            running("naive", naive_argv(workdir / "naive.sqlite"), env, workdir) as naive,
-            running("ledger", ledger_argv(), env, workdir) as ledger,
-        ):
-            key = admin_key(ledger)
-            open_accounts(ledger.base_url, key)
-            open_accounts(naive.base_url, key)
-            wait_for_projections(ledger.base_url)
+        with contextlib.ExitStack() as stack:
+            naive = stack.enter_context(
+                running("naive", naive_argv(workdir / "naive.sqlite"), env, workdir)
+            )
+            ledgers = [stack.enter_context(running("ledger", ledger_argv(), env, workdir))]
+            if baseline is not None:
+                old_env = {
+                    **env,
+                    "LEDGER_DATA_DIR": str(workdir / "baseline-data"),
+                    "PYTHONPATH": str(baseline.resolve()),
+                }
+                # Run from the checkout: a child started with ``python -c`` imports from
+                # its working directory first.
+                ledgers.append(
+                    stack.enter_context(
+                        running("baseline", ledger_argv(), old_env, workdir, baseline.resolve())
+                    )
+                )
+            keys = {ledger.name: admin_key(ledger) for ledger in ledgers}
+            for ledger in ledgers:
+                open_accounts(ledger.base_url, keys[ledger.name])
+                wait_for_projections(ledger.base_url)
+            open_accounts(naive.base_url, keys["ledger"])
             rounds_of_shapes = [shape for _ in range(rounds) for shape in shapes]
             for number, shape in enumerate(rounds_of_shapes):
+                turn = ledgers if number % 2 == 0 else ledgers[::-1]
                 results: dict[str, Result] = {}
-                for server in (naive, ledger):  # alternating, naive first each time
+                for server in (naive, *turn):  # alternating, naive first each time
+                    key = keys.get(server.name, keys["ledger"])
                     measure(server, key, shape, f"w{number}", warmup)
                     results[server.name] = measure(server, key, shape, f"m{number}", seconds)
-                    if server is ledger:
-                        wait_for_projections(ledger.base_url)
-                lines.append(line(shape, results["ledger"], results["naive"]))
-                print(lines[-1], flush=True)
+                    if server is not naive:
+                        wait_for_projections(server.base_url)
+                for ledger in turn:
+                    label = (
+                        shape
+                        if ledger.name == "ledger"
+                        else replace(shape, name=f"{shape.name} [baseline]")
+                    )
+                    lines.append(line(label, results[ledger.name], results["naive"]))
+                    print(lines[-1], flush=True)
     return lines
 
 
@@ -574,6 +619,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--embedded-rounds", type=int, default=1, help="embedded: the shapes this many times"
     )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="embedded: also run the ledger from this checkout (e.g. `git archive` of an "
+        "older commit), through PYTHONPATH, alternating with this code",
+    )
     parser.add_argument("--serve-naive", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -584,7 +635,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines: list[str] = []
     if "embedded" in parts:
         shapes = [EMBEDDED_SHAPES[key.strip()] for key in str(args.shapes).split(",")]
-        lines += embedded(args.seconds, args.warmup, shapes, args.embedded_rounds)
+        lines += embedded(
+            args.seconds, args.warmup, shapes, args.embedded_rounds, args.baseline_tree
+        )
     if "workers" in parts:
         lines += workers(args.seconds, args.warmup, args.rounds)
     if "placement" in parts:
