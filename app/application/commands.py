@@ -18,13 +18,16 @@ state) once and marks the command; their plain-argument ledger methods build the
 command and ``checked()`` it, for Python callers.
 
 The mark lives on the instance only: ``dataclasses.replace`` or any other new instance is
-unmarked and checked again.
+unmarked and checked again. Marking freezes the command's mappings (its metadata, an
+update's changes) into read-only copies: what was checked is what is written, whatever
+the caller does afterwards with the dict it passed or with the command.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, Self
 
 from app.domain.account import ACCOUNT_TYPES
 from app.domain.errors import SameAccountError, TimeRangeError, ValidationError
@@ -41,17 +44,27 @@ from app.domain.values import (
     is_breakage_transfer_id,
 )
 
+_NOTHING: Final[Mapping[Any, Any]] = MappingProxyType({})
+
+
+def frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only copy of ``mapping``: neither it nor the caller's original can change it."""
+    return MappingProxyType(dict(mapping)) if mapping else _NOTHING
+
 
 class Checked:
     """A command that knows whether its rules have passed (see the module's docstring)."""
 
     _rules_passed: ClassVar[bool] = False
+    _mappings: ClassVar[tuple[str, ...]] = ()  # its fields frozen when it is marked
 
     def is_checked(self) -> bool:
         return self._rules_passed
 
     def _marked(self) -> Self:
-        object.__setattr__(self, "_rules_passed", True)  # frozen dataclasses: set here only
+        for name in self._mappings:  # frozen dataclasses: set here only
+            object.__setattr__(self, name, frozen(getattr(self, name)))
+        object.__setattr__(self, "_rules_passed", True)
         return self
 
 
@@ -101,8 +114,10 @@ class OpenAccount(Checked):
     unit: str
     allow_negative: bool = False
     overdraft_limit: int = 0
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
     account_type: str | None = None  # None: default_account_type(allow_negative)
+
+    _mappings: ClassVar[tuple[str, ...]] = ("metadata",)
 
     def checked_across_fields(self) -> "OpenAccount":
         """This command, marked checked, for an edge whose parser enforced each field's
@@ -167,8 +182,10 @@ class RecordTransfer(Checked):
     amount: int
     pending: bool = False
     timeout_seconds: int | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
     grant: GrantTerms | None = None
+
+    _mappings: ClassVar[tuple[str, ...]] = ("metadata",)
 
     def checked_across_fields(self) -> "RecordTransfer":
         """This command, marked checked, for an edge whose parser enforced each field's
@@ -255,8 +272,10 @@ class RecordReversal(Checked):
 
     transfer_id: str
     id: str
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
     amount: int | None = None  # None: all of what it moved (a grant: what is left)
+
+    _mappings: ClassVar[tuple[str, ...]] = ("metadata",)
 
     def checked_beyond_body(self) -> "RecordReversal":
         """For an edge whose parser enforced the body's fields (and sorted its
@@ -284,6 +303,8 @@ class UpdateAccountMetadata(Checked):
 
     account_id: str
     changes: Mapping[str, str | None]
+
+    _mappings: ClassVar[tuple[str, ...]] = ("changes",)
 
     def checked_beyond_body(self) -> "UpdateAccountMetadata":
         """For an edge whose parser enforced the body's fields: the path's id, once."""

@@ -242,7 +242,7 @@ class Account(DerivedBalances, ChainedAggregate):
         unit: str,
         allow_negative: bool,
         overdraft_limit: int,
-        metadata: dict[str, str],
+        metadata: Mapping[str, str],
         account_type: str | None = None,
     ) -> None:
         self.account_id = account_id
@@ -269,7 +269,7 @@ class Account(DerivedBalances, ChainedAggregate):
         unit: str,
         allow_negative: bool,
         overdraft_limit: int,
-        metadata: dict[str, str],
+        metadata: Mapping[str, str],
         account_type: str | None = None,
     ) -> "Account":
         return cls._create_chained(
@@ -279,7 +279,7 @@ class Account(DerivedBalances, ChainedAggregate):
             unit=unit,
             allow_negative=allow_negative,
             overdraft_limit=overdraft_limit,
-            metadata=metadata,
+            metadata=dict(metadata),  # the event's own (the command's is read-only)
             account_type=account_type or default_account_type(allow_negative),
         )
 
@@ -295,7 +295,7 @@ class Account(DerivedBalances, ChainedAggregate):
         unit: str,
         allow_negative: bool,
         overdraft_limit: int,
-        metadata: dict[str, str],
+        metadata: Mapping[str, str],
         account_type: str | None = None,
     ) -> bool:
         """Whether a resent opening is this account's (its metadata compared with the

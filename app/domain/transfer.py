@@ -1,5 +1,6 @@
 """The Transfer aggregate: one stream per transfer; its client id is its idempotency key."""
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final, Literal
 from uuid import UUID
@@ -93,7 +94,7 @@ class Transfer(ChainedAggregate):
         unit: str,
         pending: bool,
         timeout_seconds: int | None,
-        metadata: dict[str, str],
+        metadata: Mapping[str, str],
         reversal_of: str | None,
         grant: dict[str, Any] | None = None,
         allocations: list[dict[str, Any]] | None = None,
@@ -126,7 +127,7 @@ class Transfer(ChainedAggregate):
         unit: str,
         pending: bool,
         timeout_seconds: int | None,
-        metadata: dict[str, str],
+        metadata: Mapping[str, str],
         reversal_of: str | None = None,
         grant: dict[str, Any] | None = None,
         allocations: tuple[Allocation, ...] = (),
@@ -141,7 +142,7 @@ class Transfer(ChainedAggregate):
             unit=unit,
             pending=pending,
             timeout_seconds=timeout_seconds,
-            metadata=metadata,
+            metadata=dict(metadata),  # the event's own (the command's is read-only)
             reversal_of=reversal_of,
             grant=grant,
             allocations=[{"grant_id": a.grant_id, "amount": a.amount} for a in allocations],
@@ -168,7 +169,7 @@ class Transfer(ChainedAggregate):
         amount: int,
         pending: bool,
         timeout_seconds: int | None,
-        metadata: dict[str, str],
+        metadata: Mapping[str, str],
         reversal_of: str | None,
         grant_terms: dict[str, Any] | None = None,
     ) -> bool:
