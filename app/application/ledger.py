@@ -243,6 +243,10 @@ class Ledger(Application[UUID]):
         committer = getattr(self, "committer", None)
         if committer is not None:
             committer.close()
+        # A recorder with a write connection of its own (SQLite) closes it with the store.
+        close_writer = getattr(getattr(self, "recorder", None), "close_writer", None)
+        if close_writer is not None:
+            close_writer()
         super().close()
 
     # Accounts --------------------------------------------------------------------------

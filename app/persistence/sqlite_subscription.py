@@ -26,7 +26,12 @@ from eventsourcing.persistence import (
     StoredEvent,
     Subscription,
 )
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.sqlite import (
+    SQLITE3_DEFAULT_LOCK_TIMEOUT,
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteCursor,
+)
 
 from app.compat import (
     ExecutemanySQLiteRecorder,
@@ -37,6 +42,9 @@ from app.compat import (
 
 POLL_INTERVAL_SECONDS: Final = 0.02
 PULL_BATCH_SIZE: Final = 1000
+# Statements the write connection keeps compiled (it runs three: BEGIN, the insert, the
+# rowid query; room for the library's others).
+WRITER_CACHED_STATEMENTS: Final = 16
 
 
 class SQLitePollingSubscription(ListenNotifySubscription[SQLiteApplicationRecorder]):
@@ -75,11 +83,20 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
 
     Its ``write_lock`` is SQLite's own: ``BEGIN IMMEDIATE`` takes the database's one
     write lock (other processes' writers wait in their busy handler); readers of a WAL
-    file are not blocked by it."""
+    file are not blocked by it.
+
+    Writes go through one connection of its own, kept open (``_writer``): the library's
+    transaction on it (its ``BEGIN``, commit or rollback, and errors), without the pool's
+    per-call hand-out, and with a statement cache (the pool opens its connections with
+    ``cached_statements=True``, a cache of one statement, so each write compiled its
+    ``BEGIN``, its ``INSERT`` and its rowid query again). A small group's write, one
+    commit per handful of transfers, paid that on every commit."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._held = threading.local()
+        self._writer: SQLiteConnection | None = None
+        self._writing = threading.Lock()
 
     @contextmanager
     def write_lock(
@@ -119,7 +136,7 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
     ) -> Sequence[int] | None:
         connection: sqlite3.Connection | None = getattr(self._held, "connection", None)
         if connection is None:
-            return super().insert_events(stored_events, **kwargs)
+            return self._insert_on_writer(stored_events, **kwargs)
         self._held.connection = None  # one write per hold: the commit releases the lock
         try:
             notification_ids = self._insert_events(
@@ -133,6 +150,38 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
         except sqlite3.Error as error:
             raise PersistenceError(error) from error
         return notification_ids
+
+    def _insert_on_writer(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's ``insert_events`` (one transaction: ``BEGIN``, the rows, commit),
+        on the recorder's own write connection (an in-memory database has only its pool)."""
+        pool = self.datastore.pool
+        if pool.is_sqlite_memory_mode:
+            return super().insert_events(stored_events, **kwargs)
+        with self._writing:
+            writer = self._writer
+            if writer is None:
+                writer = self._writer = SQLiteConnection(
+                    sqlite3.connect(
+                        pool.db_name,
+                        uri=True,
+                        isolation_level=None,  # autocommit: the transaction says BEGIN
+                        check_same_thread=False,  # one thread at a time (the lock above)
+                        timeout=pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
+                        cached_statements=WRITER_CACHED_STATEMENTS,
+                    ),
+                    max_age=None,
+                )
+            with writer.transaction(commit=True) as cursor:
+                return self._insert_events(cursor, stored_events, **kwargs)
+
+    def close_writer(self) -> None:
+        """Close the write connection (the ledger closes it with its store)."""
+        with self._writing:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
 
     def select_notifications(
         self,

@@ -1,0 +1,147 @@
+"""The SQLite recorder writes through one connection of its own, kept open: the same
+rows, positions, errors and transactions as the library's pooled write, without the
+pool's hand-out and with its statements compiled once."""
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.sqlite import SQLiteDatastore
+
+from app.application.commands import OpenAccount, RecordTransfer
+from app.application.ledger import Ledger
+from app.compat import ExecutemanySQLiteRecorder
+from app.domain.values import transfer_uuid
+from app.persistence.sqlite_subscription import SubscribableSQLiteApplicationRecorder
+from app.persistence.stores import event_store_env, sqlite_url
+
+LOCK_HELD_SECONDS: Final = 0.3
+
+
+@pytest.fixture
+def recorder(tmp_path: Path) -> Iterator[SubscribableSQLiteApplicationRecorder]:
+    datastore = SQLiteDatastore(str(tmp_path / "events.sqlite"))
+    made = SubscribableSQLiteApplicationRecorder(datastore)
+    made.create_table()
+    yield made
+    made.close_writer()
+    datastore.close()
+
+
+def events(stream: UUID, versions: range) -> list[StoredEvent]:
+    return [StoredEvent(stream, version, "topic", b'{"v":%d}' % version) for version in versions]
+
+
+def stored_rows(path: Path) -> list[tuple[int, str, int]]:
+    with sqlite3.connect(path) as reading:
+        return reading.execute(
+            "SELECT rowid, originator_id, originator_version FROM stored_events ORDER BY rowid"
+        ).fetchall()
+
+
+def test_writes_share_one_connection_and_answer_the_rows_rowids(
+    recorder: SubscribableSQLiteApplicationRecorder, tmp_path: Path
+) -> None:
+    first, second = uuid4(), uuid4()
+    assert recorder.insert_events(events(first, range(3))) == [1, 2, 3]
+    writer = recorder._writer
+    assert writer is not None
+    assert recorder.insert_events(events(second, range(2))) == [4, 5]
+    assert recorder._writer is writer  # kept open, not handed out per write
+    assert stored_rows(tmp_path / "events.sqlite") == [
+        (1, first.hex, 0),
+        (2, first.hex, 1),
+        (3, first.hex, 2),
+        (4, second.hex, 0),
+        (5, second.hex, 1),
+    ]
+    # What the library's own pooled write would answer for the same rows, after them.
+    pooled = ExecutemanySQLiteRecorder.insert_events(recorder, events(uuid4(), range(2)))
+    assert pooled == [6, 7]
+    assert recorder.insert_events(events(uuid4(), range(1))) == [8]
+
+
+def test_a_refused_write_records_none_of_its_rows_and_the_next_write_succeeds(
+    recorder: SubscribableSQLiteApplicationRecorder, tmp_path: Path
+) -> None:
+    stream = uuid4()
+    recorder.insert_events(events(stream, range(2)))
+    with pytest.raises(IntegrityError):  # the library's error, as its own write raises
+        recorder.insert_events([*events(uuid4(), range(1)), *events(stream, range(1, 2))])
+    assert [row[2] for row in stored_rows(tmp_path / "events.sqlite")] == [0, 1]
+    assert recorder.insert_events(events(stream, range(2, 3))) == [3]
+
+
+def test_each_write_is_one_transaction_of_its_rows(
+    recorder: SubscribableSQLiteApplicationRecorder,
+) -> None:
+    recorder.insert_events(events(uuid4(), range(1)))
+    writer: Any = recorder._writer
+    statements: list[str] = []
+    writer._sqlite_conn.set_trace_callback(statements.append)
+    recorder.insert_events(events(uuid4(), range(2)))
+    assert statements[0] == "BEGIN"
+    assert statements[-1] == "COMMIT"
+    assert sum(statement.startswith("INSERT") for statement in statements) == 2
+
+
+def test_a_write_waits_for_another_connections_write_lock_within_the_timeout(
+    tmp_path: Path,
+) -> None:
+    datastore = SQLiteDatastore(str(tmp_path / "events.sqlite"), lock_timeout=10)
+    recorder = SubscribableSQLiteApplicationRecorder(datastore)
+    recorder.create_table()
+    other = sqlite3.connect(
+        tmp_path / "events.sqlite", isolation_level=None, check_same_thread=False
+    )
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        releasing = threading.Timer(LOCK_HELD_SECONDS, other.rollback)
+        releasing.start()
+        started = time.monotonic()
+        assert recorder.insert_events(events(uuid4(), range(1))) == [1]
+        assert time.monotonic() - started >= LOCK_HELD_SECONDS * 0.9
+        releasing.join()
+    finally:
+        other.close()
+        recorder.close_writer()
+        datastore.close()
+
+
+def test_closing_the_writer_closes_its_connection_and_a_later_write_opens_another(
+    recorder: SubscribableSQLiteApplicationRecorder,
+) -> None:
+    recorder.insert_events(events(uuid4(), range(1)))
+    writer = recorder._writer
+    assert writer is not None
+    recorder.close_writer()
+    assert writer.closed
+    assert recorder._writer is None
+    assert recorder.insert_events(events(uuid4(), range(1))) == [2]
+    assert recorder._writer is not None
+
+
+def test_a_ledger_closes_its_recorders_write_connection(tmp_path: Path) -> None:
+    ledger = Ledger(event_store_env(sqlite_url(tmp_path / "ledger.sqlite")))
+    ledger.open_account(OpenAccount("issuer", "CREDITS", allow_negative=True))
+    ledger.open_account(OpenAccount("alice", "CREDITS"))
+    outcome = ledger.record_transfer(RecordTransfer("t1", "issuer", "alice", 5))
+    recorder = ledger.recorder
+    assert isinstance(recorder, SubscribableSQLiteApplicationRecorder)
+    writer = recorder._writer
+    assert writer is not None
+    # The answer's position is the row the write put there, as the pool's write told it.
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as reading:
+        (rowid,) = reading.execute(
+            "SELECT rowid FROM stored_events WHERE originator_id = ? AND originator_version = 0",
+            (transfer_uuid("t1").hex,),
+        ).fetchone()
+    assert outcome.position == rowid
+    ledger.close()
+    assert writer.closed
