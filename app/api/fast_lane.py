@@ -12,7 +12,8 @@ announced length within the limit that decodes and validates exactly as the rout
 would. Anything else (a refused key, query or body, and a key only the store can
 confirm) is handed to the route untouched, the body replayed, so those errors keep the
 route's own answer. The command's own refusals (the rules across fields, the write)
-are answered by the app's exception handlers, as the route's would be.
+are answered by the app's exception handlers, as the route's would be; anything else
+raised there is a bug, left to Litestar's own exception handling.
 
 ``tests/api/test_fast_lane.py`` holds both paths to the same bytes."""
 
@@ -20,7 +21,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
+import pydantic
 from litestar import MediaType, Request, Response
+from litestar.exceptions import SerializationException
 from litestar.handlers import HTTPRouteHandler
 from litestar.serialization import decode_json
 from litestar.types import ASGIApp, HTTPRequestEvent, Receive, ReceiveMessage, Scope, Send
@@ -31,6 +34,7 @@ from app.api.metrics import Metrics
 from app.api.schemas import TransferCreate, transfer_document
 from app.api.services import Services
 from app.application.views import TransferOutcome
+from app.persistence.faults import STORE_ERRORS
 from app.persistence.keys import Verdict, scope_allows
 
 WRITE_SCOPE: Final = "write"
@@ -38,6 +42,14 @@ _AUTHORIZATION: Final = b"authorization"
 _CONTENT_LENGTH: Final = b"content-length"
 _JSON_CONTENT_TYPE: Final = MediaType.JSON.encode()
 _POSITION: Final = POSITION_HEADER.lower().encode()
+# What decoding and validating a body raises when the route would refuse it: not JSON
+# (bytes, numbers out of range), nested too deep to decode, or not a transfer.
+REFUSED_BODY: Final = (
+    SerializationException,
+    UnicodeDecodeError,
+    RecursionError,
+    pydantic.ValidationError,
+)
 
 
 def transfer_fast_lane(app: ASGIApp) -> ASGIApp:
@@ -53,12 +65,12 @@ def transfer_fast_lane(app: ASGIApp) -> ASGIApp:
             return
         try:
             data = TransferCreate.model_validate(decode_json(body), strict=True)
-        except Exception:  # noqa: BLE001  # any refusal of the body: the route answers it
+        except REFUSED_BODY:  # the route answers it, with its own problem
             await route(scope, _Replay.of(body, receive).receive, send)
             return
         try:
             outcome = await services.ledger.record_transfer_async(data.command())
-        except Exception as error:  # noqa: BLE001  # answered by the app's handlers
+        except STORE_ERRORS as error:  # a refusal or a store fault: the app's handlers
             await _answer_error(scope, receive, send, error)
             return
         metrics: Metrics = app.state.metrics

@@ -2,6 +2,7 @@
 and everything else through the route's own handler: either way the client gets the
 same bytes (status, headers in order, body), whatever the request."""
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -144,11 +145,47 @@ def test_an_overloaded_ledger_is_the_same_503_from_the_lane_and_the_route(
     assert answer(by_route) == answer(by_lane)
 
 
+def test_a_raw_store_fault_is_the_same_problem_from_the_lane_and_the_route(
+    funded: Client, services: Services, monkeypatch: pytest.MonkeyPatch, lane_answers: list[int]
+) -> None:
+    async def locked(*_: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(services.ledger, "record_transfer_async", locked)
+    body = transfer_body("t-locked", "alice", "bob", 1)
+    by_route, by_lane = both_ways(funded, monkeypatch, lambda: send(funded, body))
+    assert by_route.status_code == 503
+    assert by_route.json()["code"] == "store_unavailable"
+    assert lane_answers == [-1]
+    assert answer(by_route) == answer(by_lane)
+
+
+def test_a_bug_in_the_write_is_left_to_litestars_own_exception_handling(
+    funded: Client, services: Services, monkeypatch: pytest.MonkeyPatch, lane_answers: list[int]
+) -> None:
+    """Neither a refusal nor a store fault: the lane does not catch it (the style allows
+    a broad catch only at a process boundary); the app's handler still answers 500."""
+
+    async def broken(*_: Any) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(services.ledger, "record_transfer_async", broken)
+    body = transfer_body("t-bug", "alice", "bob", 1)
+    by_route, by_lane = both_ways(funded, monkeypatch, lambda: send(funded, body))
+    assert lane_answers == []
+    assert by_route.status_code == by_lane.status_code == 500
+    assert by_lane.json()["code"] == "internal_error"
+    assert by_route.content == by_lane.content
+
+
 @pytest.mark.parametrize(
     ("body", "options"),
     [
         (b'{"id": "x", ', {}),  # not JSON
         (b"[1, 2]", {}),  # JSON, not an object
+        (b'{"id": "\xff"}', {}),  # not UTF-8
+        (b"[" * 2_000 + b"]" * 2_000, {}),  # nested too deep to decode
+        (b'{"id": "x", "amount": 1' + b"0" * 40 + b"}", {}),  # a number out of range
         ({"id": "x", "debit_account_id": "alice", "credit_account_id": "bob"}, {}),  # no amount
         ({**transfer_body("x", "alice", "bob", 1), "amount": "5"}, {}),  # text is no amount
         ({**transfer_body("x", "alice", "bob", 1), "amount": 1.0}, {}),  # nor is a float
