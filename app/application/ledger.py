@@ -82,6 +82,7 @@ from app.domain.values import (
     derived_transfer_id,
     transfer_uuid,
 )
+from app.persistence.deadlines import store_calls_until
 from app.persistence.faults import store_fault
 from app.persistence.mapper import ChainedMapper
 from app.persistence.positions import existing_streams, recorded_position, stream_heads
@@ -926,12 +927,15 @@ class Ledger(Application[UUID]):
         commands that must run again in a later group (their streams moved)."""
         later: list[Pending[Any]] = []
         taken = group  # the committer's own list: only it may grow (the committer answers
-        while group:  # every entry of it when a write raises)
-            with (
-                self._prepared(group, top_up=group is taken),
-                collector_paused(),  # not while waiting for the lock: others run then
-            ):
-                group = self._attempt_group(group, later)
+        # every entry of it when a write raises). Its store calls end when the last of
+        # its callers stops waiting, so that the writer is free by then too.
+        with store_calls_until(max(entry.deadline for entry in group)):
+            while group:
+                with (
+                    self._prepared(group, top_up=group is taken),
+                    collector_paused(),  # not while waiting for the lock: others run then
+                ):
+                    group = self._attempt_group(group, later)
         return later
 
     @contextlib.contextmanager

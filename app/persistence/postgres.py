@@ -30,13 +30,14 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
-from eventsourcing.utils import Environment, retry, strtobool
+from eventsourcing.utils import Environment, strtobool
 from psycopg.pq import TransactionStatus
 from psycopg.sql import SQL, Composed, Identifier, Literal
 from psycopg_pool import ConnectionPool
 
 from app.compat import postgres_connection_kwargs, postgres_insert_on, set_pool_check
 from app.domain.errors import OutcomeUnknownError
+from app.persistence.deadlines import seconds_left
 
 STATEMENT_TIMEOUT_KEY = "POSTGRES_STATEMENT_TIMEOUT"
 # With pre-ping on, a pooled connection is pinged before use only when it was last handed
@@ -49,6 +50,12 @@ LOCK_WAIT_MIN_MILLISECONDS: Final = 1
 # Each try is bounded by the pool's wait and the statement timeout, and a writer's
 # caller is answered at its deadline whatever the writer is doing.
 DROPPED_CONNECTION_RETRIES: Final = 1
+# A write whose connection failed is tried again on another, as the library tries its own
+# (``@retry(..., max_attempts=10, wait=0.2)``), but never past the writer's deadline
+# (app/persistence/deadlines.py): its ten tries with their waits for a connection last
+# longer than LEDGER_WRITE_TIMEOUT_SECONDS.
+INSERT_TRIES_MAX: Final = 10
+INSERT_RETRY_WAIT_SECONDS: Final = 0.2
 UNKNOWN_COMMIT_DETAIL: Final = (
     "the store's connection was lost while the write was being committed, and it could "
     "not be reached again: the write may or may not have been recorded. Sending the same "
@@ -216,15 +223,25 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         never "nothing was written", after which a client could send the same transfer
         again under a new id."""
         broken_midway: list[bool] = []  # a True per try whose connection broke
-        try:
-            written: Sequence[int] = self._insert_tried(stored_events, broken_midway, **kwargs)
-        except (InterfaceError, OperationalError) as error:
-            if maybe_committed or broken_midway:
-                raise OutcomeUnknownError(UNKNOWN_COMMIT_DETAIL) from error
-            raise
-        return written
+        tries = 0
+        while True:
+            try:
+                return self._insert_tried(stored_events, broken_midway, **kwargs)
+            except (InterfaceError, OperationalError) as error:
+                tries += 1
+                if tries >= INSERT_TRIES_MAX or not self._another_try_fits():
+                    if maybe_committed or broken_midway:
+                        raise OutcomeUnknownError(UNKNOWN_COMMIT_DETAIL) from error
+                    raise
+            time.sleep(INSERT_RETRY_WAIT_SECONDS)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _another_try_fits(self) -> bool:
+        """Whether a wait and one more try (its wait for a connection included) end
+        before this thread's store deadline (``store_calls_until``: the writer's group),
+        so that the writer is free again by the time its callers are answered."""
+        left = seconds_left()
+        return left is None or left >= INSERT_RETRY_WAIT_SECONDS + self.datastore.pool.timeout
+
     def _insert_tried(
         self, stored_events: Sequence[StoredEvent], broken_midway: list[bool], **kwargs: Any
     ) -> Sequence[int]:

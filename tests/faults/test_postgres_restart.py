@@ -25,7 +25,12 @@ from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.bootstrap import build_services, shutdown
 from app.compat import postgres_insert_on
-from app.domain.errors import LedgerError, OutcomeUnknownError, StoreUnavailableError
+from app.domain.errors import (
+    LedgerError,
+    OutcomeUnknownError,
+    StoreUnavailableError,
+    WriteTimeoutError,
+)
 from app.domain.values import account_uuid
 from app.events.database import Database
 from app.persistence import postgres
@@ -37,6 +42,7 @@ from projections.backends import PostgresLedgerView
 from projections.runner import open_view
 from tests.api.helpers import ISSUER, open_account, open_issuer, record, transfer_body
 from tests.support.pgserver import PostgresServer, running_postgres
+from tests.support.waiting import eventually
 
 # PING_IDLE_SECONDS for each way a dropped connection shows: never pinged (every
 # connection counts as used a moment ago), or always pinged (every one counts as idle).
@@ -53,6 +59,13 @@ TRANSFERS_BEFORE: Final = 5
 # Longer than a restart takes on a loaded machine: the stream stays contended across it.
 CONTENDED_FOR_SECONDS: Final = 60.0
 _databases = itertools.count()
+# A write deadline shorter than the library's ten tries of an insert on a server that is
+# down (each waits a second for a connection, then 0.2 s), and what the writer may take
+# past it on a loaded machine.
+SHORT_WRITE_TIMEOUT_SECONDS: Final = 3
+DEADLINE_SLACK_SECONDS: Final = 1.5
+WRITER_WAIT_SECONDS: Final = 30.0
+WRITE_ANSWERS_STORE_DOWN: Final = (StoreUnavailableError, OutcomeUnknownError, WriteTimeoutError)
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +270,46 @@ def test_a_write_every_try_of_which_failed_says_whether_it_may_have_committed(
         assert len(tries) > 1, "the write was tried again"
         monkeypatch.setattr(postgres, "postgres_insert_on", postgres_insert_on)
         assert ledger.get_account("alice").balance == 0
+    finally:
+        ledger.close()
+
+
+def test_a_write_while_the_server_is_down_frees_the_writer_by_its_deadline(
+    restartable_postgres: PostgresServer, database_url: str
+) -> None:
+    """The library would try an insert ten times, each after a wait for a connection
+    (about 12 s): longer than the write deadline. The writer stops trying in time, so it
+    is free again when its callers are answered, and the next write after the server is
+    back succeeds; the caller's answer is one docs/writes.md gives for a store that went
+    away, and resending it is safe."""
+    env = {
+        **event_store_env(database_url),
+        "LEDGER_WRITE_TIMEOUT_SECONDS": str(SHORT_WRITE_TIMEOUT_SECONDS),
+    }
+    ledger = Ledger(env)
+    try:
+        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("alice", "CREDITS"))
+        assert ledger.record_transfer(RecordTransfer("before", ISSUER, "alice", 1)).created
+        groups_before = len(ledger.committer.write_seconds)
+
+        restartable_postgres.stop()
+        try:
+            with pytest.raises(WRITE_ANSWERS_STORE_DOWN):
+                ledger.record_transfer(RecordTransfer("down", ISSUER, "alice", 2))
+            assert eventually(
+                lambda: len(ledger.committer.write_seconds) > groups_before,
+                WRITER_WAIT_SECONDS,
+            ), "the writer ended the group"
+            took = ledger.committer.write_seconds[-1]
+        finally:
+            restartable_postgres.start()
+
+        assert took <= SHORT_WRITE_TIMEOUT_SECONDS + DEADLINE_SLACK_SECONDS
+        after = ledger.record_transfer(RecordTransfer("after", ISSUER, "alice", 4))
+        assert after.created
+        ledger.record_transfer(RecordTransfer("down", ISSUER, "alice", 2))  # resent: safe
+        assert ledger.get_account("alice").balance == 1 + 2 + 4
     finally:
         ledger.close()
 
