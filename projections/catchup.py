@@ -8,7 +8,15 @@ short: the head. A long catch-up is then one thread, bound by the decoding and t
 no hand-off per event, and no second thread taking the GIL from the writer between
 its SQLite calls (with one, the process spent more CPU than the work itself took).
 
-Only then does it subscribe, from where it stopped: the recorder's subscription (a
+On SQLite it then goes on reading the log itself (``_poll``): the store has no
+notifications, so its subscription would only poll the log from a thread of its own
+and hand each notification over; the writer polls instead, every
+``LIVE_POLL_SECONDS``, and while the log is busy (the last read found at least
+``BUSY_EVENTS``) every ``BUSY_POLL_SECONDS``, so that a live batch under steady load
+holds a few hundred events and its fixed costs (a transaction, the rows' loading, the
+tracking record, a commit) are shared by them (decision 0013, addendum).
+
+Elsewhere it subscribes, from where it stopped: the recorder's subscription (a
 thread of the library's) read by a reader thread into a bounded queue of stored
 notifications, from which the writer takes whatever has queued up (up to
 ``PROJECTION_BATCH_MAX``). The reader only moves notifications: decoding them there
@@ -23,22 +31,21 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Final, Self, cast
+from typing import Any, Final, Self
 
 from eventsourcing.persistence import (
     InfrastructureFactory,
-    Mapper,
     Notification,
-    StoredEvent,
     Subscription,
     Tracking,
-    find_id_convertor,
 )
-from eventsourcing.utils import Environment, resolve_topic
+from eventsourcing.utils import Environment
 
 from app.application.ledger import Ledger, collector_paused
+from app.persistence.decoding import domain_event_reader
+from app.persistence.sqlite_subscription import SubscribableSQLiteApplicationRecorder
 from projections.projection import PROJECTION_BATCH_MAX, LedgerProjection, RowWriter
 
 # Events pulled ahead of the writer: enough to fill the next batch while one is written.
@@ -58,6 +65,17 @@ MISSED_CHECK_SECONDS: Final = 1.0
 # least ten times (what a kill loses, what a rebuild reports).
 CATCH_UP_BATCH_MAX: Final = 5 * PROJECTION_BATCH_MAX
 CATCH_UP_COMMITS_MIN: Final = 10
+# A live runner that reads the log itself (SQLite) reads it this often; a write reaches
+# the views within this (plus the batch's own writing) while writes are sparse.
+LIVE_POLL_SECONDS: Final = 0.02
+# While the log is busy (a read found at least BUSY_EVENTS events: some 200 transfers a
+# second and more), it waits this long before its next read instead: a live batch then
+# holds what some 50 ms brought (a few hundred events at a thousand transfers a second)
+# rather than what 20 ms brought, and its fixed costs per event fall by half and more.
+# The price, under load only: a read naming a fresh write's position may wait this much
+# longer (well within the read's own bound, ``LEDGER_READ_WAIT_SECONDS``).
+BUSY_EVENTS: Final = 12
+BUSY_POLL_SECONDS: Final = 0.05
 
 
 class CatchUpRunner:
@@ -144,7 +162,12 @@ class CatchUpRunner:
                     )
                 self._checkpoint = batch[-1].id
 
-            if not self._read_to_head(apply) or not self._subscribe():
+            if not self._read_to_head(apply):
+                return
+            if reads_the_log_itself(self.app.recorder):
+                self._poll(apply)
+                return
+            if not self._subscribe():
                 return
             while (batch := self._next_batch()) is not None:
                 # A batch read directly (``_missed``) is delivered again by the
@@ -174,6 +197,22 @@ class CatchUpRunner:
             if len(batch) < size:
                 return True
         return False
+
+    def _poll(self, apply: Callable[[Sequence[Notification]], None]) -> None:
+        """Read and apply the log after the checkpoint until stopped: at once after a
+        full batch, else after ``poll_wait`` of what the read found."""
+        recorder = self.app.recorder
+        wait = LIVE_POLL_SECONDS
+        while not self._stopping.wait(wait):
+            with collector_paused():
+                batch = recorder.select_notifications(
+                    start=self._checkpoint or 0,
+                    limit=PROJECTION_BATCH_MAX,
+                    inclusive_of_start=False,
+                )
+            if batch:
+                apply(batch)
+            wait = 0 if len(batch) == PROJECTION_BATCH_MAX else poll_wait(len(batch))
 
     def _subscribe(self) -> bool:
         """Subscribe after the checkpoint and start the reader; False once stopped."""
@@ -233,48 +272,24 @@ class CatchUpRunner:
         self.stop()
 
 
+def poll_wait(found: int) -> float:
+    """How long a live runner reading the log itself waits after a read that found
+    ``found`` events: longer while the log is busy, to gather larger batches."""
+    return BUSY_POLL_SECONDS if found >= BUSY_EVENTS else LIVE_POLL_SECONDS
+
+
+def reads_the_log_itself(recorder: object) -> bool:
+    """Whether a live runner polls this recorder's log itself rather than subscribing:
+    SQLite's, whose subscription would only poll it from a thread of its own."""
+    return isinstance(recorder, SubscribableSQLiteApplicationRecorder)
+
+
 def catch_up_batch_size(behind: int) -> int:
     """Events per batch of a catch-up ``behind`` positions from the head: a tenth of it
     (``CATCH_UP_COMMITS_MIN``), within a live batch and ``CATCH_UP_BATCH_MAX``. (On
     KurrentDB positions are commit positions, further apart than one per event: there
     a catch-up takes the largest batches.)"""
     return max(PROJECTION_BATCH_MAX, min(CATCH_UP_BATCH_MAX, behind // CATCH_UP_COMMITS_MIN))
-
-
-def domain_event_reader(mapper: Mapper[Any]) -> Callable[[StoredEvent], Any]:
-    """``mapper.to_domain_event``, with what depends on an event's topic alone (its
-    class, class version and id convertor) found once per topic rather than once per
-    event: the same steps otherwise (decode, the originator's id and version, each
-    upcaster ``upcast_vN_vN+1`` in turn, the event built without its constructor).
-    A mapper that decrypts or decompresses keeps its own method."""
-    if mapper.cipher is not None or mapper.compressor is not None:
-        return mapper.to_domain_event
-    decode = mapper.transcoder.decode
-    classes: dict[tuple[str, type], tuple[type, int, Callable[[Any], Any]]] = {}
-
-    def to_domain_event(stored: StoredEvent) -> Any:
-        key = (stored.topic, type(stored.originator_id))
-        found = classes.get(key)
-        if found is None:
-            event_class = resolve_topic(stored.topic)
-            found = classes[key] = (
-                event_class,
-                getattr(event_class, "class_version", 1),
-                find_id_convertor(event_class, cast("Hashable", key[1])),
-            )
-        event_class, class_version, convert_id = found
-        state = decode(stored.state)
-        state["originator_id"] = convert_id(stored.originator_id)
-        state["originator_version"] = stored.originator_version
-        version = state.pop("class_version", 1)
-        while version < class_version:
-            getattr(event_class, f"upcast_v{version}_v{version + 1}")(state)
-            version += 1
-        event: Any = object.__new__(event_class)
-        object.__setattr__(event, "__dict__", state)
-        return event
-
-    return to_domain_event
 
 
 _frozen = threading.Event()

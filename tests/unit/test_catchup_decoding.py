@@ -11,8 +11,8 @@ import orjson
 from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.domain.account import Account
+from app.persistence.decoding import domain_event_reader
 from app.persistence.stores import sqlite_env
-from projections.catchup import domain_event_reader
 
 
 def write_every_kind(ledger: Ledger) -> None:

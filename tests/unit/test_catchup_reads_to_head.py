@@ -1,7 +1,9 @@
 """The catch-up runner reads the log up to its head itself, batch after batch, and
 subscribes only from there: a long catch-up is one thread (no hand-off per event, no
 second thread taking the GIL from the writer), and events written afterwards still
-arrive through the subscription."""
+arrive through the subscription. On SQLite it goes on reading the log itself (no
+subscription, no thread but its writer), waiting longer between reads while the log
+is busy."""
 
 import gc
 import threading
@@ -18,7 +20,7 @@ from app.persistence.stores import event_store_env, sqlite_url
 from projections import catchup
 from projections.catchup import catch_up_batch_size
 from projections.projection import PROJECTION_BATCH_MAX, RowWriter
-from projections.runner import start_runner
+from projections.runner import start_runner, view_class_for, view_env
 from tests.support.waiting import eventually
 
 UNIT: Final = "CREDITS"
@@ -50,6 +52,12 @@ def small_catch_up_batches(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def subscribing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner subscribes to the SQLite log as it does to every other store's."""
+    monkeypatch.setattr(catchup, "reads_the_log_itself", lambda recorder: False)
+
+
+@pytest.fixture
 def subscribed_from(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
     """The position each subscription of the SQLite recorder starts after."""
     starts: list[int | None] = []
@@ -78,6 +86,7 @@ def write_transfers(ledger: Ledger, count: int, prefix: str) -> int:
     return head
 
 
+@pytest.mark.usefixtures("subscribing")
 def test_a_runner_reads_the_log_to_its_head_before_it_subscribes_from_there(
     ledger: Ledger, log_urls: tuple[str, str], subscribed_from: list[int | None]
 ) -> None:
@@ -221,6 +230,7 @@ def test_an_event_the_subscription_never_delivers_is_applied_within_the_check_bo
         return deaf[-1]
 
     monkeypatch.setattr(SubscribableSQLiteApplicationRecorder, "subscribe", subscribe)
+    monkeypatch.setattr(catchup, "reads_the_log_itself", lambda recorder: False)
     runner = start_runner(*log_urls, 1)
     try:
         assert eventually(lambda: bool(deaf), WAIT_SECONDS), "the runner subscribed"
@@ -232,3 +242,82 @@ def test_an_event_the_subscription_never_delivers_is_applied_within_the_check_bo
         assert balance.credits_posted == 3
     finally:
         runner.__exit__(None, None, None)
+
+
+class _Waits(threading.Event):
+    """The runner's stop event, noting how long each of its waits was to last and how
+    far the view was then."""
+
+    def __init__(self, view: list[Any]) -> None:
+        super().__init__()
+        self.view = view
+        self.waits: list[tuple[float | None, int]] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.view:
+            self.waits.append((timeout, self.view[0].checkpoint()))
+        return super().wait(timeout)
+
+
+def test_on_sqlite_a_live_runner_reads_the_log_itself_and_never_subscribes(
+    ledger: Ledger, log_urls: tuple[str, str], subscribed_from: list[int | None]
+) -> None:
+    """No subscription (its poll, pull and reader threads): the writer reads what was
+    written after its catch-up itself, each write within a poll, exactly once."""
+    ledger.open_account(OpenAccount("funding", UNIT, allow_negative=True))
+    ledger.open_account(OpenAccount("user", UNIT))
+    head = write_transfers(ledger, 10, "before")
+    threads_before = threading.active_count()
+    runner = start_runner(*log_urls, 1)
+    try:
+        runner.wait(head, timeout=WAIT_SECONDS)
+        for number in range(5):  # one at a time, each seen before the next is written
+            ledger.record_transfer(RecordTransfer(f"after:{number}", "funding", "user", 1))
+            runner.wait(ledger.recorder.max_notification_id() or 0, timeout=WAIT_SECONDS)
+        # A batch of live writes larger than a live batch: read on at once, in order.
+        later = write_transfers(ledger, PROJECTION_BATCH_MAX, "burst")
+        runner.wait(later, timeout=WAIT_SECONDS)
+        balance = runner.view.balance("user")
+        assert balance is not None
+        assert balance.credits_posted == 10 + 5 + PROJECTION_BATCH_MAX
+        assert runner.view.checkpoint() == later
+        assert threading.active_count() == threads_before + 1  # its writer alone
+    finally:
+        runner.__exit__(None, None, None)
+    assert subscribed_from == []
+
+
+def test_a_live_runner_waits_longer_between_its_reads_while_the_log_is_busy(
+    ledger: Ledger, log_urls: tuple[str, str]
+) -> None:
+    """After a read that found a busy log's worth of events it waits
+    ``BUSY_POLL_SECONDS`` (so that the next batch gathers more); after one that found
+    a few or none, ``LIVE_POLL_SECONDS``; after a full batch, not at all."""
+    ledger.open_account(OpenAccount("funding", UNIT, allow_negative=True))
+    ledger.open_account(OpenAccount("user", UNIT))
+    env = {**event_store_env(log_urls[0]), **view_env(log_urls[1], 1)}
+    runner = catchup.CatchUpRunner(view_class_for(log_urls[1]), env)
+    waits = runner._stopping = _Waits([runner.view])
+    runner.__enter__()
+    try:
+        busy = write_transfers(ledger, catchup.BUSY_EVENTS, "busy")  # 3 events each
+        runner.wait(busy, timeout=WAIT_SECONDS)
+        ledger.record_transfer(RecordTransfer("quiet", "funding", "user", 1))
+        quiet = ledger.recorder.max_notification_id() or 0
+        runner.wait(quiet, timeout=WAIT_SECONDS)
+        full = quiet + PROJECTION_BATCH_MAX
+        burst = write_transfers(ledger, PROJECTION_BATCH_MAX, "burst")
+        runner.wait(burst, timeout=WAIT_SECONDS)
+        assert eventually(lambda: waits.waits[-1][1] == burst, WAIT_SECONDS)
+    finally:
+        runner.__exit__(None, None, None)
+
+    def first_wait_at(checkpoint: int) -> float | None:
+        return next(timeout for timeout, at in waits.waits if at == checkpoint)
+
+    assert first_wait_at(busy) == catchup.BUSY_POLL_SECONDS
+    assert first_wait_at(quiet) == catchup.LIVE_POLL_SECONDS
+    assert first_wait_at(full) == 0  # a full batch: more is waiting
+    # A read that found nothing: the short wait too.
+    assert waits.waits.count((catchup.LIVE_POLL_SECONDS, quiet)) >= 2
+    assert catchup.LIVE_POLL_SECONDS < catchup.BUSY_POLL_SECONDS
