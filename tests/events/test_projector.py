@@ -20,6 +20,7 @@ from app.domain.account import Account
 from app.domain.chain import ChainedEvent
 from app.domain.transfer import Transfer
 from app.domain.values import account_uuid, transfer_uuid
+from app.events import projector as projector_module
 from app.events.database import Database
 from app.events.monitors import MonitorStore
 from app.events.projector import (
@@ -424,5 +425,87 @@ def test_the_feeds_account_and_transfer_resources_say_exactly_what_the_api_model
             view = ledger.get_account(name)
             modelled = AccountRead.of(view, 7).model_dump(mode="json")
             assert account_document(view, 7) == modelled
+    finally:
+        ledger.close()
+
+
+class _NotedWaits(threading.Event):
+    """A projector's stop event, noting each pause it takes and how far the feed was."""
+
+    def __init__(self, store: FeedStore) -> None:
+        super().__init__()
+        self.store = store
+        self.waits: list[tuple[float | None, int]] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append((timeout, self.store.head().checkpoint))
+        return super().wait(timeout)
+
+
+def test_a_projector_pauses_longer_after_a_step_that_found_a_busy_log(tmp_path: Path) -> None:
+    """After a step that read a busy log's worth of events it pauses
+    ``PROJECTOR_BUSY_POLL_SECONDS`` (the next step takes more at once); after one that
+    read a few or none, ``PROJECTOR_POLL_SECONDS``; after a full batch, not at all; and
+    every event is projected once, in order, whatever the pauses."""
+    ledger = Ledger(store_env(f"sqlite:///{tmp_path / 'log.sqlite'}"))
+    try:
+        ledger.open_account(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount(id="alice", unit="CREDITS"))
+        store = FeedStore(Database(f"sqlite:///{tmp_path / 'feed.sqlite'}"))
+        FeedProjector(ledger, store).catch_up()
+        stopping = _NotedWaits(store)
+        projector = FeedProjector(ledger, store)
+        thread = threading.Thread(target=projector.run, args=(stopping,))
+        thread.start()
+        try:
+
+            def transfers(prefix: str, count: int) -> int:
+                ledger.record_batch(
+                    [
+                        RecordTransfer(
+                            id=f"{prefix}{n}",
+                            debit_account_id=ISSUER,
+                            credit_account_id="alice",
+                            amount=1,
+                        )
+                        for n in range(count)
+                    ],
+                    atomic=True,
+                )
+                written = head(ledger)
+                deadline = datetime.now(tz=UTC) + timedelta(seconds=20)
+                while store.head().checkpoint < written:
+                    assert datetime.now(tz=UTC) < deadline
+                    threading.Event().wait(0.01)
+                return written
+
+            busy = transfers("busy", projector_module.PROJECTOR_BUSY_EVENTS)  # 3 events each
+            quiet = transfers("quiet", 1)
+            burst = transfers("burst", projector_module.PROJECTOR_BATCH_MAX)
+        finally:
+            stopping.set()
+            thread.join()
+
+        def first_wait_at(checkpoint: int) -> float | None:
+            return next(timeout for timeout, at in stopping.waits if at == checkpoint)
+
+        assert first_wait_at(busy) == projector_module.PROJECTOR_BUSY_POLL_SECONDS
+        assert first_wait_at(quiet) == projector_module.PROJECTOR_POLL_SECONDS
+        assert stopping.waits.count((projector_module.PROJECTOR_POLL_SECONDS, quiet)) >= 2
+        # A full batch reads on at once: no pause at its end position.
+        full = quiet + projector_module.PROJECTOR_BATCH_MAX
+        assert all(at != full for _, at in stopping.waits)
+        events = all_events(store)
+        transfer_ids = [
+            e["data"]["transfer"]["id"] for e in events if e["type"] == "transfer.recorded"
+        ]
+        expected = [f"busy{n}" for n in range(projector_module.PROJECTOR_BUSY_EVENTS)]
+        expected += ["quiet0"]
+        expected += [f"burst{n}" for n in range(projector_module.PROJECTOR_BATCH_MAX)]
+        assert sorted(transfer_ids) == sorted(expected)
+        assert len(transfer_ids) == len(expected)
+        positions = [e["position"] for e in events]
+        assert positions == sorted(positions)
+        assert store.head().checkpoint == burst
     finally:
         ledger.close()
