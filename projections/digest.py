@@ -97,7 +97,7 @@ def carry_digest(
             break
     if not batch:
         return start
-    head = extend(start, batch, lambda _: None)
+    head = extend(start, batch)
     checkpoints.record(head)
     return head
 

@@ -33,14 +33,22 @@ VERSION_BYTES: Final = 8
 
 def next_digest(previous: str, notification: Notification) -> str:
     """The chain's next link: the previous digest and everything the event is."""
-    hasher = hashlib.sha256(bytes.fromhex(previous))
-    hasher.update(notification.id.to_bytes(POSITION_BYTES, "big"))
-    hasher.update(str(notification.originator_id).encode())
-    hasher.update(notification.originator_version.to_bytes(VERSION_BYTES, "big", signed=True))
-    hasher.update(notification.topic.encode() + b"\0")
-    hasher.update(len(notification.state).to_bytes(VERSION_BYTES, "big"))
+    return _next_link(bytes.fromhex(previous), notification, str(notification.originator_id)).hex()
+
+
+def _next_link(previous: bytes, notification: Notification, stream: str) -> bytes:
+    """``next_digest`` on the digest's bytes (``stream``: the event's stream id as text)."""
+    hasher = hashlib.sha256(previous)
+    hasher.update(
+        notification.id.to_bytes(POSITION_BYTES, "big")
+        + stream.encode()
+        + notification.originator_version.to_bytes(VERSION_BYTES, "big", signed=True)
+        + notification.topic.encode()
+        + b"\0"
+        + len(notification.state).to_bytes(VERSION_BYTES, "big")
+    )
     hasher.update(notification.state)
-    return hasher.hexdigest()
+    return hasher.digest()
 
 
 @dataclass(frozen=True)
@@ -69,22 +77,32 @@ def notifications_after(
 
 
 def extend(
-    start: Anchor, notifications: Iterable[Notification], on_link: Callable[[Anchor], None]
+    start: Anchor,
+    notifications: Iterable[Notification],
+    on_link: Callable[[Anchor], None] | None = None,
 ) -> Anchor:
-    """Carry the chain from ``start`` over ``notifications``, reporting every link."""
-    digest, events, position = start.digest, start.events, start.position
+    """Carry the chain from ``start`` over ``notifications``, reporting every link to
+    ``on_link`` (when given). The digest is carried as bytes, and each stream's id is
+    written out as text once per call (a stream's events recur)."""
+    digest, events, position = bytes.fromhex(start.digest), start.events, start.position
+    streams: dict[object, str] = {}
     for notification in notifications:
-        digest = next_digest(digest, notification)
+        stream_id = notification.originator_id
+        stream = streams.get(stream_id)
+        if stream is None:
+            stream = streams[stream_id] = str(stream_id)
+        digest = _next_link(digest, notification, stream)
         events += 1
         position = notification.id
-        on_link(Anchor(position, digest, events))
-    return Anchor(position, digest, events)
+        if on_link is not None:
+            on_link(Anchor(position, digest.hex(), events))
+    return Anchor(position, digest.hex() if events != start.events else start.digest, events)
 
 
 def take_anchor(recorder: ApplicationRecorder, start: Anchor | None = None) -> Anchor:
     """The head of the chain now, from ``start`` (a checkpoint) or from the genesis."""
     origin = start or Anchor(0, GENESIS, 0)
-    head = extend(origin, notifications_after(recorder, origin.position), lambda _: None)
+    head = extend(origin, notifications_after(recorder, origin.position))
     return Anchor(head.position, head.digest, head.events, datetime.now(tz=UTC).isoformat())
 
 
@@ -142,7 +160,7 @@ def check_against(
     index = 0
     head = Anchor(0, GENESIS, 0)
     for notification in notifications_after(recorder, 0):
-        head = extend(head, [notification], lambda _: None)
+        head = extend(head, [notification])
         while index < len(pending) and pending[index].position <= head.position:
             reference = pending[index]
             if reference.position < head.position:
