@@ -55,7 +55,8 @@ def test_the_chain_carried_over_a_log_is_its_definition_link_for_link(
     links: list[Anchor] = []
     head = extend(extend(start, log[:split], links.append), log[split:], links.append)
 
-    expected, digest = [], GENESIS
+    expected: list[Anchor] = []
+    digest = GENESIS
     for count, notification in enumerate(log, start=1):
         digest = defined_link(digest, notification)
         assert next_digest(expected[-1].digest if expected else GENESIS, notification) == digest
