@@ -145,3 +145,22 @@ def test_a_ledger_closes_its_recorders_write_connection(tmp_path: Path) -> None:
     assert outcome.position == rowid
     ledger.close()
     assert writer.closed
+
+
+def test_the_write_lock_connection_is_each_threads_own_and_none_by_default(
+    recorder: SubscribableSQLiteApplicationRecorder, tmp_path: Path
+) -> None:
+    """Held by one thread, the lock's connection is that thread's alone: another
+    thread's write goes through the recorder's own connection (and waits for the lock)."""
+    with recorder.write_lock(timeout_seconds=5) as held:
+        assert held
+        assert recorder._held.connection is not None
+        seen: list[object] = []
+        other = threading.Thread(target=lambda: seen.append(recorder._held.connection))
+        other.start()
+        other.join()
+        assert seen == [None]
+        assert recorder.insert_events(events(uuid4(), range(1))) == [1]
+    assert recorder._held.connection is None
+    assert recorder.insert_events(events(uuid4(), range(1))) == [2]
+    assert len(stored_rows(tmp_path / "events.sqlite")) == 2
