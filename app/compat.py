@@ -24,6 +24,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.popo import POPOApplicationRecorder
 from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
     PostgresApplicationRecorder,
     PostgresDatastore,
     PostgresTrackingRecorder,
@@ -111,6 +112,20 @@ def postgres_insert_on(
         inserting.close()
     assert notification_ids is not None, "the application recorder returns notification ids"
     return notification_ids
+
+
+# eventsourcing 9.5: the PostgreSQL recorders' inserts are public only with the library's
+# own retry around them (``@retry(..., max_attempts=10, wait=0.2)``, which keeps the
+# undecorated method as ``__wrapped__``, functools.wraps).
+def postgres_insert_once(
+    recorder: PostgresAggregateRecorder, stored_events: Sequence[StoredEvent], **kwargs: Any
+) -> Sequence[int] | None:
+    """One try of the library's ``PostgresAggregateRecorder.insert_events`` (its own
+    connection and transaction), without its retry: the caller retries in time."""
+    insert = PostgresAggregateRecorder.insert_events
+    assert hasattr(insert, "__wrapped__"), "the library's retry keeps the insert as __wrapped__"
+    written: Sequence[int] | None = insert.__wrapped__(recorder, stored_events, **kwargs)
+    return written
 
 
 # psycopg_pool 3.2/3.3: a pool's connection check (``check=`` at construction, which the

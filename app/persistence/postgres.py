@@ -29,13 +29,23 @@ from eventsourcing.persistence import (
     ProgrammingError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
 from eventsourcing.utils import Environment, strtobool
 from psycopg.pq import TransactionStatus
 from psycopg.sql import SQL, Composed, Identifier, Literal
 from psycopg_pool import ConnectionPool
 
-from app.compat import postgres_connection_kwargs, postgres_insert_on, set_pool_check
+from app.compat import (
+    postgres_connection_kwargs,
+    postgres_insert_on,
+    postgres_insert_once,
+    set_pool_check,
+)
 from app.domain.errors import OutcomeUnknownError
 from app.persistence.deadlines import seconds_left
 
@@ -56,6 +66,7 @@ DROPPED_CONNECTION_RETRIES: Final = 1
 # longer than LEDGER_WRITE_TIMEOUT_SECONDS.
 INSERT_TRIES_MAX: Final = 10
 INSERT_RETRY_WAIT_SECONDS: Final = 0.2
+DEADLINE_PASSED_DETAIL: Final = "not tried: the write's deadline had passed"
 UNKNOWN_COMMIT_DETAIL: Final = (
     "the store's connection was lost while the write was being committed, and it could "
     "not be reached again: the write may or may not have been recorded. Sending the same "
@@ -223,24 +234,14 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         never "nothing was written", after which a client could send the same transfer
         again under a new id."""
         broken_midway: list[bool] = []  # a True per try whose connection broke
-        tries = 0
-        while True:
-            try:
-                return self._insert_tried(stored_events, broken_midway, **kwargs)
-            except (InterfaceError, OperationalError) as error:
-                tries += 1
-                if tries >= INSERT_TRIES_MAX or not self._another_try_fits():
-                    if maybe_committed or broken_midway:
-                        raise OutcomeUnknownError(UNKNOWN_COMMIT_DETAIL) from error
-                    raise
-            time.sleep(INSERT_RETRY_WAIT_SECONDS)
-
-    def _another_try_fits(self) -> bool:
-        """Whether a wait and one more try (its wait for a connection included) end
-        before this thread's store deadline (``store_calls_until``: the writer's group),
-        so that the writer is free again by the time its callers are answered."""
-        left = seconds_left()
-        return left is None or left >= INSERT_RETRY_WAIT_SECONDS + self.datastore.pool.timeout
+        try:
+            return tried_in_time(
+                self.datastore, lambda: self._insert_tried(stored_events, broken_midway, **kwargs)
+            )
+        except (InterfaceError, OperationalError) as error:
+            if maybe_committed or broken_midway:
+                raise OutcomeUnknownError(UNKNOWN_COMMIT_DETAIL) from error
+            raise
 
     def _insert_tried(
         self, stored_events: Sequence[StoredEvent], broken_midway: list[bool], **kwargs: Any
@@ -254,6 +255,44 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
                 if connection.broken:
                     broken_midway.append(True)
                 raise
+
+
+class LedgerPostgresAggregateRecorder(PostgresAggregateRecorder):
+    """The library's recorder of snapshots, whose insert is tried again as the ledger's
+    events are (``tried_in_time``): the writer takes snapshots after its commit, and the
+    library's ten tries would keep it past its callers' deadline when the server has just
+    gone away."""
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        return tried_in_time(
+            self.datastore, lambda: postgres_insert_once(self, stored_events, **kwargs)
+        )
+
+
+def tried_in_time(datastore: PostgresDatastore, attempt: Callable[[], R]) -> R:
+    """``attempt()`` (one try of a write), tried again on another connection when its
+    connection failed, as the library tries its own (``INSERT_TRIES_MAX`` times,
+    ``INSERT_RETRY_WAIT_SECONDS`` apart), but only while a wait and one more try (its wait
+    for a connection included) end before this thread's store deadline
+    (``store_calls_until``: the writer's group), so that the writer is free again by the
+    time its callers are answered. Once that deadline has passed nothing is tried (a
+    group's snapshots, say, after a write that used up its time)."""
+    tries = 0
+    while True:
+        left = seconds_left()
+        if left is not None and left <= 0:  # every caller was answered: nothing is tried
+            raise OperationalError(DEADLINE_PASSED_DETAIL)
+        try:
+            return attempt()
+        except (InterfaceError, OperationalError):
+            tries += 1
+            left = seconds_left()
+            room = INSERT_RETRY_WAIT_SECONDS + datastore.pool.timeout
+            if tries >= INSERT_TRIES_MAX or (left is not None and left < room):
+                raise
+        time.sleep(INSERT_RETRY_WAIT_SECONDS)
 
 
 def postgres_after_query(events: Any) -> Composed:
@@ -314,6 +353,7 @@ _pool_checks: weakref.WeakKeyDictionary[ConnectionPool[Any], PingIfIdle] = (
 
 
 class LedgerPostgresFactory(PostgresFactory):
+    aggregate_recorder_class = LedgerPostgresAggregateRecorder
     application_recorder_class = LedgerPostgresApplicationRecorder
 
     def __init__(self, env: Environment) -> None:

@@ -314,6 +314,50 @@ def test_a_write_while_the_server_is_down_frees_the_writer_by_its_deadline(
         ledger.close()
 
 
+def test_a_snapshot_after_a_commit_on_a_server_gone_meanwhile_frees_the_writer_in_time(
+    restartable_postgres: PostgresServer, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer snapshots accounts after its commit; when the server went away in
+    between, the snapshot is given up (and counted) by the group's deadline, not after
+    the library's ten tries, and the committed write answers success."""
+    monkeypatch.setattr(ledger_module, "ACCOUNT_SNAPSHOT_INTERVAL", 2)
+    env = {
+        **event_store_env(database_url),
+        "LEDGER_WRITE_TIMEOUT_SECONDS": str(SHORT_WRITE_TIMEOUT_SECONDS),
+    }
+    ledger = Ledger(env)
+    try:
+        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("alice", "CREDITS"))
+        ledger.record_transfer(RecordTransfer("t0", ISSUER, "alice", 1))  # t1 snapshots
+        record_events = ledger._record_events
+
+        def committed_then_server_gone(events: Any) -> Any:
+            written = record_events(events)
+            restartable_postgres.stop()
+            return written
+
+        monkeypatch.setattr(ledger, "_record_events", committed_then_server_gone)
+        groups_before = len(ledger.committer.write_seconds)
+        try:
+            outcome = ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5))
+            assert eventually(
+                lambda: len(ledger.committer.write_seconds) > groups_before,
+                WRITER_WAIT_SECONDS,
+            ), "the writer ended the group"
+            took = ledger.committer.write_seconds[-1]
+        finally:
+            monkeypatch.setattr(ledger, "_record_events", record_events)
+            restartable_postgres.start()
+
+        assert outcome.created
+        assert ledger.snapshot_failures >= 1
+        assert took <= SHORT_WRITE_TIMEOUT_SECONDS + DEADLINE_SLACK_SECONDS
+        assert ledger.get_account("alice").balance == 1 + 5
+    finally:
+        ledger.close()
+
+
 @pytest.mark.parametrize("ping_idle_seconds", PING_CASES)
 def test_the_views_read_again_on_the_first_use_after_a_restart(
     restartable_postgres: PostgresServer,

@@ -21,12 +21,17 @@ from eventsourcing.persistence import (
     IntegrityError,
     ListenNotifySubscription,
     Notification,
+    OperationalError,
     StoredEvent,
     Subscription,
     Tracking,
 )
 from eventsourcing.popo import POPOApplicationRecorder
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
 from eventsourcing.sqlite import SQLiteDatastore
 from litestar import Litestar, get
 from litestar.testing import TestClient
@@ -46,6 +51,7 @@ from app.compat import (
     popo_position,
     postgres_connection_kwargs,
     postgres_insert_on,
+    postgres_insert_once,
     serve_openapi_document,
     set_pool_check,
     set_pull_batch_size,
@@ -354,6 +360,30 @@ def test_the_postgres_pool_runs_the_check_we_set_on_each_connection_it_hands_out
         set_pool_check(pool, checked.append)
         with ledger.recorder.datastore.get_connection() as connection:  # type: ignore[attr-defined]
             assert checked == [connection]
+
+
+def test_one_try_of_the_librarys_snapshot_insert_writes_and_fails_without_retrying(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Ledger(store_env(postgres_url)) as ledger:
+        assert ledger.snapshots is not None
+        recorder = ledger.snapshots.recorder
+        assert isinstance(recorder, PostgresAggregateRecorder)
+        stream = uuid4()
+        postgres_insert_once(recorder, [StoredEvent(stream, 0, "topic", b"{}")])
+        assert [e.originator_version for e in recorder.select_events(stream)] == [0]
+        tries: list[int] = []
+
+        @contextmanager
+        def unreachable() -> Iterator[Any]:
+            tries.append(1)
+            raise OperationalError("connection refused")
+            yield  # a generator, as the library's get_connection
+
+        monkeypatch.setattr(recorder.datastore, "get_connection", unreachable)
+        with pytest.raises(OperationalError):
+            postgres_insert_once(recorder, [StoredEvent(stream, 1, "topic", b"{}")])
+        assert tries == [1], "one try: no retry of the library's around it"
 
 
 async def no_app(_scope: Any, _receive: Any, _send: Any) -> None:

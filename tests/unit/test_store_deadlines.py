@@ -1,0 +1,66 @@
+"""A write the store failed is tried again only while the writer's deadline leaves room
+for a wait and another try (app/persistence/deadlines.py, ``tried_in_time``)."""
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import OperationalError
+
+from app.persistence.deadlines import seconds_left, store_calls_until
+from app.persistence.postgres import INSERT_TRIES_MAX, tried_in_time
+
+POOL_WAIT_SECONDS = 1.0  # the pool's wait for a connection, as the default settings give
+
+
+def datastore() -> Any:
+    return SimpleNamespace(pool=SimpleNamespace(timeout=POOL_WAIT_SECONDS))
+
+
+def failing(tries: list[float]) -> Any:
+    def attempt() -> None:
+        tries.append(time.monotonic())
+        raise OperationalError("connection refused")
+
+    return attempt
+
+
+def test_without_a_deadline_a_failing_write_is_tried_as_often_as_the_library_tries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time, "sleep", lambda _seconds: None)  # the waits between tries
+    tries: list[float] = []
+    with pytest.raises(OperationalError):
+        tried_in_time(datastore(), failing(tries))
+    assert len(tries) == INSERT_TRIES_MAX
+
+
+def test_no_second_try_starts_that_could_not_end_before_the_deadline() -> None:
+    tries: list[float] = []
+    with (
+        store_calls_until(time.monotonic() + POOL_WAIT_SECONDS / 2),
+        pytest.raises(OperationalError),
+    ):
+        tried_in_time(datastore(), failing(tries))
+    assert len(tries) == 1
+
+
+def test_nothing_is_tried_once_the_deadline_has_passed() -> None:
+    tries: list[float] = []
+    with store_calls_until(time.monotonic() - 1), pytest.raises(OperationalError):
+        tried_in_time(datastore(), failing(tries))
+    assert tries == []
+
+
+def test_a_write_that_succeeds_is_answered_and_the_deadline_ends_with_its_block() -> None:
+    with store_calls_until(time.monotonic() + 5):
+        assert tried_in_time(datastore(), lambda: [7]) == [7]
+        with store_calls_until(time.monotonic() + 1):  # an inner block keeps the sooner
+            left = seconds_left()
+            assert left is not None
+            assert left <= 1
+        outer = seconds_left()
+        assert outer is not None
+        assert outer > 1
+    assert seconds_left() is None
