@@ -16,16 +16,14 @@ same id is safe because every write is idempotent on its id).
 
 import asyncio
 import contextlib
+import functools
 import itertools
+import math
 import random
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import CancelledError, Future
-from concurrent.futures import TimeoutError as FutureTimeoutError
-from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
 from app.domain.errors import OutcomeUnknownError, OverloadedError, WriteTimeoutError
@@ -43,34 +41,132 @@ RETRY_BACKOFF_BASE_SECONDS: Final = 0.001
 RETRY_BACKOFF_CAP_SECONDS: Final = 0.05
 
 
-@dataclass(eq=False)
-class Pending(Generic[R]):
-    """One queued command: what to run, for whom, until when."""
+# A queued command's life: waiting in the queue (its caller may still withdraw it), taken
+# by the writer (it may be written: its caller can no longer withdraw it), and at the end
+# withdrawn (never written), answered or failed.
+_WAITING: Final = 0
+_TAKEN: Final = 1
+_WITHDRAWN: Final = 2
+_ANSWERED: Final = 3
+_FAILED: Final = 4
+# Guards every command's move from one state to the next (the writer's and its caller's
+# moves race); held for a few instructions at a time.
+_SETTLING: Final = threading.Lock()
 
-    command: Any  # the ledger's command object; opaque to the committer
-    units: int
-    deadline: float
-    future: "Future[R]" = field(default_factory=Future)
-    # Conflicts this command met so far (its own retry budget, kept by the ledger).
-    conflicts: int = 0
-    # A command that meets conflicts waits a little (jittered, growing) before it runs
-    # again, so that writers of several processes on one stream do not collide forever.
-    not_before: float = 0.0
+
+class _NoAnswer:
+    """What ``Pending.outcome`` gives while a command has no answer."""
+
+
+NO_ANSWER: Final = _NoAnswer()
+
+
+class Pending(Generic[R]):
+    """One queued command: what to run, for whom, until when, and its answer once given.
+
+    Its own small future rather than ``concurrent.futures.Future`` (which builds a
+    condition variable and a reentrant lock for each command): a caller on an event
+    loop is told through one callback, a thread caller waits on an event made only for
+    it."""
+
+    __slots__ = (
+        "_event",
+        "_listener",
+        "_state",
+        "_value",
+        "command",
+        "conflicts",
+        "deadline",
+        "not_before",
+        "units",
+    )
+
+    def __init__(self, command: Any, units: int, deadline: float) -> None:
+        self.command = command  # the ledger's command object; opaque to the committer
+        self.units = units
+        self.deadline = deadline
+        # Conflicts this command met so far (its own retry budget, kept by the ledger).
+        self.conflicts = 0
+        # A command that meets conflicts waits a little (jittered, growing) before it
+        # runs again, so that writers of several processes on one stream do not collide
+        # forever.
+        self.not_before = 0.0
+        self._state = _WAITING
+        self._value: Any = None
+        self._listener: Callable[[], None] | None = None
+        self._event: threading.Event | None = None
 
     def answer(self, result: R) -> None:
-        if not self.future.done():
-            self.future.set_result(result)
+        self._settle(result, _ANSWERED)
 
     def fail(self, error: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
+        self._settle(error, _FAILED)
+
+    def _settle(self, value: Any, state: int) -> None:
+        with _SETTLING:
+            if self._state >= _WITHDRAWN:  # withdrawn or answered already: the first stays
+                return
+            self._value = value
+            self._state = state
+            listener, event = self._listener, self._event
+        if listener is not None:
+            listener()
+        if event is not None:
+            event.set()
 
     @property
     def settled(self) -> bool:
-        return self.future.done()
+        """Answered, failed or withdrawn: nothing more will happen to it."""
+        return self._state >= _WITHDRAWN
 
     def expired(self, now: float) -> bool:
         return now >= self.deadline
+
+    def take(self) -> bool:
+        """The writer takes it (from here on its caller can no longer withdraw it):
+        False when its caller withdrew it first."""
+        with _SETTLING:
+            if self._state == _WITHDRAWN:
+                return False
+            self._state = _TAKEN
+            return True
+
+    def withdraw(self) -> bool:
+        """Its caller gives up: True when it is not written (it was still waiting, or
+        withdrawn already), False when the writer has it or has answered it."""
+        with _SETTLING:
+            if self._state not in (_WAITING, _WITHDRAWN):
+                return False
+            self._state = _WITHDRAWN
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener()
+        return True
+
+    def outcome(self) -> Any:
+        """Its answer (a result, or the error as a value), or ``NO_ANSWER``."""
+        if self._state >= _ANSWERED:
+            return self._value
+        return NO_ANSWER
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` once it is settled (at once if it is; else from the thread
+        that settles it)."""
+        with _SETTLING:
+            if self._state < _WITHDRAWN:
+                self._listener = listener
+                return
+        listener()
+
+    def wait(self, timeout: float) -> None:
+        """Block until it is settled or ``timeout`` seconds passed."""
+        with _SETTLING:
+            if self._state >= _WITHDRAWN:
+                return
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        event.wait(timeout)
 
 
 GroupWriter = Callable[[list[Pending[Any]]], list[Pending[Any]]]
@@ -107,9 +203,8 @@ class Committer:
         self._ready = threading.Condition(self._lock)
         self._stopping = False
         self._thread: threading.Thread | None = None
-        # Event loops that queued commands and will wake the writer once, after what
-        # they are running now (``submit_async``).
-        self._waking: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        # The hand-off to the callers of the event loop that queued last (``submit_async``).
+        self._handoff: _LoopHandOff | None = None
         self.groups_written = 0
         # Commands queued so far, and how many of them were queued when the last group
         # was answered and how many that group answered (``_gathered``).
@@ -157,8 +252,8 @@ class Committer:
             if wake:
                 self._ready.notify()
 
-    def _wake_writer(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._waking.discard(loop)
+    def _wake_writer(self, handoff: "_LoopHandOff") -> None:
+        handoff.writer_wake_due = False
         with self._lock:
             self._ready.notify()
 
@@ -188,51 +283,50 @@ class Committer:
         ]
         loop = asyncio.get_running_loop()
         self._enqueue(entries, wake=False)
-        if loop not in self._waking:
-            self._waking.add(loop)
-            loop.call_soon(self._wake_writer, loop)
+        handoff = self._handoff
+        if handoff is None or handoff.loop is not loop:
+            handoff = self._handoff = _LoopHandOff(loop)
+        if not handoff.writer_wake_due:
+            handoff.writer_wake_due = True
+            loop.call_soon(self._wake_writer, handoff)
         settled = loop.create_future()
-        # Settled from the writer thread, one entry at a time: ``next`` on a count is
-        # atomic, so exactly the last one wakes the loop.
-        settled_count = itertools.count(1)
+        handoff.watch(settled, deadline)
+        if len(entries) == 1:
+            entries[0].listen(functools.partial(handoff.post, settled))
+        else:
+            # Settled from the writer thread, one entry at a time: ``next`` on a count
+            # is atomic, so exactly the last one wakes the loop.
+            settled_count = itertools.count(1)
 
-        def one_settled(_: "Future[Any]") -> None:
-            if next(settled_count) == len(entries):
-                _wake_soon(loop, settled)
+            def one_settled() -> None:
+                if next(settled_count) == len(entries):
+                    handoff.post(settled)
 
-        for entry in entries:
-            entry.future.add_done_callback(one_settled)
-        timer = loop.call_later(max(0.0, deadline - time.monotonic()), _wake, settled)
-        try:
-            await settled
-        finally:
-            timer.cancel()
+            for entry in entries:
+                entry.listen(one_settled)
+        await settled
         return [self._answer_of(entry) for entry in entries]
 
     def _await(self, entry: Pending[Any]) -> Any:
         """The command's answer (a result or an error instance) within its deadline."""
-        try:
-            return _outcome(entry.future, max(0.0, entry.deadline - time.monotonic()))
-        except FutureTimeoutError:
-            pass
+        entry.wait(max(0.0, entry.deadline - time.monotonic()))
         return self._answer_of(entry)
 
     def _answer_of(self, entry: Pending[Any]) -> Any:
         """The answer of a command whose caller waits no longer: its own if it has one,
         else withdrawn (``WriteTimeoutError``) or, when already taken, unknown."""
-        try:
-            return _outcome(entry.future, 0)
-        except FutureTimeoutError:
-            pass
-        if entry.future.cancel():  # still queued: withdrawn, it will never be written
+        outcome = entry.outcome()
+        if outcome is not NO_ANSWER:
+            return outcome
+        if entry.withdraw():  # still queued: withdrawn, it will never be written
             return _write_timeout(self.timeout_seconds)
-        try:  # the writer took it just now: it may have finished meanwhile
-            return _outcome(entry.future, 0)
-        except FutureTimeoutError:
-            return OutcomeUnknownError(
-                f"the write did not finish within {self.timeout_seconds}s; it may or may not "
-                "have been recorded: sending the same request again is safe"
-            )
+        outcome = entry.outcome()  # the writer took it just now: it may have finished
+        if outcome is not NO_ANSWER:
+            return outcome
+        return OutcomeUnknownError(
+            f"the write did not finish within {self.timeout_seconds}s; it may or may not "
+            "have been recorded: sending the same request again is safe"
+        )
 
     @property
     def queued_units(self) -> int:
@@ -334,7 +428,7 @@ class Committer:
             entry = self._queue.popleft()
             self._queued_units -= entry.units
             # Taken: from here on its caller can no longer withdraw it.
-            if not entry.future.set_running_or_notify_cancel():
+            if not entry.take():
                 continue  # its caller gave up while it waited: dropped, nothing written
             if entry.expired(now):
                 entry.fail(_write_timeout(self.timeout_seconds))
@@ -367,27 +461,68 @@ def _backoff_seconds(conflicts: int) -> float:
     return random.uniform(0, ceiling)  # jitter, not security
 
 
-def _wake_soon(loop: asyncio.AbstractEventLoop, settled: "asyncio.Future[None]") -> None:
-    """From the writer thread: wake the loop that waits for this answer."""
-    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-        loop.call_soon_threadsafe(_wake, settled)
+class _LoopHandOff:
+    """The committer's side of one event loop: the writer woken once per turn of the
+    loop; one timer for all its callers' deadlines (they come in order: every caller
+    gets the same timeout), not one per caller; and the callers the writer settled woken
+    by one callback on the loop for however many it settled meanwhile, not one each."""
 
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.writer_wake_due = False
+        self._lock = threading.Lock()
+        self._posted: list[asyncio.Future[None]] = []
+        # (deadline, waiter), in the order the callers came.
+        self._deadlines: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
-def _wake(settled: "asyncio.Future[None]") -> None:
-    if not settled.done():
-        settled.set_result(None)
+    def watch(self, waiter: "asyncio.Future[None]", deadline: float) -> None:
+        """On the loop: wake ``waiter`` at ``deadline`` if nothing woke it before."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+        deadlines.append((deadline, waiter))
+        if deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._arm(deadline)
 
+    def _arm(self, deadline: float) -> None:
+        self._timer_at = deadline
+        self._timer = self.loop.call_later(max(0.0, deadline - time.monotonic()), self._expire)
 
-def _outcome(future: "Future[Any]", timeout: float) -> Any:
-    """The future's result, or its exception as a value (raises only on timeout)."""
-    try:
-        return future.result(timeout=timeout)
-    except CancelledError:  # withdrawn by the writer itself: taken after its deadline
-        raise FutureTimeoutError from None
-    except FutureTimeoutError:
-        raise
-    except BaseException as error:  # noqa: BLE001  # the command's own answer, handed back
-        return error
+    def _expire(self) -> None:
+        """On the loop, at the earliest deadline: wake those whose deadline passed."""
+        self._timer, self._timer_at = None, math.inf
+        now = time.monotonic()
+        left: deque[tuple[float, asyncio.Future[None]]] = deque()
+        for deadline, waiter in self._deadlines:
+            if waiter.done():
+                continue
+            if deadline <= now:
+                waiter.set_result(None)
+            else:
+                left.append((deadline, waiter))
+        self._deadlines = left
+        if left:
+            self._arm(min(deadline for deadline, _ in left))
+
+    def post(self, waiter: "asyncio.Future[None]") -> None:
+        """From any thread (the writer's): wake ``waiter`` on its loop."""
+        with self._lock:
+            self._posted.append(waiter)
+            if len(self._posted) > 1:
+                return  # a delivery is already on its way and will take this one too
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            posted, self._posted = self._posted, []
+        for waiter in posted:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 def _write_timeout(timeout_seconds: float) -> WriteTimeoutError:

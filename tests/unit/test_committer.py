@@ -434,6 +434,101 @@ def test_an_event_loop_caller_hears_its_own_rejection_and_a_full_queue_at_once(
         asyncio.run(committer.submit_async("late"))
 
 
+STAGGER_SECONDS: Final = 0.3
+CALLERS_PER_WAVE: Final = 10
+
+
+def test_callers_on_one_loop_share_one_deadline_timer_and_each_hears_at_its_own_deadline(
+    store: FakeStore,
+) -> None:
+    """Two waves of callers queue behind a hung write, the second a moment after the
+    first: the loop keeps one timer for all of them (re-armed for the second wave when
+    the first times out), not one per caller, and no caller is answered before its own
+    deadline."""
+    committer = committer_for(store, timeout=SHORT_TIMEOUT_SECONDS)
+    store.hold()
+    armed: list[float] = []
+
+    async def caller(command: str) -> tuple[float, float, Any]:
+        started = time.monotonic()
+        try:
+            answer = await committer.submit_async(command)
+        except (WriteTimeoutError, OutcomeUnknownError) as error:
+            answer = error
+        return started, time.monotonic(), answer
+
+    async def scenario() -> list[tuple[float, float, Any]]:
+        loop = asyncio.get_running_loop()
+        call_later = loop.call_later
+
+        def counted(delay: float, *args: Any, **options: Any) -> asyncio.TimerHandle:
+            armed.append(delay)
+            return call_later(delay, *args, **options)
+
+        loop.call_later = counted  # type: ignore[method-assign,assignment]
+        taken = asyncio.create_task(caller("taken"))
+        await loop.run_in_executor(None, store.entered.wait, WAIT_SECONDS)
+        first = [asyncio.create_task(caller(f"a{n}")) for n in range(CALLERS_PER_WAVE)]
+        await loop.run_in_executor(None, time.sleep, STAGGER_SECONDS)
+        second = [asyncio.create_task(caller(f"b{n}")) for n in range(CALLERS_PER_WAVE)]
+        answers = await asyncio.gather(*first, *second)
+        assert isinstance((await taken)[2], OutcomeUnknownError)
+        return answers
+
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        store.released.set()
+        committer.close()
+    for started, answered, answer in answers:
+        assert isinstance(answer, WriteTimeoutError)
+        assert started + SHORT_TIMEOUT_SECONDS <= answered
+        assert answered < started + SHORT_TIMEOUT_SECONDS + DEADLINE_SLACK_SECONDS
+    # One timer for the first deadline, one for the second wave's (a timer that fires a
+    # hair before its deadline is armed again): far fewer than the 21 callers.
+    assert 1 <= len(armed) <= 4, armed
+
+
+def test_the_callers_one_write_answers_are_woken_by_one_callback_on_their_loop(
+    store: FakeStore,
+) -> None:
+    """The writer answers five callers of one loop in one write: it hands the loop one
+    callback for all of them, not one each (each a wake-up of the loop)."""
+    committer = committer_for(store)
+    store.hold()
+    handed: list[Any] = []
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        call_soon_threadsafe = loop.call_soon_threadsafe
+
+        def counted(callback: Any, *args: Any, **options: Any) -> asyncio.Handle:
+            if threading.current_thread().name == "ledger-committer":
+                handed.append(callback)
+            return call_soon_threadsafe(callback, *args, **options)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
+        first = asyncio.create_task(committer.submit_async("first"))
+        await loop.run_in_executor(None, store.entered.wait, WAIT_SECONDS)
+        rest = [asyncio.create_task(committer.submit_async(n)) for n in range(5)]
+        while committer.queued_units < 5:
+            await asyncio.sleep(0.001)
+        handed.clear()  # what answered the first write
+        store.released.set()
+        return await asyncio.gather(*rest, first)
+
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        store.released.set()
+        committer.close()
+    assert answers == [*(("done", n) for n in range(5)), ("done", "first")]
+    assert store.groups[-1] == [0, 1, 2, 3, 4]
+    # One callback for the write of five (two if the loop took the first answers before
+    # the writer had given the rest, which a 5 ms interpreter switch would allow).
+    assert 1 <= len(handed) <= 2, handed
+
+
 GATHER_CLIENTS: Final = 4
 GATHER_ROUNDS: Final = 6
 CLIENT_PAUSE_SECONDS: Final = 0.02
