@@ -21,6 +21,7 @@ from eventsourcing.persistence import PersistenceError
 from kurrentdbclient.exceptions import KurrentDBClientError
 from litestar import Litestar
 
+from app.api.access_log import JsonLines, configuration, use_json_lines
 from app.api.app import create_app
 from app.api.services import Services
 from app.application.ledger import Ledger
@@ -136,23 +137,29 @@ def _orjson_text(event: Any, **options: Any) -> str:
 
 
 def configure_logging(settings: Settings) -> None:
+    json_lines = settings.log_format == "json"
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(serializer=_orjson_text)
-        if settings.log_format == "json"
+        if json_lines
         else structlog.dev.ConsoleRenderer()
     )
+    stamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        stamper,
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=processors,
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    if json_lines:  # the access log writes this chain's lines itself (app.api.access_log)
+        logger = structlog.PrintLogger(sys.stderr)
+        use_json_lines(JsonLines(configuration(), stamper, renderer, logger))
 
 
 def build_services(settings: Settings, *, projections: bool) -> Services:

@@ -1,9 +1,10 @@
 """The Litestar application factory: no I/O at import time; everything comes in through
 ``Services``, built by the composition root (``app.bootstrap``)."""
 
+import random
 import time
-import uuid
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Final
 
 import structlog
 from litestar import Litestar, MediaType, Response, get
@@ -14,6 +15,7 @@ from litestar.plugins.pydantic import PydanticPlugin
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.api.access_log import log_request
 from app.api.controllers.accounts import AccountController
 from app.api.controllers.events import EventController
 from app.api.controllers.grants import GrantController
@@ -31,8 +33,6 @@ from app.api.services import Services
 from app.events.metrics import EventsCollector
 from app.explorer.plugin import ExplorerPlugin
 
-log = structlog.get_logger("app.api")
-
 
 def request_context(app: ASGIApp) -> ASGIApp:
     """Request ids (taken from X-Request-ID or made), structured access logs, metrics."""
@@ -42,9 +42,7 @@ def request_context(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         method = str(scope.get("method", "-"))
-        headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")[:64]
-        request_id = given if given.isprintable() and given else uuid.uuid4().hex
+        request_id = _request_id(scope.get("headers") or ())
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -65,26 +63,40 @@ def request_context(app: ASGIApp) -> ASGIApp:
                 ]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                await app(scope, receive_watching, send_with_id)
-            finally:
-                if scope["state"].get(CLIENT_DISCONNECTED) and status >= 500:
-                    # Not a server error: the client left before it had its answer.
-                    status = CLIENT_CLOSED_REQUEST
-                seconds = time.perf_counter() - started
-                route = scope.get("path_template") or "unmatched"
-                metrics: NamedDependency[Metrics] = scope["app"].state.metrics
-                metrics.observe(method, route, status, seconds)
-                log.info(
-                    "request",
-                    method=method,
-                    path=scope["path"],
-                    status=status,
-                    ms=round(seconds * 1000, 2),
-                )
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await app(scope, receive_watching, send_with_id)
+        finally:
+            if scope["state"].get(CLIENT_DISCONNECTED) and status >= 500:
+                # Not a server error: the client left before it had its answer.
+                status = CLIENT_CLOSED_REQUEST
+            seconds = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"
+            metrics: NamedDependency[Metrics] = scope["app"].state.metrics
+            metrics.observe(method, route, status, seconds)
+            log_request(method, scope["path"], status, round(seconds * 1000, 2))
+            structlog.contextvars.reset_contextvars(**bound)
 
     return middleware
+
+
+REQUEST_ID_HEADER: Final = b"x-request-id"
+REQUEST_ID_CHARS_MAX: Final = 64
+
+
+def _request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-ID (its last, as a dict of the headers kept it) when
+    printable, else a new one: 128 random bits in hex, as ``uuid4().hex`` gave, from the
+    process's generator (an id to find a request by, not a secret; ``uuid4`` read the
+    operating system's entropy for each request)."""
+    given = b""
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            given = value
+    text = given.decode("latin-1")[:REQUEST_ID_CHARS_MAX]
+    if text and text.isprintable():
+        return text
+    return f"{random.getrandbits(128):032x}"
 
 
 @get(

@@ -1,0 +1,114 @@
+"""The access log writes the line structlog's configured chain writes, without the
+bound logger's per-call work; under any other structlog configuration the line goes
+through structlog itself (app.api.access_log)."""
+
+import io
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from app.api import access_log
+from app.api.access_log import log_request
+from app.bootstrap import configure_logging
+from app.settings import Settings
+from tests.api.helpers import Client, open_issuer
+
+TIMESTAMP: Final = re.compile(r'"timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"')
+
+
+class Opaque:
+    """A bound value JSON has no form for (the renderer falls back to its repr)."""
+
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+@pytest.fixture
+def stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """The process's logging configured as ``ledger serve`` does, onto a buffer."""
+    handlers = list(logging.getLogger().handlers)
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buffer)
+    configure_logging(Settings(data_dir=tmp_path))
+    yield buffer
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    logging.getLogger().handlers[:] = handlers
+
+
+def lines_of(buffer: io.StringIO) -> list[str]:
+    written = buffer.getvalue().splitlines()
+    buffer.seek(0)
+    buffer.truncate()
+    return written
+
+
+def test_the_access_line_is_the_configured_chains_line_byte_for_byte(
+    stderr: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fields: dict[str, Any] = {"method": "POST", "path": "/v1/transfers", "status": 201, "ms": 1.25}
+    structlog.contextvars.bind_contextvars(request_id="req-1", tenant=Opaque(), level="x")
+    structlog.get_logger("app.api").info("request", **fields)
+    (by_structlog,) = lines_of(stderr)
+
+    def not_called(*_: Any, **__: Any) -> None:
+        raise AssertionError("the access line went through structlog's bound logger")
+
+    monkeypatch.setattr(access_log, "through_structlog", not_called)
+    log_request(**fields)
+    (by_access_log,) = lines_of(stderr)
+    assert TIMESTAMP.search(by_access_log), by_access_log
+    assert TIMESTAMP.sub("", by_access_log) == TIMESTAMP.sub("", by_structlog)
+    assert json.loads(by_access_log) == {
+        **fields,
+        "event": "request",
+        "request_id": "req-1",
+        "tenant": "<opaque>",
+        "level": "info",
+        "timestamp": json.loads(by_access_log)["timestamp"],
+    }
+
+
+def test_under_another_structlog_configuration_the_access_line_goes_through_structlog(
+    stderr: io.StringIO,
+) -> None:
+    with capture_logs() as captured:
+        log_request("GET", "/v1/health", 200, 0.5)
+    assert captured == [
+        {
+            "event": "request",
+            "method": "GET",
+            "path": "/v1/health",
+            "status": 200,
+            "ms": 0.5,
+            "log_level": "info",
+        }
+    ]
+    assert lines_of(stderr) == []
+
+
+def test_each_request_writes_one_access_line_with_its_request_id(
+    stderr: io.StringIO, client: Client
+) -> None:
+    open_issuer(client)
+    given = client.get("/v1/health", headers={"X-Request-ID": "req-42"})
+    made = client.get("/v1/health")
+    accesses = [json.loads(line) for line in lines_of(stderr) if '"event":"request"' in line]
+    assert [(line["method"], line["path"], line["status"]) for line in accesses] == [
+        ("POST", "/v1/accounts", 201),
+        ("GET", "/v1/health", 200),
+        ("GET", "/v1/health", 200),
+    ]
+    assert given.headers["x-request-id"] == accesses[1]["request_id"] == "req-42"
+    made_id = made.headers["x-request-id"]
+    assert re.fullmatch("[0-9a-f]{32}", made_id), made_id
+    assert accesses[2]["request_id"] == made_id
+    assert accesses[0]["request_id"] not in (made_id, "req-42")
