@@ -5,6 +5,7 @@ it is used instead (the projection runner's context manager, the subscription's 
 iteration, the tracking recorder's ``max_tracking_id``).
 """
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -278,7 +279,14 @@ def serve_openapi_document(app: Litestar, document: dict[str, Any]) -> None:
 # change it; the protocol class itself is a documented option (``uvicorn.Config(http=…)``).
 class ProblemHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's default protocol (httptools), except that a request it cannot parse is
-    answered as a problem document with a stable code (MALFORMED_REQUEST_BODY)."""
+    answered as a problem document with a stable code (MALFORMED_REQUEST_BODY), and that
+    what it writes during one turn of the event loop goes to the socket at once
+    (``OneWritePerTurn``)."""
+
+    def connection_made(  # type: ignore[override]  # as uvicorn's own
+        self, transport: asyncio.Transport
+    ) -> None:
+        super().connection_made(OneWritePerTurn(transport, self.loop))
 
     def send_400_response(self, msg: str) -> None:  # noqa: ARG002  # uvicorn logs msg
         from app.api.errors import (  # noqa: PLC0415  # no cycle: see the imports above
@@ -294,3 +302,77 @@ class ProblemHttpToolsProtocol(HttpToolsProtocol):
         head.append(b"connection: close\r\n\r\n")
         self.transport.write(b"".join(head) + MALFORMED_REQUEST_BODY)
         self.transport.close()
+
+
+# uvicorn 0.54 writes a response's head (at ``http.response.start``) and its body (at
+# ``http.response.body``) with one ``transport.write`` each, and uvloop sends each at once:
+# two system calls and two TCP segments per answer, the client woken for each.
+class OneWritePerTurn(asyncio.Transport):
+    """A connection's transport whose writes made during one turn of the event loop are
+    sent together, after it (a response's head and body: one send). Everything else is
+    the transport's own; closing sends what is held first."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes | bytearray | memoryview] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._held:
+            self._loop.call_soon(self._send)
+        self._held.append(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def _send(self) -> None:
+        held, self._held = self._held, []
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self._send()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self._send()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._held = []
+        self._transport.abort()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(len(data) for data in self._held)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()

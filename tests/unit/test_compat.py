@@ -1,6 +1,7 @@
 """One test per library seam in app/compat.py: each fails loudly when an upgrade of
 eventsourcing or Litestar moves or changes the private part the seam relies on."""
 
+import asyncio
 import inspect
 import queue
 import sqlite3
@@ -37,6 +38,7 @@ from litestar import Litestar, get
 from litestar.testing import TestClient
 from uvicorn import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from app.application.commands import OpenAccount
 from app.application.ledger import Ledger
@@ -406,6 +408,77 @@ def test_uvicorn_answers_unreadable_requests_through_the_overridden_method() -> 
     default = Config(app=no_app)
     default.load()
     assert issubclass(ProblemHttpToolsProtocol, default.http_protocol_class)
+
+
+class RecordingTransport(asyncio.Transport):
+    """A connection that keeps what is written to it, write by write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closed, "written after close"
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def answering_ok(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def writes_for(protocol_class: type[HttpToolsProtocol], request: bytes) -> RecordingTransport:
+    async def scenario() -> RecordingTransport:
+        config = Config(app=answering_ok, http=protocol_class, proxy_headers=False)
+        config.load()
+        protocol = protocol_class(config, ServerState(), {}, asyncio.get_running_loop())
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        protocol.data_received(request)
+        for _ in range(20):  # the app's task, then the turn after it
+            await asyncio.sleep(0)
+        protocol.connection_lost(None)
+        return transport
+
+    return asyncio.run(scenario())
+
+
+def test_a_responses_head_and_body_go_to_the_connection_in_one_write() -> None:
+    """uvicorn writes a response's head and body with a write each (each a send on the
+    socket); ``ProblemHttpToolsProtocol`` hands them to the connection as one."""
+    request = b"GET / HTTP/1.1\r\nHost: ledger\r\n\r\n"
+    assert len(writes_for(HttpToolsProtocol, request).writes) == 2  # the seam: uvicorn's way
+    (written,) = writes_for(ProblemHttpToolsProtocol, request).writes
+    assert written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert written.endswith(b"\r\ncontent-length: 2\r\n\r\nok")
+
+
+def test_a_connection_closed_after_an_answer_gets_the_whole_answer_first() -> None:
+    answered = writes_for(ProblemHttpToolsProtocol, b"NOT HTTP AT ALL\r\n\r\n")
+    (written,) = answered.writes
+    assert written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert answered.closed
 
 
 def test_a_new_aggregate_gets_the_base_attributes_the_librarys_created_event_gives() -> None:
