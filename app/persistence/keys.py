@@ -28,6 +28,8 @@ KEY_PREFIX: Final = "lk"
 # A verified key is trusted this long before it is looked up again: the delay after
 # which a revocation takes effect on a busy server.
 VERIFIED_KEY_TTL_SECONDS: Final = 5.0
+# Whole keys remembered as checked (``KeyStore.check_cached``); all are forgotten past it.
+CHECKED_KEYS_KEPT: Final = 1_000
 
 
 def scope_allows(granted: str, needed: str) -> bool:
@@ -94,6 +96,10 @@ class KeyStore:
         self.url = url
         self.is_postgres = urlsplit(url).scheme in ("postgresql", "postgres")
         self._verified: dict[str, tuple[float, tuple[str, str, str | None]]] = {}
+        # Whole keys found valid from memory (no expiry of their own), until their
+        # ``_verified`` entry goes stale: the API checks the same key on every request,
+        # and this spares it the key's parsing and hashing each time.
+        self._checked: dict[str, tuple[float, KeyCheck]] = {}
         self._lock = threading.Lock()
         with self._connect() as connection:
             connection.execute(
@@ -205,6 +211,7 @@ class KeyStore:
             changed = bool(cursor.rowcount > 0)
         with self._lock:
             self._verified.pop(key_id, None)
+            self._checked.clear()
         return changed
 
     def verify(self, key: str) -> str | None:
@@ -238,12 +245,25 @@ class KeyStore:
     def check_cached(self, key: str) -> KeyCheck | None:
         """``check`` without touching the store: the verdict when the key was verified
         recently (or is malformed), None when only the store can say."""
+        remembered = self._checked.get(key)
+        if remembered is not None and remembered[0] > time.monotonic():
+            return remembered[1]
         parts = split_key(key)
         if parts is None:
             return KeyCheck(Verdict.UNKNOWN)
         key_id, digest = parts
-        cached = self._fresh(key_id)
-        return None if cached is None else _verdict(cached, digest)
+        with self._lock:
+            verified = self._verified.get(key_id)
+        if verified is None or verified[0] <= time.monotonic():
+            return None
+        check = _verdict(verified[1], digest)
+        if check.verdict is Verdict.VALID and check.expires_at is None:
+            with self._lock:
+                if self._verified.get(key_id) is verified:  # not revoked meanwhile
+                    if len(self._checked) >= CHECKED_KEYS_KEPT:
+                        self._checked.clear()
+                    self._checked[key] = (verified[0], check)
+        return check
 
     def _fresh(self, key_id: str) -> tuple[str, str, str | None] | None:
         with self._lock:

@@ -54,3 +54,36 @@ def test_a_confirmation_older_than_its_lifetime_goes_back_to_the_store(
     monkeypatch.setattr(keys_module, "VERIFIED_KEY_TTL_SECONDS", -1.0)
     assert keys.check(key).scope == "read"  # confirmed by the store, already stale
     assert keys.check_cached(key) is None
+
+
+def test_a_key_answered_from_memory_is_not_hashed_again_until_its_confirmation_ages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = store(tmp_path)
+    key = keys.create("write")
+    keys.check(key)
+    hashed: list[str] = []
+    hash_secret = keys_module._hash
+
+    def counted(secret: str) -> str:
+        hashed.append(secret)
+        return hash_secret(secret)
+
+    monkeypatch.setattr(keys_module, "_hash", counted)
+    checks = [keys.check_cached(key) for _ in range(5)]
+    assert len(hashed) == 1
+    assert {(check.verdict, check.scope) for check in checks if check is not None} == {
+        (Verdict.VALID, "write")
+    }
+    assert None not in checks
+
+
+def test_a_key_remembered_as_checked_is_forgotten_when_revoked(tmp_path: Path) -> None:
+    keys = store(tmp_path)
+    key = keys.create("write")
+    keys.check(key)
+    remembered = keys.check_cached(key)
+    assert remembered is not None
+    assert remembered.verdict is Verdict.VALID
+    assert keys.revoke(key.split("_")[1])
+    assert keys.check_cached(key) is None
