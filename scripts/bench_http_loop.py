@@ -20,26 +20,31 @@ Run from the repository root::
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
+import uvicorn
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_http import HOST, free_port, read_response
 from benchlib import machine
 
 from app.api.app import create_app
 from app.application.commands import OpenAccount, RecordTransfer
 from app.bootstrap import build_services, configure_logging, shutdown
+from app.compat import ProblemHttpToolsProtocol
 from app.settings import Settings
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -51,6 +56,7 @@ BATCH: Final = 1_000
 ISSUER: Final = "bench:issuer"
 ACCOUNTS: Final = 100
 SHAPES: Final = ("single", "batch")
+START_SECONDS: Final = 60.0
 
 
 def transfer_item(client: int, number: int) -> str:
@@ -122,23 +128,54 @@ def stub_writes(ledger: Any, outcome_of: Callable[[Any], Any]) -> None:
     ledger.committer._write_group = write_group
 
 
-def run_tree(shape: str, requests: int, clients: int) -> float:
-    """In this process (the tree on ``sys.path``): loop CPU µs per request."""
+@contextlib.contextmanager
+def stubbed_services() -> Iterator[Any]:
+    """The services ``ledger serve`` builds (API only), logging as it configures it, the
+    log lines going nowhere."""
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115  # the log lines' sink
     with tempfile.TemporaryDirectory(prefix="bench-http-loop-") as temp:
         settings = Settings(data_dir=Path(temp))
         configure_logging(settings)
         services = build_services(settings, projections=False)
         try:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as uvicorn's
-                return runner.run(_drive(create_app(services), services, shape, requests, clients))
+            yield services
         finally:
             shutdown(services)
 
 
-async def _drive(app: Any, services: Any, shape: str, requests: int, clients: int) -> float:
+def run_tree(shape: str, requests: int, clients: int) -> float:
+    """In this process (the tree on ``sys.path``): loop CPU µs per request."""
+    with (
+        stubbed_services() as services,
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,  # as uvicorn's
+    ):
+        app = create_app(services)
+        key = runner.run(stubbed(services, shape))
+        return runner.run(_drive(app, key, shape, requests, clients))
+
+
+def serve_tree(shape: str, port: int) -> None:
+    """In this process: ``ledger serve``'s uvicorn, the write stubbed, until stopped;
+    prints the key to use."""
+    with stubbed_services() as services:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            key = runner.run(stubbed(services, shape))
+        print(json.dumps({"key": key}), flush=True)
+        config = uvicorn.Config(
+            create_app(services),
+            host=HOST,
+            port=port,
+            log_config=None,
+            access_log=False,
+            http=ProblemHttpToolsProtocol,  # as ``ledger serve``
+        )
+        uvicorn.Server(config).run()
+
+
+async def stubbed(services: Any, shape: str) -> str:
+    """Accounts and one real answer of the shape's kind, then the write stubbed to give
+    that answer at once; a key that may write."""
     ledger = services.ledger
-    key = services.keys.create(scope="admin")
     await ledger.open_account_async(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
     for n in range(ACCOUNTS):
         await ledger.open_account_async(OpenAccount(id=f"bench:{n}", unit="CREDITS"))
@@ -155,7 +192,16 @@ async def _drive(app: Any, services: Any, shape: str, requests: int, clients: in
         atomic=True,
     )
     stub_writes(ledger, lambda _: sample if shape == "single" else batch)
-    path = "/v1/transfers" if shape == "single" else "/v1/transfers/batch"
+    key: str = services.keys.create(scope="admin")
+    return key
+
+
+def path_of(shape: str) -> str:
+    return "/v1/transfers" if shape == "single" else "/v1/transfers/batch"
+
+
+async def _drive(app: Any, key: str, shape: str, requests: int, clients: int) -> float:
+    path = path_of(shape)
     # The first request verifies the key (the route), the rest find it verified.
     assert await request(app, path, key, body_of(shape, -1, 0)) in (200, 201)
     per_client = max(1, requests // clients)
@@ -176,7 +222,66 @@ async def _drive(app: Any, services: Any, shape: str, requests: int, clients: in
     return spent * 1e6 / (per_client * clients)
 
 
+async def _send_over_http(port: int, key: str, shape: str, requests: int, clients: int) -> None:
+    head = (
+        f"POST {path_of(shape)} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+    ).encode()
+    per_client = max(1, requests // clients)
+
+    async def client(number: int) -> None:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        try:
+            for n in range(per_client):
+                body = body_of(shape, number, n)
+                writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                status = await read_response(reader)
+                assert status in (200, 201), status
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client(number) for number in range(clients)))
+
+
+def over_http(tree: Path, shape: str, requests: int, clients: int) -> float:
+    """``ledger serve``'s uvicorn running ``tree`` in a fresh process, the write stubbed,
+    driven over its socket from this one: its main thread's CPU µs per request."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    port = free_port()
+    argv = [sys.executable, str(Path(__file__).resolve()), "--serve", shape, "--port", str(port)]
+    server = subprocess.Popen(argv, env=env, cwd=tree, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        key = json.loads(server.stdout.readline())["key"]
+        wait_for_port(port)
+        main_thread = Path(f"/proc/{server.pid}/task/{server.pid}/stat")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_send_over_http(port, key, shape, max(clients, requests // 5), clients))
+            before = thread_cpu_seconds(main_thread)
+            runner.run(_send_over_http(port, key, shape, requests, clients))
+            spent = thread_cpu_seconds(main_thread) - before
+        return spent * 1e6 / (max(1, requests // clients) * clients)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {START_SECONDS}s")
+
+
+def thread_cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def in_fresh_process(tree: Path, shape: str, requests: int, clients: int) -> float:
+    """``run_tree`` in a fresh process running ``tree``."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", shape]
     argv += ["--requests", str(requests), "--clients", str(clients)]
@@ -194,11 +299,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=REQUESTS)
     parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--baseline-tree", type=Path)
+    parser.add_argument(
+        "--over-http",
+        action="store_true",
+        help="serve the app with uvicorn as `ledger serve` does and send the requests over "
+        "its socket: the loop's CPU then includes uvicorn's parsing and the socket writes",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps({"loop_us": run_tree(args.child, args.requests, args.clients)}))
         return 0
+    if args.serve:
+        serve_tree(args.serve, args.port)
+        return 0
+    measure = over_http if args.over_http else in_fresh_process
     trees = {"this": REPO}
     if args.baseline_tree is not None:
         trees["baseline"] = args.baseline_tree.resolve()
@@ -208,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(args.rounds):
             order = list(trees) if number % 2 == 0 else list(trees)[::-1]
             for name in order:
-                figures[name].append(in_fresh_process(trees[name], shape, requests, args.clients))
+                figures[name].append(measure(trees[name], shape, requests, args.clients))
         unit = "request" if shape == "single" else f"batch of {BATCH:,}"
         for name, values in figures.items():
             print(
