@@ -274,6 +274,26 @@ def test_a_write_every_try_of_which_failed_says_whether_it_may_have_committed(
         ledger.close()
 
 
+def short_deadline_ledger(database_url: str) -> Ledger:
+    """A ledger whose writes wait ``SHORT_WRITE_TIMEOUT_SECONDS``, with two accounts."""
+    env = {
+        **event_store_env(database_url),
+        "LEDGER_WRITE_TIMEOUT_SECONDS": str(SHORT_WRITE_TIMEOUT_SECONDS),
+    }
+    ledger = Ledger(env)
+    ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
+    ledger.open_account(OpenAccount("alice", "CREDITS"))
+    return ledger
+
+
+def next_group_seconds(ledger: Ledger, groups_before: int) -> float:
+    """How long the writer took over its next group write, once it has ended."""
+    assert eventually(
+        lambda: len(ledger.committer.write_seconds) > groups_before, WRITER_WAIT_SECONDS
+    ), "the writer ended the group"
+    return ledger.committer.write_seconds[-1]
+
+
 def test_a_write_while_the_server_is_down_frees_the_writer_by_its_deadline(
     restartable_postgres: PostgresServer, database_url: str
 ) -> None:
@@ -282,14 +302,8 @@ def test_a_write_while_the_server_is_down_frees_the_writer_by_its_deadline(
     is free again when its callers are answered, and the next write after the server is
     back succeeds; the caller's answer is one docs/writes.md gives for a store that went
     away, and resending it is safe."""
-    env = {
-        **event_store_env(database_url),
-        "LEDGER_WRITE_TIMEOUT_SECONDS": str(SHORT_WRITE_TIMEOUT_SECONDS),
-    }
-    ledger = Ledger(env)
+    ledger = short_deadline_ledger(database_url)
     try:
-        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
-        ledger.open_account(OpenAccount("alice", "CREDITS"))
         assert ledger.record_transfer(RecordTransfer("before", ISSUER, "alice", 1)).created
         groups_before = len(ledger.committer.write_seconds)
 
@@ -297,11 +311,7 @@ def test_a_write_while_the_server_is_down_frees_the_writer_by_its_deadline(
         try:
             with pytest.raises(WRITE_ANSWERS_STORE_DOWN):
                 ledger.record_transfer(RecordTransfer("down", ISSUER, "alice", 2))
-            assert eventually(
-                lambda: len(ledger.committer.write_seconds) > groups_before,
-                WRITER_WAIT_SECONDS,
-            ), "the writer ended the group"
-            took = ledger.committer.write_seconds[-1]
+            took = next_group_seconds(ledger, groups_before)
         finally:
             restartable_postgres.start()
 
@@ -321,14 +331,8 @@ def test_a_snapshot_after_a_commit_on_a_server_gone_meanwhile_frees_the_writer_i
     between, the snapshot is given up (and counted) by the group's deadline, not after
     the library's ten tries, and the committed write answers success."""
     monkeypatch.setattr(ledger_module, "ACCOUNT_SNAPSHOT_INTERVAL", 2)
-    env = {
-        **event_store_env(database_url),
-        "LEDGER_WRITE_TIMEOUT_SECONDS": str(SHORT_WRITE_TIMEOUT_SECONDS),
-    }
-    ledger = Ledger(env)
+    ledger = short_deadline_ledger(database_url)
     try:
-        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
-        ledger.open_account(OpenAccount("alice", "CREDITS"))
         ledger.record_transfer(RecordTransfer("t0", ISSUER, "alice", 1))  # t1 snapshots
         record_events = ledger._record_events
 
@@ -341,11 +345,7 @@ def test_a_snapshot_after_a_commit_on_a_server_gone_meanwhile_frees_the_writer_i
         groups_before = len(ledger.committer.write_seconds)
         try:
             outcome = ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5))
-            assert eventually(
-                lambda: len(ledger.committer.write_seconds) > groups_before,
-                WRITER_WAIT_SECONDS,
-            ), "the writer ended the group"
-            took = ledger.committer.write_seconds[-1]
+            took = next_group_seconds(ledger, groups_before)
         finally:
             monkeypatch.setattr(ledger, "_record_events", record_events)
             restartable_postgres.start()
