@@ -217,17 +217,27 @@ class TransferCreate(Strict):
         return self.unchecked_command().checked_across_fields()
 
     def unchecked_command(self) -> RecordTransfer:
-        """The same command as a Python caller builds it: ``checked()`` judges it."""
-        return RecordTransfer(
-            id=self.id,
-            debit_account_id=self.debit_account_id,
-            credit_account_id=self.credit_account_id,
-            amount=self.amount,
-            pending=self.pending,
-            timeout_seconds=self.timeout_seconds,
-            metadata=canonical_metadata(self.metadata),
-            grant=None if self.grant is None else self.grant.terms(),
+        """The same command as a Python caller builds it: ``checked()`` judges it.
+
+        Its fields are set at once, as the frozen dataclass's constructor would set
+        them one by one (a batch builds 1,000); tests/api/test_batch_edge.py holds it
+        equal to the constructor's."""
+        command = object.__new__(RecordTransfer)
+        object.__setattr__(
+            command,
+            "__dict__",
+            {
+                "id": self.id,
+                "debit_account_id": self.debit_account_id,
+                "credit_account_id": self.credit_account_id,
+                "amount": self.amount,
+                "pending": self.pending,
+                "timeout_seconds": self.timeout_seconds,
+                "metadata": canonical_metadata(self.metadata) if self.metadata else {},
+                "grant": None if self.grant is None else self.grant.terms(),
+            },
         )
+        return command
 
 
 class TransferRead(BaseModel):
@@ -278,7 +288,12 @@ def transfer_document(transfer: TransferView, position: int) -> dict[str, Any]:
         "reversed_by": transfer.reversed_by,
         "position": position,
         "grant": None if grant is None else {key: grant[key] for key in GRANT_READ_FIELDS},
-        "allocations": [{"grant_id": a.grant_id, "amount": a.amount} for a in transfer.allocations],
+        "allocations": [
+            {"grant_id": allocation.grant_id, "amount": allocation.amount}
+            for allocation in transfer.allocations
+        ]
+        if transfer.allocations
+        else [],
     }
 
 
