@@ -107,8 +107,12 @@ class WriterCache:
 
     def get(self, originator_id: UUID) -> Aggregate:
         """The cached aggregate, now the most recently used (KeyError when not cached)."""
-        cache = self._accounts if originator_id in self._accounts else self._others
-        aggregate = cache[originator_id]
+        # Two lookups for an account, not three (a UUID hashes in Python).
+        cache = self._accounts
+        aggregate = cache.get(originator_id)
+        if aggregate is None:
+            cache = self._others
+            aggregate = cache[originator_id]
         cache.move_to_end(originator_id)
         return aggregate
 

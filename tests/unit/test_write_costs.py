@@ -7,11 +7,12 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
-from uuid import uuid5
+from datetime import UTC, datetime, timedelta
+from typing import Final
+from uuid import UUID, uuid5
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app.application.commands import OpenAccount, RecordTransfer
@@ -19,6 +20,7 @@ from app.application.ledger import Ledger, Write, collector_paused
 from app.application.views import TransferView
 from app.application.workspace import Workspace, WriterCache, Written
 from app.domain.account import Account
+from app.domain.chain import command_time, current_command_time
 from app.domain.errors import InsufficientFundsError
 from app.domain.transfer import Transfer
 from app.domain.values import LEDGER_NAMESPACE, account_uuid, name_uuid, transfer_uuid
@@ -185,3 +187,84 @@ def test_a_write_tells_each_events_position_by_the_event_and_by_its_stream() -> 
     copy = dataclasses.replace(events[0])
     with pytest.raises(KeyError):
         written.position_of_event(copy)
+
+
+def test_a_commands_time_holds_inside_its_block_and_the_outer_one_comes_back() -> None:
+    """``command_time`` (a class-based context manager) restores what was set before it,
+    when its block ends and when it raises, nested or not."""
+    outer, inner = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    assert current_command_time() is None
+    with command_time(outer):
+        assert current_command_time() == outer
+        seen: list[datetime | None] = []
+
+        def refused_at(moment: datetime) -> None:
+            with command_time(moment):
+                seen.append(current_command_time())
+                raise InsufficientFundsError("refused inside", account_id="a", available=0)
+
+        with pytest.raises(InsufficientFundsError):
+            refused_at(inner)
+        assert seen == [inner]
+        assert current_command_time() == outer
+    assert current_command_time() is None
+
+
+def test_a_collector_pause_is_one_shared_context_manager_that_nests() -> None:
+    assert gc.isenabled()
+    with collector_paused(), collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+    def refused_while_paused() -> None:
+        with collector_paused():
+            raise InsufficientFundsError("refused inside", account_id="a", available=0)
+
+    with pytest.raises(InsufficientFundsError):
+        refused_while_paused()
+    assert gc.isenabled()
+
+
+CACHE_OPERATIONS: Final = st.lists(
+    st.tuples(st.sampled_from(["put", "get", "evict"]), st.integers(0, 5)), max_size=40
+)
+
+
+@given(CACHE_OPERATIONS)
+@example([("put", 0), ("put", 1), ("get", 0), ("put", 2)])  # a read keeps a0, a1 goes
+@example([("put", 3), ("put", 4), ("get", 3), ("put", 5)])  # the same for transfers
+def test_the_writers_cache_keeps_the_least_recently_used_out_as_a_plain_lru_would(
+    operations: list[tuple[str, int]],
+) -> None:
+    """Accounts (ids 0-2) and transfers (3-5) each in their own LRU of two; ``get`` makes
+    an entry the most recent and raises KeyError for one not cached."""
+    aggregates: list[Account | Transfer] = [ledger_account(f"a{n}") for n in range(3)]
+    aggregates += [
+        Transfer.record(f"t{n}", "a0", "a1", 1, "CREDITS", False, None, {}) for n in range(3)
+    ]
+    cache = WriterCache(maxsize=2)
+    model: dict[bool, list[UUID]] = {True: [], False: []}  # oldest first, by kind
+    for operation, index in operations:
+        aggregate = aggregates[index]
+        kind = model[isinstance(aggregate, Account)]
+        if operation == "put":
+            cache.put(aggregate)
+            if aggregate.id in kind:
+                kind.remove(aggregate.id)
+            kind.append(aggregate.id)
+            del kind[:-2]
+        elif operation == "get":
+            if aggregate.id in kind:
+                assert cache.get(aggregate.id) is aggregate
+                kind.remove(aggregate.id)
+                kind.append(aggregate.id)
+            else:
+                with pytest.raises(KeyError):
+                    cache.get(aggregate.id)
+        else:
+            cache.evict(aggregate.id)
+            if aggregate.id in kind:
+                kind.remove(aggregate.id)
+        assert [a.id in cache for a in aggregates] == [
+            a.id in model[isinstance(a, Account)] for a in aggregates
+        ]
