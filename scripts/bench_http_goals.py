@@ -60,7 +60,7 @@ from bench_http import (
     running,
     wait_for_projections,
 )
-from benchlib import machine, postgres_server_cpu_seconds, tree_cpu_seconds
+from benchlib import in_turn, machine, postgres_server_cpu_seconds, tree_cpu_seconds
 
 from tests.support.pgserver import PostgresServer, running_postgres
 
@@ -520,7 +520,8 @@ def postgres_cpu_seconds(server: PostgresServer) -> float:
 
 
 def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
-    """Each shape with ``--workers 1`` then ``--workers 2`` (alternating, per round)."""
+    """Each shape with ``--workers 1`` and ``--workers 2``, in turn: one first in even
+    rounds, two first in odd ones (``benchlib.in_turn``)."""
     lines: list[str] = []
     created = 0
     with (
@@ -538,15 +539,17 @@ def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
         }
         key = keys_create(env)
         results: dict[tuple[str, int], list[Result]] = {}
+        opened = False
         with projector(env, workdir):
             for round_number in range(rounds):
                 for number, shape in enumerate(WORKERS_SHAPES):
-                    for count in (1, 2):
+                    for count in in_turn((1, 2), round_number):
                         argv = [*ledger_argv(), "--no-projections", "--workers", str(count)]
                         with running(f"workers{count}", argv, env, workdir) as api:
                             wait_for_workers(api, count)
-                            if (round_number, number, count) == (0, 0, 1):
+                            if not opened:
                                 open_accounts(api.base_url, key)
+                                opened = True
                             tag = f"{round_number}{number}{count}"
                             warm = measure(api, key, shape, f"wu{tag}", warmup)
                             cpu_before = tree_cpu_seconds(api.process.pid)
@@ -609,7 +612,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=1, help="workers rounds (1 then 2)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="workers rounds (1 and 2 workers, in turn)"
+    )
     parser.add_argument("--parts", default="embedded,workers,placement")
     parser.add_argument(
         "--shapes",

@@ -3,7 +3,8 @@
 The write path of ``ledger serve --workers N`` alone: 8 threads of single transfers in
 one process against 4 threads in each of two processes (each process with its own
 ledger, committer and cache, as each worker of ``serve`` has), PostgreSQL with fsync
-on, sides alternating round by round. Each process warms its cache first; only what
+on, sides alternating round by round (one process first in even rounds, two first in odd
+ones: ``--rounds 2`` or more for a fair ratio). Each process warms its cache first; only what
 is acknowledged inside the measured window counts. Two shapes: transfers spread over
 many accounts, and every transfer spending from one hot account.
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
-from benchlib import machine, postgres_server_cpu_seconds
+from benchlib import in_turn, machine, postgres_server_cpu_seconds
 from psycopg.sql import SQL, Literal
 
 from app.application.commands import OpenAccount, RecordTransfer
@@ -240,6 +241,17 @@ def check(url: str, hot_acknowledged: int) -> str:
     )
 
 
+def phases(rounds: int, shapes: Sequence[str]) -> list[tuple[int, str, int]]:
+    """What is measured, in order: (round, shape, writer processes); within each round
+    and shape the sides take turns going first (``benchlib.in_turn``)."""
+    return [
+        (round_number, shape, processes)
+        for round_number in range(rounds)
+        for shape in shapes
+        for processes in in_turn(SIDES, round_number)
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -268,19 +280,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         prepare(url)
-        for round_number in range(args.rounds):
-            for shape in shapes:
-                rates: dict[int, float] = {}
-                for processes in SIDES:
-                    tag = f"r{round_number}:{shape}:{processes}"
-                    window = Window(0.0, args.warmup, args.seconds)
-                    counts, server_cpu = side(server, url, processes, shape == "hot", window, tag)
-                    hot_acknowledged += sum(c.hot_acknowledged for c in counts)
-                    rates[processes] = sum(c.acknowledged for c in counts) / args.seconds
-                    print(f"{shape}, {line(processes, counts, server_cpu, args.seconds)}")
-                ratios[shape].append(
-                    f"{rates[2]:,.0f} vs {rates[1]:,.0f} = {rates[2] / rates[1]:.2f}"
-                )
+        rates: dict[tuple[int, str], dict[int, float]] = {}
+        for round_number, shape, processes in phases(args.rounds, shapes):
+            tag = f"r{round_number}:{shape}:{processes}"
+            window = Window(0.0, args.warmup, args.seconds)
+            counts, server_cpu = side(server, url, processes, shape == "hot", window, tag)
+            hot_acknowledged += sum(c.hot_acknowledged for c in counts)
+            rate = rates.setdefault((round_number, shape), {})
+            rate[processes] = sum(c.acknowledged for c in counts) / args.seconds
+            print(f"{shape}, {line(processes, counts, server_cpu, args.seconds)}")
+            if len(rate) == len(SIDES):
+                ratios[shape].append(f"{rate[2]:,.0f} vs {rate[1]:,.0f} = {rate[2] / rate[1]:.2f}")
         print(check(url, hot_acknowledged))
     for shape, rounds in ratios.items():
         print(

@@ -4,8 +4,11 @@ import os
 import platform
 import sqlite3
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def machine() -> dict[str, Any]:
@@ -17,6 +20,13 @@ def machine() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "commit": git_commit(),
     }
+
+
+def in_turn(sides: Sequence[T], round_number: int) -> list[T]:
+    """The sides in the order round ``round_number`` measures them: as given in even
+    rounds, reversed in odd ones, so that no side always runs first (on a warming or
+    cooling machine the first phase of a round is not like the second)."""
+    return list(sides) if round_number % 2 == 0 else list(reversed(sides))
 
 
 def git_commit() -> str:
