@@ -31,6 +31,7 @@ from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteCursor,
+    SQLiteTransaction,
 )
 
 from app.compat import (
@@ -173,7 +174,9 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
                     ),
                     max_age=None,
                 )
-            with writer.transaction(commit=True) as cursor:
+            # The library's transaction itself (its BEGIN, commit or rollback, and its
+            # errors), without the generator and cursor context managers around it.
+            with SQLiteTransaction(writer, commit=True) as cursor:
                 return self._insert_events(cursor, stored_events, **kwargs)
 
     def close_writer(self) -> None:
