@@ -66,10 +66,12 @@ from app.domain.errors import LedgerError
 from app.domain.errors import ValidationError as LedgerValidationError
 from app.domain.times import TIME_SYNTAX, parse_time
 from app.events.service import EventServices
+from app.persistence.decoding import DecodedBatches
 from app.persistence.faults import STORE_ERRORS
 from app.persistence.keys import SCOPES, KeyFormatError, KeyStore, parse_key
 from app.persistence.last_audit import LastAuditFile
 from app.settings import ConfigurationError, Settings
+from projections.catchup import reads_the_log_itself
 from projections.digest import DigestCheckpoints
 from projections.runner import GenerationPointer, ProjectionWorkers, open_view
 from projections.runner import rebuild as rebuild_views
@@ -290,10 +292,15 @@ def project(
         # writes waiting. Every thread started after this line (the workers) inherits it.
         ledger.committer.start()
         os.nice(nice)
+    # The feed projector projects the batches the views' runner reads and decodes (on
+    # SQLite, where the runner reads the log itself), instead of reading them again.
+    shared = DecodedBatches() if events_too and reads_the_log_itself(ledger.recorder) else None
     with opening_read_model(settings):
-        workers = ProjectionWorkers(settings.event_store_url, settings.read_model_url, ledger)
+        workers = ProjectionWorkers(
+            settings.event_store_url, settings.read_model_url, ledger, shared=shared
+        )
         workers.start()
-        events = EventServices.build(settings, ledger, run_workers=events_too)
+        events = EventServices.build(settings, ledger, run_workers=events_too, shared=shared)
 
     try:
         # Workers restart themselves (supervised); the heartbeat says how they are.

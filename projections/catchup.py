@@ -44,7 +44,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 
 from app.application.ledger import Ledger, collector_paused
-from app.persistence.decoding import domain_event_reader
+from app.persistence.decoding import DecodedBatches, domain_event_reader
 from app.persistence.sqlite_subscription import SubscribableSQLiteApplicationRecorder
 from projections.projection import PROJECTION_BATCH_MAX, LedgerProjection, RowWriter
 
@@ -79,11 +79,18 @@ BUSY_POLL_SECONDS: Final = 0.05
 
 
 class CatchUpRunner:
-    def __init__(self, view_class: type[RowWriter], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        view_class: type[RowWriter],
+        env: dict[str, str],
+        shared: DecodedBatches | None = None,
+    ) -> None:
         environment = Environment(LedgerProjection.name, {**os.environ, **env})
         factory = InfrastructureFactory[Any].construct(environment)
         self.view: Any = factory.tracking_recorder(view_class)
         self.app = Ledger(env)
+        # Where the batches it reads from the log itself are offered to other readers.
+        self.shared = shared
         self._checkpoint: int | None = self.view.max_tracking_id(self.app.name)
         # Subscribed once the writer has read the log up to its head itself.
         self._subscription: Subscription[Any] | None = None
@@ -153,14 +160,17 @@ class CatchUpRunner:
         try:
             name, to_domain_event = self.app.name, domain_event_reader(self.app.mapper)
 
-            def apply(batch: Sequence[Notification]) -> None:
+            def apply(batch: Sequence[Notification], *, whole: bool = True) -> None:
+                """Apply ``batch``; ``whole``: it is everything the log holds after the
+                checkpoint up to its end (a read of the log), so it may be shared."""
                 with collector_paused():  # the batch's events and rows: no cycles
+                    events = [to_domain_event(n) for n in batch]
                     self.view.apply_at_positions(
-                        [to_domain_event(n) for n in batch],
-                        [n.id for n in batch],
-                        Tracking(name, batch[-1].id),
+                        events, [n.id for n in batch], Tracking(name, batch[-1].id)
                     )
-                self._checkpoint = batch[-1].id
+                after, self._checkpoint = self._checkpoint or 0, batch[-1].id
+                if whole and self.shared is not None:
+                    self.shared.offer(after, batch, events)
 
             if not self._read_to_head(apply):
                 return
@@ -178,7 +188,7 @@ class CatchUpRunner:
                 if batch[0].id <= checkpoint:
                     batch = [n for n in batch if n.id > checkpoint]
                 if batch:
-                    apply(batch)
+                    apply(batch, whole=False)
         except BaseException as error:  # noqa: BLE001  # a thread's end: handed to the owner
             self._fail(error)
 

@@ -27,6 +27,7 @@ from app.application.ledger import GRANT_EXPIRIES_MAX, Ledger
 from app.application.read_model import Lag as Lag  # noqa: PLC0414  # re-exported
 from app.application.read_model import ReadModel
 from app.domain.errors import LedgerError
+from app.persistence.decoding import DecodedBatches
 from app.persistence.faults import STORE_ERRORS, store_fault
 from app.persistence.stores import event_store_env, postgres_env, sqlite_env
 from app.supervisor import Supervisor, WorkerState
@@ -145,9 +146,14 @@ def open_view(read_model_url: str, generation: int) -> LedgerView:
     return view
 
 
-def start_runner(event_store_url: str, read_model_url: str, generation: int) -> CatchUpRunner:
+def start_runner(
+    event_store_url: str,
+    read_model_url: str,
+    generation: int,
+    shared: DecodedBatches | None = None,
+) -> CatchUpRunner:
     env = {**event_store_env(event_store_url), **view_env(read_model_url, generation)}
-    return CatchUpRunner(view_class_for(read_model_url), env).__enter__()
+    return CatchUpRunner(view_class_for(read_model_url), env, shared).__enter__()
 
 
 def measure_lag(ledger: Ledger, view: ReadModel, generation: int) -> Lag:
@@ -177,6 +183,7 @@ class ProjectionWorkers:
         *,
         expire_holds: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(tz=UTC),
+        shared: DecodedBatches | None = None,
     ) -> None:
         self.event_store_url = event_store_url
         self.read_model_url = read_model_url
@@ -185,6 +192,8 @@ class ProjectionWorkers:
         self.generation = self.pointer.current
         self.expire_holds = expire_holds
         self.clock = clock
+        # Where the runner offers what it reads to the process's other readers of the log.
+        self.shared = shared
         self._runner: CatchUpRunner | None = None
         # Each worker below runs supervised: restarted with backoff after a failure.
         self.supervisor = Supervisor()
@@ -202,7 +211,9 @@ class ProjectionWorkers:
         return self.view
 
     def start(self) -> "ProjectionWorkers":
-        self._runner = start_runner(self.event_store_url, self.read_model_url, self.generation)
+        self._runner = start_runner(
+            self.event_store_url, self.read_model_url, self.generation, self.shared
+        )
         self.supervisor.supervise("projections", self._keep_projecting)
         self.supervisor.supervise("generation_watch", self._watch_generation)
         if self.expire_holds:
@@ -277,7 +288,9 @@ class ProjectionWorkers:
                 self._swap_to(current)
 
     def _swap_to(self, generation: int) -> None:
-        new_runner = start_runner(self.event_store_url, self.read_model_url, generation)
+        new_runner = start_runner(
+            self.event_store_url, self.read_model_url, generation, self.shared
+        )
         with self._lock:
             old, self._runner, self.generation = self._runner, new_runner, generation
         if old is not None:

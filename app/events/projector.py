@@ -9,6 +9,7 @@ notifications ends between the two, they wait in a table. Balance monitors are
 evaluated on the same balance events, so each crossing is emitted once.
 """
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from app.events import schema
 from app.events.database import Cursor, Database
 from app.events.store import FeedStore, Head, append_events, lock_head
 from app.events.worker import ThreadWorker
-from app.persistence.decoding import domain_event_reader
+from app.persistence.decoding import DecodedBatches, domain_event_reader
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +50,11 @@ PROJECTOR_POLL_SECONDS: Final = 0.02
 # its webhooks this much later, under load only.
 PROJECTOR_BUSY_EVENTS: Final = 12
 PROJECTOR_BUSY_POLL_SECONDS: Final = 0.05
+# A projector following the views' runner's batches (``FeedProjector.shared``) reads
+# the log itself when none came for this long (the runner is down, restarting, or the
+# log is idle): the most a public event can wait for a runner that no longer reads.
+FOLLOW_WAIT_SECONDS: Final = 0.25
+FOLLOW_STOP_CHECK_SECONDS: Final = 0.1
 CATCH_UP_SECONDS_MAX: Final = 60.0
 MONITORED_FIELDS: Final = ("balance", "available")
 # What a grant's public events show of its lot's terms.
@@ -453,15 +459,23 @@ account_metadata_updated(Account.Updated)
 
 
 class FeedProjector(ThreadWorker):
-    """``step()`` projects one batch; ``start()`` runs steps in a thread until ``stop()``."""
+    """``step()`` projects one batch; ``start()`` runs steps in a thread until ``stop()``.
+
+    Given ``shared`` (the batches the views' runner of this process has read and
+    decoded), a projector that has caught up with the log projects those instead of
+    reading and decoding the same events again, and reads the log itself only when
+    they do not join on to its checkpoint or none came for ``FOLLOW_WAIT_SECONDS``."""
 
     thread_name = "feed-projector"
 
-    def __init__(self, ledger: Ledger, store: FeedStore) -> None:
+    def __init__(
+        self, ledger: Ledger, store: FeedStore, shared: DecodedBatches | None = None
+    ) -> None:
         super().__init__()
         self.ledger = ledger
         self.store = store
         self.database: Database = store.database
+        self.shared = shared
         # Each stored event's class, version and id convertor found once per topic.
         self._to_domain_event = domain_event_reader(ledger.mapper)
 
@@ -473,22 +487,41 @@ class FeedProjector(ThreadWorker):
         )
         if not notifications:
             return 0
+        events = [self._to_domain_event(notification) for notification in notifications]
+        self._project(checkpoint, notifications, events)
+        return len(notifications)
+
+    def _project(
+        self, checkpoint: int, notifications: Sequence[Notification], events: Sequence[Any]
+    ) -> None:
+        """Project ``events`` (decoded from ``notifications``, everything the log holds
+        after ``checkpoint`` up to their end) in one transaction with the checkpoint."""
         with self.database.transaction(write=True) as cursor:
             head = lock_head(cursor, self.database.is_postgres)
             if head.checkpoint != checkpoint:
                 raise ConcurrentProjectorError(f"checkpoint moved {checkpoint}→{head.checkpoint}")
             batch = _Batch(cursor, self.ledger)
             batch.prefetch([str(notification.originator_id) for notification in notifications])
-            for notification in notifications:
-                self._apply(batch, notification)
+            for notification, event in zip(notifications, events, strict=True):
+                handler = handler_for(type(event))
+                if handler is not None:
+                    handler(batch, event, notification.id)
             batch.flush(head, notifications[-1].id)
-        return len(notifications)
 
-    def _apply(self, batch: _Batch, notification: Notification) -> None:
-        event = self._to_domain_event(notification)
-        handler = handler_for(type(event))
-        if handler is not None:
-            handler(batch, event, notification.id)
+    def _follow(self, shared: DecodedBatches, stopping: threading.Event) -> None:
+        """Project the shared batches as long as they join on to the checkpoint and
+        one comes within ``FOLLOW_WAIT_SECONDS`` (looking at ``stopping`` meanwhile)."""
+        checkpoint = self.store.head().checkpoint
+        deadline = time.monotonic() + FOLLOW_WAIT_SECONDS
+        while not stopping.is_set():
+            wait = min(FOLLOW_STOP_CHECK_SECONDS, max(0.0, deadline - time.monotonic()))
+            batch = shared.after(checkpoint, wait)
+            if batch is not None:
+                self._project(checkpoint, batch.notifications, batch.events)
+                checkpoint = batch.last
+                deadline = time.monotonic() + FOLLOW_WAIT_SECONDS
+            elif shared.begin_after(checkpoint) or time.monotonic() >= deadline:
+                return  # they begin further on, or none came: read the log itself
 
     def catch_up(self, timeout_seconds: float = CATCH_UP_SECONDS_MAX) -> None:
         """Project until the checkpoint reaches the log's head as read now (bounded)."""
@@ -510,6 +543,12 @@ class FeedProjector(ThreadWorker):
                 continue  # another projector wrote this batch: read on from its checkpoint
             if found == PROJECTOR_BATCH_MAX:
                 continue  # a full batch: more is waiting, read on at once
+            if self.shared is not None:
+                # Caught up with the log: what the views' runner reads next comes here
+                # (another projector writing first: read on from its checkpoint).
+                with contextlib.suppress(ConcurrentProjectorError):
+                    self._follow(self.shared, stopping)
+                continue
             # Caught up (a short batch reached the log's end): what arrives next is taken
             # together after the pause, so a busy log costs a step per pause, not per write.
             stopping.wait(projector_wait(found))

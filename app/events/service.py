@@ -15,6 +15,7 @@ from app.events.lag import EventsLag
 from app.events.monitors import MonitorStore
 from app.events.projector import FeedProjector
 from app.events.store import FeedStore
+from app.persistence.decoding import DecodedBatches
 from app.settings import Settings
 from app.supervisor import Supervisor
 from app.webhooks.delivery import Deliverer, DeliveryPolicy
@@ -37,9 +38,14 @@ class EventWorkers:
     backoff after a failure, its state on /v1/ready and /metrics."""
 
     def __init__(
-        self, ledger: Ledger, feed: FeedStore, webhooks: WebhookStore, policy: DeliveryPolicy
+        self,
+        ledger: Ledger,
+        feed: FeedStore,
+        webhooks: WebhookStore,
+        policy: DeliveryPolicy,
+        shared: DecodedBatches | None = None,
     ) -> None:
-        self.projector = FeedProjector(ledger, feed)
+        self.projector = FeedProjector(ledger, feed, shared)
         self.deliverer = Deliverer(feed, webhooks, policy)
         self.supervisor = Supervisor()
 
@@ -66,13 +72,22 @@ class EventServices:
     workers: EventWorkers | None = field(default=None)
 
     @classmethod
-    def build(cls, settings: Settings, ledger: Ledger, *, run_workers: bool) -> "EventServices":
+    def build(
+        cls,
+        settings: Settings,
+        ledger: Ledger,
+        *,
+        run_workers: bool,
+        shared: DecodedBatches | None = None,
+    ) -> "EventServices":
+        """``shared``: the batches this process's views runner reads and decodes, which
+        the feed projector then projects instead of reading them again."""
         database = Database(events_database_url(settings.read_model_url))
         feed_store = FeedStore(database)
         webhooks = WebhookStore(database)
         workers = None
         if run_workers:
-            workers = EventWorkers(ledger, feed_store, webhooks, delivery_policy(settings))
+            workers = EventWorkers(ledger, feed_store, webhooks, delivery_policy(settings), shared)
             workers.start()
         return cls(
             database=database,

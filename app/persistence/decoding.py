@@ -1,11 +1,21 @@
 """Stored events read back as domain events, for the readers of the whole log (the
-projections' catch-up runner, the public feed's projector)."""
+projections' catch-up runner, the public feed's projector), and the batches one of them
+read and decoded, shared with the others of its process (``DecodedBatches``)."""
 
-from collections.abc import Callable, Hashable
-from typing import Any, cast
+import bisect
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, cast
 
-from eventsourcing.persistence import Mapper, StoredEvent, find_id_convertor
+from eventsourcing.persistence import Mapper, Notification, StoredEvent, find_id_convertor
 from eventsourcing.utils import resolve_topic
+
+# The newest events ``DecodedBatches`` keeps for its followers (whole batches: at least
+# the newest one, however large): a follower further behind reads the log itself.
+SHARED_EVENTS_MAX: Final = 10_000
 
 
 def domain_event_reader(mapper: Mapper[Any]) -> Callable[[StoredEvent], Any]:
@@ -42,3 +52,81 @@ def domain_event_reader(mapper: Mapper[Any]) -> Callable[[StoredEvent], Any]:
         return event
 
     return to_domain_event
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """Every event of the log after ``after`` up to its last notification's position,
+    in order: the stored notifications and their domain events, index for index."""
+
+    after: int
+    notifications: Sequence[Notification]
+    events: Sequence[Any]
+
+    @property
+    def last(self) -> int:
+        return self.notifications[-1].id
+
+
+class DecodedBatches:
+    """The batches of the log one reader (the views' runner) has read and decoded,
+    offered to followers in the same process (the feed projector) so that each event is
+    read from the store and decoded once, not once per reader.
+
+    Only whole stretches of the log are offered (a batch is everything after ``after``
+    up to its end), so a follower at position P may take any batch that holds P's
+    successor; a follower whose successor is no longer (or not) held reads the log
+    itself. Bounded (``SHARED_EVENTS_MAX``) and never blocking the reader. The events are
+    shared, not copied: their readers must not change them (no reader of the log does)."""
+
+    def __init__(self, events_max: int = SHARED_EVENTS_MAX) -> None:
+        self._batches: deque[DecodedBatch] = deque()
+        self._events = 0
+        self._events_max = events_max
+        self._changed = threading.Condition()
+
+    def offer(
+        self, after: int, notifications: Sequence[Notification], events: Sequence[Any]
+    ) -> None:
+        """Share the log's events after ``after``: all of them up to the last one's
+        position, in order, ``events[i]`` decoded from ``notifications[i]``."""
+        if not notifications:
+            return
+        with self._changed:
+            self._batches.append(DecodedBatch(after, notifications, events))
+            self._events += len(notifications)
+            while self._events > self._events_max and len(self._batches) > 1:
+                self._events -= len(self._batches.popleft().notifications)
+            self._changed.notify_all()
+
+    def after(self, position: int, timeout: float) -> DecodedBatch | None:
+        """The shared events right after ``position`` (waiting up to ``timeout`` for
+        some), or None: none came, or those held begin later (the follower reads the log
+        itself up to them)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                newer = False
+                for batch in self._batches:
+                    if batch.last <= position:
+                        continue
+                    if batch.after <= position:
+                        ids = [notification.id for notification in batch.notifications]
+                        start = bisect.bisect_right(ids, position)
+                        if start == 0:
+                            return batch
+                        return DecodedBatch(
+                            position, batch.notifications[start:], batch.events[start:]
+                        )
+                    newer = True
+                remaining = deadline - time.monotonic()
+                if newer or remaining <= 0:
+                    return None
+                self._changed.wait(remaining)
+
+    def begin_after(self, position: int) -> bool:
+        """Whether what is held begins further on than ``position``'s successor: a
+        follower there will not be offered its next events (it reads the log itself)."""
+        with self._changed:
+            later = [batch for batch in self._batches if batch.last > position]
+            return bool(later) and all(batch.after > position for batch in later)
