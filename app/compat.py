@@ -129,6 +129,17 @@ def postgres_insert_once(
     return written
 
 
+def postgres_select_once(
+    recorder: PostgresAggregateRecorder, originator_id: UUID | str, **kwargs: Any
+) -> Sequence[StoredEvent]:
+    """One try of the library's ``PostgresAggregateRecorder.select_events``, without its
+    retry (the same decorator as its insert's): the caller retries in time."""
+    select = PostgresAggregateRecorder.select_events
+    assert hasattr(select, "__wrapped__"), "the library's retry keeps the select as __wrapped__"
+    found: Sequence[StoredEvent] = select.__wrapped__(recorder, originator_id, **kwargs)
+    return found
+
+
 # psycopg_pool 3.2/3.3: a pool's connection check (``check=`` at construction, which the
 # library sets to a ping of every connection it hands out when pre-ping is on) is kept
 # only in the pool's protected ``_check``.

@@ -44,6 +44,7 @@ from app.compat import (
     postgres_connection_kwargs,
     postgres_insert_on,
     postgres_insert_once,
+    postgres_select_once,
     set_pool_check,
 )
 from app.domain.errors import OutcomeUnknownError
@@ -170,6 +171,24 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
             {i: version for i, version in after.items() if i not in covered},
         )
 
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """The library's select, tried again in time (``tried_in_time``): the writer reads
+        a settled transfer's events with it (a resent post or void)."""
+        return tried_in_time(
+            self.datastore,
+            lambda: postgres_select_once(
+                self, originator_id, gt=gt, lte=lte, desc=desc, limit=limit
+            ),
+        )
+
     @contextmanager
     def reading(self) -> Iterator[psycopg.Cursor[Any]]:
         """A cursor for the writer's reads: the held connection's while this thread holds
@@ -272,7 +291,7 @@ class LedgerPostgresAggregateRecorder(PostgresAggregateRecorder):
 
 
 def tried_in_time(datastore: PostgresDatastore, attempt: Callable[[], R]) -> R:
-    """``attempt()`` (one try of a write), tried again on another connection when its
+    """``attempt()`` (one try of a store call), tried again on another connection when its
     connection failed, as the library tries its own (``INSERT_TRIES_MAX`` times,
     ``INSERT_RETRY_WAIT_SECONDS`` apart), but only while a wait and one more try (its wait
     for a connection included) end before this thread's store deadline

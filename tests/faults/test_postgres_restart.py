@@ -63,7 +63,7 @@ _databases = itertools.count()
 # down (each waits a second for a connection, then 0.2 s), and what the writer may take
 # past it on a loaded machine.
 SHORT_WRITE_TIMEOUT_SECONDS: Final = 3
-DEADLINE_SLACK_SECONDS: Final = 1.5
+DEADLINE_SLACK_SECONDS: Final = 2.0
 WRITER_WAIT_SECONDS: Final = 30.0
 WRITE_ANSWERS_STORE_DOWN: Final = (StoreUnavailableError, OutcomeUnknownError, WriteTimeoutError)
 

@@ -54,6 +54,7 @@ from app.compat import (
     postgres_connection_kwargs,
     postgres_insert_on,
     postgres_insert_once,
+    postgres_select_once,
     serve_openapi_document,
     set_pool_check,
     set_pull_batch_size,
@@ -386,6 +387,15 @@ def test_one_try_of_the_librarys_snapshot_insert_writes_and_fails_without_retryi
         with pytest.raises(OperationalError):
             postgres_insert_once(recorder, [StoredEvent(stream, 1, "topic", b"{}")])
         assert tries == [1], "one try: no retry of the library's around it"
+
+
+def test_one_try_of_the_librarys_select_reads_a_streams_events(postgres_url: str) -> None:
+    with Ledger(store_env(postgres_url)) as ledger:
+        ledger.open_account(OpenAccount("alice", "CREDITS"))
+        recorder = ledger.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        found = postgres_select_once(recorder, account_uuid("alice"), desc=True, limit=1)
+        assert [e.originator_version for e in found] == [0]
 
 
 async def no_app(_scope: Any, _receive: Any, _send: Any) -> None:

@@ -1,15 +1,20 @@
-"""A write the store failed is tried again only while the writer's deadline leaves room
+"""A store call that failed is tried again only while the writer's deadline leaves room
 for a wait and another try (app/persistence/deadlines.py, ``tried_in_time``)."""
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from eventsourcing.persistence import OperationalError
 
+from app.application.ledger import Ledger
 from app.persistence.deadlines import seconds_left, store_calls_until
 from app.persistence.postgres import INSERT_TRIES_MAX, tried_in_time
+from tests.conftest import store_env
 
 POOL_WAIT_SECONDS = 1.0  # the pool's wait for a connection, as the default settings give
 
@@ -64,3 +69,31 @@ def test_a_write_that_succeeds_is_answered_and_the_deadline_ends_with_its_block(
         assert outer is not None
         assert outer > 1
     assert seconds_left() is None
+
+
+def test_the_ledgers_select_of_a_streams_events_is_tried_in_time(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer reads a settled transfer's events with the library's select (a resent
+    post or void): with the server gone it stops by the deadline, not after ten tries."""
+    monkeypatch.setattr(time, "sleep", lambda _seconds: None)  # the waits between tries
+    with Ledger(store_env(postgres_url)) as ledger:
+        recorder = ledger.recorder
+        tries: list[float] = []
+
+        @contextmanager
+        def unreachable() -> Iterator[Any]:
+            tries.append(time.monotonic())
+            raise OperationalError("connection refused")
+            yield  # a generator, as the library's get_connection
+
+        monkeypatch.setattr(recorder.datastore, "get_connection", unreachable)  # type: ignore[attr-defined]
+        with (
+            store_calls_until(time.monotonic() + POOL_WAIT_SECONDS / 2),
+            pytest.raises(OperationalError),
+        ):
+            recorder.select_events(uuid4())
+        assert len(tries) == 1
+        with pytest.raises(OperationalError):
+            recorder.select_events(uuid4())  # no deadline: as many tries as the library's
+        assert len(tries) == 1 + INSERT_TRIES_MAX
