@@ -297,7 +297,9 @@ def _update_metadata(state: dict[str, Any], event: Any) -> None:
 def _balance_changed(batch: _Batch, event: Any, position: int) -> None:
     stream_id = str(event.originator_id)
     state = batch.account(stream_id)
-    before = dict(state)
+    monitors = batch.monitors_of(state["account_id"])
+    # Most accounts have no monitor: their state before the change is never shown.
+    before = dict(state) if monitors else None
     counters = Counters(*(state[name] for name in COUNTER_NAMES))
     post(counters, event.delta())
     state.update(zip(COUNTER_NAMES, counters.as_tuple(), strict=True))
@@ -305,8 +307,7 @@ def _balance_changed(batch: _Batch, event: Any, position: int) -> None:
     batch.dirty_accounts.add(stream_id)
     after = account_resource(state, position)
     batch.effects[(event.transfer_id, state["account_id"])] = after
-    monitors = batch.monitors_of(after["id"])
-    if monitors:  # most accounts have none: their state before is never shown
+    if before is not None:
         before_resource = account_resource(before, position)
         _check_monitors(batch, monitors, event, position, before_resource, after)
 
