@@ -217,27 +217,17 @@ class TransferCreate(Strict):
         return self.unchecked_command().checked_across_fields()
 
     def unchecked_command(self) -> RecordTransfer:
-        """The same command as a Python caller builds it: ``checked()`` judges it.
-
-        Its fields are set at once, as the frozen dataclass's constructor would set
-        them one by one (a batch builds 1,000); tests/api/test_batch_edge.py holds it
-        equal to the constructor's."""
-        command = object.__new__(RecordTransfer)
-        object.__setattr__(
-            command,
-            "__dict__",
-            {
-                "id": self.id,
-                "debit_account_id": self.debit_account_id,
-                "credit_account_id": self.credit_account_id,
-                "amount": self.amount,
-                "pending": self.pending,
-                "timeout_seconds": self.timeout_seconds,
-                "metadata": canonical_metadata(self.metadata) if self.metadata else {},
-                "grant": None if self.grant is None else self.grant.terms(),
-            },
+        """The same command as a Python caller builds it: ``checked()`` judges it."""
+        return RecordTransfer(
+            id=self.id,
+            debit_account_id=self.debit_account_id,
+            credit_account_id=self.credit_account_id,
+            amount=self.amount,
+            pending=self.pending,
+            timeout_seconds=self.timeout_seconds,
+            metadata=canonical_metadata(self.metadata) if self.metadata else {},
+            grant=None if self.grant is None else self.grant.terms(),
         )
-        return command
 
 
 class TransferRead(BaseModel):
