@@ -59,6 +59,7 @@ from app.bootstrap import (
     one_line,
     open_keys,
     opening_read_model,
+    settle_heap,
 )
 from app.bootstrap import open_ledger as open_configured_ledger
 from app.compat import ProblemHttpToolsProtocol
@@ -178,6 +179,7 @@ def serve(
         http=ProblemHttpToolsProtocol,  # unreadable requests answer problem+json too
     )
     server = StreamEndingServer(config, app.state.services)
+    settle_heap()
     try:
         with projections_child(settings.projections_nice) if child else contextlib.nullcontext():
             server.run()

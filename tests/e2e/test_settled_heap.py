@@ -1,0 +1,77 @@
+"""A server leaves what its start-up made out of the cyclic collector's passes
+(``app.bootstrap.settle_heap``): ``ledger serve`` just before it serves, and each
+``--workers`` process once its app is built."""
+
+import gc
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from typer.testing import CliRunner
+
+from app import cli as cli_module
+from app.bootstrap import asgi_app, settle_heap, shutdown
+from app.cli import cli
+
+
+@pytest.fixture(autouse=True)
+def heap_and_logging_as_found() -> Iterator[None]:
+    """The test process's own heap is handed back to the collector afterwards, and the
+    logging the commands configured (onto a captured stream that closes) undone."""
+    handlers = list(logging.getLogger().handlers)
+    yield
+    gc.unfreeze()
+    structlog.reset_defaults()
+    logging.getLogger().handlers[:] = handlers
+
+
+class Holder:
+    """An object the collector tracks, as start-up's are."""
+
+    def __init__(self) -> None:
+        self.itself = self
+
+
+def test_settling_the_heap_takes_what_exists_out_of_the_collectors_passes() -> None:
+    kept = Holder()
+    assert any(tracked is kept for tracked in gc.get_objects())
+    settle_heap()
+    assert gc.get_freeze_count() > 0
+    assert not any(tracked is kept for tracked in gc.get_objects())
+    made_after = Holder()
+    assert any(tracked is made_after for tracked in gc.get_objects())
+
+
+def test_serve_settles_the_heap_just_before_it_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen_when_served: list[int] = []
+
+    def serving(server: Any) -> None:
+        frozen_when_served.append(gc.get_freeze_count())
+
+    monkeypatch.setattr(cli_module.StreamEndingServer, "run", serving)
+    result = CliRunner().invoke(
+        cli,
+        ["serve", "--no-projections"],
+        env={"LEDGER_DATA_DIR": str(tmp_path), "LEDGER_LOG_FORMAT": "console"},
+    )
+    assert result.exit_code == 0, result.output
+    assert len(frozen_when_served) == 1
+    assert frozen_when_served[0] > 0
+
+
+def test_a_worker_process_settles_its_heap_once_its_app_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LEDGER_LOG_FORMAT", "console")
+    assert gc.get_freeze_count() == 0
+    app = asgi_app()
+    try:
+        assert gc.get_freeze_count() > 0
+    finally:
+        shutdown(app.state.services)
