@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_http import HOST, free_port, read_response
 from benchlib import machine
 
+from app import bootstrap
 from app.api.app import create_app
 from app.application.commands import OpenAccount, RecordTransfer
 from app.bootstrap import build_services, configure_logging, shutdown
@@ -151,6 +152,7 @@ def run_tree(shape: str, requests: int, clients: int) -> float:
     ):
         app = create_app(services)
         key = runner.run(stubbed(services, shape))
+        as_served()
         return runner.run(_drive(app, key, shape, requests, clients))
 
 
@@ -161,6 +163,7 @@ def serve_tree(shape: str, port: int) -> None:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             key = runner.run(stubbed(services, shape))
         print(json.dumps({"key": key}), flush=True)
+        as_served()
         config = uvicorn.Config(
             create_app(services),
             host=HOST,
@@ -170,6 +173,13 @@ def serve_tree(shape: str, port: int) -> None:
             http=ProblemHttpToolsProtocol,  # as ``ledger serve``
         )
         uvicorn.Server(config).run()
+
+
+def as_served() -> None:
+    """What ``ledger serve`` does to its process once built, in the trees that do it."""
+    settle = getattr(bootstrap, "settle_heap", None)
+    if settle is not None:
+        settle()
 
 
 async def stubbed(services: Any, shape: str) -> str:
