@@ -354,6 +354,8 @@ class Committer:
             group = self._next_group()
             if group is None:
                 return
+            if not group:  # every command it took was withdrawn or expired: nothing to write
+                continue
             started = time.monotonic()
             try:
                 again = self._write_group(group)
