@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings
 
 from app.application.ledger import Ledger
 from app.persistence.stores import event_store_env
@@ -19,6 +20,13 @@ from tests.support.fake_kurrentdb import fake_env
 from tests.support.pgserver import PostgresServer, running_postgres
 
 _database_numbers = itertools.count()
+
+# Property tests are failed by what they find, never by how long an example took: on a
+# loaded machine (2 cores shared by many jobs, or CI) Hypothesis' default deadline of
+# 200 ms per example failed them at random ("Unreliable test timings"). Speed is
+# measured by the scripts under scripts/, not by tests.
+settings.register_profile("ledger", deadline=None)
+settings.load_profile("ledger")
 
 BACKENDS = ["memory", "sqlite", "postgres", "kurrentdb-fake", "kurrentdb-real"]
 KURRENTDB_REAL_SKIP = "KURRENTDB_URI is not set: no KurrentDB server to run the suite against"
