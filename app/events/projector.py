@@ -75,6 +75,9 @@ class _Batch:
         self.dirty_accounts: set[str] = set()
         self.effects: dict[tuple[str, str], dict[str, Any]] = {}
         self.consumed_effects: list[tuple[str, str]] = []
+        # Effects stored by earlier batches, loaded up front for these transfers' ids.
+        self.effects_read: set[str] = set()
+        self.stored_effects: dict[tuple[str, str], str] = {}
         self.monitors: dict[str, list[dict[str, Any]]] = {}
         self.dirty_monitors: dict[str, dict[str, Any]] = {}
         self.out: list[tuple[dict[str, Any], Sequence[str]]] = []
@@ -118,6 +121,20 @@ class _Batch:
             self.accounts[stream_id] = orjson.loads(row[0])
         return self.accounts[stream_id]
 
+    def prefetch_effects(self, transfer_ids: Sequence[str]) -> None:
+        """Load the effects that earlier batches left waiting for these transfers, in a
+        query per chunk: an atomic batch of transfers writes every account's events
+        before the transfers' own, so a long one leaves most of them waiting."""
+        for chunk in _chunks(list(dict.fromkeys(transfer_ids))):
+            self.effects_read.update(chunk)
+            self.cursor.execute(
+                "SELECT transfer_id, account_id, body FROM ledger_feed_effects "  # noqa: S608
+                f"WHERE transfer_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            for transfer_id, account_id, body in self.cursor.fetchall():
+                self.stored_effects[(transfer_id, account_id)] = body
+
     def effect(
         self, transfer_id: str, account_id: str, fallback: Callable[[], dict[str, Any]]
     ) -> dict[str, Any]:
@@ -126,6 +143,13 @@ class _Batch:
         key = (transfer_id, account_id)
         if key in self.effects:
             return self.effects.pop(key)
+        if transfer_id in self.effects_read:  # prefetched: no query
+            body = self.stored_effects.pop(key, None)
+            if body is None:
+                return fallback()
+            self.consumed_effects.append(key)
+            stored: dict[str, Any] = orjson.loads(body)
+            return stored
         self.cursor.execute(
             "SELECT body FROM ledger_feed_effects WHERE transfer_id = ? AND account_id = ?", key
         )
@@ -503,6 +527,9 @@ class FeedProjector(ThreadWorker):
                 raise ConcurrentProjectorError(f"checkpoint moved {checkpoint}→{head.checkpoint}")
             batch = _Batch(cursor, self.ledger)
             batch.prefetch([str(notification.originator_id) for notification in notifications])
+            batch.prefetch_effects(
+                [e.transfer_id for e in events if isinstance(e, Transfer.TransferRecorded)]
+            )
             for notification, event in zip(notifications, events, strict=True):
                 handler = handler_for(type(event))
                 if handler is not None:

@@ -394,6 +394,45 @@ def test_a_batch_reads_its_accounts_and_monitors_together_not_one_by_one(
     assert all(c["condition_holds"] and c["value"] == 5 for c in fired)
 
 
+def test_a_batch_reads_the_effects_earlier_batches_left_together_not_one_by_one(
+    tmp_path: Path,
+) -> None:
+    """An atomic batch of transfers writes every account's events before the transfers'
+    own: projected a step at a time, the transfers' step finds the balances their
+    accounts had just after each of them in one query (not one per transfer and
+    account), and the feed is the one projected in a single step."""
+    ledger = Ledger(store_env(f"sqlite:///{tmp_path / 'log.sqlite'}"))
+    try:
+        ledger.open_account(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
+        names = [f"acct-{n}" for n in range(30)]
+        for name in names:
+            ledger.open_account(OpenAccount(id=name, unit="CREDITS"))
+        store = FeedStore(Database(f"sqlite:///{tmp_path / 'feed.sqlite'}"))
+        FeedProjector(ledger, store).catch_up()
+        ledger.record_batch(
+            [RecordTransfer(f"t-{name}", ISSUER, name, 5) for name in names], atomic=True
+        )
+        # The accounts' events (two per transfer) in one step, the transfers' in the next.
+        assert FeedProjector(ledger, store).step(limit=2 * len(names)) == 2 * len(names)
+        statements: list[str] = []
+        store.database._sqlite().set_trace_callback(statements.append)
+        try:
+            assert FeedProjector(ledger, store).step() == len(names)
+        finally:
+            store.database._sqlite().set_trace_callback(None)
+        reads = [s for s in statements if s.startswith("SELECT")]
+        assert len([s for s in reads if "FROM ledger_feed_effects" in s]) == 1, reads
+
+        in_one_step = FeedStore(Database(f"sqlite:///{tmp_path / 'one-step.sqlite'}"))
+        FeedProjector(ledger, in_one_step).catch_up()
+        assert all_events(store) == all_events(in_one_step)
+        recorded = [e for e in all_events(store) if e["type"] == "transfer.recorded"]
+        assert len(recorded) == len(names)
+        assert all(e["data"]["accounts"][1]["balance"] == 5 for e in recorded)
+    finally:
+        ledger.close()
+
+
 def test_the_feeds_account_and_transfer_resources_say_exactly_what_the_api_models_say() -> None:
     """The feed builds them from plain values (no model per event): they must never
     drift from ``AccountRead`` and ``TransferRead``."""
