@@ -319,9 +319,10 @@ class ProblemHttpToolsProtocol(HttpToolsProtocol):
 # ``http.response.body``) with one ``transport.write`` each, and uvloop sends each at once:
 # two system calls and two TCP segments per answer, the client woken for each.
 class OneWritePerTurn(asyncio.Transport):
-    """A connection's transport whose writes made during one turn of the event loop are
-    sent together, after it (a response's head and body: one send). Everything else is
-    the transport's own; closing sends what is held first."""
+    """A connection's transport that holds a write until the next one, which it sends
+    with it (a response's head goes out with its body: one send, at once), or until the
+    end of the loop's turn if none comes. Everything else is the transport's own;
+    closing sends what is held first."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
@@ -330,9 +331,12 @@ class OneWritePerTurn(asyncio.Transport):
         self._held: list[bytes | bytearray | memoryview] = []
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._held:
-            self._loop.call_soon(self._send)
+        if self._held:
+            self._held.append(data)
+            self._send()
+            return
         self._held.append(data)
+        self._loop.call_soon(self._send)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:

@@ -44,6 +44,7 @@ from app.application.commands import OpenAccount
 from app.application.ledger import Ledger
 from app.compat import (
     ExecutemanySQLiteRecorder,
+    OneWritePerTurn,
     ProblemHttpToolsProtocol,
     initialise_aggregate,
     insert_tracking,
@@ -482,6 +483,23 @@ def test_a_responses_head_and_body_go_to_the_connection_in_one_write() -> None:
     (written,) = writes_for(ProblemHttpToolsProtocol, request).writes
     assert written.startswith(b"HTTP/1.1 200 OK\r\n")
     assert written.endswith(b"\r\ncontent-length: 2\r\n\r\nok")
+
+
+def test_a_held_write_goes_out_with_the_next_at_once_or_alone_at_the_turns_end() -> None:
+    async def scenario() -> None:
+        connection = RecordingTransport()
+        transport = OneWritePerTurn(connection, asyncio.get_running_loop())
+        transport.write(b"head ")
+        assert connection.writes == []
+        transport.write(b"body")
+        assert connection.writes == [b"head body"]  # in this turn, no turn waited for
+        transport.write(b"last chunk")
+        assert connection.writes == [b"head body"]
+        for _ in range(2):
+            await asyncio.sleep(0)
+        assert connection.writes == [b"head body", b"last chunk"]
+
+    asyncio.run(scenario())
 
 
 def test_a_connection_closed_after_an_answer_gets_the_whole_answer_first() -> None:
