@@ -82,7 +82,7 @@ from app.domain.values import (
     derived_transfer_id,
     transfer_uuid,
 )
-from app.persistence.deadlines import store_calls_until
+from app.persistence.deadlines import seconds_left, store_calls_until
 from app.persistence.faults import store_fault
 from app.persistence.mapper import ChainedMapper
 from app.persistence.positions import existing_streams, recorded_position, stream_heads
@@ -1300,6 +1300,12 @@ class Ledger(Application[UUID]):
         for account in work.accounts.values():
             base = work.base_versions.get(account.id) or 0
             if account.version // ACCOUNT_SNAPSHOT_INTERVAL <= base // ACCOUNT_SNAPSHOT_INTERVAL:
+                continue
+            left = seconds_left()
+            if left is not None and left <= 0:
+                # The group's callers stopped waiting: no snapshot keeps the writer from
+                # the next writes (the account is snapshotted at its next interval).
+                self.snapshot_failures += 1
                 continue
             try:
                 self.snapshots.put([Account.Snapshot.take(account)])

@@ -67,7 +67,6 @@ DROPPED_CONNECTION_RETRIES: Final = 1
 # longer than LEDGER_WRITE_TIMEOUT_SECONDS.
 INSERT_TRIES_MAX: Final = 10
 INSERT_RETRY_WAIT_SECONDS: Final = 0.2
-DEADLINE_PASSED_DETAIL: Final = "not tried: the write's deadline had passed"
 UNKNOWN_COMMIT_DETAIL: Final = (
     "the store's connection was lost while the write was being committed, and it could "
     "not be reached again: the write may or may not have been recorded. Sending the same "
@@ -296,13 +295,12 @@ def tried_in_time(datastore: PostgresDatastore, attempt: Callable[[], R]) -> R:
     ``INSERT_RETRY_WAIT_SECONDS`` apart), but only while a wait and one more try (its wait
     for a connection included) end before this thread's store deadline
     (``store_calls_until``: the writer's group), so that the writer is free again by the
-    time its callers are answered. Once that deadline has passed nothing is tried (a
-    group's snapshots, say, after a write that used up its time)."""
+    time its callers are answered. The first try is always made: a write held up past
+    its deadline (a hung store) lands once the store answers, which the answer its
+    callers had (``outcome_unknown``) allows; the ledger itself takes no snapshot past
+    the deadline."""
     tries = 0
     while True:
-        left = seconds_left()
-        if left is not None and left <= 0:  # every caller was answered: nothing is tried
-            raise OperationalError(DEADLINE_PASSED_DETAIL)
         try:
             return attempt()
         except (InterfaceError, OperationalError):

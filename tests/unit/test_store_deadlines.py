@@ -4,6 +4,7 @@ for a wait and another try (app/persistence/deadlines.py, ``tried_in_time``)."""
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
@@ -11,12 +12,19 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import OperationalError
 
+from app.application import ledger as ledger_module
+from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
+from app.domain.errors import OutcomeUnknownError
+from app.domain.values import account_uuid
 from app.persistence.deadlines import seconds_left, store_calls_until
 from app.persistence.postgres import INSERT_TRIES_MAX, tried_in_time
+from app.persistence.stores import sqlite_env
 from tests.conftest import store_env
+from tests.support.waiting import eventually
 
 POOL_WAIT_SECONDS = 1.0  # the pool's wait for a connection, as the default settings give
+SHORT_WRITE_TIMEOUT_SECONDS = 0.5
 
 
 def datastore() -> Any:
@@ -51,11 +59,12 @@ def test_no_second_try_starts_that_could_not_end_before_the_deadline() -> None:
     assert len(tries) == 1
 
 
-def test_nothing_is_tried_once_the_deadline_has_passed() -> None:
+def test_a_write_held_up_past_its_deadline_is_tried_once_and_not_again() -> None:
+    """Its callers were answered ``outcome_unknown``: landing is allowed, a wait is not."""
     tries: list[float] = []
     with store_calls_until(time.monotonic() - 1), pytest.raises(OperationalError):
         tried_in_time(datastore(), failing(tries))
-    assert tries == []
+    assert len(tries) == 1
 
 
 def test_a_write_that_succeeds_is_answered_and_the_deadline_ends_with_its_block() -> None:
@@ -97,3 +106,34 @@ def test_the_ledgers_select_of_a_streams_events_is_tried_in_time(
         with pytest.raises(OperationalError):
             recorder.select_events(uuid4())  # no deadline: as many tries as the library's
         assert len(tries) == 1 + INSERT_TRIES_MAX
+
+
+def test_no_snapshot_is_taken_once_the_groups_callers_stopped_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "ACCOUNT_SNAPSHOT_INTERVAL", 2)
+    env = {
+        **sqlite_env(str(tmp_path / "events.sqlite")),
+        "LEDGER_WRITE_TIMEOUT_SECONDS": str(SHORT_WRITE_TIMEOUT_SECONDS),
+    }
+    with Ledger(env) as ledger:
+        assert ledger.snapshots is not None
+        ledger.open_account(OpenAccount("bank", "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("alice", "CREDITS"))
+        ledger.record_transfer(RecordTransfer("t0", "bank", "alice", 1))  # t1 snapshots
+        record_events = ledger._record_events
+
+        def slow_commit(events: Any) -> Any:
+            written = record_events(events)
+            time.sleep(SHORT_WRITE_TIMEOUT_SECONDS * 2)  # committed, after the deadline
+            return written
+
+        monkeypatch.setattr(ledger, "_record_events", slow_commit)
+        groups_before = len(ledger.committer.write_seconds)
+        with pytest.raises(OutcomeUnknownError):
+            ledger.record_transfer(RecordTransfer("t1", "bank", "alice", 5))
+        assert eventually(lambda: len(ledger.committer.write_seconds) > groups_before, 30)
+        monkeypatch.setattr(ledger, "_record_events", record_events)
+        assert ledger.record_transfer(RecordTransfer("t1", "bank", "alice", 5)).created is False
+        assert ledger.snapshot_failures == 2  # bank's and alice's, skipped and counted
+        assert ledger.snapshots.recorder.select_events(account_uuid("alice")) == []
