@@ -294,9 +294,9 @@ def project(
         # writes waiting. Every thread started after this line (the workers) inherits it.
         ledger.committer.start()
         os.nice(nice)
-    # The feed projector projects the batches the views' runner reads and decodes (on
-    # SQLite, where the runner reads the log itself), instead of reading them again.
-    shared = DecodedBatches() if events_too and reads_the_log_itself(ledger.recorder) else None
+    # The feed projector and the log digest take the batches the views' runner reads and
+    # decodes (on SQLite, where the runner reads the log itself) instead of reading them.
+    shared = DecodedBatches() if reads_the_log_itself(ledger.recorder) else None
     with opening_read_model(settings):
         workers = ProjectionWorkers(
             settings.event_store_url, settings.read_model_url, ledger, shared=shared

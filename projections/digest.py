@@ -18,9 +18,10 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import psycopg
-from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.persistence import ApplicationRecorder, Notification
 
 from app.audit.anchors import GENESIS, Anchor, extend, notifications_after
+from app.persistence.decoding import DecodedBatches
 from app.persistence.stores import STORE_TIMEOUT_SECONDS, sqlite_path
 
 DIGEST_INTERVAL_SECONDS: Final = 1.0
@@ -102,14 +103,46 @@ def carry_digest(
     return head
 
 
+def carry_shared(shared: DecodedBatches, checkpoints: DigestCheckpoints, start: Anchor) -> Anchor:
+    """``carry_digest`` over what the process's views runner has read of the log after
+    ``start`` and shares (``DecodedBatches``), without reading it again; ``start``
+    itself when nothing shared joins on to it."""
+    batch: list[Notification] = []
+    position = start.position
+    while len(batch) < BATCH_EVENTS_MAX:
+        shared_batch = shared.after(position, 0)
+        if shared_batch is None:
+            break
+        batch += shared_batch.notifications
+        position = shared_batch.last
+    if not batch:
+        return start
+    head = extend(start, batch)
+    checkpoints.record(head)
+    return head
+
+
 def keep_digest(
-    recorder: ApplicationRecorder, checkpoints: DigestCheckpoints, stopping: threading.Event
+    recorder: ApplicationRecorder,
+    checkpoints: DigestCheckpoints,
+    stopping: threading.Event,
+    shared: DecodedBatches | None = None,
 ) -> None:
     """The worker: carry the digest until stopped (failures go to the supervisor). It
     catches up in full batches, then checks the log once a second: a checkpoint a
-    second at most, whatever the write rate."""
+    second at most, whatever the write rate. Given ``shared``, it first takes what the
+    views' runner has read (read again only when that does not join on)."""
     head = checkpoints.newest() or Anchor(0, GENESIS, 0)
+    took_before = False  # whether the last round took something shared
     while not stopping.is_set():
-        start, head = head, carry_digest(recorder, checkpoints, head)
+        start = head
+        if shared is not None:
+            head = carry_shared(shared, checkpoints, head)
+        took_shared = head is not start
+        # The log read itself only after a round without anything shared following one
+        # without: a runner a moment behind the log is waited for, one round at most.
+        if not took_shared and not took_before:
+            head = carry_digest(recorder, checkpoints, head)
+        took_before = took_shared
         if head.events - start.events < BATCH_EVENTS_MAX:
             stopping.wait(DIGEST_INTERVAL_SECONDS)

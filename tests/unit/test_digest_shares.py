@@ -1,0 +1,130 @@
+"""The log digest worker takes what the views' runner of its process has read of the
+log (``DecodedBatches``) instead of reading it again: the same chain as over the log
+itself, checkpoints included, and the log read by itself only when nothing shared
+joins on to its head."""
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from eventsourcing.persistence import ApplicationRecorder, Notification
+
+from app.application.commands import OpenAccount, RecordTransfer
+from app.application.ledger import Ledger
+from app.audit.anchors import take_anchor
+from app.persistence.decoding import DecodedBatches
+from app.persistence.stores import event_store_env, sqlite_url
+from projections import digest
+from projections.digest import DigestCheckpoints, keep_digest
+from projections.runner import start_runner
+from tests.support.waiting import eventually
+
+WAIT_SECONDS: Final = 60.0
+
+
+class CountingReads:
+    """A recorder whose reads of the log count the events they return."""
+
+    def __init__(self, recorder: ApplicationRecorder) -> None:
+        self.recorder = recorder
+        self.events_read = 0
+
+    def select_notifications(self, *args: Any, **kwargs: Any) -> Sequence[Notification]:
+        found = self.recorder.select_notifications(*args, **kwargs)
+        self.events_read += len(found)
+        return found
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    ledger = Ledger(event_store_env(sqlite_url(tmp_path / "events.sqlite")))
+    try:
+        ledger.open_account(OpenAccount("funding", "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("user", "CREDITS"))
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def write(ledger: Ledger, prefix: str, count: int) -> int:
+    ledger.record_batch(
+        [RecordTransfer(f"{prefix}{n}", "funding", "user", 1) for n in range(count)],
+        atomic=True,
+    )
+    return ledger.recorder.max_notification_id() or 0
+
+
+def digest_at(checkpoints: DigestCheckpoints, position: int) -> bool:
+    newest = checkpoints.newest()
+    return newest is not None and newest.position == position
+
+
+def run_digest(
+    ledger: Ledger, checkpoints: DigestCheckpoints, shared: DecodedBatches
+) -> tuple[CountingReads, threading.Event, threading.Thread]:
+    reads, stopping = CountingReads(ledger.recorder), threading.Event()
+    worker = threading.Thread(
+        target=keep_digest,
+        args=(reads, checkpoints, stopping, shared),
+    )
+    worker.start()
+    return reads, stopping, worker
+
+
+def test_the_digest_takes_what_the_runner_read_and_reads_nothing_itself(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rounds far enough apart that the runner (waiting at most 50 ms between reads) has
+    # shared each write before the digest's second round after it.
+    monkeypatch.setattr(digest, "DIGEST_INTERVAL_SECONDS", 0.3)
+    views = sqlite_url(tmp_path / "views.sqlite")
+    shared = DecodedBatches()
+    runner = start_runner(sqlite_url(tmp_path / "events.sqlite"), views, 1, shared)
+    checkpoints = DigestCheckpoints(views)
+    try:
+        first = write(ledger, "a", 50)
+        runner.wait(first, timeout=WAIT_SECONDS)
+        reads, stopping, worker = run_digest(ledger, checkpoints, shared)
+        try:
+            for prefix in ("b", "c", "d"):
+                head = write(ledger, prefix, 30)
+                runner.wait(head, timeout=WAIT_SECONDS)
+                assert eventually(lambda at=head: digest_at(checkpoints, at), WAIT_SECONDS)  # type: ignore[misc]
+        finally:
+            stopping.set()
+            worker.join(WAIT_SECONDS)
+    finally:
+        runner.__exit__(None, None, None)
+
+    assert reads.events_read == 0  # all of it came from the runner
+    expected = take_anchor(ledger.recorder)  # the chain over the log itself
+    newest = checkpoints.newest()
+    assert newest is not None
+    assert (newest.position, newest.digest, newest.events) == (
+        expected.position,
+        expected.digest,
+        expected.events,
+    )
+
+
+def test_the_digest_reads_the_log_itself_when_nothing_shared_joins_on(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(digest, "DIGEST_INTERVAL_SECONDS", 0.05)
+    checkpoints = DigestCheckpoints(sqlite_url(tmp_path / "views.sqlite"))
+    shared = DecodedBatches()
+    head = write(ledger, "a", 20)
+    later = ledger.recorder.select_notifications(start=head - 5, limit=100)
+    shared.offer(head - 6, later, [None] * len(later))  # begins further on: no use
+    reads, stopping, worker = run_digest(ledger, checkpoints, shared)
+    try:
+        assert eventually(lambda: digest_at(checkpoints, head), WAIT_SECONDS)
+    finally:
+        stopping.set()
+        worker.join(WAIT_SECONDS)
+    assert reads.events_read >= head - 6
+    expected = take_anchor(ledger.recorder)
+    assert checkpoints.newest() is not None
+    assert checkpoints.newest().digest == expected.digest  # type: ignore[union-attr]
