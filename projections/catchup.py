@@ -209,20 +209,23 @@ class CatchUpRunner:
         return False
 
     def _poll(self, apply: Callable[[Sequence[Notification]], None]) -> None:
-        """Read and apply the log after the checkpoint until stopped: at once after a
-        full batch, else after ``poll_wait`` of what the read found."""
+        """Read and apply the log after the checkpoint until stopped: after a full
+        batch at once and up to twice as many (to ``CATCH_UP_BATCH_MAX``: a backlog,
+        such as an atomic batch of transfers, is taken in catch-up sized batches),
+        else after ``poll_wait`` of what the read found."""
         recorder = self.app.recorder
-        wait = LIVE_POLL_SECONDS
+        wait, limit = LIVE_POLL_SECONDS, PROJECTION_BATCH_MAX
         while not self._stopping.wait(wait):
             with collector_paused():
                 batch = recorder.select_notifications(
-                    start=self._checkpoint or 0,
-                    limit=PROJECTION_BATCH_MAX,
-                    inclusive_of_start=False,
+                    start=self._checkpoint or 0, limit=limit, inclusive_of_start=False
                 )
             if batch:
                 apply(batch)
-            wait = 0 if len(batch) == PROJECTION_BATCH_MAX else poll_wait(len(batch))
+            if len(batch) == limit:
+                wait, limit = 0, min(2 * limit, CATCH_UP_BATCH_MAX)
+            else:
+                wait, limit = poll_wait(len(batch)), PROJECTION_BATCH_MAX
 
     def _subscribe(self) -> bool:
         """Subscribe after the checkpoint and start the reader; False once stopped."""

@@ -306,7 +306,14 @@ def test_a_live_runner_waits_longer_between_its_reads_while_the_log_is_busy(
         quiet = ledger.recorder.max_notification_id() or 0
         runner.wait(quiet, timeout=WAIT_SECONDS)
         full = quiet + PROJECTION_BATCH_MAX
-        burst = write_transfers(ledger, PROJECTION_BATCH_MAX, "burst")
+        ledger.record_batch(  # one commit of three live batches' worth of events
+            [
+                RecordTransfer(f"burst:{number}", "funding", "user", 1)
+                for number in range(PROJECTION_BATCH_MAX)
+            ],
+            atomic=True,
+        )
+        burst = ledger.recorder.max_notification_id() or 0
         runner.wait(burst, timeout=WAIT_SECONDS)
         assert eventually(lambda: waits.waits[-1][1] == burst, WAIT_SECONDS)
     finally:
@@ -318,6 +325,8 @@ def test_a_live_runner_waits_longer_between_its_reads_while_the_log_is_busy(
     assert first_wait_at(busy) == catchup.BUSY_POLL_SECONDS
     assert first_wait_at(quiet) == catchup.LIVE_POLL_SECONDS
     assert first_wait_at(full) == 0  # a full batch: more is waiting
+    # ... and the next read takes twice as many (the rest of the burst, in one batch).
+    assert first_wait_at(full + 2 * PROJECTION_BATCH_MAX) == 0
     # A read that found nothing: the short wait too.
     assert waits.waits.count((catchup.LIVE_POLL_SECONDS, quiet)) >= 2
     assert catchup.LIVE_POLL_SECONDS < catchup.BUSY_POLL_SECONDS
