@@ -37,6 +37,8 @@ from app.persistence.decoding import DecodedBatches, domain_event_reader
 log = structlog.get_logger(__name__)
 
 PROJECTOR_BATCH_MAX: Final = 500
+# The largest step of a projector that keeps finding full batches (a backlog).
+PROJECTOR_CATCH_UP_BATCH_MAX: Final = 5_000
 # Ids per ``IN (…)`` list when a batch loads its accounts' state and monitors up front.
 PREFETCH_CHUNK: Final = 250
 # How long the projector waits after a step that found the log's end: under a steady
@@ -564,13 +566,18 @@ class FeedProjector(ThreadWorker):
     def run(self, stopping: threading.Event) -> None:
         """Project until ``stopping``; a failure is raised (a supervisor restarts this,
         and the checkpoint makes the restart resume exactly where the log was left)."""
+        limit = PROJECTOR_BATCH_MAX
         while not stopping.is_set():
             try:
-                found = self.step()
+                found = self.step(limit)
             except ConcurrentProjectorError:
                 continue  # another projector wrote this batch: read on from its checkpoint
-            if found == PROJECTOR_BATCH_MAX:
-                continue  # a full batch: more is waiting, read on at once
+            if found == limit:
+                # A full batch: more is waiting, read on at once, and up to twice as much
+                # (a backlog in few steps: a long command's effects stay in memory).
+                limit = min(2 * limit, PROJECTOR_CATCH_UP_BATCH_MAX)
+                continue
+            limit = PROJECTOR_BATCH_MAX
             if self.shared is not None:
                 # Caught up with the log: what the views' runner reads next comes here
                 # (another projector writing first: read on from its checkpoint).

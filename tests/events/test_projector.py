@@ -494,6 +494,14 @@ def test_a_projector_pauses_longer_after_a_step_that_found_a_busy_log(tmp_path: 
         FeedProjector(ledger, store).catch_up()
         stopping = _NotedWaits(store)
         projector = FeedProjector(ledger, store)
+        steps: list[int] = []
+        project = projector._project
+
+        def noting_steps(checkpoint: int, notifications: Any, events: Any) -> None:
+            steps.append(len(notifications))
+            project(checkpoint, notifications, events)
+
+        projector._project = noting_steps  # type: ignore[method-assign]
         thread = threading.Thread(target=projector.run, args=(stopping,))
         thread.start()
         try:
@@ -534,6 +542,10 @@ def test_a_projector_pauses_longer_after_a_step_that_found_a_busy_log(tmp_path: 
         # A full batch reads on at once: no pause at its end position.
         full = quiet + projector_module.PROJECTOR_BATCH_MAX
         assert all(at != full for _, at in stopping.waits)
+        # ... and the next step takes twice as many: the burst (three batches' worth of
+        # events) in two steps.
+        batch = projector_module.PROJECTOR_BATCH_MAX
+        assert steps[-2:] == [batch, 2 * batch]
         events = all_events(store)
         transfer_ids = [
             e["data"]["transfer"]["id"] for e in events if e["type"] == "transfer.recorded"
