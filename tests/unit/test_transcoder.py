@@ -4,7 +4,7 @@ by the library's own transcoder stays readable event for event."""
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from eventsourcing.persistence import JSONTranscoder, Transcoder
@@ -16,6 +16,7 @@ from app.application.ledger import ACCOUNT_SNAPSHOT_INTERVAL, Ledger
 from app.domain.values import account_uuid
 from app.persistence.stores import event_store_env
 from app.persistence.transcoder import OrjsonTranscoder
+from tests.support.waiting import eventually
 
 
 class LibraryTranscoderLedger(Ledger):
@@ -99,6 +100,9 @@ def test_events_of_one_time_stamp_share_the_time_read() -> None:
     assert first["timestamp"] is second["timestamp"]
 
 
+SNAPSHOT_WAIT_SECONDS: Final = 10.0
+
+
 def write_history(ledger: Ledger) -> None:
     now = datetime.now(tz=UTC)
     ledger.open_account(OpenAccount("issuance", "CREDITS", allow_negative=True))
@@ -124,8 +128,12 @@ def test_a_store_written_by_the_library_transcoder_reads_the_same(tmp_path: Path
         before = {i: old.get_account(i) for i in ("issuance", "alice", "bob")}
         transfers = {i: old.get_transfer(i) for i in ("grant", "hold", "spend", "refund")}
         stored = old.recorder.select_notifications(start=1, limit=10_000)
-        assert old.snapshots is not None
-        assert list(old.snapshots.get(account_uuid("alice"))), "the history holds a snapshot"
+        snapshots = old.snapshots
+        assert snapshots is not None
+        # The writer snapshots after it has answered (a snapshot is off the success path).
+        assert eventually(
+            lambda: bool(list(snapshots.get(account_uuid("alice")))), SNAPSHOT_WAIT_SECONDS
+        ), "the history holds a snapshot"
     library, fast = both()
     for notification in stored:
         assert fast.decode(notification.state) == library.decode(notification.state)
