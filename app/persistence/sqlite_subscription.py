@@ -97,6 +97,7 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
         super().__init__(*args, **kwargs)
         self._held = _Held()
         self._writer: SQLiteConnection | None = None
+        self._writer_connection: sqlite3.Connection | None = None
         self._writing = threading.Lock()
 
     @contextmanager
@@ -163,26 +164,34 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
         with self._writing:
             writer = self._writer
             if writer is None:
-                writer = self._writer = SQLiteConnection(
-                    sqlite3.connect(
-                        pool.db_name,
-                        uri=True,
-                        isolation_level=None,  # autocommit: the transaction says BEGIN
-                        check_same_thread=False,  # one thread at a time (the lock above)
-                        timeout=pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
-                        cached_statements=WRITER_CACHED_STATEMENTS,
-                    ),
-                    max_age=None,
+                self._writer_connection = sqlite3.connect(
+                    pool.db_name,
+                    uri=True,
+                    isolation_level=None,  # autocommit: the transaction says BEGIN
+                    check_same_thread=False,  # one thread at a time (the lock above)
+                    timeout=pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
+                    cached_statements=WRITER_CACHED_STATEMENTS,
                 )
+                writer = self._writer = SQLiteConnection(self._writer_connection, max_age=None)
             # The library's transaction itself (its BEGIN, commit or rollback, and its
             # errors), without the generator and cursor context managers around it.
-            with SQLiteTransaction(writer, commit=True) as cursor:
-                return self._insert_events(cursor, stored_events, **kwargs)
+            try:
+                with SQLiteTransaction(writer, commit=True) as cursor:
+                    return self._insert_events(cursor, stored_events, **kwargs)
+            except BaseException:
+                # A failed COMMIT (SQLITE_BUSY, a full disk) can leave the transaction
+                # open, and every later BEGIN on this connection would then fail: such a
+                # connection is closed (which rolls it back) and the next write opens
+                # another.
+                if self._writer_connection is not None and self._writer_connection.in_transaction:
+                    self._writer = self._writer_connection = None
+                    writer.close()
+                raise
 
     def close_writer(self) -> None:
         """Close the write connection (the ledger closes it with its store)."""
         with self._writing:
-            writer, self._writer = self._writer, None
+            writer, self._writer, self._writer_connection = self._writer, None, None
         if writer is not None:
             writer.close()
 

@@ -11,7 +11,7 @@ from typing import Any, Final
 from uuid import UUID, uuid4
 
 import pytest
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from eventsourcing.sqlite import SQLiteDatastore
 
 from app.application.commands import OpenAccount, RecordTransfer
@@ -164,3 +164,22 @@ def test_the_write_lock_connection_is_each_threads_own_and_none_by_default(
     assert recorder._held.connection is None
     assert recorder.insert_events(events(uuid4(), range(1))) == [2]
     assert len(stored_rows(tmp_path / "events.sqlite")) == 2
+
+
+def test_a_commit_that_fails_leaving_its_transaction_open_does_not_break_later_writes(
+    recorder: SubscribableSQLiteApplicationRecorder, tmp_path: Path
+) -> None:
+    stream = uuid4()
+    recorder.insert_events(events(stream, range(1)))
+    writer = recorder._writer
+    assert writer is not None
+
+    def commit_refused() -> None:  # as SQLite answers a COMMIT it cannot do yet: still open
+        raise sqlite3.OperationalError("database is locked")
+
+    writer.commit = commit_refused  # type: ignore[method-assign]
+    with pytest.raises(OperationalError):
+        recorder.insert_events(events(stream, range(1, 2)))
+    assert recorder._writer is None  # the connection left in its transaction is dropped
+    assert recorder.insert_events(events(stream, range(1, 3))) == [2, 3]
+    assert [row[2] for row in stored_rows(tmp_path / "events.sqlite")] == [0, 1, 2]
