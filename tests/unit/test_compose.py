@@ -20,6 +20,7 @@ import yaml
 from kurrentdbclient.connection_spec import ConnectionSpec
 from packaging.requirements import Requirement
 
+from app.cli import GRACEFUL_SHUTDOWN_SECONDS
 from app.settings import Settings
 
 ROOT: Final = Path(__file__).resolve().parents[2]
@@ -217,3 +218,21 @@ def test_the_lock_files_pin_every_dependency_within_its_range(lock: str, extra: 
         assert requirement.specifier.contains(pins[name], prereleases=True), (name, pins[name])
     if extra is None:
         assert "--hash=sha256:" in (ROOT / lock).read_text()
+
+
+def grace_seconds(text: str) -> float:
+    """A compose duration as `docker-compose config` writes it back (e.g. 45s, 1m30s)."""
+    parts = re.fullmatch(r"(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", str(text))
+    assert parts is not None, text
+    assert any(parts.groups()), text
+    minutes, seconds = parts.groups()
+    return int(minutes or 0) * 60 + float(seconds or 0)
+
+
+def test_docker_waits_for_every_ledger_service_to_drain_before_killing_it(
+    stack: dict[str, Any],
+) -> None:
+    for name in LEDGER_SERVICES:
+        service = stack["services"][name]
+        assert "stop_grace_period" in service, name  # Docker's default 10 s is shorter
+        assert grace_seconds(service["stop_grace_period"]) > GRACEFUL_SHUTDOWN_SECONDS, name
