@@ -92,6 +92,19 @@ def restart(server: PostgresServer) -> None:
     server.start()
 
 
+def two_account_ledger(database_url: str, **settings: str) -> Ledger:
+    """A ledger on the server with the issuer and alice open (closed again if either
+    opening fails, so no writer thread outlives the test)."""
+    ledger = Ledger({**event_store_env(database_url), **settings})
+    try:
+        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("alice", "CREDITS"))
+    except BaseException:
+        ledger.close()
+        raise
+    return ledger
+
+
 @pytest.mark.parametrize("ping_idle_seconds", PING_CASES)
 def test_the_writer_reads_again_on_the_first_use_after_a_restart(
     restartable_postgres: PostgresServer,
@@ -100,10 +113,8 @@ def test_the_writer_reads_again_on_the_first_use_after_a_restart(
     ping_idle_seconds: float,
 ) -> None:
     monkeypatch.setattr(postgres, "PING_IDLE_SECONDS", ping_idle_seconds)
-    ledger = Ledger(event_store_env(database_url))
+    ledger = two_account_ledger(database_url)
     try:
-        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
-        ledger.open_account(OpenAccount("alice", "CREDITS"))
         sent = RecordTransfer("t1", ISSUER, "alice", 5)
         first = ledger.record_transfer(sent)
         assert first.created
@@ -134,10 +145,8 @@ def test_a_write_under_the_write_lock_takes_it_again_on_the_first_use_after_a_re
     cut, so the lock is asked for again on a working one."""
     monkeypatch.setattr(postgres, "PING_IDLE_SECONDS", ping_idle_seconds)
     monkeypatch.setattr(ledger_module, "CONTENDED_SECONDS", CONTENDED_FOR_SECONDS)
-    ledger = Ledger(event_store_env(database_url))
+    ledger = two_account_ledger(database_url)
     try:
-        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
-        ledger.open_account(OpenAccount("alice", "CREDITS"))
         assert ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5)).created
         ledger._mark_contended([account_uuid("alice")])  # as after a race lost to another
 
@@ -173,10 +182,8 @@ def test_a_write_under_the_write_lock_whose_commit_answer_was_lost_answers_as_a_
             cut_by_the_server(connection, database_url)
         return ids
 
-    ledger = Ledger(event_store_env(database_url))
+    ledger = two_account_ledger(database_url)
     try:
-        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
-        ledger.open_account(OpenAccount("alice", "CREDITS"))
         ledger._mark_contended([account_uuid("alice")])
         monkeypatch.setattr(postgres, "postgres_insert_on", committed_then_cut)
 
@@ -212,10 +219,8 @@ def test_a_lost_commit_answer_whose_store_stays_unreachable_answers_outcome_unkn
         postgres_insert_on(recorder, connection, events, begin=begin, **kwargs)
         cut_by_the_server(connection, database_url)
 
-    ledger = Ledger(event_store_env(database_url))
+    ledger = two_account_ledger(database_url)
     try:
-        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
-        ledger.open_account(OpenAccount("alice", "CREDITS"))
         ledger._mark_contended([account_uuid("alice")])
         monkeypatch.setattr(postgres, "postgres_insert_on", committed_then_unreachable)
 
@@ -257,10 +262,8 @@ def test_a_write_every_try_of_which_failed_says_whether_it_may_have_committed(
             cut_by_the_server(connection, database_url)
         raise psycopg.OperationalError("connection refused")
 
-    ledger = Ledger(event_store_env(database_url))
+    ledger = two_account_ledger(database_url)
     try:
-        ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
-        ledger.open_account(OpenAccount("alice", "CREDITS"))
         monkeypatch.setattr(postgres, "postgres_insert_on", failing)
 
         with pytest.raises((LedgerError, OperationalError)) as raised:
@@ -276,14 +279,9 @@ def test_a_write_every_try_of_which_failed_says_whether_it_may_have_committed(
 
 def short_deadline_ledger(database_url: str) -> Ledger:
     """A ledger whose writes wait ``SHORT_WRITE_TIMEOUT_SECONDS``, with two accounts."""
-    env = {
-        **event_store_env(database_url),
-        "LEDGER_WRITE_TIMEOUT_SECONDS": str(SHORT_WRITE_TIMEOUT_SECONDS),
-    }
-    ledger = Ledger(env)
-    ledger.open_account(OpenAccount(ISSUER, "CREDITS", allow_negative=True))
-    ledger.open_account(OpenAccount("alice", "CREDITS"))
-    return ledger
+    return two_account_ledger(
+        database_url, LEDGER_WRITE_TIMEOUT_SECONDS=str(SHORT_WRITE_TIMEOUT_SECONDS)
+    )
 
 
 def next_group_seconds(ledger: Ledger, groups_before: int) -> float:
