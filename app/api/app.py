@@ -35,7 +35,12 @@ from app.explorer.plugin import ExplorerPlugin
 
 
 def request_context(app: ASGIApp) -> ASGIApp:
-    """Request ids (taken from X-Request-ID or made), structured access logs, metrics."""
+    """Request ids (taken from X-Request-ID or made), structured access logs, metrics.
+
+    The request id goes into the answer's headers by ``stamp_answer``, the app's
+    ``before_send`` hook, which sees every message the app sends: also an answer made
+    outside this middleware, by Litestar's app-level exception handling (a bug raised
+    in a handler-level middleware such as the fast lane escapes the route's own)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -43,31 +48,24 @@ def request_context(app: ASGIApp) -> ASGIApp:
             return
         method = str(scope.get("method", "-"))
         request_id = _request_id(scope.get("headers") or ())
-        scope.setdefault("state", {})["request_id"] = request_id
+        exchange = _Exchange(request_id)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state[_EXCHANGE] = exchange
         started = time.perf_counter()
-        status = 500
 
         async def receive_watching() -> ReceiveMessage:
             message = await receive()
             if message["type"] == "http.disconnect":
-                scope["state"][CLIENT_DISCONNECTED] = True
+                state[CLIENT_DISCONNECTED] = True
             return message
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
-            await send(message)
 
         bound = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
-            await app(scope, receive_watching, send_with_id)
+            await app(scope, receive_watching, send)
         finally:
-            if scope["state"].get(CLIENT_DISCONNECTED) and status >= 500:
+            status = exchange.status
+            if state.get(CLIENT_DISCONNECTED) and status >= 500:
                 # Not a server error: the client left before it had its answer.
                 status = CLIENT_CLOSED_REQUEST
             seconds = time.perf_counter() - started
@@ -78,6 +76,34 @@ def request_context(app: ASGIApp) -> ASGIApp:
             structlog.contextvars.reset_contextvars(**bound)
 
     return middleware
+
+
+# The scope state key of a request's ``_Exchange``.
+_EXCHANGE: Final = "exchange"
+
+
+class _Exchange:
+    """What ``request_context`` and ``stamp_answer`` share about one request: its id
+    (as the header's bytes) and the status it was answered with (500 until an answer
+    starts: a request that raised is logged so, whoever answers it afterwards)."""
+
+    __slots__ = ("header", "status")
+
+    def __init__(self, request_id: str) -> None:
+        self.header = (REQUEST_ID_HEADER, request_id.encode())
+        self.status = 500
+
+
+async def stamp_answer(message: Message, scope: Scope) -> None:
+    """The app's ``before_send`` hook: a request's answer carries its request id (last
+    of its headers) and tells ``request_context`` its status."""
+    if message["type"] != "http.response.start":
+        return
+    exchange = scope.get("state", {}).get(_EXCHANGE)
+    if exchange is None:  # not a request ``request_context`` took (an unmatched path)
+        return
+    exchange.status = message["status"]
+    message["headers"] = [*message.get("headers", []), exchange.header]
 
 
 REQUEST_ID_HEADER: Final = b"x-request-id"
@@ -164,6 +190,7 @@ def create_app(
         # Strict: "5" is not an amount. Money fields never coerce from strings or floats.
         plugins=[PydanticPlugin(validate_strict=True), ExplorerPlugin(services)],
         middleware=[request_context],
+        before_send=[stamp_answer],
         request_max_body_size=services.settings.request_body_bytes_max,
         on_shutdown=on_shutdown or [],
         openapi_config=openapi_config(),
