@@ -6,14 +6,11 @@ iteration, the tracking recorder's ``max_tracking_id``).
 """
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-import psycopg
-import psycopg.pq
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     ApplicationRecorder,
@@ -26,7 +23,6 @@ from eventsourcing.persistence import (
 from eventsourcing.popo import POPOApplicationRecorder
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
-    PostgresApplicationRecorder,
     PostgresDatastore,
     PostgresTrackingRecorder,
 )
@@ -65,54 +61,6 @@ def postgres_connection_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
     kwargs = datastore.pool.kwargs
     assert isinstance(kwargs, dict), "psycopg_pool keeps connection kwargs as a dict"
     return kwargs
-
-
-# eventsourcing 9.5: the PostgreSQL recorder's insert is public only as a whole (its own
-# connection and transaction, committed in a second round trip); its steps are protected
-# methods.
-def postgres_insert_on(
-    recorder: PostgresApplicationRecorder,
-    connection: Any,
-    stored_events: Sequence[StoredEvent],
-    *,
-    begin: bool,
-    **kwargs: Any,
-) -> Sequence[int]:
-    """Insert events as ``recorder.insert_events`` does (its hook, the table lock, the
-    notification, the insert, the new notification ids) on ``connection`` (autocommit
-    mode, as the library's pool configures it) and commit, all in one pipeline: ONE
-    round trip. ``begin``: open the transaction too; else the caller has opened it (and
-    may hold the table lock already).
-
-    The library commits in a second round trip: the events table stays locked while the
-    insert's result travels back and the writer thread (which must first get the
-    interpreter lock back) sends its COMMIT. Here the lock is held only inside the
-    server, from the LOCK statement to the commit's flush. A failed insert (a conflict)
-    rolls the transaction back before the error is raised, as the library's does."""
-    inserting = connection.cursor()
-    try:
-        with connection.pipeline(), connection.cursor() as cursor:
-            if begin:
-                cursor.execute("BEGIN")
-            recorder._insert_events(cursor, stored_events, **kwargs)
-            if stored_events:
-                recorder._insert_stored_events(inserting, stored_events, **kwargs)
-            cursor.execute("COMMIT")
-        # Leaving the pipeline synced it: every result is in.
-        if not stored_events:
-            return []
-        notification_ids = recorder._fetch_ids_after_insert_events(
-            inserting, stored_events, **kwargs
-        )
-    except psycopg.Error:
-        if connection.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-            with contextlib.suppress(psycopg.Error):  # a broken connection: the pool drops it
-                connection.execute("ROLLBACK")
-        raise
-    finally:
-        inserting.close()
-    assert notification_ids is not None, "the application recorder returns notification ids"
-    return notification_ids
 
 
 # eventsourcing 9.5: the PostgreSQL recorders' inserts are public only with the library's

@@ -90,7 +90,7 @@ from app.persistence.postgres import retrying_schema_race
 from app.persistence.streams import StoredStream, catches_up, events_after, read_streams
 from app.persistence.transcoder import OrjsonTranscoder
 from app.persistence.transcodings import register_domain_transcodings
-from app.persistence.write_lock import WriteLocking
+from app.persistence.write_lock import FollowsLog, WriteLocking
 
 R = TypeVar("R")
 
@@ -208,6 +208,7 @@ class Ledger(Application[UUID]):
         self._others_seen_until = 0.0
         self._catches_up = catches_up(self.recorder)
         self._write_locking = self.recorder if isinstance(self.recorder, WriteLocking) else None
+        self._log_follower = self.recorder if isinstance(self.recorder, FollowsLog) else None
         self.committer = Committer(
             self._write_group,
             queue_units_max=int(self.env.get("WRITE_QUEUE_MAX") or WRITE_QUEUE_MAX_DEFAULT),
@@ -951,7 +952,7 @@ class Ledger(Application[UUID]):
         one. It waits for the lock at most until the group's earliest deadline."""
         timeout_seconds = min(entry.deadline for entry in group) - time.monotonic()
         if self._write_locking is None or timeout_seconds <= 0 or not self._contends(group):
-            if self._others_write():
+            if self._others_write() and not self._follows_log():
                 self._catch_up(group, locked=False)
             yield
             return
@@ -1006,6 +1007,40 @@ class Ledger(Application[UUID]):
                 self._written.put(aggregate)
             else:
                 self.evict(originator_id)
+
+    def _follows_log(self) -> bool:
+        """Whether each write brings back what others wrote before it (decision 0027):
+        then the cache is caught up after each write, not by a read before each group."""
+        return self._log_follower is not None and self._log_follower.follows_log()
+
+    def _follow_others(self) -> None:
+        """Apply what other writers committed before this write, which its round trip
+        brought back (decision 0027), to the cached streams it continues; a cached stream
+        it skips past is evicted (reloaded at its next use). When more came than a write
+        brings back, the writer lost track of what is stale: it starts a new cache."""
+        if self._log_follower is None:
+            return
+        others = self._log_follower.others_written()
+        if others is None:
+            self._written = WriterCache(maxsize=AGGREGATE_CACHE_SIZE)
+            self._saw_others()
+            return
+        if not others:
+            return
+        self._saw_others()
+        cache = self._written
+        for stored in others:
+            originator_id = stored.originator_id
+            if not isinstance(originator_id, UUID) or originator_id not in cache:
+                continue
+            aggregate: Any = cache.get(originator_id)
+            if stored.originator_version <= aggregate.version:
+                continue  # read after it was written
+            if stored.originator_version != aggregate.version + 1:
+                self.evict(originator_id)
+                continue
+            event: Any = self.mapper.to_domain_event(stored)
+            cache.put(event.mutate(aggregate))
 
     def _gather_seconds(self) -> float:
         """Writes of several processes wait for each other only where the store has a
@@ -1062,6 +1097,7 @@ class Ledger(Application[UUID]):
                 self._forget(work)
                 raise
         self._remember(work)
+        self._follow_others()
         # Rejections are answered only now: they may rest on what earlier commands of
         # the group did, which is final only once written.
         for r in ran:

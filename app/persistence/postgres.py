@@ -9,6 +9,7 @@ key, ``POSTGRES_STATEMENT_TIMEOUT`` (seconds), and gives libpq the pool's wait
 (``POSTGRES_CONNECT_TIMEOUT``) as its connect timeout.
 """
 
+import contextlib
 import math
 import threading
 import time
@@ -42,7 +43,6 @@ from psycopg_pool import ConnectionPool
 
 from app.compat import (
     postgres_connection_kwargs,
-    postgres_insert_on,
     postgres_insert_once,
     postgres_select_once,
     set_pool_check,
@@ -67,6 +67,9 @@ DROPPED_CONNECTION_RETRIES: Final = 1
 # longer than LEDGER_WRITE_TIMEOUT_SECONDS.
 INSERT_TRIES_MAX: Final = 10
 INSERT_RETRY_WAIT_SECONDS: Final = 0.2
+# A write brings back what other writers committed since this thread's previous write
+# (decision 0027), at most this many events: past it the writer has lost track of them.
+OTHERS_WRITTEN_MAX: Final = 10_000
 UNKNOWN_COMMIT_DETAIL: Final = (
     "the store's connection was lost while the write was being committed, and it could "
     "not be reached again: the write may or may not have been recorded. Sending the same "
@@ -88,6 +91,73 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._held = threading.local()
+        # Per thread (the writer's is the one that matters): the log position up to
+        # which it has seen every event, and what others wrote that it has not taken.
+        self._follow = threading.local()
+        self.write_function_name = f"{self.channel_name}_write"
+        self.check_identifier_length(self.write_function_name)
+        self.sql_create_statements.append(write_function(self))
+        self.write_statement = SQL(
+            "SELECT * FROM {schema}.{function}(%s::{id_type}[], %s::bigint[], %s::text[], "
+            "%s::bytea[], %s::integer, %s::bigint, %s::integer)"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            function=Identifier(self.write_function_name),
+            id_type=Identifier(self.datastore.originator_id_type),
+        )
+
+    def write_parameters(self, stored_events: Sequence[StoredEvent]) -> tuple[Any, ...]:
+        """The write function's arguments: the events as four arrays, the lock's wait
+        (the library's ``lock_timeout``, 0 waits for ever), and this thread's log
+        position (None before its first write: nothing is brought back)."""
+        return (
+            [event.originator_id for event in stored_events],
+            [event.originator_version for event in stored_events],
+            [event.topic for event in stored_events],
+            [event.state for event in stored_events],
+            int(self.datastore.lock_timeout * 1000),
+            getattr(self._follow, "known", None),
+            OTHERS_WRITTEN_MAX,
+        )
+
+    def follows_log(self) -> bool:
+        """Whether this thread has written (so each of its writes brings back what others
+        wrote since its previous one, ``others_written``)."""
+        return getattr(self._follow, "known", None) is not None
+
+    def others_written(self) -> list[StoredEvent] | None:
+        """What other writers committed before this thread's writes since it last asked,
+        in log order; taken once. None: more than ``OTHERS_WRITTEN_MAX`` came back at
+        once, so some were not (the caller must no longer trust what it cached)."""
+        others: list[StoredEvent] | None = getattr(self._follow, "others", [])
+        self._follow.others = []
+        return others
+
+    def _followed(self, rows: list[Any]) -> list[int]:
+        """The write function's rows: this write's notification ids (rows without a
+        stream) and, before them, what others wrote since this thread's last write."""
+        ids = [int(row["log_position"]) for row in rows if row["stream_id"] is None]
+        others = [
+            StoredEvent(
+                row["stream_id"],
+                int(row["stream_version"]),
+                str(row["stream_topic"]),
+                bytes(row["stream_state"]),
+            )
+            for row in rows
+            if row["stream_id"] is not None
+        ]
+        untaken: list[StoredEvent] | None = getattr(self._follow, "others", [])
+        if untaken is not None and len(others) <= OTHERS_WRITTEN_MAX:
+            untaken.extend(others)
+            if len(untaken) > OTHERS_WRITTEN_MAX:
+                untaken = None
+        else:
+            untaken = None
+        self._follow.others = untaken
+        if ids:
+            self._follow.known = ids[-1]
+        return ids
 
     @contextmanager
     def write_lock(
@@ -213,15 +283,19 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         return reading_retried(self.datastore, read)
 
     def insert_events(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+        self,
+        stored_events: Sequence[StoredEvent],
+        **_: Any,  # the library's hook arguments (tracking): not used by this recorder
     ) -> Sequence[int] | None:
+        """One write through the events table's write function (``write_function``):
+        on the connection that holds the write lock when this thread holds it, else as
+        one statement on a pooled connection."""
         connection: psycopg.Connection[Any] | None = getattr(self._held, "connection", None)
         if connection is None:
-            committed: Sequence[int] = self._insert_committed(stored_events, **kwargs)
-            return committed
+            return self._insert_committed(stored_events)
         self._held.connection = None  # one write per hold: the commit releases the lock
         try:
-            return postgres_insert_on(self, connection, stored_events, begin=False, **kwargs)
+            return self._followed(insert_on(self, connection, stored_events, begin=False))
         except psycopg.IntegrityError as error:
             raise IntegrityError(str(error)) from error
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
@@ -230,21 +304,18 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
                 # commit was made is not known. Written again elsewhere, as the library
                 # does for its writes: a committed first try is refused by the unique
                 # key (a conflict: the commands run again and answer as resends).
-                again: Sequence[int] = self._insert_committed(
-                    stored_events, maybe_committed=True, **kwargs
-                )
-                return again
+                return self._insert_committed(stored_events, maybe_committed=True)
             raise OperationalError(str(error)) from error
         except psycopg.Error as error:
             raise PersistenceError(str(error)) from error
 
     def _insert_committed(
-        self, stored_events: Sequence[StoredEvent], *, maybe_committed: bool = False, **kwargs: Any
-    ) -> Sequence[int]:
-        """The library's insert (same statements, same table lock), committed in the same
-        round trip (``postgres_insert_on``): the lock is never held across a wait for
-        this process. A broken connection is tried again on another one, as the library
-        does for its own insert.
+        self, stored_events: Sequence[StoredEvent], *, maybe_committed: bool = False
+    ) -> list[int]:
+        """The write as one statement on a pooled connection (``insert_on``): the table
+        lock is held only inside the server, never across a wait for this process. A
+        broken connection is tried again on another one, as the library does for its own
+        insert.
 
         When every try failed and one of them lost its connection in the middle of its
         round trip (or the caller's own write did: ``maybe_committed``), a commit may
@@ -254,7 +325,7 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         broken_midway: list[bool] = []  # a True per try whose connection broke
         try:
             return tried_in_time(
-                self.datastore, lambda: self._insert_tried(stored_events, broken_midway, **kwargs)
+                self.datastore, lambda: self._insert_tried(stored_events, broken_midway)
             )
         except (InterfaceError, OperationalError) as error:
             if maybe_committed or broken_midway:
@@ -262,17 +333,93 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
             raise
 
     def _insert_tried(
-        self, stored_events: Sequence[StoredEvent], broken_midway: list[bool], **kwargs: Any
-    ) -> Sequence[int]:
+        self, stored_events: Sequence[StoredEvent], broken_midway: list[bool]
+    ) -> list[int]:
         """One try of ``_insert_committed``. The pool's ``get_connection`` maps psycopg's
         errors to the library's."""
         with self.datastore.get_connection() as connection:
             try:
-                return postgres_insert_on(self, connection, stored_events, begin=True, **kwargs)
+                return self._followed(insert_on(self, connection, stored_events, begin=True))
             except psycopg.Error:
                 if connection.broken:
                     broken_midway.append(True)
                 raise
+
+
+def write_function(recorder: LedgerPostgresApplicationRecorder) -> Composed:
+    """The events table's write as one server-side function (decision 0027): what the
+    library's insert does in four statements (the lock's wait, the table lock that keeps
+    notification ids in commit order, the notification, the insert returning the new
+    ids), plus, under that lock, the events committed after the caller's log position
+    (``known``: every earlier writer has committed, so none is missed; at most
+    ``others_max`` + 1 of them, enough to tell when there were more). Called as one
+    statement in autocommit mode, it is one round trip and one transaction. The rows:
+    those others' events in log order, then one row per new event with only its
+    position."""
+    return SQL(
+        "CREATE OR REPLACE FUNCTION {schema}.{function}("
+        "ids {id_type}[], versions bigint[], topics text[], states bytea[], "
+        "lock_timeout_ms integer, known bigint, others_max integer) "
+        "RETURNS TABLE (log_position bigint, stream_id {id_type}, stream_version bigint, "
+        "stream_topic text, stream_state bytea) "
+        "LANGUAGE plpgsql AS $BODY$ "
+        "BEGIN "
+        "PERFORM set_config('lock_timeout', lock_timeout_ms || 'ms', true); "
+        "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+        "IF known IS NOT NULL THEN "
+        "RETURN QUERY SELECT e.notification_id, e.originator_id, e.originator_version, "
+        "e.topic, e.state FROM {schema}.{table} AS e WHERE e.notification_id > known "
+        "ORDER BY e.notification_id LIMIT others_max + 1; "
+        "END IF; "
+        "NOTIFY {channel}; "
+        "RETURN QUERY INSERT INTO {schema}.{table} AS e "
+        "(originator_id, originator_version, topic, state) "
+        "SELECT * FROM unnest(ids, versions, topics, states) "
+        "RETURNING e.notification_id, NULL::{id_type}, NULL::bigint, NULL::text, NULL::bytea; "
+        "END $BODY$"
+    ).format(
+        schema=Identifier(recorder.datastore.schema),
+        function=Identifier(recorder.write_function_name),
+        table=Identifier(recorder.events_table_name),
+        channel=Identifier(recorder.channel_name),
+        id_type=Identifier(recorder.datastore.originator_id_type),
+    )
+
+
+def insert_on(
+    recorder: LedgerPostgresApplicationRecorder,
+    connection: psycopg.Connection[Any],
+    stored_events: Sequence[StoredEvent],
+    *,
+    begin: bool,
+) -> list[Any]:
+    """The write function's rows for these events (``write_function``), committed in the
+    same round trip. ``begin``: the connection is in autocommit mode and the call is its
+    own transaction (one statement); else the caller opened the transaction (and holds
+    the table lock: decision 0018), and the call and its COMMIT go in one pipeline. A
+    failed write (a conflict) leaves nothing written and the connection idle."""
+    if not stored_events:
+        if not begin:
+            connection.execute("COMMIT")
+        return []
+    statement, parameters = recorder.write_statement, recorder.write_parameters(stored_events)
+    writing = connection.cursor()
+    try:
+        if begin:
+            writing.execute(statement, parameters, prepare=True)
+        else:
+            with connection.pipeline(), connection.cursor() as cursor:
+                writing.execute(statement, parameters, prepare=True)
+                cursor.execute("COMMIT")
+        # Leaving the pipeline synced it: every result is in.
+        return writing.fetchall()
+    except psycopg.Error:
+        if _in_transaction(connection):
+            with contextlib.suppress(psycopg.Error):  # a broken connection: the pool drops it
+                connection.execute("ROLLBACK")
+        raise
+    finally:
+        writing.close()
 
 
 class LedgerPostgresAggregateRecorder(PostgresAggregateRecorder):

@@ -21,6 +21,8 @@ from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
+from eventsourcing.persistence import StoredEvent
+
 
 @runtime_checkable
 class WriteLocking(Protocol):
@@ -32,4 +34,20 @@ class WriteLocking(Protocol):
         ``after``: streams (and the versions cached of them) whose later events the
         holder reads first; a store whose reads cost a round trip reads them with the
         lock (``app.persistence.streams.events_after`` then answers them at once)."""
+        ...
+
+
+@runtime_checkable
+class FollowsLog(Protocol):
+    """A recorder whose writes bring back what other writers committed before them since
+    the calling thread's previous write (decision 0027): a writer that applies it to its
+    cache needs no read of its own to catch up with other processes."""
+
+    def follows_log(self) -> bool:
+        """Whether this thread has written (its next write brings back what came since)."""
+        ...
+
+    def others_written(self) -> list[StoredEvent] | None:
+        """What others committed before this thread's writes since it last asked, in log
+        order; None when more came than a write brings back (track was lost)."""
         ...

@@ -405,10 +405,14 @@ def test_a_conflict_writes_the_unconcerned_commands_at_once_and_reruns_the_other
         wait_for_queue(ledger, 1)
         calm = pool.submit(ledger.record_transfer, grant("calm:1", 3))
         wait_for_queue(ledger, 2)
-        with open_ledger(shared_url) as other:  # another process moves HOT meanwhile
-            other.record_transfer(RecordTransfer("elsewhere", HOT, user(4), 7))
-        hung.release()
-        outcomes = [future.result(WAIT_SECONDS) for future in (first, contended, calm)]
+        with open_ledger(shared_url) as other:
+            # Another process moves HOT after the first write: that write's round trip
+            # cannot have brought it back (decision 0027), so the next group races it.
+            hung.after_next_write(
+                lambda: other.record_transfer(RecordTransfer("elsewhere", HOT, user(4), 7))
+            )
+            hung.release()
+            outcomes = [future.result(WAIT_SECONDS) for future in (first, contended, calm)]
     assert all(outcome.created for outcome in outcomes)
     # Queued after the contended transfer, the calm one was written before its rerun.
     assert outcomes[2].position < outcomes[1].position

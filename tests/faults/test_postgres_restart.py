@@ -24,7 +24,6 @@ from app.application import ledger as ledger_module
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.bootstrap import build_services, shutdown
-from app.compat import postgres_insert_on
 from app.domain.errors import (
     LedgerError,
     OutcomeUnknownError,
@@ -35,7 +34,7 @@ from app.domain.values import account_uuid
 from app.events.database import Database
 from app.persistence import postgres
 from app.persistence.faults import store_fault
-from app.persistence.postgres import reading_retried
+from app.persistence.postgres import insert_on, reading_retried
 from app.persistence.stores import event_store_env
 from app.settings import Settings
 from projections.backends import PostgresLedgerView
@@ -173,10 +172,8 @@ def test_a_write_under_the_write_lock_whose_commit_answer_was_lost_answers_as_a_
     monkeypatch.setattr(ledger_module, "CONTENDED_SECONDS", CONTENDED_FOR_SECONDS)
     cut: list[int] = []
 
-    def committed_then_cut(
-        recorder: Any, connection: Any, events: Any, *, begin: bool, **kwargs: Any
-    ) -> Any:
-        ids = postgres_insert_on(recorder, connection, events, begin=begin, **kwargs)
+    def committed_then_cut(recorder: Any, connection: Any, events: Any, *, begin: bool) -> Any:
+        ids = insert_on(recorder, connection, events, begin=begin)
         if not begin and not cut:  # on the held connection, once: its answer is lost
             cut.append(connection.info.backend_pid)
             cut_by_the_server(connection, database_url)
@@ -185,7 +182,7 @@ def test_a_write_under_the_write_lock_whose_commit_answer_was_lost_answers_as_a_
     ledger = two_account_ledger(database_url)
     try:
         ledger._mark_contended([account_uuid("alice")])
-        monkeypatch.setattr(postgres, "postgres_insert_on", committed_then_cut)
+        monkeypatch.setattr(postgres, "insert_on", committed_then_cut)
 
         answer = ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5))
 
@@ -211,24 +208,24 @@ def test_a_lost_commit_answer_whose_store_stays_unreachable_answers_outcome_unkn
     tries_after_cut: list[bool] = []
 
     def committed_then_unreachable(
-        recorder: Any, connection: Any, events: Any, *, begin: bool, **kwargs: Any
+        recorder: Any, connection: Any, events: Any, *, begin: bool
     ) -> Any:
         if begin:  # every later try, on another connection: the server does not answer
             tries_after_cut.append(True)
             raise psycopg.OperationalError("connection refused")
-        postgres_insert_on(recorder, connection, events, begin=begin, **kwargs)
+        insert_on(recorder, connection, events, begin=begin)
         cut_by_the_server(connection, database_url)
 
     ledger = two_account_ledger(database_url)
     try:
         ledger._mark_contended([account_uuid("alice")])
-        monkeypatch.setattr(postgres, "postgres_insert_on", committed_then_unreachable)
+        monkeypatch.setattr(postgres, "insert_on", committed_then_unreachable)
 
         with pytest.raises(OutcomeUnknownError):
             ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5))
 
         assert tries_after_cut, "the write was tried again elsewhere"
-        monkeypatch.setattr(postgres, "postgres_insert_on", postgres_insert_on)
+        monkeypatch.setattr(postgres, "insert_on", insert_on)
         resent = ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5))
         assert resent.created is False, "the first try had committed"
         assert ledger.get_account("alice").balance == 5
@@ -256,7 +253,7 @@ def test_a_write_every_try_of_which_failed_says_whether_it_may_have_committed(
     monkeypatch.setattr(time, "sleep", lambda _seconds: None)  # the library's retry waits
     tries: list[int] = []
 
-    def failing(recorder: Any, connection: Any, events: Any, *, begin: bool, **kwargs: Any) -> Any:
+    def failing(recorder: Any, connection: Any, events: Any, *, begin: bool) -> Any:
         tries.append(connection.info.backend_pid)
         if cut_midway and len(tries) == 1:
             cut_by_the_server(connection, database_url)
@@ -264,14 +261,14 @@ def test_a_write_every_try_of_which_failed_says_whether_it_may_have_committed(
 
     ledger = two_account_ledger(database_url)
     try:
-        monkeypatch.setattr(postgres, "postgres_insert_on", failing)
+        monkeypatch.setattr(postgres, "insert_on", failing)
 
         with pytest.raises((LedgerError, OperationalError)) as raised:
             ledger.record_transfer(RecordTransfer("t1", ISSUER, "alice", 5))
 
         assert type(store_fault(raised.value)) is answer
         assert len(tries) > 1, "the write was tried again"
-        monkeypatch.setattr(postgres, "postgres_insert_on", postgres_insert_on)
+        monkeypatch.setattr(postgres, "insert_on", insert_on)
         assert ledger.get_account("alice").balance == 0
     finally:
         ledger.close()

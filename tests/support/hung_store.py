@@ -4,7 +4,7 @@ Wraps the real recorder's ``insert_events`` of one ledger (a fault injector, not
 mock: once released, the write goes to the real store exactly as it would have)."""
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -20,12 +20,22 @@ class HungStore:
         self.released.set()
         self.entered = threading.Event()
         self._insert = ledger.recorder.insert_events
+        self._after: list[Callable[[], object]] = []
 
     def _insert_events(self, *args: Any, **kwargs: Any) -> Any:
         self.entered.set()
         if not self.released.wait(HANG_LIMIT_SECONDS):
             raise TimeoutError("the test never released the hung store")
-        return self._insert(*args, **kwargs)
+        written = self._insert(*args, **kwargs)
+        while self._after:
+            self._after.pop()()
+        return written
+
+    def after_next_write(self, action: Callable[[], object]) -> None:
+        """Run ``action`` once, in the writer's thread, right after its next write has
+        committed (before the writer takes its next group): e.g. another process's
+        write that this one's round trip cannot have brought back (decision 0027)."""
+        self._after.append(action)
 
     @contextmanager
     def hanging(self) -> Iterator["HungStore"]:

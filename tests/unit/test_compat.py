@@ -5,17 +5,15 @@ import asyncio
 import inspect
 import queue
 import sqlite3
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import psycopg
 import pytest
 from eventsourcing.domain import Aggregate, CanInitAggregate
 from eventsourcing.persistence import (
@@ -53,7 +51,6 @@ from app.compat import (
     openapi_document,
     popo_position,
     postgres_connection_kwargs,
-    postgres_insert_on,
     postgres_insert_once,
     postgres_select_once,
     serve_openapi_document,
@@ -300,58 +297,6 @@ def test_waking_a_polling_subscription_makes_it_pull_at_once(tmp_path: Path) -> 
             wake_subscription(subscription)
             assert delivered.get(timeout=WAKE_WAIT_SECONDS) == recorder.max_notification_id()
             reader.join(WAKE_WAIT_SECONDS)
-
-
-@pytest.mark.postgres
-def test_the_postgres_insert_steps_and_their_commit_go_to_the_server_in_one_round_trip(
-    postgres_url: str,
-) -> None:
-    """``postgres_insert_on`` replays ``insert_events``'s protected steps (the table lock,
-    the notification, the insert, the new ids) and the commit in one pipeline: one round
-    trip, in a transaction it opens or in the caller's (which may hold the lock already).
-    A conflict is raised as psycopg's and leaves the connection out of any transaction."""
-    with Ledger(store_env(postgres_url)) as ledger:
-        recorder = ledger.recorder
-        assert isinstance(recorder, PostgresApplicationRecorder)
-        stream = uuid4()
-        events = [StoredEvent(stream, version, "topic", b"{}") for version in range(4)]
-        table = f"{recorder.datastore.schema or 'public'}.{recorder.events_table_name}"
-        with recorder.datastore.get_connection() as connection:
-            with counting_round_trips(connection) as round_trips:
-                ids = postgres_insert_on(recorder, connection, events[:2], begin=True)
-            assert round_trips() == 1
-            assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-            connection.execute("BEGIN")
-            connection.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
-            ids = [*ids, *postgres_insert_on(recorder, connection, events[2:], begin=False)]
-            assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-            locks = connection.execute(
-                "SELECT mode FROM pg_locks WHERE relation = %s::regclass AND pid = %s",
-                (table, connection.info.backend_pid),
-            ).fetchall()
-            assert locks == [], "the commit released the table lock"
-            assert postgres_insert_on(recorder, connection, [], begin=True) == []
-            with pytest.raises(psycopg.IntegrityError):
-                postgres_insert_on(recorder, connection, events[:1], begin=True)
-            assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        rows = recorder.select_notifications(start=ids[0], limit=len(events))
-        assert [row.id for row in rows] == ids
-        assert [row.originator_version for row in rows] == [0, 1, 2, 3]
-
-
-@contextmanager
-def counting_round_trips(connection: psycopg.Connection[Any]) -> Iterator[Callable[[], int]]:
-    """How many times the server said it was ready for the next query (libpq's trace of
-    the protocol messages): one per round trip. The count is taken when the block ends."""
-    counted: list[int] = []
-    with tempfile.TemporaryFile("w+") as trace:
-        connection.pgconn.trace(trace.fileno())
-        try:
-            yield lambda: counted[0]
-        finally:
-            connection.pgconn.untrace()
-            trace.seek(0)
-            counted.append(trace.read().count("ReadyForQuery"))
 
 
 @pytest.mark.postgres
