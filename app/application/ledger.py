@@ -1013,25 +1013,30 @@ class Ledger(Application[UUID]):
         then the cache is caught up after each write, not by a read before each group."""
         return self._log_follower is not None and self._log_follower.follows_log()
 
-    def _follow_others(self) -> None:
+    def _follow_others(self) -> dict[UUID, int]:
         """Apply what other writers committed before this write, which its round trip
         brought back (decision 0027), to the cached streams it continues; a cached stream
         it skips past is evicted (reloaded at its next use). When more came than a write
-        brings back, the writer lost track of what is stale: it starts a new cache."""
+        brings back, the writer lost track of what is stale: it starts a new cache.
+        Returns the newest version brought back of each stream."""
         if self._log_follower is None:
-            return
+            return {}
         others = self._log_follower.others_written()
         if others is None:
             self._written = WriterCache(maxsize=AGGREGATE_CACHE_SIZE)
             self._saw_others()
-            return
+            return {}
+        brought: dict[UUID, int] = {}
         if not others:
-            return
+            return brought
         self._saw_others()
         cache = self._written
         for stored in others:
             originator_id = stored.originator_id
-            if not isinstance(originator_id, UUID) or originator_id not in cache:
+            if not isinstance(originator_id, UUID):
+                continue
+            brought[originator_id] = stored.originator_version
+            if originator_id not in cache:
                 continue
             aggregate: Any = cache.get(originator_id)
             if stored.originator_version <= aggregate.version:
@@ -1041,6 +1046,7 @@ class Ledger(Application[UUID]):
                 continue
             event: Any = self.mapper.to_domain_event(stored)
             cache.put(event.mutate(aggregate))
+        return brought
 
     def _gather_seconds(self) -> float:
         """Writes of several processes wait for each other only where the store has a
@@ -1092,12 +1098,13 @@ class Ledger(Application[UUID]):
             except IntegrityError:
                 kept = work.restore_bases()
                 self._forget(work, keep=kept)
-                return self._after_conflict(work, ran, later, kept)
+                brought = self._follow_others()
+                return self._after_conflict(work, ran, later, kept, brought)
             except BaseException:
                 self._forget(work)
                 raise
         self._remember(work)
-        self._follow_others()
+        self._follow_others()  # nothing it brings back concerns this group: it won
         # Rejections are answered only now: they may rest on what earlier commands of
         # the group did, which is final only once written.
         for r in ran:
@@ -1172,12 +1179,17 @@ class Ledger(Application[UUID]):
         ran: list[_Ran],
         later: list[Pending[Any]],
         kept: AbstractSet[UUID] = frozenset(),
+        brought: Mapping[UUID, int] | None = None,
     ) -> list[Pending[Any]]:
         """Another process wrote some of the group's streams first. The commands that
         read them (or that came after one of those on a shared stream) run again later;
         the rest are written again at once. Moved streams in ``kept`` (cached as the
-        group read them) stay cached: the next group catches them up."""
-        moved = self._moved_streams(work, set(work.base_versions), keep=kept)
+        group read them) stay cached: the next group catches them up. ``brought``: what
+        the failed write brought back (decision 0027), which tells the moved streams
+        without a read when it concerns the group."""
+        moved = self._moved_by_others(work, brought or {})
+        if moved is None:
+            moved = self._moved_streams(work, set(work.base_versions), keep=kept)
         if moved and moved <= work.presumed:
             # Only new ids that existed after all (resent commands): no other writer
             # raced this group. Every command runs again now; those ids are read this time.
@@ -1213,6 +1225,24 @@ class Ledger(Application[UUID]):
             f"{entry.conflicts} lost races ({spent}); nothing was written, and sending "
             "the same command again is safe"
         )
+
+    def _moved_by_others(self, work: Workspace, brought: Mapping[UUID, int]) -> set[UUID] | None:
+        """The group's streams that other writers moved past what it read, from what its
+        failed write brought back (already applied to the cache: ``_follow_others``).
+        None when none of it concerns the group (an id that existed before this writer's
+        last write, a writer that lost track): then the store is asked
+        (``_moved_streams``)."""
+        moved = {
+            i
+            for i, base in work.base_versions.items()
+            if i in brought and (base is None or brought[i] > base)
+        }
+        if not moved:
+            return None
+        existing = moved & work.presumed
+        self.remember_existing(existing)
+        self._mark_contended(moved - existing)
+        return moved
 
     def _moved_streams(
         self,

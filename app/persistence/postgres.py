@@ -94,7 +94,8 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         # Per thread (the writer's is the one that matters): the log position up to
         # which it has seen every event, and what others wrote that it has not taken.
         self._follow = threading.local()
-        self.write_function_name = f"{self.channel_name}_write"
+        # (A new name whenever its signature changes: CREATE OR REPLACE cannot change it.)
+        self.write_function_name = f"{self.channel_name}_append"
         self.check_identifier_length(self.write_function_name)
         self.sql_create_statements.append(write_function(self))
         self.write_statement = SQL(
@@ -134,19 +135,27 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         return others
 
     def _followed(self, rows: list[Any]) -> list[int]:
-        """The write function's rows: this write's notification ids (rows without a
-        stream) and, before them, what others wrote since this thread's last write."""
-        ids = [int(row["log_position"]) for row in rows if row["stream_id"] is None]
-        others = [
-            StoredEvent(
-                row["stream_id"],
-                int(row["stream_version"]),
-                str(row["stream_topic"]),
-                bytes(row["stream_state"]),
-            )
-            for row in rows
-            if row["stream_id"] is not None
-        ]
+        """The write function's rows: what others wrote since this thread's last write
+        (kept for ``others_written``), then this write's notification ids, or the
+        reason it was refused (raised as the library's ``IntegrityError``, as its own
+        insert raises a conflict)."""
+        ids: list[int] = []
+        others: list[StoredEvent] = []
+        refused: Any = None
+        for row in rows:
+            if row["refused"] is not None:
+                refused = row
+            elif row["stream_id"] is None:
+                ids.append(int(row["log_position"]))
+            else:
+                others.append(
+                    StoredEvent(
+                        row["stream_id"],
+                        int(row["stream_version"]),
+                        str(row["stream_topic"]),
+                        bytes(row["stream_state"]),
+                    )
+                )
         untaken: list[StoredEvent] | None = getattr(self._follow, "others", [])
         if untaken is not None and len(others) <= OTHERS_WRITTEN_MAX:
             untaken.extend(others)
@@ -155,6 +164,10 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         else:
             untaken = None
         self._follow.others = untaken
+        if refused is not None:
+            if refused["log_position"] is not None:
+                self._follow.known = int(refused["log_position"])
+            raise IntegrityError(str(refused["refused"]))
         if ids:
             self._follow.known = ids[-1]
         return ids
@@ -353,29 +366,42 @@ def write_function(recorder: LedgerPostgresApplicationRecorder) -> Composed:
     ids), plus, under that lock, the events committed after the caller's log position
     (``known``: every earlier writer has committed, so none is missed; at most
     ``others_max`` + 1 of them, enough to tell when there were more). Called as one
-    statement in autocommit mode, it is one round trip and one transaction. The rows:
-    those others' events in log order, then one row per new event with only its
-    position."""
+    statement in autocommit mode, it is one round trip and one transaction.
+
+    The rows: those others' events in log order, then one row per new event with only
+    its position. A write refused by the unique key (a lost race, or an id that exists)
+    writes nothing and notifies no one; its last row then says why (``refused``) and
+    carries the log's head, up to which the others' events it brought back reach."""
     return SQL(
         "CREATE OR REPLACE FUNCTION {schema}.{function}("
         "ids {id_type}[], versions bigint[], topics text[], states bytea[], "
         "lock_timeout_ms integer, known bigint, others_max integer) "
         "RETURNS TABLE (log_position bigint, stream_id {id_type}, stream_version bigint, "
-        "stream_topic text, stream_state bytea) "
+        "stream_topic text, stream_state bytea, refused text) "
         "LANGUAGE plpgsql AS $BODY$ "
+        "DECLARE written bigint[]; "
         "BEGIN "
         "PERFORM set_config('lock_timeout', lock_timeout_ms || 'ms', true); "
         "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
         "IF known IS NOT NULL THEN "
         "RETURN QUERY SELECT e.notification_id, e.originator_id, e.originator_version, "
-        "e.topic, e.state FROM {schema}.{table} AS e WHERE e.notification_id > known "
-        "ORDER BY e.notification_id LIMIT others_max + 1; "
+        "e.topic, e.state, NULL::text FROM {schema}.{table} AS e "
+        "WHERE e.notification_id > known ORDER BY e.notification_id LIMIT others_max + 1; "
         "END IF; "
-        "NOTIFY {channel}; "
-        "RETURN QUERY INSERT INTO {schema}.{table} AS e "
+        "BEGIN "
+        "WITH inserted AS (INSERT INTO {schema}.{table} AS e "
         "(originator_id, originator_version, topic, state) "
-        "SELECT * FROM unnest(ids, versions, topics, states) "
-        "RETURNING e.notification_id, NULL::{id_type}, NULL::bigint, NULL::text, NULL::bytea; "
+        "SELECT * FROM unnest(ids, versions, topics, states) RETURNING e.notification_id) "
+        "SELECT array_agg(inserted.notification_id ORDER BY inserted.notification_id) "
+        "INTO written FROM inserted; "
+        "EXCEPTION WHEN unique_violation THEN "
+        "RETURN QUERY SELECT max(e.notification_id), NULL::{id_type}, NULL::bigint, "
+        "NULL::text, NULL::bytea, SQLERRM FROM {schema}.{table} AS e; "
+        "RETURN; "
+        "END; "
+        "NOTIFY {channel}; "
+        "RETURN QUERY SELECT w, NULL::{id_type}, NULL::bigint, NULL::text, NULL::bytea, "
+        "NULL::text FROM unnest(written) AS w; "
         "END $BODY$"
     ).format(
         schema=Identifier(recorder.datastore.schema),
@@ -397,7 +423,8 @@ def insert_on(
     same round trip. ``begin``: the connection is in autocommit mode and the call is its
     own transaction (one statement); else the caller opened the transaction (and holds
     the table lock: decision 0018), and the call and its COMMIT go in one pipeline. A
-    failed write (a conflict) leaves nothing written and the connection idle."""
+    write refused by the unique key says so in its rows (``write_function``); either
+    way the connection is left idle."""
     if not stored_events:
         if not begin:
             connection.execute("COMMIT")

@@ -16,7 +16,7 @@ from uuid import UUID, uuid4
 import psycopg
 import psycopg.pq
 import pytest
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
 import app.application.ledger as ledger_module
 import app.persistence.postgres as postgres_module
@@ -97,14 +97,15 @@ def test_a_write_is_one_statement_in_its_own_transaction_or_the_one_holding_the_
             ).fetchall()
             assert locks == [], "the commit released the table lock"
             assert insert_on(recorder, connection, [], begin=True) == []
-            with pytest.raises(psycopg.IntegrityError):
-                insert_on(recorder, connection, events[:1], begin=True)
+            refused = insert_on(recorder, connection, [events[0], *new_events(1)], begin=True)
             assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         ids = [row["log_position"] for row in rows]
         assert all(row["stream_id"] is None for row in rows), "nothing to bring back yet"
         notifications = recorder.select_notifications(start=ids[0], limit=len(events) + 1)
-        assert [n.id for n in notifications] == ids
+        assert [n.id for n in notifications] == ids, "the refused write wrote nothing"
         assert [n.originator_version for n in notifications] == [0, 1, 2, 3]
+        assert [row["log_position"] for row in refused] == [ids[-1]], "the log's head"
+        assert "duplicate key" in refused[0]["refused"]
 
 
 def test_a_write_notifies_the_listeners_of_the_events_table(postgres_url: str) -> None:
@@ -135,6 +136,28 @@ def test_a_write_brings_back_what_others_committed_since_this_threads_previous_o
         assert recorder.others_written() == [], "taken once"
         recorder.insert_events(new_events(1))
         assert recorder.others_written() == [], "its own writes are not brought back"
+
+
+def test_a_refused_write_brings_back_what_others_wrote_and_follows_on_from_the_head(
+    postgres_url: str,
+) -> None:
+    """A lost race writes nothing, raises the library's conflict, and still brings back
+    what others wrote since this thread's last write (the race's cause among them)."""
+    with Ledger(store_env(postgres_url)) as mine, Ledger(store_env(postgres_url)) as theirs:
+        recorder, other = recorder_of(mine), recorder_of(theirs)
+        stream = uuid4()
+        recorder.insert_events([StoredEvent(stream, 0, "test:Written", b"{}")])
+        theirs_first = [StoredEvent(stream, 1, "test:Written", b"{}")]
+        other.insert_events(theirs_first)
+        head = recorder.max_notification_id()
+        with pytest.raises(IntegrityError):
+            recorder.insert_events([StoredEvent(stream, 1, "test:Mine", b"{}"), *new_events(1)])
+        assert recorder.max_notification_id() == head, "nothing written"
+        assert keys(recorder.others_written() or []) == keys(theirs_first)
+        later = new_events(1)
+        other.insert_events(later)
+        recorder.insert_events(new_events(1))
+        assert keys(recorder.others_written() or []) == keys(later), "from the head on"
 
 
 def test_a_thread_that_others_outpaced_past_the_bound_is_told_it_lost_track(
@@ -199,8 +222,7 @@ def test_a_writer_catches_up_with_another_processs_write_through_its_own_next_wr
     next write, on other accounts, brings that back, so its write on the account after
     that neither reads the store first nor loses a race."""
     with Ledger(store_env(postgres_url)) as mine, Ledger(store_env(postgres_url)) as theirs:
-        open_accounts(mine)
-        mine.record_transfer(RecordTransfer("fund", ISSUER, HOT, 100))  # HOT cached
+        open_and_fund(mine)  # HOT cached
         theirs.record_transfer(RecordTransfer("theirs", HOT, "user:1", 10))
         mine.record_transfer(RecordTransfer("calm", ISSUER, "user:2", 1))
 
@@ -208,11 +230,8 @@ def test_a_writer_catches_up_with_another_processs_write_through_its_own_next_wr
             raise AssertionError("the writer read the store to catch up")
 
         monkeypatch.setattr(ledger_module, "events_after", no_read)
-        spent = mine.record_transfer(RecordTransfer("mine", HOT, "user:2", 90))
-        assert spent.created
+        assert_spends_the_rest(mine, theirs)
         assert (mine.conflicts, mine.locked_writes) == (0, 0)
-        assert theirs.get_account(HOT).balance == 0
-        assert theirs.get_account(HOT).debits_posted == 100
 
 
 def test_a_writer_that_lost_track_starts_a_new_cache_and_still_writes_right(
@@ -220,8 +239,7 @@ def test_a_writer_that_lost_track_starts_a_new_cache_and_still_writes_right(
 ) -> None:
     monkeypatch.setattr(postgres_module, "OTHERS_WRITTEN_MAX", 2)
     with Ledger(store_env(postgres_url)) as mine, Ledger(store_env(postgres_url)) as theirs:
-        open_accounts(mine)
-        mine.record_transfer(RecordTransfer("fund", ISSUER, HOT, 100))  # HOT cached
+        open_and_fund(mine)  # HOT cached
         for number in range(3):
             theirs.record_transfer(RecordTransfer(f"theirs:{number}", HOT, "user:1", 10))
         mine.record_transfer(RecordTransfer("calm", ISSUER, "user:2", 1))
@@ -233,7 +251,34 @@ def test_a_writer_that_lost_track_starts_a_new_cache_and_still_writes_right(
         assert theirs.get_account(HOT).balance == 0
 
 
-def open_accounts(ledger: Ledger) -> None:
+def test_a_lost_race_is_explained_by_what_the_write_brought_back_without_a_read(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process spent from an account this writer had cached just before this
+    writer's write on it: the write loses the race, and what it brought back says which
+    stream moved (no heads query); the transfer runs again on the caught-up account."""
+    with Ledger(store_env(postgres_url)) as mine, Ledger(store_env(postgres_url)) as theirs:
+        open_and_fund(mine)  # HOT cached
+        theirs.record_transfer(RecordTransfer("theirs", HOT, "user:1", 10))
+
+        def no_heads(*_: object) -> None:
+            raise AssertionError("the writer asked the store which streams moved")
+
+        monkeypatch.setattr(ledger_module, "stream_heads", no_heads)
+        assert_spends_the_rest(mine, theirs)
+        assert mine.conflicts == 1
+
+
+def open_and_fund(ledger: Ledger) -> None:
+    """HOT holds 100 (and is in the ledger's cache), paid to user:1 and user:2."""
     ledger.open_account(OpenAccount(ISSUER, UNIT, allow_negative=True))
     for account in (HOT, "user:1", "user:2"):
         ledger.open_account(OpenAccount(account, UNIT))
+    ledger.record_transfer(RecordTransfer("fund", ISSUER, HOT, 100))
+
+
+def assert_spends_the_rest(mine: Ledger, theirs: Ledger) -> None:
+    """After the other process took 10 of HOT's 100, this writer spends the other 90."""
+    assert mine.record_transfer(RecordTransfer("mine", HOT, "user:2", 90)).created
+    assert theirs.get_account(HOT).balance == 0
+    assert theirs.get_account(HOT).debits_posted == 100
