@@ -364,12 +364,13 @@ class Committer:
                     entry.fail(error)
                 again = []
             self.groups_written += 1
-            self.write_seconds.append(time.monotonic() - started)
             now = time.monotonic()
+            self.write_seconds.append(now - started)
             for entry in again:
                 entry.not_before = now + _backoff_seconds(entry.conflicts)
             with self._lock:
-                self._retry.extend(entry for entry in again if not entry.settled)
+                if again:
+                    self._retry.extend(entry for entry in again if not entry.settled)
                 self._arrived_at_answer = self._arrived
                 self._answered_last = len(group) - len(again)
 
@@ -382,7 +383,7 @@ class Committer:
             group: list[Pending[Any]] = []
             units = 0
             now = time.monotonic()
-            for entry in self._due_retries():
+            for entry in self._due_retries() if self._retry else ():
                 if group and units + entry.units > GROUP_UNITS_MAX:
                     break
                 self._retry.remove(entry)

@@ -82,7 +82,7 @@ from app.domain.values import (
     derived_transfer_id,
     transfer_uuid,
 )
-from app.persistence.deadlines import seconds_left, store_calls_until
+from app.persistence.deadlines import enter_store_deadline, leave_store_deadline, seconds_left
 from app.persistence.faults import store_fault
 from app.persistence.mapper import ChainedMapper
 from app.persistence.positions import existing_streams, recorded_position, stream_heads
@@ -925,19 +925,41 @@ class Ledger(Application[UUID]):
 
     def _write_group(self, group: list[Pending[Any]]) -> list[Pending[Any]]:
         """Run and record one group (the committer's writer thread). Returns the
-        commands that must run again in a later group (their streams moved)."""
+        commands that must run again in a later group (their streams moved).
+
+        A group with nothing to prepare (no other writer seen lately, no contended
+        stream, no command that lost a race: nearly every group of a lone process) is
+        run, recorded and answered in one lean pass, without the layers that prepare a
+        contended write (``_prepared``); a group that meets a conflict goes on through
+        them."""
         later: list[Pending[Any]] = []
         taken = group  # the committer's own list: only it may grow (the committer answers
         # every entry of it when a write raises). Its store calls end when the last of
         # its callers stops waiting, so that the writer is free by then too.
-        with store_calls_until(max(entry.deadline for entry in group)):
+        outer = enter_store_deadline(max([entry.deadline for entry in group]))
+        try:
+            if self._nothing_to_prepare(group):
+                _COLLECTOR_PAUSES.enter()
+                try:
+                    group = self._attempt_group(group, later)
+                finally:
+                    _COLLECTOR_PAUSES.leave()
             while group:
                 with (
                     self._prepared(group, top_up=group is taken),
                     collector_paused(),  # not while waiting for the lock: others run then
                 ):
                     group = self._attempt_group(group, later)
+        finally:
+            leave_store_deadline(outer)
         return later
+
+    def _nothing_to_prepare(self, group: list[Pending[Any]]) -> bool:
+        """Whether ``_prepared`` would do nothing for this group: no lock to take (no
+        contended stream, no command that lost a race) and no catch-up to read."""
+        if self._write_locking is not None and self._contends(group):
+            return False
+        return not self._others_write() or self._follows_log()
 
     @contextlib.contextmanager
     def _prepared(self, group: list[Pending[Any]], *, top_up: bool) -> Iterator[None]:
@@ -972,8 +994,9 @@ class Ledger(Application[UUID]):
         return {i: self._written.get(i).version for i in _stream_ids(group) if i in self._written}
 
     def _contends(self, group: list[Pending[Any]]) -> bool:
-        if any(entry.conflicts >= LOCK_AFTER_CONFLICTS for entry in group):
-            return True
+        for entry in group:
+            if entry.conflicts >= LOCK_AFTER_CONFLICTS:
+                return True
         if not self._contended:
             return False
         now = time.monotonic()
@@ -1090,7 +1113,6 @@ class Ledger(Application[UUID]):
             # events): never written, so never to be written by a later group.
             self._forget(work)
             raise
-        written = Written()
         if events:
             mark_commit(events)  # the log says where this write's commit ends
             try:
@@ -1103,6 +1125,8 @@ class Ledger(Application[UUID]):
             except BaseException:
                 self._forget(work)
                 raise
+        else:
+            written = Written()
         self._remember(work)
         self._follow_others()  # nothing it brings back concerns this group: it won
         # Rejections are answered only now: they may rest on what earlier commands of
@@ -1117,11 +1141,15 @@ class Ledger(Application[UUID]):
     ) -> list[_Ran]:
         """Run the group's commands on ``work``; those whose rejection rests on a stream
         that moved since go to ``later``. Returns the rest."""
-        work.prefetch(
-            (i for entry in group for i in entry.command.account_ids),
-            (i for entry in group for i in entry.command.transfer_ids),
-            (i for entry in group for i in entry.command.new_transfer_ids),
-        )
+        account_ids: list[str] = []
+        transfer_ids: list[str] = []
+        new_transfer_ids: list[str] = []
+        for entry in group:
+            command = entry.command
+            account_ids += command.account_ids
+            transfer_ids += command.transfer_ids
+            new_transfer_ids += command.new_transfer_ids
+        work.prefetch(account_ids, transfer_ids, new_transfer_ids)
         ran = [self._run_command(work, entry) for entry in group]
         rejected = [r for r in ran if r.rejection is not None]
         if rejected:

@@ -13,21 +13,43 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_current = threading.local()
+
+class _Deadline(threading.local):
+    """This thread's deadline for store calls (a class default, not ``getattr(local,
+    name, None)``: in a thread that never set one, that raises and formats an
+    ``AttributeError`` on every read)."""
+
+    deadline: float | None = None
+
+
+_current = _Deadline()
 
 
 @contextmanager
 def store_calls_until(deadline: float) -> Iterator[None]:
     """This thread's store calls end by ``deadline`` (``time.monotonic()``) meanwhile."""
-    outer: float | None = getattr(_current, "deadline", None)
-    _current.deadline = deadline if outer is None else min(outer, deadline)
+    outer = enter_store_deadline(deadline)
     try:
         yield
     finally:
-        _current.deadline = outer
+        leave_store_deadline(outer)
+
+
+def enter_store_deadline(deadline: float) -> float | None:
+    """``store_calls_until`` without the context manager (the writer's every group sets
+    one): this thread's store calls end by ``deadline`` (or the sooner deadline already
+    set) until ``leave_store_deadline`` is given what this returns."""
+    outer = _current.deadline
+    _current.deadline = deadline if outer is None or deadline < outer else outer
+    return outer
+
+
+def leave_store_deadline(outer: float | None) -> None:
+    """Back to the deadline ``enter_store_deadline`` found (None: none)."""
+    _current.deadline = outer
 
 
 def seconds_left() -> float | None:
     """Seconds until this thread's store calls must end, or None when they have no deadline."""
-    deadline: float | None = getattr(_current, "deadline", None)
+    deadline = _current.deadline
     return None if deadline is None else deadline - time.monotonic()
