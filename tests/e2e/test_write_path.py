@@ -289,7 +289,8 @@ def test_a_race_lost_among_several_writers_puts_the_group_back_and_catches_up_no
         return load(originator_id)
 
     def observed_read_streams(*args: Any) -> Any:
-        whole_reads.append(args)
+        if args[0] is ledger.recorder:  # not the other process's own reads
+            whole_reads.append(args)
         return read_streams(*args)
 
     monkeypatch.setattr(ledger, "load_aggregate", observed_load)
@@ -552,3 +553,31 @@ def test_a_group_loads_its_uncached_accounts_together_as_the_library_would(share
             expected: Account = fresh.repository.get(account_uuid(name))
             assert aggregate.version == expected.version
             assert AccountView.of(aggregate) == AccountView.of(expected)
+
+
+@pytest.mark.parametrize("uncached", [1, 2, 3])
+def test_a_group_reads_even_one_to_three_uncached_accounts_in_one_bulk_read(
+    shared_url: str, uncached: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_ledger(shared_url) as writer:
+        open_accounts(writer, 3)
+        for number in range(3):
+            writer.record_transfer(grant(f"funding:{number}", number, amount=10 + number))
+    bulk_reads: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        bulk_reads.append(len(args[2]))
+        return read_streams(*args)
+
+    monkeypatch.setattr(ledger_module, "read_streams", counted)
+    wanted = [account_uuid(user(number)) for number in range(uncached)]
+    with open_ledger(shared_url) as fresh:
+        one_by_one = fresh._loader.get
+        monkeypatch.setattr(fresh._loader, "get", lambda *_: pytest.fail("read on its own"))
+        loaded = fresh.load_aggregates(wanted)
+        assert bulk_reads == [uncached]
+        for originator_id in wanted:
+            expected: Account = one_by_one(originator_id)
+            folded = loaded[originator_id]
+            assert isinstance(folded, Account)
+            assert AccountView.of(folded) == AccountView.of(expected)
