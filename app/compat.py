@@ -6,6 +6,7 @@ iteration, the tracking recorder's ``max_tracking_id``).
 """
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from eventsourcing.postgres import (
     PostgresTrackingRecorder,
 )
 from eventsourcing.sqlite import (
+    SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteApplicationRecorder,
     SQLiteCursor,
     SQLiteDatastore,
@@ -166,6 +168,41 @@ def on_new_sqlite_connections(datastore: SQLiteDatastore, setup: Callable[[Any],
     pool._create_connection = create_and_set_up
     for connection in list(pool._pool):
         setup(connection._sqlite_conn)
+
+
+# eventsourcing 9.5: the SQLite pool opens each connection in ``_create_connection`` with
+# ``cached_statements=True``, a cache of ONE statement (True is 1), and offers no way to
+# ask for more: a read's ``BEGIN`` and its query then compile again on every call.
+def cache_sqlite_statements(datastore: SQLiteDatastore, size: int) -> None:
+    """Connections the datastore's pool opens from now on keep ``size`` statements
+    compiled. Each is the library's own (its journal mode set, its row factory) on a
+    connection opened with the same arguments but this cache (SQLite fixes the cache
+    size when a connection opens). An in-memory database is left alone: each of its
+    connections opened anew would be another database. Install it before any other
+    hook on the pool's new connections (``on_new_sqlite_connections``)."""
+    pool: Any = datastore.pool
+    create_connection = pool._create_connection
+    if pool.is_sqlite_memory_mode or getattr(create_connection, "caches_statements", False):
+        return  # in memory, or installed already (another recorder on the same datastore)
+
+    def create_caching() -> Any:
+        made = create_connection()
+        library_connection: sqlite3.Connection = made._sqlite_conn
+        caching = sqlite3.connect(
+            database=pool.db_name,
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,  # autocommit, as the library's: its transactions say BEGIN
+            cached_statements=size,
+            timeout=pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
+        )
+        caching.row_factory = library_connection.row_factory
+        library_connection.close()
+        made._sqlite_conn = caching
+        return made
+
+    create_caching.caches_statements = True  # type: ignore[attr-defined]
+    pool._create_connection = create_caching
 
 
 # eventsourcing 9.5: the tracking insert (which refuses an id not above the stored one,

@@ -36,6 +36,7 @@ from eventsourcing.sqlite import (
 
 from app.compat import (
     ExecutemanySQLiteRecorder,
+    cache_sqlite_statements,
     new_notification,
     set_pull_batch_size,
     wake_subscription,
@@ -46,6 +47,9 @@ PULL_BATCH_SIZE: Final = 1000
 # Statements the write connection keeps compiled (it runs three: BEGIN, the insert, the
 # rowid query; room for the library's others).
 WRITER_CACHED_STATEMENTS: Final = 16
+# Statements each of the pool's connections (the reads) keeps compiled: Python's own
+# default (the library asks for one: a read's BEGIN and its query compiled every call).
+POOL_CACHED_STATEMENTS: Final = 128
 
 
 class SQLitePollingSubscription(ListenNotifySubscription[SQLiteApplicationRecorder]):
@@ -95,6 +99,7 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        cache_sqlite_statements(self.datastore, POOL_CACHED_STATEMENTS)
         self._held = _Held()
         self._writer: SQLiteConnection | None = None
         self._writer_connection: sqlite3.Connection | None = None

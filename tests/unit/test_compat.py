@@ -44,6 +44,7 @@ from app.compat import (
     ExecutemanySQLiteRecorder,
     OneWritePerTurn,
     ProblemHttpToolsProtocol,
+    cache_sqlite_statements,
     initialise_aggregate,
     insert_tracking,
     new_notification,
@@ -91,6 +92,66 @@ def test_setup_runs_on_sqlite_connections_already_open_and_opened_later(tmp_path
     assert len(seen) == opened_before + 1
     assert all(isinstance(connection, sqlite3.Connection) for connection in seen)
     created.close()
+    datastore.close()
+
+
+def compilations(connection: sqlite3.Connection, statements: list[str], rounds: int) -> int:
+    """How many times SQLite compiled one of these ``SELECT`` statements while they ran
+    ``rounds`` times in turn: its authorizer is asked only while a statement compiles,
+    once with ``SQLITE_SELECT`` per select (setting it expires what was compiled
+    before, so a count starts from nothing kept)."""
+    compiled = 0
+
+    def authorize(action: int, *_: object) -> int:
+        nonlocal compiled
+        compiled += action == sqlite3.SQLITE_SELECT
+        return sqlite3.SQLITE_OK
+
+    connection.set_authorizer(authorize)
+    for _ in range(rounds):
+        for statement in statements:
+            connection.execute(statement).fetchall()
+    connection.set_authorizer(None)
+    return compiled
+
+
+def test_the_sqlite_pool_caches_one_statement_and_the_seam_caches_more(tmp_path: Path) -> None:
+    statements = ["SELECT 1", "SELECT 2"]
+    plain = SQLiteDatastore(str(tmp_path / "plain.sqlite"))
+    pool: Any = plain.pool
+    library_made = pool._create_connection()
+    assert compilations(library_made._sqlite_conn, statements, rounds=4) == 4 * len(statements), (
+        "the library's pool no longer caches one statement: the seam may be dropped"
+    )
+    library_made.close()
+    plain.close()
+
+    datastore = SQLiteDatastore(str(tmp_path / "seam.sqlite"))
+    cache_sqlite_statements(datastore, 16)
+    cache_sqlite_statements(datastore, 16)  # a second recorder on the same datastore
+    made = datastore.pool._create_connection()
+    connection: sqlite3.Connection = made._sqlite_conn
+    assert compilations(connection, statements, rounds=4) == len(statements), "each compiled once"
+    # Otherwise the library's own connection: its journal mode, row factory, autocommit.
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert connection.row_factory is sqlite3.Row
+    assert connection.isolation_level is None
+    with datastore.transaction(commit=True) as cursor:
+        cursor.execute("CREATE TABLE kept (n INTEGER)")
+        cursor.execute("INSERT INTO kept VALUES (1)")
+    with datastore.transaction(commit=False) as cursor:
+        cursor.execute("SELECT n FROM kept")
+        assert [tuple(row) for row in cursor.fetchall()] == [(1,)]
+    made.close()
+    datastore.close()
+
+
+def test_an_in_memory_sqlite_pool_is_left_as_the_library_made_it() -> None:
+    datastore = SQLiteDatastore(":memory:")
+    pool: Any = datastore.pool
+    before = pool._create_connection
+    cache_sqlite_statements(datastore, 16)
+    assert pool._create_connection == before
     datastore.close()
 
 

@@ -22,6 +22,7 @@ from app.persistence.sqlite_subscription import SubscribableSQLiteApplicationRec
 from app.persistence.stores import event_store_env, sqlite_url
 
 LOCK_HELD_SECONDS: Final = 0.3
+READS: Final = 5
 
 
 @pytest.fixture
@@ -183,3 +184,26 @@ def test_a_commit_that_fails_leaving_its_transaction_open_does_not_break_later_w
     assert recorder._writer is None  # the connection left in its transaction is dropped
     assert recorder.insert_events(events(stream, range(1, 3))) == [2, 3]
     assert [row[2] for row in stored_rows(tmp_path / "events.sqlite")] == [0, 1, 2]
+
+
+def test_the_recorders_reads_keep_their_statements_compiled(
+    recorder: SubscribableSQLiteApplicationRecorder,
+) -> None:
+    recorder.insert_events(events(uuid4(), range(3)))
+    with recorder.datastore.transaction(commit=False) as cursor:
+        reader = cursor.sqlite_cursor.connection  # the pool's one idle connection after this
+    compiled: list[str] = []
+
+    def authorize(action: int, argument: str | None, *_: object) -> int:
+        # Asked only while a statement compiles: once with SQLITE_SELECT per select.
+        if action == sqlite3.SQLITE_SELECT or argument == "BEGIN":
+            compiled.append(argument or "SELECT")
+        return sqlite3.SQLITE_OK
+
+    reader.set_authorizer(authorize)
+    for _ in range(READS):
+        assert len(recorder.select_notifications(1, 10)) == 3
+    reader.set_authorizer(None)
+    # Its BEGIN and its query compiled once each (the library's pool compiles them on
+    # every read: it caches one statement).
+    assert sorted(compiled) == ["BEGIN", "SELECT"]
