@@ -47,6 +47,7 @@ from app.application.commands import (
     VoidPendingTransfer,
 )
 from app.application.committer import GROUP_UNITS_MAX, Committer, Pending
+from app.application.lean_batch import lean_batch
 from app.application.views import (
     AccountOutcome,
     AccountView,
@@ -173,6 +174,9 @@ class Ledger(Application[UUID]):
     # Snapshots are written by the committer after each commit (never by the library's
     # save, which would fail a committed command when the snapshot write fails).
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Account: ACCOUNT_SNAPSHOT_INTERVAL}
+    # Atomic batches of plain transfers are planned in one pass (lean_batch.py); False
+    # runs every batch the ordinary way (the equivalence tests compare the two).
+    lean_batches: bool = True
 
     def __init__(
         self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utc_now
@@ -422,6 +426,9 @@ class Ledger(Application[UUID]):
                 raise BatchRejectedError(index, error) from None
 
         def apply(work: Workspace) -> Callable[[Written], BatchOutcome]:
+            lean = lean_batch(work, checked) if self.lean_batches else None
+            if lean is not None:
+                return lean
             finishers = []
             for index, command in enumerate(checked):
                 try:

@@ -324,6 +324,28 @@ class Workspace:
         self._new[id(aggregate)] = aggregate
         return aggregate
 
+    def all_absent(self, originator_ids: Sequence[UUID]) -> bool:
+        """Whether each of these streams is known to be absent (presumed or read), held
+        by no one: then the current command has read them all, as ``find_transfer`` of
+        each would have (False: nothing noted, read them one by one)."""
+        if not self._absent.issuperset(originator_ids):
+            return False
+        self.reads.update(originator_ids)
+        return True
+
+    def add_transfers(self, transfers: Sequence[Transfer]) -> None:
+        """``add`` of each of these new transfers, in one loop (an atomic batch's)."""
+        absent, base_versions, held = self._absent, self.base_versions, self.transfers
+        reads, undo, new = self.reads, self._undo, self._new
+        for transfer in transfers:
+            originator_id = transfer.id
+            absent.discard(originator_id)
+            base_versions.setdefault(originator_id, None)
+            held[transfer.transfer_id] = transfer
+            reads.add(originator_id)
+            undo[originator_id] = (transfer, None)
+            new[id(transfer)] = transfer
+
     def created(self) -> list[Aggregate]:
         """The aggregates the group created (those of rejected commands left out)."""
         return list(self._new.values())

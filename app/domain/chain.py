@@ -384,3 +384,89 @@ def _link(
     if not head.isascii() or _DEL in head:
         return chain_digest(previous, event_type, originator_id, version, timestamp, fields), None
     return hashlib.sha256(head[:-1] + b"," + encoded + b"]").hexdigest(), encoded
+
+
+class EventPieces:
+    """What every event of one class with one shape shares, computed once: built from
+    these, an event is exactly the one ``chained_event`` builds from the same fields
+    (same link, same kept bytes, same attributes in the same order), for a writer that
+    builds thousands of events of a few shapes (an atomic batch: ``lean_batch.py``).
+
+    A shape is the class's exact fields, with ``left_out`` (fields a later class version
+    added) None and every other field's value plain (no time inside it); ``new`` answers
+    None when the fields' bytes are not what the store may keep as they are (the caller
+    then takes ``chained_event``). ``tests/unit/test_lean_batch.py`` holds the two equal.
+    """
+
+    __slots__ = ("_class", "_left_out", "_quoted_type", "_size", "_topic")
+
+    def __init__(
+        self, event_class: type, left_out: tuple[str, ...] = (), originator_topic: str | None = None
+    ) -> None:
+        names, added, quoted_type = _event_spec(event_class)
+        if quoted_type is None or not set(left_out) <= set(added):
+            raise ValueError(f"{event_class.__qualname__} has no lean shape {left_out}")
+        self._class = event_class
+        self._quoted_type = quoted_type
+        # In the order chained_event leaves them out (the class's ``added_fields``).
+        self._left_out = tuple(name for name in added if name in left_out)
+        self._topic = originator_topic
+        # The event's attributes: id, version, time, (topic,) link, fields, kept bytes.
+        self._size = 3 + (originator_topic is not None) + 1 + len(names) + 1
+
+    def new(
+        self,
+        originator_id: UUID,
+        originator_hex: str,
+        version: int,
+        previous: str,
+        timestamp: datetime,
+        iso_time: str,
+        fields: dict[str, Any],
+    ) -> Any:
+        """The event following ``previous`` (a link: hex) at ``version``, or None (see
+        the class docstring). ``fields``: every field, in the class's order; ``iso_time``
+        and ``originator_hex``: ``timestamp`` and ``originator_id`` as the link writes them."""
+        left_out = self._left_out
+        hashed = fields
+        if left_out:
+            hashed = fields.copy()
+            for name in left_out:
+                del hashed[name]
+        try:
+            encoded = orjson.dumps(hashed, option=_FIELDS_OPTIONS)
+        except orjson.JSONEncodeError:
+            return None
+        if not encoded.isascii() or _DEL in encoded:
+            return None
+        digest = hashlib.sha256(
+            f'["{previous}",{self._quoted_type},"{originator_hex}",{version},"{iso_time}",'.encode()
+        )
+        digest.update(encoded)
+        digest.update(b"]")
+        if self._topic is None:
+            state = {
+                "originator_id": originator_id,
+                "originator_version": version,
+                "timestamp": timestamp,
+                "chain": digest.hexdigest(),
+            }
+        else:
+            state = {
+                "originator_id": originator_id,
+                "originator_version": version,
+                "timestamp": timestamp,
+                "originator_topic": self._topic,
+                "chain": digest.hexdigest(),
+            }
+        state.update(fields)
+        state[ENCODED_FIELDS] = (encoded, left_out, self._size)
+        event: Any = object.__new__(self._class)
+        object.__setattr__(event, "__dict__", state)
+        return event
+
+
+def plain_link(link: str) -> bool:
+    """Whether a link is written in JSON as itself between quotes (hex, as every link
+    the ledger computes): what ``EventPieces.new`` takes as ``previous``."""
+    return link.isalnum() and link.isascii()

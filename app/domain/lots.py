@@ -401,6 +401,12 @@ class LotBook:
         """The general lot as a snapshot recorded it."""
         self._lots[GENERAL] = replace(self.general, remaining=remaining, reserved=reserved)
 
+    def set_general(self, remaining: int, reserved: int) -> None:
+        """The general lot holding ``remaining``, ``reserved`` of it held: where a run of
+        movements of the general lot alone (an atomic batch's) leaves it."""
+        general = self._lots[GENERAL]
+        self._lots[GENERAL] = Lot(GENERAL, general.terms, general.amount, remaining, reserved)
+
     def credit_general(self, amount: int) -> None:
         self._change(GENERAL, amount, 0)
 
