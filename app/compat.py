@@ -113,7 +113,16 @@ class ExecutemanySQLiteRecorder(SQLiteApplicationRecorder):
     ) -> Sequence[int] | None:
         if not stored_events:
             return []
-        rows = [
+        rows = self._rows(stored_events)
+        c.executemany(self.insert_events_statement, rows)
+        c.execute("SELECT last_insert_rowid()")
+        last = int(c.fetchone()[0])
+        return list(range(last - len(rows) + 1, last + 1))
+
+    @staticmethod
+    def _rows(stored_events: Sequence[StoredEvent]) -> list[tuple[str, int, str, bytes]]:
+        """The table's columns of each event, in order."""
+        return [
             (
                 event.originator_id.hex
                 if isinstance(event.originator_id, UUID)
@@ -124,10 +133,6 @@ class ExecutemanySQLiteRecorder(SQLiteApplicationRecorder):
             )
             for event in stored_events
         ]
-        c.executemany(self.insert_events_statement, rows)
-        c.execute("SELECT last_insert_rowid()")
-        last = int(c.fetchone()[0])
-        return list(range(last - len(rows) + 1, last + 1))
 
 
 # eventsourcing 9.5: a Notification is a frozen dataclass whose constructor sets each

@@ -167,9 +167,9 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
         if pool.is_sqlite_memory_mode:
             return super().insert_events(stored_events, **kwargs)
         with self._writing:
-            writer = self._writer
-            if writer is None:
-                self._writer_connection = sqlite3.connect(
+            writer, connection = self._writer, self._writer_connection
+            if writer is None or connection is None:
+                connection = self._writer_connection = sqlite3.connect(
                     pool.db_name,
                     uri=True,
                     isolation_level=None,  # autocommit: the transaction says BEGIN
@@ -177,21 +177,31 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
                     timeout=pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
                     cached_statements=WRITER_CACHED_STATEMENTS,
                 )
-                writer = self._writer = SQLiteConnection(self._writer_connection, max_age=None)
-            # The library's transaction itself (its BEGIN, commit or rollback, and its
-            # errors), without the generator and cursor context managers around it.
+                writer = self._writer = SQLiteConnection(connection, max_age=None)
+            # The library's transaction (``SQLiteTransaction``: BEGIN, the rows, commit)
+            # on the connection itself, without its cursor wrappers; a failure goes
+            # through the library's own exit (rollback, its error classes).
             try:
-                with SQLiteTransaction(writer, commit=True) as cursor:
-                    return self._insert_events(cursor, stored_events, **kwargs)
-            except BaseException:
-                # A failed COMMIT (SQLITE_BUSY, a full disk) can leave the transaction
-                # open, and every later BEGIN on this connection would then fail: such a
-                # connection is closed (which rolls it back) and the next write opens
-                # another.
-                if self._writer_connection is not None and self._writer_connection.in_transaction:
-                    self._writer = self._writer_connection = None
-                    writer.close()
-                raise
+                connection.execute("BEGIN")
+                rows = self._rows(stored_events)
+                connection.executemany(self.insert_events_statement, rows)
+                (last,) = connection.execute("SELECT last_insert_rowid()").fetchone()
+                writer.commit()
+            except sqlite3.Error as error:
+                try:
+                    SQLiteTransaction(writer, commit=True).__exit__(
+                        type(error), error, error.__traceback__
+                    )
+                finally:
+                    # A failed COMMIT (SQLITE_BUSY, a full disk) can leave the transaction
+                    # open, and every later BEGIN on this connection would then fail:
+                    # such a connection is closed (which rolls it back) and the next
+                    # write opens another.
+                    if connection.in_transaction:
+                        self._writer = self._writer_connection = None
+                        writer.close()
+                raise  # not reached: the library's exit raises its own error
+            return list(range(last - len(rows) + 1, last + 1))
 
     def close_writer(self) -> None:
         """Close the write connection (the ledger closes it with its store)."""

@@ -175,13 +175,18 @@ def test_a_commit_that_fails_leaving_its_transaction_open_does_not_break_later_w
     writer = recorder._writer
     assert writer is not None
 
+    commit = writer.commit
+
     def commit_refused() -> None:  # as SQLite answers a COMMIT it cannot do yet: still open
+        writer.commit = commit  # type: ignore[method-assign]  # the next one goes through
         raise sqlite3.OperationalError("database is locked")
 
     writer.commit = commit_refused  # type: ignore[method-assign]
     with pytest.raises(OperationalError):
         recorder.insert_events(events(stream, range(1, 2)))
-    assert recorder._writer is None  # the connection left in its transaction is dropped
+    # Not left in its transaction: rolled back (or, had that failed, dropped).
+    kept = recorder._writer_connection
+    assert kept is None or not kept.in_transaction
     assert recorder.insert_events(events(stream, range(1, 3))) == [2, 3]
     assert [row[2] for row in stored_rows(tmp_path / "events.sqlite")] == [0, 1, 2]
 
