@@ -200,7 +200,13 @@ class Committer:
         # Commands that must run again go first in the next group, whatever the queue holds.
         self._retry: deque[Pending[Any]] = deque()
         self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
+        # The idle writer sleeps on this lock (held by it while awake, ``_sleep``);
+        # whoever queues for a sleeping writer releases it, once (``_wake_up``). Not a
+        # ``threading.Condition``, whose wait and notify are some fifteen Python calls
+        # (a new lock per wait) on every group, the notify on the caller's thread.
+        self._wake = threading.Lock()
+        self._wake.acquire()
+        self._asleep = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         # The hand-off to the callers of the event loop that queued last (``submit_async``).
@@ -250,12 +256,12 @@ class Committer:
             self._arrived += len(entries)
             self._start_writer()
             if wake:
-                self._ready.notify()
+                self._wake_up()
 
     def _wake_writer(self, handoff: "_LoopHandOff") -> None:
         handoff.writer_wake_due = False
         with self._lock:
-            self._ready.notify()
+            self._wake_up()
 
     async def submit_async(self, command: Any, units: int = 1) -> Any:
         """``submit`` for a caller on an event loop: the loop is woken once, when the
@@ -379,7 +385,7 @@ class Committer:
             while not self._queue and not self._due_retries():
                 if self._stopping and not self._retry:
                     return None
-                self._ready.wait(self._idle_wait())
+                self._sleep(self._idle_wait())
             group: list[Pending[Any]] = []
             units = 0
             now = time.monotonic()
@@ -414,7 +420,7 @@ class Committer:
             left = until - time.monotonic()
             if left <= 0:
                 break
-            self._ready.wait(left)
+            self._sleep(left)
             waited = True
         return waited
 
@@ -439,6 +445,29 @@ class Committer:
             group.append(entry)
             units += entry.units
 
+    def _sleep(self, timeout: float) -> None:
+        """The writer waits (``_lock`` held: released while it sleeps, held again after,
+        as ``Condition.wait``) until woken or ``timeout`` seconds passed."""
+        self._asleep = True
+        self._lock.release()
+        try:
+            woken = self._wake.acquire(timeout=timeout)
+        finally:
+            self._lock.acquire()
+        if woken:
+            return  # the waker cleared ``_asleep``; the wake lock is the writer's again
+        if self._asleep:
+            self._asleep = False  # nobody woke it: the wake lock is still held
+        else:
+            # Woken just after its timeout: take back the lock the waker released.
+            self._wake.acquire(blocking=False)
+
+    def _wake_up(self) -> None:
+        """Wake the writer if it sleeps (``_lock`` held): once, however many callers."""
+        if self._asleep:
+            self._asleep = False
+            self._wake.release()
+
     def _due_retries(self) -> list[Pending[Any]]:
         now = time.monotonic()
         return [entry for entry in self._retry if entry.not_before <= now]
@@ -453,7 +482,7 @@ class Committer:
         """Finish what is queued, then stop the writer."""
         with self._lock:
             self._stopping = True
-            self._ready.notify_all()
+            self._wake_up()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(STOP_JOIN_SECONDS)

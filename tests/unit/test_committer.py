@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import pytest
 
+import app.application.committer as committer_module
 from app.application.committer import Committer, Pending
 from app.domain.errors import OutcomeUnknownError, OverloadedError, WriteTimeoutError
 
@@ -20,6 +21,9 @@ SHORT_TIMEOUT_SECONDS: Final = 0.5
 # The held store never answers: a caller answered at all was answered by its deadline;
 # the slack only absorbs a loaded machine's scheduling delays.
 DEADLINE_SLACK_SECONDS: Final = 5.0
+TINY_IDLE_SECONDS: Final = 0.0005
+STRESS_THREADS: Final = 8
+STRESS_COMMANDS: Final = 150
 
 
 class FakeStore:
@@ -596,3 +600,62 @@ def timed_submit(committer: Committer, command: Any) -> tuple[Any, float]:
     started = time.monotonic()
     answer = committer.submit(command)
     return answer, time.monotonic() - started
+
+
+def test_a_writer_woken_from_many_threads_at_any_moment_answers_every_command(
+    store: FakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its idle sleeps end within a fraction of a millisecond, so wakes often land just
+    as a sleep times out: none is lost, none wakes it twice."""
+    monkeypatch.setattr(committer_module, "IDLE_WAKE_SECONDS", TINY_IDLE_SECONDS)
+    committer = committer_for(store, queue_max=STRESS_THREADS * STRESS_COMMANDS)
+
+    def caller(number: int) -> list[Any]:
+        answers = []
+        for index in range(STRESS_COMMANDS):
+            answers.append(committer.submit((number, index)))
+            time.sleep(TINY_IDLE_SECONDS * (index % 3))
+        return answers
+
+    with ThreadPoolExecutor(STRESS_THREADS) as pool:
+        answered = list(pool.map(caller, range(STRESS_THREADS)))
+    committer.close()
+    assert answered == [
+        [("done", (number, index)) for index in range(STRESS_COMMANDS)]
+        for number in range(STRESS_THREADS)
+    ]
+    assert sum(len(group) for group in store.groups) == STRESS_THREADS * STRESS_COMMANDS
+
+
+class _LateWake:
+    """A wake lock whose wait times out just as a caller wakes the writer (the waker
+    runs between the timeout and the writer taking the queue's lock back)."""
+
+    def __init__(self, committer: Committer, lock: Any) -> None:
+        self._committer = committer
+        self._lock = lock
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if blocking and timeout > 0:
+            with self._committer._lock:  # a caller queues and wakes the sleeping writer
+                self._committer._wake_up()
+            return False  # ...but the writer's wait had timed out already
+        return bool(self._lock.acquire(blocking, timeout))
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def test_a_wake_that_lands_just_after_the_writers_sleep_timed_out_is_taken_back() -> None:
+    committer = Committer(lambda group: [], queue_units_max=1, timeout_seconds=1)
+    real = committer._wake
+    committer._wake = _LateWake(committer, real)  # type: ignore[assignment]
+    with committer._lock:
+        committer._sleep(TINY_IDLE_SECONDS)
+    assert real.locked(), "the wake lock is the writer's again, as before it slept"
+    assert not committer._asleep
+    committer._wake = real
+    with committer._lock:  # a later sleep still sleeps until woken or its timeout
+        started = time.monotonic()
+        committer._sleep(TINY_IDLE_SECONDS * 10)
+        assert time.monotonic() - started >= TINY_IDLE_SECONDS * 9
