@@ -382,7 +382,7 @@ class Committer:
 
     def _next_group(self) -> list[Pending[Any]] | None:
         with self._lock:
-            while not self._queue and not self._due_retries():
+            while not self._queue and not (self._retry and self._due_retries()):
                 if self._stopping and not self._retry:
                     return None
                 self._sleep(self._idle_wait())

@@ -1,0 +1,124 @@
+"""The committer's writer thread: CPU time per transfer of small group writes, this tree
+against a baseline commit, trees alternating in fresh processes.
+
+``bench_instructions.py`` counts instructions (every thread, user space only); this
+reads the writer thread's own CPU clock (``pthread_getcpuclockid``: user and kernel
+time, so a commit's ``fsync`` counts) around the same writes, and the whole process's.
+The shapes are those of ``bench_instructions.py``: ``single`` (a ``record_transfer`` at
+a time: a group write of one each) and ``group8`` (independent batches of eight: a group
+write of eight commands).
+
+Run from the repository root::
+
+    .venv/bin/python scripts/bench_writer_cpu.py --baseline 715ca5d --rounds 3
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from bench_instructions import DESCRIBED, ROOT, TRANSFERS_PER_BATCH, export
+from benchlib import in_turn, machine
+
+SHAPES: Final = ("single", "group8")
+GROUP_OF_EIGHT: Final = 8
+
+# Run inside the tree under test (its own app/ and scripts/ first on the path).
+WORKLOAD: Final = """
+import json, sys, tempfile, threading, time
+from pathlib import Path
+root, users, shape, transfers = sys.argv[1:5]
+users, transfers = int(users), int(transfers)
+sys.path[:0] = [root, root + "/scripts"]
+import bench_goals
+bench_goals.USERS = users
+from app.application.ledger import Ledger
+from app.persistence.stores import event_store_env, sqlite_url
+with tempfile.TemporaryDirectory() as tmp:
+    with Ledger(dict(event_store_env(sqlite_url(Path(tmp) / "ledger.sqlite")))) as ledger:
+        bench_goals.set_up(ledger)
+        bench_goals.ledger_batches(ledger, "warm", 1)
+        writer = next(t for t in threading.enumerate() if t.name == "ledger-committer")
+        clock = time.pthread_getcpuclockid(writer.ident)
+        spends = bench_goals.spend_batch("s")[:transfers]
+        size = 1 if shape == "single" else 8
+        writer_started = time.clock_gettime(clock)
+        process_started = time.process_time()
+        for start in range(0, transfers, size):
+            if size == 1:
+                ledger.record_transfer(spends[start])
+            else:
+                ledger.record_batch(spends[start : start + size], atomic=False)
+        writer_cpu = time.clock_gettime(clock) - writer_started
+        process_cpu = time.process_time() - process_started
+print(json.dumps({"writer": writer_cpu / transfers, "process": process_cpu / transfers}))
+"""
+
+
+def measured(tree: Path, users: int, shape: str, transfers: int) -> dict[str, float]:
+    """Seconds of CPU per transfer: the writer thread's and the whole process's."""
+    run = subprocess.run(
+        [sys.executable, "-c", WORKLOAD, str(tree), str(users), shape, str(transfers)],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if run.returncode != 0:
+        raise SystemExit(f"the workload failed in {tree}:\n{run.stderr[-2000:]}")
+    figures: dict[str, float] = json.loads(run.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--baseline", required=True, help="commit to compare against")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--transfers", type=int, default=1000, help="per run (default 1,000)")
+    parser.add_argument("--users", type=int, default=200, help="accounts spent from")
+    parser.add_argument("--shapes", default="single,group8", help="of single, group8")
+    args = parser.parse_args(argv)
+    shapes = [shape.strip() for shape in args.shapes.split(",") if shape.strip()]
+    if set(shapes) - set(SHAPES) or not shapes:
+        parser.error(f"choose shapes from {', '.join(SHAPES)}")
+    if not 0 < args.transfers <= TRANSFERS_PER_BATCH or args.transfers % GROUP_OF_EIGHT:
+        parser.error(f"--transfers must be a multiple of {GROUP_OF_EIGHT} up to 1,000")
+    names = ("baseline", "this tree")
+    figures: dict[tuple[str, str], list[dict[str, float]]] = {
+        (shape, name): [] for shape in shapes for name in names
+    }
+    with tempfile.TemporaryDirectory(prefix="ledger-writer-cpu-") as tmp:
+        trees = {"baseline": export(args.baseline, Path(tmp)), "this tree": ROOT}
+        for round_number in range(args.rounds):
+            for shape in shapes:
+                for name in in_turn(names, round_number):
+                    figure = measured(trees[name], args.users, shape, args.transfers)
+                    figures[shape, name].append(figure)
+                    print(
+                        f"round {round_number + 1}, {shape}, {name}: writer thread "
+                        f"{figure['writer'] * 1e6:.1f} µs, process {figure['process'] * 1e6:.1f} µs"
+                        " CPU per transfer",
+                        flush=True,
+                    )
+    for shape in shapes:
+        for part in ("writer", "process"):
+            before, after = (
+                statistics.median(run[part] for run in figures[shape, name]) for name in names
+            )
+            print(
+                f"SQLite {DESCRIBED[shape]}, {part} CPU per transfer (medians): "
+                f"{after * 1e6:.1f} µs against {before * 1e6:.1f} µs at {args.baseline} "
+                f"(ratio {after / before:.3f})"
+            )
+    print(f"machine: {machine()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
