@@ -1174,7 +1174,11 @@ class Ledger(Application[UUID]):
     def _record_events(self, events: Sequence[Any]) -> Written:
         """One store write of the events (what ``EventStore.put`` does, without building
         a ``Recording`` and a ``Notification`` per event that nothing here reads)."""
-        stored = [self.mapper.to_stored_event(event) for event in events]
+        mapper = self.mapper
+        if isinstance(mapper, ChainedMapper):  # always (construct_mapper): one loop
+            stored = mapper.to_stored_events(events)
+        else:
+            stored = [mapper.to_stored_event(event) for event in events]
         return Written(events, self.recorder.insert_events(stored))
 
     def _run_command(self, work: Workspace, entry: Pending[Any]) -> _Ran:

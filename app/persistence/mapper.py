@@ -18,6 +18,7 @@ keys for every event. An event with any attribute the write path did not put the
 are snapshots and events with a time inside a field (a grant's terms).
 """
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
@@ -51,54 +52,70 @@ class ChainedMapper(Mapper[UUID]):
         self._left_out_pieces = {}
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
-        state: dict[str, Any] = vars(domain_event)
-        kept = state.get(ENCODED_FIELDS)
-        if kept is None:
-            return super().to_stored_event(domain_event)
-        encoded, left_out, size = kept
-        marks = len(state) - size
-        if marks == 0:
-            commit = b""
-        elif marks == _COMMIT_MARKS and COMMIT_ID in state and COMMIT_LAST in state:
-            commit = self._commit_piece(state[COMMIT_ID], state[COMMIT_LAST])
-        else:  # something else was added to the event since it was built
-            return super().to_stored_event(without_kept_bytes(domain_event))
-        topic, version_piece = self._pieces_of(type(domain_event))
-        last_time = self._last_time
-        if last_time is None or last_time[0] is not state["timestamp"]:
-            last_time = self._time_piece(state["timestamp"])
-        aggregate_topic = state.get("originator_topic")
-        stored = b"".join(
-            (
-                last_time[1],
-                b',"chain":"',
-                state["chain"].encode(),
-                b'"',
-                b"" if aggregate_topic is None else self._topic_piece(aggregate_topic),
-                self._left_out_piece(left_out) if left_out else b"",
-                version_piece,
-                commit,
-                b"}" if encoded == _EMPTY_OBJECT else b"," + encoded[1:],
+        return self.to_stored_events([domain_event])[0]
+
+    def to_stored_events(self, domain_events: Sequence[Any]) -> list[StoredEvent]:
+        """``to_stored_event`` of each event, in one loop (a batch of 1,000 transfers
+        writes 3,000 events: the pieces are looked up once per run of equal ones)."""
+        stored_events: list[StoredEvent] = []
+        append = stored_events.append
+        class_pieces = self._class_pieces
+        new_stored_event = object.__new__
+        set_state = object.__setattr__
+        for domain_event in domain_events:
+            state: dict[str, Any] = vars(domain_event)
+            kept = state.get(ENCODED_FIELDS)
+            if kept is None:
+                append(super().to_stored_event(domain_event))
+                continue
+            encoded, left_out, size = kept
+            marks = len(state) - size
+            if marks == 0:
+                commit = b""
+            elif marks == _COMMIT_MARKS and COMMIT_ID in state and COMMIT_LAST in state:
+                commit = self._commit_piece(state[COMMIT_ID], state[COMMIT_LAST])
+            else:  # something else was added to the event since it was built
+                append(super().to_stored_event(without_kept_bytes(domain_event)))
+                continue
+            pieces = class_pieces.get(type(domain_event))
+            if pieces is None:
+                pieces = self._pieces_of(type(domain_event))
+            last_time = self._last_time
+            if last_time is None or last_time[0] is not state["timestamp"]:
+                last_time = self._time_piece(state["timestamp"])
+            aggregate_topic = state.get("originator_topic")
+            stored = b"".join(
+                (
+                    last_time[1],
+                    b',"chain":"',
+                    state["chain"].encode(),
+                    b'"',
+                    b"" if aggregate_topic is None else self._topic_piece(aggregate_topic),
+                    self._left_out_piece(left_out) if left_out else b"",
+                    pieces[1],
+                    commit,
+                    b"}" if encoded == _EMPTY_OBJECT else b"," + encoded[1:],
+                )
             )
-        )
-        if self.compressor:
-            stored = self.compressor.compress(stored)
-        if self.cipher:
-            stored = self.cipher.encrypt(stored)
-        # As the library builds the events it reads: its frozen dataclass's constructor
-        # would only set the same four attributes one by one.
-        stored_event = object.__new__(StoredEvent)
-        object.__setattr__(
-            stored_event,
-            "__dict__",
-            {
-                "originator_id": state["originator_id"],
-                "originator_version": state["originator_version"],
-                "topic": topic,
-                "state": stored,
-            },
-        )
-        return stored_event
+            if self.compressor:
+                stored = self.compressor.compress(stored)
+            if self.cipher:
+                stored = self.cipher.encrypt(stored)
+            # As the library builds the events it reads: its frozen dataclass's
+            # constructor would only set the same four attributes one by one.
+            stored_event = new_stored_event(StoredEvent)
+            set_state(
+                stored_event,
+                "__dict__",
+                {
+                    "originator_id": state["originator_id"],
+                    "originator_version": state["originator_version"],
+                    "topic": pieces[0],
+                    "state": stored,
+                },
+            )
+            append(stored_event)
+        return stored_events
 
     def _pieces_of(self, event_class: type) -> tuple[str, bytes]:
         pieces = self._class_pieces.get(event_class)

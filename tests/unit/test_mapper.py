@@ -3,7 +3,7 @@ hashed, and what it writes reads back as the library's own mapper would have sto
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,15 @@ def mapped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[Le
     inside their fields, holds, posts, a reversal, text past ASCII, a snapshot), with
     every event the mapper stored and what it stored."""
     seen: Mapped = []
-    to_stored_event = ChainedMapper.to_stored_event
+    to_stored_events = ChainedMapper.to_stored_events
 
-    def recording(self: ChainedMapper, domain_event: Any) -> StoredEvent:
-        stored = to_stored_event(self, domain_event)
-        seen.append((domain_event, stored))
+    def recording(self: ChainedMapper, domain_events: Sequence[Any]) -> list[StoredEvent]:
+        stored = to_stored_events(self, domain_events)
+        seen.extend(zip(domain_events, stored, strict=True))
         return stored
 
-    monkeypatch.setattr(ChainedMapper, "to_stored_event", recording)
+    # Every event the ledger stores goes through here (to_stored_event included).
+    monkeypatch.setattr(ChainedMapper, "to_stored_events", recording)
     with Ledger(event_store_env(f"sqlite:///{tmp_path / 'ledger.sqlite'}")) as ledger:
         write_history(ledger)
         ledger.update_account("bob", {"tier": "silver"})
@@ -125,3 +126,20 @@ def test_an_event_given_another_attribute_after_it_was_built_is_stored_whole() -
     state = orjson.loads(stored.state)
     assert state["note"] == "set after the link"
     assert state == json.loads(library_mapper().to_stored_event(without_kept_bytes(event)).state)
+
+
+def test_events_mapped_together_are_stored_as_each_mapped_alone(
+    mapped: tuple[Ledger, Mapped],
+) -> None:
+    ledger, seen = mapped
+    assert isinstance(ledger.mapper, ChainedMapper)
+    events = [event for event, _ in seen]
+    odd = Account.open("odd", "CREDITS", False, 0, {})
+    (late,) = odd.collect_events()
+    vars(late)["note"] = "set after the link"  # mapped by the library, among the others
+    events.insert(len(events) // 2, late)
+    together = ledger.mapper.to_stored_events(events)
+    alone = [ledger.mapper.to_stored_event(event) for event in events]
+    assert [vars(stored) for stored in together] == [vars(stored) for stored in alone]
+    # ... and as they were stored when written
+    assert [vars(stored) for stored in together[:10]] == [vars(first) for _, first in seen[:10]]
