@@ -37,31 +37,36 @@ _COMMIT_MARKS: Final = 2
 
 class ChainedMapper(Mapper[UUID]):
     # Pieces of the envelope, each encoded once: per event class (its topic and class
-    # version), per aggregate topic, per set of fields left out, for the last time stamp
-    # and the last commit (read and replaced whole: the writer is one thread, but safe).
+    # version), per aggregate topic, per set of fields left out, per shape (the three
+    # together), for the last time stamp (read and replaced whole: the writer is one
+    # thread, but safe); a commit's marks once per call of ``to_stored_events``.
     _class_pieces: dict[type, tuple[str, bytes]]
     _topic_pieces: dict[str, bytes]
     _left_out_pieces: dict[tuple[str, ...], bytes]
+    _shape_pieces: dict[tuple[type, tuple[str, ...], str | None], tuple[str, bytes]]
     _last_time: tuple[datetime, bytes] | None = None
-    _last_commit: tuple[str, bytes] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._class_pieces = {}
         self._topic_pieces = {}
         self._left_out_pieces = {}
+        self._shape_pieces = {}
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         return self.to_stored_events([domain_event])[0]
 
     def to_stored_events(self, domain_events: Sequence[Any]) -> list[StoredEvent]:
         """``to_stored_event`` of each event, in one loop (a batch of 1,000 transfers
-        writes 3,000 events: the pieces are looked up once per run of equal ones)."""
+        writes 3,000 events of a few shapes: each shape's pieces, the time stamp's and
+        the commit's are looked up once per run of equal ones)."""
         stored_events: list[StoredEvent] = []
         append = stored_events.append
-        class_pieces = self._class_pieces
-        new_stored_event = object.__new__
-        set_state = object.__setattr__
+        shapes = self._shape_pieces
+        last_time = self._last_time
+        commit_id: str | None = None
+        commit_pieces = (b"", b"")
+        transform = self.compressor is not None or self.cipher is not None
         for domain_event in domain_events:
             state: dict[str, Any] = vars(domain_event)
             kept = state.get(ENCODED_FIELDS)
@@ -73,38 +78,35 @@ class ChainedMapper(Mapper[UUID]):
             if marks == 0:
                 commit = b""
             elif marks == _COMMIT_MARKS and COMMIT_ID in state and COMMIT_LAST in state:
-                commit = self._commit_piece(state[COMMIT_ID], state[COMMIT_LAST])
+                if state[COMMIT_ID] is not commit_id:
+                    commit_id = state[COMMIT_ID]
+                    commit_pieces = self._commit_pieces(commit_id)
+                commit = commit_pieces[1] if state[COMMIT_LAST] else commit_pieces[0]
             else:  # something else was added to the event since it was built
                 append(super().to_stored_event(without_kept_bytes(domain_event)))
                 continue
-            pieces = class_pieces.get(type(domain_event))
+            shape = (type(domain_event), left_out, state.get("originator_topic"))
+            pieces = shapes.get(shape)
             if pieces is None:
-                pieces = self._pieces_of(type(domain_event))
-            last_time = self._last_time
+                pieces = self._pieces_of_shape(shape)
             if last_time is None or last_time[0] is not state["timestamp"]:
                 last_time = self._time_piece(state["timestamp"])
-            aggregate_topic = state.get("originator_topic")
             stored = b"".join(
                 (
                     last_time[1],
                     b',"chain":"',
                     state["chain"].encode(),
-                    b'"',
-                    b"" if aggregate_topic is None else self._topic_piece(aggregate_topic),
-                    self._left_out_piece(left_out) if left_out else b"",
                     pieces[1],
                     commit,
                     b"}" if encoded == _EMPTY_OBJECT else b"," + encoded[1:],
                 )
             )
-            if self.compressor:
-                stored = self.compressor.compress(stored)
-            if self.cipher:
-                stored = self.cipher.encrypt(stored)
+            if transform:
+                stored = self._transformed(stored)
             # As the library builds the events it reads: its frozen dataclass's
             # constructor would only set the same four attributes one by one.
-            stored_event = new_stored_event(StoredEvent)
-            set_state(
+            stored_event = object.__new__(StoredEvent)
+            object.__setattr__(
                 stored_event,
                 "__dict__",
                 {
@@ -116,6 +118,32 @@ class ChainedMapper(Mapper[UUID]):
             )
             append(stored_event)
         return stored_events
+
+    def _transformed(self, stored: bytes) -> bytes:
+        if self.compressor:
+            stored = self.compressor.compress(stored)
+        if self.cipher:
+            stored = self.cipher.encrypt(stored)
+        return stored
+
+    def _pieces_of_shape(
+        self, shape: tuple[type, tuple[str, ...], str | None]
+    ) -> tuple[str, bytes]:
+        """The event class's topic, and what its stored state holds from the link's closing
+        quote to the commit marks: the aggregate's topic (a first event), the fields
+        left out of the link, the class version."""
+        event_class, left_out, aggregate_topic = shape
+        topic, version_piece = self._pieces_of(event_class)
+        between = b"".join(
+            (
+                b'"',
+                b"" if aggregate_topic is None else self._topic_piece(aggregate_topic),
+                self._left_out_piece(left_out) if left_out else b"",
+                version_piece,
+            )
+        )
+        pieces = self._shape_pieces[shape] = (topic, between)
+        return pieces
 
     def _pieces_of(self, event_class: type) -> tuple[str, bytes]:
         pieces = self._class_pieces.get(event_class)
@@ -130,11 +158,10 @@ class ChainedMapper(Mapper[UUID]):
         last = self._last_time = (moment, b"{" + tagged[1:-1])
         return last
 
-    def _commit_piece(self, commit_id: str, commit_last: bool) -> bytes:
-        last = self._last_commit
-        if last is None or last[0] is not commit_id:
-            last = self._last_commit = (commit_id, b',"commit_id":' + orjson.dumps(commit_id))
-        return last[1] + (b',"commit_last":true' if commit_last else b',"commit_last":false')
+    def _commit_pieces(self, commit_id: str) -> tuple[bytes, bytes]:
+        """The commit marks of an event that does not end its commit, and of one that does."""
+        commit = b',"commit_id":' + orjson.dumps(commit_id)
+        return commit + b',"commit_last":false', commit + b',"commit_last":true'
 
     def _topic_piece(self, aggregate_topic: str) -> bytes:
         piece = self._topic_pieces.get(aggregate_topic)
