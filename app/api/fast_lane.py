@@ -17,7 +17,7 @@ raised there is a bug, left to Litestar's own exception handling.
 
 ``tests/api/test_fast_lane.py`` holds both paths to the same bytes."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import orjson
@@ -101,9 +101,9 @@ class _Replay:
 
 async def _ordinary_body(scope: Scope, receive: Receive, services: Services) -> "bytes | _Replay":
     """The body of a request the route would take as it is, or what to replay to it."""
-    if scope["query_string"] or not _authorized(scope, services):
+    authorization, length = _key_and_length(scope["headers"])
+    if scope["query_string"] or not _authorized(authorization, services):
         return _Replay([], receive)
-    length = _content_length(scope)
     route_handler = scope["route_handler"]
     assert isinstance(route_handler, HTTPRouteHandler), "a middleware of an HTTP route"
     limit = route_handler.resolve_request_max_body_size()  # the route's own limit
@@ -127,12 +127,30 @@ async def _ordinary_body(scope: Scope, receive: Receive, services: Services) -> 
     return b"".join(chunks)
 
 
-def _authorized(scope: Scope, services: Services) -> bool:
+def _key_and_length(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes | None, int | None]:
+    """The request's Authorization and its Content-Length, each when it comes exactly
+    once (and the length as digits), in one pass over the headers."""
+    authorization: bytes | None = None
+    length: bytes | None = None
+    authorizations = lengths = 0
+    for name, value in headers:
+        if name == _AUTHORIZATION:
+            authorization = value
+            authorizations += 1
+        elif name == _CONTENT_LENGTH:
+            length = value
+            lengths += 1
+    return (
+        authorization if authorizations == 1 else None,
+        int(length) if lengths == 1 and length is not None and length.isdigit() else None,
+    )
+
+
+def _authorized(authorization: bytes | None, services: Services) -> bool:
     """One bearer key, verified recently, that may write (else the route's guard says)."""
-    values = [value for name, value in scope["headers"] if name == _AUTHORIZATION]
-    if len(values) != 1:
+    if authorization is None:
         return False
-    kind, _space, key = values[0].decode("latin-1").partition(" ")
+    kind, _space, key = authorization.decode("latin-1").partition(" ")
     if kind.lower() != "bearer" or not key.strip():
         return False
     check = services.keys.check_cached(key.strip())
@@ -142,13 +160,6 @@ def _authorized(scope: Scope, services: Services) -> bool:
         and check.scope is not None
         and scope_allows(check.scope, WRITE_SCOPE)
     )
-
-
-def _content_length(scope: Scope) -> int | None:
-    values = [value for name, value in scope["headers"] if name == _CONTENT_LENGTH]
-    if len(values) != 1 or not values[0].isdigit():
-        return None
-    return int(values[0])
 
 
 async def _answer(send: Send, outcome: TransferOutcome) -> None:

@@ -240,8 +240,8 @@ class Committer:
         self._enqueue(entries)
         return [self._await(entry) for entry in entries]
 
-    def _enqueue(self, entries: list[Pending[Any]], *, wake: bool = True) -> None:
-        units = sum(entry.units for entry in entries)
+    def _enqueue(self, entries: Sequence[Pending[Any]], *, wake: bool = True) -> None:
+        units = entries[0].units if len(entries) == 1 else sum(entry.units for entry in entries)
         with self._lock:
             if self._stopping:
                 raise OverloadedError("the ledger is shutting down")
@@ -258,6 +258,17 @@ class Committer:
             if wake:
                 self._wake_up()
 
+    def _handoff_on(self, loop: asyncio.AbstractEventLoop) -> "_LoopHandOff":
+        """The hand-off of the caller's loop, with the writer's wake-up due at the end
+        of this turn of the loop (once per turn, for every command queued in it)."""
+        handoff = self._handoff
+        if handoff is None or handoff.loop is not loop:
+            handoff = self._handoff = _LoopHandOff(loop)
+        if not handoff.writer_wake_due:
+            handoff.writer_wake_due = True
+            loop.call_soon(self._wake_writer, handoff)
+        return handoff
+
     def _wake_writer(self, handoff: "_LoopHandOff") -> None:
         handoff.writer_wake_due = False
         with self._lock:
@@ -265,8 +276,18 @@ class Committer:
 
     async def submit_async(self, command: Any, units: int = 1) -> Any:
         """``submit`` for a caller on an event loop: the loop is woken once, when the
-        answer is there (no worker thread blocks for the wait)."""
-        result = (await self.submit_all_async([(command, units)]))[0]
+        answer is there (no worker thread blocks for the wait). The single command's
+        own path (every HTTP write but a batch): ``submit_all_async`` without its lists."""
+        deadline = time.monotonic() + self.timeout_seconds
+        entry: Pending[Any] = Pending(command, units, deadline)
+        loop = asyncio.get_running_loop()
+        self._enqueue((entry,), wake=False)
+        handoff = self._handoff_on(loop)
+        settled = loop.create_future()
+        handoff.watch(settled, deadline)
+        entry.listen(functools.partial(handoff.post, settled))
+        await settled
+        result = self._answer_of(entry)
         if isinstance(result, BaseException):
             raise result
         return result
@@ -289,12 +310,7 @@ class Committer:
         ]
         loop = asyncio.get_running_loop()
         self._enqueue(entries, wake=False)
-        handoff = self._handoff
-        if handoff is None or handoff.loop is not loop:
-            handoff = self._handoff = _LoopHandOff(loop)
-        if not handoff.writer_wake_due:
-            handoff.writer_wake_due = True
-            loop.call_soon(self._wake_writer, handoff)
+        handoff = self._handoff_on(loop)
         settled = loop.create_future()
         handoff.watch(settled, deadline)
         if len(entries) == 1:

@@ -18,7 +18,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -924,9 +924,11 @@ class Ledger(Application[UUID]):
         result: R = self.committer.submit(write, write.units)
         return result
 
-    async def _submit_async(self, write: Write[R]) -> R:
-        result: R = await self.committer.submit_async(write, write.units)
-        return result
+    def _submit_async(self, write: Write[R]) -> Coroutine[Any, Any, R]:
+        """The committer's answer to ``write``, to await on the event loop: its own
+        coroutine, not one more layer that every wake-up of the caller runs through."""
+        answer: Coroutine[Any, Any, R] = self.committer.submit_async(write, write.units)
+        return answer
 
     def _write_group(self, group: list[Pending[Any]]) -> list[Pending[Any]]:
         """Run and record one group (the committer's writer thread). Returns the
