@@ -13,6 +13,11 @@ rounds; uvicorn's own parsing and socket writes are not in it.
 With ``--baseline-tree`` (a checkout of an older commit, e.g. ``git archive``) each round
 runs both trees in fresh processes, alternating, and prints their ratio.
 
+With ``--instructions`` the figure is instead the instructions the in-process run
+executes per request (valgrind's cachegrind, every thread: the loop and the stubbed
+writer's answers), from two runs of different lengths, so set-up cancels out: exact
+whatever the machine's load, where the CPU time of identical rounds varies by a third.
+
 Run from the repository root::
 
     .venv/bin/python scripts/bench_http_loop.py --baseline-tree /tmp/old
@@ -23,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -58,6 +64,11 @@ ISSUER: Final = "bench:issuer"
 ACCOUNTS: Final = 100
 SHAPES: Final = ("single", "batch")
 START_SECONDS: Final = 60.0
+INSTRUCTIONS: Final = re.compile(r"I\s+refs:\s+([\d,]+)")
+# The shorter of the two runs ``--instructions`` subtracts, as a fraction of the longer.
+INSTRUCTIONS_SHORT_RUN: Final = 0.2
+# Under valgrind everything is some fifty times slower: no write may time out.
+INSTRUCTIONS_WRITE_TIMEOUT_SECONDS: Final = "300"  # the most the settings allow
 
 
 def transfer_item(client: int, number: int) -> str:
@@ -302,6 +313,29 @@ def in_fresh_process(tree: Path, shape: str, requests: int, clients: int) -> flo
     return figure
 
 
+def instructions(tree: Path, shape: str, requests: int, clients: int) -> int:
+    """Instructions ``run_tree`` executes for ``requests`` in a fresh process running
+    ``tree`` under valgrind (set-up included)."""
+    argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+    argv += [sys.executable, str(Path(__file__).resolve()), "--child", shape]
+    argv += ["--requests", str(requests), "--clients", str(clients)]
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
+    env["LEDGER_WRITE_TIMEOUT_SECONDS"] = INSTRUCTIONS_WRITE_TIMEOUT_SECONDS
+    done = subprocess.run(argv, env=env, cwd=tree, capture_output=True, text=True, check=False)
+    found = INSTRUCTIONS.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"{tree}: {done.stdout}{done.stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def instructions_per_request(tree: Path, shape: str, requests: int, clients: int) -> float:
+    """What one request adds to ``instructions``: two runs of different lengths."""
+    short = max(clients, int(requests * INSTRUCTIONS_SHORT_RUN))
+    longer, shorter = (instructions(tree, shape, n, clients) for n in (requests, short))
+    per_client = (max(1, requests // clients), max(1, short // clients))
+    return (longer - shorter) / ((per_client[0] - per_client[1]) * clients)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"of {','.join(SHAPES)}")
@@ -315,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         help="serve the app with uvicorn as `ledger serve` does and send the requests over "
         "its socket: the loop's CPU then includes uvicorn's parsing and the socket writes",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request (valgrind) instead of the loop's CPU time",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -326,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         serve_tree(args.serve, args.port)
         return 0
     measure = over_http if args.over_http else in_fresh_process
+    if args.instructions:
+        measure = instructions_per_request
     trees = {"this": REPO}
     if args.baseline_tree is not None:
         trees["baseline"] = args.baseline_tree.resolve()
@@ -337,9 +378,10 @@ def main(argv: list[str] | None = None) -> int:
             for name in order:
                 figures[name].append(measure(trees[name], shape, requests, args.clients))
         unit = "request" if shape == "single" else f"batch of {BATCH:,}"
+        what = "instructions" if args.instructions else "loop CPU µs"
         for name, values in figures.items():
             print(
-                f"{shape}, {args.clients} clients: {name}: loop CPU µs per {unit}: min "
+                f"{shape}, {args.clients} clients: {name}: {what} per {unit}: min "
                 f"{min(values):,.1f}, median {statistics.median(values):,.1f} "
                 f"({', '.join(f'{v:,.0f}' for v in values)})"
             )
