@@ -1,0 +1,182 @@
+"""The views' writer keeps the ``balances`` rows it committed between batches
+(``RowWriter._account_rows``): a live batch does not read back the rows of accounts
+that earlier batches of the same writer changed, the views it writes are those of one
+catch-up whatever the batches and failures, and a failed batch leaves nothing kept."""
+
+import random
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import Notification, Tracking
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
+from app.application.ledger import Ledger
+from app.persistence.decoding import domain_event_reader
+from app.persistence.stores import sqlite_env, sqlite_url
+from projections import projection
+from projections.backends import LedgerView
+from projections.runner import open_view
+from projections.schema import TABLES
+
+ACCOUNTS = ("alice", "bob", "carol", "dave")
+
+
+class BatchFailedError(Exception):
+    """The failure a test puts into one batch's transaction."""
+
+
+@pytest.fixture(scope="module")
+def log(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Ledger, Sequence[Notification]]]:
+    """Every kind of event the views fold, then many transfers among a few accounts."""
+    path = tmp_path_factory.mktemp("log") / "events.sqlite"
+    with Ledger(sqlite_env(str(path))) as ledger:
+        ledger.open_account(OpenAccount("bank", "CREDITS", allow_negative=True))
+        for name in ACCOUNTS:
+            ledger.open_account(OpenAccount(name, "CREDITS", metadata={"tier": name[0]}))
+        terms = GrantTerms(expires_at=datetime.now(tz=UTC) + timedelta(days=30))
+        ledger.record_transfer(RecordTransfer("grant", "bank", "alice", 500, grant=terms))
+        for name in ACCOUNTS[1:]:
+            ledger.record_transfer(RecordTransfer(f"fund-{name}", "bank", name, 300))
+        ledger.record_transfer(RecordTransfer("hold", "alice", "bob", 40, pending=True))
+        chooser = random.Random(7)
+        for n in range(40):
+            debit, credit = chooser.sample(ACCOUNTS, 2)
+            ledger.record_transfer(RecordTransfer(f"t{n}", debit, credit, chooser.randint(1, 5)))
+        ledger.post_pending("hold", 30)
+        ledger.record_transfer(RecordTransfer("spend", "alice", "carol", 5))
+        ledger.reverse_transfer("spend", "refund")
+        ledger.update_account("bob", {"tier": "silver"})
+        for n in range(10):
+            ledger.record_transfer(RecordTransfer(f"u{n}", "bob", "carol", 1))
+        ledger.close_account("dave")
+        yield ledger, ledger.recorder.select_notifications(start=0, limit=10_000)
+
+
+def apply(view: LedgerView, ledger: Ledger, batch: Sequence[Notification]) -> None:
+    decode = domain_event_reader(ledger.mapper)
+    view.apply_at_positions(
+        [decode(n) for n in batch], [n.id for n in batch], Tracking(ledger.name, batch[-1].id)
+    )
+
+
+def tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every view table's rows. A metadata pair's count row stays at zero when the pair
+    leaves its last account in a later batch than it came (it is gone when both happen
+    in one): the same for a search, so zero counts are left out."""
+    with sqlite3.connect(path) as connection:
+        found = {
+            table: sorted(connection.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+            for table in TABLES
+        }
+    found["account_metadata_counts"] = [
+        row for row in found["account_metadata_counts"] if row[-1] != 0
+    ]
+    return found
+
+
+def view_file(directory: Path, generation: int) -> Path:
+    return directory / f"views.g{generation}.sqlite"
+
+
+def test_a_live_batch_reads_back_no_row_of_an_account_an_earlier_batch_wrote(
+    log: tuple[Ledger, Sequence[Notification]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger, notifications = log
+    view = open_view(sqlite_url(tmp_path / "views.sqlite"), 1)
+    half = len(notifications) // 2
+    apply(view, ledger, notifications[:half])
+    asked: list[tuple[str, set[str]]] = []
+    select_in = view._select_in
+
+    def spy(cursor: Any, table: str, columns: tuple[str, ...], ids: Any) -> list[Any]:
+        asked.append((table, set(ids)))
+        return select_in(cursor, table, columns, ids)
+
+    monkeypatch.setattr(view, "_select_in", spy)
+    apply(view, ledger, notifications[half:])
+    assert [ids for table, ids in asked if table == "balances"] == [set()]
+
+
+def test_a_failed_batch_leaves_no_row_kept(
+    log: tuple[Ledger, Sequence[Notification]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold changes the kept rows in place: after a rollback they are not what the
+    views hold, so the batch tried again reads them back and the balances come out
+    right (not moved twice)."""
+    ledger, notifications = log
+    view = open_view(sqlite_url(tmp_path / "views.sqlite"), 1)
+    half = len(notifications) // 2
+    apply(view, ledger, notifications[:half])
+    kept_before: object = view._account_rows
+    assert kept_before
+
+    def failing(cursor: Any, tracking: Tracking) -> None:
+        raise BatchFailedError
+
+    monkeypatch.setattr(view, "_insert_tracking_in", failing)
+    with pytest.raises(BatchFailedError):
+        apply(view, ledger, notifications[half:])
+    kept_after: object = view._account_rows
+    assert kept_after is None
+    monkeypatch.undo()
+    apply(view, ledger, notifications[half:])
+    whole = open_view(sqlite_url(tmp_path / "views.sqlite"), 2)
+    apply(whole, ledger, notifications)
+    assert tables(view_file(tmp_path, 1)) == tables(view_file(tmp_path, 2))
+
+
+def test_the_rows_kept_are_bounded_oldest_first(
+    log: tuple[Ledger, Sequence[Notification]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger, notifications = log
+    monkeypatch.setattr(projection, "ACCOUNT_ROWS_KEPT_MAX", 2)
+    view = open_view(sqlite_url(tmp_path / "views.sqlite"), 1)
+    apply(view, ledger, notifications)
+    assert view._account_rows is not None
+    assert len(view._account_rows) == 2
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=200), max_size=12),
+    failing=st.lists(st.integers(min_value=0, max_value=12), max_size=3),
+)
+def test_the_views_written_batch_by_batch_are_those_of_one_catch_up(
+    log: tuple[Ledger, Sequence[Notification]],
+    tmp_path_factory: pytest.TempPathFactory,
+    cuts: list[int],
+    failing: list[int],
+) -> None:
+    """Any split of the log into batches, some batches failing once (and tried again,
+    as the runner's restart does from the checkpoint): the same tables, row for row."""
+    ledger, notifications = log
+    directory = tmp_path_factory.mktemp("views")
+    ends = sorted({min(cut, len(notifications)) for cut in cuts} | {len(notifications)})
+    view = open_view(sqlite_url(directory / "views.sqlite"), 1)
+    insert_tracking = view._insert_tracking_in
+    start = 0
+    for number, end in enumerate(ends):
+        if number in failing:
+
+            def fail(cursor: Any, tracking: Tracking) -> None:
+                raise BatchFailedError
+
+            view._insert_tracking_in = fail  # type: ignore[method-assign]
+            with pytest.raises(BatchFailedError):
+                apply(view, ledger, notifications[start:end])
+            view._insert_tracking_in = insert_tracking  # type: ignore[method-assign]
+        apply(view, ledger, notifications[start:end])
+        start = end
+    whole = open_view(sqlite_url(directory / "views.sqlite"), 2)
+    apply(whole, ledger, notifications)
+    assert tables(view_file(directory, 1)) == tables(view_file(directory, 2))
