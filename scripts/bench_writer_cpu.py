@@ -5,8 +5,9 @@ against a baseline commit, trees alternating in fresh processes.
 reads the writer thread's own CPU clock (``pthread_getcpuclockid``: user and kernel
 time, so a commit's ``fsync`` counts) around the same writes, and the whole process's.
 The shapes are those of ``bench_instructions.py``: ``single`` (a ``record_transfer`` at
-a time: a group write of one each) and ``group8`` (independent batches of eight: a group
-write of eight commands).
+a time: a group write of one each), ``group8`` (independent batches of eight: a group
+write of eight commands) and ``batch`` (``BATCH_RUNS`` atomic batches of ``--transfers``
+spends: a group write of one command each).
 
 Run from the repository root::
 
@@ -26,15 +27,17 @@ from typing import Final
 from bench_instructions import DESCRIBED, ROOT, TRANSFERS_PER_BATCH, export
 from benchlib import in_turn, machine
 
-SHAPES: Final = ("single", "group8")
+SHAPES: Final = ("single", "group8", "batch")
 GROUP_OF_EIGHT: Final = 8
+# Atomic batches per run of the batch shape (one batch's CPU varies much under load).
+BATCH_RUNS: Final = 5
 
 # Run inside the tree under test (its own app/ and scripts/ first on the path).
 WORKLOAD: Final = """
 import json, sys, tempfile, threading, time
 from pathlib import Path
-root, users, shape, transfers = sys.argv[1:5]
-users, transfers = int(users), int(transfers)
+root, users, shape, transfers, batch_runs = sys.argv[1:6]
+users, transfers, batch_runs = int(users), int(transfers), int(batch_runs)
 sys.path[:0] = [root, root + "/scripts"]
 import bench_goals
 bench_goals.USERS = users
@@ -47,13 +50,19 @@ with tempfile.TemporaryDirectory() as tmp:
         writer = next(t for t in threading.enumerate() if t.name == "ledger-committer")
         clock = time.pthread_getcpuclockid(writer.ident)
         spends = bench_goals.spend_batch("s")[:transfers]
+        batches = [bench_goals.spend_batch(f"b{n}")[:transfers] for n in range(batch_runs)]
         size = 1 if shape == "single" else 8
         writer_started = time.clock_gettime(clock)
         process_started = time.process_time()
-        for start in range(0, transfers, size):
-            if size == 1:
-                ledger.record_transfer(spends[start])
-            else:
+        if shape == "batch":
+            for batch in batches:
+                ledger.record_batch(batch, atomic=True)
+            transfers *= batch_runs
+        elif size == 1:
+            for spend in spends:
+                ledger.record_transfer(spend)
+        else:
+            for start in range(0, transfers, size):
                 ledger.record_batch(spends[start : start + size], atomic=False)
         writer_cpu = time.clock_gettime(clock) - writer_started
         process_cpu = time.process_time() - process_started
@@ -64,7 +73,16 @@ print(json.dumps({"writer": writer_cpu / transfers, "process": process_cpu / tra
 def measured(tree: Path, users: int, shape: str, transfers: int) -> dict[str, float]:
     """Seconds of CPU per transfer: the writer thread's and the whole process's."""
     run = subprocess.run(
-        [sys.executable, "-c", WORKLOAD, str(tree), str(users), shape, str(transfers)],
+        [
+            sys.executable,
+            "-c",
+            WORKLOAD,
+            str(tree),
+            str(users),
+            shape,
+            str(transfers),
+            str(BATCH_RUNS),
+        ],
         cwd=tree,
         capture_output=True,
         text=True,
@@ -82,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--transfers", type=int, default=1000, help="per run (default 1,000)")
     parser.add_argument("--users", type=int, default=200, help="accounts spent from")
-    parser.add_argument("--shapes", default="single,group8", help="of single, group8")
+    parser.add_argument("--shapes", default="single,group8", help="of single, group8, batch")
     args = parser.parse_args(argv)
     shapes = [shape.strip() for shape in args.shapes.split(",") if shape.strip()]
     if set(shapes) - set(SHAPES) or not shapes:

@@ -51,6 +51,7 @@ class Item:
     pending: bool = False
     grant_hours: int | None = None
     id_from: int | None = None
+    timeout_seconds: int | None = None  # a hold's (given only to holds)
 
 
 class Clock:
@@ -67,6 +68,7 @@ plain_items = st.builds(
     credit=st.sampled_from(("issuer", *USERS)),
     amount=st.integers(1, 25),
     pending=st.booleans(),
+    timeout_seconds=st.none() | st.integers(1, 3600),
 )
 odd_items = st.builds(
     Item,
@@ -173,6 +175,7 @@ def _command(number: int, index: int, item: Item) -> RecordTransfer:
         item.credit,
         item.amount,
         pending=item.pending and item.grant_hours is None,
+        timeout_seconds=item.timeout_seconds if item.pending and item.grant_hours is None else None,
         grant=None if item.grant_hours is None else _grant(item.grant_hours + 3),
         metadata={"item": str(index)} if index % 3 == 0 else {},
     )
