@@ -120,8 +120,12 @@ class ExecutemanySQLiteRecorder(SQLiteApplicationRecorder):
         return list(range(last - len(rows) + 1, last + 1))
 
     @staticmethod
-    def _rows(stored_events: Sequence[StoredEvent]) -> list[tuple[str, int, str, bytes]]:
-        """The table's columns of each event, in order."""
+    def _rows(stored_events: Sequence[StoredEvent]) -> list[tuple[str, int, str, bytearray]]:
+        """The table's columns of each event, in order. The state goes as a
+        ``bytearray`` (the same BLOB): ``sqlite3`` binds a ``bytes`` parameter only
+        after asking its adapter protocol, which raises and formats an
+        ``AttributeError`` for every row (about 900 instructions more per row than the
+        copy)."""
         return [
             (
                 event.originator_id.hex
@@ -129,7 +133,7 @@ class ExecutemanySQLiteRecorder(SQLiteApplicationRecorder):
                 else event.originator_id,
                 event.originator_version,
                 event.topic,
-                event.state,
+                bytearray(event.state),
             )
             for event in stored_events
         ]

@@ -14,6 +14,7 @@ already taken gets ``OutcomeUnknownError`` (it may or may not commit; resending 
 same id is safe because every write is idempotent on its id).
 """
 
+import _thread
 import asyncio
 import contextlib
 import functools
@@ -66,8 +67,10 @@ class Pending(Generic[R]):
 
     Its own small future rather than ``concurrent.futures.Future`` (which builds a
     condition variable and a reentrant lock for each command): a caller on an event
-    loop is told through one callback, a thread caller waits on an event made only for
-    it."""
+    loop is told through one callback, a thread caller waits on a lock made only for it
+    (held until the answer releases it: a ``threading.Event`` would build a condition
+    variable, whose constructor raises and formats three ``AttributeError``s on a plain
+    lock, and wait and set through some ten Python calls)."""
 
     __slots__ = (
         "_event",
@@ -94,7 +97,7 @@ class Pending(Generic[R]):
         self._state = _WAITING
         self._value: Any = None
         self._listener: Callable[[], None] | None = None
-        self._event: threading.Event | None = None
+        self._event: _thread.LockType | None = None
 
     def answer(self, result: R) -> None:
         self._settle(result, _ANSWERED)
@@ -112,7 +115,7 @@ class Pending(Generic[R]):
         if listener is not None:
             listener()
         if event is not None:
-            event.set()
+            event.release()  # its waiter's lock (taken when made): released once, here
 
     @property
     def settled(self) -> bool:
@@ -164,9 +167,11 @@ class Pending(Generic[R]):
             if self._state >= _WITHDRAWN:
                 return
             if self._event is None:
-                self._event = threading.Event()
+                self._event = threading.Lock()
+                self._event.acquire()
             event = self._event
-        event.wait(timeout)
+        if event.acquire(timeout=timeout):
+            event.release()  # settled: a later wait returns at once too
 
 
 GroupWriter = Callable[[list[Pending[Any]]], list[Pending[Any]]]

@@ -212,3 +212,19 @@ def test_the_recorders_reads_keep_their_statements_compiled(
     # Its BEGIN and its query compiled once each (the library's pool compiles them on
     # every read: it caches one statement).
     assert sorted(compiled) == ["BEGIN", "SELECT"]
+
+
+def test_each_state_is_stored_as_the_very_blob_of_its_bytes(
+    recorder: SubscribableSQLiteApplicationRecorder, tmp_path: Path
+) -> None:
+    stream = uuid4()
+    written = events(stream, range(2))
+    recorder.insert_events(written)
+    with sqlite3.connect(tmp_path / "events.sqlite") as reading:
+        stored = reading.execute(
+            "SELECT typeof(state), state FROM stored_events ORDER BY rowid"
+        ).fetchall()
+    assert stored == [("blob", event.state) for event in written]
+    assert [event.state for event in recorder.select_events(stream)] == [
+        event.state for event in written
+    ]
