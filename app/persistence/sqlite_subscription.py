@@ -194,14 +194,24 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
                     )
                 finally:
                     # A failed COMMIT (SQLITE_BUSY, a full disk) can leave the transaction
-                    # open, and every later BEGIN on this connection would then fail:
-                    # such a connection is closed (which rolls it back) and the next
-                    # write opens another.
-                    if connection.in_transaction:
-                        self._writer = self._writer_connection = None
-                        writer.close()
+                    # open, and every later BEGIN on this connection would then fail.
+                    self._close_if_in_transaction(writer, connection)
                 raise  # not reached: the library's exit raises its own error
+            except BaseException:
+                # Raised midway by something other than SQLite (the driver refusing a
+                # value, say): the transaction is still open.
+                self._close_if_in_transaction(writer, connection)
+                raise
             return list(range(last - len(rows) + 1, last + 1))
+
+    def _close_if_in_transaction(
+        self, writer: SQLiteConnection, connection: sqlite3.Connection
+    ) -> None:
+        """Close a write connection left in a transaction (which rolls it back): the
+        next write opens another, instead of every later BEGIN failing on this one."""
+        if connection.in_transaction:
+            self._writer = self._writer_connection = None
+            writer.close()
 
     def close_writer(self) -> None:
         """Close the write connection (the ledger closes it with its store)."""

@@ -228,3 +228,15 @@ def test_each_state_is_stored_as_the_very_blob_of_its_bytes(
     assert [event.state for event in recorder.select_events(stream)] == [
         event.state for event in written
     ]
+
+
+def test_a_write_that_fails_outside_sqlite_leaves_no_transaction_open_for_the_next(
+    recorder: SubscribableSQLiteApplicationRecorder, tmp_path: Path
+) -> None:
+    recorder.insert_events(events(uuid4(), range(1)))
+    # A version SQLite cannot hold: the driver raises OverflowError (not a sqlite3
+    # error) after the write's BEGIN.
+    with pytest.raises(OverflowError):
+        recorder.insert_events([StoredEvent(uuid4(), 2**64, "topic", b"{}")])
+    assert recorder.insert_events(events(uuid4(), range(1))) == [2]
+    assert [row[0] for row in stored_rows(tmp_path / "events.sqlite")] == [1, 2]
