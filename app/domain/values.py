@@ -139,10 +139,22 @@ def check_metadata_size(value: Mapping[Any, Any]) -> None:
         )
 
 
+# The key that marks a tagged value in stored events (``{"_type_": …, "_data_": …}``,
+# the library's JSON format): metadata holding it could read back as a time, or not at
+# all, leaving its account or transfer unreadable.
+RESERVED_METADATA_KEY: Final = "_type_"
+
+
 def _check_metadata_key(key: object) -> None:
     if not isinstance(key, str) or not 1 <= len(key) <= limits.METADATA_KEY_LENGTH_MAX:
         raise ValidationError(
             f"metadata keys must be strings of 1-{limits.METADATA_KEY_LENGTH_MAX} characters",
+            field="metadata",
+        )
+    if key == RESERVED_METADATA_KEY:
+        raise ValidationError(
+            f"metadata key {RESERVED_METADATA_KEY} is reserved (it marks tagged values in "
+            "stored events)",
             field="metadata",
         )
 

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
+import pytest
 from eventsourcing.persistence import JSONTranscoder, Transcoder
 from hypothesis import given
 from hypothesis import strategies as st
 
 from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
 from app.application.ledger import ACCOUNT_SNAPSHOT_INTERVAL, Ledger
+from app.domain.errors import ValidationError
 from app.domain.values import account_uuid
 from app.persistence.stores import event_store_env
 from app.persistence.transcoder import OrjsonTranscoder
@@ -144,3 +146,24 @@ def test_a_store_written_by_the_library_transcoder_reads_the_same(tmp_path: Path
         # And it writes on: the next command reads the old events and snapshot.
         new.record_transfer(RecordTransfer("after", "alice", "bob", 1))
         assert new.get_account("alice").balance == before["alice"].balance - 1
+
+
+def test_metadata_shaped_like_a_stored_tag_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """A stored tag is an object of ``_type_`` and ``_data_``: metadata of that shape
+    would read back as a time (or not at all), leaving its account or transfer
+    unreadable to every later reader; the edge refuses the reserved key instead."""
+    tagged = {"_type_": "datetime_iso", "_data_": "2026-01-01T00:00:00+00:00"}
+    env = event_store_env(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    with Ledger(env) as ledger:
+        ledger.open_account(OpenAccount("issuer", "CREDITS", allow_negative=True))
+        ledger.open_account(OpenAccount("alice", "CREDITS"))
+        with pytest.raises(ValidationError, match="_type_"):
+            ledger.open_account(OpenAccount("bob", "CREDITS", metadata=tagged))
+        with pytest.raises(ValidationError, match="_type_"):
+            ledger.record_transfer(RecordTransfer("t1", "issuer", "alice", 5, metadata=tagged))
+        head = ledger.recorder.max_notification_id()
+    with Ledger(env) as reopened:
+        assert reopened.recorder.max_notification_id() == head, "nothing was written"
+        assert reopened.get_account("alice").metadata == {}
