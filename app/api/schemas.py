@@ -9,7 +9,15 @@ runs the rules across fields once and hands the ledger a command it does not che
 from datetime import datetime
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
 
 from app.api.event_schemas import EventsReadiness
 from app.application.commands import (
@@ -32,7 +40,7 @@ from app.domain import limits
 from app.domain.account import AccountType
 from app.domain.lots import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, Allocation, Category
 from app.domain.times import TIME_PATTERN, TIME_TEXT_LENGTH_MAX, parse_time
-from app.domain.values import canonical_metadata
+from app.domain.values import RESERVED_METADATA_KEY, canonical_metadata
 
 T = TypeVar("T")
 
@@ -47,11 +55,23 @@ Identifier = Annotated[
 ]
 Unit = Annotated[StrictStr, Field(pattern=r"^[A-Z0-9_]{1,16}$", examples=["CREDITS"])]
 Amount = Annotated[StrictInt, Field(ge=limits.AMOUNT_MIN, le=limits.AMOUNT_MAX, examples=[100])]
+
+
+def _not_reserved(key: str) -> str:
+    """A metadata key other than the one marking tagged values in stored events
+    (``app.domain.values.RESERVED_METADATA_KEY``), as ``check_metadata`` requires."""
+    if key == RESERVED_METADATA_KEY:
+        raise ValueError(f"metadata key {RESERVED_METADATA_KEY} is reserved")
+    return key
+
+
+MetadataKey = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=limits.METADATA_KEY_LENGTH_MAX),
+    AfterValidator(_not_reserved),
+]
 Metadata = Annotated[
-    dict[
-        Annotated[StrictStr, Field(min_length=1, max_length=limits.METADATA_KEY_LENGTH_MAX)],
-        Annotated[StrictStr, Field(max_length=limits.METADATA_VALUE_LENGTH_MAX)],
-    ],
+    dict[MetadataKey, Annotated[StrictStr, Field(max_length=limits.METADATA_VALUE_LENGTH_MAX)]],
     Field(max_length=limits.METADATA_ENTRIES_MAX, examples=[{"order": "o-981"}]),
 ]
 
@@ -431,7 +451,7 @@ class AccountUpdate(Strict):
 
     metadata: Annotated[
         dict[
-            Annotated[StrictStr, Field(min_length=1, max_length=limits.METADATA_KEY_LENGTH_MAX)],
+            MetadataKey,
             Annotated[StrictStr, Field(max_length=limits.METADATA_VALUE_LENGTH_MAX)] | None,
         ],
         Field(max_length=limits.METADATA_ENTRIES_MAX, examples=[{"plan": "pro", "trial": None}]),

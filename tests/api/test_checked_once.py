@@ -307,3 +307,31 @@ def test_a_copy_of_an_edge_built_verb_is_checked_again() -> None:
     with pytest.raises(LedgerError) as refused:
         replace(update, changes={"": "v"}).checked()
     assert refused.value.code == "validation_error"
+
+
+def test_metadata_shaped_like_a_stored_tag_is_refused_on_every_route_and_nothing_is_written(
+    funded: Client,
+) -> None:
+    """Metadata ``{"_type_": …, "_data_": …}`` is what a tagged value looks like in a
+    stored event: recorded, it read back as a time, and every reader of the log (the
+    projection workers included) failed on it. The body's own validation refuses it."""
+    tagged = {"_type_": "datetime_iso", "_data_": "2026-01-01T00:00:00+00:00"}
+    before = ok(funded.get("/v1/accounts/alice"))
+    refused = [
+        funded.post("/v1/transfers", json=transfer_body("t9", "alice", "bob", 5, metadata=tagged)),
+        funded.post(
+            "/v1/transfers/batch",
+            json={
+                "atomic": True,
+                "transfers": [transfer_body("t10", "alice", "bob", 5, metadata=tagged)],
+            },
+        ),
+        funded.post("/v1/accounts", json={"id": "carol", "unit": "CREDITS", "metadata": tagged}),
+        funded.patch("/v1/accounts/alice", json={"metadata": tagged}),
+    ]
+    for response in refused:
+        assert "_type_" in assert_problem(response, 422, "validation_error")["detail"]
+    after = ok(funded.get("/v1/accounts/alice"))
+    assert (after["metadata"], after["position"]) == (before["metadata"], before["position"])
+    for missing in ("/v1/transfers/t9", "/v1/transfers/t10", "/v1/accounts/carol"):
+        assert funded.get(missing).status_code == 404
