@@ -1,6 +1,7 @@
 """The read model on each backend: the library's tracking recorder (the checkpoint,
 exactly-once) with our projection and reader mixed in, in SQLite or PostgreSQL."""
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final, TypeVar, cast
@@ -106,6 +107,36 @@ def _relaxed_durability(connection: Any) -> None:
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
+class WantedPosition:
+    """The newest log position a reader of one SQLite view file waits for, in a small
+    file beside it (``<views file>-wanted``, 8 bytes): readers in any process write it
+    while they wait (``RowReader.wait_for``); the view's writer, pausing between
+    batches, reads it and applies what it has at once when it is past its checkpoint
+    (``CatchUpRunner._pause``). Two readers writing at once: the one overwritten
+    writes again at its next look (within ``WAIT_POLL_SECONDS_MAX``)."""
+
+    def __init__(self, view_path: str) -> None:
+        self.path = f"{view_path}-wanted"
+        self._fd: int | None = None
+
+    def _opened(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        return self._fd
+
+    def ask_for(self, position: int) -> None:
+        os.pwrite(self._opened(), position.to_bytes(8, "big"), 0)
+
+    def read(self) -> int:
+        """The position asked for last (0: none yet)."""
+        return int.from_bytes(os.pread(self._opened(), 8, 0) or b"\0", "big")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class SQLiteLedgerView(LedgerView, SQLiteTrackingRecorder):
     """The views in one SQLite file (one file per view generation: decision 0006)."""
 
@@ -118,6 +149,13 @@ class SQLiteLedgerView(LedgerView, SQLiteTrackingRecorder):
         }
         super().__init__(datastore, **kwargs)
         on_new_sqlite_connections(datastore, _relaxed_durability)
+        pool = datastore.pool
+        # Where readers waiting for a position tell the writer (not for a memory view).
+        self.wanted = None if pool.is_sqlite_memory_mode else WantedPosition(pool.db_name)
+
+    def ask_for(self, position: int) -> None:
+        if self.wanted is not None:
+            self.wanted.ask_for(position)
 
     def construct_create_table_statements(self) -> list[str]:
         statements = super().construct_create_table_statements()

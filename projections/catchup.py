@@ -70,12 +70,19 @@ CATCH_UP_COMMITS_MIN: Final = 10
 LIVE_POLL_SECONDS: Final = 0.02
 # While the log is busy (a read found at least BUSY_EVENTS events: some 200 transfers a
 # second and more), it waits this long before its next read instead: a live batch then
-# holds what some 50 ms brought (a few hundred events at a thousand transfers a second)
-# rather than what 20 ms brought, and its fixed costs per event fall by half and more.
-# The price, under load only: a read naming a fresh write's position may wait this much
-# longer (well within the read's own bound, ``LEDGER_READ_WAIT_SECONDS``).
+# holds what some 200 ms brought (hundreds of transfers) rather than what 20 ms brought.
+# Its fixed costs are shared by more events: above all the commit, which writes every
+# page the batch dirtied, and the entries' and transfers' indexes (keyed by account and
+# transfer ids) dirty a page per row of a small batch. A read waiting for a position
+# does not wait this out: it asks (``WantedPosition``) and the writer reads at once
+# (``_pause``). The price, under load only: the feed, which follows the writer's
+# batches, may get a public event this much later (decision 0013, sixth addendum).
 BUSY_EVENTS: Final = 12
-BUSY_POLL_SECONDS: Final = 0.05
+BUSY_POLL_SECONDS: Final = 0.2
+# A reader waiting for a position (``min_position``, ``Ledger-Position``) says so
+# (``WantedPosition``); a pausing writer looks this often and then reads at once: such a
+# read waits at most this (plus the batch's writing) for the pause, not the pause.
+WANTED_CHECK_SECONDS: Final = 0.01
 
 
 class CatchUpRunner:
@@ -101,6 +108,10 @@ class CatchUpRunner:
         self._reader: threading.Thread | None = None  # started with the subscription
         self._writer = threading.Thread(target=self._write, name="projection-writer", daemon=True)
         self._entered = False
+        # The position a reader asked for that woke the writer last, and one whose read
+        # found nothing (``_pause``): it does not wake the writer again.
+        self._woken_for = 0
+        self._asked_in_vain = 0
 
     def __enter__(self) -> Self:
         freeze_long_lived_objects()
@@ -122,6 +133,9 @@ class CatchUpRunner:
             if self._reader is not None:
                 self._reader.join()
         self.app.close()
+        wanted = getattr(self.view, "wanted", None)
+        if wanted is not None:
+            wanted.close()
         self._raise_error()
 
     def stop(self) -> None:
@@ -215,17 +229,37 @@ class CatchUpRunner:
         else after ``poll_wait`` of what the read found."""
         recorder = self.app.recorder
         wait, limit = LIVE_POLL_SECONDS, PROJECTION_BATCH_MAX
-        while not self._stopping.wait(wait):
+        while self._pause(wait):
             with collector_paused():
                 batch = recorder.select_notifications(
                     start=self._checkpoint or 0, limit=limit, inclusive_of_start=False
                 )
             if batch:
                 apply(batch)
+            else:
+                # Woken for a position the log does not hold (yet): not again for it.
+                self._asked_in_vain = self._woken_for
             if len(batch) == limit:
                 wait, limit = 0, min(2 * limit, CATCH_UP_BATCH_MAX)
             else:
                 wait, limit = poll_wait(len(batch)), PROJECTION_BATCH_MAX
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` before the next read of the log, or less: until a reader
+        asks for a position past the checkpoint (``WantedPosition``, looked at every
+        ``WANTED_CHECK_SECONDS``). False once stopped."""
+        wanted = getattr(self.view, "wanted", None)
+        if wanted is None or seconds <= WANTED_CHECK_SECONDS:
+            return not self._stopping.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            asked = wanted.read()
+            if asked > (self._checkpoint or 0) and asked != self._asked_in_vain:
+                self._woken_for = asked
+                break
+            if self._stopping.wait(min(WANTED_CHECK_SECONDS, remaining)):
+                return False
+        return not self._stopping.is_set()
 
     def _subscribe(self) -> bool:
         """Subscribe after the checkpoint and start the reader; False once stopped."""

@@ -84,16 +84,25 @@ class RowReader(SqlAccess):
         return self.max_tracking_id(APPLICATION_NAME) or 0
 
     def wait_for(self, position: int, timeout_seconds: float) -> bool:
-        """Block until the view has applied ``position`` (True) or the timeout (False)."""
+        """Block until the view has applied ``position`` (True) or the timeout (False).
+        While it waits it tells the view's writer which position it wants
+        (``ask_for``), at each look: a writer pausing between batches under load
+        applies what it has at once instead of after its pause."""
         deadline = time.monotonic() + timeout_seconds
         interval = WAIT_POLL_SECONDS_MIN
         while self.checkpoint() < position:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
+            self.ask_for(position)
             time.sleep(min(interval, remaining))
             interval = min(interval * 2, WAIT_POLL_SECONDS_MAX)
         return True
+
+    def ask_for(self, position: int) -> None:
+        """Tell this view's writer that a reader waits for ``position`` (where the
+        writer can be told: ``SQLiteLedgerView``); nothing elsewhere."""
+        del position
 
     def commit_end(self, position: int) -> int:
         """The last position of the commit that ``position`` falls in (as far as the

@@ -55,7 +55,7 @@ PROJECTOR_BUSY_POLL_SECONDS: Final = 0.05
 # A projector following the views' runner's batches (``FeedProjector.shared``) reads
 # the log itself when none came for this long (the runner is down, restarting, or the
 # log is idle): the most a public event can wait for a runner that no longer reads.
-FOLLOW_WAIT_SECONDS: Final = 0.25
+FOLLOW_WAIT_SECONDS: Final = 1.0
 FOLLOW_STOP_CHECK_SECONDS: Final = 0.1
 CATCH_UP_SECONDS_MAX: Final = 60.0
 MONITORED_FIELDS: Final = ("balance", "available")

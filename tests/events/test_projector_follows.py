@@ -19,6 +19,7 @@ from app.events.projector import FeedProjector
 from app.events.store import FeedStore
 from app.persistence.decoding import DecodedBatches
 from app.persistence.stores import event_store_env, sqlite_url
+from projections import catchup
 from projections.runner import start_runner
 from tests.events.test_projector import all_events
 from tests.support.waiting import eventually
@@ -125,3 +126,10 @@ def test_a_projector_whose_runner_stops_sharing_reads_the_log_itself_within_the_
     assert not thread.is_alive()  # stopped while it waited for a batch
     recorded = [e for e in all_events(store) if e["type"] == "transfer.recorded"]
     assert len(recorded) == 15
+
+
+def test_a_following_projector_waits_out_the_runners_pause_while_the_log_is_busy() -> None:
+    """Under load the views' runner pauses ``BUSY_POLL_SECONDS`` between its reads (and
+    then writes its batch): a follower waiting less would read the log itself again
+    each time, decoding what the runner is about to share."""
+    assert projector_module.FOLLOW_WAIT_SECONDS >= 2 * catchup.BUSY_POLL_SECONDS

@@ -7,6 +7,7 @@ is busy."""
 
 import gc
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -30,6 +31,11 @@ CATCH_UP_BATCH: Final = 400
 TRANSFERS: Final = 1000
 BATCH: Final = 500
 WAIT_SECONDS: Final = 60.0
+# A writer's pause long enough that a read waiting it out is plainly seen.
+LONG_PAUSE_SECONDS: Final = 30.0
+QUIET_PAUSE_SECONDS: Final = 0.25
+# Four pauses' reads, one woken and some slack for a slow machine (hundreds unpaused).
+READS_IN_FOUR_PAUSES_MAX: Final = 8
 
 
 @pytest.fixture
@@ -297,7 +303,14 @@ def test_a_live_runner_waits_longer_between_its_reads_while_the_log_is_busy(
     ledger.open_account(OpenAccount("user", UNIT))
     env = {**event_store_env(log_urls[0]), **view_env(log_urls[1], 1)}
     runner = catchup.CatchUpRunner(view_class_for(log_urls[1]), env)
-    waits = runner._stopping = _Waits([runner.view])
+    pauses: list[tuple[float, int]] = []
+    pause = runner._pause
+
+    def noting(seconds: float) -> bool:
+        pauses.append((seconds, runner.view.checkpoint()))
+        return pause(seconds)
+
+    runner._pause = noting  # type: ignore[method-assign]
     runner.__enter__()
     try:
         busy = write_transfers(ledger, catchup.BUSY_EVENTS, "busy")  # 3 events each
@@ -315,12 +328,12 @@ def test_a_live_runner_waits_longer_between_its_reads_while_the_log_is_busy(
         )
         burst = ledger.recorder.max_notification_id() or 0
         runner.wait(burst, timeout=WAIT_SECONDS)
-        assert eventually(lambda: waits.waits[-1][1] == burst, WAIT_SECONDS)
+        assert eventually(lambda: pauses[-1][1] == burst, WAIT_SECONDS)
     finally:
         runner.__exit__(None, None, None)
 
     def first_wait_at(checkpoint: int) -> float | None:
-        return next(timeout for timeout, at in waits.waits if at == checkpoint)
+        return next(timeout for timeout, at in pauses if at == checkpoint)
 
     assert first_wait_at(busy) == catchup.BUSY_POLL_SECONDS
     assert first_wait_at(quiet) == catchup.LIVE_POLL_SECONDS
@@ -328,5 +341,59 @@ def test_a_live_runner_waits_longer_between_its_reads_while_the_log_is_busy(
     # ... and the next read takes twice as many (the rest of the burst, in one batch).
     assert first_wait_at(full + 2 * PROJECTION_BATCH_MAX) == 0
     # A read that found nothing: the short wait too.
-    assert waits.waits.count((catchup.LIVE_POLL_SECONDS, quiet)) >= 2
+    assert pauses.count((catchup.LIVE_POLL_SECONDS, quiet)) >= 2
     assert catchup.LIVE_POLL_SECONDS < catchup.BUSY_POLL_SECONDS
+
+
+def test_a_reader_waiting_for_a_position_wakes_a_writer_pausing_while_the_log_is_busy(
+    ledger: Ledger, log_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy log makes the writer pause long between reads; a read naming a fresh
+    write's position (``wait_for``: ``min_position``, ``Ledger-Position``) does not wait
+    out the pause: the writer looks at what readers ask for and reads at once."""
+    monkeypatch.setattr(catchup, "BUSY_POLL_SECONDS", LONG_PAUSE_SECONDS)
+    ledger.open_account(OpenAccount("funding", UNIT, allow_negative=True))
+    ledger.open_account(OpenAccount("user", UNIT))
+    runner = start_runner(*log_urls, 1)
+    try:
+        ledger.record_batch(  # one commit: one read finds a busy log's worth
+            [RecordTransfer(f"busy:{n}", "funding", "user", 1) for n in range(catchup.BUSY_EVENTS)],
+            atomic=True,
+        )
+        busy = ledger.recorder.max_notification_id() or 0
+        # Looked at without asking: the writer is then in its long pause.
+        assert eventually(lambda: runner.view.checkpoint() == busy, WAIT_SECONDS)
+        ledger.record_transfer(RecordTransfer("fresh", "funding", "user", 1))
+        fresh = ledger.recorder.max_notification_id() or 0
+        started = time.monotonic()
+        assert runner.view.wait_for(fresh, LONG_PAUSE_SECONDS / 2)
+        assert time.monotonic() - started < LONG_PAUSE_SECONDS / 3
+    finally:
+        runner.__exit__(None, None, None)
+
+
+def test_a_position_asked_for_beyond_the_log_does_not_keep_the_writer_reading(
+    ledger: Ledger, log_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Woken for a position its read does not find, the writer pauses as before (it is
+    not woken again for that position), instead of reading the log without pause."""
+    monkeypatch.setattr(catchup, "LIVE_POLL_SECONDS", QUIET_PAUSE_SECONDS)
+    ledger.open_account(OpenAccount("funding", UNIT, allow_negative=True))
+    runner = start_runner(*log_urls, 1)
+    reads: list[int] = []
+    select = runner.app.recorder.select_notifications
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return select(*args, **kwargs)
+
+    monkeypatch.setattr(runner.app.recorder, "select_notifications", counting)
+    try:
+        head = ledger.recorder.max_notification_id() or 0
+        assert eventually(lambda: runner.view.checkpoint() == head, WAIT_SECONDS)
+        reads.clear()
+        runner.view.ask_for(head + 1_000)
+        time.sleep(4 * QUIET_PAUSE_SECONDS)
+        assert 1 <= len(reads) <= READS_IN_FOUR_PAUSES_MAX, len(reads)
+    finally:
+        runner.__exit__(None, None, None)
