@@ -178,14 +178,15 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
                     cached_statements=WRITER_CACHED_STATEMENTS,
                 )
                 writer = self._writer = SQLiteConnection(connection, max_age=None)
-            # The library's transaction (``SQLiteTransaction``: BEGIN, the rows, commit)
-            # on the connection itself, without its cursor wrappers; a failure goes
-            # through the library's own exit (rollback, its error classes).
+            # The library's transaction (``SQLiteTransaction``: BEGIN, the rows through
+            # its ``_insert_events`` hook, commit) on the connection itself, without its
+            # context manager; a failure goes through the library's own exit (rollback,
+            # its error classes).
             try:
                 connection.execute("BEGIN")
-                rows = self._rows(stored_events)
-                connection.executemany(self.insert_events_statement, rows)
-                (last,) = connection.execute("SELECT last_insert_rowid()").fetchone()
+                notification_ids = self._insert_events(
+                    SQLiteCursor(connection.cursor()), stored_events, **kwargs
+                )
                 writer.commit()
             except sqlite3.Error as error:
                 try:
@@ -202,7 +203,7 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
                 # value, say): the transaction is still open.
                 self._close_if_in_transaction(writer, connection)
                 raise
-            return list(range(last - len(rows) + 1, last + 1))
+            return notification_ids
 
     def _close_if_in_transaction(
         self, writer: SQLiteConnection, connection: sqlite3.Connection
