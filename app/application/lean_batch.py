@@ -77,7 +77,7 @@ class _Book:
     def __init__(self, account: Account) -> None:
         self.account = account
         self.id = account.id
-        self.hex = account.id.hex
+        self.hex = self.id.hex
         self.unit = account.unit
         self.is_open = account.status == "open"
         self.floor = account.floor
@@ -118,8 +118,10 @@ def lean_batch(
     moment = current_command_time()
     if moment is None or any(command.grant is not None for command in commands):
         return None
+    if len({command.id for command in commands}) != len(commands):  # (a str keeps its hash)
+        return None
     stream_ids = [transfer_uuid(command.id) for command in commands]
-    if len(set(stream_ids)) != len(stream_ids) or not work.all_absent(stream_ids):
+    if not work.all_absent(stream_ids):
         return None
     books = _books(work, commands)
     if books is None:
