@@ -118,18 +118,28 @@ class WantedPosition:
     def __init__(self, view_path: str) -> None:
         self.path = f"{view_path}-wanted"
         self._fd: int | None = None
+        self._unusable = False
 
-    def _opened(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    def _opened(self) -> int | None:
+        """The file, opened once; None when it cannot be (a read-only directory, say):
+        then readers wait as before, for the writer's next read after its pause."""
+        if self._fd is None and not self._unusable:
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                self._unusable = True
+                log.warning("views.wanted_file_unusable", path=self.path, error=str(error))
         return self._fd
 
     def ask_for(self, position: int) -> None:
-        os.pwrite(self._opened(), position.to_bytes(8, "big"), 0)
+        fd = self._opened()
+        if fd is not None:
+            os.pwrite(fd, position.to_bytes(8, "big"), 0)
 
     def read(self) -> int:
-        """The position asked for last (0: none yet)."""
-        return int.from_bytes(os.pread(self._opened(), 8, 0) or b"\0", "big")
+        """The position asked for last (0: none yet, or no file)."""
+        fd = self._opened()
+        return 0 if fd is None else int.from_bytes(os.pread(fd, 8, 0) or b"\0", "big")
 
     def close(self) -> None:
         if self._fd is not None:

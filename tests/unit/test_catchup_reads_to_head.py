@@ -19,6 +19,7 @@ from app.application.ledger import Ledger
 from app.persistence.sqlite_subscription import SubscribableSQLiteApplicationRecorder
 from app.persistence.stores import event_store_env, sqlite_url
 from projections import catchup
+from projections.backends import WantedPosition
 from projections.catchup import catch_up_batch_size
 from projections.projection import PROJECTION_BATCH_MAX, RowWriter
 from projections.runner import start_runner, view_class_for, view_env
@@ -397,3 +398,14 @@ def test_a_position_asked_for_beyond_the_log_does_not_keep_the_writer_reading(
         assert 1 <= len(reads) <= READS_IN_FOUR_PAUSES_MAX, len(reads)
     finally:
         runner.__exit__(None, None, None)
+
+
+def test_a_view_whose_wanted_file_cannot_be_made_still_waits_and_reads(tmp_path: Path) -> None:
+    """The file beside the views cannot be made (here its directory is a file): asking
+    and looking are then nothing, not a failed read."""
+    not_a_directory = tmp_path / "plain-file"
+    not_a_directory.write_text("")
+    wanted = WantedPosition(str(not_a_directory / "views.g1.sqlite"))
+    wanted.ask_for(42)
+    assert wanted.read() == 0
+    wanted.close()
