@@ -34,7 +34,9 @@ from eventsourcing.utils import get_topic
 from app.compat import initialise_aggregate
 
 GENESIS: Final = "0" * 64
-_DEL: Final = b"\x7f"
+# DEL as an integer: ``int in bytes`` is a byte test, while ``bytes in bytes`` first tries
+# its argument as an integer, raising and formatting a TypeError on each call.
+_DEL: Final = 0x7F
 # Sorted keys, as json.dumps(sort_keys=True); datetimes inside fields go to
 # ``_nested_value``, as they do for json.dumps.
 _ORJSON_OPTIONS: Final = (
