@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.sqlite import SQLiteCursor
 from eventsourcing.utils import get_topic
 
 from app.persistence.sqlite_subscription import SubscribableSQLiteApplicationRecorder
@@ -38,12 +39,10 @@ def _last_rowid_before(position: int, *, inclusive: bool) -> int:
 
 
 class GappedSQLiteApplicationRecorder(SubscribableSQLiteApplicationRecorder):
-    def insert_events(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        # The public method: the recorder writes through its kept connection or a held
-        # write lock, not always through the library's ``_insert_events``.
-        rowids = super().insert_events(stored_events, **kwargs)
+        rowids = super()._insert_events(c, stored_events, **kwargs)
         return None if rowids is None else [position_of(rowid) for rowid in rowids]
 
     def select_notifications(
