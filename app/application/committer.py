@@ -81,6 +81,7 @@ class Pending(Generic[R]):
         "conflicts",
         "deadline",
         "not_before",
+        "queued_after",
         "units",
     )
 
@@ -94,6 +95,8 @@ class Pending(Generic[R]):
         # runs again, so that writers of several processes on one stream do not collide
         # forever.
         self.not_before = 0.0
+        # How many groups the writer had taken when this command was queued.
+        self.queued_after = 0
         self._state = _WAITING
         self._value: Any = None
         self._listener: Callable[[], None] | None = None
@@ -217,6 +220,12 @@ class Committer:
         # The hand-off to the callers of the event loop that queued last (``submit_async``).
         self._handoff: _LoopHandOff | None = None
         self.groups_written = 0
+        # Groups taken so far, and the most groups any command saw taken, from its
+        # queueing to (and with) the one that took it: 1 for a command taken by the
+        # next group, whatever the machine's speed (a fairness measure in writes, not
+        # seconds; a retried command counts the groups it waited through in all).
+        self.groups_taken = 0
+        self.most_groups_waited = 0
         # Commands queued so far, and how many of them were queued when the last group
         # was answered and how many that group answered (``_gathered``).
         self._arrived = 0
@@ -256,6 +265,8 @@ class Committer:
                     f"the write queue is full ({self._queued_units} transfers waiting); "
                     "retry shortly"
                 )
+            for entry in entries:
+                entry.queued_after = self.groups_taken
             self._queue.extend(entries)
             self._queued_units += units
             self._arrived += len(entries)
@@ -407,6 +418,7 @@ class Committer:
                 if self._stopping and not self._retry:
                     return None
                 self._sleep(self._idle_wait())
+            self.groups_taken += 1
             group: list[Pending[Any]] = []
             units = 0
             now = time.monotonic()
@@ -419,7 +431,16 @@ class Committer:
             self._take_queued(group, units, now)
             if self._gathered(group):
                 self._take_queued(group, sum(entry.units for entry in group), time.monotonic())
+            self._count_waits(group, 0)
             return group
+
+    def _count_waits(self, group: list[Pending[Any]], start: int) -> None:
+        """``most_groups_waited`` with the commands of ``group`` from ``start`` on."""
+        most = self.most_groups_waited
+        for index in range(start, len(group)):
+            waited = self.groups_taken - group[index].queued_after
+            most = max(most, waited)
+        self.most_groups_waited = most
 
     def _gathered(self, group: list[Pending[Any]]) -> bool:
         """Wait (lock held, released while waiting) until as many commands as the last
@@ -451,7 +472,9 @@ class Committer:
         that what arrived during the wait shares the write instead of waiting for the
         next one."""
         with self._lock:
+            start = len(group)
             self._take_queued(group, sum(entry.units for entry in group), time.monotonic())
+            self._count_waits(group, start)
 
     def _take_queued(self, group: list[Pending[Any]], units: int, now: float) -> None:
         while self._queue and (not group or units + self._queue[0].units <= GROUP_UNITS_MAX):

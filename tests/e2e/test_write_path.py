@@ -49,10 +49,10 @@ SHORT_TIMEOUT: Final = "0.5"
 WAIT_SECONDS: Final = 30.0
 STEADY_THREADS: Final = 8
 STEADY_SECONDS: Final = 2.0
-# A caller waits for at most the write in progress and its own (two writes), plus the
-# machine's scheduling noise; the old leader waited seconds.
-STEADY_WAIT_WRITES_MAX: Final = 3
-SCHEDULING_SLACK_SECONDS: Final = 0.3
+# A command is taken by the group after the one in progress when it was queued (counted
+# with the one that takes it: 1); one more of slack. The old leader wrote group after
+# group until the queue was empty.
+STEADY_WAIT_WRITES_MAX: Final = 2
 CALM_PER_THREAD: Final = 20
 CONTENDED_EVERY: Final = 4
 SENDERS: Final = 4
@@ -114,25 +114,29 @@ def landed(ledger: Ledger, transfer_id: str) -> bool:
 
 @pytest.mark.slow
 def test_under_steady_load_no_caller_waits_longer_than_a_few_writes(ledger: Ledger) -> None:
+    """The wait is counted in the committer's groups, not in seconds: a loaded machine
+    (or the collector's pass over a test process's heap) stalls every thread alike and
+    makes no group; a leader writing others' groups until the queue is empty makes many
+    while its own caller waits."""
     stop = time.monotonic() + STEADY_SECONDS
-    waits: list[float] = []
+    sent: list[int] = []
+    groups_at_start = ledger.committer.groups_taken
 
     def keep_sending(thread: int) -> None:
         count = 0
         while time.monotonic() < stop:
-            command = grant(f"steady:{thread}:{count}", thread)
-            outcome, waited = timed(ledger.record_transfer, command)
-            assert outcome.created
-            waits.append(waited)
+            assert ledger.record_transfer(grant(f"steady:{thread}:{count}", thread)).created
             count += 1
+        sent.append(count)
 
     with ThreadPoolExecutor(max_workers=STEADY_THREADS) as pool:
         list(pool.map(keep_sending, range(STEADY_THREADS)))
-    longest_write = max(ledger.committer.write_seconds)
-    assert len(waits) > STEADY_THREADS
-    assert max(waits) <= STEADY_WAIT_WRITES_MAX * longest_write + SCHEDULING_SLACK_SECONDS, (
-        f"a caller waited {max(waits):.3f}s; the longest write took {longest_write:.3f}s"
+    groups = ledger.committer.groups_taken - groups_at_start
+    assert sum(sent) > STEADY_THREADS
+    assert ledger.committer.most_groups_waited <= STEADY_WAIT_WRITES_MAX, (
+        f"a command waited through {ledger.committer.most_groups_waited} groups"
     )
+    assert groups < sum(sent), "callers never shared a write: the test proved nothing"
 
 
 # Defect 2: isolation ---------------------------------------------------------------------
