@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from typing import Annotated, Any, Final, NoReturn
 
 import typer
 import uvicorn
+from litestar import Litestar
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -54,6 +56,7 @@ from app.audit.reporting import (
 )
 from app.bootstrap import (
     UNUSABLE_STORE_ERRORS,
+    asgi_app,
     build_app,
     configure_logging,
     one_line,
@@ -72,6 +75,7 @@ from app.persistence.faults import STORE_ERRORS
 from app.persistence.keys import SCOPES, KeyFormatError, KeyStore, parse_key
 from app.persistence.last_audit import LastAuditFile
 from app.settings import ConfigurationError, Settings
+from app.worker_processes import ListenError, WorkerProcesses, answer_pings, listening_sockets
 from projections.catchup import reads_the_log_itself
 from projections.digest import DigestCheckpoints
 from projections.runner import GenerationPointer, ProjectionWorkers, open_view
@@ -144,21 +148,20 @@ def serve(
         with opening_read_model(settings):
             GenerationPointer(settings.read_model_url)
         show_first_key(open_keys(settings), given)
-        uvicorn.run(
-            "app.bootstrap:asgi_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=None,
-            access_log=False,  # as the single process: the app logs each request itself
-            # A worker that has not answered the supervisor's ping within this is killed
-            # and replaced. uvicorn's default (5 s) killed workers still importing the app
-            # on a busy machine: the API then ran on fewer processes than asked.
-            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-            http=ProblemHttpToolsProtocol,
+        try:
+            sockets = listening_sockets(host, port, workers)
+        except ListenError as error:
+            raise ConfigurationError(str(error)) from None
+        supervisor = WorkerProcesses(
+            sockets,
+            worker_command,
+            stop_seconds=GRACEFUL_SHUTDOWN_SECONDS + WORKER_STOP_MARGIN_SECONDS,
+            healthcheck_seconds=WORKER_HEALTHCHECK_SECONDS,
         )
+        if not supervisor.run():
+            typer.echo("ledger: error: an API worker failed to start (its log is above)", err=True)
+            raise typer.Exit(EXIT_STORE_FAILED)
+        exit_now()
         return
     # On the embedded default the projection workers run in a child `ledger project`
     # process, not as threads beside the writer: the two then use both cores (decision
@@ -169,16 +172,7 @@ def serve(
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal into the
     # handler that was there before it: make that one a clean exit (status 0, logs flushed).
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        http=ProblemHttpToolsProtocol,  # unreadable requests answer problem+json too
-    )
-    server = StreamEndingServer(config, app.state.services)
+    server = StreamEndingServer(server_config(app, host=host, port=port), app.state.services)
     settle_heap()
     try:
         with projections_child(settings.projections_nice) if child else contextlib.nullcontext():
@@ -196,7 +190,57 @@ GRACEFUL_SHUTDOWN_SECONDS: Final = 30
 # How long the projections child may take to stop before it is killed: its views are
 # exactly-once (each batch commits with its checkpoint), so a kill loses nothing.
 PROJECTIONS_CHILD_STOP_SECONDS: Final = 5.0
-WORKER_HEALTHCHECK_SECONDS: Final = 60
+# A worker that has not answered the supervisor's ping within this is killed and
+# replaced (uvicorn's 5 s killed workers still importing the app on a busy machine).
+WORKER_HEALTHCHECK_SECONDS: Final = 60.0
+# Past its drain (GRACEFUL_SHUTDOWN_SECONDS) a worker still closes its stores.
+WORKER_STOP_MARGIN_SECONDS: Final = 10.0
+
+
+def server_config(app: Litestar, **address: Any) -> uvicorn.Config:
+    """uvicorn's settings for one API process (the address: unless given a socket)."""
+    return uvicorn.Config(
+        app,
+        **address,
+        log_config=None,
+        access_log=False,  # the app logs each request itself
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        http=ProblemHttpToolsProtocol,  # unreadable requests answer problem+json too
+    )
+
+
+def worker_command(listen_fd: int, control_fd: int) -> list[str]:
+    """How the supervisor starts one API worker of ``serve --workers N``."""
+    return [
+        sys.executable,
+        "-c",
+        "from app.cli import main; main()",
+        "serve-worker",
+        *("--listen-fd", str(listen_fd), "--control-fd", str(control_fd)),
+    ]
+
+
+@cli.command("serve-worker", hidden=True)
+def serve_worker(
+    listen_fd: Annotated[int, typer.Option(help="The listening socket (inherited)")],
+    control_fd: Annotated[int, typer.Option(help="The supervisor's socket pair (inherited)")],
+) -> None:
+    """One API process of ``serve --workers N``, started by its supervisor: serves the
+    listening socket it was given (its own, decision 0029), answers the supervisor's
+    pings, and drains on SIGTERM or SIGINT as the single process does."""
+    listener = socket.socket(fileno=listen_fd)
+    control = socket.socket(fileno=control_fd)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
+    app = asgi_app()
+    server = StreamEndingServer(server_config(app), app.state.services)
+    answer_pings(control, lambda: server.started)
+    try:
+        server.run(sockets=[listener])
+    except SystemExit as stop:  # _exit_cleanly, after the drain and the app's shutdown
+        if stop.code:
+            raise
+    exit_now()
 
 
 def is_embedded(settings: Settings) -> bool:

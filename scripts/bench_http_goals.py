@@ -294,7 +294,7 @@ def open_accounts(base_url: str, key: str) -> None:
 
 
 # What the server process and its children are, for the CPU figures: ``ledger serve``
-# and its projections child on the embedded default; with ``--workers N`` uvicorn's
+# and its projections child on the embedded default; with ``--workers N`` the
 # supervisor and its API worker processes (the projections run in ``ledger project``).
 EMBEDDED_PROCESSES: Final = ("serve", "projections child")
 WORKERS_PROCESSES: Final = ("supervisor", "API workers")
@@ -507,8 +507,9 @@ WORKERS_SPLIT_AFTER: Final = 1.0
 
 
 def clients_per_worker(api: Server, after_seconds: float) -> str:
-    """How the kernel spread the clients' connections over the worker processes (they
-    share one listening socket), as seen ``after_seconds`` into the measurement."""
+    """How the kernel spread the clients' connections over the worker processes (each
+    has a listening socket of its own, hashed over: decision 0029), as seen
+    ``after_seconds`` into the measurement."""
     time.sleep(after_seconds)
     listed = subprocess.run(
         ["ss", "-tnpH", "state", "established", f"sport = :{api.port}"],

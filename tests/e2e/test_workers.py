@@ -1,19 +1,25 @@
 """`ledger serve --no-projections --workers 2` on PostgreSQL: two API processes, one
 hot account that every client spends from. Every acknowledged transfer is in the log
 once, the account never goes below its floor, no request fails for a reason other than
-the money running out, and the log passes `ledger audit`."""
+the money running out, and the log passes `ledger audit`. And the supervisor (decision
+0029): each worker accepts from a listening socket of its own, a killed worker is
+replaced on the same socket, and SIGTERM or SIGINT drains the workers and exits 0."""
 
+import contextlib
+import os
+import re
+import signal
 import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import httpx
 import pytest
 
-from tests.e2e.test_serve import free_port, last_line, ledger_command
+from tests.e2e.test_serve import children_of, free_port, last_line, ledger_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -27,16 +33,24 @@ HOT: Final = "user:hot"
 ISSUANCE: Final = "system:issuance"
 
 
-def test_two_api_processes_spend_one_hot_account_exactly_and_never_fail_otherwise(
-    postgres_url: str, tmp_path: Path
-) -> None:
-    env = {
+CONNECTIONS: Final = 32
+STOP_TIMEOUT_SECONDS: Final = 120.0  # a bound against hanging, not a measure of speed
+
+
+def environment(postgres_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
         "PATH": "/usr/bin:/bin",
         "LEDGER_EVENT_STORE": postgres_url,
         "LEDGER_READ_MODEL": postgres_url,
         "LEDGER_DATA_DIR": str(tmp_path / "var"),
         "LEDGER_LOG_FORMAT": "json",
     }
+
+
+def test_two_api_processes_spend_one_hot_account_exactly_and_never_fail_otherwise(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    env = environment(postgres_url, tmp_path)
     created = subprocess.run(
         [*ledger_command(), "keys", "create", "--scope", "admin"],
         env=env,
@@ -48,20 +62,7 @@ def test_two_api_processes_spend_one_hot_account_exactly_and_never_fail_otherwis
     key = last_line(created.stdout)
     port = free_port()
     stderr_path = tmp_path / "serve.err"
-    with stderr_path.open("w") as stderr:
-        serve = subprocess.Popen(
-            [
-                *ledger_command(),
-                "serve",
-                "--no-projections",
-                "--workers",
-                str(WORKERS),
-                *("--host", "127.0.0.1", "--port", str(port)),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
+    serve = start_serve(env, port, stderr_path)
     try:
         wait_for_workers(stderr_path, serve)
         with httpx.Client(
@@ -98,9 +99,30 @@ def test_two_api_processes_spend_one_hot_account_exactly_and_never_fail_otherwis
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
 
 
-def wait_for_workers(stderr_path: Path, serve: "subprocess.Popen[bytes]") -> None:
+def start_serve(env: dict[str, str], port: int, stderr_path: Path) -> "subprocess.Popen[bytes]":
+    """``ledger serve --workers 2`` in a process group of its own, as a terminal's job."""
+    with stderr_path.open("w") as stderr:
+        return subprocess.Popen(
+            [
+                *ledger_command(),
+                "serve",
+                "--no-projections",
+                "--workers",
+                str(WORKERS),
+                *("--host", "127.0.0.1", "--port", str(port)),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+
+
+def wait_for_workers(
+    stderr_path: Path, serve: "subprocess.Popen[bytes]", started: int = WORKERS
+) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while stderr_path.read_text().count("Application startup complete") < WORKERS:
+    while stderr_path.read_text().count("Application startup complete") < started:
         assert serve.poll() is None, stderr_path.read_text()[-3000:]
         assert time.monotonic() < deadline, "the workers never started"
         time.sleep(0.1)
@@ -139,3 +161,110 @@ def spend_concurrently(port: int, key: str) -> Counter[int]:
 
     with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
         return sum(pool.map(spend, range(CLIENTS)), Counter())
+
+
+@pytest.mark.parametrize(
+    ("stop_signal", "to_the_group"),
+    [(signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["TERM to the supervisor", "INT to the group as Ctrl+C does"],
+)
+def test_each_worker_serves_its_own_socket_a_killed_one_is_replaced_and_a_signal_stops_all(
+    postgres_url: str, tmp_path: Path, stop_signal: signal.Signals, to_the_group: bool
+) -> None:
+    env = environment(postgres_url, tmp_path)
+    port = free_port()
+    stderr_path = tmp_path / "serve.err"
+    serve = start_serve(env, port, stderr_path)
+    try:
+        wait_for_workers(stderr_path, serve)
+        first = listeners_of_children(serve.pid, port)
+        # Each worker listens on a socket of its own (SO_REUSEPORT), not on one shared.
+        assert len(first) == WORKERS
+        assert len({worker.socket for worker in first}) == WORKERS
+        assert answered_by(port, first) == {worker.pid for worker in first}
+
+        killed = first[0]
+        os.kill(killed.pid, signal.SIGKILL)
+        wait_for_workers(stderr_path, serve, started=WORKERS + 1)
+        again = listeners_of_children(serve.pid, port)
+        replacement = next(worker for worker in again if worker.pid not in {w.pid for w in first})
+        # The replacement took over the dead worker's socket, kept by the supervisor.
+        assert replacement.socket == killed.socket
+        assert answered_by(port, again) == {worker.pid for worker in again}
+        assert f"Child process [{killed.pid}] died" in stderr_path.read_text()
+
+        if to_the_group:
+            os.killpg(serve.pid, stop_signal)
+        else:
+            serve.send_signal(stop_signal)
+        assert serve.wait(timeout=STOP_TIMEOUT_SECONDS) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+    log = stderr_path.read_text()
+    assert "Traceback" not in log, log[-3000:]
+    # Each worker drained and shut its app down (uvicorn's graceful shutdown).
+    assert log.count("Application shutdown complete") == WORKERS, log[-3000:]
+    assert not any(pid_alive(worker.pid) for worker in again)
+
+
+class Listener(NamedTuple):
+    pid: int
+    socket: int  # the listening socket's inode
+
+
+def listeners_of_children(parent: int, port: int) -> list[Listener]:
+    """The parent's child processes and the socket each listens on at ``port``."""
+    listening = tcp_inodes(port, LISTEN_STATE)
+    found = []
+    for pid in children_of(parent):
+        held = socket_inodes(pid) & listening
+        assert len(held) == 1, (pid, held)
+        found.append(Listener(pid, held.pop()))
+    return found
+
+
+def socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            matched = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
+            if matched:
+                inodes.add(int(matched[1]))
+    return inodes
+
+
+# /proc/net/tcp's codes of the states
+ESTABLISHED_STATE: Final = "01"
+LISTEN_STATE: Final = "0A"
+
+
+def tcp_inodes(port: int, state: str) -> set[int]:
+    """The inodes of the IPv4 sockets in ``state`` whose local port is ``port``."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+            inodes.add(int(fields[9]))
+    return inodes
+
+
+def answered_by(port: int, workers: list[Listener]) -> set[int]:
+    """Which of the workers hold the server side of ``CONNECTIONS`` clients' connections,
+    each client having made a request (so its connection was accepted)."""
+    clients = [
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) for _ in range(CONNECTIONS)
+    ]
+    try:
+        for client in clients:
+            assert client.get("/v1/health").status_code == 200
+        established = tcp_inodes(port, ESTABLISHED_STATE)
+        return {worker.pid for worker in workers if socket_inodes(worker.pid) & established}
+    finally:
+        for client in clients:
+            client.close()
+
+
+def pid_alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()

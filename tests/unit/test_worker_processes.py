@@ -1,0 +1,197 @@
+"""The supervisor of ``serve --workers N`` with real processes: toy workers that answer
+each connection with their pid, so that a test sees which worker accepted it."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Final
+
+import pytest
+
+from app.worker_processes import (
+    STARTUP_FAILURE,
+    ListenError,
+    WorkerProcesses,
+    listening_sockets,
+)
+
+WAIT_SECONDS: Final = 60.0  # a bound against hanging, never a measure of speed
+CONNECTIONS: Final = 32
+
+TOY_WORKER: Final = """
+import os, signal, socket, sys, threading
+from app.worker_processes import answer_pings
+listener = socket.socket(fileno=int(sys.argv[1]))
+control = socket.socket(fileno=int(sys.argv[2]))
+stopping = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+if sys.argv[3] == "answers":
+    answer_pings(control, lambda: True)
+listener.settimeout(0.1)
+while not stopping.is_set():
+    try:
+        connection, _ = listener.accept()
+    except TimeoutError:
+        continue
+    with connection:
+        connection.sendall(str(os.getpid()).encode())
+"""
+
+
+def toy_worker(mode: str = "answers") -> Callable[[int, int], Sequence[str]]:
+    def command(listen_fd: int, control_fd: int) -> list[str]:
+        return [sys.executable, "-c", TOY_WORKER, str(listen_fd), str(control_fd), mode]
+
+    return command
+
+
+def exits_with(code: int) -> Callable[[int, int], Sequence[str]]:
+    def command(_listen_fd: int, _control_fd: int) -> list[str]:
+        return [sys.executable, "-c", f"raise SystemExit({code})"]
+
+    return command
+
+
+@contextmanager
+def supervising(supervisor: WorkerProcesses) -> Iterator[threading.Thread]:
+    """``run`` outside the main thread (no signal handlers there: stop() ends it)."""
+    supervisor_thread = threading.Thread(target=supervisor.run_without_signals, daemon=True)
+    supervisor_thread.start()
+    try:
+        yield supervisor_thread
+    finally:
+        supervisor.stopping.set()
+        supervisor_thread.join(WAIT_SECONDS)
+
+
+def answering_pid(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_SECONDS) as connection:
+        return int(connection.recv(64))
+
+
+def serving(supervisor: WorkerProcesses, count: int) -> bool:
+    workers = list(supervisor.workers)
+    return len(workers) == count and all(worker.serving for worker in workers)
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_the_sockets_share_one_port_each_a_socket_of_its_own_with_reuseport() -> None:
+    sockets = listening_sockets("127.0.0.1", 0, 3)
+    try:
+        ports = {sock.getsockname()[1] for sock in sockets}
+        assert len(ports) == 1
+        assert len({sock.fileno() for sock in sockets}) == 3
+        for sock in sockets:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_an_address_another_server_listens_on_is_refused() -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(ListenError, match=r"cannot listen on 127\.0\.0\.1"):
+            listening_sockets("127.0.0.1", other.getsockname()[1], 2)
+
+
+def test_a_second_group_on_the_same_port_is_refused_rather_than_joined() -> None:
+    first = listening_sockets("127.0.0.1", 0, 2)
+    try:
+        with pytest.raises(ListenError):
+            listening_sockets("127.0.0.1", first[0].getsockname()[1], 2)
+    finally:
+        for sock in first:
+            sock.close()
+
+
+def test_connections_reach_every_worker_through_its_own_socket() -> None:
+    sockets = listening_sockets("127.0.0.1", 0, 2)
+    port = sockets[0].getsockname()[1]
+    supervisor = WorkerProcesses(sockets, toy_worker(), stop_seconds=WAIT_SECONDS)
+    with supervising(supervisor):
+        wait_until(lambda: serving(supervisor, 2), "the workers never started")
+        pids = {answering_pid(port) for _ in range(CONNECTIONS)}
+        assert pids == {worker.process.pid for worker in supervisor.workers}
+
+
+def test_a_killed_worker_is_replaced_and_connections_queued_on_its_socket_are_answered() -> None:
+    sockets = listening_sockets("127.0.0.1", 0, 2)
+    port = sockets[0].getsockname()[1]
+    supervisor = WorkerProcesses(sockets, toy_worker(), stop_seconds=WAIT_SECONDS)
+    with supervising(supervisor):
+        wait_until(lambda: serving(supervisor, 2), "the workers never started")
+        first = [worker.process.pid for worker in supervisor.workers]
+        os.kill(first[0], signal.SIGKILL)
+        # Connections made while it is dead wait in its socket's queue (the supervisor
+        # keeps the socket) and its replacement answers them: none is refused.
+        pids = {answering_pid(port) for _ in range(CONNECTIONS)}
+        replacement = supervisor.workers[0].process.pid
+        assert replacement != first[0]
+        assert pids == {replacement, first[1]}
+
+
+def test_a_worker_that_stops_answering_pings_is_killed_and_replaced() -> None:
+    sockets = listening_sockets("127.0.0.1", 0, 1)
+    supervisor = WorkerProcesses(
+        sockets, toy_worker("silent"), stop_seconds=WAIT_SECONDS, healthcheck_seconds=0.5
+    )
+    with supervising(supervisor):
+        wait_until(lambda: len(supervisor.workers) == 1, "the worker never started")
+        silent = supervisor.workers[0].process
+        wait_until(lambda: silent.poll() is not None, "the silent worker was never killed")
+        assert silent.returncode == -signal.SIGKILL
+        wait_until(lambda: supervisor.workers[0].process is not silent, "it was never replaced")
+
+
+def test_a_worker_that_fails_to_start_stops_the_server() -> None:
+    sockets = listening_sockets("127.0.0.1", 0, 2)
+    supervisor = WorkerProcesses(sockets, exits_with(STARTUP_FAILURE), stop_seconds=WAIT_SECONDS)
+    assert supervisor.run_without_signals() is False
+    assert all(sock.fileno() == -1 for sock in sockets)
+
+
+def test_stopping_drains_every_worker_and_closes_the_sockets() -> None:
+    sockets = listening_sockets("127.0.0.1", 0, 2)
+    supervisor = WorkerProcesses(sockets, toy_worker(), stop_seconds=WAIT_SECONDS)
+    with supervising(supervisor) as supervisor_thread:
+        wait_until(lambda: serving(supervisor, 2), "the workers never started")
+        processes = [worker.process for worker in supervisor.workers]
+    assert not supervisor_thread.is_alive()
+    # SIGTERM, not a kill: each toy worker left its loop and exited with status 0.
+    assert [process.returncode for process in processes] == [0, 0]
+    assert all(sock.fileno() == -1 for sock in sockets)
+
+
+def test_a_worker_whose_supervisor_is_gone_stops_by_itself() -> None:
+    sockets = listening_sockets("127.0.0.1", 0, 1)
+    supervisor_end, worker_end = socket.socketpair()
+    listen_fd = sockets[0].fileno()
+    with worker_end:
+        worker = subprocess.Popen(
+            toy_worker()(listen_fd, worker_end.fileno()), pass_fds=(listen_fd, worker_end.fileno())
+        )
+    try:
+        supervisor_end.settimeout(WAIT_SECONDS)
+        supervisor_end.sendall(b"?")
+        assert supervisor_end.recv(1)  # it answers while the supervisor lives
+        supervisor_end.close()  # what the kernel does when the supervisor dies
+        assert worker.wait(WAIT_SECONDS) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        sockets[0].close()
