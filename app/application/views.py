@@ -7,14 +7,14 @@ are the read model's other answers.
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from app.domain.account import Account
 from app.domain.lots import Allocation, LotStatus
 from app.domain.postings import DerivedBalances
 from app.domain.statement import StatementAction
-from app.domain.transfer import Transfer, TransferStatus
+from app.domain.transfer import Transfer, TransferStatus, initial_fate
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,46 @@ class TransferView:
                 "reversed_by": transfer.reversed_by,
                 "grant": transfer.grant,
                 "allocations": transfer.allocations or (),
+                "position": None,
+                "updated_position": None,
+            },
+        )
+        return view
+
+    @classmethod
+    def recorded(cls, event: Transfer.TransferRecorded) -> "TransferView":
+        """The transfer as its recording left it, straight from the event: what
+        ``of(event.mutate(None))`` gives without building the aggregate (the feed makes
+        one per transfer; tests/events/test_projector.py holds the two equal)."""
+        pending = event.pending
+        timeout_seconds = event.timeout_seconds
+        expires_at = None
+        if pending and timeout_seconds is not None:
+            expires_at = event.timestamp + timedelta(seconds=timeout_seconds)
+        records = event.allocations
+        view = object.__new__(cls)
+        object.__setattr__(
+            view,
+            "__dict__",
+            {
+                "id": event.transfer_id,
+                "debit_account_id": event.debit_account_id,
+                "credit_account_id": event.credit_account_id,
+                "amount": event.amount,
+                "unit": event.unit,
+                "pending": pending,
+                "timeout_seconds": timeout_seconds,
+                "metadata": dict(event.metadata),
+                "status": initial_fate(pending),
+                "amount_posted": 0 if pending else event.amount,
+                "recorded_at": event.timestamp,
+                "expires_at": expires_at,
+                "reversal_of": event.reversal_of,
+                "reversed_by": None,
+                "grant": event.grant,
+                "allocations": tuple(Allocation(r["grant_id"], r["amount"]) for r in records)
+                if records
+                else (),
                 "position": None,
                 "updated_position": None,
             },

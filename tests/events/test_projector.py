@@ -27,6 +27,7 @@ from app.events.projector import (
     HANDLERS,
     FeedProjector,
     account_metadata_updated,
+    account_resource,
     transfer_resource,
 )
 from app.events.store import FeedStore
@@ -37,6 +38,19 @@ from tests.e2e.gapped_store import GAPPED_RECORDER_TOPIC, STRIDE, is_position
 ISSUER = "system:issuance"
 FEED_BACKENDS = ["sqlite", "postgres"]
 LOG_BACKENDS = ["memory", "sqlite", "postgres", "kurrentdb-fake"]
+# What the feed keeps of an account (besides its id), as an ``AccountView`` names it.
+FEED_STATE_FIELDS = (
+    "unit",
+    "status",
+    "allow_negative",
+    "overdraft_limit",
+    "account_type",
+    "metadata",
+    "debits_posted",
+    "credits_posted",
+    "debits_pending",
+    "credits_pending",
+)
 
 
 def feed_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
@@ -452,18 +466,33 @@ def test_the_feeds_account_and_transfer_resources_say_exactly_what_the_api_model
             ),
             ledger.reverse_transfer("spend", "refund", amount=10),
         ]
+        outcomes.append(
+            ledger.record_transfer(
+                RecordTransfer("open-hold", "ana", "shop", 1, pending=True, metadata={"k": "v"})
+            )
+        )
         for outcome in outcomes:
             transfer: Transfer = ledger.transfers.get(transfer_uuid(outcome.transfer.id))
-            modelled = TransferRead.of(TransferView.of(transfer), outcome.position).model_dump(
-                mode="json"
-            )
-            assert transfer_resource(transfer, outcome.position) == modelled
+            view = TransferView.of(transfer)
+            modelled = TransferRead.of(view, outcome.position).model_dump(mode="json")
+            assert transfer_resource(view, outcome.position) == modelled
+            # What the feed builds from a recording without the aggregate is the
+            # aggregate's view as that recording left it.
+            recorded = ledger.transfers.get(transfer.id, version=Transfer.INITIAL_VERSION)
+            (first,) = ledger.events.get(transfer.id, lte=Transfer.INITIAL_VERSION)
+            assert isinstance(first, Transfer.TransferRecorded)
+            assert TransferView.recorded(first) == TransferView.of(recorded)
         ledger.open_account(OpenAccount("gone", "CREDITS"))
         ledger.close_account("gone")
         for name in (ISSUER, "ana", "shop", "gone"):
             view = ledger.get_account(name)
             modelled = AccountRead.of(view, 7).model_dump(mode="json")
             assert account_document(view, 7) == modelled
+            state = {
+                "account_id": view.id,
+                **{key: getattr(view, key) for key in FEED_STATE_FIELDS},
+            }
+            assert account_resource(state, 7) == modelled
     finally:
         ledger.close()
 
