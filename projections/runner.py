@@ -259,7 +259,10 @@ class ProjectionWorkers:
 
     def _keep_digest(self) -> None:
         checkpoints = DigestCheckpoints(self.read_model_url)
-        keep_digest(self.ledger.recorder, checkpoints, self._stopping, self.shared)
+        try:
+            keep_digest(self.ledger.recorder, checkpoints, self._stopping, self.shared)
+        finally:
+            checkpoints.close()
 
     def _keep_projecting(self) -> None:
         """Watch the runner's thread: its failure is raised here, for the supervisor,

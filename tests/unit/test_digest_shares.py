@@ -3,6 +3,7 @@ log (``DecodedBatches``) instead of reading it again: the same chain as over the
 itself, checkpoints included, and the log read by itself only when nothing shared
 joins on to its head."""
 
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from eventsourcing.persistence import ApplicationRecorder, Notification
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
-from app.audit.anchors import take_anchor
+from app.audit.anchors import Anchor, take_anchor
 from app.persistence.decoding import DecodedBatches
 from app.persistence.stores import event_store_env, sqlite_url
 from projections import digest
@@ -128,3 +129,28 @@ def test_the_digest_reads_the_log_itself_when_nothing_shared_joins_on(
     expected = take_anchor(ledger.recorder)
     assert checkpoints.newest() is not None
     assert checkpoints.newest().digest == expected.digest  # type: ignore[union-attr]
+
+
+def test_checkpoints_are_recorded_through_one_kept_connection_that_a_failure_drops(
+    tmp_path: Path,
+) -> None:
+    views = tmp_path / "views.sqlite"
+    checkpoints = DigestCheckpoints(sqlite_url(views))
+    try:
+        checkpoints.record(Anchor(3, "a" * 64, 3))
+        kept = checkpoints._kept
+        checkpoints.record(Anchor(6, "b" * 64, 6))
+        assert checkpoints._kept is kept is not None
+        assert checkpoints.newest() == Anchor(6, "b" * 64, 6)
+        with sqlite3.connect(views) as other:
+            other.execute("ALTER TABLE ledger_log_digest RENAME TO moved_away")
+        with pytest.raises(sqlite3.OperationalError):
+            checkpoints.record(Anchor(9, "c" * 64, 9))
+        assert checkpoints._kept is None  # the next record connects afresh
+        with sqlite3.connect(views) as other:
+            other.execute("ALTER TABLE moved_away RENAME TO ledger_log_digest")
+        checkpoints.record(Anchor(9, "c" * 64, 9))
+        assert [anchor.position for anchor in checkpoints.all()] == [3, 6, 9]
+    finally:
+        checkpoints.close()
+    assert checkpoints._kept is None
