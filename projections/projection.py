@@ -47,6 +47,10 @@ ACCOUNT_STATE: Final = (
     "updated_at",
 )
 ACCOUNT_STATE_AFTER_COUNTERS: Final = ACCOUNT_STATE[len(COUNTERS) :]
+# What a balance change alone changes in an account's row: an UPDATE that sets only
+# these leaves the row's indexes alone (SQLite rewrites an index entry whenever the SET
+# names one of its columns, even to the same value: ``status`` is indexed).
+BALANCE_STATE: Final = (*COUNTERS, "position", "updated_at")
 # Where a batch keeps an account's counters while it folds (a ``Counters``), in its row.
 _COUNTERS: Final = "_counters"
 TRANSFER_STATE: Final = (
@@ -82,6 +86,8 @@ class _Rows:
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     new_accounts: set[str] = field(default_factory=set)
     changed_accounts: set[str] = field(default_factory=set)
+    # Of ``changed_accounts``: those whose status or metadata changed too.
+    restated_accounts: set[str] = field(default_factory=set)
     metadata_changed: set[str] = field(default_factory=set)
     # (account id, position, time, metadata) after each opening and each update
     metadata_history: list[tuple[str, int, str, str]] = field(default_factory=list)
@@ -306,6 +312,7 @@ class RowWriter(SqlAccess):
             updated_at=at,
         )
         rows.changed_accounts.add(stream_id)
+        rows.restated_accounts.add(stream_id)
 
     def _fold_updated(self, rows: _Rows, event: Account.Updated, position: int, at: str) -> None:
         stream_id, account = self._account_of(rows, event)
@@ -314,6 +321,7 @@ class RowWriter(SqlAccess):
         rows.metadata_history.append((account["account_id"], position, at, account["metadata"]))
         account.update(position=position, updated_at=at)
         rows.changed_accounts.add(stream_id)
+        rows.restated_accounts.add(stream_id)
 
     def _fold_balance_change(
         self, rows: _Rows, event: Account.BalanceChanged, position: int, at: str
@@ -453,7 +461,8 @@ class RowWriter(SqlAccess):
                 for a in new
             ],
         )
-        changed = [rows.accounts[s] for s in sorted(rows.changed_accounts - rows.new_accounts)]
+        changed = rows.changed_accounts - rows.new_accounts
+        restated = [rows.accounts[s] for s in sorted(changed & rows.restated_accounts)]
         self._run_many(
             cursor,
             "UPDATE {balances} SET "
@@ -465,8 +474,16 @@ class RowWriter(SqlAccess):
                     *(a[name] for name in ACCOUNT_STATE_AFTER_COUNTERS),
                     a["stream_id"],
                 )
-                for a in changed
+                for a in restated
             ],
+        )
+        moved = [rows.accounts[s] for s in sorted(changed - rows.restated_accounts)]
+        self._run_many(
+            cursor,
+            "UPDATE {balances} SET "
+            + ", ".join(f"{name} = ?" for name in BALANCE_STATE)
+            + " WHERE stream_id = ?",
+            [(*_counters_of(a), a["position"], a["updated_at"], a["stream_id"]) for a in moved],
         )
         self._run_many(
             cursor,
