@@ -478,19 +478,19 @@ def test_the_feeds_account_and_transfer_resources_say_exactly_what_the_api_model
             assert transfer_resource(view, outcome.position) == modelled
             # What the feed builds from a recording without the aggregate is the
             # aggregate's view as that recording left it.
-            recorded = ledger.transfers.get(transfer.id, version=Transfer.INITIAL_VERSION)
+            recorded: Transfer = ledger.transfers.get(transfer.id, version=Transfer.INITIAL_VERSION)
             (first,) = ledger.events.get(transfer.id, lte=Transfer.INITIAL_VERSION)
             assert isinstance(first, Transfer.TransferRecorded)
             assert TransferView.recorded(first) == TransferView.of(recorded)
         ledger.open_account(OpenAccount("gone", "CREDITS"))
         ledger.close_account("gone")
         for name in (ISSUER, "ana", "shop", "gone"):
-            view = ledger.get_account(name)
-            modelled = AccountRead.of(view, 7).model_dump(mode="json")
-            assert account_document(view, 7) == modelled
+            account = ledger.get_account(name)
+            modelled = AccountRead.of(account, 7).model_dump(mode="json")
+            assert account_document(account, 7) == modelled
             state = {
-                "account_id": view.id,
-                **{key: getattr(view, key) for key in FEED_STATE_FIELDS},
+                "account_id": account.id,
+                **{key: getattr(account, key) for key in FEED_STATE_FIELDS},
             }
             assert account_resource(state, 7) == modelled
     finally:
