@@ -39,7 +39,8 @@ from app.compat import initialise_aggregate
 from app.domain.account import Account
 from app.domain.chain import GENESIS, EventPieces, current_command_time, plain_link
 from app.domain.limits import BALANCE_COUNTER_MAX
-from app.domain.transfer import Transfer
+from app.domain.lots import Allocation
+from app.domain.transfer import Transfer, initial_fate
 from app.domain.values import transfer_uuid
 
 _DEBITED: Final = EventPieces(Account.Debited)
@@ -49,6 +50,9 @@ _CREDIT_RESERVED: Final = EventPieces(Account.CreditReserved)
 _RECORDED: Final = EventPieces(
     Transfer.TransferRecorded, left_out=("grant",), originator_topic=get_topic(Transfer)
 )
+_PENDING: Final = initial_fate(pending=True)
+_POSTED: Final = initial_fate(pending=False)
+_new_object: Final = object.__new__
 
 
 class _Book:
@@ -168,14 +172,19 @@ def _plan(
     transfers with the event recording each, or None at the first that is not plain."""
     iso_time = moment.isoformat()
     made: list[tuple[Transfer, Any]] = []
+    # A general-lot spend's allocations on the transfer, by amount: immutable, so shared.
+    allocations_of: dict[int, tuple[Allocation, ...]] = {}
     for command, stream_id in zip(commands, stream_ids, strict=True):
-        debit = books[command.debit_account_id]
-        credit = books[command.credit_account_id]
+        debit_id = command.debit_account_id
+        credit_id = command.credit_account_id
+        debit = books[debit_id]
+        credit = books[credit_id]
         amount = command.amount
         if _not_plain(debit, credit, amount):
             return None
         transfer_id = command.id
         pending = command.pending
+        allocations = [{"grant_id": None, "amount": amount}]
         debited = (_DEBIT_RESERVED if pending else _DEBITED).new(
             debit.id,
             debit.hex,
@@ -183,45 +192,59 @@ def _plan(
             debit.chain,
             moment,
             iso_time,
+            {"transfer_id": transfer_id, "amount": amount, "allocations": allocations},
+        )
+        metadata = command.metadata
+        timeout_seconds = command.timeout_seconds
+        unit = debit.unit
+        recorded = _RECORDED.new(
+            stream_id,
+            stream_id.hex,
+            Transfer.INITIAL_VERSION,
+            GENESIS,
+            moment,
+            iso_time,
             {
                 "transfer_id": transfer_id,
+                "debit_account_id": debit_id,
+                "credit_account_id": credit_id,
                 "amount": amount,
+                "unit": unit,
+                "pending": pending,
+                "timeout_seconds": timeout_seconds,
+                "metadata": dict(metadata),
+                "reversal_of": None,
+                "grant": None,
                 "allocations": [{"grant_id": None, "amount": amount}],
             },
         )
-        fields = {
-            "transfer_id": transfer_id,
-            "debit_account_id": command.debit_account_id,
-            "credit_account_id": command.credit_account_id,
-            "amount": amount,
-            "unit": debit.unit,
-            "pending": pending,
-            "timeout_seconds": command.timeout_seconds,
-            "metadata": dict(command.metadata),
-            "reversal_of": None,
-            "grant": None,
-            "allocations": [{"grant_id": None, "amount": amount}],
-        }
-        recorded = _RECORDED.new(
-            stream_id, stream_id.hex, Transfer.INITIAL_VERSION, GENESIS, moment, iso_time, fields
-        )
-        credited = (_CREDIT_RESERVED if pending else _CREDITED).new(
-            credit.id,
-            credit.hex,
-            credit.version + 1,
-            credit.chain,
-            moment,
-            iso_time,
-            {"transfer_id": transfer_id, "amount": amount}
-            if pending
-            else {
-                "transfer_id": transfer_id,
-                "amount": amount,
-                "grant": None,
-                "returned": None,
-                "revived": None,
-            },
-        )
+        if pending:
+            credited = _CREDIT_RESERVED.new(
+                credit.id,
+                credit.hex,
+                credit.version + 1,
+                credit.chain,
+                moment,
+                iso_time,
+                {"transfer_id": transfer_id, "amount": amount},
+            )
+        else:
+            credited = _CREDITED.new(
+                credit.id,
+                credit.hex,
+                credit.version + 1,
+                credit.chain,
+                moment,
+                iso_time,
+                {
+                    "transfer_id": transfer_id,
+                    "amount": amount,
+                    "grant": None,
+                    "returned": None,
+                    "revived": None,
+                },
+                {"transfer_id": transfer_id, "amount": amount},
+            )
         if debited is None or recorded is None or credited is None:
             return None
         if pending:
@@ -239,7 +262,34 @@ def _plan(
         credit.version += 1
         credit.chain = credited.chain
         credit.events.append(credited)
-        made.append((_transfer(stream_id, moment, fields, recorded), recorded))
+        allocated = allocations_of.get(amount)
+        if allocated is None:
+            allocated = allocations_of[amount] = (Allocation(None, amount),)
+        # As ``ChainedAggregate._create_chained`` makes it: the library's base attributes,
+        # then what ``Transfer.__init__`` sets from the event's fields, then the link.
+        transfer = _new_object(Transfer)
+        initialise_aggregate(transfer, stream_id, Transfer.INITIAL_VERSION, moment)
+        vars(transfer).update(
+            {
+                "transfer_id": transfer_id,
+                "debit_account_id": debit_id,
+                "credit_account_id": credit_id,
+                "amount": amount,
+                "unit": unit,
+                "pending": pending,
+                "timeout_seconds": timeout_seconds,
+                "metadata": dict(metadata),
+                "reversal_of": None,
+                "status": _PENDING if pending else _POSTED,
+                "amount_posted": 0 if pending else amount,
+                "reversed_by": None,
+                "grant": None,
+                "allocations": allocated,
+                "chain": recorded.chain,
+            }
+        )
+        transfer.pending_events.append(recorded)
+        made.append((transfer, recorded))
     return made
 
 
@@ -255,13 +305,3 @@ def _not_plain(debit: _Book, credit: _Book, amount: int) -> bool:
         or (debit.floor is not None and debit.remaining - debit.reserved - amount < debit.floor)
         or credit.credits_posted + credit.credits_pending + amount > BALANCE_COUNTER_MAX
     )
-
-
-def _transfer(stream_id: UUID, moment: datetime, fields: dict[str, Any], recorded: Any) -> Transfer:
-    """The transfer ``recorded`` creates (as ``ChainedAggregate._create_chained`` does)."""
-    transfer = Transfer.__new__(Transfer)
-    initialise_aggregate(transfer, stream_id, Transfer.INITIAL_VERSION, moment)
-    transfer.__init__(**fields)  # type: ignore[misc]
-    transfer.chain = recorded.chain
-    transfer.pending_events.append(recorded)
-    return transfer

@@ -425,33 +425,38 @@ class EventPieces:
         timestamp: datetime,
         iso_time: str,
         fields: dict[str, Any],
+        hashed: dict[str, Any] | None = None,
     ) -> Any:
         """The event following ``previous`` (a link: hex) at ``version``, or None (see
-        the class docstring). ``fields``: every field, in the class's order; ``iso_time``
-        and ``originator_hex``: ``timestamp`` and ``originator_id`` as the link writes them."""
+        the class docstring). ``fields``: every field, in the class's order; ``hashed``:
+        those the link covers (``fields`` without the ones left out), when the caller
+        has them; ``iso_time`` and ``originator_hex``: ``timestamp`` and
+        ``originator_id`` as the link writes them."""
         left_out = self._left_out
-        hashed = fields
-        if left_out:
-            hashed = fields.copy()
-            for name in left_out:
-                del hashed[name]
+        if hashed is None:
+            hashed = fields
+            if left_out:
+                hashed = fields.copy()
+                for name in left_out:
+                    del hashed[name]
         try:
             encoded = orjson.dumps(hashed, option=_FIELDS_OPTIONS)
         except orjson.JSONEncodeError:
             return None
         if not encoded.isascii() or _DEL in encoded:
             return None
-        digest = hashlib.sha256(
+        # The head, the fields' bytes and the closing bracket, hashed in one call.
+        chain = hashlib.sha256(
             f'["{previous}",{self._quoted_type},"{originator_hex}",{version},"{iso_time}",'.encode()
-        )
-        digest.update(encoded)
-        digest.update(b"]")
+            + encoded
+            + b"]"
+        ).hexdigest()
         if self._topic is None:
             state = {
                 "originator_id": originator_id,
                 "originator_version": version,
                 "timestamp": timestamp,
-                "chain": digest.hexdigest(),
+                "chain": chain,
             }
         else:
             state = {
@@ -459,13 +464,17 @@ class EventPieces:
                 "originator_version": version,
                 "timestamp": timestamp,
                 "originator_topic": self._topic,
-                "chain": digest.hexdigest(),
+                "chain": chain,
             }
         state.update(fields)
         state[ENCODED_FIELDS] = (encoded, left_out, self._size)
-        event: Any = object.__new__(self._class)
-        object.__setattr__(event, "__dict__", state)
+        event: Any = _new_object(self._class)
+        _set_attribute(event, "__dict__", state)
         return event
+
+
+_new_object: Final = object.__new__
+_set_attribute: Final = object.__setattr__
 
 
 def plain_link(link: str) -> bool:
