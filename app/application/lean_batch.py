@@ -122,10 +122,9 @@ def lean_batch(
     moment = current_command_time()
     if moment is None or any(command.grant is not None for command in commands):
         return None
-    if len({command.id for command in commands}) != len(commands):  # (a str keeps its hash)
-        return None
     stream_ids = [transfer_uuid(command.id) for command in commands]
-    if not work.all_absent(stream_ids):
+    new_ids = set(stream_ids)  # each id hashed once (in Python), here
+    if len(new_ids) != len(commands) or not work.all_absent(new_ids):
         return None
     books = _books(work, commands)
     if books is None:
@@ -137,7 +136,7 @@ def lean_batch(
         if book.events:
             book.settle(moment)
     transfers = [transfer for transfer, _ in made]
-    work.add_transfers(transfers)
+    work.add_transfers(transfers, new_ids)
     answers = [(TransferView.of(transfer), recorded) for transfer, recorded in made]
     return lambda written: BatchOutcome(
         [

@@ -1370,14 +1370,14 @@ class Ledger(Application[UUID]):
     def presumed_absent(self, originator_ids: list[UUID]) -> set[UUID]:
         """Those of these new ids to take as absent without asking the store: not
         cached, and not found to exist by an earlier attempt (which are read instead)."""
-        presumed = {i for i in originator_ids if i not in self._written}
+        presumed = set(self._written.uncached(originator_ids))
         if self._found_existing:
             presumed -= self._found_existing
             self._found_existing -= set(originator_ids)
         return presumed
 
     def absent_streams(self, originator_ids: list[UUID]) -> set[UUID] | None:
-        uncached = [i for i in originator_ids if i not in self._written]
+        uncached = self._written.uncached(originator_ids)
         if not uncached:
             return set()
         existing = existing_streams(self.recorder, uncached)
@@ -1398,8 +1398,7 @@ class Ledger(Application[UUID]):
     def _remember(self, work: Workspace) -> None:
         """The group's new aggregates join the cache (every other one it holds came from
         the cache, or was put there when loaded)."""
-        for aggregate in work.created():
-            self._written.put(aggregate)
+        self._written.put_all(work.created())
 
     def _snapshot_accounts(self, work: Workspace) -> None:
         """After the commit and the answers: a snapshot is an optimisation, so a failed

@@ -95,37 +95,58 @@ class WriterCache:
     read again, would otherwise push out the accounts that every transfer needs, and
     each group would reload them from the store. Only the writer thread uses it, so it
     takes no lock (the library's ``LRUCache`` takes one per call, and a batch of 1,000
-    transfers makes some 3,000 calls)."""
+    transfers makes some 3,000 calls). Keyed by each stream id's integer: a ``UUID``
+    hashes in Python (a call per look-up, several per transfer), an ``int`` in C."""
 
     def __init__(self, maxsize: int) -> None:
         self._maxsize = maxsize
-        self._accounts: OrderedDict[UUID, Aggregate] = OrderedDict()
-        self._others: OrderedDict[UUID, Aggregate] = OrderedDict()
+        self._accounts: OrderedDict[int, Aggregate] = OrderedDict()
+        self._others: OrderedDict[int, Aggregate] = OrderedDict()
 
     def __contains__(self, originator_id: UUID) -> bool:
-        return originator_id in self._accounts or originator_id in self._others
+        key = originator_id.int
+        return key in self._accounts or key in self._others
 
     def get(self, originator_id: UUID) -> Aggregate:
         """The cached aggregate, now the most recently used (KeyError when not cached)."""
-        # Two lookups for an account, not three (a UUID hashes in Python).
+        key = originator_id.int
         cache = self._accounts
-        aggregate = cache.get(originator_id)
+        aggregate = cache.get(key)
         if aggregate is None:
             cache = self._others
-            aggregate = cache[originator_id]
-        cache.move_to_end(originator_id)
+            aggregate = cache[key]
+        cache.move_to_end(key)
         return aggregate
+
+    def uncached(self, originator_ids: Iterable[UUID]) -> list[UUID]:
+        """Those of these streams that are not cached, in order (one loop)."""
+        accounts, others = self._accounts, self._others
+        return [i for i in originator_ids if (k := i.int) not in accounts and k not in others]
 
     def put(self, aggregate: Aggregate) -> None:
         cache = self._accounts if isinstance(aggregate, Account) else self._others
-        cache[aggregate.id] = aggregate
-        cache.move_to_end(aggregate.id)
+        key = aggregate.id.int
+        cache[key] = aggregate
+        cache.move_to_end(key)
         if len(cache) > self._maxsize:
             cache.popitem(last=False)  # the least recently used
 
+    def put_all(self, aggregates: Sequence[Aggregate]) -> None:
+        """``put`` of each of these aggregates, in one loop (the least recently used are
+        let go once, at the end: the same entries stay as with one ``put`` at a time)."""
+        for aggregate in aggregates:
+            cache = self._accounts if isinstance(aggregate, Account) else self._others
+            key = aggregate.id.int
+            cache[key] = aggregate
+            cache.move_to_end(key)
+        for cache in (self._accounts, self._others):
+            while len(cache) > self._maxsize:
+                cache.popitem(last=False)  # the least recently used
+
     def evict(self, originator_id: UUID) -> None:
-        self._accounts.pop(originator_id, None)
-        self._others.pop(originator_id, None)
+        key = originator_id.int
+        self._accounts.pop(key, None)
+        self._others.pop(key, None)
 
 
 class Loader(Protocol):
@@ -253,16 +274,23 @@ class Workspace:
         for aggregate in self._loader.load_aggregates(accounts).values():
             if isinstance(aggregate, Account):
                 self._hold(aggregate)
-        new = [transfer_uuid(i) for i in dict.fromkeys(new_transfer_ids) if i not in self.transfers]
+        new_ids = dict.fromkeys(new_transfer_ids)
+        new = [transfer_uuid(i) for i in new_ids if i not in self.transfers]
         presumed = self._loader.presumed_absent(new)
         self.presumed |= presumed
-        transfers = [
-            transfer_uuid(i) for i in dict.fromkeys(transfer_ids) if i not in self.transfers
+        # The rest are read: new ids not presumed absent, and the other transfers.
+        unknown = [i for i in new if i not in presumed] if len(presumed) < len(new) else []
+        unknown += [
+            transfer_uuid(i)
+            for i in dict.fromkeys(transfer_ids)
+            if i not in self.transfers and i not in new_ids
         ]
-        absent = self._loader.absent_streams([i for i in transfers if i not in presumed])
-        for originator_id in presumed | (absent or set()):
-            self._absent.add(originator_id)
-            self.base_versions.setdefault(originator_id, None)
+        absent = self._loader.absent_streams(unknown)
+        found = presumed | absent if absent else presumed
+        # Set to set and set to dict: each id's hash is the one the set holds (a UUID
+        # hashes in Python), and base versions already noted are kept.
+        self._absent |= found
+        self.base_versions.update(dict.fromkeys(found.difference(self.base_versions)))
 
     def _hold(self, aggregate: Aggregate) -> None:
         if isinstance(aggregate, Account):
@@ -324,26 +352,26 @@ class Workspace:
         self._new[id(aggregate)] = aggregate
         return aggregate
 
-    def all_absent(self, originator_ids: Sequence[UUID]) -> bool:
+    def all_absent(self, originator_ids: set[UUID]) -> bool:
         """Whether each of these streams is known to be absent (presumed or read), held
         by no one: then the current command has read them all, as ``find_transfer`` of
         each would have (False: nothing noted, read them one by one)."""
         if not self._absent.issuperset(originator_ids):
             return False
-        self.reads.update(originator_ids)
+        self.reads |= originator_ids
         return True
 
-    def add_transfers(self, transfers: Sequence[Transfer]) -> None:
-        """``add`` of each of these new transfers, in one loop (an atomic batch's)."""
-        absent, base_versions, held = self._absent, self.base_versions, self.transfers
-        reads, undo, new = self.reads, self._undo, self._new
+    def add_transfers(self, transfers: Sequence[Transfer], originator_ids: set[UUID]) -> None:
+        """``add`` of each of these new transfers, in one loop (an atomic batch's);
+        ``originator_ids``: their stream ids, absent (``all_absent``)."""
+        # Set to set and set to dict, where each id's hash is the one the set holds.
+        self._absent -= originator_ids
+        self.base_versions.update(dict.fromkeys(originator_ids.difference(self.base_versions)))
+        self.reads |= originator_ids
+        held, undo, new = self.transfers, self._undo, self._new
         for transfer in transfers:
-            originator_id = transfer.id
-            absent.discard(originator_id)
-            base_versions.setdefault(originator_id, None)
             held[transfer.transfer_id] = transfer
-            reads.add(originator_id)
-            undo[originator_id] = (transfer, None)
+            undo[transfer.id] = (transfer, None)
             new[id(transfer)] = transfer
 
     def created(self) -> list[Aggregate]:
