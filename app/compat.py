@@ -128,9 +128,10 @@ class ExecutemanySQLiteRecorder(SQLiteApplicationRecorder):
         copy)."""
         return [
             (
-                event.originator_id.hex
-                if isinstance(event.originator_id, UUID)
-                else event.originator_id,
+                # What ``UUID.hex`` answers, without its Python-level property call.
+                f"{originator_id.int:032x}"
+                if isinstance(originator_id := event.originator_id, UUID)
+                else originator_id,
                 event.originator_version,
                 event.topic,
                 bytearray(event.state),
