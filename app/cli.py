@@ -147,11 +147,11 @@ def serve(
         open_configured_ledger(settings).close()
         with opening_read_model(settings):
             GenerationPointer(settings.read_model_url)
-        show_first_key(open_keys(settings), given)
         try:
             sockets = listening_sockets(host, port, workers)
         except ListenError as error:
             raise ConfigurationError(str(error)) from None
+        show_first_key(open_keys(settings), given)
         supervisor = WorkerProcesses(
             sockets,
             worker_command,
@@ -162,7 +162,6 @@ def serve(
             typer.echo("ledger: error: an API worker failed to start (its log is above)", err=True)
             raise typer.Exit(EXIT_STORE_FAILED)
         exit_now()
-        return
     # On the embedded default the projection workers run in a child `ledger project`
     # process, not as threads beside the writer: the two then use both cores (decision
     # 0013, measured there); elsewhere they stay threads of this process.

@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -268,3 +269,32 @@ def answered_by(port: int, workers: list[Listener]) -> set[int]:
 
 def pid_alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
+
+
+def test_an_address_already_listened_on_is_one_line_and_status_2_before_anything_starts(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        refused = subprocess.run(
+            [
+                *ledger_command(),
+                "serve",
+                "--no-projections",
+                *("--workers", str(WORKERS), "--port", str(port)),
+            ],
+            env=environment(postgres_url, tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_SECONDS,
+            check=False,
+        )
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert last_line(refused.stderr) == (
+        f"ledger: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert "Traceback" not in refused.stderr
+    assert "workers.started" not in refused.stderr
+    assert "No API key existed" not in refused.stderr  # no first key made for nothing
