@@ -536,7 +536,8 @@ class FeedProjector(ThreadWorker):
             if head.checkpoint != checkpoint:
                 raise ConcurrentProjectorError(f"checkpoint moved {checkpoint}→{head.checkpoint}")
             batch = _Batch(cursor, self.ledger)
-            batch.prefetch([str(notification.originator_id) for notification in notifications])
+            # The accounts' streams only: a transfer's stream has no feed state to load.
+            batch.prefetch([str(e.originator_id) for e in events if isinstance(e, Account.Event)])
             batch.prefetch_effects(
                 [e.transfer_id for e in events if isinstance(e, Transfer.TransferRecorded)]
             )
