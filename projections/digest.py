@@ -11,6 +11,7 @@ generation pointer, outside any view generation, so that ``ledger rebuild`` keep
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,10 @@ DIGEST_INTERVAL_SECONDS: Final = 1.0
 # with its fsync, some milliseconds of CPU), so under atomic batches of 1,000 transfers
 # (3,000 events) one per 1,000 events was most of the worker's cost.
 BATCH_EVENTS_MAX: Final = 5000
+# A digest ahead of the views' runner waits for its batches instead of reading the log
+# itself, as long as the runner shared one this recently (else it is down or the log
+# idle, and the digest reads on by itself).
+RUNNER_QUIET_SECONDS: Final = 3.0
 CHECKPOINTS_LISTED_MAX: Final = 100_000
 LIST_SQLITE: Final = (
     "SELECT position, digest, events FROM ledger_log_digest ORDER BY position LIMIT ?"
@@ -166,9 +171,22 @@ def keep_digest(
             head = carry_shared(shared, checkpoints, head)
         took_shared = head is not start
         # The log read itself only after a round without anything shared following one
-        # without: a runner a moment behind the log is waited for, one round at most.
-        if not took_shared and not took_before:
+        # without: a runner a moment behind the log is waited for, one round at most;
+        # and not while the runner, sharing lately, is behind the digest (reading on
+        # alone, a digest ahead of a busy runner would stay ahead, reading every event
+        # a second time, as it did under atomic batches while the child lagged).
+        if not took_shared and not took_before and not _behind_it(shared, head.position):
             head = carry_digest(recorder, checkpoints, head)
         took_before = took_shared
         if head.events - start.events < BATCH_EVENTS_MAX:
             stopping.wait(DIGEST_INTERVAL_SECONDS)
+
+
+def _behind_it(shared: DecodedBatches | None, position: int) -> bool:
+    """Whether the views' runner is behind the digest's ``position`` and still sharing:
+    what follows ``position`` will come from it."""
+    newest = None if shared is None else shared.newest()
+    if newest is None:
+        return False
+    last, offered_at = newest
+    return last <= position and time.monotonic() - offered_at < RUNNER_QUIET_SECONDS

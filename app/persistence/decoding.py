@@ -84,6 +84,7 @@ class DecodedBatches:
         self._events = 0
         self._events_max = events_max
         self._changed = threading.Condition()
+        self._newest: tuple[int, float] | None = None
 
     def offer(
         self, after: int, notifications: Sequence[Notification], events: Sequence[Any]
@@ -94,6 +95,7 @@ class DecodedBatches:
             return
         with self._changed:
             self._batches.append(DecodedBatch(after, notifications, events))
+            self._newest = (notifications[-1].id, time.monotonic())
             self._events += len(notifications)
             while self._events > self._events_max and len(self._batches) > 1:
                 self._events -= len(self._batches.popleft().notifications)
@@ -123,6 +125,12 @@ class DecodedBatches:
                 if newer or remaining <= 0:
                     return None
                 self._changed.wait(remaining)
+
+    def newest(self) -> tuple[int, float] | None:
+        """The newest batch's last position and when it was offered (``time.monotonic``),
+        or None before any."""
+        with self._changed:
+            return self._newest
 
     def begin_after(self, position: int) -> bool:
         """Whether what is held begins further on than ``position``'s successor: a

@@ -154,3 +154,41 @@ def test_checkpoints_are_recorded_through_one_kept_connection_that_a_failure_dro
     finally:
         checkpoints.close()
     assert checkpoints._kept is None
+
+
+def test_a_digest_ahead_of_the_runner_waits_for_its_batches_instead_of_reading_the_log(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(digest, "DIGEST_INTERVAL_SECONDS", 0.02)
+    checkpoints = DigestCheckpoints(sqlite_url(tmp_path / "views.sqlite"))
+    ahead = write(ledger, "a", 10)
+    checkpoints.record(take_anchor(ledger.recorder))  # the digest starts at the head
+    shared = DecodedBatches()
+    behind = ledger.recorder.select_notifications(start=1, limit=3)
+    shared.offer(0, behind, [None] * len(behind))  # the runner, sharing, is behind it
+    head = write(ledger, "b", 10)  # the log goes on: the runner will bring it
+    waits: list[bool] = []
+
+    def noted(shared: DecodedBatches | None, position: int) -> bool:
+        waits.append(behind_it(shared, position))
+        return waits[-1]
+
+    behind_it = digest._behind_it
+    monkeypatch.setattr(digest, "_behind_it", noted)
+    reads, stopping, worker = run_digest(ledger, checkpoints, shared)
+    try:
+        assert eventually(lambda: waits.count(True) >= 3, WAIT_SECONDS)
+        later = ledger.recorder.select_notifications(start=ahead - 5, limit=100)
+        shared.offer(ahead - 6, later, [None] * len(later))  # the runner catches up
+        assert eventually(lambda: digest_at(checkpoints, head), WAIT_SECONDS)
+    finally:
+        stopping.set()
+        worker.join(WAIT_SECONDS)
+    assert reads.events_read == 0
+    newest, expected = checkpoints.newest(), take_anchor(ledger.recorder)
+    assert newest is not None
+    assert (newest.position, newest.digest, newest.events) == (
+        expected.position,
+        expected.digest,
+        expected.events,
+    )
