@@ -7,7 +7,7 @@ iteration, the tracking recorder's ``max_tracking_id``).
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -35,6 +35,7 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 from litestar import Litestar
+from litestar.types import Receive, Scope, Send
 from psycopg_pool import ConnectionPool
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -278,6 +279,60 @@ def serve_openapi_document(app: Litestar, document: dict[str, Any]) -> None:
     from litestar._openapi.plugin import OpenAPIPlugin  # noqa: PLC0415  # private module
 
     app.plugins.get(OpenAPIPlugin)._openapi_schema = document
+
+
+# litestar 2.25: a request goes from the app's ASGI handler (the app-level exception
+# middleware, ``Litestar.asgi_handler``) to the router (``Litestar.asgi_router``), which
+# checks the Host header, finds the route by path and method (``handle_routing``), and
+# puts the route handler, its path template and its exception handlers (resolved anew
+# for every request, in the private ``ScopeState``) into the scope before it calls the
+# route's ASGI stack (the route's middleware around the handler). No public knob runs
+# code before the router.
+def route_directly(app: Litestar, path: str, method: str) -> None:
+    """Requests for exactly ``path`` and ``method`` go from the app's exception middleware
+    straight to the route's stack, the scope prepared as the router prepares it (the
+    route's lookup and its exception handlers resolved once, here); every other request
+    goes to the router as before, also one whose Host header the router refuses."""
+    from litestar._asgi.utils import is_valid_host  # noqa: PLC0415  # private module
+    from litestar.middleware._internal.exceptions import (  # noqa: PLC0415  # private
+        ExceptionHandlerMiddleware,
+    )
+    from litestar.utils.scope.state import ScopeState  # noqa: PLC0415  # private state
+
+    front = app.asgi_handler
+    assert isinstance(front, ExceptionHandlerMiddleware), "the app's handler: its exceptions"
+    router = front.app
+    assert router is app.asgi_router, "the app's exception middleware wraps the router alone"
+    assert app.cors_config is None, "CORS would wrap the router too"
+    stack, handler, routed_path, path_params, template = router.handle_routing(path, method)
+    assert routed_path == path, "an exact path"
+    assert not path_params, "no path parameters"
+    handlers = handler.resolve_exception_handlers()
+
+    async def direct(scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["path"] != path
+            or scope.get("method") != method
+            or scope.get("root_path")
+            or not _host_allowed(scope["headers"], is_valid_host)
+        ):
+            await router(scope, receive, send)
+            return
+        scope["path_params"] = {}
+        ScopeState.from_scope(scope).exception_handlers = handlers
+        scope["route_handler"] = handler
+        scope["path_template"] = template
+        await stack(scope, receive, send)
+
+    front.app = direct
+
+
+def _host_allowed(headers: Iterable[tuple[bytes, bytes]], valid: Callable[[bytes], bool]) -> bool:
+    """As the router: the first Host header, if any, must be a valid host."""
+    for name, value in headers:
+        if name == b"host":
+            return valid(value)
+    return True
 
 
 # uvicorn 0.54: its HTTP protocols answer bytes they cannot parse as a request with their

@@ -24,12 +24,14 @@ from app.api.controllers.monitors import MonitorController
 from app.api.controllers.transfers import TransferController
 from app.api.controllers.webhooks import WebhookController
 from app.api.errors import CLIENT_CLOSED_REQUEST, CLIENT_DISCONNECTED, EXCEPTION_HANDLERS
+from app.api.fast_lane import TRANSFERS_PATH
 from app.api.metrics import Metrics
 from app.api.openapi import docs_assets_router, openapi_config
 from app.api.openapi import refine as refine_openapi
 from app.api.readiness import ReadinessProbe
 from app.api.schemas import Health, Readiness
 from app.api.services import Services
+from app.compat import route_directly
 from app.events.metrics import EventsCollector
 from app.explorer.plugin import ExplorerPlugin
 
@@ -202,4 +204,6 @@ def create_app(
         debug=False,
     )
     refine_openapi(app)
+    # The API's hottest request skips the router's look-up (decision 0030).
+    route_directly(app, TRANSFERS_PATH, "POST")
     return app

@@ -37,6 +37,7 @@ from app.application.views import TransferOutcome
 from app.persistence.faults import STORE_ERRORS
 from app.persistence.keys import Verdict, scope_allows
 
+TRANSFERS_PATH: Final = "/v1/transfers"  # the lane's route
 WRITE_SCOPE: Final = "write"
 _AUTHORIZATION: Final = b"authorization"
 _CONTENT_LENGTH: Final = b"content-length"

@@ -32,8 +32,9 @@ from eventsourcing.postgres import (
     PostgresDatastore,
 )
 from eventsourcing.sqlite import SQLiteDatastore
-from litestar import Litestar, get
+from litestar import Litestar, Response, get, post
 from litestar.testing import TestClient
+from litestar.types import ASGIApp, Receive, Scope, Send
 from uvicorn import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -54,6 +55,7 @@ from app.compat import (
     postgres_connection_kwargs,
     postgres_insert_once,
     postgres_select_once,
+    route_directly,
     serve_openapi_document,
     set_pool_check,
     set_pull_batch_size,
@@ -217,6 +219,83 @@ def test_a_refined_openapi_document_is_the_one_served() -> None:
     with TestClient(app=app) as client:
         served = client.get("/schema/openapi.json").json()
     assert served["info"]["description"] == "refined"
+
+
+class RouteRefusalError(Exception):
+    """Raised by a route's middleware; only the route has a handler for it."""
+
+
+ROUTE_SCOPE_KEYS = ("path", "path_params", "path_template")
+
+
+def scope_watching_app() -> tuple[Litestar, list[dict[str, Any]]]:
+    """An app whose ``POST /v1/things`` has a middleware that notes what the scope holds
+    (and raises ``RouteRefusalError`` when asked to) and an exception handler of its own."""
+    seen: list[dict[str, Any]] = []
+
+    def watching(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            noted = {key: scope.get(key) for key in ROUTE_SCOPE_KEYS}
+            noted["route_handler"] = scope["route_handler"].handler_name
+            seen.append(noted)
+            if (b"x-refuse", b"1") in scope["headers"]:
+                raise RouteRefusalError
+            await app(scope, receive, send)
+
+        return middleware
+
+    def refused(_: Any, __: RouteRefusalError) -> Response[str]:
+        return Response("refused by the route's handler", status_code=418)
+
+    @post(
+        "/v1/things",
+        middleware=[watching],
+        exception_handlers={RouteRefusalError: refused},
+        sync_to_thread=False,
+    )
+    def make() -> str:
+        return "made"
+
+    return Litestar([make]), seen
+
+
+def test_a_route_taken_directly_gets_the_routers_scope_and_exception_handlers() -> None:
+    answers = []
+    for direct in (False, True):
+        app, seen = scope_watching_app()
+        if direct:
+            route_directly(app, "/v1/things", "POST")
+        with TestClient(app=app) as client:
+            made = client.post("/v1/things")
+            refused = client.post("/v1/things", headers={"x-refuse": "1"})
+        answers.append((made.status_code, made.text, refused.status_code, refused.text, seen))
+    assert answers[0] == answers[1]
+    assert answers[1][:4] == (201, "made", 418, "refused by the route's handler")
+
+
+def test_only_the_routes_own_requests_with_a_host_the_router_allows_skip_the_router(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, seen = scope_watching_app()
+    route_directly(app, "/v1/things", "POST")
+
+    def no_router(*_: Any) -> None:
+        raise AssertionError("the router was asked")
+
+    monkeypatch.setattr(app.asgi_router, "handle_routing", no_router)
+    with TestClient(app=app) as client:
+        assert client.post("/v1/things").text == "made"
+        assert len(seen) == 1
+        for routed in (
+            client.post("/v1/things/"),  # not exactly the path
+            client.get("/v1/things"),  # nor the method
+        ):
+            assert routed.status_code == 500  # the router was asked: it raised
+        # The router refuses a bad Host header before it looks the route up.
+        assert client.post("/v1/things", headers={"Host": "bad/host"}).status_code == 400
+        with TestClient(app=app, root_path="/api") as mounted:
+            assert mounted.post("/v1/things").status_code == 500
+    assert len(seen) == 1
 
 
 def test_the_postgres_pool_exposes_the_kwargs_of_its_future_connections() -> None:

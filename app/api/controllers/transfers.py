@@ -19,7 +19,7 @@ from app.api.consistency import (
     stamp_position,
 )
 from app.api.errors import ledger_error_body, status_of
-from app.api.fast_lane import transfer_fast_lane
+from app.api.fast_lane import TRANSFERS_PATH, transfer_fast_lane
 from app.api.metrics import metrics_of
 from app.api.pagination import (
     PAGE_LIMIT_DEFAULT,
@@ -91,7 +91,7 @@ def encoded_json(
 
 
 class TransferController(Controller):
-    path = "/v1/transfers"
+    path = TRANSFERS_PATH
     tags = ["transfers"]  # noqa: RUF012
     before_request = refuse_unknown_parameters  # type: ignore[assignment]
     after_request = stamp_position  # type: ignore[assignment]
