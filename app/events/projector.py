@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
+from itertools import islice
 from typing import Any, Final
 
 import orjson
@@ -56,6 +57,8 @@ PROJECTOR_BUSY_POLL_SECONDS: Final = 0.05
 # log is idle): the most a public event can wait for a runner that no longer reads.
 FOLLOW_WAIT_SECONDS: Final = 1.0
 FOLLOW_STOP_CHECK_SECONDS: Final = 0.1
+# The most accounts' feed states a projector keeps between batches (some 0.5 kB each).
+FEED_STATES_KEPT_MAX: Final = 20_000
 CATCH_UP_SECONDS_MAX: Final = 60.0
 MONITORED_FIELDS: Final = ("balance", "available")
 # What a grant's public events show of its lot's terms.
@@ -513,6 +516,10 @@ class FeedProjector(ThreadWorker):
         self.shared = shared
         # Each stored event's class, version and id convertor found once per topic.
         self._to_domain_event = domain_event_reader(ledger.mapper)
+        # The accounts' feed states as this projector last committed them, with the
+        # checkpoint of that commit: the next batch starts from them when the checkpoint
+        # has not moved since (no other projector wrote), instead of reading them back.
+        self._accounts: tuple[int, dict[str, dict[str, Any]]] | None = None
 
     def step(self, limit: int = PROJECTOR_BATCH_MAX) -> int:
         """Project the next notifications; the number of log events read (0: caught up)."""
@@ -531,11 +538,15 @@ class FeedProjector(ThreadWorker):
     ) -> None:
         """Project ``events`` (decoded from ``notifications``, everything the log holds
         after ``checkpoint`` up to their end) in one transaction with the checkpoint."""
+        kept, self._accounts = self._accounts, None  # dropped unless this batch commits
         with self.database.transaction(write=True) as cursor:
             head = lock_head(cursor, self.database.is_postgres)
             if head.checkpoint != checkpoint:
                 raise ConcurrentProjectorError(f"checkpoint moved {checkpoint}→{head.checkpoint}")
             batch = _Batch(cursor, self.ledger)
+            if kept is not None and kept[0] == checkpoint:
+                # Nobody projected since this projector's last commit: its states stand.
+                batch.accounts = kept[1]
             # The accounts' streams only: a transfer's stream has no feed state to load.
             batch.prefetch([str(e.originator_id) for e in events if isinstance(e, Account.Event)])
             batch.prefetch_effects(
@@ -546,6 +557,10 @@ class FeedProjector(ThreadWorker):
                 if handler is not None:
                     handler(batch, event, notification.id)
             batch.flush(head, notifications[-1].id)
+        states = batch.accounts
+        for stream_id in list(islice(states, max(0, len(states) - FEED_STATES_KEPT_MAX))):
+            del states[stream_id]
+        self._accounts = (notifications[-1].id, states)
 
     def _follow(self, shared: DecodedBatches, stopping: threading.Event) -> None:
         """Project the shared batches as long as they join on to the checkpoint and

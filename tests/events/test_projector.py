@@ -408,6 +408,39 @@ def test_a_batch_reads_its_accounts_and_monitors_together_not_one_by_one(
     assert all(c["condition_holds"] and c["value"] == 5 for c in fired)
 
 
+def test_a_projector_reads_no_account_state_back_until_another_projector_wrote(
+    monitored: tuple[Ledger, FeedStore, MonitorStore],
+) -> None:
+    ledger, store, _ = monitored
+    ledger.open_account(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
+    ledger.open_account(OpenAccount(id="alice", unit="CREDITS"))
+    mine, other = FeedProjector(ledger, store), FeedProjector(ledger, store)
+    statements: list[str] = []
+    store.database._sqlite().set_trace_callback(statements.append)
+
+    def step_reading_states(projector: FeedProjector, transfer_id: str) -> bool:
+        ledger.record_transfer(RecordTransfer(transfer_id, ISSUER, "alice", 1))
+        statements.clear()
+        assert projector.step() > 0
+        return any("FROM ledger_feed_accounts" in s for s in statements)
+
+    try:
+        mine.catch_up()
+        assert not step_reading_states(mine, "t1")  # its own states, kept
+        assert not step_reading_states(mine, "t2")
+        assert step_reading_states(other, "t3")  # a projector of its own: reads them
+        assert step_reading_states(mine, "t4")  # the checkpoint moved: read again
+        assert not step_reading_states(mine, "t5")
+    finally:
+        store.database._sqlite().set_trace_callback(None)
+    balances = [
+        e["data"]["accounts"][1]["balance"]
+        for e in all_events(store)
+        if e["type"] == "transfer.recorded"
+    ]
+    assert balances == [1, 2, 3, 4, 5]
+
+
 def test_a_batch_reads_the_effects_earlier_batches_left_together_not_one_by_one(
     tmp_path: Path,
 ) -> None:
