@@ -182,12 +182,14 @@ class Workspace:
         # (None: absent). A conflict or a rejection is judged against these.
         self.base_versions: dict[UUID, int | None] = {}
         # Aggregates an earlier command of the group may have changed (not in the store).
-        self._changed: set[UUID] = set()
+        # This and ``_undo`` are keyed by each stream id's integer (hashed in C; a
+        # ``UUID`` hashes in Python), being the workspace's own.
+        self._changed: set[int] = set()
         # The current command's scope: what it read, and how to undo each aggregate it
         # touched: an image (one an earlier command changed), its version when first
         # touched (one as the store holds it), or None (one it created).
         self.reads: set[UUID] = set()
-        self._undo: dict[UUID, tuple[Aggregate, dict[str, Any] | int | None]] = {}
+        self._undo: dict[int, tuple[Aggregate, dict[str, Any] | int | None]] = {}
         # Every aggregate the group's kept commands created, by object identity.
         self._new: dict[int, Aggregate] = {}
         # With keep_bases: each stored aggregate as the group first read it, and its image.
@@ -223,9 +225,10 @@ class Workspace:
         originator_id = aggregate.id
         self.reads.add(originator_id)
         undo = self._undo
-        if originator_id not in undo:
-            changed = originator_id in self._changed
-            undo[originator_id] = (aggregate, _image(aggregate) if changed else aggregate.version)
+        key = originator_id.int
+        if key not in undo:
+            changed = key in self._changed
+            undo[key] = (aggregate, _image(aggregate) if changed else aggregate.version)
         bases = self._bases
         if bases is not None and originator_id not in bases and id(aggregate) not in self._new:
             # The group's first touch: no command has changed it yet.
@@ -348,7 +351,7 @@ class Workspace:
         self.base_versions.setdefault(originator_id, None)
         self._hold(aggregate)
         self.reads.add(originator_id)
-        self._undo[originator_id] = (aggregate, None)
+        self._undo[originator_id.int] = (aggregate, None)
         self._new[id(aggregate)] = aggregate
         return aggregate
 
@@ -371,7 +374,7 @@ class Workspace:
         held, undo, new = self.transfers, self._undo, self._new
         for transfer in transfers:
             held[transfer.transfer_id] = transfer
-            undo[transfer.id] = (transfer, None)
+            undo[transfer.id.int] = (transfer, None)
             new[id(transfer)] = transfer
 
     def created(self) -> list[Aggregate]:
