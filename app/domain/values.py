@@ -5,7 +5,7 @@ import hashlib
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Final
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 from app.domain import limits
 from app.domain.errors import AmountOutOfRangeError, ValidationError
@@ -37,9 +37,18 @@ _UUID5_SET: Final = (0x8000 << 48) | (5 << 76)
 
 def name_uuid(name: str) -> UUID:
     """``uuid5(LEDGER_NAMESPACE, name)``, built from its integer (uuid5 goes through
-    ``UUID(bytes=..., version=5)``, twice the cost: every new transfer id takes one)."""
+    ``UUID(bytes=..., version=5)``, twice the cost: every new transfer id takes one).
+    Its two attributes are set as ``UUID.__init__`` sets them, without the checks of
+    arguments that a SHA-1's masked first 16 bytes pass by construction."""
     digest = hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()  # noqa: S324  # as uuid5
-    return UUID(int=int.from_bytes(digest[:16]) & _UUID5_KEPT | _UUID5_SET)
+    made = _new_object(UUID)
+    _set_attribute(made, "int", int.from_bytes(digest[:16]) & _UUID5_KEPT | _UUID5_SET)
+    _set_attribute(made, "is_safe", SafeUUID.unknown)
+    return made
+
+
+_new_object: Final = object.__new__
+_set_attribute: Final = object.__setattr__
 
 
 def check_id(value: object, field: str) -> str:

@@ -171,7 +171,13 @@ def test_a_transfers_view_built_at_once_equals_the_one_its_constructor_builds() 
 def test_stream_ids_are_the_uuid5_of_their_names(name: str) -> None:
     assert account_uuid(name) == uuid5(LEDGER_NAMESPACE, "account:" + name)
     assert transfer_uuid(name) == uuid5(LEDGER_NAMESPACE, "transfer:" + name)
-    assert name_uuid(name).version == 5
+    made, expected = name_uuid(name), uuid5(LEDGER_NAMESPACE, name)
+    assert (made.int, made.is_safe, made.version, hash(made)) == (
+        expected.int,
+        expected.is_safe,
+        5,
+        hash(expected),
+    )
 
 
 def test_a_write_tells_each_events_position_by_the_event_and_by_its_stream() -> None:
