@@ -292,7 +292,6 @@ def test_the_example_consumer_follows_the_feed_across_restarts_and_verifies_webh
 ) -> None:
     example = load_example()
     handled: list[dict[str, object]] = []
-    port = free_port()
     with serving(tmp_path / "var") as server:
         key = admin_key_of(server)
         with server.client(key) as client:
@@ -307,7 +306,9 @@ def test_the_example_consumer_follows_the_feed_across_restarts_and_verifies_webh
             second = run_example_feed(server.url, key, tmp_path / "cursor.txt")
             everything = [e["id"] for e in client.get("/v1/events").json()["items"]]
 
-            # Webhooks: the example verifies the signature with the secret shown once.
+            # Webhooks: the example verifies the signature with the secret shown once. Its
+            # port is found free only now, just before the example's receiver binds it.
+            port = free_port()
             hook = client.post(
                 "/v1/webhooks",
                 json={"url": f"http://127.0.0.1:{port}/", "types": ["account.opened"]},

@@ -1,5 +1,9 @@
 """A real local HTTP receiver for webhook tests: records every request it gets and
-answers as told (a status, a delay), in a thread, on a real socket."""
+answers as told (a status, a delay), in a thread, on a real socket.
+
+Its port is bound when it is made and listened on from ``with`` on: until then a
+connection to it is refused, as to a receiver that is down, and no other process can
+take the port in between (a port found free and bound later could be)."""
 
 import threading
 import time
@@ -20,7 +24,7 @@ class Receiver:
     """``behaviour(n)`` → (status, delay seconds) for the n-th request (0-based)."""
 
     def __init__(
-        self, behaviour: Callable[[int], tuple[int, float]] = lambda _: (200, 0.0), port: int = 0
+        self, behaviour: Callable[[int], tuple[int, float]] = lambda _: (200, 0.0)
     ) -> None:
         self.behaviour = behaviour
         self.received: list[Received] = []
@@ -51,8 +55,13 @@ class Receiver:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
         self.server.daemon_threads = True
+        try:
+            self.server.server_bind()
+        except OSError:
+            self.server.server_close()
+            raise
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -61,6 +70,7 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def __enter__(self) -> "Receiver":
+        self.server.server_activate()
         self.thread.start()
         return self
 

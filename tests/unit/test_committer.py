@@ -18,8 +18,6 @@ from app.domain.errors import OutcomeUnknownError, OverloadedError, WriteTimeout
 from tests.support.waiting import eventually
 
 WAIT_SECONDS: Final = 10.0
-# Groups the background callers write before ours is queued (the queue is busy).
-BUSY_GROUPS: Final = 3
 SHORT_TIMEOUT_SECONDS: Final = 0.5
 # The held store never answers: a caller answered at all was answered by its deadline;
 # the slack only absorbs a loaded machine's scheduling delays.
@@ -27,6 +25,8 @@ DEADLINE_SLACK_SECONDS: Final = 5.0
 TINY_IDLE_SECONDS: Final = 0.0005
 STRESS_THREADS: Final = 8
 STRESS_COMMANDS: Final = 150
+# Callers keeping the queue busy around the one a test watches.
+BUSY_CALLERS: Final = 3
 
 
 class FakeStore:
@@ -99,23 +99,53 @@ def test_commands_waiting_together_share_one_write(store: FakeStore) -> None:
 def test_a_caller_returns_when_its_own_write_is_done_not_when_the_queue_is_empty(
     store: FakeStore,
 ) -> None:
-    """Regression (defect 1): the old leader kept writing others' transfers."""
-    committer = committer_for(store)
-    store.write_seconds = 0.05
+    """Regression (defect 1): the old leader kept writing others' transfers until the
+    queue was empty. Here other callers keep the queue busy, the caller's command is
+    taken by the first write after the one in progress when it queued, and every write
+    after its own hangs with commands still waiting: the caller is answered all the
+    same. No clock is read: a loaded machine cannot make it fail, and the old leader
+    would never have returned."""
+    taken: list[list[Any]] = []
+
+    def write_then_hang_after_mine(group: list[Pending[Any]]) -> list[Pending[Any]]:
+        taken.append([entry.command for entry in group])
+        again = store.write_group(group)
+        if "mine" in taken[-1]:
+            store.hold()  # the next write hangs ...
+            # ... with a caller this write answered already queued again behind it.
+            assert eventually(lambda: committer.queued_units > 0, WAIT_SECONDS)
+        return again
+
+    committer = Committer(
+        write_then_hang_after_mine, queue_units_max=100, timeout_seconds=WAIT_SECONDS
+    )
     stop = threading.Event()
 
     def keep_queue_busy() -> None:
         while not stop.is_set():
             committer.submit("background")
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for _ in range(3):
-            pool.submit(keep_queue_busy)
-        assert eventually(lambda: len(store.groups) >= BUSY_GROUPS, WAIT_SECONDS)
-        assert committer.submit("mine") == ("done", "mine")
+    with ThreadPoolExecutor(max_workers=BUSY_CALLERS + 1) as pool:
+        busy = [pool.submit(keep_queue_busy) for _ in range(BUSY_CALLERS)]
+        assert eventually(lambda: len(taken) >= BUSY_CALLERS, WAIT_SECONDS), "no steady load"
+        store.hold()
+        assert store.entered.wait(WAIT_SECONDS)  # a write in progress (held there)
+        in_progress = len(taken) - 1
+        mine = pool.submit(committer.submit, "mine")
+        # Every caller not in the write in progress has queued its command, "mine" too.
+        waiting = BUSY_CALLERS + 1 - len(taken[in_progress])
+        assert eventually(lambda: committer.queued_units == waiting, WAIT_SECONDS)
+        store.released.set()
+        assert mine.result(WAIT_SECONDS) == ("done", "mine")
+        # The write after the caller's own started: it hangs until released below.
+        assert eventually(lambda: len(taken) > in_progress + 2, WAIT_SECONDS)
         stop.set()
-    # Counted in groups, not seconds (a loaded machine stalls every thread alike): the
-    # write in progress when it was queued, then its own, which took it.
+        store.released.set()
+        for caller in busy:
+            caller.result(WAIT_SECONDS)
+    # Taken by the first write after the one in progress: two writes, not a queue's worth
+    # (counted in groups, not seconds: a loaded machine stalls every thread alike).
+    assert "mine" in taken[in_progress + 1]
     assert committer.most_groups_waited == 1
     committer.close()
 
@@ -134,7 +164,10 @@ def test_a_full_queue_answers_overloaded_at_once_and_loses_nothing_it_accepted(
         started = time.monotonic()
         with pytest.raises(OverloadedError) as refused:
             committer.submit("one too many")
-        assert time.monotonic() - started < 0.1
+        # At once: a caller waiting for room would have waited while the store hangs,
+        # to its deadline (the clock only tells the two apart, with a loaded machine's
+        # slack to spare).
+        assert time.monotonic() - started < WAIT_SECONDS - DEADLINE_SLACK_SECONDS
         assert refused.value.code == "overloaded"
         store.released.set()
         assert in_flight.result(WAIT_SECONDS) == ("done", "in-flight")
