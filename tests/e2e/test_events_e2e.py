@@ -31,10 +31,10 @@ from tests.e2e.test_serve import (
     admin_key_of,
     assert_stops_cleanly,
     environment,
-    free_port,
     ledger_command,
     serving,
 )
+from tests.support.ports import free_port
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.slow

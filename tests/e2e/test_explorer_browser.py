@@ -25,12 +25,12 @@ from tests.e2e.test_serve import (
     Server,
     admin_key_of,
     environment,
-    free_port,
     last_line,
     ledger_command,
     run_ledger,
     serving,
 )
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 
