@@ -22,7 +22,7 @@ from eventsourcing.persistence import PersistenceError
 from kurrentdbclient.exceptions import KurrentDBClientError
 from litestar import Litestar
 
-from app.api.access_log import JsonLines, configuration, use_json_lines
+from app.api.access_log import JsonLines, configuration, iso_utc_clock, use_json_lines
 from app.api.app import create_app
 from app.api.services import Services
 from app.application.ledger import Ledger
@@ -160,7 +160,8 @@ def configure_logging(settings: Settings) -> None:
     )
     if json_lines:  # the access log writes this chain's lines itself (app.api.access_log)
         logger = structlog.PrintLogger(sys.stderr)
-        use_json_lines(JsonLines(configuration(), stamper, renderer, logger))
+        clock = iso_utc_clock(stamper)
+        use_json_lines(JsonLines(configuration(), stamper, renderer, logger, clock))
 
 
 def build_services(settings: Settings, *, projections: bool) -> Services:

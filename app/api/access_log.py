@@ -11,9 +11,15 @@ logger, so its bytes are the chain's: the request's fields, ``event``, the
 context-local values bound with structlog (the request id), ``level``, ``timestamp``.
 With any other configuration (a test that configured structlog its own way, or reset
 it), the line goes through structlog as any other. ``tests/api/test_access_log.py``
-holds the two ways to the same bytes."""
+holds the two ways to the same bytes.
 
+The chain's time stamp (``TimeStamper(fmt="iso", utc=True)``: a time-zone aware
+``datetime.now`` formatted by ``isoformat``, about a sixth of the line's cost) is made
+here by ``IsoUtcClock``, the date and time to the second formatted once a second."""
+
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
@@ -25,6 +31,40 @@ ACCESS_EVENT: Final = "request"
 ACCESS_LEVEL: Final = "info"
 
 LOGGER_NAME: Final = "app.api"
+TIMESTAMP_KEY: Final = "timestamp"
+_MICROS_PER_SECOND: Final = 1_000_000
+_NANOS_PER_MICRO: Final = 1_000
+
+
+class IsoUtcClock:
+    """The time now as ``TimeStamper(fmt="iso", utc=True)`` writes it
+    (``2026-12-01T00:10:04.701462Z``; no fraction at a whole second, as ``isoformat``),
+    to the microsecond, truncated as ``datetime.now`` truncates the system clock."""
+
+    __slots__ = ("_second",)
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")  # a whole second and its text, together
+
+    def now(self) -> str:
+        return self.text(time.time_ns() // _NANOS_PER_MICRO)
+
+    def text(self, micros: int) -> str:
+        """The text of an instant given in microseconds since the epoch."""
+        second, micro = divmod(micros, _MICROS_PER_SECOND)
+        known, prefix = self._second
+        if second != known:
+            prefix = datetime.fromtimestamp(second, UTC).isoformat().removesuffix("+00:00")
+            self._second = (second, prefix)
+        return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
+
+
+def iso_utc_clock(stamp: TimeStamper) -> IsoUtcClock | None:
+    """A clock for ``stamp``'s text when it is the ISO, UTC one of the key ``timestamp``."""
+    fmt = stamp.fmt or ""
+    if fmt.upper() == "ISO" and stamp.utc and stamp.key == TIMESTAMP_KEY:
+        return IsoUtcClock()
+    return None
 
 
 @dataclass(frozen=True)
@@ -35,6 +75,7 @@ class JsonLines:
     stamp: TimeStamper  # its time stamper
     render: Processor  # its renderer (to one text line)
     logger: Any  # where its lines go (a structlog PrintLogger)
+    clock: IsoUtcClock | None = None  # ``stamp``'s text made cheaper, when it has one
 
 
 def configuration() -> tuple[Any, ...]:
@@ -76,7 +117,12 @@ def log_request(method: str, path: str, status: int, ms: float) -> None:
         event.setdefault(key, value)
     event["level"] = ACCESS_LEVEL  # as add_log_level
     logger = lines.logger
-    logger.msg(lines.render(logger, ACCESS_LEVEL, lines.stamp(logger, ACCESS_LEVEL, event)))
+    clock = lines.clock
+    if clock is None:
+        logger.msg(lines.render(logger, ACCESS_LEVEL, lines.stamp(logger, ACCESS_LEVEL, event)))
+        return
+    event[TIMESTAMP_KEY] = clock.now()  # as the stamp
+    logger.msg(lines.render(logger, ACCESS_LEVEL, event))
 
 
 def through_structlog(method: str, path: str, status: int, ms: float) -> None:

@@ -8,19 +8,26 @@ import logging
 import re
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
+from unittest.mock import patch
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.processors import TimeStamper
 from structlog.testing import capture_logs
 
 from app.api import access_log
-from app.api.access_log import log_request
+from app.api.access_log import iso_utc_clock, log_request
 from app.bootstrap import configure_logging
 from app.settings import Settings
 from tests.api.helpers import Client, open_issuer
 
+# Instants up to the year 9999 (``isoformat`` writes four-digit years).
+EPOCH_MICROS_MAX: Final = 253_402_300_799_999_999
 TIMESTAMP: Final = re.compile(r'"timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"')
 
 
@@ -112,3 +119,30 @@ def test_each_request_writes_one_access_line_with_its_request_id(
     assert re.fullmatch("[0-9a-f]{32}", made_id), made_id
     assert accesses[2]["request_id"] == made_id
     assert accesses[0]["request_id"] not in (made_id, "req-42")
+
+
+@settings(max_examples=300)
+@given(
+    micros=st.integers(min_value=0, max_value=EPOCH_MICROS_MAX)
+    | st.integers(min_value=0, max_value=EPOCH_MICROS_MAX // 10**6).map(lambda s: s * 10**6)
+)
+def test_the_access_lines_clock_writes_the_chains_time_stamp_of_an_instant(micros: int) -> None:
+    """``IsoUtcClock`` writes what ``TimeStamper(fmt="iso", utc=True)`` writes at the same
+    instant (``isoformat`` of the aware time, "+00:00" as "Z", no fraction at a whole
+    second), also for a second it had already formatted."""
+    instant = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+    stamped = TimeStamper(fmt="iso", utc=True)
+    with patch("structlog.processors.datetime.datetime") as frozen:
+        frozen.now.return_value = instant
+        expected = stamped(None, "info", {})["timestamp"]
+    clock = iso_utc_clock(stamped)
+    assert clock is not None
+    assert clock.text(micros) == expected
+    assert clock.text(micros) == expected  # its second now known
+
+
+def test_another_time_stamp_gets_no_clock_of_the_access_lines() -> None:
+    assert iso_utc_clock(TimeStamper(fmt="iso", utc=False)) is None
+    assert iso_utc_clock(TimeStamper(fmt="%Y", utc=True)) is None
+    assert iso_utc_clock(TimeStamper(fmt="iso", utc=True, key="ts")) is None
+    assert iso_utc_clock(TimeStamper(fmt="iso", utc=True)) is not None
