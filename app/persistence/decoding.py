@@ -112,7 +112,9 @@ class DecodedBatches:
                 for batch in self._batches:
                     if batch.last <= position:
                         continue
-                    if batch.after <= position:
+                    if batch.after == position:  # the follower's usual place: all of it
+                        return batch
+                    if batch.after < position:
                         ids = [notification.id for notification in batch.notifications]
                         start = bisect.bisect_right(ids, position)
                         if start == 0:
