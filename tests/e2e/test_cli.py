@@ -32,7 +32,7 @@ from app.settings import Settings
 
 LEDGER: Final = [str(Path(sys.executable).with_name("ledger"))]
 LONG_ID: Final = "user:0123456789abcdef:credits:wallet:main"
-BRIEF_KEY_SECONDS: Final = 4
+BRIEF_KEY_SECONDS: Final = 8
 AUDIT_TOOLS: Final = [["audit"], ["replay"], ["explain", LONG_ID], ["export"]]
 
 

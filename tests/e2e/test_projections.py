@@ -779,7 +779,9 @@ def test_a_rebuild_fills_a_new_generation_beside_the_live_one_and_workers_follow
             assert [c for c, _ in progress] == sorted(c for c, _ in progress)
 
             state.phase = "switching"
-            assert wait_until(lambda: workers.generation == 2, 5.0), "workers did not follow"
+            assert wait_until(lambda: workers.generation == 2, WAIT_SECONDS), (
+                "workers did not follow"
+            )
             state.phase = "after"
             writer_thread.join()
             assert writes_done.is_set()
