@@ -48,6 +48,9 @@ def stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[io.Strin
     buffer = io.StringIO()
     monkeypatch.setattr(sys, "stderr", buffer)
     configure_logging(Settings(data_dir=tmp_path / "logs"))
+    # No logger keeps this buffer once the test is over (a module's lazy logger, such as
+    # the error handlers', would cache its first binding for the rest of the process).
+    structlog.configure(cache_logger_on_first_use=False)
     yield buffer
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
