@@ -14,8 +14,11 @@ from eventsourcing.persistence import Mapper, Notification, StoredEvent, find_id
 from eventsourcing.utils import resolve_topic
 
 # The newest events ``DecodedBatches`` keeps for its followers (whole batches: at least
-# the newest one, however large): a follower further behind reads the log itself.
-SHARED_EVENTS_MAX: Final = 10_000
+# the newest one, however large): a follower further behind reads the log itself. Ten
+# atomic batches of 1,000 transfers (some 40 MB decoded): with 10,000 the feed, starved
+# under such batches, fell out of the window and read and decoded the log itself, which
+# cost it more and kept it out.
+SHARED_EVENTS_MAX: Final = 30_000
 
 
 def domain_event_reader(mapper: Mapper[Any]) -> Callable[[StoredEvent], Any]:
