@@ -36,6 +36,7 @@ from eventsourcing.sqlite import (
 )
 from litestar import Litestar
 from litestar.types import Receive, Scope, Send
+from prometheus_client import Histogram
 from psycopg_pool import ConnectionPool
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -333,6 +334,20 @@ def _host_allowed(headers: Iterable[tuple[bytes, bytes]], valid: Callable[[bytes
         if name == b"host":
             return valid(value)
     return True
+
+
+# prometheus_client 0.26: a histogram child adds one observation at a time (``observe``:
+# its sum's value, then a Python loop over the bounds to one bucket's value); its values
+# are ``_sum`` and ``_buckets`` (one per upper bound, +Inf last, not cumulative).
+def add_to_histogram(child: Histogram, bucket_counts: Sequence[int], total: float) -> None:
+    """Add observations already sorted into the child's buckets (``bucket_counts``, one
+    per upper bound, +Inf last) whose sum is ``total``: as many ``observe`` calls."""
+    buckets = child._buckets
+    assert len(buckets) == len(bucket_counts), "one count per bucket of the histogram"
+    child._sum.inc(total)
+    for value, count in zip(buckets, bucket_counts, strict=True):
+        if count:
+            value.inc(count)
 
 
 # uvicorn 0.54: its HTTP protocols answer bytes they cannot parse as a request with their

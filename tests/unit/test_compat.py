@@ -35,6 +35,7 @@ from eventsourcing.sqlite import SQLiteDatastore
 from litestar import Litestar, Response, get, post
 from litestar.testing import TestClient
 from litestar.types import ASGIApp, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from uvicorn import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -45,6 +46,7 @@ from app.compat import (
     ExecutemanySQLiteRecorder,
     OneWritePerTurn,
     ProblemHttpToolsProtocol,
+    add_to_histogram,
     cache_sqlite_statements,
     initialise_aggregate,
     insert_tracking,
@@ -296,6 +298,24 @@ def test_only_the_routes_own_requests_with_a_host_the_router_allows_skip_the_rou
         with TestClient(app=app, root_path="/api") as mounted:
             assert mounted.post("/v1/things").status_code == 500
     assert len(seen) == 1
+
+
+def test_observations_added_by_bucket_are_exposed_as_the_same_observe_calls() -> None:
+    latencies = [0.0005, 0.001, 0.25, 0.25, 3.0, 7.5, 0.125]  # exact in binary: exact sums
+    exposed = []
+    for by_bucket in (False, True):
+        registry = CollectorRegistry()
+        histogram = Histogram("seam", "a seam", ["route"], registry=registry, buckets=(0.001, 1, 5))
+        child = histogram.labels(route="/x")
+        if by_bucket:
+            add_to_histogram(child, [2, 3, 1, 1], sum(latencies))
+        else:
+            for latency in latencies:
+                child.observe(latency)
+        lines = generate_latest(registry).decode().splitlines()
+        exposed.append([line for line in lines if "_created" not in line])
+    assert exposed[0] == exposed[1]
+    assert 'seam_bucket{le="1.0",route="/x"} 5.0' in exposed[1]
 
 
 def test_the_postgres_pool_exposes_the_kwargs_of_its_future_connections() -> None:
