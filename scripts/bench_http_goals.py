@@ -13,6 +13,12 @@ run, alternating sides phase by phase:
   separate ``ledger project``: 8 clients on one hot account with ``--workers 2`` against
   ``--workers 1``, then ``ledger audit`` must pass and the hot account must show every
   acknowledged transfer exactly once.
+* ``ledger serve --no-projections`` on PostgreSQL (``ledger project`` beside it) against a
+  naive Litestar service on a database of the same PostgreSQL server (``--parts pg``): one
+  ``balances`` row per account, two ``UPDATE`` statements and one commit per transfer, so
+  a hot account's row lock is held to each commit's flush; 8 clients on one hot account
+  and 8 spread, sides in turn, ratio printed (an additional report beside the embedded
+  goal line).
 * Where the projection workers run on the embedded default: as threads of
   ``ledger serve`` against a separate ``ledger project`` process (``serve
   --no-projections``), 8 clients, counting the time until the views have caught up.
@@ -41,6 +47,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
+import psycopg
 import uvicorn
 import uvloop
 from litestar import Litestar, post
@@ -143,6 +150,72 @@ def serve_naive(port: int, path: Path) -> None:
 
 def naive_argv(path: Path) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--serve-naive", str(path)]
+
+
+# The naive service on PostgreSQL: one ``balances`` row per account, a transfer two
+# ``UPDATE`` statements and one commit on the calling thread's own connection (the row
+# lock of a hot account is held from the first UPDATE to the commit's flush: the ADR's
+# complaint about the column).
+NAIVE_PG_DEBIT: Final = (
+    "UPDATE balances SET credits_remaining = credits_remaining - %s "
+    "WHERE id = %s AND credits_remaining >= %s"
+)
+NAIVE_PG_CREDIT: Final = (
+    "UPDATE balances SET credits_remaining = credits_remaining + %s WHERE id = %s"
+)
+
+
+def serve_naive_postgres(port: int, url: str) -> None:
+    local = threading.local()
+
+    def connection() -> psycopg.Connection[Any]:
+        if not hasattr(local, "connection"):
+            local.connection = psycopg.connect(url)
+        found: psycopg.Connection[Any] = local.connection
+        return found
+
+    def move(cursor: psycopg.Cursor[Any], item: dict[str, Any]) -> None:
+        amount = int(item["amount"])
+        cursor.execute(NAIVE_PG_DEBIT, (amount, item["debit_account_id"], amount), prepare=True)
+        if cursor.rowcount != 1:
+            raise HTTPException(status_code=422, detail="insufficient_funds")
+        cursor.execute(NAIVE_PG_CREDIT, (amount, item["credit_account_id"]), prepare=True)
+
+    def transaction(items: Sequence[dict[str, Any]]) -> None:
+        opened = connection()
+        try:
+            with opened.cursor() as cursor:
+                for item in items:
+                    move(cursor, item)
+        except BaseException:
+            opened.rollback()
+            raise
+        opened.commit()
+
+    @post("/v1/accounts", status_code=201, sync_to_thread=True)
+    def open_account(data: dict[str, Any]) -> dict[str, Any]:
+        with connection().transaction():
+            connection().execute(
+                "INSERT INTO balances VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (data["id"], FUNDING),
+            )
+        return data
+
+    @post("/v1/transfers", status_code=201, sync_to_thread=True)
+    def transfer(data: dict[str, Any]) -> dict[str, Any]:
+        transaction([data])
+        return data
+
+    with psycopg.connect(url, autocommit=True) as setup:
+        setup.execute(
+            "CREATE TABLE IF NOT EXISTS balances (id TEXT PRIMARY KEY, credits_remaining BIGINT)"
+        )
+    app = Litestar(route_handlers=[open_account, transfer], debug=False)
+    uvicorn.run(app, host=HOST, port=port, log_config=None, access_log=False)
+
+
+def naive_postgres_argv(url: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--serve-naive-postgres", url]
 
 
 # Load ----------------------------------------------------------------------------------------
@@ -527,6 +600,23 @@ def postgres_cpu_seconds(server: PostgresServer) -> float:
     return postgres_server_cpu_seconds(server.datadir)
 
 
+def postgres_env(url: str, workdir: Path) -> dict[str, str]:
+    """The environment of ``ledger`` commands on the database at ``url``."""
+    return {
+        **os.environ,
+        "LEDGER_EVENT_STORE": url,
+        "LEDGER_READ_MODEL": url,
+        "LEDGER_DATA_DIR": str(workdir / "data"),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def ledger_audit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``ledger audit`` run to its end (exit 0: the log and the views agree)."""
+    argv = [ledger_argv()[0], "audit"]
+    return subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=False)
+
+
 def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
     """Each shape with ``--workers 1`` and ``--workers 2``, in turn: one first in even
     rounds, two first in odd ones (``benchlib.in_turn``)."""
@@ -538,13 +628,7 @@ def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
     ):
         workdir = Path(temp)
         url = server.create_database("workers")
-        env = {
-            **os.environ,
-            "LEDGER_EVENT_STORE": url,
-            "LEDGER_READ_MODEL": url,
-            "LEDGER_DATA_DIR": str(workdir / "data"),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = postgres_env(url, workdir)
         key = keys_create(env)
         results: dict[tuple[str, int], list[Result]] = {}
         opened = False
@@ -591,14 +675,7 @@ def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
             ):
                 caught_up = wait_for_projections(api.base_url)
                 hot = client.get(f"{api.base_url}/v1/accounts/{HOT}").json()
-            audit = subprocess.run(
-                [ledger_argv()[0], "audit"],
-                env=env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            audit = ledger_audit(env)
         for shape in WORKERS_SHAPES:
             ones, twos = results[shape.name, 1], results[shape.name, 2]
             lines.append(
@@ -615,6 +692,117 @@ def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
             f"correctness: views caught up {caught_up is not None}; ledger audit exit "
             f"{audit.returncode}; hot account debits_posted {hot['debits_posted']:,} for "
             f"{created:,} acknowledged transfers"
+        )
+    return lines
+
+
+# The hot account on PostgreSQL, against the column's row lock ---------------------------------
+
+
+# By the key ``--pg-shapes`` names them.
+PG_SHAPES: Final = {
+    "hot": Shape("PostgreSQL, single, 1 hot account, 8 clients", 8, 0, hot=True),
+    "8": Shape("PostgreSQL, single, spread, 8 clients", 8, 0, hot=False),
+}
+
+
+@dataclass(frozen=True)
+class PgPhase:
+    """One side's measured phase on PostgreSQL, with the CPU it cost per transfer (ms)."""
+
+    result: Result
+    serve_ms: float
+    server_ms: float
+    projector_ms: float = float("nan")
+
+
+def pg_line(shape: Shape, ledger: PgPhase, naive: PgPhase) -> str:
+    def cpu(phase: PgPhase) -> str:
+        projector = (
+            f" + ledger project {phase.projector_ms:.2f}"
+            if phase.projector_ms == phase.projector_ms
+            else ""
+        )
+        return f"serve {phase.serve_ms:.2f}{projector}, PostgreSQL server {phase.server_ms:.2f}"
+
+    mine, theirs = ledger.result, naive.result
+    return (
+        f"{shape.name}: ledger {mine.transfers_per_s:,.0f}/s (p50 {mine.p50_ms:.1f} ms, p99 "
+        f"{mine.p99_ms:.1f} ms, max {mine.max_ms:.0f} ms, errors {mine.errors}), naive "
+        f"{theirs.transfers_per_s:,.0f}/s (p99 {theirs.p99_ms:.1f} ms, max "
+        f"{theirs.max_ms:.0f} ms, errors {theirs.errors}), ratio "
+        f"{mine.transfers_per_s / theirs.transfers_per_s:.2f}; CPU ms/transfer: ledger "
+        f"{cpu(ledger)}; naive {cpu(naive)}"
+    )
+
+
+def postgres_part(seconds: float, warmup: float, shapes: Sequence[Shape], rounds: int) -> list[str]:
+    """``ledger serve --no-projections`` (a ``ledger project`` beside it) against the naive
+    service, both on databases of the same PostgreSQL server (fsync on, the server's
+    ``synchronous_commit``), sides in turn (``benchlib.in_turn``). The ledger's phase ends
+    when the views have caught up, so that the projector's CPU is counted with it and does
+    not run into the naive side's phase."""
+    lines: list[str] = []
+    acknowledged = naive_acknowledged = 0
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-pg-") as temp,
+        running_postgres(fsync=True) as server,
+    ):
+        workdir = Path(temp)
+        url, naive_url = server.create_database("ledger"), server.create_database("naive")
+        env = postgres_env(url, workdir)
+        key = keys_create(env)
+        with (
+            projector(env, workdir) as project,
+            running("ledger", [*ledger_argv(), "--no-projections"], env, workdir) as ledger,
+            running("naive", naive_postgres_argv(naive_url), env, workdir) as naive,
+        ):
+            for side in (ledger, naive):
+                open_accounts(side.base_url, key)
+            wait_for_projections(ledger.base_url)
+            for number, shape in enumerate(s for _ in range(rounds) for s in shapes):
+                phases: dict[str, PgPhase] = {}
+                for side in in_turn((naive, ledger), number):
+                    warm = measure(side, key, shape, f"pw{number}", warmup)
+                    wait_for_projections(ledger.base_url)
+                    serve_before = tree_cpu_seconds(side.process.pid)
+                    server_before = postgres_cpu_seconds(server)
+                    project_before = cpu_seconds(project.pid)
+                    result = measure(side, key, shape, f"pm{number}", seconds)
+                    serve_cpu = tree_cpu_seconds(side.process.pid) - serve_before
+                    if side is ledger:
+                        wait_for_projections(ledger.base_url)
+                    per_transfer_ms = 1000 / max(1, result.created)
+                    phases[side.name] = PgPhase(
+                        result,
+                        serve_cpu * per_transfer_ms,
+                        (postgres_cpu_seconds(server) - server_before) * per_transfer_ms,
+                        (cpu_seconds(project.pid) - project_before) * per_transfer_ms
+                        if side is ledger
+                        else float("nan"),
+                    )
+                    if shape.hot and side is ledger:
+                        acknowledged += warm.created + result.created
+                    elif shape.hot:
+                        naive_acknowledged += warm.created + result.created
+                lines.append(pg_line(shape, phases["ledger"], phases["naive"]))
+                print(f"{lines[-1]}; load average {os.getloadavg()[0]:.1f}", flush=True)
+            caught_up = wait_for_projections(ledger.base_url)
+            with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+                hot = client.get(f"{ledger.base_url}/v1/accounts/{HOT}").json()
+        audit = ledger_audit(env)
+        with psycopg.connect(naive_url) as connection:
+            row = connection.execute(
+                "SELECT credits_remaining FROM balances WHERE id = %s", (HOT,)
+            ).fetchone()
+        if audit.returncode != 0:
+            print(audit.stdout[-4000:], audit.stderr[-2000:], flush=True)
+        naive_debits = FUNDING - int(row[0]) if row is not None else -1
+        lines.append(
+            f"PostgreSQL correctness: views caught up {caught_up is not None}; ledger audit "
+            f"exit {audit.returncode}; ledger hot account debits_posted "
+            f"{hot['debits_posted']:,} for {acknowledged:,} acknowledged transfers; naive hot "
+            f"row down by {naive_debits:,} for {naive_acknowledged:,} acknowledged"
         )
     return lines
 
@@ -641,11 +829,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="embedded: also run the ledger from this checkout (e.g. `git archive` of an "
         "older commit), through PYTHONPATH, alternating with this code",
     )
+    parser.add_argument(
+        "--pg-shapes",
+        default=",".join(PG_SHAPES),
+        help=f"pg: the shapes, of {','.join(PG_SHAPES)}",
+    )
     parser.add_argument("--serve-naive", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-naive-postgres", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_naive is not None:
         serve_naive(args.port, args.serve_naive)
+        return 0
+    if args.serve_naive_postgres is not None:
+        serve_naive_postgres(args.port, args.serve_naive_postgres)
         return 0
     parts = {part.strip() for part in str(args.parts).split(",")}
     lines: list[str] = []
@@ -656,6 +853,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if "workers" in parts:
         lines += workers(args.seconds, args.warmup, args.rounds)
+    if "pg" in parts:
+        pg_shapes = [PG_SHAPES[key.strip()] for key in str(args.pg_shapes).split(",")]
+        lines += postgres_part(args.seconds, args.warmup, pg_shapes, args.rounds)
     if "placement" in parts:
         lines += projections_placement(args.seconds, args.warmup, args.rounds)
     print("\n".join(lines))
