@@ -247,6 +247,9 @@ class Result:
     children_cpu_us: float = float("nan")
     # Of ``cpu_us``: the server's main thread (``ledger serve``'s event loop).
     loop_cpu_us: float = float("nan")
+    # This script's own CPU (the clients' side) per created transfer: with the server's,
+    # what the two cores were asked for.
+    client_cpu_us: float = float("nan")
 
 
 def bodies(prefix: str, shape: Shape, client: int) -> Callable[[], bytes]:
@@ -321,8 +324,10 @@ def measure(server: Server, key: str, shape: Shape, tag: str, seconds: float) ->
     children = child_pids(pid)
     own, theirs = cpu_seconds(pid), sum(map(cpu_seconds, children))
     main_thread = cpu_seconds(pid, f"/proc/{pid}/task/{pid}/stat")
+    client = time.process_time()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         result = runner.run(load(server.port, key, shape, f"{tag}-{server.name}", seconds))
+    client = time.process_time() - client
     own, theirs = cpu_seconds(pid) - own, sum(map(cpu_seconds, children)) - theirs
     main_thread = cpu_seconds(pid, f"/proc/{pid}/task/{pid}/stat") - main_thread
     per_transfer = 1e6 / max(1, result.created)
@@ -331,6 +336,7 @@ def measure(server: Server, key: str, shape: Shape, tag: str, seconds: float) ->
         cpu_us=own * per_transfer,
         children_cpu_us=theirs * per_transfer,
         loop_cpu_us=main_thread * per_transfer,
+        client_cpu_us=client * per_transfer,
     )
 
 
@@ -393,6 +399,10 @@ def line(
         cpu += f" + {children} {ledger.children_cpu_us:,.0f}"
     if naive is not None:
         cpu += f", naive {naive.cpu_us:,.0f}"
+    if ledger.client_cpu_us == ledger.client_cpu_us:
+        cpu += f"; clients {ledger.client_cpu_us:,.0f}"
+        if naive is not None:
+            cpu += f" (naive's {naive.client_cpu_us:,.0f})"
     return (
         f"{shape.name}: ledger {ledger.transfers_per_s:,.0f}/s (p50 {ledger.p50_ms:.1f} ms, "
         f"p99 {ledger.p99_ms:.1f} ms, max {ledger.max_ms:.0f} ms, errors {ledger.errors})"
