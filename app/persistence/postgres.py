@@ -98,9 +98,12 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         self.write_function_name = f"{self.channel_name}_append"
         self.check_identifier_length(self.write_function_name)
         self.sql_create_statements.append(write_function(self))
+        # The arguments go in PostgreSQL's binary format (``%b``): in text, psycopg's
+        # array dumper quotes every id and topic and hex-escapes every event's state in
+        # Python, about a third of the writer's client CPU per group write.
         self.write_statement = SQL(
-            "SELECT * FROM {schema}.{function}(%s::{id_type}[], %s::bigint[], %s::text[], "
-            "%s::bytea[], %s::integer, %s::bigint, %s::integer)"
+            "SELECT * FROM {schema}.{function}(%b::{id_type}[], %b::bigint[], %b::text[], "
+            "%b::bytea[], %b::integer, %b::bigint, %b::integer)"
         ).format(
             schema=Identifier(self.datastore.schema),
             function=Identifier(self.write_function_name),

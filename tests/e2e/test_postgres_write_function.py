@@ -108,6 +108,35 @@ def test_a_write_is_one_statement_in_its_own_transaction_or_the_one_holding_the_
         assert "duplicate key" in refused[0]["refused"]
 
 
+# Values whose text form needs quoting or escaping inside an array literal, and versions
+# past each of PostgreSQL's smaller integer types.
+AWKWARD_STATES: Final = (bytes(range(256)), b'{"a":"\\",\n"b":null}', b"", b"NULL")
+AWKWARD_TOPICS: Final = ('t{1,"2"}', "NULL", " spaced\\ topic ", "t\u00e9\u2603")
+AWKWARD_VERSIONS: Final = (0, 2**15, 2**31 + 1, 2**62)
+
+
+def test_a_write_stores_every_id_version_topic_and_state_exactly_as_given(
+    postgres_url: str,
+) -> None:
+    """The write's arguments travel in PostgreSQL's binary format: states with every byte
+    value, topics with the array literal's special characters, and versions past
+    smallint and integer in one write come back unchanged: read from the table, and
+    brought back by another writer's next write."""
+    with Ledger(store_env(postgres_url)) as mine, Ledger(store_env(postgres_url)) as theirs:
+        written = [
+            StoredEvent(uuid4(), version, topic, state)
+            for version, topic, state in zip(
+                AWKWARD_VERSIONS, AWKWARD_TOPICS, AWKWARD_STATES, strict=True
+            )
+        ]
+        recorder_of(theirs).insert_events(new_events(1))  # so that it follows the log
+        recorder_of(mine).insert_events(written)
+        for event in written:
+            assert list(recorder_of(mine).select_events(event.originator_id)) == [event]
+        recorder_of(theirs).insert_events(new_events(1))
+        assert recorder_of(theirs).others_written() == written
+
+
 def test_a_write_notifies_the_listeners_of_the_events_table(postgres_url: str) -> None:
     """Subscriptions (the projections, ``ledger deliver``) wake on the library's channel."""
     with Ledger(store_env(postgres_url)) as ledger:
