@@ -498,10 +498,11 @@ def postgres_after_query(events: Any) -> Composed:
     database, before autovacuum's first ANALYZE) it estimated tens of thousands of rows
     and hashed the unnested ids against a sequential scan of the whole events table,
     for each group's catch-up. (The inner ORDER BY also keeps the planner from
-    flattening the subquery back into that join.)"""
+    flattening the subquery back into that join.) The arguments go in binary, as the
+    write function's do."""
     return SQL(
         "SELECT wanted.id AS originator_id, e.originator_version, e.topic, e.state "
-        "FROM unnest(%s::uuid[], %s::int[]) AS wanted(id, after) "
+        "FROM unnest(%b::uuid[], %b::int[]) AS wanted(id, after) "
         "CROSS JOIN LATERAL (SELECT originator_version, topic, state FROM {schema}.{table} "
         "WHERE originator_id = wanted.id AND originator_version > wanted.after "
         "ORDER BY originator_version) AS e "
