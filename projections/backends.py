@@ -36,6 +36,12 @@ R = TypeVar("R")
 # costs about what the next page of a scan does. With 4, a search by one metadata pair
 # walked the accounts in id order (a merge join) instead of probing the page it needs.
 VIEW_RANDOM_PAGE_COST: Final = 1.1
+# Pages the views' WAL holds before a commit copies them back into the database file
+# (SQLite's default: 1,000). A live batch dirties a page per row of each random-key
+# index; with a longer WAL a page that many batches rewrite (an index's tail, a busy
+# account's entries) is copied back once per checkpoint instead of once per 1,000
+# pages. About 40 MB of WAL at 4 kB pages (decision 0013, eighth-session addendum).
+VIEWS_WAL_AUTOCHECKPOINT_PAGES: Final = 10_000
 
 
 class LedgerView(RowWriter, RowReader):
@@ -105,6 +111,7 @@ def _relaxed_durability(connection: Any) -> None:
     drop the newest commits, and their tracking records go with them, so exactly-once
     holds. (The event store keeps the library's full durability.)"""
     connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute(f"PRAGMA wal_autocheckpoint={VIEWS_WAL_AUTOCHECKPOINT_PAGES}")
 
 
 class WantedPosition:
