@@ -424,6 +424,11 @@ EMBEDDED_SHAPES: Final = {
 }
 
 
+def labelled(shape: Shape, server: str) -> Shape:
+    """The shape as a line names it: marked when the baseline's code served it."""
+    return shape if server == "ledger" else replace(shape, name=f"{shape.name} [baseline]")
+
+
 def embedded(
     seconds: float,
     warmup: float,
@@ -474,11 +479,7 @@ def embedded(
                     if server is not naive:
                         wait_for_projections(server.base_url)
                 for ledger in turn:
-                    label = (
-                        shape
-                        if ledger.name == "ledger"
-                        else replace(shape, name=f"{shape.name} [baseline]")
-                    )
+                    label = labelled(shape, ledger.name)
                     lines.append(line(label, results[ledger.name], results["naive"]))
                     print(lines[-1], flush=True)
     return lines
@@ -541,17 +542,19 @@ def projections_placement(seconds: float, warmup: float, rounds: int) -> list[st
 # Several processes on PostgreSQL ------------------------------------------------------------
 
 
-def keys_create(env: dict[str, str]) -> str:
+def keys_create(env: dict[str, str], cwd: Path = REPO) -> str:
     argv = [ledger_argv()[0], "keys", "create", "--scope", "admin"]
-    done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=True)
     return done.stdout.strip().splitlines()[-1]
 
 
 @contextlib.contextmanager
-def projector(env: dict[str, str], workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with (workdir / "project.log").open("wb") as log:
+def projector(
+    env: dict[str, str], workdir: Path, name: str = "", cwd: Path = REPO
+) -> Iterator[subprocess.Popen[bytes]]:
+    with (workdir / f"project{name and '-' + name}.log").open("wb") as log:
         process = subprocess.Popen(
-            [ledger_argv()[0], "project"], env=env, cwd=REPO, stdout=log, stderr=log
+            [ledger_argv()[0], "project"], env=env, cwd=cwd, stdout=log, stderr=log
         )
     try:
         yield process
@@ -621,10 +624,10 @@ def postgres_env(url: str, workdir: Path) -> dict[str, str]:
     }
 
 
-def ledger_audit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def ledger_audit(env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """``ledger audit`` run to its end (exit 0: the log and the views agree)."""
     argv = [ledger_argv()[0], "audit"]
-    return subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=False)
+    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
 
 
 def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
@@ -724,6 +727,7 @@ class PgPhase:
     serve_ms: float
     server_ms: float
     projector_ms: float = float("nan")
+    warm_created: int = 0
 
 
 def pg_line(shape: Shape, ledger: PgPhase, naive: PgPhase) -> str:
@@ -746,73 +750,148 @@ def pg_line(shape: Shape, ledger: PgPhase, naive: PgPhase) -> str:
     )
 
 
-def postgres_part(seconds: float, warmup: float, shapes: Sequence[Shape], rounds: int) -> list[str]:
+@dataclass
+class PgLedger:
+    """A ledger side of the PostgreSQL part: its own database, key, API and projector."""
+
+    name: str
+    env: dict[str, str]
+    cwd: Path
+    key: str = ""
+    acknowledged: int = 0  # on the hot account
+
+
+def pg_phase(
+    api: Server,
+    key: str,
+    shape: Shape,
+    tag: str,
+    server: PostgresServer,
+    project: subprocess.Popen[bytes] | None,
+    seconds: float,
+    warmup: float,
+) -> PgPhase:
+    """One side's warm-up and measured phase; with ``project`` (a ledger's projector),
+    each ends when the views have caught up."""
+    warm = measure(api, key, shape, f"pw{tag}", warmup)
+    if project is not None:
+        wait_for_projections(api.base_url)
+    serve_before = tree_cpu_seconds(api.process.pid)
+    server_before = postgres_cpu_seconds(server)
+    project_before = cpu_seconds(project.pid) if project else 0.0
+    result = measure(api, key, shape, f"pm{tag}", seconds)
+    serve_cpu = tree_cpu_seconds(api.process.pid) - serve_before
+    if project is not None:
+        wait_for_projections(api.base_url)
+    per_transfer_ms = 1000 / max(1, result.created)
+    return PgPhase(
+        result,
+        serve_cpu * per_transfer_ms,
+        (postgres_cpu_seconds(server) - server_before) * per_transfer_ms,
+        (cpu_seconds(project.pid) - project_before) * per_transfer_ms if project else float("nan"),
+        warm.created,
+    )
+
+
+def postgres_part(
+    seconds: float,
+    warmup: float,
+    shapes: Sequence[Shape],
+    rounds: int,
+    baseline: Path | None = None,
+) -> list[str]:
     """``ledger serve --no-projections`` (a ``ledger project`` beside it) against the naive
-    service, both on databases of the same PostgreSQL server (fsync on, the server's
-    ``synchronous_commit``), sides in turn (``benchlib.in_turn``). The ledger's phase ends
-    when the views have caught up, so that the projector's CPU is counted with it and does
-    not run into the naive side's phase."""
+    service, each on its own database of the same PostgreSQL server (fsync on, the
+    server's ``synchronous_commit``), sides in turn (``benchlib.in_turn``). A ledger's
+    phase ends when its views have caught up, so that its projector's CPU is counted with
+    it and does not run into the next side's phase. With ``baseline`` (a checkout of an
+    older commit, run through ``PYTHONPATH``) a second ledger runs that code beside."""
     lines: list[str] = []
-    acknowledged = naive_acknowledged = 0
+    naive_acknowledged = 0
     with (
         tempfile.TemporaryDirectory(prefix="bench-pg-") as temp,
         running_postgres(fsync=True) as server,
+        contextlib.ExitStack() as stack,
     ):
         workdir = Path(temp)
-        url, naive_url = server.create_database("ledger"), server.create_database("naive")
-        env = postgres_env(url, workdir)
-        key = keys_create(env)
-        with (
-            projector(env, workdir) as project,
-            running("ledger", [*ledger_argv(), "--no-projections"], env, workdir) as ledger,
-            running("naive", naive_postgres_argv(naive_url), env, workdir) as naive,
-        ):
-            for side in (ledger, naive):
-                open_accounts(side.base_url, key)
-            wait_for_projections(ledger.base_url)
-            for number, shape in enumerate(s for _ in range(rounds) for s in shapes):
-                phases: dict[str, PgPhase] = {}
-                for side in in_turn((naive, ledger), number):
-                    warm = measure(side, key, shape, f"pw{number}", warmup)
-                    wait_for_projections(ledger.base_url)
-                    serve_before = tree_cpu_seconds(side.process.pid)
-                    server_before = postgres_cpu_seconds(server)
-                    project_before = cpu_seconds(project.pid)
-                    result = measure(side, key, shape, f"pm{number}", seconds)
-                    serve_cpu = tree_cpu_seconds(side.process.pid) - serve_before
-                    if side is ledger:
-                        wait_for_projections(ledger.base_url)
-                    per_transfer_ms = 1000 / max(1, result.created)
-                    phases[side.name] = PgPhase(
-                        result,
-                        serve_cpu * per_transfer_ms,
-                        (postgres_cpu_seconds(server) - server_before) * per_transfer_ms,
-                        (cpu_seconds(project.pid) - project_before) * per_transfer_ms
-                        if side is ledger
-                        else float("nan"),
-                    )
-                    if shape.hot and side is ledger:
-                        acknowledged += warm.created + result.created
-                    elif shape.hot:
-                        naive_acknowledged += warm.created + result.created
-                lines.append(pg_line(shape, phases["ledger"], phases["naive"]))
+        ledgers = [
+            PgLedger("ledger", postgres_env(server.create_database("ledger"), workdir), REPO)
+        ]
+        if baseline is not None:
+            env = postgres_env(server.create_database("baseline"), workdir / "baseline")
+            env["PYTHONPATH"] = str(baseline.resolve())
+            ledgers.append(PgLedger("baseline", env, baseline.resolve()))
+        naive_url = server.create_database("naive")
+        apis: dict[str, Server] = {}
+        projectors: dict[str, subprocess.Popen[bytes]] = {}
+        for side in ledgers:
+            side.key = keys_create(side.env, side.cwd)
+            projectors[side.name] = stack.enter_context(
+                projector(side.env, workdir, side.name, side.cwd)
+            )
+            argv = [*ledger_argv(), "--no-projections"]
+            apis[side.name] = stack.enter_context(
+                running(side.name, argv, side.env, workdir, side.cwd)
+            )
+            open_accounts(apis[side.name].base_url, side.key)
+            wait_for_projections(apis[side.name].base_url)
+        naive = stack.enter_context(
+            running("naive", naive_postgres_argv(naive_url), ledgers[0].env, workdir)
+        )
+        open_accounts(naive.base_url, ledgers[0].key)
+        by_name = {side.name: side for side in ledgers}
+        for number, shape in enumerate(s for _ in range(rounds) for s in shapes):
+            phases: dict[str, PgPhase] = {}
+            # In even rounds the naive service first, then this code, then the baseline's;
+            # in odd rounds the other way round.
+            sides = [naive, *(apis[side.name] for side in ledgers)]
+            turn = in_turn(sides, number // len(shapes))
+            for api in turn:
+                mine = by_name.get(api.name)
+                project = projectors.get(api.name)
+                phase = pg_phase(
+                    api,
+                    (mine or ledgers[0]).key,
+                    shape,
+                    f"{number}",
+                    server,
+                    project,
+                    seconds,
+                    warmup,
+                )
+                phases[api.name] = phase
+                acknowledged = phase.warm_created + phase.result.created
+                if shape.hot and mine is not None:
+                    mine.acknowledged += acknowledged
+                elif shape.hot:
+                    naive_acknowledged += acknowledged
+            for side in ledgers:
+                lines.append(
+                    pg_line(labelled(shape, side.name), phases[side.name], phases["naive"])
+                )
                 print(f"{lines[-1]}; load average {os.getloadavg()[0]:.1f}", flush=True)
-            caught_up = wait_for_projections(ledger.base_url)
-            with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
-                hot = client.get(f"{ledger.base_url}/v1/accounts/{HOT}").json()
-        audit = ledger_audit(env)
+        for side in ledgers:
+            api = apis[side.name]
+            caught_up = wait_for_projections(api.base_url)
+            headers = {"Authorization": f"Bearer {side.key}"}
+            with httpx.Client(headers=headers, timeout=30) as client:
+                hot = client.get(f"{api.base_url}/v1/accounts/{HOT}").json()
+            audit = ledger_audit(side.env, side.cwd)
+            if audit.returncode != 0:
+                print(audit.stdout[-4000:], audit.stderr[-2000:], flush=True)
+            lines.append(
+                f"PostgreSQL correctness, {side.name}: views caught up {caught_up is not None}; "
+                f"ledger audit exit {audit.returncode}; hot account debits_posted "
+                f"{hot['debits_posted']:,} for {side.acknowledged:,} acknowledged transfers"
+            )
         with psycopg.connect(naive_url) as connection:
             row = connection.execute(
                 "SELECT credits_remaining FROM balances WHERE id = %s", (HOT,)
             ).fetchone()
-        if audit.returncode != 0:
-            print(audit.stdout[-4000:], audit.stderr[-2000:], flush=True)
         naive_debits = FUNDING - int(row[0]) if row is not None else -1
         lines.append(
-            f"PostgreSQL correctness: views caught up {caught_up is not None}; ledger audit "
-            f"exit {audit.returncode}; ledger hot account debits_posted "
-            f"{hot['debits_posted']:,} for {acknowledged:,} acknowledged transfers; naive hot "
-            f"row down by {naive_debits:,} for {naive_acknowledged:,} acknowledged"
+            f"PostgreSQL correctness, naive: hot row down by {naive_debits:,} for "
+            f"{naive_acknowledged:,} acknowledged transfers"
         )
     return lines
 
@@ -836,8 +915,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-tree",
         type=Path,
-        help="embedded: also run the ledger from this checkout (e.g. `git archive` of an "
-        "older commit), through PYTHONPATH, alternating with this code",
+        help="embedded and pg: also run the ledger from this checkout (e.g. `git archive` of "
+        "an older commit), through PYTHONPATH, alternating with this code",
     )
     parser.add_argument(
         "--pg-shapes",
@@ -865,7 +944,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines += workers(args.seconds, args.warmup, args.rounds)
     if "pg" in parts:
         pg_shapes = [PG_SHAPES[key.strip()] for key in str(args.pg_shapes).split(",")]
-        lines += postgres_part(args.seconds, args.warmup, pg_shapes, args.rounds)
+        lines += postgres_part(
+            args.seconds, args.warmup, pg_shapes, args.rounds, args.baseline_tree
+        )
     if "placement" in parts:
         lines += projections_placement(args.seconds, args.warmup, args.rounds)
     print("\n".join(lines))
