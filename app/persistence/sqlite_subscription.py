@@ -38,6 +38,7 @@ from app.compat import (
     ExecutemanySQLiteRecorder,
     cache_sqlite_statements,
     new_notification,
+    on_new_sqlite_connections,
     set_pull_batch_size,
     wake_subscription,
 )
@@ -50,6 +51,16 @@ WRITER_CACHED_STATEMENTS: Final = 16
 # Statements each of the pool's connections (the reads) keeps compiled: Python's own
 # default (the library asks for one: a read's BEGIN and its query compiled every call).
 POOL_CACHED_STATEMENTS: Final = 128
+# The write connection's page cache, in KiB (SQLite's default is 2 MiB): the log's
+# (originator_id, originator_version) index outgrows that after some 100,000 events, and
+# each insert then read its index page back from the OS (docs/benchmarks.md, eighth
+# session, "batch").
+WRITER_CACHE_KIB: Final = 65_536
+# The write connection checkpoints the WAL once it holds this many pages (about 40 MiB),
+# not SQLite's default 1,000: each checkpoint copies the pages written since the last
+# back into the database file and syncs it, inside the commit its callers await, and a
+# page the log's index changes in every write is copied once per checkpoint.
+WRITER_AUTOCHECKPOINT_PAGES: Final = 10_000
 
 
 class SQLitePollingSubscription(ListenNotifySubscription[SQLiteApplicationRecorder]):
@@ -100,6 +111,10 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cache_sqlite_statements(self.datastore, POOL_CACHED_STATEMENTS)
+        if not self.datastore.pool.is_sqlite_memory_mode:
+            # The pool's connections commit too (snapshots): the same checkpoint size,
+            # else the first of them to commit past SQLite's default checkpoints for all.
+            on_new_sqlite_connections(self.datastore, _set_checkpoint_size)
         self._held = _Held()
         self._writer: SQLiteConnection | None = None
         self._writer_connection: sqlite3.Connection | None = None
@@ -177,6 +192,7 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
                     timeout=pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
                     cached_statements=WRITER_CACHED_STATEMENTS,
                 )
+                _tune_writer(connection)
                 writer = self._writer = SQLiteConnection(connection, max_age=None)
             # The library's transaction (``SQLiteTransaction``: BEGIN, the rows through
             # its ``_insert_events`` hook, commit) on the connection itself, without its
@@ -275,6 +291,16 @@ class _ParsedUUIDs(dict[str, UUID]):
     def __missing__(self, text: str) -> UUID:
         parsed = self[text] = UUID(text)
         return parsed
+
+
+def _tune_writer(connection: sqlite3.Connection) -> None:
+    """The write connection's page cache and checkpoint size (see their limits)."""
+    connection.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+    _set_checkpoint_size(connection)
+
+
+def _set_checkpoint_size(connection: sqlite3.Connection) -> None:
+    connection.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
 
 
 def _begin_immediate(connection: sqlite3.Connection) -> bool:

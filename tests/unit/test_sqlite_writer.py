@@ -18,7 +18,11 @@ from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.compat import ExecutemanySQLiteRecorder
 from app.domain.values import transfer_uuid
-from app.persistence.sqlite_subscription import SubscribableSQLiteApplicationRecorder
+from app.persistence.sqlite_subscription import (
+    WRITER_AUTOCHECKPOINT_PAGES,
+    WRITER_CACHE_KIB,
+    SubscribableSQLiteApplicationRecorder,
+)
 from app.persistence.stores import event_store_env, sqlite_url
 
 LOCK_HELD_SECONDS: Final = 0.3
@@ -189,6 +193,28 @@ def test_a_commit_that_fails_leaving_its_transaction_open_does_not_break_later_w
     assert kept is None or not kept.in_transaction
     assert recorder.insert_events(events(stream, range(1, 3))) == [2, 3]
     assert [row[2] for row in stored_rows(tmp_path / "events.sqlite")] == [0, 1, 2]
+
+
+def test_the_write_connection_keeps_a_large_page_cache_and_every_connection_checkpoints_late(
+    recorder: SubscribableSQLiteApplicationRecorder,
+) -> None:
+    recorder.insert_events(events(uuid4(), range(1)))
+    writer = recorder._writer_connection
+    assert writer is not None
+    # Negative: a size in KiB, not in pages.
+    assert writer.execute("PRAGMA cache_size").fetchone() == (-WRITER_CACHE_KIB,)
+    assert writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (WRITER_AUTOCHECKPOINT_PAGES,)
+    # The pool's connections (reads, and the snapshots' writes) checkpoint as late.
+    with recorder.datastore.transaction(commit=False) as cursor:
+        pooled = cursor.sqlite_cursor.connection
+        assert tuple(pooled.execute("PRAGMA wal_autocheckpoint").fetchone()) == (
+            WRITER_AUTOCHECKPOINT_PAGES,
+        )
+    # The library's own default, for contrast: a connection opened without the recorder.
+    with sqlite3.connect(recorder.datastore.pool.db_name, uri=True) as plain:
+        assert plain.execute("PRAGMA wal_autocheckpoint").fetchone() != (
+            WRITER_AUTOCHECKPOINT_PAGES,
+        )
 
 
 def test_the_recorders_reads_keep_their_statements_compiled(
