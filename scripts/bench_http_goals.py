@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -770,16 +771,26 @@ def pg_phase(
     project: subprocess.Popen[bytes] | None,
     seconds: float,
     warmup: float,
+    *,
+    paused: bool = False,
 ) -> PgPhase:
     """One side's warm-up and measured phase; with ``project`` (a ledger's projector),
-    each ends when the views have caught up."""
+    each ends when the views have caught up. ``paused``: the projector is stopped
+    (SIGSTOP) during the measured phase and catches up after it, its CPU still counted:
+    what the write path does with both cores to itself."""
     warm = measure(api, key, shape, f"pw{tag}", warmup)
     if project is not None:
         wait_for_projections(api.base_url)
     serve_before = tree_cpu_seconds(api.process.pid)
     server_before = postgres_cpu_seconds(server)
     project_before = cpu_seconds(project.pid) if project else 0.0
-    result = measure(api, key, shape, f"pm{tag}", seconds)
+    if paused and project is not None:
+        project.send_signal(signal.SIGSTOP)
+    try:
+        result = measure(api, key, shape, f"pm{tag}", seconds)
+    finally:
+        if paused and project is not None:
+            project.send_signal(signal.SIGCONT)
     serve_cpu = tree_cpu_seconds(api.process.pid) - serve_before
     if project is not None:
         wait_for_projections(api.base_url)
@@ -793,12 +804,46 @@ def pg_phase(
     )
 
 
+def pg_checks(
+    ledgers: Sequence[PgLedger], apis: dict[str, Server], naive_url: str, naive_acknowledged: int
+) -> list[str]:
+    """After the phases: each ledger's views caught up, its audit, its hot account against
+    the transfers acknowledged on it; the naive hot row against its acknowledged ones."""
+    lines: list[str] = []
+    for side in ledgers:
+        api = apis[side.name]
+        caught_up = wait_for_projections(api.base_url)
+        headers = {"Authorization": f"Bearer {side.key}"}
+        with httpx.Client(headers=headers, timeout=30) as client:
+            hot = client.get(f"{api.base_url}/v1/accounts/{HOT}").json()
+        audit = ledger_audit(side.env, side.cwd)
+        if audit.returncode != 0:
+            print(audit.stdout[-4000:], audit.stderr[-2000:], flush=True)
+        lines.append(
+            f"PostgreSQL correctness, {side.name}: views caught up {caught_up is not None}; "
+            f"ledger audit exit {audit.returncode}; hot account debits_posted "
+            f"{hot['debits_posted']:,} for {side.acknowledged:,} acknowledged transfers"
+        )
+    with psycopg.connect(naive_url) as connection:
+        row = connection.execute(
+            "SELECT credits_remaining FROM balances WHERE id = %s", (HOT,)
+        ).fetchone()
+    naive_debits = FUNDING - int(row[0]) if row is not None else -1
+    lines.append(
+        f"PostgreSQL correctness, naive: hot row down by {naive_debits:,} for "
+        f"{naive_acknowledged:,} acknowledged transfers"
+    )
+    return lines
+
+
 def postgres_part(
     seconds: float,
     warmup: float,
     shapes: Sequence[Shape],
     rounds: int,
     baseline: Path | None = None,
+    *,
+    paused: bool = False,
 ) -> list[str]:
     """``ledger serve --no-projections`` (a ``ledger project`` beside it) against the naive
     service, each on its own database of the same PostgreSQL server (fsync on, the
@@ -858,6 +903,7 @@ def postgres_part(
                     project,
                     seconds,
                     warmup,
+                    paused=paused,
                 )
                 phases[api.name] = phase
                 acknowledged = phase.warm_created + phase.result.created
@@ -866,33 +912,12 @@ def postgres_part(
                 elif shape.hot:
                     naive_acknowledged += acknowledged
             for side in ledgers:
-                lines.append(
-                    pg_line(labelled(shape, side.name), phases[side.name], phases["naive"])
-                )
+                label = labelled(shape, side.name)
+                if paused:
+                    label = replace(label, name=f"{label.name} [projector paused]")
+                lines.append(pg_line(label, phases[side.name], phases["naive"]))
                 print(f"{lines[-1]}; load average {os.getloadavg()[0]:.1f}", flush=True)
-        for side in ledgers:
-            api = apis[side.name]
-            caught_up = wait_for_projections(api.base_url)
-            headers = {"Authorization": f"Bearer {side.key}"}
-            with httpx.Client(headers=headers, timeout=30) as client:
-                hot = client.get(f"{api.base_url}/v1/accounts/{HOT}").json()
-            audit = ledger_audit(side.env, side.cwd)
-            if audit.returncode != 0:
-                print(audit.stdout[-4000:], audit.stderr[-2000:], flush=True)
-            lines.append(
-                f"PostgreSQL correctness, {side.name}: views caught up {caught_up is not None}; "
-                f"ledger audit exit {audit.returncode}; hot account debits_posted "
-                f"{hot['debits_posted']:,} for {side.acknowledged:,} acknowledged transfers"
-            )
-        with psycopg.connect(naive_url) as connection:
-            row = connection.execute(
-                "SELECT credits_remaining FROM balances WHERE id = %s", (HOT,)
-            ).fetchone()
-        naive_debits = FUNDING - int(row[0]) if row is not None else -1
-        lines.append(
-            f"PostgreSQL correctness, naive: hot row down by {naive_debits:,} for "
-            f"{naive_acknowledged:,} acknowledged transfers"
-        )
+        lines += pg_checks(ledgers, apis, naive_url, naive_acknowledged)
     return lines
 
 
@@ -923,6 +948,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(PG_SHAPES),
         help=f"pg: the shapes, of {','.join(PG_SHAPES)}",
     )
+    parser.add_argument(
+        "--pg-pause-projector",
+        action="store_true",
+        help="pg: stop each ledger's projector during its measured phases (it catches up "
+        "after, its CPU still counted): the write path with both cores to itself",
+    )
     parser.add_argument("--serve-naive", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-naive-postgres", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -945,7 +976,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "pg" in parts:
         pg_shapes = [PG_SHAPES[key.strip()] for key in str(args.pg_shapes).split(",")]
         lines += postgres_part(
-            args.seconds, args.warmup, pg_shapes, args.rounds, args.baseline_tree
+            args.seconds,
+            args.warmup,
+            pg_shapes,
+            args.rounds,
+            args.baseline_tree,
+            paused=args.pg_pause_projector,
         )
     if "placement" in parts:
         lines += projections_placement(args.seconds, args.warmup, args.rounds)
