@@ -4,7 +4,6 @@ and the ``Ledger-Position`` header), and query parameters no handler knows (400
 ``unknown_parameter``, naming them, rather than silently ignoring a typo'd filter)."""
 
 import re
-from functools import cache
 from typing import Annotated, Any, Final
 
 from litestar import Request, Response
@@ -30,6 +29,8 @@ _RESERVED: Final = frozenset(
 )
 _NOT_QUERY: Final = frozenset({ParamType.HEADER, ParamType.COOKIE, ParamType.PATH})
 _PATH_PARAMETER: Final = re.compile(r"{(\w+)(?::\w+)?}")
+# Where a route handler keeps the query parameters it takes (``known_query_parameters``).
+_KNOWN_QUERY_PARAMETERS_OPT: Final = "known_query_parameters"
 
 Position = Annotated[int | None, Parameter(ge=0, le=2**63 - 1, required=False)]
 MinPositionHeader = Annotated[
@@ -51,8 +52,20 @@ def min_position_of(query: int | None, header: int | None) -> int | None:
     return query if header is None else max(query, header)
 
 
-@cache
 def known_query_parameters(handler: HTTPRouteHandler) -> frozenset[str]:
+    """The query parameters ``handler`` takes, worked out once and kept in the handler's
+    own ``opt`` (a dictionary of its own, made when the app registered it). Not a
+    module-level cache keyed by the handler: that kept every handler ever asked about
+    alive, and through it its app, services and ledger, in a process that builds more
+    than one app (the test suite held hundreds, and its collector passes grew to seconds)."""
+    known = handler.opt.get(_KNOWN_QUERY_PARAMETERS_OPT)
+    if known is None:
+        known = _known_query_parameters(handler)
+        handler.opt[_KNOWN_QUERY_PARAMETERS_OPT] = known
+    return known
+
+
+def _known_query_parameters(handler: HTTPRouteHandler) -> frozenset[str]:
     path_names = {name for path in handler.paths for name in _PATH_PARAMETER.findall(path)}
     dependencies = set(handler.resolve_dependencies())
     known = set()
