@@ -2,6 +2,7 @@
 stores per test; checks that a test leaves no thread running."""
 
 import dataclasses
+import gc
 import itertools
 import os
 import threading
@@ -88,6 +89,18 @@ def no_thread_outlives_its_test() -> Iterator[None]:
         thread.join(max(0.0, deadline - time.monotonic()))
     left = [thread.name for thread in started if thread.is_alive()]
     assert not left, f"threads still running after the test: {left}"
+
+
+@pytest.fixture(autouse=True)
+def nothing_stays_frozen_after_a_test() -> Iterator[None]:
+    """The projections' first catch-up in a process freezes every object alive then, out
+    of the cyclic collector's reach for good (``freeze_long_lived_objects``, once per
+    process; ``settle_heap`` does it for a server): in the test process that was the
+    test's app, ledger and fixtures, which a reference cycle then kept for the rest of
+    the session. Handed back to the collector after each test."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
 
 
 # The committer's writer thread (app/application/committer.py): a daemon, so the check

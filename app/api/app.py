@@ -4,6 +4,7 @@
 import random
 import time
 from collections.abc import Iterable
+from copy import copy
 from typing import Any, Final
 
 import structlog
@@ -177,9 +178,11 @@ def create_app(
             WebhookController,
             MonitorController,
             LedgerController,
-            health,
-            ready,
-            metrics_endpoint,
+            # Copies: registering a handler makes the app its owner, and a module-level
+            # handler would keep the last app built (its services and ledger) alive.
+            copy(health),
+            copy(ready),
+            copy(metrics_endpoint),
             docs_assets_router(),
         ],
         dependencies={
