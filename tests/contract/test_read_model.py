@@ -2,6 +2,7 @@
 each query and filter of the query service over real projected views, checked against
 the log itself (folds of the events) rather than against hard-coded figures."""
 
+import functools
 import itertools
 import threading
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from projections.backends import LedgerView
 from projections.runner import measure_lag, open_view, start_runner
 from projections.schema import SCHEMA_VERSION
 from tests.support.pgserver import PostgresServer
+from tests.support.threads import run_in_threads
 
 CATCH_UP_SECONDS: Final = 60.0
 UNIT: Final = "CREDITS"
@@ -417,21 +419,12 @@ def test_processes_opening_views_of_another_version_at_once_rebuild_them_once(
     openers = 3
     barrier = threading.Barrier(openers)
     opened: list[Any] = []
-    failures: list[BaseException] = []
 
     def open_together() -> None:
-        barrier.wait()
-        try:
-            opened.append(open_view(history.read_model_url, 1))
-        except BaseException as error:  # noqa: BLE001  # handed to the test's thread
-            failures.append(error)
+        barrier.wait(timeout=CATCH_UP_SECONDS)
+        opened.append(open_view(history.read_model_url, 1))
 
-    threads = [threading.Thread(target=open_together) for _ in range(openers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(CATCH_UP_SECONDS)
-    assert failures == []
+    run_in_threads([open_together] * openers, timeout=CATCH_UP_SECONDS)
     assert len(opened) == openers
     for each in opened:
         assert not each.checkpoint()
@@ -689,14 +682,11 @@ def test_a_balance_read_is_never_older_than_the_callers_last_acknowledged_write(
             if read.credits_posted < number + 1 or (read.position or 0) < written.position:
                 stale.append(f"{worker}:{number} read {read.credits_posted} at {read.position}")
 
-    threads = [
-        threading.Thread(target=write_then_read, args=(worker,)) for worker in range(WRITER_THREADS)
-    ]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_in_threads(
+            [functools.partial(write_then_read, worker) for worker in range(WRITER_THREADS)],
+            timeout=CATCH_UP_SECONDS,
+        )
         assert stale == []
         final = queries.account(shared)
         assert final.credits_posted == WRITER_THREADS * WRITES_PER_THREAD

@@ -17,6 +17,7 @@ event, and these tests are about processes dying (SIGKILL), which neither settin
 weakens; they only spare the disk an fsync per event.
 """
 
+import functools
 import itertools
 import os
 import random
@@ -73,6 +74,7 @@ from tests.e2e.view_replay import (
     replay_log,
 )
 from tests.support.pgserver import PostgresServer
+from tests.support.threads import run_in_threads
 
 REPOSITORY_ROOT: Final = Path(__file__).resolve().parents[2]
 UNIT: Final = "CREDITS"
@@ -538,11 +540,10 @@ def test_a_read_naming_the_position_of_a_write_always_sees_it(stores: Stores) ->
                         errors.append(f"{payee}: {row} after {total}")
                         return
 
-            threads = [threading.Thread(target=write_and_read, args=(n,)) for n in range(4)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            run_in_threads(
+                [functools.partial(write_and_read, n) for n in range(4)],
+                timeout=CATCH_UP_TIMEOUT_SECONDS,
+            )
             assert errors == []
 
             # An idempotent replay answers the original's position: already visible.

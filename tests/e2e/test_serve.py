@@ -27,6 +27,7 @@ import pytest
 
 from tests.support import ports
 from tests.support.ports import listened_on_by
+from tests.support.threads import assert_all_end
 
 pytestmark = pytest.mark.slow
 
@@ -552,6 +553,8 @@ def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path) -> None:
 THREADS: Final = 16
 CREDITS: Final = 40
 ATTEMPTS_PER_THREAD: Final = 5  # 80 attempts for 40 credits
+# How long the spenders may take in all to end (each failure is asserted).
+SPENDERS_END_SECONDS: Final = 120.0
 
 
 def test_16_client_threads_spend_exactly_the_affordable_credits(tmp_path: Path) -> None:
@@ -607,8 +610,7 @@ def test_16_client_threads_spend_exactly_the_affordable_credits(tmp_path: Path) 
         threads = [threading.Thread(target=spend, args=(n,)) for n in range(THREADS)]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
+        assert_all_end(threads, SPENDERS_END_SECONDS)
         assert not failures, failures
         assert len(outcomes) == THREADS * ATTEMPTS_PER_THREAD
 

@@ -40,6 +40,7 @@ from tests.api.helpers import (
 from tests.e2e.test_serve import Server, admin_key_of, serving
 from tests.support.fake_kurrentdb import server_named
 from tests.support.pgserver import running_postgres
+from tests.support.threads import assert_all_end
 
 DISK_SIZE: Final = "20m"
 FILL_CHUNK_BYTES: Final = 1 << 20
@@ -314,8 +315,8 @@ def test_postgresql_stopped_and_restarted_under_load_costs_503s_and_nothing_else
                 restarted_at = time.monotonic()
                 time.sleep(LOAD_AFTER_RESTART_SECONDS)
                 stop.set()
-                for thread in threads:
-                    thread.join(timeout=REQUEST_BOUND_SECONDS * 3)
+                # A sender still waiting is a request the bound did not hold.
+                assert_all_end(threads, REQUEST_BOUND_SECONDS * 3)
 
                 # Every answer was a success or a named, bounded 503.
                 assert answers

@@ -2,6 +2,7 @@
 log order, whatever the batch boundaries, restarts, gaps in positions or competing
 projectors; grants' events; monitors firing once per crossing under concurrency."""
 
+import functools
 import itertools
 import json
 import threading
@@ -34,8 +35,11 @@ from app.events.store import FeedStore
 from app.persistence.stores import event_store_env
 from tests.conftest import store_env, store_url
 from tests.e2e.gapped_store import GAPPED_RECORDER_TOPIC, STRIDE, is_position
+from tests.support.threads import assert_all_end, run_in_threads
 
 ISSUER = "system:issuance"
+# How long a test's threads may take to end (each one's failure fails the test).
+THREADS_END_SECONDS = 60.0
 FEED_BACKENDS = ["sqlite", "postgres"]
 LOG_BACKENDS = ["memory", "sqlite", "postgres", "kurrentdb-fake"]
 # What the feed keeps of an account (besides its id), as an ``AccountView`` names it.
@@ -277,11 +281,7 @@ def test_a_monitor_fires_once_each_way_under_concurrent_transfers(
         )
 
     for work in (spend, refill):
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_in_threads([functools.partial(work, n) for n in range(8)], timeout=THREADS_END_SECONDS)
     deadline = datetime.now(tz=UTC) + timedelta(seconds=20)
     while store.head().checkpoint < (ledger.recorder.max_notification_id() or 0):
         assert datetime.now(tz=UTC) < deadline
@@ -593,7 +593,7 @@ def test_a_projector_pauses_longer_after_a_step_that_found_a_busy_log(tmp_path: 
             burst = transfers("burst", projector_module.PROJECTOR_BATCH_MAX)
         finally:
             stopping.set()
-            thread.join()
+            assert_all_end([thread], THREADS_END_SECONDS)
 
         def first_wait_at(checkpoint: int) -> float | None:
             return next(timeout for timeout, at in stopping.waits if at == checkpoint)

@@ -14,6 +14,7 @@ from eventsourcing.persistence import Notification
 
 from app.persistence.stores import sqlite_url
 from projections.catchup import Handoff
+from tests.support.threads import assert_all_end
 
 ITEMS: Final = 5_000
 CAPACITY: Final = 64
@@ -49,7 +50,7 @@ def test_every_item_is_taken_once_in_order_through_a_small_handoff() -> None:
         batches += bool(batch)
         if ended:
             break
-    reader.join(WAIT_SECONDS)
+    assert_all_end([reader], WAIT_SECONDS)
     assert taken == list(range(1, ITEMS + 1))
     assert largest_batch <= CAPACITY, "the reader never ran more than capacity ahead"
     assert batches < ITEMS, "taken in bulk, not one by one"
@@ -79,7 +80,7 @@ def test_a_reader_waiting_for_room_gives_up_once_stopping() -> None:
     time.sleep(0.2)
     assert outcome == [], "full: the reader waits"
     stopping.set()
-    reader.join(WAIT_SECONDS)
+    assert_all_end([reader], WAIT_SECONDS)
     assert outcome == [False]
     assert [item.id for item in handoff.take(10, 0)[0]] == [1, 2]
 

@@ -77,6 +77,7 @@ from app.persistence.sqlite_subscription import (
 from app.persistence.stores import sqlite_env, sqlite_url
 from projections.runner import open_view
 from tests.conftest import store_env
+from tests.support.threads import assert_all_end
 
 SYNCHRONOUS_NORMAL = 1
 WAKE_GRACE_SECONDS = 0.2
@@ -456,7 +457,7 @@ def test_waking_a_polling_subscription_makes_it_pull_at_once(tmp_path: Path) -> 
             assert delivered.empty(), "nothing pulls the new event before the wake"
             wake_subscription(subscription)
             assert delivered.get(timeout=WAKE_WAIT_SECONDS) == recorder.max_notification_id()
-            reader.join(WAKE_WAIT_SECONDS)
+            assert_all_end([reader], WAKE_WAIT_SECONDS)
 
 
 @pytest.mark.postgres

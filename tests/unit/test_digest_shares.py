@@ -20,6 +20,7 @@ from app.persistence.stores import event_store_env, sqlite_url
 from projections import digest
 from projections.digest import DigestCheckpoints, keep_digest
 from projections.runner import start_runner
+from tests.support.threads import assert_all_end
 from tests.support.waiting import eventually
 
 WAIT_SECONDS: Final = 60.0
@@ -95,7 +96,7 @@ def test_the_digest_takes_what_the_runner_read_and_reads_nothing_itself(
                 assert eventually(lambda at=head: digest_at(checkpoints, at), WAIT_SECONDS)  # type: ignore[misc]
         finally:
             stopping.set()
-            worker.join(WAIT_SECONDS)
+            assert_all_end([worker], WAIT_SECONDS)
     finally:
         runner.__exit__(None, None, None)
 
@@ -124,7 +125,7 @@ def test_the_digest_reads_the_log_itself_when_nothing_shared_joins_on(
         assert eventually(lambda: digest_at(checkpoints, head), WAIT_SECONDS)
     finally:
         stopping.set()
-        worker.join(WAIT_SECONDS)
+        assert_all_end([worker], WAIT_SECONDS)
     assert reads.events_read >= head - 6
     expected = take_anchor(ledger.recorder)
     assert checkpoints.newest() is not None
@@ -183,7 +184,7 @@ def test_a_digest_ahead_of_the_runner_waits_for_its_batches_instead_of_reading_t
         assert eventually(lambda: digest_at(checkpoints, head), WAIT_SECONDS)
     finally:
         stopping.set()
-        worker.join(WAIT_SECONDS)
+        assert_all_end([worker], WAIT_SECONDS)
     assert reads.events_read == 0
     newest, expected = checkpoints.newest(), take_anchor(ledger.recorder)
     assert newest is not None

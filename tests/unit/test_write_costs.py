@@ -24,6 +24,7 @@ from app.domain.chain import command_time, current_command_time
 from app.domain.errors import InsufficientFundsError
 from app.domain.transfer import Transfer
 from app.domain.values import LEDGER_NAMESPACE, account_uuid, name_uuid, transfer_uuid
+from tests.support.threads import run_in_threads
 
 
 @pytest.fixture
@@ -73,6 +74,9 @@ def test_pausing_leaves_a_collector_that_was_off_off() -> None:
 
 PAUSING_THREADS = 4
 PAUSES_PER_THREAD = 2_000
+# How long the threads of a test may take in all (a broken barrier or a missed event
+# fails the test: each thread's exception is the test's, tests.support.threads).
+THREADS_END_SECONDS = 60.0
 
 
 def test_a_pause_ending_in_one_thread_leaves_the_collector_off_for_another() -> None:
@@ -82,21 +86,17 @@ def test_a_pause_ending_in_one_thread_leaves_the_collector_off_for_another() -> 
     def first() -> None:
         with collector_paused():
             first_in.set()
-            second_in.wait(timeout=5)
+            assert second_in.wait(timeout=THREADS_END_SECONDS)
         first_out.set()
 
     def second() -> None:
-        first_in.wait(timeout=5)
+        assert first_in.wait(timeout=THREADS_END_SECONDS)
         with collector_paused():
             second_in.set()
-            first_out.wait(timeout=5)
+            assert first_out.wait(timeout=THREADS_END_SECONDS)
             seen_by_second.append(gc.isenabled())  # the first's pause has ended
 
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
+    run_in_threads([first, second], timeout=THREADS_END_SECONDS)
     assert first_out.is_set()
     assert seen_by_second == [False]
     assert gc.isenabled()
@@ -110,7 +110,7 @@ def test_pauses_from_many_threads_never_see_the_collector_on_and_it_ends_on() ->
 
     def pausing() -> None:
         nonlocal seen_on
-        start.wait(timeout=5)
+        start.wait(timeout=THREADS_END_SECONDS)
         for _ in range(PAUSES_PER_THREAD):
             with collector_paused():
                 time.sleep(0)  # let the others in (and out), mid-pause
@@ -118,11 +118,7 @@ def test_pauses_from_many_threads_never_see_the_collector_on_and_it_ends_on() ->
                     with lock:
                         seen_on += 1
 
-    threads = [threading.Thread(target=pausing) for _ in range(PAUSING_THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    run_in_threads([pausing] * PAUSING_THREADS, timeout=THREADS_END_SECONDS)
     assert seen_on == 0
     assert gc.isenabled()
 
