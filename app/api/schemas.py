@@ -234,6 +234,15 @@ class TransferCreate(Strict):
     def command(self) -> RecordTransfer:
         """The command this body asks for, checked once: each field by this model, the
         rules across fields by the domain's functions (which raise its errors)."""
+        if (
+            not self.pending
+            and self.grant is None
+            and self.timeout_seconds is None
+            and not self.metadata
+        ):
+            return RecordTransfer.plain_checked(
+                self.id, self.debit_account_id, self.credit_account_id, self.amount
+            )
         return self.unchecked_command().checked_across_fields()
 
     def unchecked_command(self) -> RecordTransfer:

@@ -45,6 +45,8 @@ from app.domain.values import (
 )
 
 _NOTHING: Final[Mapping[Any, Any]] = MappingProxyType({})
+_new_object: Final = object.__new__
+_set_attribute: Final = object.__setattr__
 
 
 def frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -199,6 +201,39 @@ class RecordTransfer(Checked):
         refuse_ledger_transfer_id(self.id)
         refuse_same_account(self.debit_account_id, self.credit_account_id)
         return self._marked()
+
+    @classmethod
+    def plain_checked(
+        cls, transfer_id: str, debit_account_id: str, credit_account_id: str, amount: int
+    ) -> "RecordTransfer":
+        """``RecordTransfer(...).checked_across_fields()`` for a plain transfer (no hold,
+        grant or metadata) from an edge whose parser enforced each field: the same rules
+        run, and the same instance state, set in one step instead of the frozen
+        dataclass's call per field (a batch of 1,000 built its commands in a
+        quarter of the event loop's time for it). ``tests/unit/test_plain_commands.py``
+        holds the two equal."""
+        # Its rules, in checked_across_fields' order (the grant's window needs a grant).
+        refuse_pending_grant(False, None)
+        refuse_timeout_unless_pending(False, None)
+        refuse_ledger_transfer_id(transfer_id)
+        refuse_same_account(debit_account_id, credit_account_id)
+        command = _new_object(cls)
+        _set_attribute(
+            command,
+            "__dict__",
+            {
+                "id": transfer_id,
+                "debit_account_id": debit_account_id,
+                "credit_account_id": credit_account_id,
+                "amount": amount,
+                "pending": False,
+                "timeout_seconds": None,
+                "metadata": _NOTHING,
+                "grant": None,
+                "_rules_passed": True,
+            },
+        )
+        return command
 
     def checked(self) -> "RecordTransfer":
         if self.is_checked():
