@@ -71,6 +71,7 @@ class _Book:
         "hex",
         "id",
         "is_open",
+        "modified",
         "remaining",
         "reserved",
         "spends_general",
@@ -98,8 +99,9 @@ class _Book:
         self.version = account.version
         self.chain = account.chain
         self.events: list[Any] = []
+        self.modified = account.modified_on
 
-    def settle(self, moment: datetime) -> None:
+    def settle(self) -> None:
         """Give the account the state its new events lead to (what applying them one by
         one does)."""
         account = self.account
@@ -109,7 +111,7 @@ class _Book:
         account.credits_pending = self.credits_pending
         account.lots.set_general(self.remaining, self.reserved)
         account.version = self.version
-        account.modified_on = moment
+        account.modified_on = self.modified
         account.chain = self.chain
         account.pending_events.extend(self.events)
 
@@ -134,7 +136,7 @@ def lean_batch(
         return None
     for book in books.values():
         if book.events:
-            book.settle(moment)
+            book.settle()
     transfers = [transfer for transfer, _ in made]
     work.add_transfers(transfers, new_ids)
     answers = [(TransferView.of(transfer), recorded) for transfer, recorded in made]
@@ -146,18 +148,83 @@ def lean_batch(
     )
 
 
+def lean_transfers(
+    work: Workspace, commands: Sequence[RecordTransfer], stamp: Callable[[], datetime]
+) -> list[tuple[Callable[[Written], TransferOutcome], set[UUID]]]:
+    """Run the leading plain ones of a group's single transfers in one pass: each is
+    its own command (module docstring), checked on the books in group order, stamped by
+    ``stamp`` as the ordinary path stamps it. Stops at the first command the plan
+    cannot decide (not of the lean shape, or refused): that one and those after it are
+    left to the caller, which runs it the ordinary way (where it is refused with its
+    own error, or written) and then hands the rest here again. Returns, for each
+    command run, how to answer it and the streams it read (its accounts and its id);
+    the workspace then holds their accounts' new state and their transfers, as one
+    command scope: none of them can be refused any more, so none is rolled back."""
+    work.begin()
+    books: dict[str, _Book] = {}
+    made: list[tuple[Transfer, Any]] = []
+    reads: list[set[UUID]] = []
+    created: set[UUID] = set()
+    allocations_of: dict[int, tuple[Allocation, ...]] = {}
+    for command in commands:
+        if command.grant is not None:
+            break
+        stream_id = transfer_uuid(command.id)
+        if stream_id in created or not work.is_absent(stream_id):
+            break
+        debit = books.get(command.debit_account_id) or _book(work, books, command.debit_account_id)
+        credit = books.get(command.credit_account_id) or _book(
+            work, books, command.credit_account_id
+        )
+        if debit is None or credit is None:
+            break
+        if _not_plain(debit, credit, command.amount):
+            break
+        moment = stamp()  # only for a command that passed: stamped once, as it is written
+        planned = _planned(
+            debit, credit, command, stream_id, moment, moment.isoformat(), allocations_of
+        )
+        if planned is None:
+            break
+        made.append(planned)
+        created.add(stream_id)
+        reads.append({debit.id, credit.id, stream_id})
+    if not made:
+        return []
+    for book in books.values():
+        if book.events:
+            book.settle()
+    work.add_transfers([transfer for transfer, _ in made], created)
+    return [
+        (_answer(TransferView.of(transfer), recorded), read)
+        for (transfer, recorded), read in zip(made, reads, strict=True)
+    ]
+
+
+def _answer(view: TransferView, recorded: Any) -> Callable[[Written], TransferOutcome]:
+    return lambda written: TransferOutcome(
+        view, created=True, position=written.position_of_event(recorded)
+    )
+
+
+def _book(work: Workspace, books: dict[str, _Book], account_id: str) -> _Book | None:
+    """The account's book, read and kept in ``books``; None when the account is missing
+    or its link is not plain."""
+    account = work.find_account(account_id)
+    if account is None or not plain_link(account.chain):
+        return None
+    book = books[account_id] = _Book(account)
+    return book
+
+
 def _books(work: Workspace, commands: Sequence[RecordTransfer]) -> dict[str, _Book] | None:
     """Each account of the batch, read once (in the order the ordinary path first reads
     them), or None when one is missing or its link is not plain."""
     books: dict[str, _Book] = {}
     for command in commands:
         for account_id in (command.debit_account_id, command.credit_account_id):
-            if account_id in books:
-                continue
-            account = work.find_account(account_id)
-            if account is None or not plain_link(account.chain):
+            if account_id not in books and _book(work, books, account_id) is None:
                 return None
-            books[account_id] = _Book(account)
     return books
 
 
@@ -174,122 +241,142 @@ def _plan(
     # A general-lot spend's allocations on the transfer, by amount: immutable, so shared.
     allocations_of: dict[int, tuple[Allocation, ...]] = {}
     for command, stream_id in zip(commands, stream_ids, strict=True):
-        debit_id = command.debit_account_id
-        credit_id = command.credit_account_id
-        debit = books[debit_id]
-        credit = books[credit_id]
-        amount = command.amount
-        if _not_plain(debit, credit, amount):
+        debit = books[command.debit_account_id]
+        credit = books[command.credit_account_id]
+        if _not_plain(debit, credit, command.amount):
             return None
-        transfer_id = command.id
-        pending = command.pending
-        allocations = [{"grant_id": None, "amount": amount}]
-        debited = (_DEBIT_RESERVED if pending else _DEBITED).new(
-            debit.id,
-            debit.hex,
-            debit.version + 1,
-            debit.chain,
-            moment,
-            iso_time,
-            {"transfer_id": transfer_id, "amount": amount, "allocations": allocations},
-        )
-        metadata = command.metadata
-        timeout_seconds = command.timeout_seconds
-        unit = debit.unit
-        recorded = _RECORDED.new(
-            stream_id,
-            stream_id.hex,
-            Transfer.INITIAL_VERSION,
-            GENESIS,
-            moment,
-            iso_time,
-            {
-                "transfer_id": transfer_id,
-                "debit_account_id": debit_id,
-                "credit_account_id": credit_id,
-                "amount": amount,
-                "unit": unit,
-                "pending": pending,
-                "timeout_seconds": timeout_seconds,
-                "metadata": dict(metadata),
-                "reversal_of": None,
-                "grant": None,
-                "allocations": [{"grant_id": None, "amount": amount}],
-            },
-        )
-        if pending:
-            credited = _CREDIT_RESERVED.new(
-                credit.id,
-                credit.hex,
-                credit.version + 1,
-                credit.chain,
-                moment,
-                iso_time,
-                {"transfer_id": transfer_id, "amount": amount},
-            )
-        else:
-            credited = _CREDITED.new(
-                credit.id,
-                credit.hex,
-                credit.version + 1,
-                credit.chain,
-                moment,
-                iso_time,
-                {
-                    "transfer_id": transfer_id,
-                    "amount": amount,
-                    "grant": None,
-                    "returned": None,
-                    "revived": None,
-                },
-                {"transfer_id": transfer_id, "amount": amount},
-            )
-        if debited is None or recorded is None or credited is None:
+        planned = _planned(debit, credit, command, stream_id, moment, iso_time, allocations_of)
+        if planned is None:
             return None
-        if pending:
-            debit.debits_pending += amount
-            debit.reserved += amount
-            credit.credits_pending += amount
-        else:
-            debit.debits_posted += amount
-            debit.remaining -= amount
-            credit.credits_posted += amount
-            credit.remaining += amount
-        debit.version += 1
-        debit.chain = debited.chain
-        debit.events.append(debited)
-        credit.version += 1
-        credit.chain = credited.chain
-        credit.events.append(credited)
-        allocated = allocations_of.get(amount)
-        if allocated is None:
-            allocated = allocations_of[amount] = (Allocation(None, amount),)
-        # As ``ChainedAggregate._create_chained`` makes it: the library's base attributes,
-        # then what ``Transfer.__init__`` sets from the event's fields, then the link.
-        transfer = _new_object(Transfer)
-        initialise_aggregate(transfer, stream_id, Transfer.INITIAL_VERSION, moment)
-        vars(transfer).update(
-            {
-                "transfer_id": transfer_id,
-                "debit_account_id": debit_id,
-                "credit_account_id": credit_id,
-                "amount": amount,
-                "unit": unit,
-                "pending": pending,
-                "timeout_seconds": timeout_seconds,
-                "metadata": dict(metadata),
-                "reversal_of": None,
-                "status": _PENDING if pending else _POSTED,
-                "amount_posted": 0 if pending else amount,
-                "reversed_by": None,
-                "grant": None,
-                "allocations": allocated,
-                "chain": recorded.chain,
-            }
-        )
-        transfer.pending_events.append(recorded)
-        made.append((transfer, recorded))
+        made.append(planned)
     return made
+
+
+def _planned(
+    debit: _Book,
+    credit: _Book,
+    command: RecordTransfer,
+    stream_id: UUID,
+    moment: datetime,
+    iso_time: str,
+    allocations_of: dict[int, tuple[Allocation, ...]],
+) -> tuple[Transfer, Any] | None:
+    """Build the events of one transfer that passed its checks (``_not_plain``), move
+    its accounts' books and make the transfer: the transfer and the event recording it;
+    None, with the books untouched, when an event is not of the plain shape."""
+    amount = command.amount
+    debit_id = command.debit_account_id
+    credit_id = command.credit_account_id
+    transfer_id = command.id
+    pending = command.pending
+    allocations = [{"grant_id": None, "amount": amount}]
+    debited = (_DEBIT_RESERVED if pending else _DEBITED).new(
+        debit.id,
+        debit.hex,
+        debit.version + 1,
+        debit.chain,
+        moment,
+        iso_time,
+        {"transfer_id": transfer_id, "amount": amount, "allocations": allocations},
+    )
+    metadata = command.metadata
+    timeout_seconds = command.timeout_seconds
+    unit = debit.unit
+    recorded = _RECORDED.new(
+        stream_id,
+        stream_id.hex,
+        Transfer.INITIAL_VERSION,
+        GENESIS,
+        moment,
+        iso_time,
+        {
+            "transfer_id": transfer_id,
+            "debit_account_id": debit_id,
+            "credit_account_id": credit_id,
+            "amount": amount,
+            "unit": unit,
+            "pending": pending,
+            "timeout_seconds": timeout_seconds,
+            "metadata": dict(metadata),
+            "reversal_of": None,
+            "grant": None,
+            "allocations": [{"grant_id": None, "amount": amount}],
+        },
+    )
+    if pending:
+        credited = _CREDIT_RESERVED.new(
+            credit.id,
+            credit.hex,
+            credit.version + 1,
+            credit.chain,
+            moment,
+            iso_time,
+            {"transfer_id": transfer_id, "amount": amount},
+        )
+    else:
+        credited = _CREDITED.new(
+            credit.id,
+            credit.hex,
+            credit.version + 1,
+            credit.chain,
+            moment,
+            iso_time,
+            {
+                "transfer_id": transfer_id,
+                "amount": amount,
+                "grant": None,
+                "returned": None,
+                "revived": None,
+            },
+            {"transfer_id": transfer_id, "amount": amount},
+        )
+    if debited is None or recorded is None or credited is None:
+        return None
+    if pending:
+        debit.debits_pending += amount
+        debit.reserved += amount
+        credit.credits_pending += amount
+    else:
+        debit.debits_posted += amount
+        debit.remaining -= amount
+        credit.credits_posted += amount
+        credit.remaining += amount
+    debit.version += 1
+    debit.chain = debited.chain
+    debit.events.append(debited)
+    debit.modified = moment
+    credit.version += 1
+    credit.chain = credited.chain
+    credit.events.append(credited)
+    credit.modified = moment
+    allocated = allocations_of.get(amount)
+    if allocated is None:
+        allocated = allocations_of[amount] = (Allocation(None, amount),)
+    # As ``ChainedAggregate._create_chained`` makes it: the library's base attributes,
+    # then what ``Transfer.__init__`` sets from the event's fields, then the link.
+    transfer = _new_object(Transfer)
+    initialise_aggregate(transfer, stream_id, Transfer.INITIAL_VERSION, moment)
+    vars(transfer).update(
+        {
+            "transfer_id": transfer_id,
+            "debit_account_id": debit_id,
+            "credit_account_id": credit_id,
+            "amount": amount,
+            "unit": unit,
+            "pending": pending,
+            "timeout_seconds": timeout_seconds,
+            "metadata": dict(metadata),
+            "reversal_of": None,
+            "status": _PENDING if pending else _POSTED,
+            "amount_posted": 0 if pending else amount,
+            "reversed_by": None,
+            "grant": None,
+            "allocations": allocated,
+            "chain": recorded.chain,
+        }
+    )
+    transfer.pending_events.append(recorded)
+    return transfer, recorded
 
 
 def _not_plain(debit: _Book, credit: _Book, amount: int) -> bool:

@@ -47,7 +47,7 @@ from app.application.commands import (
     VoidPendingTransfer,
 )
 from app.application.committer import GROUP_UNITS_MAX, Committer, Pending
-from app.application.lean_batch import lean_batch
+from app.application.lean_batch import lean_batch, lean_transfers
 from app.application.views import (
     AccountOutcome,
     AccountView,
@@ -155,6 +155,9 @@ class Write(Generic[R]):
     # taken as absent without a query; the store's unique key refuses one that exists,
     # and the command then runs again and answers as a replay.
     new_transfer_ids: tuple[str, ...] = ()
+    # A single transfer of a new id: what ``apply`` records, which a group may instead
+    # plan in one pass with its neighbours (``lean_transfers``).
+    plain: RecordTransfer | None = None
 
 
 @dataclass
@@ -177,6 +180,8 @@ class Ledger(Application[UUID]):
     # Atomic batches of plain transfers are planned in one pass (lean_batch.py); False
     # runs every batch the ordinary way (the equivalence tests compare the two).
     lean_batches: bool = True
+    # A group's single transfers likewise (``lean_transfers``), each answered on its own.
+    lean_groups: bool = True
 
     def __init__(
         self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utc_now
@@ -394,6 +399,7 @@ class Ledger(Application[UUID]):
             account_ids=(command.debit_account_id, command.credit_account_id),
             transfer_ids=(command.id,),
             new_transfer_ids=(command.id,),
+            plain=command,
         )
 
     def record_batch(self, commands: Sequence[RecordTransfer], *, atomic: bool) -> BatchOutcome:
@@ -902,17 +908,18 @@ class Ledger(Application[UUID]):
         self, transfer: Transfer, settled_by: type[Any]
     ) -> Callable[[Written], TransferOutcome]:
         """A retried post or void: the transfer as it is, at the position of the event
-        that settled it (nothing is written)."""
+        that settled it (nothing is written). That event is looked up once the group is
+        written: an earlier command of the same group may have settled it."""
         view = TransferView.of(transfer)
         topic = get_topic(settled_by)
-        version = next(
-            stored.originator_version
-            for stored in self.recorder.select_events(transfer.id)
-            if stored.topic == topic
-        )
-        return lambda _: TransferOutcome(
-            view, created=False, position=self._position_of(transfer.id, version)
-        )
+
+        def position() -> int:
+            for stored in self.recorder.select_events(transfer.id):
+                if stored.topic == topic:
+                    return self._position_of(transfer.id, stored.originator_version)
+            raise LookupError(f"transfer {transfer.transfer_id} has no {topic} event stored")
+
+        return lambda _: TransferOutcome(view, created=False, position=position())
 
     def _outcome(self, transfer: Transfer) -> Callable[[Written], TransferOutcome]:
         view = TransferView.of(transfer)
@@ -1157,7 +1164,10 @@ class Ledger(Application[UUID]):
             transfer_ids += command.transfer_ids
             new_transfer_ids += command.new_transfer_ids
         work.prefetch(account_ids, transfer_ids, new_transfer_ids)
-        ran = [self._run_command(work, entry) for entry in group]
+        if self.lean_groups:
+            ran = self._run_commands(work, group)
+        else:
+            ran = [self._run_command(work, entry) for entry in group]
         rejected = [r for r in ran if r.rejection is not None]
         if rejected:
             # A rejection must rest on fresh state: if a stream it read has moved since
@@ -1171,6 +1181,27 @@ class Ledger(Application[UUID]):
                 else:  # never the refusal it met on state that has moved since
                     r.rejection = self._gave_up(r.entry)
             ran = [r for r in ran if r.entry not in later]
+        return ran
+
+    def _run_commands(self, work: Workspace, group: list[Pending[Any]]) -> list[_Ran]:
+        """Run the group's commands in order: each run of single plain transfers in one
+        pass (``lean_transfers``), any command that pass cannot decide, and every other
+        command, the ordinary way (``_run_command``)."""
+        ran: list[_Ran] = []
+        index, size = 0, len(group)
+        while index < size:
+            end = index
+            while end < size and group[end].command.plain is not None:
+                end += 1
+            if end > index:
+                commands = [entry.command.plain for entry in group[index:end]]
+                planned = lean_transfers(work, commands, utc_now)
+                for entry, (finish, reads) in zip(group[index:end], planned, strict=False):
+                    ran.append(_Ran(entry, reads, finish=finish))
+                index += len(planned)
+            if index < size:  # not a single transfer, or one the pass could not decide
+                ran.append(self._run_command(work, group[index]))
+                index += 1
         return ran
 
     def _record_events(self, events: Sequence[Any]) -> Written:

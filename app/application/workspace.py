@@ -364,6 +364,15 @@ class Workspace:
         self.reads |= originator_ids
         return True
 
+    def is_absent(self, originator_id: UUID) -> bool:
+        """Whether this stream is known to be absent (presumed or read), held by no one:
+        then the current command has read it, as ``find_transfer`` would have (False:
+        nothing noted)."""
+        if originator_id not in self._absent:
+            return False
+        self.reads.add(originator_id)
+        return True
+
     def add_transfers(self, transfers: Sequence[Transfer], originator_ids: set[UUID]) -> None:
         """``add`` of each of these new transfers, in one loop (an atomic batch's);
         ``originator_ids``: their stream ids, absent (``all_absent``)."""
