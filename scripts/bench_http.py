@@ -61,6 +61,9 @@ from typing import Any, Final
 import httpx
 import uvicorn
 import uvloop
+
+# Reserved until the server binds it: no other process's server can take it meanwhile.
+from benchlib import free_port
 from litestar import Litestar, post
 from rich.console import Console
 from rich.table import Table
@@ -172,13 +175,6 @@ class Report:
 
 
 # Servers ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -44,8 +44,8 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_http import HOST, free_port, read_response
-from benchlib import machine
+from bench_http import HOST, read_response
+from benchlib import free_port, machine
 
 from app import bootstrap
 from app.api.app import create_app

@@ -49,7 +49,6 @@ from bench_http import (
     REPO,
     Server,
     admin_key,
-    free_port,
     stop,
     wait_until_up,
 )
@@ -63,7 +62,7 @@ from bench_http_goals import (
     naive_argv,
     open_accounts,
 )
-from benchlib import machine
+from benchlib import free_port, machine
 
 SHAPES: Final = {key: EMBEDDED_SHAPES[key] for key in ("8", "hot", "batch")}
 THREADS_SHOWN: Final = 6

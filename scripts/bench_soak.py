@@ -15,7 +15,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from typing import Final
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import machine
+from benchlib import free_port, machine
 
 KEY_PATTERN: Final = re.compile(r"lk_[0-9a-f]{12}_[A-Za-z0-9_-]{20,}")
 ISSUER: Final = "system:issuance"
@@ -47,12 +46,6 @@ class Sample:
     rss_mb: float
     events_mb: float
     views_mb: float
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def ledger_argv() -> list[str]:

@@ -1,12 +1,17 @@
-"""Shared by the benchmark scripts: what machine and which commit a figure belongs to."""
+"""Shared by the benchmark scripts (and the tests' servers): what machine and which
+commit a figure belongs to; ports for the servers they start."""
 
 import os
 import platform
+import socket
 import sqlite3
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 T = TypeVar("T")
 
@@ -72,3 +77,50 @@ def postgres_server_cpu_seconds(datadir: Path) -> float:
     it has reaped and every live process below it."""
     postmaster = int((datadir / "postmaster.pid").read_text().split()[0])
     return tree_cpu_seconds(postmaster, with_reaped=True)
+
+
+# Ports ------------------------------------------------------------------------------------
+# A port found free and let go is free only until someone binds it: a server started on
+# it a moment later can find it taken, and whoever polls the port then talks to the
+# process that took it (a test or a benchmark measuring another's server). So a port
+# handed out here stays reserved: a socket of this process keeps it bound, with
+# SO_REUSEADDR and not listening. Another process looking for a free port (a bind to port
+# 0, as every probe does) is never given it, while the server meant for it binds it as
+# usual, since uvicorn, PostgreSQL, ``http.server`` and ``ledger serve --workers`` all
+# bind with SO_REUSEADDR; it stays reserved also while that server restarts. Nothing
+# listens on a reserved port until the server does: a connection to it is refused.
+
+# How many of the ports ``free_port`` handed out a process keeps reserved (the oldest
+# reservation ends when one more is taken): one socket each.
+RESERVATIONS_KEPT: Final = 128
+
+_reservations: deque[socket.socket] = deque()
+_reserving = threading.Lock()
+
+
+def _reservation() -> socket.socket:
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    return holder
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on, reserved for the server this
+    process starts on it, until ``RESERVATIONS_KEPT`` more ports were taken."""
+    holder = _reservation()
+    with _reserving:
+        _reservations.append(holder)
+        while len(_reservations) > RESERVATIONS_KEPT:
+            _reservations.popleft().close()
+    port: int = holder.getsockname()[1]
+    return port
+
+
+@contextmanager
+def reserved_port() -> Iterator[int]:
+    """A port like ``free_port``'s, reserved until the block ends (a server that lives
+    as long as a test session, and restarts on the same port)."""
+    with _reservation() as holder:
+        port: int = holder.getsockname()[1]
+        yield port

@@ -7,7 +7,6 @@ expired key is refused by the API."""
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from app.cli import EXIT_CONFIGURATION, cli
 from app.persistence.keys import KeyStore
 from app.persistence.stores import event_store_env, sqlite_url
 from app.settings import Settings
+from tests.support import ports
 
 LEDGER: Final = [str(Path(sys.executable).with_name("ledger"))]
 LONG_ID: Final = "user:0123456789abcdef:credits:wallet:main"
@@ -65,10 +65,8 @@ def assert_one_line_error(stderr: str, *fragments: str) -> None:
 
 
 def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    """A port nothing listens on, kept so (reserved: ``tests.support.ports``)."""
+    return ports.free_port()
 
 
 @pytest.fixture(autouse=True)

@@ -1,14 +1,14 @@
 """A throwaway PostgreSQL server for tests and benchmarks.
 
 PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` OS
-user (``runuser``); its data directory is a fresh temp folder, its port a free one,
-and it is stopped and deleted afterwards. Nothing here skips: if the binaries are
+user (``runuser``); its data directory is a fresh temp folder, its port a free one
+(reserved while it lives, ``tests.support.ports``), and it is stopped and deleted
+afterwards. Nothing here skips: if the binaries are
 missing, starting fails loudly.
 """
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Final
 
 import psycopg
+
+from tests.support.ports import reserved_port
 
 START_TIMEOUT_SECONDS: Final = 60
 
@@ -75,12 +77,6 @@ def _bindir() -> Path:
     raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _as_server_user(command: list[str]) -> list[str]:
     if os.geteuid() == 0:
         return ["runuser", "-u", "postgres", "--", *command]
@@ -113,26 +109,27 @@ def running_postgres(*, fsync: bool = True) -> Iterator[PostgresServer]:
         check=True,
         capture_output=True,
     )
-    port = _free_port()
-    options = (
-        f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-        f"-c fsync={'on' if fsync else 'off'} -c shared_buffers=256MB"
-    )
-    server = PostgresServer(
-        host="127.0.0.1", port=port, user="postgres", datadir=datadir, options=options
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        subprocess.run(
-            _as_server_user(
-                [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"]
-            ),
-            check=False,
-            capture_output=True,
+    # Reserved while the server lives: also while a test stops and starts it again.
+    with reserved_port() as port:
+        options = (
+            f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c max_connections=200 "
+            f"-c fsync={'on' if fsync else 'off'} -c shared_buffers=256MB"
         )
-        shutil.rmtree(workdir, ignore_errors=True)
+        server = PostgresServer(
+            host="127.0.0.1", port=port, user="postgres", datadir=datadir, options=options
+        )
+        server.start()
+        try:
+            yield server
+        finally:
+            subprocess.run(
+                _as_server_user(
+                    [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"]
+                ),
+                check=False,
+                capture_output=True,
+            )
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _pg_ctl(datadir: Path, *arguments: str) -> None:

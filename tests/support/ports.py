@@ -1,25 +1,25 @@
 """Ports for the servers tests start, on a machine where many other processes (other
 test workers, other suites) pick free ports at the same moment.
 
-A port found free is free only until someone binds it: a server started on it a moment
-later can find it taken, and a test that polls the port then talks to whoever took it
-(another `ledger serve` answers ``/v1/health`` just as well). ``listened_on_by`` tells
-whether the listening socket on a port belongs to a given process or its children."""
+A port found free and let go is free only until someone binds it: a server started on
+it a moment later can find it taken, and a test that polls the port then talks to
+whoever took it (another `ledger serve` answers ``/v1/health`` just as well). So the
+ports handed out here stay reserved by this process until its server binds them
+(``benchlib.free_port``, shared with the benchmarks).
+
+``listened_on_by`` tells whether the listening socket on a port belongs to a given
+process or its children."""
 
 import os
-import socket
 from pathlib import Path
 from typing import Final
 
+from benchlib import free_port, reserved_port
+
+__all__ = ["free_port", "listened_on_by", "reserved_port"]
+
 # /proc/net/tcp's state of a listening socket.
 _LISTEN: Final = "0A"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _listening_inodes(port: int) -> set[str]:
