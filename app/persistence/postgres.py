@@ -38,7 +38,7 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.utils import Environment, strtobool
 from psycopg.pq import TransactionStatus
-from psycopg.sql import SQL, Composed, Identifier, Literal
+from psycopg.sql import SQL, Composed, Identifier
 from psycopg_pool import ConnectionPool
 
 from app.compat import (
@@ -109,6 +109,12 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
             function=Identifier(self.write_function_name),
             id_type=Identifier(self.datastore.originator_id_type),
         )
+        self.lock_statement = (
+            SQL("LOCK TABLE {0}.{1} IN EXCLUSIVE MODE")
+            .format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+            .as_bytes(None)
+        )
+        self.after_statement = postgres_after_query(self).as_bytes(None)
 
     def write_parameters(self, stored_events: Sequence[StoredEvent]) -> tuple[Any, ...]:
         """The write function's arguments: the events as four arrays, the lock's wait
@@ -219,20 +225,18 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         """Take the lock in one round trip; with ``after``, read those streams' later
         events in the same round trip, once the lock is held (``read_ahead``)."""
         milliseconds = max(LOCK_WAIT_MIN_MILLISECONDS, math.ceil(timeout_seconds * 1000))
-        lock = SQL("LOCK TABLE {0}.{1} IN EXCLUSIVE MODE").format(
-            Identifier(self.datastore.schema), Identifier(self.events_table_name)
-        )
-        timeout = SQL("SET LOCAL lock_timeout = {0}").format(Literal(f"{milliseconds}ms"))
+        # Statements as bytes: composing them per group cost about 20 µs of CPU.
+        timeout = b"SET LOCAL lock_timeout = '%dms'" % milliseconds
         try:
             if not after:
-                connection.execute(SQL("BEGIN; {0}; {1}").format(timeout, lock))
+                connection.execute(b"BEGIN; " + timeout + b"; " + self.lock_statement)
                 return True
             reading = connection.cursor()
             with connection.pipeline(), connection.cursor() as cursor:
-                cursor.execute("BEGIN")
+                cursor.execute(b"BEGIN")
                 cursor.execute(timeout)
-                cursor.execute(lock)
-                reading.execute(postgres_after_query(self), (list(after), list(after.values())))
+                cursor.execute(self.lock_statement)
+                reading.execute(self.after_statement, (list(after), list(after.values())))
             self._held.read_ahead = (dict(after), reading.fetchall())
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
             # Not free in time: by lock_timeout, or by the connection's statement_timeout
