@@ -7,7 +7,9 @@ time, so a commit's ``fsync`` counts) around the same writes, and the whole proc
 The shapes are those of ``bench_instructions.py``: ``single`` (a ``record_transfer`` at
 a time: a group write of one each), ``group8`` (independent batches of eight: a group
 write of eight commands) and ``batch`` (``BATCH_RUNS`` atomic batches of ``--transfers``
-spends: a group write of one command each).
+spends: a group write of one command each). ``--history N`` writes N atomic batches of
+1,000 first (unmeasured): a log of some 100,000 events has an index larger than SQLite's
+default page cache, and the writer's CPU per transfer grows with it.
 
 Run from the repository root::
 
@@ -36,8 +38,8 @@ BATCH_RUNS: Final = 5
 WORKLOAD: Final = """
 import json, sys, tempfile, threading, time
 from pathlib import Path
-root, users, shape, transfers, batch_runs = sys.argv[1:6]
-users, transfers, batch_runs = int(users), int(transfers), int(batch_runs)
+root, users, shape, transfers, batch_runs, history = sys.argv[1:7]
+users, transfers, batch_runs, history = int(users), int(transfers), int(batch_runs), int(history)
 sys.path[:0] = [root, root + "/scripts"]
 import bench_goals
 bench_goals.USERS = users
@@ -46,7 +48,7 @@ from app.persistence.stores import event_store_env, sqlite_url
 with tempfile.TemporaryDirectory() as tmp:
     with Ledger(dict(event_store_env(sqlite_url(Path(tmp) / "ledger.sqlite")))) as ledger:
         bench_goals.set_up(ledger)
-        bench_goals.ledger_batches(ledger, "warm", 1)
+        bench_goals.ledger_batches(ledger, "warm", max(1, history))
         writer = next(t for t in threading.enumerate() if t.name == "ledger-committer")
         clock = time.pthread_getcpuclockid(writer.ident)
         spends = bench_goals.spend_batch("s")[:transfers]
@@ -70,7 +72,9 @@ print(json.dumps({"writer": writer_cpu / transfers, "process": process_cpu / tra
 """
 
 
-def measured(tree: Path, users: int, shape: str, transfers: int) -> dict[str, float]:
+def measured(
+    tree: Path, users: int, shape: str, transfers: int, history: int = 1
+) -> dict[str, float]:
     """Seconds of CPU per transfer: the writer thread's and the whole process's."""
     run = subprocess.run(
         [
@@ -82,6 +86,7 @@ def measured(tree: Path, users: int, shape: str, transfers: int) -> dict[str, fl
             shape,
             str(transfers),
             str(BATCH_RUNS),
+            str(history),
         ],
         cwd=tree,
         capture_output=True,
@@ -101,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--transfers", type=int, default=1000, help="per run (default 1,000)")
     parser.add_argument("--users", type=int, default=200, help="accounts spent from")
     parser.add_argument("--shapes", default="single,group8", help="of single, group8, batch")
+    parser.add_argument(
+        "--history", type=int, default=1, help="atomic batches of 1,000 written first (default 1)"
+    )
     args = parser.parse_args(argv)
     shapes = [shape.strip() for shape in args.shapes.split(",") if shape.strip()]
     if set(shapes) - set(SHAPES) or not shapes:
@@ -116,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for round_number in range(args.rounds):
             for shape in shapes:
                 for name in in_turn(names, round_number):
-                    figure = measured(trees[name], args.users, shape, args.transfers)
+                    figure = measured(trees[name], args.users, shape, args.transfers, args.history)
                     figures[shape, name].append(figure)
                     print(
                         f"round {round_number + 1}, {shape}, {name}: writer thread "
@@ -132,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"SQLite {DESCRIBED[shape]}, {part} CPU per transfer (medians): "
                 f"{after * 1e6:.1f} µs against {before * 1e6:.1f} µs at {args.baseline} "
+                f"after {args.history:,} batches of history "
                 f"(ratio {after / before:.3f})"
             )
     print(f"machine: {machine()}")
