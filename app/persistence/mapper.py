@@ -58,12 +58,13 @@ class ChainedMapper(Mapper[UUID]):
 
     def to_stored_events(self, domain_events: Sequence[Any]) -> list[StoredEvent]:
         """``to_stored_event`` of each event, in one loop (a batch of 1,000 transfers
-        writes 3,000 events of a few shapes: each shape's pieces, the time stamp's and
-        the commit's are looked up once per run of equal ones)."""
+        writes 3,000 events of a few shapes: each shape's pieces and the commit's are
+        looked up once per run of equal ones, each time stamp formatted once)."""
         stored_events: list[StoredEvent] = []
         append = stored_events.append
         shapes = self._shape_pieces
         last_time = self._last_time
+        times: dict[int, tuple[datetime, bytes]] = {}
         commit_id: str | None = None
         commit_pieces = (b"", b"")
         transform = self.compressor is not None or self.cipher is not None
@@ -89,8 +90,14 @@ class ChainedMapper(Mapper[UUID]):
             pieces = shapes.get(shape)
             if pieces is None:
                 pieces = self._pieces_of_shape(shape)
-            if last_time is None or last_time[0] is not state["timestamp"]:
-                last_time = self._time_piece(state["timestamp"])
+            moment = state["timestamp"]
+            if last_time is None or last_time[0] is not moment:
+                # A group's events come aggregate by aggregate, each command at its own
+                # moment: each moment formatted once per call (keyed by the object,
+                # alive in its event for the whole call, as ``is`` compares).
+                last_time = times.get(id(moment))
+                if last_time is None:
+                    last_time = times[id(moment)] = self._time_piece(moment)
             stored = b"".join(
                 (
                     last_time[1],

@@ -143,3 +143,36 @@ def test_events_mapped_together_are_stored_as_each_mapped_alone(
     assert [vars(stored) for stored in together] == [vars(stored) for stored in alone]
     # ... and as they were stored when written
     assert [vars(stored) for stored in together[:10]] == [vars(first) for _, first in seen[:10]]
+
+
+def test_each_moment_is_formatted_once_per_call_however_its_events_are_interleaved(
+    mapped: tuple[Ledger, Mapped], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger, seen = mapped
+    mapper = ledger.mapper
+    assert isinstance(mapper, ChainedMapper)
+    events = [event for event, _ in seen if ENCODED_FIELDS in vars(event)]
+    # A group's order: one event of each write's moment in turn, again and again.
+    by_moment: dict[int, list[Any]] = {}
+    for event in events:
+        by_moment.setdefault(id(event.timestamp), []).append(event)
+    interleaved = [
+        queue[turn]
+        for turn in range(max(map(len, by_moment.values())))
+        for queue in by_moment.values()
+        if turn < len(queue)
+    ]
+    assert len(by_moment) > 2  # many moments,
+    assert interleaved != events  # taken in turn
+    alone = [vars(mapper.to_stored_event(event)) for event in interleaved]
+    formatted: list[object] = []
+    time_piece = ChainedMapper._time_piece
+
+    def counted(self: ChainedMapper, moment: Any) -> tuple[Any, bytes]:
+        formatted.append(moment)
+        return time_piece(self, moment)
+
+    monkeypatch.setattr(ChainedMapper, "_time_piece", counted)
+    together = [vars(stored) for stored in mapper.to_stored_events(interleaved)]
+    assert together == alone
+    assert len(formatted) == len(by_moment)
