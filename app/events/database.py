@@ -103,8 +103,9 @@ class Database:
                 check_same_thread=False,
             )
             connection.execute("PRAGMA journal_mode=WAL")
-            # Losing the last commits on power loss re-sends a few deliveries at worst
-            # (at-least-once); the feed itself is re-derived from the log.
+            # A power loss or OS crash may lose the commits since the last checkpoint
+            # (up to FEED_WAL_AUTOCHECKPOINT_PAGES of WAL): their deliveries are sent
+            # again (at-least-once), and the feed is re-derived from the log.
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute(f"PRAGMA wal_autocheckpoint={FEED_WAL_AUTOCHECKPOINT_PAGES}")
             self._local.connection = connection
