@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Final
+
+from benchlib import free_port
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 START_TIMEOUT_SECONDS: Final = 120
@@ -71,13 +72,6 @@ def code_block(readme: str, section: str, language: str) -> str:
     if found is None:
         raise SystemExit(f"no {language} block under '## {section}'")
     return found.group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_ready(url: str, server: subprocess.Popen[str]) -> None:

@@ -9,7 +9,6 @@ from docker-compose.yml). Optional, for the cases one server cannot show alone:
 
 import multiprocessing
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -37,6 +36,7 @@ from app.persistence.kurrentdb import (
 from app.persistence.stores import event_store_env
 from projections.runner import ProjectionWorkers
 from tests.e2e.ledger_workers import SpendReport, spend_in_process
+from tests.support.ports import free_port
 
 URI = os.environ.get("KURRENTDB_URI", "")
 pytestmark = pytest.mark.skipif(
@@ -141,9 +141,7 @@ def test_the_probe_accepts_this_server() -> None:
 
 
 def test_the_probe_calls_a_stopped_server_unreachable_within_the_deadline() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # reserved by this process, and nothing listens on it
     started = time.monotonic()
     with pytest.raises(StoreUnavailableError, match="reachable"):
         Ledger({**event_store_env(f"kurrentdb://127.0.0.1:{port}?Tls=false"), DEADLINE_KEY: "2"})

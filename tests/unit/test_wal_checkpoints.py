@@ -27,11 +27,6 @@ def _fill(cursor: Any) -> None:
     )
 
 
-def test_the_checkpoint_thresholds_are_well_above_sqlites_default() -> None:
-    assert VIEWS_WAL_AUTOCHECKPOINT_PAGES >= 10 * SQLITE_DEFAULT_AUTOCHECKPOINT_PAGES
-    assert FEED_WAL_AUTOCHECKPOINT_PAGES >= 10 * SQLITE_DEFAULT_AUTOCHECKPOINT_PAGES
-
-
 def test_a_views_commit_of_more_than_a_thousand_pages_stays_in_the_wal(tmp_path: Path) -> None:
     view: Any = open_view(sqlite_url(tmp_path / "views.sqlite"), 1)
     with view.datastore.transaction(commit=False) as cursor:
