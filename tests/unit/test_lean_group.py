@@ -158,6 +158,7 @@ def _counting_planned(patch: pytest.MonkeyPatch) -> list[int]:
     return counted
 
 
+@pytest.mark.slow  # some 13 s quiet, 25 s at load 9: two ledgers per example
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(set_up=users_set_up, history=groups)
 def test_single_transfers_planned_in_one_pass_store_answer_and_hold_what_the_ordinary_path_does(
