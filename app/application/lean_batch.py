@@ -148,15 +148,39 @@ def lean_batch(
     )
 
 
+class Stamps:
+    """A group's command time stamps, one per command, from ``clock``. A stamp taken for
+    a command the one pass then cannot plan (its events are not of the plain shape) is
+    handed back (``give_back``) and is the next one given out: that command's on the
+    ordinary path, which it gets as if the pass had never looked at it."""
+
+    __slots__ = ("_clock", "_kept")
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+        self._kept: datetime | None = None
+
+    def __call__(self) -> datetime:
+        kept = self._kept
+        if kept is None:
+            return self._clock()
+        self._kept = None
+        return kept
+
+    def give_back(self, moment: datetime) -> None:
+        self._kept = moment
+
+
 def lean_transfers(
-    work: Workspace, commands: Sequence[RecordTransfer], stamp: Callable[[], datetime]
+    work: Workspace, commands: Sequence[RecordTransfer], stamp: Stamps
 ) -> list[tuple[Callable[[Written], TransferOutcome], set[UUID]]]:
     """Run the leading plain ones of a group's single transfers in one pass: each is
     its own command (module docstring), checked on the books in group order, stamped by
     ``stamp`` as the ordinary path stamps it. Stops at the first command the plan
     cannot decide (not of the lean shape, or refused): that one and those after it are
     left to the caller, which runs it the ordinary way (where it is refused with its
-    own error, or written) and then hands the rest here again. Returns, for each
+    own error, or written; stamped with the moment taken here, if one was) and then hands
+    the rest here again. Returns, for each
     command run, how to answer it and the streams it read (its accounts and its id);
     the workspace then holds their accounts' new state and their transfers, as one
     command scope: none of them can be refused any more, so none is rolled back."""
@@ -185,6 +209,7 @@ def lean_transfers(
             debit, credit, command, stream_id, moment, moment.isoformat(), allocations_of
         )
         if planned is None:
+            stamp.give_back(moment)  # the ordinary path's stamp for this command
             break
         made.append(planned)
         created.add(stream_id)

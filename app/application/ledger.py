@@ -47,7 +47,7 @@ from app.application.commands import (
     VoidPendingTransfer,
 )
 from app.application.committer import GROUP_UNITS_MAX, Committer, Pending
-from app.application.lean_batch import lean_batch, lean_transfers
+from app.application.lean_batch import Stamps, lean_batch, lean_transfers
 from app.application.views import (
     AccountOutcome,
     AccountView,
@@ -1188,6 +1188,7 @@ class Ledger(Application[UUID]):
         pass (``lean_transfers``), any command that pass cannot decide, and every other
         command, the ordinary way (``_run_command``)."""
         ran: list[_Ran] = []
+        stamps = Stamps(utc_now)
         index, size = 0, len(group)
         while index < size:
             end = index
@@ -1195,12 +1196,12 @@ class Ledger(Application[UUID]):
                 end += 1
             if end > index:
                 commands = [entry.command.plain for entry in group[index:end]]
-                planned = lean_transfers(work, commands, utc_now)
+                planned = lean_transfers(work, commands, stamps)
                 for entry, (finish, reads) in zip(group[index:end], planned, strict=False):
                     ran.append(_Ran(entry, reads, finish=finish))
                 index += len(planned)
             if index < size:  # not a single transfer, or one the pass could not decide
-                ran.append(self._run_command(work, group[index]))
+                ran.append(self._run_command(work, group[index], stamps))
                 index += 1
         return ran
 
@@ -1214,13 +1215,15 @@ class Ledger(Application[UUID]):
             stored = [mapper.to_stored_event(event) for event in events]
         return Written(events, self.recorder.insert_events(stored))
 
-    def _run_command(self, work: Workspace, entry: Pending[Any]) -> _Ran:
+    def _run_command(
+        self, work: Workspace, entry: Pending[Any], stamps: Stamps | None = None
+    ) -> _Ran:
         work.begin()
         try:
             # The command's time stamp is read before any of its checks reads the
             # ledger's clock: with the wall clock, a spend allowed before a lot's expiry
             # is stamped before it too (the audit's exact expiry check rests on this).
-            with command_time(utc_now()):
+            with command_time(utc_now() if stamps is None else stamps()):
                 finish = entry.command.apply(work)
         except LedgerError as error:
             work.rollback()

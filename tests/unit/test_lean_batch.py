@@ -52,6 +52,7 @@ class Item:
     grant_hours: int | None = None
     id_from: int | None = None
     timeout_seconds: int | None = None  # a hold's (given only to holds)
+    note: str | None = None  # a metadata value; some are not of the plain shape (NOTES)
 
 
 class Clock:
@@ -62,6 +63,9 @@ class Clock:
         return self.now
 
 
+# Metadata values: the events of a transfer carrying the first two are not of the plain
+# shape (non-ASCII, DEL), so the one pass hands it to the ordinary path.
+NOTES: Final = ("caf\u00e9", "rub\x7fout", 'say "hi"', "plain")
 plain_items = st.builds(
     Item,
     debit=st.sampled_from(USERS),
@@ -69,6 +73,7 @@ plain_items = st.builds(
     amount=st.integers(1, 25),
     pending=st.booleans(),
     timeout_seconds=st.none() | st.integers(1, 3600),
+    note=st.none() | st.none() | st.sampled_from(NOTES),
 )
 odd_items = st.builds(
     Item,
@@ -177,7 +182,10 @@ def _command(number: int, index: int, item: Item) -> RecordTransfer:
         pending=item.pending and item.grant_hours is None,
         timeout_seconds=item.timeout_seconds if item.pending and item.grant_hours is None else None,
         grant=None if item.grant_hours is None else _grant(item.grant_hours + 3),
-        metadata={"item": str(index)} if index % 3 == 0 else {},
+        metadata={
+            **({"item": str(index)} if index % 3 == 0 else {}),
+            **({} if item.note is None else {"note": item.note}),
+        },
     )
 
 
