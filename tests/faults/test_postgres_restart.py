@@ -59,10 +59,10 @@ TRANSFERS_BEFORE: Final = 5
 CONTENDED_FOR_SECONDS: Final = 60.0
 _databases = itertools.count()
 # A write deadline shorter than the library's ten tries of an insert on a server that is
-# down (each waits a second for a connection, then 0.2 s), and what the writer may take
-# past it on a loaded machine.
+# down (each waits a second for a connection, then 0.2 s: some 12 s), and what the writer
+# may take past it on a loaded machine (the two together still well short of those 12 s).
 SHORT_WRITE_TIMEOUT_SECONDS: Final = 3
-DEADLINE_SLACK_SECONDS: Final = 2.0
+DEADLINE_SLACK_SECONDS: Final = 5.0
 WRITER_WAIT_SECONDS: Final = 30.0
 WRITE_ANSWERS_STORE_DOWN: Final = (StoreUnavailableError, OutcomeUnknownError, WriteTimeoutError)
 
