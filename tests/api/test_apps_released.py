@@ -34,9 +34,12 @@ def serve_one_app(data_dir: Path) -> None:
             client.headers["Authorization"] = f"Bearer {key}"
             open_issuer(client)
             open_account(client, "alice")
-            fund(client, "alice", 5)
+            funded = fund(client, "alice", 5)
             ok(client.get("/v1/accounts", params={"limit": 1}))
-            ok(client.get("/v1/accounts/alice/entries", params={"min_position": 1}))
+            # At the funding's position: alice's account and entry are in the views then
+            # (at position 1 only the issuer is).
+            entries = {"min_position": funded["position"]}
+            ok(client.get("/v1/accounts/alice/entries", params=entries))
             assert client.get("/v1/health").status_code == 200
             assert client.get("/v1/ready").status_code == 200
             assert client.get("/metrics").status_code == 200
