@@ -635,6 +635,25 @@ def ledger_audit(env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedP
     return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
 
 
+def correctness(
+    base_url: str, key: str, env: dict[str, str], acknowledged: int, cwd: Path = REPO
+) -> str:
+    """After the phases, of the ledger served at ``base_url``: its views caught up, its
+    ``ledger audit``, and its hot account's debits against the transfers acknowledged on
+    it (the projector still runs: the views catch up before the audit compares them)."""
+    caught_up = wait_for_projections(base_url)
+    with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        hot = client.get(f"{base_url}/v1/accounts/{HOT}").json()
+    audit = ledger_audit(env, cwd)
+    if audit.returncode != 0:
+        print(audit.stdout[-4000:], audit.stderr[-2000:], flush=True)
+    return (
+        f"views caught up {caught_up is not None}; ledger audit exit {audit.returncode}; "
+        f"hot account debits_posted {hot['debits_posted']:,} for {acknowledged:,} "
+        "acknowledged transfers"
+    )
+
+
 def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
     """Each shape with ``--workers 1`` and ``--workers 2``, in turn: one first in even
     rounds, two first in odd ones (``benchlib.in_turn``)."""
@@ -686,14 +705,8 @@ def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
                             f"average {load_before:.1f} -> {os.getloadavg()[0]:.1f}",
                             flush=True,
                         )
-            # The views catch up (the projector still runs) before the audit compares them.
-            with (
-                httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client,
-                running("check", [*ledger_argv(), "--no-projections"], env, workdir) as api,
-            ):
-                caught_up = wait_for_projections(api.base_url)
-                hot = client.get(f"{api.base_url}/v1/accounts/{HOT}").json()
-            audit = ledger_audit(env)
+            with running("check", [*ledger_argv(), "--no-projections"], env, workdir) as api:
+                checked = correctness(api.base_url, key, env, created)
         for shape in WORKERS_SHAPES:
             ones, twos = results[shape.name, 1], results[shape.name, 2]
             lines.append(
@@ -704,13 +717,7 @@ def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
                     for one, two in zip(ones, twos, strict=True)
                 )
             )
-        if audit.returncode != 0:
-            print(audit.stdout[-4000:], audit.stderr[-2000:], flush=True)
-        lines.append(
-            f"correctness: views caught up {caught_up is not None}; ledger audit exit "
-            f"{audit.returncode}; hot account debits_posted {hot['debits_posted']:,} for "
-            f"{created:,} acknowledged transfers"
-        )
+        lines.append(f"correctness: {checked}")
     return lines
 
 
@@ -815,19 +822,10 @@ def pg_checks(
     the transfers acknowledged on it; the naive hot row against its acknowledged ones."""
     lines: list[str] = []
     for side in ledgers:
-        api = apis[side.name]
-        caught_up = wait_for_projections(api.base_url)
-        headers = {"Authorization": f"Bearer {side.key}"}
-        with httpx.Client(headers=headers, timeout=30) as client:
-            hot = client.get(f"{api.base_url}/v1/accounts/{HOT}").json()
-        audit = ledger_audit(side.env, side.cwd)
-        if audit.returncode != 0:
-            print(audit.stdout[-4000:], audit.stderr[-2000:], flush=True)
-        lines.append(
-            f"PostgreSQL correctness, {side.name}: views caught up {caught_up is not None}; "
-            f"ledger audit exit {audit.returncode}; hot account debits_posted "
-            f"{hot['debits_posted']:,} for {side.acknowledged:,} acknowledged transfers"
+        checked = correctness(
+            apis[side.name].base_url, side.key, side.env, side.acknowledged, side.cwd
         )
+        lines.append(f"PostgreSQL correctness, {side.name}: {checked}")
     with psycopg.connect(naive_url) as connection:
         row = connection.execute(
             "SELECT credits_remaining FROM balances WHERE id = %s", (HOT,)
