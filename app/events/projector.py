@@ -91,19 +91,19 @@ class _Batch:
     def prefetch(self, stream_ids: Sequence[str]) -> None:
         """Load the state of the accounts among these streams, and their monitors, in a
         query or two per chunk instead of two per account as their events come."""
-        wanted = [i for i in dict.fromkeys(stream_ids) if i not in self.accounts]
-        account_ids: list[str] = []
-        for chunk in _chunks(wanted):
+        streams = list(dict.fromkeys(stream_ids))
+        for chunk in _chunks([i for i in streams if i not in self.accounts]):
             self.cursor.execute(
                 "SELECT stream_id, body FROM ledger_feed_accounts "  # noqa: S608  # only ?s
                 f"WHERE stream_id IN ({', '.join('?' * len(chunk))})",
                 chunk,
             )
             for stream_id, body in self.cursor.fetchall():
-                state = orjson.loads(body)
-                self.accounts[stream_id] = state
-                account_ids.append(state["account_id"])
-        for chunk in _chunks([i for i in account_ids if i not in self.monitors]):
+                self.accounts[stream_id] = orjson.loads(body)
+        # The monitors of every account here, the states kept from the last batch too
+        # (monitors are not kept: the API adds and deletes them at any time).
+        account_ids = [self.accounts[i]["account_id"] for i in streams if i in self.accounts]
+        for chunk in _chunks([i for i in dict.fromkeys(account_ids) if i not in self.monitors]):
             for account_id in chunk:
                 self.monitors[account_id] = []
             self.cursor.execute(

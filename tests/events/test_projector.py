@@ -377,6 +377,33 @@ def test_an_account_metadata_event_is_published_as_account_updated(tmp_path: Pat
     assert events[1]["data"]["account"]["id"] == "alice"
 
 
+def open_issuer_and_thirty(ledger: Ledger) -> list[str]:
+    """The issuer and thirty accounts (their ids) opened."""
+    ledger.open_account(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
+    names = [f"acct-{n}" for n in range(30)]
+    for name in names:
+        ledger.open_account(OpenAccount(id=name, unit="CREDITS"))
+    return names
+
+
+def pay_each(ledger: Ledger, names: list[str], prefix: str) -> None:
+    """5 from the issuer to each of ``names``, in one (non-atomic) batch."""
+    ledger.record_batch(
+        [RecordTransfer(f"{prefix}-{name}", ISSUER, name, 5) for name in names], atomic=False
+    )
+
+
+def reads_of_a_step(projector: FeedProjector, store: FeedStore) -> list[str]:
+    """The SELECTs a step of ``projector`` (which finds something to project) sends."""
+    statements: list[str] = []
+    store.database._sqlite().set_trace_callback(statements.append)
+    try:
+        assert projector.step() > 0
+    finally:
+        store.database._sqlite().set_trace_callback(None)
+    return [s for s in statements if s.startswith("SELECT")]
+
+
 def test_a_batch_reads_its_accounts_and_monitors_together_not_one_by_one(
     monitored: tuple[Ledger, FeedStore, MonitorStore],
 ) -> None:
@@ -384,28 +411,40 @@ def test_a_batch_reads_its_accounts_and_monitors_together_not_one_by_one(
     state and their monitors come in one query each (not thirty-one each), and every
     monitor still fires at its crossing."""
     ledger, store, monitors = monitored
-    ledger.open_account(OpenAccount(id=ISSUER, unit="CREDITS", allow_negative=True))
-    names = [f"acct-{n}" for n in range(30)]
-    for name in names:
-        ledger.open_account(OpenAccount(id=name, unit="CREDITS"))
+    names = open_issuer_and_thirty(ledger)
     FeedProjector(ledger, store).catch_up()
     for name in names:
         monitors.create(name, "balance", "above", 0, "funded", head(ledger))
-    ledger.record_batch(
-        [RecordTransfer(f"t-{name}", ISSUER, name, 5) for name in names], atomic=False
-    )
-    statements: list[str] = []
-    store.database._sqlite().set_trace_callback(statements.append)
-    try:
-        assert FeedProjector(ledger, store).step() > 0
-    finally:
-        store.database._sqlite().set_trace_callback(None)
-    reads = [s for s in statements if s.startswith("SELECT")]
+    pay_each(ledger, names, "t")
+    reads = reads_of_a_step(FeedProjector(ledger, store), store)
     assert len([s for s in reads if "FROM ledger_feed_accounts" in s]) == 1, reads
     assert len([s for s in reads if "FROM ledger_monitors" in s]) == 1, reads
     fired = crossings(store)
     assert sorted(c["account"]["id"] for c in fired) == sorted(names)
     assert all(c["condition_holds"] and c["value"] == 5 for c in fired)
+
+
+def test_a_batch_on_kept_account_states_reads_their_monitors_together_not_one_by_one(
+    monitored: tuple[Ledger, FeedStore, MonitorStore],
+) -> None:
+    """A projector's second step starts from the account states its first one kept: it
+    reads them no more, yet it reads their monitors (which the API may have added
+    meanwhile) in one query, not one per account, and every new monitor fires."""
+    ledger, store, monitors = monitored
+    names = open_issuer_and_thirty(ledger)
+    projector = FeedProjector(ledger, store)
+    projector.catch_up()
+    pay_each(ledger, names, "t1")
+    assert projector.step() > 0  # the thirty accounts' states are kept now
+    for name in names:
+        monitors.create(name, "balance", "above", 7, "funded", head(ledger))
+    pay_each(ledger, names, "t2")
+    reads = reads_of_a_step(projector, store)
+    assert not [s for s in reads if "FROM ledger_feed_accounts" in s], reads
+    assert len([s for s in reads if "FROM ledger_monitors" in s]) == 1, reads
+    fired = crossings(store)
+    assert sorted(c["account"]["id"] for c in fired) == sorted(names)
+    assert all(c["condition_holds"] and c["value"] == 10 for c in fired)
 
 
 def test_a_projector_reads_no_account_state_back_until_another_projector_wrote(
