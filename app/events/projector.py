@@ -13,7 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
 from typing import Any, Final
@@ -27,7 +27,7 @@ from app.api.schemas import transfer_document
 from app.application.ledger import Ledger
 from app.application.views import TransferView
 from app.domain.account import Account, default_account_type
-from app.domain.transfer import Transfer
+from app.domain.transfer import Transfer, initial_fate
 from app.events import schema
 from app.events.database import Cursor, Database
 from app.events.store import FeedStore, Head, append_events, lock_head
@@ -267,6 +267,46 @@ def transfer_resource(transfer: TransferView, position: int) -> dict[str, Any]:
     return loaded
 
 
+def recorded_resource(event: Transfer.TransferRecorded, position: int) -> dict[str, Any]:
+    """``transfer_resource(TransferView.recorded(event), position)``, key for key and in
+    the same order, built straight from a recording that grants nothing: the feed makes
+    one per transfer, and the view, the document and their JSON round trip cost three
+    times this (tests/events/test_feed_resources.py holds the two equal). A grant's
+    terms hold times of their own: a grant takes the general path."""
+    if event.grant is not None:
+        return transfer_resource(TransferView.recorded(event), position)
+    pending, timeout_seconds, records = event.pending, event.timeout_seconds, event.allocations
+    expires_at = None
+    if pending and timeout_seconds is not None:
+        expires_at = _time_text(event.timestamp + timedelta(seconds=timeout_seconds))
+    return {
+        "id": event.transfer_id,
+        "debit_account_id": event.debit_account_id,
+        "credit_account_id": event.credit_account_id,
+        "amount": event.amount,
+        "unit": event.unit,
+        "pending": pending,
+        "timeout_seconds": timeout_seconds,
+        "metadata": dict(event.metadata),
+        "status": initial_fate(pending),
+        "amount_posted": 0 if pending else event.amount,
+        "recorded_at": _time_text(event.timestamp),
+        "expires_at": expires_at,
+        "reversal_of": event.reversal_of,
+        "reversed_by": None,
+        "position": position,
+        "grant": None,
+        "allocations": [{"grant_id": r["grant_id"], "amount": r["amount"]} for r in records]
+        if records
+        else [],
+    }
+
+
+def _time_text(value: datetime) -> str:
+    """A time as ``transfer_resource``'s JSON round trip writes it."""
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z)[1:-1].decode()
+
+
 def public_event(
     event_type: str, source: Any, position: int, data: dict[str, Any], *id_parts: object
 ) -> dict[str, Any]:
@@ -399,25 +439,26 @@ def monitor_resource(monitor: dict[str, Any]) -> dict[str, Any]:
 def _transfer_event(event_type: str) -> Any:
     def handle(batch: _Batch, event: Any, position: int) -> None:
         if isinstance(event, Transfer.TransferRecorded):
-            transfer = TransferView.recorded(event)  # no aggregate built
+            resource = recorded_resource(event, position)  # no aggregate built
         else:
-            transfer = TransferView.of(
-                batch.ledger.transfers.get(event.originator_id, version=event.originator_version)
+            transfer: Transfer = batch.ledger.transfers.get(
+                event.originator_id, version=event.originator_version
             )
-        data: dict[str, Any] = {"transfer": transfer_resource(transfer, position)}
+            resource = transfer_resource(TransferView.of(transfer), position)
+        data: dict[str, Any] = {"transfer": resource}
+        involved = [resource["debit_account_id"], resource["credit_account_id"]]
         if isinstance(event, Transfer.Reversed):
             # The money moves in the reversal's own transfer.recorded, with its balances.
             data["reversal_id"] = event.reversal_id
         else:
             data["accounts"] = [
                 batch.effect(
-                    transfer.id,
+                    resource["id"],
                     account_id,
                     partial(_current, batch, account_id, position),
                 )
-                for account_id in (transfer.debit_account_id, transfer.credit_account_id)
+                for account_id in involved
             ]
-        involved = [transfer.debit_account_id, transfer.credit_account_id]
         batch.emit(public_event(event_type, event, position, data), involved)
         if isinstance(event, Transfer.TransferRecorded):
             _grant_events(batch, event, position, data)
