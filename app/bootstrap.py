@@ -36,6 +36,14 @@ from projections.runner import GenerationPointer, GenerationReader, ProjectionWo
 
 # A PostgreSQL server that does not answer within this is reported as unreachable.
 CONNECT_TIMEOUT_SECONDS: Final = 10
+# A server's cyclic collector starts a young-generation pass once this many more
+# tracked objects were made than freed (Python's default: 700). A batch of 1,000
+# transfers makes and frees some tens of thousands (its body's items, its commands, its
+# answer, the writer's events and rows), none of them cyclic garbage: at 700, about
+# fifteen passes per batch, every tenth of which walked the middle generation and every
+# hundredth the whole heap (the writer's cache): about a tenth of serve's CPU per batch
+# transfer (docs/benchmarks.md). The middle and old thresholds stay Python's.
+COLLECTOR_YOUNG_THRESHOLD: Final = 10_000
 # What goes wrong when a setting names something unusable (no programming errors here).
 UNUSABLE_STORE_ERRORS: Final = (
     StoreURLError,
@@ -224,6 +232,10 @@ def settle_heap() -> None:
     (``gc.freeze``). The collector runs on whichever thread allocates; on the event loop
     a batch of 1,000 transfers triggered a full pass every ten batches or so, each
     walking all of start-up's objects again: with the write stubbed, the collector took
-    11.6 of the loop's 20.7 ms per batch, 2.4 of 11.4 after freezing (docs/benchmarks.md)."""
+    11.6 of the loop's 20.7 ms per batch, 2.4 of 11.4 after freezing (docs/benchmarks.md).
+    From then on the young generation's passes start only every
+    ``COLLECTOR_YOUNG_THRESHOLD`` objects."""
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(COLLECTOR_YOUNG_THRESHOLD, middle, old)

@@ -13,7 +13,7 @@ import structlog
 from typer.testing import CliRunner
 
 from app import cli as cli_module
-from app.bootstrap import asgi_app, settle_heap, shutdown
+from app.bootstrap import COLLECTOR_YOUNG_THRESHOLD, asgi_app, settle_heap, shutdown
 from app.cli import cli
 
 
@@ -22,7 +22,9 @@ def heap_and_logging_as_found() -> Iterator[None]:
     """The test process's own heap is handed back to the collector afterwards, and the
     logging the commands configured (onto a captured stream that closes) undone."""
     handlers = list(logging.getLogger().handlers)
+    thresholds = gc.get_threshold()
     yield
+    gc.set_threshold(*thresholds)
     gc.unfreeze()
     structlog.reset_defaults()
     logging.getLogger().handlers[:] = handlers
@@ -45,13 +47,22 @@ def test_settling_the_heap_takes_what_exists_out_of_the_collectors_passes() -> N
     assert any(tracked is made_after for tracked in gc.get_objects())
 
 
+def test_a_settled_heap_starts_young_passes_less_often_keeping_the_older_ones() -> None:
+    gc.set_threshold(700, 10, 10)
+    settle_heap()
+    assert gc.get_threshold() == (COLLECTOR_YOUNG_THRESHOLD, 10, 10)
+    assert COLLECTOR_YOUNG_THRESHOLD > 700
+
+
 def test_serve_settles_the_heap_just_before_it_serves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     frozen_when_served: list[int] = []
+    thresholds_when_served: list[int] = []
 
     def serving(server: Any) -> None:
         frozen_when_served.append(gc.get_freeze_count())
+        thresholds_when_served.append(gc.get_threshold()[0])
 
     monkeypatch.setattr(cli_module.StreamEndingServer, "run", serving)
     result = CliRunner().invoke(
@@ -62,6 +73,7 @@ def test_serve_settles_the_heap_just_before_it_serves(
     assert result.exit_code == 0, result.output
     assert len(frozen_when_served) == 1
     assert frozen_when_served[0] > 0
+    assert thresholds_when_served == [COLLECTOR_YOUNG_THRESHOLD]
 
 
 def test_a_worker_process_settles_its_heap_once_its_app_is_built(
