@@ -338,7 +338,8 @@ def project(
         ledger.committer.start()
         os.nice(nice)
     # The feed projector and the log digest take the batches the views' runner reads and
-    # decodes (on SQLite, where the runner reads the log itself) instead of reading them.
+    # decodes (on SQLite and PostgreSQL, where the runner reads the log itself) instead
+    # of reading them.
     shared = DecodedBatches() if reads_the_log_itself(ledger.recorder) else None
     with opening_read_model(settings):
         workers = ProjectionWorkers(

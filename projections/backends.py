@@ -1,9 +1,10 @@
 """The read model on each backend: the library's tracking recorder (the checkpoint,
 exactly-once) with our projection and reader mixed in, in SQLite or PostgreSQL."""
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, Final, TypeVar, cast
 
 import psycopg
@@ -154,6 +155,49 @@ class WantedPosition:
             self._fd = None
 
 
+class WantedNotices:
+    """The newest log position a reader of one PostgreSQL view generation waits for,
+    told as a notification on the generation's own channel (``<schema>_wanted``):
+    readers in any process send one while they wait (``RowReader.wait_for``); the
+    view's writer, pausing between batches, listens on a connection of its own (taken
+    at its first look) and applies what it has at once when asked for a position past
+    its checkpoint (``CatchUpRunner._pause``), as with ``WantedPosition`` on SQLite."""
+
+    def __init__(self, datastore: Any, channel: str) -> None:
+        self.datastore = datastore
+        self.channel = channel
+        self._listening: ExitStack | None = None
+        self._connection: psycopg.Connection[Any] | None = None
+        self._asked = 0
+
+    def ask_for(self, position: int) -> None:
+        def notify(cursor: Cursor) -> None:
+            cursor.execute("SELECT pg_notify(%s, %s)", (self.channel, str(position)))
+
+        reading_retried(self.datastore, notify)
+
+    def read(self) -> int:
+        """The largest position asked for since the first look (0: none yet)."""
+        connection = self._connection
+        if connection is None:
+            self._listening = ExitStack()
+            connection = self._listening.enter_context(self.datastore.get_connection())
+            connection.execute(SQL("LISTEN {0}").format(Identifier(self.channel)))
+            self._connection = connection
+        for notice in connection.notifies(timeout=0):
+            self._asked = max(self._asked, int(notice.payload))
+        return self._asked
+
+    def close(self) -> None:
+        if self._listening is not None:
+            # Back into the pool without the subscription, where it may be reused.
+            with contextlib.suppress(psycopg.Error):
+                if self._connection is not None and not self._connection.closed:
+                    self._connection.execute("UNLISTEN *")
+            self._listening.close()
+            self._listening = self._connection = None
+
+
 class SQLiteLedgerView(LedgerView, SQLiteTrackingRecorder):
     """The views in one SQLite file (one file per view generation: decision 0006)."""
 
@@ -227,6 +271,11 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
         self.sql_create_statements.extend(
             SQL(statement.format(**self._names)).format() for statement in SCHEMA
         )
+        # Where readers waiting for a position tell the writer.
+        self.wanted = WantedNotices(self.datastore, f"{schema}_wanted")
+
+    def ask_for(self, position: int) -> None:
+        self.wanted.ask_for(position)
 
     def create_table(self) -> None:
         # ``serve`` and ``project`` starting together on a new database create the same

@@ -8,15 +8,17 @@ short: the head. A long catch-up is then one thread, bound by the decoding and t
 no hand-off per event, and no second thread taking the GIL from the writer between
 its SQLite calls (with one, the process spent more CPU than the work itself took).
 
-On SQLite it then goes on reading the log itself (``_poll``): the store has no
-notifications, so its subscription would only poll the log from a thread of its own
-and hand each notification over; the writer polls instead, every
+On SQLite and PostgreSQL it then goes on reading the log itself (``_poll``). SQLite
+has no notifications, so its subscription would only poll the log from a thread of
+its own and hand each notification over; PostgreSQL's subscription reads the log once
+per notification (about once per write under load) and hands over batches of a few
+events, each then a transaction of the views. The writer polls instead, every
 ``LIVE_POLL_SECONDS``, and while the log is busy (the last read found at least
 ``BUSY_EVENTS``) every ``BUSY_POLL_SECONDS``, so that a live batch under steady load
 holds a few hundred events and its fixed costs (a transaction, the rows' loading, the
 tracking record, a commit) are shared by them (decision 0013, addendum).
 
-Elsewhere it subscribes, from where it stopped: the recorder's subscription (a
+Elsewhere (KurrentDB) it subscribes, from where it stopped: the recorder's subscription (a
 thread of the library's) read by a reader thread into a bounded queue of stored
 notifications, from which the writer takes whatever has queued up (up to
 ``PROJECTION_BATCH_MAX``). The reader only moves notifications: decoding them there
@@ -41,6 +43,7 @@ from eventsourcing.persistence import (
     Subscription,
     Tracking,
 )
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import Environment
 
 from app.application.ledger import Ledger, collector_paused
@@ -80,8 +83,9 @@ LIVE_POLL_SECONDS: Final = 0.02
 BUSY_EVENTS: Final = 12
 BUSY_POLL_SECONDS: Final = 0.2
 # A reader waiting for a position (``min_position``, ``Ledger-Position``) says so
-# (``WantedPosition``); a pausing writer looks this often and then reads at once: such a
-# read waits at most this (plus the batch's writing) for the pause, not the pause.
+# (``WantedPosition``, ``WantedNotices``); a pausing writer looks this often and then
+# reads at once: such a read waits at most this (plus the batch's writing) for the
+# pause, not the pause.
 WANTED_CHECK_SECONDS: Final = 0.01
 
 
@@ -246,8 +250,8 @@ class CatchUpRunner:
 
     def _pause(self, seconds: float) -> bool:
         """Wait ``seconds`` before the next read of the log, or less: until a reader
-        asks for a position past the checkpoint (``WantedPosition``, looked at every
-        ``WANTED_CHECK_SECONDS``). False once stopped."""
+        asks for a position past the checkpoint (``WantedPosition``, ``WantedNotices``,
+        looked at every ``WANTED_CHECK_SECONDS``). False once stopped."""
         wanted = getattr(self.view, "wanted", None)
         if wanted is None or seconds <= WANTED_CHECK_SECONDS:
             return not self._stopping.wait(seconds)
@@ -327,8 +331,10 @@ def poll_wait(found: int) -> float:
 
 def reads_the_log_itself(recorder: object) -> bool:
     """Whether a live runner polls this recorder's log itself rather than subscribing:
-    SQLite's, whose subscription would only poll it from a thread of its own."""
-    return isinstance(recorder, SubscribableSQLiteApplicationRecorder)
+    SQLite's, whose subscription would only poll it from a thread of its own, and
+    PostgreSQL's, whose subscription reads the log once per notification, in small
+    batches, from two threads of its own (decision 0021, addendum)."""
+    return isinstance(recorder, SubscribableSQLiteApplicationRecorder | PostgresApplicationRecorder)
 
 
 def catch_up_batch_size(behind: int) -> int:

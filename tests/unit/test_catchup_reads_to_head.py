@@ -2,8 +2,8 @@
 subscribes only from there: a long catch-up is one thread (no hand-off per event, no
 second thread taking the GIL from the writer), and events written afterwards still
 arrive through the subscription. On SQLite it goes on reading the log itself (no
-subscription, no thread but its writer), waiting longer between reads while the log
-is busy."""
+subscription, no thread but its writer), and so it does on PostgreSQL, waiting longer
+between reads while the log is busy."""
 
 import gc
 import threading
@@ -16,6 +16,7 @@ import pytest
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
+from app.persistence.postgres import LedgerPostgresApplicationRecorder
 from app.persistence.sqlite_subscription import SubscribableSQLiteApplicationRecorder
 from app.persistence.stores import event_store_env, sqlite_url
 from projections import catchup
@@ -40,8 +41,17 @@ READS_IN_FOUR_PAUSES_MAX: Final = 8
 
 
 @pytest.fixture
-def log_urls(tmp_path: Path) -> tuple[str, str]:
+def log_urls(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, str]:
+    """The log and the views: SQLite files, or (``"postgres"`` as the indirect parameter)
+    one PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        url = str(request.getfixturevalue("postgres_url"))
+        return url, url
     return sqlite_url(tmp_path / "events.sqlite"), sqlite_url(tmp_path / "views.sqlite")
+
+
+# The tests of a live runner that reads the log itself, on each store where it does.
+on_both_stores = pytest.mark.parametrize("log_urls", ["sqlite", "postgres"], indirect=True)
 
 
 @pytest.fixture
@@ -66,15 +76,23 @@ def subscribing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def subscribed_from(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
-    """The position each subscription of the SQLite recorder starts after."""
+    """The position each subscription of the SQLite or PostgreSQL recorder starts after."""
     starts: list[int | None] = []
-    subscribe = SubscribableSQLiteApplicationRecorder.subscribe
+    for recorder_class in (
+        SubscribableSQLiteApplicationRecorder,
+        LedgerPostgresApplicationRecorder,
+    ):
 
-    def recording(self: Any, gt: int | None = None, topics: Any = ()) -> Any:
-        starts.append(gt)
-        return subscribe(self, gt=gt, topics=topics)
+        def recording(
+            self: Any,
+            gt: int | None = None,
+            topics: Any = (),
+            subscribe: Any = recorder_class.subscribe,
+        ) -> Any:
+            starts.append(gt)
+            return subscribe(self, gt=gt, topics=topics)
 
-    monkeypatch.setattr(SubscribableSQLiteApplicationRecorder, "subscribe", recording)
+        monkeypatch.setattr(recorder_class, "subscribe", recording)
     return starts
 
 
@@ -266,7 +284,8 @@ class _Waits(threading.Event):
         return super().wait(timeout)
 
 
-def test_on_sqlite_a_live_runner_reads_the_log_itself_and_never_subscribes(
+@on_both_stores
+def test_on_sqlite_and_postgres_a_live_runner_reads_the_log_itself_and_never_subscribes(
     ledger: Ledger, log_urls: tuple[str, str], subscribed_from: list[int | None]
 ) -> None:
     """No subscription (its poll, pull and reader threads): the writer reads what was
@@ -274,7 +293,7 @@ def test_on_sqlite_a_live_runner_reads_the_log_itself_and_never_subscribes(
     ledger.open_account(OpenAccount("funding", UNIT, allow_negative=True))
     ledger.open_account(OpenAccount("user", UNIT))
     head = write_transfers(ledger, 10, "before")
-    threads_before = threading.active_count()
+    threads_before = set(threading.enumerate())
     runner = start_runner(*log_urls, 1)
     try:
         runner.wait(head, timeout=WAIT_SECONDS)
@@ -288,12 +307,15 @@ def test_on_sqlite_a_live_runner_reads_the_log_itself_and_never_subscribes(
         assert balance is not None
         assert balance.credits_posted == 10 + 5 + PROJECTION_BATCH_MAX
         assert runner.view.checkpoint() == later
-        assert threading.active_count() == threads_before + 1  # its writer alone
+        started = [t.name for t in set(threading.enumerate()) - threads_before]
+        # Its writer alone (and on PostgreSQL its connection pools' own threads).
+        assert [n for n in started if not n.startswith("pool-")] == ["projection-writer"]
     finally:
         runner.__exit__(None, None, None)
     assert subscribed_from == []
 
 
+@on_both_stores
 def test_a_live_runner_waits_longer_between_its_reads_while_the_log_is_busy(
     ledger: Ledger, log_urls: tuple[str, str]
 ) -> None:
@@ -314,6 +336,8 @@ def test_a_live_runner_waits_longer_between_its_reads_while_the_log_is_busy(
     runner._pause = noting  # type: ignore[method-assign]
     runner.__enter__()
     try:
+        # Its catch-up done (a write before that would be read by the catch-up).
+        assert eventually(lambda: bool(pauses), WAIT_SECONDS)
         busy = write_transfers(ledger, catchup.BUSY_EVENTS, "busy")  # 3 events each
         runner.wait(busy, timeout=WAIT_SECONDS)
         ledger.record_transfer(RecordTransfer("quiet", "funding", "user", 1))
@@ -356,6 +380,7 @@ def test_a_live_runner_waits_longer_between_its_reads_while_the_log_is_busy(
     assert catchup.LIVE_POLL_SECONDS < catchup.BUSY_POLL_SECONDS
 
 
+@on_both_stores
 def test_a_reader_waiting_for_a_position_wakes_a_writer_pausing_while_the_log_is_busy(
     ledger: Ledger, log_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -383,6 +408,7 @@ def test_a_reader_waiting_for_a_position_wakes_a_writer_pausing_while_the_log_is
         runner.__exit__(None, None, None)
 
 
+@on_both_stores
 def test_a_position_asked_for_beyond_the_log_does_not_keep_the_writer_reading(
     ledger: Ledger, log_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
