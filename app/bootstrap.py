@@ -29,6 +29,7 @@ from app.application.ledger import Ledger
 from app.application.queries import Queries
 from app.domain.errors import StoreUnavailableError
 from app.events.service import EventServices
+from app.heap import SettledHeap
 from app.persistence.keys import KeyStore
 from app.persistence.stores import StoreURLError, sqlite_path
 from app.settings import ConfigurationError, Settings
@@ -234,8 +235,10 @@ def settle_heap() -> None:
     walking all of start-up's objects again: with the write stubbed, the collector took
     11.6 of the loop's 20.7 ms per batch, 2.4 of 11.4 after freezing (docs/benchmarks.md).
     From then on the young generation's passes start only every
-    ``COLLECTOR_YOUNG_THRESHOLD`` objects."""
+    ``COLLECTOR_YOUNG_THRESHOLD`` objects, and what survives each full collection is
+    frozen too (``SettledHeap``)."""
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(COLLECTOR_YOUNG_THRESHOLD, middle, old)
+    SettledHeap().install()

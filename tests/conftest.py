@@ -16,6 +16,7 @@ import pytest
 from hypothesis import settings
 
 from app.application.ledger import Ledger
+from app.heap import SettledHeap
 from app.persistence.stores import event_store_env
 from tests.support.fake_kurrentdb import fake_env
 from tests.support.pgserver import PostgresServer, running_postgres
@@ -97,8 +98,12 @@ def nothing_stays_frozen_after_a_test() -> Iterator[None]:
     of the cyclic collector's reach for good (``freeze_long_lived_objects``, once per
     process; ``settle_heap`` does it for a server): in the test process that was the
     test's app, ledger and fixtures, which a reference cycle then kept for the rest of
-    the session. Handed back to the collector after each test."""
+    the session. Handed back to the collector after each test, and a server's keeper of
+    its settled heap (``app.heap.SettledHeap``, installed by ``settle_heap``) removed."""
     yield
+    for callback in list(gc.callbacks):
+        if isinstance(callback, SettledHeap):
+            callback.remove()
     if gc.get_freeze_count():
         gc.unfreeze()
 

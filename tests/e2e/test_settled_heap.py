@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from app import cli as cli_module
 from app.bootstrap import COLLECTOR_YOUNG_THRESHOLD, asgi_app, settle_heap, shutdown
 from app.cli import cli
+from app.heap import SettledHeap
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +31,11 @@ def heap_and_logging_as_found() -> Iterator[None]:
     logging.getLogger().handlers[:] = handlers
 
 
+def kept_settled() -> bool:
+    """Whether the heap is kept settled from now on (conftest removes the keeper)."""
+    return any(isinstance(callback, SettledHeap) for callback in gc.callbacks)
+
+
 class Holder:
     """An object the collector tracks, as start-up's are."""
 
@@ -40,8 +46,10 @@ class Holder:
 def test_settling_the_heap_takes_what_exists_out_of_the_collectors_passes() -> None:
     kept = Holder()
     assert any(tracked is kept for tracked in gc.get_objects())
+    assert not kept_settled()
     settle_heap()
     assert gc.get_freeze_count() > 0
+    assert kept_settled()
     assert not any(tracked is kept for tracked in gc.get_objects())
     made_after = Holder()
     assert any(tracked is made_after for tracked in gc.get_objects())
@@ -59,10 +67,12 @@ def test_serve_settles_the_heap_just_before_it_serves(
 ) -> None:
     frozen_when_served: list[int] = []
     thresholds_when_served: list[int] = []
+    kept_when_served: list[bool] = []
 
     def serving(server: Any) -> None:
         frozen_when_served.append(gc.get_freeze_count())
         thresholds_when_served.append(gc.get_threshold()[0])
+        kept_when_served.append(kept_settled())
 
     monkeypatch.setattr(cli_module.StreamEndingServer, "run", serving)
     result = CliRunner().invoke(
@@ -74,6 +84,7 @@ def test_serve_settles_the_heap_just_before_it_serves(
     assert len(frozen_when_served) == 1
     assert frozen_when_served[0] > 0
     assert thresholds_when_served == [COLLECTOR_YOUNG_THRESHOLD]
+    assert kept_when_served == [True]  # and kept settled while it serves
 
 
 def test_a_worker_process_settles_its_heap_once_its_app_is_built(
@@ -82,8 +93,10 @@ def test_a_worker_process_settles_its_heap_once_its_app_is_built(
     monkeypatch.setenv("LEDGER_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("LEDGER_LOG_FORMAT", "console")
     assert gc.get_freeze_count() == 0
+    assert not kept_settled()
     app = asgi_app()
     try:
         assert gc.get_freeze_count() > 0
+        assert kept_settled()
     finally:
         shutdown(app.state.services)
