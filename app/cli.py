@@ -76,7 +76,7 @@ from app.persistence.keys import SCOPES, KeyFormatError, KeyStore, parse_key
 from app.persistence.last_audit import LastAuditFile
 from app.settings import ConfigurationError, Settings
 from app.worker_processes import ListenError, WorkerProcesses, answer_pings, listening_sockets
-from projections.catchup import reads_the_log_itself
+from projections.catchup import collect_less_often, reads_the_log_itself
 from projections.digest import DigestCheckpoints
 from projections.runner import GenerationPointer, ProjectionWorkers, open_view
 from projections.runner import rebuild as rebuild_views
@@ -330,6 +330,7 @@ def project(
     """Run the projection workers alone (and the expiry of pending transfers)."""
     settings = load_settings()
     configure_logging(settings)
+    collect_less_often()
     ledger = open_configured_ledger(settings)
     if nice:
         # The writer (hold and grant expiry) keeps the API's priority: on SQLite it may

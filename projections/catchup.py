@@ -345,7 +345,25 @@ def catch_up_batch_size(behind: int) -> int:
     return max(PROJECTION_BATCH_MAX, min(CATCH_UP_BATCH_MAX, behind // CATCH_UP_COMMITS_MIN))
 
 
+# The cyclic collector's thresholds in a process that runs only projections (``ledger
+# project``, serve's child): a young pass every 20,000 net allocations instead of 700,
+# a middle one every 50 of those, a full one every 1,000 middle ones (Python's own
+# rule, a full pass only once the old objects grew by a quarter, still holds). A
+# projections process keeps many young objects alive for a while (the decoded batches
+# shared with the feed and the digest, 30,000 events at most, the rows and states kept
+# between batches) and the default thresholds passed each of them on from generation
+# to generation, and walked the whole old generation about every 4 s: 0.27 s of the
+# child's some 3 s of CPU under 8 HTTP clients, 0.06 s with these. Cycles are still
+# collected, in the young generation at every young pass.
+PROJECTIONS_COLLECTOR_THRESHOLDS: Final = (20_000, 50, 1_000)
+
 _frozen = threading.Event()
+
+
+def collect_less_often() -> None:
+    """Space out the cyclic collector's passes (``PROJECTIONS_COLLECTOR_THRESHOLDS``):
+    for a process that runs only projections, process-wide."""
+    gc.set_threshold(*PROJECTIONS_COLLECTOR_THRESHOLDS)
 
 
 def freeze_long_lived_objects() -> None:
