@@ -3,7 +3,7 @@ exactly-once) with our projection and reader mixed in, in SQLite or PostgreSQL."
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, Final, TypeVar, cast
 
@@ -307,6 +307,77 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
 
     def _lock_views(self, cursor: Cursor) -> None:
         self._run(cursor, "LOCK TABLE {view_schema} IN SHARE ROW EXCLUSIVE MODE")
+
+    def _insert_many(
+        self,
+        cursor: Cursor,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        conflict: str = "",
+    ) -> None:
+        # One statement for all the rows, a column each as an array (binary): PostgreSQL
+        # runs one insert for them instead of one per row, and psycopg sends a parameter
+        # per column, not one per value and row.
+        if rows:
+            arrays = self._arrays(cursor, table, columns, rows)
+            cursor.execute(
+                SQL(
+                    f"INSERT INTO {{{table}}} ({', '.join(columns)}) "  # noqa: S608  # our names
+                    f"SELECT * FROM unnest({arrays}) {conflict}".format(**self._names)
+                ),
+                [list(values) for values in zip(*rows, strict=True)],
+            )
+
+    def _update_many(
+        self,
+        cursor: Cursor,
+        table: str,
+        columns: Sequence[str],
+        key: str,
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        # As ``_insert_many``: one statement, the new values joined to the rows by key.
+        if rows:
+            named = [*columns, key]
+            arrays = self._arrays(cursor, table, named, rows)
+            cursor.execute(
+                SQL(
+                    f"UPDATE {{{table}}} AS t "  # noqa: S608  # our names
+                    f"SET {', '.join(f'{c} = v.{c}' for c in columns)} "
+                    f"FROM unnest({arrays}) AS v({', '.join(named)}) "
+                    f"WHERE t.{key} = v.{key}".format(**self._names)
+                ),
+                [list(values) for values in zip(*rows, strict=True)],
+            )
+
+    def _arrays(
+        self, cursor: Cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> str:
+        """The placeholders of ``columns``' arrays, each cast to its column's type."""
+        assert all(len(row) == len(columns) for row in rows), (table, columns)
+        types = self._column_types(cursor)[table]
+        return ", ".join(f"%b::{types[column]}[]" for column in columns)
+
+    _types: dict[str, dict[str, str]] | None = None
+
+    def _column_types(self, cursor: Cursor) -> dict[str, dict[str, str]]:
+        """Each view table's column types, as the catalog has them (read once)."""
+        if self._types is None:
+            cursor.execute(
+                "SELECT c.relname AS table_name, a.attname AS column_name, "
+                "format_type(a.atttypid, a.atttypmod) AS column_type "
+                "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind = 'r' AND a.attnum > 0 "
+                "AND NOT a.attisdropped",
+                (self.datastore.schema,),
+            )
+            types: dict[str, dict[str, str]] = {}
+            for row in cursor.fetchall():  # the library's connections: rows as dicts
+                types.setdefault(row["table_name"], {})[row["column_name"]] = row["column_type"]
+            self._types = types
+        return self._types
 
     def _pipeline(self, cursor: Cursor) -> AbstractContextManager[object]:
         # psycopg 3 pipeline mode: a batch's statements (each table's executemany, the

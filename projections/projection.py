@@ -2,8 +2,9 @@
 
 A pulled batch of events is folded in memory first (accounts and transfers touched by
 the batch are read once, with one query per table) and then written with one
-``executemany`` per table, together with the batch's tracking record, in one
-transaction: all of a batch is applied exactly once, or none of it is.
+``executemany`` per table (on PostgreSQL one statement per table, the rows as arrays),
+together with the batch's tracking record, in one transaction: all of a batch is
+applied exactly once, or none of it is.
 """
 
 import json
@@ -53,6 +54,37 @@ ACCOUNT_STATE_AFTER_COUNTERS: Final = ACCOUNT_STATE[len(COUNTERS) :]
 BALANCE_STATE: Final = (*COUNTERS, "position", "updated_at")
 # Where a batch keeps an account's counters while it folds (a ``Counters``), in its row.
 _COUNTERS: Final = "_counters"
+# The columns of a new ``balances`` row and of an ``entries`` row, in the fold's order.
+BALANCE_COLUMNS: Final = (
+    "account_id",
+    "stream_id",
+    "unit",
+    "status",
+    "allow_negative",
+    "overdraft_limit",
+    "account_type",
+    "metadata",
+    *COUNTERS,
+    "opened_position",
+    "opened_at",
+    "closed_position",
+    "closed_at",
+    "position",
+    "updated_at",
+)
+ENTRY_COLUMNS: Final = (
+    "account_id",
+    "position",
+    "transfer_id",
+    "kind",
+    "debits_posted_delta",
+    "credits_posted_delta",
+    "debits_pending_delta",
+    "credits_pending_delta",
+    *COUNTERS,
+    "recorded_at",
+    "allocations",
+)
 TRANSFER_STATE: Final = (
     "status",
     "amount_posted",
@@ -408,38 +440,23 @@ class RowWriter(SqlAccess):
 
     def _write(self, cursor: Cursor, rows: _Rows) -> None:
         self._write_accounts(cursor, rows)
-        self._run_many(
-            cursor,
-            "INSERT INTO {entries} (account_id, position, transfer_id, kind, "
-            "debits_posted_delta, credits_posted_delta, debits_pending_delta, "
-            "credits_pending_delta, debits_posted, credits_posted, debits_pending, "
-            "credits_pending, recorded_at, allocations) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows.entries,
-        )
+        self._insert_many(cursor, "entries", ENTRY_COLUMNS, rows.entries)
         self._write_transfers(cursor, rows)
-        self._run_many(
+        self._insert_many(
             cursor,
-            "INSERT INTO {commits} (start_position, end_position, recorded_at) "
-            "VALUES (?, ?, ?) ON CONFLICT (start_position) "
-            "DO UPDATE SET end_position = excluded.end_position",
+            "commits",
+            ("start_position", "end_position", "recorded_at"),
             [(start, end, at) for start, (end, at) in sorted(rows.commits.items())],
+            "ON CONFLICT (start_position) DO UPDATE SET end_position = excluded.end_position",
         )
-        self._run_many(
-            cursor,
-            "INSERT INTO {commit_keys} (start_position, commit_id) VALUES (?, ?)",
-            rows.commit_keys,
-        )
+        self._insert_many(cursor, "commit_keys", ("start_position", "commit_id"), rows.commit_keys)
 
     def _write_accounts(self, cursor: Cursor, rows: _Rows) -> None:
         new = [rows.accounts[s] for s in sorted(rows.new_accounts)]
-        self._run_many(
+        self._insert_many(
             cursor,
-            "INSERT INTO {balances} (account_id, stream_id, unit, status, allow_negative, "
-            "overdraft_limit, account_type, metadata, debits_posted, credits_posted, "
-            "debits_pending, credits_pending, opened_position, opened_at, closed_position, "
-            "closed_at, position, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "balances",
+            BALANCE_COLUMNS,
             [
                 (
                     a["account_id"],
@@ -463,11 +480,11 @@ class RowWriter(SqlAccess):
         )
         changed = rows.changed_accounts - rows.new_accounts
         restated = [rows.accounts[s] for s in sorted(changed & rows.restated_accounts)]
-        self._run_many(
+        self._update_many(
             cursor,
-            "UPDATE {balances} SET "
-            + ", ".join(f"{name} = ?" for name in ACCOUNT_STATE)
-            + " WHERE stream_id = ?",
+            "balances",
+            ACCOUNT_STATE,
+            "stream_id",
             [
                 (
                     *_counters_of(a),
@@ -478,17 +495,17 @@ class RowWriter(SqlAccess):
             ],
         )
         moved = [rows.accounts[s] for s in sorted(changed - rows.restated_accounts)]
-        self._run_many(
+        self._update_many(
             cursor,
-            "UPDATE {balances} SET "
-            + ", ".join(f"{name} = ?" for name in BALANCE_STATE)
-            + " WHERE stream_id = ?",
+            "balances",
+            BALANCE_STATE,
+            "stream_id",
             [(*_counters_of(a), a["position"], a["updated_at"], a["stream_id"]) for a in moved],
         )
-        self._run_many(
+        self._insert_many(
             cursor,
-            "INSERT INTO {metadata_changes} (account_id, position, recorded_at, metadata) "
-            "VALUES (?, ?, ?, ?)",
+            "metadata_changes",
+            ("account_id", "position", "recorded_at", "metadata"),
             rows.metadata_history,
         )
         replaced = [rows.accounts[s] for s in sorted(rows.metadata_changed - rows.new_accounts)]
@@ -513,21 +530,19 @@ class RowWriter(SqlAccess):
             for a in [*new, *replaced]
             for key, value in json.loads(a["metadata"]).items()
         ]
-        self._run_many(
-            cursor,
-            "INSERT INTO {account_metadata} (account_id, key, value, metadata) "
-            "VALUES (?, ?, ?, CAST(? AS {json}))",
-            pairs,
+        self._insert_many(
+            cursor, "account_metadata", ("account_id", "key", "value", "metadata"), pairs
         )
-        self._run_many(
+        self._insert_many(
             cursor,
-            "INSERT INTO {account_metadata_counts} (key, value, accounts) VALUES (?, ?, ?) "
-            "ON CONFLICT (key, value) DO UPDATE SET accounts = "
-            "{account_metadata_counts}.accounts + excluded.accounts",
+            "account_metadata_counts",
+            ("key", "value", "accounts"),
             [
                 (key, value, count)
                 for (key, value), count in sorted(Counter((k, v) for _, k, v, _ in pairs).items())
             ],
+            "ON CONFLICT (key, value) DO UPDATE SET accounts = "
+            "{account_metadata_counts}.accounts + excluded.accounts",
         )
 
     def _write_transfers(self, cursor: Cursor, rows: _Rows) -> None:
@@ -535,23 +550,16 @@ class RowWriter(SqlAccess):
         columns = tuple(new[0]) if new else ()
         if new:
             row_of = itemgetter(*columns)
-            self._run_many(
-                cursor,
-                f"INSERT INTO {{transfers}} ({', '.join(columns)}) "
-                f"VALUES ({', '.join('?' * len(columns))})",
-                [row_of(t) for t in new],
-            )
-        self._run_many(
-            cursor,
-            "INSERT INTO {transfer_metadata} (transfer_id, key, value) VALUES (?, ?, ?)",
-            rows.transfer_pairs,
+            self._insert_many(cursor, "transfers", columns, [row_of(t) for t in new])
+        self._insert_many(
+            cursor, "transfer_metadata", ("transfer_id", "key", "value"), rows.transfer_pairs
         )
         changed = [rows.transfers[s] for s in sorted(rows.changed_transfers - rows.new_transfers)]
-        self._run_many(
+        self._update_many(
             cursor,
-            "UPDATE {transfers} SET "
-            + ", ".join(f"{name} = ?" for name in TRANSFER_STATE)
-            + " WHERE stream_id = ?",
+            "transfers",
+            TRANSFER_STATE,
+            "stream_id",
             [(*(t[name] for name in TRANSFER_STATE), t["stream_id"]) for t in changed],
         )
 

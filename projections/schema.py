@@ -242,6 +242,43 @@ class SqlAccess:
         if rows:
             cursor.executemany(self._sql(statement), [tuple(row) for row in rows])
 
+    def _insert_many(
+        self,
+        cursor: Cursor,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        conflict: str = "",
+    ) -> None:
+        """Insert ``rows`` (values in ``columns``' order) into ``table``, ``conflict``
+        (an ``ON CONFLICT`` clause) after them: one statement per row here; a backend
+        that can sends them as one (``PostgresLedgerView``)."""
+        marks = ", ".join("?" * len(columns))
+        self._run_many(
+            cursor,
+            f"INSERT INTO {{{table}}} ({', '.join(columns)}) VALUES ({marks}) {conflict}",  # noqa: S608
+            rows,
+        )
+
+    def _update_many(
+        self,
+        cursor: Cursor,
+        table: str,
+        columns: Sequence[str],
+        key: str,
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        """Set ``columns`` of the row of ``table`` whose ``key`` is each row's last value
+        to its values before it (one row each, keys distinct): one statement per row
+        here; a backend that can sends them as one (``PostgresLedgerView``)."""
+        self._run_many(
+            cursor,
+            # Our table's and columns' names only.
+            f"UPDATE {{{table}}} SET {', '.join(f'{c} = ?' for c in columns)} "  # noqa: S608
+            f"WHERE {key} = ?",
+            rows,
+        )
+
     def _reading(self) -> AbstractContextManager[Cursor]:
         """Where a read of one statement runs: a transaction rolled back after it, unless
         the backend has a cheaper way (one statement is its own snapshot)."""

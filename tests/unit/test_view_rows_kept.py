@@ -3,10 +3,8 @@
 that earlier batches of the same writer changed, the views it writes are those of one
 catch-up whatever the batches and failures, and a failed batch leaves nothing kept."""
 
-import random
 import sqlite3
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +13,12 @@ from eventsourcing.persistence import Notification, Tracking
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
-from app.persistence.decoding import domain_event_reader
-from app.persistence.stores import sqlite_env, sqlite_url
+from app.persistence.stores import sqlite_url
 from projections import projection
-from projections.backends import LedgerView
 from projections.runner import open_view
 from projections.schema import TABLES
-
-ACCOUNTS = ("alice", "bob", "carol", "dave")
+from tests.support.view_log import apply, every_kind_log
 
 
 class BatchFailedError(Exception):
@@ -36,35 +30,8 @@ def log(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Ledger, Sequence[Notification]]]:
     """Every kind of event the views fold, then many transfers among a few accounts."""
-    path = tmp_path_factory.mktemp("log") / "events.sqlite"
-    with Ledger(sqlite_env(str(path))) as ledger:
-        ledger.open_account(OpenAccount("bank", "CREDITS", allow_negative=True))
-        for name in ACCOUNTS:
-            ledger.open_account(OpenAccount(name, "CREDITS", metadata={"tier": name[0]}))
-        terms = GrantTerms(expires_at=datetime.now(tz=UTC) + timedelta(days=30))
-        ledger.record_transfer(RecordTransfer("grant", "bank", "alice", 500, grant=terms))
-        for name in ACCOUNTS[1:]:
-            ledger.record_transfer(RecordTransfer(f"fund-{name}", "bank", name, 300))
-        ledger.record_transfer(RecordTransfer("hold", "alice", "bob", 40, pending=True))
-        chooser = random.Random(7)
-        for n in range(40):
-            debit, credit = chooser.sample(ACCOUNTS, 2)
-            ledger.record_transfer(RecordTransfer(f"t{n}", debit, credit, chooser.randint(1, 5)))
-        ledger.post_pending("hold", 30)
-        ledger.record_transfer(RecordTransfer("spend", "alice", "carol", 5))
-        ledger.reverse_transfer("spend", "refund")
-        ledger.update_account("bob", {"tier": "silver"})
-        for n in range(10):
-            ledger.record_transfer(RecordTransfer(f"u{n}", "bob", "carol", 1))
-        ledger.close_account("dave")
-        yield ledger, ledger.recorder.select_notifications(start=0, limit=10_000)
-
-
-def apply(view: LedgerView, ledger: Ledger, batch: Sequence[Notification]) -> None:
-    decode = domain_event_reader(ledger.mapper)
-    view.apply_at_positions(
-        [decode(n) for n in batch], [n.id for n in batch], Tracking(ledger.name, batch[-1].id)
-    )
+    with every_kind_log(tmp_path_factory.mktemp("log")) as log:
+        yield log
 
 
 def tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
