@@ -88,7 +88,13 @@ from app.persistence.faults import store_fault
 from app.persistence.mapper import ChainedMapper
 from app.persistence.positions import existing_streams, recorded_position, stream_heads
 from app.persistence.postgres import retrying_schema_race
-from app.persistence.streams import StoredStream, catches_up, events_after, read_streams
+from app.persistence.streams import (
+    StoredStream,
+    catches_up,
+    events_after,
+    read_streams,
+    writes_streams_together,
+)
 from app.persistence.transcoder import OrjsonTranscoder
 from app.persistence.transcodings import register_domain_transcodings
 from app.persistence.write_lock import FollowsLog, WriteLocking
@@ -121,6 +127,12 @@ FOUND_EXISTING_MAX: Final = 10_000
 # A hot account replays at most this many events after its newest snapshot when it is
 # not in the cache (e.g. right after a restart).
 ACCOUNT_SNAPSHOT_INTERVAL: Final = 500
+# The snapshots a group write is due are written together, this many at most per store
+# call (one transaction each, where the store takes several streams at once): accounts
+# moved alike cross an interval in the same group (a batch spread evenly over 1,000
+# accounts moves each of them twice), and one transaction each, each with its commit's
+# sync, held the writer from the next group for a second.
+SNAPSHOTS_PER_WRITE_MAX: Final = 1_000
 AGGREGATE_CACHE_SIZE: Final = 20_000
 # Defaults of the committer (settings may change them: LEDGER_WRITE_TIMEOUT_SECONDS,
 # LEDGER_WRITE_QUEUE_MAX).
@@ -1439,21 +1451,32 @@ class Ledger(Application[UUID]):
         one is counted and logged, never reported to a caller whose write committed."""
         if self.snapshots is None:
             return
-        for account in work.accounts.values():
-            base = work.base_versions.get(account.id) or 0
-            if account.version // ACCOUNT_SNAPSHOT_INTERVAL <= base // ACCOUNT_SNAPSHOT_INTERVAL:
-                continue
+        base_versions = work.base_versions
+        due = [
+            account
+            for account in work.accounts.values()
+            if account.version // ACCOUNT_SNAPSHOT_INTERVAL
+            > (base_versions.get(account.id) or 0) // ACCOUNT_SNAPSHOT_INTERVAL
+        ]
+        size = SNAPSHOTS_PER_WRITE_MAX if writes_streams_together(self.snapshots.recorder) else 1
+        for start in range(0, len(due), size):
+            accounts = due[start : start + size]
             left = seconds_left()
             if left is not None and left <= 0:
                 # The group's callers stopped waiting: no snapshot keeps the writer from
-                # the next writes (the account is snapshotted at its next interval).
-                self.snapshot_failures += 1
+                # the next writes (each account is snapshotted at its next interval).
+                self.snapshot_failures += len(accounts)
                 continue
             try:
-                self.snapshots.put([Account.Snapshot.take(account)])
+                self.snapshots.put([Account.Snapshot.take(account) for account in accounts])
             except PersistenceError as error:
-                self.snapshot_failures += 1
-                log.warning("snapshot of account %s failed: %r", account.account_id, error)
+                self.snapshot_failures += len(accounts)
+                log.warning(
+                    "snapshots of %d accounts failed (%s first): %r",
+                    len(accounts),
+                    accounts[0].account_id,
+                    error,
+                )
 
 
 class _Reversal:

@@ -14,6 +14,7 @@ from typing import Any, Final, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, StoredEvent
+from eventsourcing.popo import POPOAggregateRecorder
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteApplicationRecorder
 from psycopg.sql import SQL, Identifier
@@ -53,6 +54,15 @@ def read_streams(
     for start in range(0, len(ids), STREAMS_PER_QUERY_MAX):
         found.update(reader(events, snapshots, ids[start : start + STREAMS_PER_QUERY_MAX]))
     return found
+
+
+def writes_streams_together(recorder: AggregateRecorder) -> bool:
+    """Whether this recorder writes the events of several streams in one call (one
+    transaction): the SQL and in-memory ones. KurrentDB's snapshot recorder takes one
+    snapshot per call."""
+    return isinstance(
+        recorder, SQLiteAggregateRecorder | PostgresAggregateRecorder | POPOAggregateRecorder
+    )
 
 
 def catches_up(events: ApplicationRecorder) -> bool:
