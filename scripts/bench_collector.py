@@ -6,9 +6,10 @@ Both servers run the embedded default (SQLite, projections in a child process) w
 ``sitecustomize`` module of this script's making on their path: a ``gc.callbacks``
 entry that times each collection on the thread that ran it (its CPU clock: what the
 lock was held for, whatever the machine's load; and its wall clock), written out when
-the script signals the server after the measured phase. The load is 8 clients of
-single transfers spread over 1,000 accounts (``bench_http_goals``'s), long enough for
-the writer's caches to fill and turn over. Counts of collections are exact; CPU times
+the script signals the server after the measured phase. The load is one of
+``bench_http_goals``'s embedded shapes (``--shape``; by default 8 clients of single
+transfers spread over 1,000 accounts), long enough for the writer's caches to fill and
+turn over. Counts of collections are exact; CPU times
 move with the machine's speed; the requests' p99 and max are printed beside them.
 
 Run from the repository root::
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_http import REPO, admin_key, ledger_argv, running, wait_for_projections
-from bench_http_goals import EMBEDDED_SHAPES, load, open_accounts
+from bench_http_goals import EMBEDDED_SHAPES, Shape, load, open_accounts
 from benchlib import in_turn, machine
 
 OLDEST_GENERATION: Final = 2
@@ -78,24 +79,25 @@ def measured_passes(found: dict[str, Any]) -> list[tuple[int, float, float]]:
 
 
 def summary(name: str, passes: list[tuple[int, float, float]], result: Any) -> str:
-    full = [(cpu, wall) for generation, cpu, wall in passes if generation == OLDEST_GENERATION]
-    young = [cpu for generation, cpu, _ in passes if generation != OLDEST_GENERATION]
-    full_cpu = [cpu for cpu, _ in full]
-    requests = max(1, result.created)
+    by_generation = []
+    for generation in range(OLDEST_GENERATION + 1):
+        cpu = [cpu for found, cpu, _ in passes if found == generation]
+        wall = [wall for found, _, wall in passes if found == generation]
+        by_generation.append(
+            f"gen{generation} {len(cpu)} (CPU ms: total {sum(cpu) * 1e3:.1f}, longest "
+            f"{max(cpu, default=0.0) * 1e3:.1f}, median "
+            f"{statistics.median(cpu) * 1e3 if cpu else 0.0:.1f}; longest wall "
+            f"{max(wall, default=0.0) * 1e3:.1f})"
+        )
+    total = sum(cpu for _, cpu, _ in passes)
     return (
-        f"{name}: full collections {len(full)} (CPU ms: total {sum(full_cpu) * 1e3:.1f}, "
-        f"longest {max(full_cpu, default=0.0) * 1e3:.1f}, median "
-        f"{statistics.median(full_cpu) * 1e3 if full_cpu else 0.0:.1f}; longest wall "
-        f"{max((wall for _, wall in full), default=0.0) * 1e3:.1f}); younger {len(young)} "
-        f"({sum(young) * 1e3:.1f} ms CPU, longest {max(young, default=0.0) * 1e3:.1f}); "
-        f"collector CPU per transfer {(sum(full_cpu) + sum(young)) * 1e6 / requests:.1f} µs; "
-        f"{result.transfers_per_s:,.0f} transfers/s, p99 {result.p99_ms:.1f} ms, max "
-        f"{result.max_ms:.0f} ms"
+        f"{name}: collections {'; '.join(by_generation)}; collector CPU per transfer "
+        f"{total * 1e6 / max(1, result.created):.1f} µs; {result.transfers_per_s:,.0f} "
+        f"transfers/s, p99 {result.p99_ms:.1f} ms, max {result.max_ms:.0f} ms"
     )
 
 
-def measure(server: Any, key: str, seconds: float, warmup: float, out: Path) -> str:
-    shape = EMBEDDED_SHAPES["8"]
+def measure(server: Any, key: str, shape: Shape, seconds: float, warmup: float, out: Path) -> str:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(load(server.port, key, shape, f"w-{server.name}", warmup))
     wait_for_projections(server.base_url)
@@ -120,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--shape",
+        default="8",
+        choices=sorted(EMBEDDED_SHAPES),
+        help="bench_http_goals's embedded shape (8: single transfers from 8 clients)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-collector-") as temp:
         workdir = Path(temp)
@@ -144,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     key = admin_key(server)
                     open_accounts(server.base_url, key)
                     wait_for_projections(server.base_url)
-                    line = measure(server, key, args.seconds, args.warmup, out)
+                    line = measure(
+                        server, key, EMBEDDED_SHAPES[args.shape], args.seconds, args.warmup, out
+                    )
                 print(f"round {round_number + 1}, {line}", flush=True)
     print(f"machine: {machine()}")
     return 0
