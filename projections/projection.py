@@ -263,17 +263,22 @@ class RowWriter(SqlAccess):
     # Folding ---------------------------------------------------------------------------
 
     def _fold_all(self, rows: _Rows, events: Sequence[object], positions: Sequence[int]) -> None:
-        """Fold each event into the rows, in log order. Each event's time is formatted
-        once, and once for a run of events sharing one time stamp (a command's events
-        do); each event class's fold is looked up once (``_fold_of``)."""
+        """Fold each event into the rows, in log order. Each instant's time is formatted
+        once per batch: a command's events share one, yet a group write orders its
+        events aggregate by aggregate, so that its commands' instants interleave (and
+        decoded, each is an object of its own). Each event class's fold is looked up
+        once (``_fold_of``)."""
         moment: object = None
         at = ""
+        texts: dict[object, str] = {}
         for event, position in zip(events, positions, strict=True):
             timestamp = getattr(event, "timestamp", None)
             if timestamp is None:
                 continue
             if timestamp is not moment:
-                moment, at = timestamp, timestamp_text(timestamp)
+                moment = timestamp
+                found = texts.get(timestamp)
+                at = texts[timestamp] = timestamp_text(timestamp) if found is None else found
             self._fold_commit(rows, event, position, at)
             fold = _FOLDS.get(type(event))
             if fold is None:

@@ -3,8 +3,11 @@
 that earlier batches of the same writer changed, the views it writes are those of one
 catch-up whatever the batches and failures, and a failed batch leaves nothing kept."""
 
+import copy
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.application.ledger import Ledger
+from app.persistence.decoding import domain_event_reader
 from app.persistence.stores import sqlite_url
 from projections import projection
 from projections.runner import open_view
-from projections.schema import TABLES
+from projections.schema import TABLES, timestamp_text
 from tests.support.view_log import apply, every_kind_log
 
 
@@ -147,3 +151,42 @@ def test_the_views_written_batch_by_batch_are_those_of_one_catch_up(
     whole = open_view(sqlite_url(directory / "views.sqlite"), 2)
     apply(whole, ledger, notifications)
     assert tables(view_file(directory, 1)) == tables(view_file(directory, 2))
+
+
+def apart_in_time(event: Any) -> Any:
+    """A copy of ``event`` (its commit marks too) with a time stamp object of its own."""
+    copied = copy.copy(event)
+    object.__setattr__(copied, "timestamp", event.timestamp.replace())
+    return copied
+
+
+def test_a_batch_formats_each_instant_once_however_its_events_interleave(
+    log: tuple[Ledger, Sequence[Notification]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each event with a time stamp object of its own (as decoding gives a group write's
+    events, whose commands' instants interleave): one formatting per instant, and the
+    rows those of the events as decoded."""
+    ledger, notifications = log
+    decode = domain_event_reader(ledger.mapper)
+    events = [decode(n) for n in notifications]
+    apart = [apart_in_time(event) for event in events]
+    assert len({id(e.timestamp) for e in apart}) == len(apart)
+    formatted: list[datetime] = []
+
+    def counting(moment: datetime) -> str:
+        formatted.append(moment)
+        return timestamp_text(moment)
+
+    monkeypatch.setattr(projection, "timestamp_text", counting)
+    # A grant's terms are written with their times (an instant of the fold's, when the
+    # grant takes effect at once) by a path of their own: not counted.
+    monkeypatch.setattr(projection, "_time_text", timestamp_text)
+    positions = [n.id for n in notifications]
+    tracking = Tracking(ledger.name, positions[-1])
+    url = sqlite_url(tmp_path / "views.sqlite")
+    open_view(url, 1).apply_at_positions(apart, positions, tracking)
+    # (A hold's expiry is a time formatted too.)
+    assert {e.timestamp for e in events} <= set(formatted)
+    assert [moment for moment, times in Counter(formatted).items() if times > 1] == []
+    open_view(url, 2).apply_at_positions(events, positions, tracking)
+    assert tables(view_file(tmp_path, 1)) == tables(view_file(tmp_path, 2))
