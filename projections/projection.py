@@ -197,15 +197,14 @@ class RowWriter(SqlAccess):
     _account_rows: dict[str, dict[str, Any]] | None = None
 
     def _keep_account_rows(self, rows: _Rows) -> None:
-        """After the batch's commit: its accounts' rows, as written, for later batches."""
+        """After the batch's commit: its accounts' rows, as written, for later batches.
+        A row the batch changed keeps its ``Counters`` (``_COUNTERS``, what its counter
+        columns were written from; ``_counters_of`` reads them first): the next batch
+        folds on into them instead of building them again from the columns."""
         kept = self._account_rows
         if kept is None:
             kept = self._account_rows = {}
-        for stream_id, account in rows.accounts.items():
-            counters: Counters | None = account.pop(_COUNTERS, None)
-            if counters is not None:
-                account.update(zip(COUNTERS, counters.as_tuple(), strict=True))
-            kept[stream_id] = account
+        kept.update(rows.accounts)
         excess = len(kept) - ACCOUNT_ROWS_KEPT_MAX
         if excess > 0:
             for stream_id in list(islice(kept, excess)):
