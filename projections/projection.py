@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
 from operator import itemgetter
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 
 import orjson
 from eventsourcing.persistence import Tracking
@@ -375,9 +375,9 @@ class RowWriter(SqlAccess):
         account["position"] = position
         account["updated_at"] = at
         rows.changed_accounts.add(stream_id)
-        if _may_move_grant_lots(event):
+        moves_lots, moved = _lots_of(event)
+        if moves_lots:
             rows.lot_moves.append((event, position, account["account_id"], at))
-        moved = line_allocations(event)
         rows.entries.append(
             (
                 account["account_id"],
@@ -597,6 +597,28 @@ def _recorded_row(
         ),
         "allocations": _json_or_none(event.allocations),
     }
+
+
+def _lots_of(event: Account.BalanceChanged) -> tuple[bool, list[dict[str, Any]]]:
+    """``_lots_in_general(event)``, answered at once for the commonest events: a debit
+    or a credit that moves the general lot alone (no grant, no lot given back, every
+    allocation of the general lot) moves no grant's lot and shows no lots on its line.
+    tests/unit/test_fold_lots.py holds the two equal."""
+    kind = type(event)
+    if kind is Account.Debited:
+        records = cast("Account.Debited", event).allocations
+        if not records or (len(records) == 1 and records[0]["grant_id"] is None):
+            return False, []
+    elif kind is Account.Credited:
+        credit = cast("Account.Credited", event)
+        if credit.grant is None and not credit.returned:
+            return False, []
+    return _lots_in_general(event)
+
+
+def _lots_in_general(event: Account.BalanceChanged) -> tuple[bool, list[dict[str, Any]]]:
+    """Whether ``event`` moves a grant's lot, and the lots its statement line shows."""
+    return _may_move_grant_lots(event), line_allocations(event)
 
 
 def _may_move_grant_lots(event: Account.BalanceChanged) -> bool:
