@@ -15,6 +15,13 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
 from app.compat import insert_tracking, on_new_sqlite_connections, postgres_connection_kwargs
+from app.persistence.bulk_rows import (
+    ColumnTypes,
+    column_arrays,
+    column_types,
+    insert_rows_sql,
+    update_rows_sql,
+)
 from app.persistence.postgres import reading_retried, retrying_schema_race
 from projections.projection import RowWriter
 from projections.reader import RowReader
@@ -316,17 +323,11 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
         rows: Sequence[Sequence[Any]],
         conflict: str = "",
     ) -> None:
-        # One statement for all the rows, a column each as an array (binary): PostgreSQL
-        # runs one insert for them instead of one per row, and psycopg sends a parameter
-        # per column, not one per value and row.
+        # All the rows in one statement (``app.persistence.bulk_rows``).
         if rows:
-            arrays = self._arrays(cursor, table, columns, rows)
+            statement = insert_rows_sql(f"{{{table}}}", columns, self._types_of(cursor, table))
             cursor.execute(
-                SQL(
-                    f"INSERT INTO {{{table}}} ({', '.join(columns)}) "  # noqa: S608  # our names
-                    f"SELECT * FROM unnest({arrays}) {conflict}".format(**self._names)
-                ),
-                [list(values) for values in zip(*rows, strict=True)],
+                SQL(f"{statement} {conflict}".format(**self._names)), column_arrays(rows)
             )
 
     def _update_many(
@@ -337,47 +338,19 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
         key: str,
         rows: Sequence[Sequence[Any]],
     ) -> None:
-        # As ``_insert_many``: one statement, the new values joined to the rows by key.
         if rows:
-            named = [*columns, key]
-            arrays = self._arrays(cursor, table, named, rows)
-            cursor.execute(
-                SQL(
-                    f"UPDATE {{{table}}} AS t "  # noqa: S608  # our names
-                    f"SET {', '.join(f'{c} = v.{c}' for c in columns)} "
-                    f"FROM unnest({arrays}) AS v({', '.join(named)}) "
-                    f"WHERE t.{key} = v.{key}".format(**self._names)
-                ),
-                [list(values) for values in zip(*rows, strict=True)],
-            )
-
-    def _arrays(
-        self, cursor: Cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> str:
-        """The placeholders of ``columns``' arrays, each cast to its column's type."""
-        assert all(len(row) == len(columns) for row in rows), (table, columns)
-        types = self._column_types(cursor)[table]
-        return ", ".join(f"%b::{types[column]}[]" for column in columns)
+            types = self._types_of(cursor, table)
+            statement = update_rows_sql(f"{{{table}}}", columns, key, types)
+            cursor.execute(SQL(statement.format(**self._names)), column_arrays(rows))
 
     _types: dict[str, dict[str, str]] | None = None
 
-    def _column_types(self, cursor: Cursor) -> dict[str, dict[str, str]]:
-        """Each view table's column types, as the catalog has them (read once)."""
+    def _types_of(self, cursor: Cursor, table: str) -> ColumnTypes:
+        """The view table's column types, as the catalog has them (read once)."""
         if self._types is None:
-            cursor.execute(
-                "SELECT c.relname AS table_name, a.attname AS column_name, "
-                "format_type(a.atttypid, a.atttypmod) AS column_type "
-                "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = %s AND c.relkind = 'r' AND a.attnum > 0 "
-                "AND NOT a.attisdropped",
-                (self.datastore.schema,),
-            )
-            types: dict[str, dict[str, str]] = {}
-            for row in cursor.fetchall():  # the library's connections: rows as dicts
-                types.setdefault(row["table_name"], {})[row["column_name"]] = row["column_type"]
-            self._types = types
-        return self._types
+            connection = cast("psycopg.Cursor[Any]", cursor).connection
+            self._types = column_types(connection, self.datastore.schema)
+        return self._types[table]
 
     def _pipeline(self, cursor: Cursor) -> AbstractContextManager[object]:
         # psycopg 3 pipeline mode: a batch's statements (each table's executemany, the

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from psycopg_pool import ConnectionPool
 
+from app.persistence.bulk_rows import ColumnTypes, column_arrays, column_types, insert_rows_sql
+
 SQLITE_BUSY_TIMEOUT_SECONDS: Final = 30
 POSTGRES_POOL_SIZE_MAX: Final = 8
 POSTGRES_POOL_TIMEOUT_SECONDS: Final = 10.0
@@ -33,12 +35,52 @@ class Cursor(Protocol):
     def fetchone(self) -> Any: ...
     def fetchall(self) -> Any: ...
 
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: str = ""
+    ) -> None:
+        """Insert ``rows`` (values in ``columns``' order), ``conflict`` (an ``ON
+        CONFLICT`` clause) after them: one statement per row on SQLite, one for all
+        of them on PostgreSQL (``app.persistence.bulk_rows``)."""
+
+
+def insert_each(
+    cursor: Cursor,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    conflict: str = "",
+) -> None:
+    """``Cursor.insert_many`` as one statement per row (``executemany``)."""
+    if rows:
+        marks = ", ".join("?" * len(columns))
+        cursor.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}",  # noqa: S608
+            rows,
+        )
+
+
+class _SQLiteCursor(sqlite3.Cursor):
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: str = ""
+    ) -> None:
+        insert_each(self, table, columns, rows, conflict)
+
 
 class _Rewriting:
     """A psycopg cursor that takes ``?`` placeholders."""
 
-    def __init__(self, cursor: Any) -> None:
+    def __init__(self, cursor: Any, types: "_ColumnTypesOnce") -> None:
         self._cursor = cursor
+        self._types = types
+
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: str = ""
+    ) -> None:
+        if rows:
+            types = self._types.of(self._cursor.connection, table)
+            self._cursor.execute(
+                insert_rows_sql(table, columns, types, conflict), column_arrays(rows)
+            )
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
         return self._cursor.execute(statement.replace("?", "%s"), params)
@@ -51,6 +93,21 @@ class _Rewriting:
 
     def fetchall(self) -> Any:
         return self._cursor.fetchall()
+
+
+class _ColumnTypesOnce:
+    """The column types of the events database's tables, read from the catalog at the
+    first bulk insert (the tables exist by then) and kept."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, dict[str, str]] | None = None
+        self._lock = threading.Lock()
+
+    def of(self, connection: Any, table: str) -> ColumnTypes:
+        with self._lock:
+            if self._found is None or table not in self._found:
+                self._found = column_types(connection, None)
+            return self._found[table]
 
 
 def events_database_url(read_model_url: str) -> str:
@@ -73,6 +130,7 @@ class Database:
         self.is_postgres = urlsplit(url).scheme in ("postgresql", "postgres")
         self._local = threading.local()
         self._pool: ConnectionPool[Any] | None = None
+        self._types = _ColumnTypesOnce()
         if self.is_postgres:
             self._pool = ConnectionPool(
                 url,
@@ -117,12 +175,12 @@ class Database:
         that writers (projector, delivery workers, API) commit one after another."""
         if self._pool is not None:
             with self._pool.connection() as connection, connection.transaction():
-                yield _Rewriting(connection.cursor())
+                yield _Rewriting(connection.cursor(), self._types)
             return
         connection = self._sqlite()
         connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
-            yield connection.cursor()
+            yield connection.cursor(_SQLiteCursor)
         except BaseException:
             connection.execute("ROLLBACK")
             raise

@@ -183,24 +183,24 @@ class _Batch:
     def flush(self, head: Head, checkpoint: int) -> Head:
         # One statement per table (executemany: a call per row is most of a flush).
         accounts = [(i, _state_text(self.accounts[i])) for i in self.dirty_accounts]
-        if accounts:
-            self.cursor.executemany(
-                "INSERT INTO ledger_feed_accounts (stream_id, body) VALUES (?, ?) "
-                "ON CONFLICT (stream_id) DO UPDATE SET body = excluded.body",
-                accounts,
-            )
+        self.cursor.insert_many(
+            "ledger_feed_accounts",
+            ("stream_id", "body"),
+            accounts,
+            "ON CONFLICT (stream_id) DO UPDATE SET body = excluded.body",
+        )
         if self.consumed_effects:
             self.cursor.executemany(
                 "DELETE FROM ledger_feed_effects WHERE transfer_id = ? AND account_id = ?",
                 self.consumed_effects,
             )
         effects = [(*key, _state_text(body)) for key, body in self.effects.items()]
-        if effects:
-            self.cursor.executemany(
-                "INSERT INTO ledger_feed_effects (transfer_id, account_id, body) VALUES (?, ?, ?) "
-                "ON CONFLICT (transfer_id, account_id) DO UPDATE SET body = excluded.body",
-                effects,
-            )
+        self.cursor.insert_many(
+            "ledger_feed_effects",
+            ("transfer_id", "account_id", "body"),
+            effects,
+            "ON CONFLICT (transfer_id, account_id) DO UPDATE SET body = excluded.body",
+        )
         monitors = [(int(m["holds"]), m["id"]) for m in self.dirty_monitors.values()]
         if monitors:
             self.cursor.executemany(

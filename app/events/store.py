@@ -195,17 +195,10 @@ def append_events(
         )
         account_rows += [(account_id, sequence) for account_id in dict.fromkeys(account_ids)]
     # One statement per table (a call per row cost the projector more than its JSON).
-    if rows:
-        cursor.executemany(
-            "INSERT INTO ledger_feed_events (sequence, event_id, type, position, body) "
-            "VALUES (?, ?, ?, ?, ?)",
-            rows,
-        )
-    if account_rows:
-        cursor.executemany(
-            "INSERT INTO ledger_feed_event_accounts (account_id, sequence) VALUES (?, ?)",
-            account_rows,
-        )
+    cursor.insert_many(
+        "ledger_feed_events", ("sequence", "event_id", "type", "position", "body"), rows
+    )
+    cursor.insert_many("ledger_feed_event_accounts", ("account_id", "sequence"), account_rows)
     new_head = Head(head.checkpoint if checkpoint is None else checkpoint, sequence)
     cursor.execute(
         "UPDATE ledger_feed_head SET checkpoint = ?, sequence = ? WHERE id = 1",
