@@ -28,6 +28,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TypeVar
 
+from app.persistence.bulk_rows import insert_row_sql
 from projections.lots import LOT_INDEXES, LOT_SCHEMA, LOT_TABLES
 
 APPLICATION_NAME: Final = "ledger"
@@ -253,12 +254,7 @@ class SqlAccess:
         """Insert ``rows`` (values in ``columns``' order) into ``table``, ``conflict``
         (an ``ON CONFLICT`` clause) after them: one statement per row here; a backend
         that can sends them as one (``PostgresLedgerView``)."""
-        marks = ", ".join("?" * len(columns))
-        self._run_many(
-            cursor,
-            f"INSERT INTO {{{table}}} ({', '.join(columns)}) VALUES ({marks}) {conflict}",  # noqa: S608
-            rows,
-        )
+        self._run_many(cursor, insert_row_sql(f"{{{table}}}", columns, conflict), rows)
 
     def _update_many(
         self,

@@ -17,7 +17,13 @@ from urllib.parse import urlsplit
 
 from psycopg_pool import ConnectionPool
 
-from app.persistence.bulk_rows import ColumnTypes, column_arrays, column_types, insert_rows_sql
+from app.persistence.bulk_rows import (
+    ColumnTypes,
+    column_arrays,
+    column_types,
+    insert_row_sql,
+    insert_rows_sql,
+)
 
 SQLITE_BUSY_TIMEOUT_SECONDS: Final = 30
 POSTGRES_POOL_SIZE_MAX: Final = 8
@@ -52,11 +58,7 @@ def insert_each(
 ) -> None:
     """``Cursor.insert_many`` as one statement per row (``executemany``)."""
     if rows:
-        marks = ", ".join("?" * len(columns))
-        cursor.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}",  # noqa: S608
-            rows,
-        )
+        cursor.executemany(insert_row_sql(table, columns, conflict), rows)
 
 
 class _SQLiteCursor(sqlite3.Cursor):

@@ -33,6 +33,12 @@ def column_types(
     return found
 
 
+def insert_row_sql(table: str, columns: Sequence[str], conflict: str = "") -> str:
+    """The general path's INSERT of one row (``?`` placeholders), for ``executemany``."""
+    marks = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"  # noqa: S608
+
+
 def insert_rows_sql(
     table: str, columns: Sequence[str], types: ColumnTypes, conflict: str = ""
 ) -> str:

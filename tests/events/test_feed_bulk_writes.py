@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from app.events import database
@@ -14,7 +13,7 @@ from app.events.database import Database, insert_each
 from app.events.projector import FeedProjector
 from app.events.store import FeedStore
 from tests.support.pgserver import PostgresServer
-from tests.support.view_log import Log, every_kind_log
+from tests.support.view_log import Log, every_kind_log, postgres_rows
 
 FEED_TABLES = (
     "ledger_feed_head",
@@ -31,14 +30,6 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
         yield log
 
 
-def feed_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    with psycopg.connect(url) as connection:
-        return {
-            table: sorted(connection.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
-            for table in FEED_TABLES
-        }
-
-
 def project(log: Log, url: str, step_events: int) -> list[dict[str, list[tuple[Any, ...]]]]:
     """The feed's tables after each step of ``step_events``."""
     ledger, _ = log
@@ -47,7 +38,7 @@ def project(log: Log, url: str, step_events: int) -> list[dict[str, list[tuple[A
         projector = FeedProjector(ledger, store)
         steps = []
         while projector.step(step_events):
-            steps.append(feed_rows(url))
+            steps.append(postgres_rows(url, FEED_TABLES))
         return steps
     finally:
         store.database.close()

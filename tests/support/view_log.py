@@ -5,8 +5,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import psycopg
 from eventsourcing.persistence import Notification, Tracking
 
 from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
@@ -60,3 +61,13 @@ def every_kind_log(directory: Path) -> Iterator[Log]:
     with Ledger(sqlite_env(str(directory / "events.sqlite"))) as ledger:
         write_every_kind(ledger)
         yield ledger, ledger.recorder.select_notifications(start=0, limit=10_000)
+
+
+def postgres_rows(url: str, tables: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
+    """Each of ``tables``' rows (names as SQL, schema-qualified where need be) in the
+    database at ``url``, in a stable order."""
+    with psycopg.connect(url) as connection:
+        return {
+            table: sorted(connection.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+            for table in tables
+        }

@@ -7,14 +7,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from projections.backends import PostgresLedgerView
 from projections.runner import open_view
 from projections.schema import TABLES, SqlAccess
 from tests.support.pgserver import PostgresServer
-from tests.support.view_log import Log, apply, every_kind_log
+from tests.support.view_log import Log, apply, every_kind_log, postgres_rows
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +23,9 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
 
 
 def rows_of(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every view table's rows (the first generation's schema), in a stable order."""
-    with psycopg.connect(url) as connection:
-        return {
-            table: sorted(
-                connection.execute(f"SELECT * FROM ledger_views_g1.{table}").fetchall(),
-                key=repr,
-            )
-            for table in TABLES
-        }
+    """Every view table's rows (the first generation's schema)."""
+    rows = postgres_rows(url, [f"ledger_views_g1.{table}" for table in TABLES])
+    return {name.removeprefix("ledger_views_g1."): found for name, found in rows.items()}
 
 
 @pytest.mark.parametrize("batch_events", [1, 7, 10_000])
