@@ -2,10 +2,12 @@
 and the last one says it ends it; the views and the audit's replay read that one fact
 (and fall back to their earlier rules for events written before it existed)."""
 
+import os
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Final
 
 import pytest
@@ -17,7 +19,7 @@ from app.application.ledger import Ledger
 from app.audit.log import Instant, read_log
 from app.audit.replay import replay
 from app.domain.chain import first_broken_link
-from app.domain.commits import COMMIT_ID, COMMIT_LAST, commit_of, ends_commit
+from app.domain.commits import COMMIT_ID, COMMIT_LAST, commit_of, ends_commit, mark_commit
 from app.persistence.stores import event_store_env
 from projections.backends import LedgerView
 from projections.runner import open_view
@@ -114,3 +116,19 @@ def test_events_stored_before_the_marks_still_split_into_commits_by_time(
         legacy = fold(unmarked(log), Path(old))
         assert [legacy.commit_end(position) for position, _ in log] == expected
     assert all(ends_commit(event) is None for _, event in log)
+
+
+def test_a_commit_is_named_without_the_operating_systems_entropy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each write's commit id comes from the process's generator: reading the system's
+    entropy lets go of the interpreter lock, which the writer then waits to take back
+    from the event loop (128 random bits all the same: ids of distinct commits differ)."""
+
+    def no_entropy(size: int) -> bytes:
+        raise AssertionError(f"the system's entropy read ({size} bytes)")
+
+    monkeypatch.setattr(os, "urandom", no_entropy)
+    names = {mark_commit([SimpleNamespace()]) for _ in range(1_000)}
+    assert len(names) == 1_000
+    assert all(len(name) == 32 and int(name, 16) >= 0 for name in names)
