@@ -20,15 +20,19 @@ COMMIT_ID: Final = "commit_id"
 COMMIT_LAST: Final = "commit_last"
 
 
+def new_commit_id() -> str:
+    """128 random bits in hex (as ``uuid4().hex`` gave) from the process's generator:
+    ``uuid4`` reads the operating system's entropy, a system call that lets go of the
+    interpreter lock, and the writer thread then waited to take it back from the event
+    loop once per write (a tenth of its samples under a hot account's load). An id to
+    tell one commit from the next, not a secret."""
+    return f"{random.getrandbits(128):032x}"
+
+
 def mark_commit(events: Sequence[object]) -> str:
     """Mark the events of one store write (in their write order) as one commit."""
     assert events, "a commit has at least one event"
-    # 128 random bits in hex (as ``uuid4().hex`` gave) from the process's generator:
-    # ``uuid4`` reads the operating system's entropy, a system call that lets go of
-    # the interpreter lock, and the writer thread then waited to take it back from the
-    # event loop once per write (a tenth of its samples under a hot account's load).
-    # An id to tell one commit from the next, not a secret.
-    commit_id = f"{random.getrandbits(128):032x}"
+    commit_id = new_commit_id()
     for event in events:
         # Straight into the (frozen) event's attributes: object.__setattr__ would look
         # each name up along the event class's long MRO first.

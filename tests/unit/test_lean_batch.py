@@ -123,7 +123,7 @@ def run(
     with TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
         # Commands stamped by the clock, commits numbered in order: both ledgers alike.
         patch.setattr(ledger_module, "utc_now", clock)
-        patch.setattr(commits, "uuid4", lambda: UUID(int=next(_commit_numbers)))
+        patch.setattr(commits, "new_commit_id", lambda: f"{next(_commit_numbers):032x}")
         env = dict(event_store_env(sqlite_url(Path(tmp) / "ledger.sqlite")))
         with Ledger(env, clock=clock) as ledger:
             ledger.lean_batches = lean

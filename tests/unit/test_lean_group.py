@@ -87,7 +87,7 @@ def run(
     answers: list[Any] = []
     with TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
         patch.setattr(ledger_module, "utc_now", Ticks())
-        patch.setattr(commits, "uuid4", lambda: UUID(int=next(_commit_numbers)))
+        patch.setattr(commits, "new_commit_id", lambda: f"{next(_commit_numbers):032x}")
         env = dict(event_store_env(sqlite_url(Path(tmp) / "ledger.sqlite")))
         with Ledger(env, clock=clock) as ledger:
             ledger.lean_groups = lean
@@ -249,7 +249,7 @@ def _against_another_writer(
     _commit_numbers = itertools.count()
     with TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
         patch.setattr(ledger_module, "utc_now", Ticks())
-        patch.setattr(commits, "uuid4", lambda: UUID(int=next(_commit_numbers)))
+        patch.setattr(commits, "new_commit_id", lambda: f"{next(_commit_numbers):032x}")
         env = dict(event_store_env(sqlite_url(Path(tmp) / "ledger.sqlite")))
         with Ledger(env) as ledger, Ledger(env) as other:
             ledger.lean_groups = lean
