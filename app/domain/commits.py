@@ -12,6 +12,7 @@ Events written before these marks existed carry neither: ``ends_commit`` answers
 for them, and each reader falls back to its earlier rule (decision 0016).
 """
 
+import os
 import random
 from collections.abc import Sequence
 from typing import Final
@@ -20,13 +21,21 @@ COMMIT_ID: Final = "commit_id"
 COMMIT_LAST: Final = "commit_last"
 
 
+# The commit ids' own generator, seeded from the system's entropy once, and again in a
+# forked child (which would otherwise draw the parent's sequence): not the ``random``
+# module's shared one, which anything in the process may reseed (a test framework does,
+# per example), and two commits named alike would be read as one (``commit_end``).
+_COMMIT_IDS: Final = random.Random()
+os.register_at_fork(after_in_child=_COMMIT_IDS.seed)
+
+
 def new_commit_id() -> str:
-    """128 random bits in hex (as ``uuid4().hex`` gave) from the process's generator:
+    """128 random bits in hex (as ``uuid4().hex`` gave) from the commit ids' generator:
     ``uuid4`` reads the operating system's entropy, a system call that lets go of the
     interpreter lock, and the writer thread then waited to take it back from the event
     loop once per write (a tenth of its samples under a hot account's load). An id to
     tell one commit from the next, not a secret."""
-    return f"{random.getrandbits(128):032x}"
+    return f"{_COMMIT_IDS.getrandbits(128):032x}"
 
 
 def mark_commit(events: Sequence[object]) -> str:

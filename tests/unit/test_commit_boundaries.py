@@ -3,6 +3,7 @@ and the last one says it ends it; the views and the audit's replay read that one
 (and fall back to their earlier rules for events written before it existed)."""
 
 import os
+import random
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +20,14 @@ from app.application.ledger import Ledger
 from app.audit.log import Instant, read_log
 from app.audit.replay import replay
 from app.domain.chain import first_broken_link
-from app.domain.commits import COMMIT_ID, COMMIT_LAST, commit_of, ends_commit, mark_commit
+from app.domain.commits import (
+    COMMIT_ID,
+    COMMIT_LAST,
+    commit_of,
+    ends_commit,
+    mark_commit,
+    new_commit_id,
+)
 from app.persistence.stores import event_store_env
 from projections.backends import LedgerView
 from projections.runner import open_view
@@ -132,3 +140,29 @@ def test_a_commit_is_named_without_the_operating_systems_entropy(
     names = {mark_commit([SimpleNamespace()]) for _ in range(1_000)}
     assert len(names) == 1_000
     assert all(len(name) == 32 and int(name, 16) >= 0 for name in names)
+
+
+def test_commit_ids_do_not_follow_the_shared_generator() -> None:
+    """Reseeding the ``random`` module's shared generator (as a test framework does per
+    example) does not make two commits share an id."""
+    random.seed(42)
+    first = new_commit_id()
+    random.seed(42)
+    assert new_commit_id() != first
+
+
+def test_a_forked_child_draws_commit_ids_of_its_own() -> None:
+    """A child forked from a process draws other ids than its parent goes on drawing
+    (a generator copied by the fork would repeat the parent's sequence)."""
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's side
+        os.close(reading)
+        os.write(writing, new_commit_id().encode())
+        os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading, "rb") as pipe:
+        childs = pipe.read().decode()
+    os.waitpid(child, 0)
+    assert len(childs) == 32
+    assert childs != new_commit_id()
