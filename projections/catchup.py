@@ -347,15 +347,16 @@ def catch_up_batch_size(behind: int) -> int:
 
 # The cyclic collector's thresholds in a process that runs only projections (``ledger
 # project``, serve's child): a young pass every 20,000 net allocations instead of 700,
-# a middle one every 50 of those, a full one every 1,000 middle ones (Python's own
-# rule, a full pass only once the old objects grew by a quarter, still holds). A
+# a middle one every 50 of those, a full one every 10 middle ones (Python's own count,
+# and its rule of a full pass only once the old objects grew by a quarter). A
 # projections process keeps many young objects alive for a while (the decoded batches
 # shared with the feed and the digest, 30,000 events at most, the rows and states kept
 # between batches) and the default thresholds passed each of them on from generation
 # to generation, and walked the whole old generation about every 4 s: 0.27 s of the
-# child's some 3 s of CPU under 8 HTTP clients, 0.06 s with these. Cycles are still
-# collected, in the young generation at every young pass.
-PROJECTIONS_COLLECTOR_THRESHOLDS: Final = (20_000, 50, 1_000)
+# child's some 3 s of CPU under 8 HTTP clients, 0.06 s with these. A cycle that reached
+# the old generation is freed at the next full pass, some 10⁷ net allocations on (with
+# 1,000 middle passes to a full one, as first set, some 10⁹: hours of a busy process).
+PROJECTIONS_COLLECTOR_THRESHOLDS: Final = (20_000, 50, 10)
 
 _frozen = threading.Event()
 
