@@ -16,7 +16,11 @@ events, each then a transaction of the views. The writer polls instead, every
 ``LIVE_POLL_SECONDS``, and while the log is busy (the last read found at least
 ``BUSY_EVENTS``) every ``BUSY_POLL_SECONDS``, so that a live batch under steady load
 holds a few hundred events and its fixed costs (a transaction, the rows' loading, the
-tracking record, a commit) are shared by them (decision 0013, addendum).
+tracking record, a commit) are shared by them (decision 0013, addendum). On
+PostgreSQL the writer listens to the store's notifications of its writes
+(``WriteNotices``: LISTEN/NOTIFY), and an idle writer reads when one is heard (at most
+``LIVE_POLL_SECONDS`` after its previous read), or after ``MISSED_CHECK_SECONDS``
+without one, instead of on the clock (decision 0021, addendum).
 
 Elsewhere (KurrentDB) it subscribes, from where it stopped: the recorder's subscription (a
 thread of the library's) read by a reader thread into a bounded queue of stored
@@ -28,6 +32,7 @@ interface is the library runner's: ``view``, ``app``, ``run_forever``, ``wait``,
 context manager.
 """
 
+import contextlib
 import gc
 import os
 import threading
@@ -37,6 +42,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
 
+import psycopg
 from eventsourcing.persistence import (
     InfrastructureFactory,
     Notification,
@@ -45,6 +51,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import Environment
+from psycopg.sql import SQL, Identifier
 
 from app.application.ledger import Ledger, collector_paused
 from app.persistence.decoding import DecodedBatches, domain_event_reader
@@ -68,8 +75,9 @@ MISSED_CHECK_SECONDS: Final = 1.0
 # least ten times (what a kill loses, what a rebuild reports).
 CATCH_UP_BATCH_MAX: Final = 5 * PROJECTION_BATCH_MAX
 CATCH_UP_COMMITS_MIN: Final = 10
-# A live runner that reads the log itself (SQLite) reads it this often; a write reaches
-# the views within this (plus the batch's own writing) while writes are sparse.
+# A live runner that reads the log itself reads it this often (SQLite; on PostgreSQL at
+# most this often, when a write is heard); a write reaches the views within this (plus
+# the batch's own writing) while writes are sparse.
 LIVE_POLL_SECONDS: Final = 0.02
 # While the log is busy (a read found at least BUSY_EVENTS events: some 200 transfers a
 # second and more), it waits this long before its next read instead: a live batch then
@@ -232,8 +240,22 @@ class CatchUpRunner:
         such as an atomic batch of transfers, is taken in catch-up sized batches),
         else after ``poll_wait`` of what the read found."""
         recorder = self.app.recorder
-        wait, limit = LIVE_POLL_SECONDS, PROJECTION_BATCH_MAX
-        while self._pause(wait):
+        with WriteNotices.of(recorder) as writes:
+            # Listening before the first read: a write or an ask after it is heard.
+            wanted = getattr(self.view, "wanted", None)
+            if wanted is not None:
+                wanted.read()
+            wait = 0.0 if writes.listening else LIVE_POLL_SECONDS
+            self._poll_from(apply, wait, writes)
+
+    def _poll_from(
+        self,
+        apply: Callable[[Sequence[Notification]], None],
+        wait: float,
+        writes: "WriteNotices",
+    ) -> None:
+        recorder, limit = self.app.recorder, PROJECTION_BATCH_MAX
+        while self._pause(wait, writes):
             with collector_paused():
                 batch = recorder.select_notifications(
                     start=self._checkpoint or 0, limit=limit, inclusive_of_start=False
@@ -248,20 +270,30 @@ class CatchUpRunner:
             else:
                 wait, limit = poll_wait(len(batch)), PROJECTION_BATCH_MAX
 
-    def _pause(self, seconds: float) -> bool:
+    def _pause(self, seconds: float, writes: "WriteNotices | None" = None) -> bool:
         """Wait ``seconds`` before the next read of the log, or less: until a reader
         asks for a position past the checkpoint (``WantedPosition``, ``WantedNotices``,
-        looked at every ``WANTED_CHECK_SECONDS``). False once stopped."""
+        looked at every ``WANTED_CHECK_SECONDS``). Idle (``LIVE_POLL_SECONDS``) on a
+        store that notifies its writes (``writes``), wait on until one is heard, or
+        ``MISSED_CHECK_SECONDS`` at most. False once stopped."""
         wanted = getattr(self.view, "wanted", None)
-        if wanted is None or seconds <= WANTED_CHECK_SECONDS:
+        until_written = writes is not None and writes.listening and seconds == LIVE_POLL_SECONDS
+        if (wanted is None and not until_written) or seconds <= WANTED_CHECK_SECONDS:
             return not self._stopping.wait(seconds)
-        deadline = time.monotonic() + seconds
-        while (remaining := deadline - time.monotonic()) > 0:
-            asked = wanted.read()
+        started = time.monotonic()
+        soonest = started + seconds
+        latest = started + (MISSED_CHECK_SECONDS if until_written else seconds)
+        heard = False
+        while (now := time.monotonic()) < latest:
+            asked = wanted.read() if wanted is not None else 0
             if asked > (self._checkpoint or 0) and asked != self._asked_in_vain:
                 self._woken_for = asked
                 break
-            if self._stopping.wait(min(WANTED_CHECK_SECONDS, remaining)):
+            if writes is not None and until_written:
+                heard = writes.heard() or heard
+                if heard and now >= soonest:
+                    break
+            if self._stopping.wait(min(WANTED_CHECK_SECONDS, latest - now)):
                 return False
         return not self._stopping.is_set()
 
@@ -327,6 +359,49 @@ def poll_wait(found: int) -> float:
     """How long a live runner reading the log itself waits after a read that found
     ``found`` events: longer while the log is busy, to gather larger batches."""
     return BUSY_POLL_SECONDS if found >= BUSY_EVENTS else LIVE_POLL_SECONDS
+
+
+class WriteNotices:
+    """The store's own notifications of its writes, for a live runner that reads the
+    log itself: PostgreSQL's (every write's function ends with ``NOTIFY`` on the
+    recorder's channel), listened to on a connection of the store's datastore, so an
+    idle writer reads the log when a write is heard rather than on a clock. Elsewhere
+    (SQLite) nothing is heard (``listening`` False) and the writer polls."""
+
+    def __init__(self, datastore: Any = None, channel: str = "") -> None:
+        self._datastore, self._channel = datastore, channel
+        self._listening = contextlib.ExitStack()
+        self._connection: Any = None
+
+    @classmethod
+    def of(cls, recorder: object) -> "WriteNotices":
+        if isinstance(recorder, PostgresApplicationRecorder):
+            return cls(recorder.datastore, recorder.channel_name)
+        return cls()
+
+    @property
+    def listening(self) -> bool:
+        return self._connection is not None
+
+    def __enter__(self) -> Self:
+        if self._datastore is not None:
+            connection = self._listening.enter_context(self._datastore.get_connection())
+            connection.execute(SQL("LISTEN {0}").format(Identifier(self._channel)))
+            self._connection = connection
+        return self
+
+    def heard(self) -> bool:
+        """Whether a write was notified since the last look (all of them taken)."""
+        return sum(1 for _ in self._connection.notifies(timeout=0)) > 0
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._connection is not None:
+            # Back into the pool without the subscription, where it may be reused.
+            with contextlib.suppress(psycopg.Error):
+                if not self._connection.closed:
+                    self._connection.execute("UNLISTEN *")
+            self._connection = None
+        self._listening.close()
 
 
 def reads_the_log_itself(recorder: object) -> bool:
