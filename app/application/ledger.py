@@ -56,7 +56,7 @@ from app.application.views import (
     TransferOutcome,
     TransferView,
 )
-from app.application.workspace import Workspace, WriterCache, Written
+from app.application.workspace import Workspace, WriterCache, Written, image_of, restore_image
 from app.domain import limits
 from app.domain.account import Account, term_record
 from app.domain.chain import command_time, current_command_time
@@ -211,6 +211,10 @@ class Ledger(Application[UUID]):
             event_store=self.events, snapshot_store=self.snapshots
         )
         self._written = WriterCache(maxsize=AGGREGATE_CACHE_SIZE)
+        # What the group being written read from the store (cache misses), each with its
+        # state as read: a failed write puts them back and keeps them cached
+        # (``_forget``), so that the next group does not read and fold them again.
+        self._loaded: dict[UUID, tuple[Aggregate, dict[str, Any]]] = {}
         # New ids taken as absent that the store refused (they existed): read, not
         # presumed, when their commands run again.
         self._found_existing: set[UUID] = set()
@@ -978,6 +982,7 @@ class Ledger(Application[UUID]):
                     group = self._attempt_group(group, later)
         finally:
             leave_store_deadline(outer)
+            self._loaded.clear()
         return later
 
     def _nothing_to_prepare(self, group: list[Pending[Any]]) -> bool:
@@ -1154,6 +1159,7 @@ class Ledger(Application[UUID]):
         else:
             written = Written()
         self._remember(work)
+        self._loaded.clear()  # written: what the group read is in the cache as it is now
         self._follow_others()  # nothing it brings back concerns this group: it won
         # Rejections are answered only now: they may rest on what earlier commands of
         # the group did, which is final only once written.
@@ -1362,7 +1368,7 @@ class Ledger(Application[UUID]):
                 aggregate = self._loader.get(originator_id)
             except AggregateNotFoundError:
                 return None
-            self._written.put(aggregate)
+            self._read_from_store(aggregate)
         return aggregate
 
     def load_aggregates(self, originator_ids: list[UUID]) -> dict[UUID, Aggregate]:
@@ -1393,8 +1399,13 @@ class Ledger(Application[UUID]):
             folded = self._fold(stream)
             if folded is not None:
                 found[originator_id] = folded
-                self._written.put(folded)
+                self._read_from_store(folded)
         return found
+
+    def _read_from_store(self, aggregate: Aggregate) -> None:
+        """A cache miss the writer read (and folded): cached, and imaged for ``_forget``."""
+        self._written.put(aggregate)
+        self._loaded[aggregate.id] = (aggregate, image_of(aggregate))
 
     def _fold(self, stream: StoredStream) -> Aggregate | None:
         aggregate: Any = None
@@ -1436,10 +1447,19 @@ class Ledger(Application[UUID]):
 
     def _forget(self, work: Workspace, keep: AbstractSet[UUID] = frozenset()) -> None:
         """A failed write leaves the workspace's aggregates ahead of the store (but those
-        in ``keep``, put back as the group first read them)."""
+        in ``keep``, put back as the group first read them): they are let go. Those the
+        group read from the store are put back as read and stay cached: the store held
+        them so whatever the write's fate (a later write's expected version catches any
+        staleness), and a group whose write failed because reading them took its time
+        (a store deadline) would otherwise leave the next group the same reads to make,
+        and fail the same way, group after group."""
+        loaded, self._loaded = self._loaded, {}
         for aggregate in work.aggregates():
-            if aggregate.id not in keep:
+            if aggregate.id not in keep and aggregate.id not in loaded:
                 self.evict(aggregate.id)
+        for aggregate, image in loaded.values():
+            restore_image(aggregate, image)
+            self._written.put(aggregate)
 
     def _remember(self, work: Workspace) -> None:
         """The group's new aggregates join the cache (every other one it holds came from

@@ -216,9 +216,7 @@ class Workspace:
                 if aggregate.version != undo:
                     self._drop(aggregate)
             else:
-                state = vars(aggregate)
-                state.clear()
-                state.update(undo)
+                restore_image(aggregate, undo)
         self._undo = {}
 
     def _touch(self, aggregate: Aggregate) -> None:
@@ -228,11 +226,11 @@ class Workspace:
         key = originator_id.int
         if key not in undo:
             changed = key in self._changed
-            undo[key] = (aggregate, _image(aggregate) if changed else aggregate.version)
+            undo[key] = (aggregate, image_of(aggregate) if changed else aggregate.version)
         bases = self._bases
         if bases is not None and originator_id not in bases and id(aggregate) not in self._new:
             # The group's first touch: no command has changed it yet.
-            bases[originator_id] = (aggregate, _image(aggregate))
+            bases[originator_id] = (aggregate, image_of(aggregate))
 
     def restore_bases(self) -> set[UUID]:
         """Put every aggregate imaged by ``keep_bases`` back as the group first read it
@@ -240,9 +238,7 @@ class Workspace:
         if self._bases is None:
             return set()
         for aggregate, image in self._bases.values():
-            state = vars(aggregate)
-            state.clear()
-            state.update(image)
+            restore_image(aggregate, image)
         return set(self._bases)
 
     def _drop(self, aggregate: Aggregate) -> None:
@@ -402,12 +398,20 @@ class Workspace:
         return events
 
 
-def _image(aggregate: Aggregate) -> dict[str, Any]:
+def image_of(aggregate: Aggregate) -> dict[str, Any]:
+    """The aggregate's state, for ``restore_image`` to put back (module docstring)."""
     image = vars(aggregate).copy()  # immutable values are shared, not copied
     for key, value in image.items():
         if type(value) not in _IMMUTABLE_TYPES:
             image[key] = _copied(value)
     return image
+
+
+def restore_image(aggregate: Aggregate, image: dict[str, Any]) -> None:
+    """Put the aggregate back as ``image_of`` saw it."""
+    state = vars(aggregate)
+    state.clear()
+    state.update(image)
 
 
 def _copied(value: Any) -> Any:
