@@ -99,8 +99,11 @@ def nothing_stays_frozen_after_a_test() -> Iterator[None]:
     process; ``settle_heap`` does it for a server): in the test process that was the
     test's app, ledger and fixtures, which a reference cycle then kept for the rest of
     the session. Handed back to the collector after each test, and a server's keeper of
-    its settled heap (``app.heap.SettledHeap``, installed by ``settle_heap``) removed."""
+    its settled heap (``app.heap.SettledHeap``, installed by ``settle_heap``) removed,
+    and the collector's thresholds (``settle_heap``, ``collect_less_often``) restored."""
+    thresholds = gc.get_threshold()
     yield
+    gc.set_threshold(*thresholds)
     for callback in list(gc.callbacks):
         if isinstance(callback, SettledHeap):
             callback.remove()
