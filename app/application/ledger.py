@@ -133,6 +133,9 @@ ACCOUNT_SNAPSHOT_INTERVAL: Final = 500
 # accounts moves each of them twice), and one transaction each, each with its commit's
 # sync, held the writer from the next group for a second.
 SNAPSHOTS_PER_WRITE_MAX: Final = 1_000
+# Accounts owed a snapshot (skipped past a group's deadline, or read with a long tail)
+# remembered for the next group that holds them, at most (``Ledger._snapshots_owed``).
+SNAPSHOTS_OWED_MAX: Final = 20_000
 AGGREGATE_CACHE_SIZE: Final = 20_000
 # Defaults of the committer (settings may change them: LEDGER_WRITE_TIMEOUT_SECONDS,
 # LEDGER_WRITE_QUEUE_MAX).
@@ -219,6 +222,12 @@ class Ledger(Application[UUID]):
         # presumed, when their commands run again.
         self._found_existing: set[UUID] = set()
         self.snapshot_failures = 0
+        # Accounts whose snapshot is owed although they crossed no interval in the group
+        # that writes them next: one skipped (its group's callers had stopped waiting),
+        # or one read from the store with an interval's worth of events or more after
+        # its newest snapshot. Left to their next interval, a group late because its
+        # reads were long would leave the next read of them longer still.
+        self._snapshots_owed: set[UUID] = set()
         # Group writes that met an optimistic-concurrency conflict, and those written with
         # the store's write lock held across their read (for benchmarks, metrics, tests).
         self.conflicts = 0
@@ -1415,7 +1424,18 @@ class Ledger(Application[UUID]):
         for stored in stream.events:
             event: Any = self.mapper.to_domain_event(stored)
             aggregate = event.mutate(aggregate)
+        if len(stream.events) >= ACCOUNT_SNAPSHOT_INTERVAL and isinstance(aggregate, Account):
+            self._owe_snapshots([aggregate])
         return cast(Aggregate | None, aggregate)
+
+    def _owe_snapshots(self, accounts: Sequence[Account]) -> None:
+        """These accounts are snapshotted by the next group that holds them (bounded:
+        past ``SNAPSHOTS_OWED_MAX`` the debts are forgotten, and those accounts wait for
+        their next interval)."""
+        owed = self._snapshots_owed
+        if len(owed) + len(accounts) > SNAPSHOTS_OWED_MAX:
+            owed.clear()
+        owed.update(account.id for account in accounts)
 
     def remember_existing(self, originator_ids: set[UUID]) -> None:
         """New ids the store refused because they exist: read, not presumed, next time.
@@ -1471,12 +1491,13 @@ class Ledger(Application[UUID]):
         one is counted and logged, never reported to a caller whose write committed."""
         if self.snapshots is None:
             return
-        base_versions = work.base_versions
+        base_versions, owed = work.base_versions, self._snapshots_owed
         due = [
             account
             for account in work.accounts.values()
             if account.version // ACCOUNT_SNAPSHOT_INTERVAL
             > (base_versions.get(account.id) or 0) // ACCOUNT_SNAPSHOT_INTERVAL
+            or (owed and account.id in owed)  # an account held is as the store holds it
         ]
         size = SNAPSHOTS_PER_WRITE_MAX if writes_streams_together(self.snapshots.recorder) else 1
         for start in range(0, len(due), size):
@@ -1484,9 +1505,12 @@ class Ledger(Application[UUID]):
             left = seconds_left()
             if left is not None and left <= 0:
                 # The group's callers stopped waiting: no snapshot keeps the writer from
-                # the next writes (each account is snapshotted at its next interval).
+                # the next writes (the next group that holds each account takes it).
                 self.snapshot_failures += len(accounts)
+                self._owe_snapshots(accounts)
                 continue
+            if owed:  # taken now (or refused by the store: then at the next interval)
+                owed.difference_update(account.id for account in accounts)
             try:
                 self.snapshots.put([Account.Snapshot.take(account) for account in accounts])
             except PersistenceError as error:

@@ -95,3 +95,32 @@ def test_the_sql_and_memory_snapshot_stores_take_several_streams_per_call(
     with Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}) as in_memory:
         assert in_memory.snapshots is not None
         assert writes_streams_together(in_memory.snapshots.recorder)
+
+
+def test_an_account_read_with_an_intervals_worth_of_events_after_its_snapshot_is_snapshotted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An account read from the store with ``INTERVAL`` events or more after its newest
+    snapshot (written when none was due, e.g. its snapshots skipped) is snapshotted by
+    the next group that writes it, though that group crosses no interval: else every
+    read of it (after a restart, after an eviction) folds the whole tail again."""
+    env = sqlite_env(str(tmp_path / "events.sqlite"))
+    monkeypatch.setattr(ledger_module, "ACCOUNT_SNAPSHOT_INTERVAL", 1_000)  # none due
+    with Ledger(env) as earlier:
+        earlier.open_account(OpenAccount("bank", "CREDITS", allow_negative=True))
+        earlier.open_account(OpenAccount("alice", "CREDITS"))
+        earlier.open_account(OpenAccount("bob", "CREDITS"))
+        for number in range(INTERVAL + 1):
+            earlier.record_transfer(RecordTransfer(f"t{number}", "bank", "alice", 1))
+        read_at = earlier.get_account("alice").version
+        assert read_at is not None
+    monkeypatch.setattr(ledger_module, "ACCOUNT_SNAPSHOT_INTERVAL", INTERVAL)
+    assert read_at // INTERVAL == (read_at + 1) // INTERVAL  # the next write crosses none
+    with Ledger(env) as ledger:  # a restart: alice is read from the store
+        assert newest_snapshot_version(ledger, "alice") is None
+        ledger.record_transfer(RecordTransfer("next", "bank", "alice", 1))
+        ledger.record_transfer(RecordTransfer("after", "bank", "bob", 1))  # "next" is done
+        assert newest_snapshot_version(ledger, "alice") == read_at + 1
+        ledger.record_transfer(RecordTransfer("later", "bank", "alice", 1))
+        ledger.record_transfer(RecordTransfer("after-later", "bank", "bob", 1))
+        assert newest_snapshot_version(ledger, "alice") == read_at + 1  # owed once

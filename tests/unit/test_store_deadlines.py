@@ -108,32 +108,72 @@ def test_the_ledgers_select_of_a_streams_events_is_tried_in_time(
         assert len(tries) == 1 + INSERT_TRIES_MAX
 
 
-def test_no_snapshot_is_taken_once_the_groups_callers_stopped_waiting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(ledger_module, "ACCOUNT_SNAPSHOT_INTERVAL", 2)
+@contextmanager
+def ledger_with_short_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: int
+) -> Iterator[Ledger]:
+    """A ledger on SQLite whose writes answer ``outcome_unknown`` after
+    ``SHORT_WRITE_TIMEOUT_SECONDS``, with accounts snapshotted every ``interval``
+    versions: bank (it pays) and alice, and bob (written to know a group is done)."""
+    monkeypatch.setattr(ledger_module, "ACCOUNT_SNAPSHOT_INTERVAL", interval)
     env = {
         **sqlite_env(str(tmp_path / "events.sqlite")),
         "LEDGER_WRITE_TIMEOUT_SECONDS": str(SHORT_WRITE_TIMEOUT_SECONDS),
     }
     with Ledger(env) as ledger:
-        assert ledger.snapshots is not None
         ledger.open_account(OpenAccount("bank", "CREDITS", allow_negative=True))
         ledger.open_account(OpenAccount("alice", "CREDITS"))
+        ledger.open_account(OpenAccount("bob", "CREDITS"))
+        yield ledger
+
+
+def write_late(ledger: Ledger, monkeypatch: pytest.MonkeyPatch, command: RecordTransfer) -> None:
+    """``command`` committed after its deadline (its caller is told ``outcome_unknown``),
+    and its group over, snapshots included."""
+    record_events = ledger._record_events
+
+    def slow_commit(events: Any) -> Any:
+        written = record_events(events)
+        time.sleep(SHORT_WRITE_TIMEOUT_SECONDS * 2)  # committed, after the deadline
+        return written
+
+    monkeypatch.setattr(ledger, "_record_events", slow_commit)
+    groups_before = len(ledger.committer.write_seconds)
+    with pytest.raises(OutcomeUnknownError):
+        ledger.record_transfer(command)
+    assert eventually(lambda: len(ledger.committer.write_seconds) > groups_before, 30)
+    monkeypatch.setattr(ledger, "_record_events", record_events)
+
+
+def test_no_snapshot_is_taken_once_the_groups_callers_stopped_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with ledger_with_short_deadline(tmp_path, monkeypatch, interval=2) as ledger:
+        assert ledger.snapshots is not None
         ledger.record_transfer(RecordTransfer("t0", "bank", "alice", 1))  # t1 snapshots
-        record_events = ledger._record_events
-
-        def slow_commit(events: Any) -> Any:
-            written = record_events(events)
-            time.sleep(SHORT_WRITE_TIMEOUT_SECONDS * 2)  # committed, after the deadline
-            return written
-
-        monkeypatch.setattr(ledger, "_record_events", slow_commit)
-        groups_before = len(ledger.committer.write_seconds)
-        with pytest.raises(OutcomeUnknownError):
-            ledger.record_transfer(RecordTransfer("t1", "bank", "alice", 5))
-        assert eventually(lambda: len(ledger.committer.write_seconds) > groups_before, 30)
-        monkeypatch.setattr(ledger, "_record_events", record_events)
-        assert ledger.record_transfer(RecordTransfer("t1", "bank", "alice", 5)).created is False
+        write_late(ledger, monkeypatch, RecordTransfer("t1", "bank", "alice", 5))
         assert ledger.snapshot_failures == 2  # bank's and alice's, skipped and counted
         assert ledger.snapshots.recorder.select_events(account_uuid("alice")) == []
+        # (The next group that holds them takes them: the test below.)
+        assert ledger.record_transfer(RecordTransfer("t1", "bank", "alice", 5)).created is False
+
+
+def test_a_snapshot_skipped_past_the_deadline_is_taken_by_the_next_group_that_writes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not left to the account's next interval: a late group (long reads) leaves the
+    next read of the account shorter, not longer."""
+    interval = 4
+    with ledger_with_short_deadline(tmp_path, monkeypatch, interval) as ledger:
+        assert ledger.snapshots is not None
+        while (ledger.get_account("alice").version or 0) % interval != interval - 1:
+            ledger.record_transfer(RecordTransfer(f"t{uuid4()}", "bank", "alice", 1))
+        write_late(ledger, monkeypatch, RecordTransfer("late", "bank", "alice", 5))  # crosses
+        assert ledger.snapshots.recorder.select_events(account_uuid("alice")) == []
+        ledger.record_transfer(RecordTransfer("next", "bank", "alice", 1))  # crosses none
+        ledger.record_transfer(RecordTransfer("after", "bank", "bob", 1))  # "next" is done
+        version = ledger.get_account("alice").version
+        assert version is not None
+        assert version % interval == 1
+        snapshots = ledger.snapshots.recorder.select_events(account_uuid("alice"))
+        assert [snapshot.originator_version for snapshot in snapshots] == [version]
