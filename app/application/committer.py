@@ -27,7 +27,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Generic, TypeVar
 
+import structlog
+
 from app.domain.errors import OutcomeUnknownError, OverloadedError, WriteTimeoutError
+
+log = structlog.get_logger(__name__)
 
 R = TypeVar("R")
 
@@ -398,6 +402,14 @@ class Committer:
             try:
                 again = self._write_group(group)
             except BaseException as error:  # noqa: BLE001  # a store fault: every waiter hears it
+                # Said in the log too: a run of failed groups (an outage) leaves a trace
+                # beyond the callers' 503s.
+                log.warning(
+                    "committer.group_failed",
+                    commands=len(group),
+                    error=repr(error),
+                    seconds=round(time.monotonic() - started, 3),
+                )
                 for entry in group:
                     entry.fail(error)
                 again = []

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import pytest
+from structlog.testing import capture_logs
 
 import app.application.committer as committer_module
 from app.application.committer import Committer, Pending
@@ -231,11 +232,19 @@ def test_a_write_that_fails_hands_its_error_to_every_caller_of_the_group(
         raise StoreDownError("disk on fire")
 
     committer = Committer(failing, queue_units_max=10, timeout_seconds=WAIT_SECONDS)
-    with pytest.raises(StoreDownError):
-        committer.submit("doomed")
-    answers = committer.submit_all([("a", 1), ("b", 1)])
+    with capture_logs() as logged:
+        with pytest.raises(StoreDownError):
+            committer.submit("doomed")
+        answers = committer.submit_all([("a", 1), ("b", 1)])
     assert all(isinstance(answer, StoreDownError) for answer in answers)
     committer.close()
+    # Each failed group is in the log, with its size and error.
+    failed = [line for line in logged if line["event"] == "committer.group_failed"]
+    assert [(line["commands"], line["log_level"]) for line in failed] == [
+        (1, "warning"),
+        (2, "warning"),
+    ]
+    assert all("disk on fire" in line["error"] for line in failed)
 
 
 def test_commands_sent_back_for_a_retry_run_again_in_a_later_group(store: FakeStore) -> None:
