@@ -383,6 +383,19 @@ def test_a_live_runner_waits_longer_between_its_reads_while_the_log_is_busy(
     assert catchup.LIVE_POLL_SECONDS < catchup.BUSY_POLL_SECONDS
 
 
+def counted_reads(runner: catchup.CatchUpRunner, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The runner's reads of the log from now on, one item each."""
+    reads: list[int] = []
+    select = runner.app.recorder.select_notifications
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return select(*args, **kwargs)
+
+    monkeypatch.setattr(runner.app.recorder, "select_notifications", counting)
+    return reads
+
+
 def applied(runner: catchup.CatchUpRunner, position: int) -> bool:
     """Whether the runner's views are at ``position`` (looked at without asking)."""
     return bool(runner.view.checkpoint() == position)
@@ -398,14 +411,7 @@ def test_on_postgres_an_idle_writer_reads_the_log_when_a_write_is_notified(
     ledger.open_account(OpenAccount("funding", UNIT, allow_negative=True))
     ledger.open_account(OpenAccount("user", UNIT))
     runner = start_runner(*log_urls, 1)
-    reads: list[int] = []
-    select = runner.app.recorder.select_notifications
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        reads.append(1)
-        return select(*args, **kwargs)
-
-    monkeypatch.setattr(runner.app.recorder, "select_notifications", counting)
+    reads = counted_reads(runner, monkeypatch)
     try:
         head = ledger.recorder.max_notification_id() or 0
         assert eventually(lambda: runner.view.checkpoint() == head, WAIT_SECONDS)
@@ -462,14 +468,7 @@ def test_a_position_asked_for_beyond_the_log_does_not_keep_the_writer_reading(
     monkeypatch.setattr(catchup, "LIVE_POLL_SECONDS", QUIET_PAUSE_SECONDS)
     ledger.open_account(OpenAccount("funding", UNIT, allow_negative=True))
     runner = start_runner(*log_urls, 1)
-    reads: list[int] = []
-    select = runner.app.recorder.select_notifications
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        reads.append(1)
-        return select(*args, **kwargs)
-
-    monkeypatch.setattr(runner.app.recorder, "select_notifications", counting)
+    reads = counted_reads(runner, monkeypatch)
     try:
         head = ledger.recorder.max_notification_id() or 0
         assert eventually(lambda: runner.view.checkpoint() == head, WAIT_SECONDS)
