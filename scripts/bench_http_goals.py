@@ -69,7 +69,13 @@ from bench_http import (
     running,
     wait_for_projections,
 )
-from benchlib import in_turn, machine, postgres_server_cpu_seconds, tree_cpu_seconds
+from benchlib import (
+    in_turn,
+    machine,
+    machine_busy_seconds,
+    postgres_server_cpu_seconds,
+    tree_cpu_seconds,
+)
 
 from tests.support.pgserver import PostgresServer, running_postgres
 
@@ -252,6 +258,9 @@ class Result:
     # This script's own CPU (the clients' side) per created transfer: with the server's,
     # what the two cores were asked for.
     client_cpu_us: float = float("nan")
+    # The machine's cores kept busy during the phase (by every process, this one and the
+    # naive service included): how near the two cores the phase ran.
+    cores_busy: float = float("nan")
 
 
 def bodies(prefix: str, shape: Shape, client: int) -> Callable[[], bytes]:
@@ -327,8 +336,10 @@ def measure(server: Server, key: str, shape: Shape, tag: str, seconds: float) ->
     own, theirs = cpu_seconds(pid), sum(map(cpu_seconds, children))
     main_thread = cpu_seconds(pid, f"/proc/{pid}/task/{pid}/stat")
     client = time.process_time()
+    busy, started = machine_busy_seconds(), time.monotonic()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         result = runner.run(load(server.port, key, shape, f"{tag}-{server.name}", seconds))
+    busy, elapsed = machine_busy_seconds() - busy, time.monotonic() - started
     client = time.process_time() - client
     own, theirs = cpu_seconds(pid) - own, sum(map(cpu_seconds, children)) - theirs
     main_thread = cpu_seconds(pid, f"/proc/{pid}/task/{pid}/stat") - main_thread
@@ -339,6 +350,7 @@ def measure(server: Server, key: str, shape: Shape, tag: str, seconds: float) ->
         children_cpu_us=theirs * per_transfer,
         loop_cpu_us=main_thread * per_transfer,
         client_cpu_us=client * per_transfer,
+        cores_busy=busy / elapsed,
     )
 
 
@@ -405,6 +417,11 @@ def line(
         cpu += f"; clients {ledger.client_cpu_us:,.0f}"
         if naive is not None:
             cpu += f" (naive's {naive.client_cpu_us:,.0f})"
+    if ledger.cores_busy == ledger.cores_busy:
+        cpu += f"; cores busy {ledger.cores_busy:.2f}"
+        if naive is not None:
+            cpu += f" (naive's {naive.cores_busy:.2f})"
+        cpu += f" of {os.cpu_count()}"
     return (
         f"{shape.name}: ledger {ledger.transfers_per_s:,.0f}/s (p50 {ledger.p50_ms:.1f} ms, "
         f"p99 {ledger.p99_ms:.1f} ms, max {ledger.max_ms:.0f} ms, errors {ledger.errors})"

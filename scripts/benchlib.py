@@ -72,6 +72,15 @@ def tree_cpu_seconds(pid: int, *, with_reaped: bool = False) -> float:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy so far (all but idle and
+    iowait, from /proc/stat): over a phase, divided by its wall time, how many cores its
+    processes and everything else running beside them kept busy."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(field) for field in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def postgres_server_cpu_seconds(datadir: Path) -> float:
     """User + system CPU of a PostgreSQL server so far: its postmaster's, the backends
     it has reaped and every live process below it."""
