@@ -16,9 +16,9 @@ from psycopg.sql import SQL, Identifier
 
 from app.compat import insert_tracking, on_new_sqlite_connections, postgres_connection_kwargs
 from app.persistence.bulk_rows import (
+    CatalogTypes,
     ColumnTypes,
     column_arrays,
-    column_types,
     insert_rows_sql,
     update_rows_sql,
 )
@@ -280,6 +280,7 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
         )
         # Where readers waiting for a position tell the writer.
         self.wanted = WantedNotices(self.datastore, f"{schema}_wanted")
+        self._catalog_types = CatalogTypes(schema)
 
     def ask_for(self, position: int) -> None:
         self.wanted.ask_for(position)
@@ -343,14 +344,9 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
             statement = update_rows_sql(f"{{{table}}}", columns, key, types)
             cursor.execute(SQL(statement.format(**self._names)), column_arrays(rows))
 
-    _types: dict[str, dict[str, str]] | None = None
-
     def _types_of(self, cursor: Cursor, table: str) -> ColumnTypes:
-        """The view table's column types, as the catalog has them (read once)."""
-        if self._types is None:
-            connection = cast("psycopg.Cursor[Any]", cursor).connection
-            self._types = column_types(connection, self.datastore.schema)
-        return self._types[table]
+        """The view table's column types, as the catalog has them (``CatalogTypes``)."""
+        return self._catalog_types.of(cast("psycopg.Cursor[Any]", cursor).connection, table)
 
     def _pipeline(self, cursor: Cursor) -> AbstractContextManager[object]:
         # psycopg 3 pipeline mode: a batch's statements (each table's executemany, the

@@ -18,9 +18,8 @@ from urllib.parse import urlsplit
 from psycopg_pool import ConnectionPool
 
 from app.persistence.bulk_rows import (
-    ColumnTypes,
+    CatalogTypes,
     column_arrays,
-    column_types,
     insert_row_sql,
     insert_rows_sql,
 )
@@ -71,7 +70,7 @@ class _SQLiteCursor(sqlite3.Cursor):
 class _Rewriting:
     """A psycopg cursor that takes ``?`` placeholders."""
 
-    def __init__(self, cursor: Any, types: "_ColumnTypesOnce") -> None:
+    def __init__(self, cursor: Any, types: CatalogTypes) -> None:
         self._cursor = cursor
         self._types = types
 
@@ -97,21 +96,6 @@ class _Rewriting:
         return self._cursor.fetchall()
 
 
-class _ColumnTypesOnce:
-    """The column types of the events database's tables, read from the catalog at the
-    first bulk insert (the tables exist by then) and kept."""
-
-    def __init__(self) -> None:
-        self._found: dict[str, dict[str, str]] | None = None
-        self._lock = threading.Lock()
-
-    def of(self, connection: Any, table: str) -> ColumnTypes:
-        with self._lock:
-            if self._found is None or table not in self._found:
-                self._found = column_types(connection, None)
-            return self._found[table]
-
-
 def events_database_url(read_model_url: str) -> str:
     """Where the events database lives, given the read model's URL."""
     if urlsplit(read_model_url).scheme in ("postgresql", "postgres"):
@@ -132,7 +116,7 @@ class Database:
         self.is_postgres = urlsplit(url).scheme in ("postgresql", "postgres")
         self._local = threading.local()
         self._pool: ConnectionPool[Any] | None = None
-        self._types = _ColumnTypesOnce()
+        self._types = CatalogTypes()
         if self.is_postgres:
             self._pool = ConnectionPool(
                 url,

@@ -4,6 +4,7 @@ the column's type, turned back into rows by ``unnest``. PostgreSQL then runs one
 sends a parameter per column instead of one per value and row. The views' writer and
 the feed projector write a batch's rows so (``executemany`` elsewhere)."""
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,23 @@ def column_types(
         for table, column, kind in cursor.fetchall():
             found.setdefault(table, {})[column] = kind
     return found
+
+
+class CatalogTypes:
+    """The column types of a schema's tables (``column_types``), read from the catalog
+    when first asked for and kept; read again when asked for a table they do not have
+    (one created since). Safe to share between threads."""
+
+    def __init__(self, schema: str | None = None) -> None:
+        self._schema = schema
+        self._found: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, connection: psycopg.Connection[Any], table: str) -> ColumnTypes:
+        with self._lock:
+            if table not in self._found:
+                self._found = column_types(connection, self._schema)
+            return self._found[table]
 
 
 def insert_row_sql(table: str, columns: Sequence[str], conflict: str = "") -> str:
