@@ -311,6 +311,24 @@ def exit_now() -> NoReturn:
     os._exit(0)
 
 
+def start_projections(
+    settings: Settings, ledger: Ledger, *, events_too: bool
+) -> tuple[ProjectionWorkers, EventServices]:
+    """What ``ledger project`` starts beside its ledger: the view workers, and the event
+    feed's (with the webhook deliveries when ``events_too``)."""
+    # The feed projector and the log digest take the batches the views' runner reads and
+    # decodes (on SQLite and PostgreSQL, where the runner reads the log itself) instead
+    # of reading them.
+    shared = DecodedBatches() if reads_the_log_itself(ledger.recorder) else None
+    with opening_read_model(settings):
+        workers = ProjectionWorkers(
+            settings.event_store_url, settings.read_model_url, ledger, shared=shared
+        )
+        workers.start()
+        events = EventServices.build(settings, ledger, run_workers=events_too, shared=shared)
+    return workers, events
+
+
 @cli.command()
 def project(
     events_too: Annotated[
@@ -338,17 +356,7 @@ def project(
         # writes waiting. Every thread started after this line (the workers) inherits it.
         ledger.committer.start()
         os.nice(nice)
-    # The feed projector and the log digest take the batches the views' runner reads and
-    # decodes (on SQLite and PostgreSQL, where the runner reads the log itself) instead
-    # of reading them.
-    shared = DecodedBatches() if reads_the_log_itself(ledger.recorder) else None
-    with opening_read_model(settings):
-        workers = ProjectionWorkers(
-            settings.event_store_url, settings.read_model_url, ledger, shared=shared
-        )
-        workers.start()
-        events = EventServices.build(settings, ledger, run_workers=events_too, shared=shared)
-
+    workers, events = start_projections(settings, ledger, events_too=events_too)
     try:
         # Workers restart themselves (supervised); the heartbeat says how they are.
         beat_until_signalled(

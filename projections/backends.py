@@ -22,7 +22,8 @@ from app.persistence.bulk_rows import (
     insert_rows_sql,
     update_rows_sql,
 )
-from app.persistence.postgres import reading_retried, retrying_schema_race
+from app.persistence.postgres import reading_retried
+from app.persistence.schema_lock import schema_locked
 from projections.projection import RowWriter
 from projections.reader import RowReader
 from projections.schema import (
@@ -287,9 +288,10 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
 
     def create_table(self) -> None:
         # ``serve`` and ``project`` starting together on a new database create the same
-        # schema and tables at once: the loser of that race tries again.
-        retrying_schema_race(super().create_table)
-        self.settle_schema_version()
+        # schema and tables, and settle their version: one after the other (decision 0032).
+        with schema_locked(self.datastore):
+            super().create_table()
+            self.settle_schema_version()
 
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Cursor]:
         return self.datastore.transaction(commit=commit)

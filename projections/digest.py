@@ -23,6 +23,7 @@ from eventsourcing.persistence import ApplicationRecorder, Notification
 
 from app.audit.anchors import GENESIS, Anchor, extend, notifications_after
 from app.persistence.decoding import DecodedBatches
+from app.persistence.schema_lock import creating_schema
 from app.persistence.stores import STORE_TIMEOUT_SECONDS, sqlite_path
 
 DIGEST_INTERVAL_SECONDS: Final = 1.0
@@ -53,7 +54,7 @@ class DigestCheckpoints:
         self.url = read_model_url
         self.is_postgres = urlsplit(read_model_url).scheme in ("postgresql", "postgres")
         self._kept: sqlite3.Connection | None = None
-        with self._connect() as connection:
+        with self._connect() as connection, creating_schema(connection):
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS ledger_log_digest ("
                 "position BIGINT PRIMARY KEY, digest TEXT NOT NULL, events BIGINT NOT NULL)"

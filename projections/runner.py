@@ -29,6 +29,7 @@ from app.application.read_model import ReadModel
 from app.domain.errors import LedgerError
 from app.persistence.decoding import DecodedBatches
 from app.persistence.faults import STORE_ERRORS, store_fault
+from app.persistence.schema_lock import creating_schema
 from app.persistence.stores import event_store_env, postgres_env, sqlite_env
 from app.supervisor import Supervisor, WorkerState
 from projections.backends import LedgerView, PostgresLedgerView, SQLiteLedgerView
@@ -62,7 +63,7 @@ class GenerationPointer:
     def __init__(self, read_model_url: str) -> None:
         self.url = read_model_url
         self.is_postgres = urlsplit(read_model_url).scheme in ("postgresql", "postgres")
-        with self._connect() as connection:
+        with self._connect() as connection, creating_schema(connection):
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS ledger_view_generation ("
                 "id INTEGER PRIMARY KEY, current_generation INTEGER NOT NULL, "

@@ -28,8 +28,6 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
-    ApplicationRecorder,
-    EventStore,
     IntegrityError,
     JSONTranscoder,
     Mapper,
@@ -87,7 +85,6 @@ from app.persistence.deadlines import enter_store_deadline, leave_store_deadline
 from app.persistence.faults import store_fault
 from app.persistence.mapper import ChainedMapper
 from app.persistence.positions import existing_streams, recorded_position, stream_heads
-from app.persistence.postgres import retrying_schema_race
 from app.persistence.streams import (
     StoredStream,
     catches_up,
@@ -266,12 +263,6 @@ class Ledger(Application[UUID]):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         register_domain_transcodings(transcoder)
-
-    def construct_recorder(self) -> ApplicationRecorder:
-        return retrying_schema_race(super().construct_recorder)
-
-    def construct_snapshot_store(self) -> EventStore[UUID]:
-        return retrying_schema_race(super().construct_snapshot_store)
 
     def close(self) -> None:
         committer = getattr(self, "committer", None)

@@ -23,6 +23,7 @@ from app.persistence.bulk_rows import (
     insert_row_sql,
     insert_rows_sql,
 )
+from app.persistence.schema_lock import creating_schema
 
 SQLITE_BUSY_TIMEOUT_SECONDS: Final = 30
 POSTGRES_POOL_SIZE_MAX: Final = 8
@@ -173,22 +174,21 @@ class Database:
         connection.execute("COMMIT")
 
     def create(self, statements: Sequence[str]) -> None:
+        if self._pool is not None:
+            # One creator at a time on PostgreSQL (decision 0032).
+            with self._pool.connection() as connection, creating_schema(connection):
+                for statement in statements:
+                    connection.execute(statement)
+            return
         for attempt in range(CREATE_ATTEMPTS_MAX):
             try:
                 with self.transaction(write=True) as cursor:
                     for statement in statements:
                         cursor.execute(statement)
-            except Exception as error:  # two processes creating at once
-                if attempt == 4 or not _is_creation_race(error):
+            except sqlite3.OperationalError as error:
+                # Another process creating at once held the file's write lock for
+                # longer than the busy timeout.
+                if attempt == CREATE_ATTEMPTS_MAX - 1 or "locked" not in str(error):
                     raise
                 continue
             return
-
-
-def _is_creation_race(error: Exception) -> bool:
-    # PostgreSQL's CREATE … IF NOT EXISTS is not atomic in the catalog; SQLite may be
-    # locked by the other creator for longer than its busy timeout.
-    text = str(error)
-    return any(
-        sign in text for sign in ("concurrently", "duplicate key", "already exists", "locked")
-    )

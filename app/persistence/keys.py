@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
+from app.persistence.schema_lock import creating_schema
 from app.persistence.stores import sqlite_path
 
 Scope = Literal["read", "write", "admin"]
@@ -101,7 +102,7 @@ class KeyStore:
         # and this spares it the key's parsing and hashing each time.
         self._checked: dict[str, tuple[float, KeyCheck]] = {}
         self._lock = threading.Lock()
-        with self._connect() as connection:
+        with self._connect() as connection, creating_schema(connection):
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS ledger_api_keys (key_id TEXT PRIMARY KEY, "
                 "secret_hash TEXT NOT NULL, scope TEXT NOT NULL, created_at TEXT NOT NULL, "

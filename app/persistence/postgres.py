@@ -24,10 +24,8 @@ import psycopg.errors
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
-    InternalError,
     OperationalError,
     PersistenceError,
-    ProgrammingError,
     StoredEvent,
 )
 from eventsourcing.postgres import (
@@ -49,6 +47,7 @@ from app.compat import (
 )
 from app.domain.errors import OutcomeUnknownError
 from app.persistence.deadlines import seconds_left
+from app.persistence.schema_lock import schema_locked
 
 STATEMENT_TIMEOUT_KEY = "POSTGRES_STATEMENT_TIMEOUT"
 # With pre-ping on, a pooled connection is pinged before use only when it was last handed
@@ -115,6 +114,10 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
             .as_bytes(None)
         )
         self.after_statement = postgres_after_query(self).as_bytes(None)
+
+    def create_table(self) -> None:
+        with schema_locked(self.datastore):
+            super().create_table()
 
     def write_parameters(self, stored_events: Sequence[StoredEvent]) -> tuple[Any, ...]:
         """The write function's arguments: the events as four arrays, the lock's wait
@@ -462,6 +465,10 @@ class LedgerPostgresAggregateRecorder(PostgresAggregateRecorder):
     library's ten tries would keep it past its callers' deadline when the server has just
     gone away."""
 
+    def create_table(self) -> None:
+        with schema_locked(self.datastore):
+            super().create_table()
+
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
@@ -630,21 +637,3 @@ def read_with(recorder: PostgresApplicationRecorder, read: Callable[[psycopg.Cur
         return recorder.read(read)
     with recorder.datastore.transaction(commit=False) as cursor:
         return read(cursor)
-
-
-SCHEMA_ATTEMPTS_MAX: Final = 5
-
-
-def retrying_schema_race(construct: Callable[[], R]) -> R:
-    """Processes starting together on a new PostgreSQL database (``serve`` and
-    ``project``) race to create the same tables and schemas: ``CREATE … IF NOT EXISTS``
-    is not atomic in the catalog ("tuple concurrently updated", a duplicate ``pg_type``).
-    The loser tries again and finds them there. Harmless on SQLite (no such race)."""
-    for attempt_number in range(SCHEMA_ATTEMPTS_MAX):
-        try:
-            return construct()
-        except (InternalError, IntegrityError, ProgrammingError):
-            if attempt_number == SCHEMA_ATTEMPTS_MAX - 1:
-                raise
-            time.sleep(0.05 * (attempt_number + 1))
-    raise AssertionError("unreachable")
