@@ -11,7 +11,8 @@ Under overload callers are told at once (``OverloadedError``) instead of queuein
 without bound; a caller whose deadline passes while its command still waits gets
 ``WriteTimeoutError`` (the command is dropped, nothing written); one whose command was
 already taken gets ``OutcomeUnknownError`` (it may or may not commit; resending the
-same id is safe because every write is idempotent on its id).
+same id is safe because every write is idempotent on its id). A command sent back to run
+again whose deadline has passed is not run again (``unwritten_at_deadline``).
 """
 
 import _thread
@@ -438,6 +439,9 @@ class Committer:
                 if group and units + entry.units > GROUP_UNITS_MAX:
                     break
                 self._retry.remove(entry)
+                if entry.expired(now):  # its caller stopped waiting: not run again
+                    entry.fail(unwritten_at_deadline(self.timeout_seconds))
+                    continue
                 group.append(entry)
                 units += entry.units
             self._take_queued(group, units, now)
@@ -616,4 +620,13 @@ class _LoopHandOff:
 def _write_timeout(timeout_seconds: float) -> WriteTimeoutError:
     return WriteTimeoutError(
         f"the write waited {timeout_seconds}s in the queue without being taken; nothing was written"
+    )
+
+
+def unwritten_at_deadline(timeout_seconds: float) -> WriteTimeoutError:
+    """The answer of a command the writer took but then ran no more, its deadline passed
+    while it waited to run again (after a conflict with another process's write)."""
+    return WriteTimeoutError(
+        f"the write's deadline ({timeout_seconds}s) passed while it waited to run again after "
+        "another process's write; nothing was written: sending the same request again is safe"
     )

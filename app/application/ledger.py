@@ -44,7 +44,12 @@ from app.application.commands import (
     UpdateAccountMetadata,
     VoidPendingTransfer,
 )
-from app.application.committer import GROUP_UNITS_MAX, Committer, Pending
+from app.application.committer import (
+    GROUP_UNITS_MAX,
+    Committer,
+    Pending,
+    unwritten_at_deadline,
+)
 from app.application.lean_batch import Stamps, lean_batch, lean_transfers
 from app.application.views import (
     AccountOutcome,
@@ -1284,7 +1289,7 @@ class Ledger(Application[UUID]):
         if moved and moved <= work.presumed:
             # Only new ids that existed after all (resent commands): no other writer
             # raced this group. Every command runs again now; those ids are read this time.
-            return [r.entry for r in ran]
+            return self._still_awaited([r.entry for r in ran])
         self.conflicts += 1
         tainted: set[UUID] = set()
         again_now: list[Pending[Any]] = []
@@ -1297,7 +1302,23 @@ class Ledger(Application[UUID]):
                     r.entry.fail(self._gave_up(r.entry))
             else:
                 again_now.append(r.entry)
-        return again_now
+        return self._still_awaited(again_now)
+
+    def _still_awaited(self, entries: list[Pending[Any]]) -> list[Pending[Any]]:
+        """Of the commands to write again at once, those whose caller's deadline has not
+        passed. The others' callers were answered ``outcome_unknown`` at their deadline
+        (the writer had taken their commands), or are about to be: such a command may be
+        written or not, and it is not, so that no write is made for callers who all
+        stopped waiting. A caller still listening hears ``write_timeout``: nothing of
+        its command was written."""
+        now = time.monotonic()
+        awaited: list[Pending[Any]] = []
+        for entry in entries:
+            if entry.expired(now):
+                entry.fail(unwritten_at_deadline(self.committer.timeout_seconds))
+            else:
+                awaited.append(entry)
+        return awaited
 
     def _may_retry(self, entry: Pending[Any]) -> bool:
         entry.conflicts += 1

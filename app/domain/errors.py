@@ -235,7 +235,8 @@ class OverloadedError(LedgerError):
 
 
 class WriteTimeoutError(LedgerError):
-    """The deadline passed before the writer took the command: nothing was written."""
+    """The deadline passed before the command was written, and it never will be (still
+    queued, or waiting to run again after a conflict): nothing was written."""
 
     code = "write_timeout"
     kind = "unavailable"

@@ -268,6 +268,39 @@ def test_commands_sent_back_for_a_retry_run_again_in_a_later_group(store: FakeSt
     committer.close()
 
 
+def test_a_command_sent_back_after_its_deadline_is_not_run_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its write met a conflict and came back after the caller's deadline: the caller
+    # was answered outcome_unknown then, and the writer does not run it again (no work
+    # for a caller who stopped waiting; nothing of it is written).
+    monkeypatch.setattr(committer_module, "_backoff_seconds", lambda conflicts: 0.0)
+    seen: list[list[Any]] = []
+    answers: list[Any] = []
+
+    def late_conflict(group: list[Pending[Any]]) -> list[Pending[Any]]:
+        seen.append([entry.command for entry in group])
+        again = []
+        for entry in group:
+            if entry.command == "contended":
+                time.sleep(max(0.0, entry.deadline - time.monotonic()) + TINY_IDLE_SECONDS)
+                entry.conflicts += 1
+                again.append(entry)
+            else:
+                entry.answer(entry.command)
+        return again
+
+    committer = Committer(late_conflict, queue_units_max=10, timeout_seconds=SHORT_TIMEOUT_SECONDS)
+    with pytest.raises(OutcomeUnknownError):
+        committer.submit("contended")
+    assert eventually(lambda: committer.groups_written >= 1, WAIT_SECONDS)
+    # The next group is taken once the sent-back command was (or was not) queued again.
+    answers.append(committer.submit("next"))
+    committer.close()
+    assert answers == ["next"]
+    assert [commands.count("contended") for commands in seen] == [1] + [0] * (len(seen) - 1)
+
+
 class LockWaitingStore:
     """A group writer that first waits (as for the store's write lock) until ``waiting``
     commands have queued behind it, then tops its group up and writes (or fails)."""
