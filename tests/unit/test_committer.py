@@ -247,24 +247,39 @@ def test_a_write_that_fails_hands_its_error_to_every_caller_of_the_group(
     assert all("disk on fire" in line["error"] for line in failed)
 
 
-def test_commands_sent_back_for_a_retry_run_again_in_a_later_group(store: FakeStore) -> None:
-    seen: list[list[Any]] = []
+class SendsBack:
+    """A group writer that sends "contended" back to run again (as the ledger does with a
+    command whose write met a conflict) up to ``times`` times (None: every time), when
+    ``late`` only once its caller's deadline has passed; it answers every other command
+    with itself. ``seen``: each group's commands."""
 
-    def conflicting_once(group: list[Pending[Any]]) -> list[Pending[Any]]:
-        seen.append([entry.command for entry in group])
+    def __init__(self, times: int | None, *, late: bool = False) -> None:
+        self.times = times
+        self.late = late
+        self.seen: list[list[Any]] = []
+
+    def write_group(self, group: list[Pending[Any]]) -> list[Pending[Any]]:
+        self.seen.append([entry.command for entry in group])
         again = []
         for entry in group:
-            if entry.conflicts == 0 and entry.command == "contended":
+            if entry.command == "contended" and (
+                self.times is None or entry.conflicts < self.times
+            ):
+                if self.late:
+                    time.sleep(max(0.0, entry.deadline - time.monotonic()) + TINY_IDLE_SECONDS)
                 entry.conflicts += 1
                 again.append(entry)
             else:
                 entry.answer(entry.command)
         return again
 
-    committer = Committer(conflicting_once, queue_units_max=10, timeout_seconds=WAIT_SECONDS)
+
+def test_commands_sent_back_for_a_retry_run_again_in_a_later_group() -> None:
+    store = SendsBack(times=1)
+    committer = Committer(store.write_group, queue_units_max=10, timeout_seconds=WAIT_SECONDS)
     assert committer.submit_all([("contended", 1), ("calm", 1)]) == ["contended", "calm"]
-    assert seen[0] == ["contended", "calm"]
-    assert ["contended"] in seen[1:]
+    assert store.seen[0] == ["contended", "calm"]
+    assert ["contended"] in store.seen[1:]
     committer.close()
 
 
@@ -275,29 +290,18 @@ def test_a_command_sent_back_after_its_deadline_is_not_run_again(
     # was answered outcome_unknown then, and the writer does not run it again (no work
     # for a caller who stopped waiting; nothing of it is written).
     monkeypatch.setattr(committer_module, "_backoff_seconds", lambda conflicts: 0.0)
-    seen: list[list[Any]] = []
-    answers: list[Any] = []
-
-    def late_conflict(group: list[Pending[Any]]) -> list[Pending[Any]]:
-        seen.append([entry.command for entry in group])
-        again = []
-        for entry in group:
-            if entry.command == "contended":
-                time.sleep(max(0.0, entry.deadline - time.monotonic()) + TINY_IDLE_SECONDS)
-                entry.conflicts += 1
-                again.append(entry)
-            else:
-                entry.answer(entry.command)
-        return again
-
-    committer = Committer(late_conflict, queue_units_max=10, timeout_seconds=SHORT_TIMEOUT_SECONDS)
+    store = SendsBack(times=None, late=True)
+    committer = Committer(
+        store.write_group, queue_units_max=10, timeout_seconds=SHORT_TIMEOUT_SECONDS
+    )
     with pytest.raises(OutcomeUnknownError):
         committer.submit("contended")
     assert eventually(lambda: committer.groups_written >= 1, WAIT_SECONDS)
     # The next group is taken once the sent-back command was (or was not) queued again.
-    answers.append(committer.submit("next"))
+    answer = committer.submit("next")
     committer.close()
-    assert answers == ["next"]
+    assert answer == "next"
+    seen = store.seen
     assert [commands.count("contended") for commands in seen] == [1] + [0] * (len(seen) - 1)
 
 
