@@ -177,6 +177,7 @@ DESCRIBED: Final = {
     "batch": "atomic batches of 1,000",
     "single": "single transfers, a group write each",
     "group8": "groups of 8 single transfers",
+    "spread8": "groups of 8 single transfers spread over the accounts",
 }
 
 

@@ -7,9 +7,14 @@ time, so a commit's ``fsync`` counts) around the same writes, and the whole proc
 The shapes are those of ``bench_instructions.py``: ``single`` (a ``record_transfer`` at
 a time: a group write of one each), ``group8`` (independent batches of eight: a group
 write of eight commands) and ``batch`` (``BATCH_RUNS`` atomic batches of ``--transfers``
-spends: a group write of one command each). ``--history N`` writes N atomic batches of
-1,000 first (unmeasured): a log of some 100,000 events has an index larger than SQLite's
-default page cache, and the writer's CPU per transfer grows with it.
+spends: a group write of one command each); and ``spread8``, the 8-client spread shape
+of ``bench_http_goals.py`` (groups of eight, each transfer from one account to the
+next of ``--users``, so a group holds some sixteen accounts, against nine with
+``group8``'s one credited account), ``SPREAD_RUNS`` times ``--transfers`` after as many
+unmeasured (the write connection's page cache filled as a running server's is).
+``--history N`` writes N atomic batches of 1,000 first (unmeasured): a log of some
+100,000 events has an index larger than SQLite's default page cache, and the writer's
+CPU per transfer grows with it.
 
 Run from the repository root::
 
@@ -29,20 +34,24 @@ from typing import Final
 from bench_instructions import DESCRIBED, ROOT, TRANSFERS_PER_BATCH, export
 from benchlib import in_turn, machine
 
-SHAPES: Final = ("single", "group8", "batch")
+SHAPES: Final = ("single", "group8", "batch", "spread8")
 GROUP_OF_EIGHT: Final = 8
 # Atomic batches per run of the batch shape (one batch's CPU varies much under load).
 BATCH_RUNS: Final = 5
+# Passes of ``--transfers`` of the spread shape, measured and before them unmeasured.
+SPREAD_RUNS: Final = 8
 
 # Run inside the tree under test (its own app/ and scripts/ first on the path).
 WORKLOAD: Final = """
 import json, sys, tempfile, threading, time
 from pathlib import Path
-root, users, shape, transfers, batch_runs, history = sys.argv[1:7]
+root, users, shape, transfers, batch_runs, history, spread_runs = sys.argv[1:8]
 users, transfers, batch_runs, history = int(users), int(transfers), int(batch_runs), int(history)
+spread_runs = int(spread_runs)
 sys.path[:0] = [root, root + "/scripts"]
 import bench_goals
 bench_goals.USERS = users
+from app.application.commands import RecordTransfer
 from app.application.ledger import Ledger
 from app.persistence.stores import event_store_env, sqlite_url
 with tempfile.TemporaryDirectory() as tmp:
@@ -53,6 +62,19 @@ with tempfile.TemporaryDirectory() as tmp:
         clock = time.pthread_getcpuclockid(writer.ident)
         spends = bench_goals.spend_batch("s")[:transfers]
         batches = [bench_goals.spend_batch(f"b{n}")[:transfers] for n in range(batch_runs)]
+        def spread(tag, count):  # bench_http_goals.py's 8 clients, each its own walk
+            spots = [(n // 8 * 7 + n % 8 * 131) % users for n in range(count)]
+            return [
+                RecordTransfer(f"{tag}:{n}", bench_goals.user(spot),
+                               bench_goals.user((spot + 1) % users), 1)
+                for n, spot in enumerate(spots)
+            ]
+        if shape == "spread8":
+            transfers *= spread_runs
+            warm = spread("w", transfers)
+            for start in range(0, transfers, 8):
+                ledger.record_batch(warm[start : start + 8], atomic=False)
+            spends = spread("s", transfers)
         size = 1 if shape == "single" else 8
         writer_started = time.clock_gettime(clock)
         process_started = time.process_time()
@@ -87,6 +109,7 @@ def measured(
             str(transfers),
             str(BATCH_RUNS),
             str(history),
+            str(SPREAD_RUNS),
         ],
         cwd=tree,
         capture_output=True,

@@ -51,11 +51,24 @@ WRITER_CACHED_STATEMENTS: Final = 16
 # Statements each of the pool's connections (the reads) keeps compiled: Python's own
 # default (the library asks for one: a read's BEGIN and its query compiled every call).
 POOL_CACHED_STATEMENTS: Final = 128
-# The write connection's page cache, in KiB (SQLite's default is 2 MiB): the log's
+# The write connection's page cache for a large write, in KiB (SQLite's default is
+# 2 MiB): the log's
 # (originator_id, originator_version) index outgrows that after some 100,000 events, and
 # each insert then read its index page back from the OS (docs/benchmarks.md, eighth
 # session, "batch").
 WRITER_CACHE_KIB: Final = 65_536
+# The write connection's page cache for a small write (a group of single transfers), in
+# KiB. A commit walks every page the cache holds whenever its write split an index page
+# out of order (SQLite's ``balance_nonroot`` renumbers a page through a temporary number
+# past 1 GiB, and the commit's ``pcache1Truncate`` then looks through the whole cache for
+# pages past the end of the database): with the large cache full, some 150 µs of each
+# commit, which a batch of 1,000 transfers shares and a group of eight does not
+# (docs/benchmarks.md, tenth session). Shrinking the cache lets go of the pages used
+# longest ago (mostly the log's rows, written once); growing it again keeps every page.
+SMALL_WRITE_CACHE_KIB: Final = 4_096
+# Events of a write up to which it is small (a hundred transfers: its pages, about 1.3
+# a event, fit the small cache twice, so SQLite never spills them before the commit).
+SMALL_WRITE_EVENTS_MAX: Final = 300
 # The write connection checkpoints the WAL once it holds this many pages (about 40 MiB),
 # not SQLite's default 1,000: each checkpoint copies the pages written since the last
 # back into the database file and syncs it, inside the commit its callers await, and a
@@ -118,6 +131,7 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
         self._held = _Held()
         self._writer: SQLiteConnection | None = None
         self._writer_connection: sqlite3.Connection | None = None
+        self._writer_cache_kib = WRITER_CACHE_KIB
         self._writing = threading.Lock()
 
     @contextmanager
@@ -193,7 +207,9 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
                     cached_statements=WRITER_CACHED_STATEMENTS,
                 )
                 _tune_writer(connection)
+                self._writer_cache_kib = WRITER_CACHE_KIB
                 writer = self._writer = SQLiteConnection(connection, max_age=None)
+            self._size_cache(connection, len(stored_events))
             # The library's transaction (``SQLiteTransaction``: BEGIN, the rows through
             # its ``_insert_events`` hook, commit) on the connection itself, without its
             # context manager; a failure goes through the library's own exit (rollback,
@@ -220,6 +236,15 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
                 self._close_if_in_transaction(writer, connection)
                 raise
             return notification_ids
+
+    def _size_cache(self, connection: sqlite3.Connection, events: int) -> None:
+        """The write connection's page cache for a write of ``events``: the large one for
+        a large write, the small one for a small write (shrinking it lets go of the pages
+        used longest ago; growing it keeps every page)."""
+        cache_kib = WRITER_CACHE_KIB if events > SMALL_WRITE_EVENTS_MAX else SMALL_WRITE_CACHE_KIB
+        if cache_kib != self._writer_cache_kib:
+            connection.execute(f"PRAGMA cache_size = -{cache_kib}")
+            self._writer_cache_kib = cache_kib
 
     def _close_if_in_transaction(
         self, writer: SQLiteConnection, connection: sqlite3.Connection

@@ -19,6 +19,8 @@ from app.application.ledger import Ledger
 from app.compat import ExecutemanySQLiteRecorder
 from app.domain.values import transfer_uuid
 from app.persistence.sqlite_subscription import (
+    SMALL_WRITE_CACHE_KIB,
+    SMALL_WRITE_EVENTS_MAX,
     WRITER_AUTOCHECKPOINT_PAGES,
     WRITER_CACHE_KIB,
     SubscribableSQLiteApplicationRecorder,
@@ -198,7 +200,7 @@ def test_a_commit_that_fails_leaving_its_transaction_open_does_not_break_later_w
 def test_the_write_connection_keeps_a_large_page_cache_and_every_connection_checkpoints_late(
     recorder: SubscribableSQLiteApplicationRecorder,
 ) -> None:
-    recorder.insert_events(events(uuid4(), range(1)))
+    recorder.insert_events(events(uuid4(), range(SMALL_WRITE_EVENTS_MAX + 1)))
     writer = recorder._writer_connection
     assert writer is not None
     # Negative: a size in KiB, not in pages.
@@ -215,6 +217,28 @@ def test_the_write_connection_keeps_a_large_page_cache_and_every_connection_chec
         assert plain.execute("PRAGMA wal_autocheckpoint").fetchone() != (
             WRITER_AUTOCHECKPOINT_PAGES,
         )
+
+
+def test_the_write_connections_page_cache_is_sized_for_each_write(
+    recorder: SubscribableSQLiteApplicationRecorder, tmp_path: Path
+) -> None:
+    """A small write's commit walks the whole page cache when the write split an index
+    page out of order: the small writes run with a small cache, a large write with the
+    large one (its pages must all fit), and the small ones after it shrink it again."""
+
+    def cache_kib() -> int:
+        writer = recorder._writer_connection
+        assert writer is not None
+        size: int = writer.execute("PRAGMA cache_size").fetchone()[0]
+        return -size
+
+    recorder.insert_events(events(uuid4(), range(SMALL_WRITE_EVENTS_MAX)))
+    assert cache_kib() == SMALL_WRITE_CACHE_KIB
+    recorder.insert_events(events(uuid4(), range(SMALL_WRITE_EVENTS_MAX + 1)))
+    assert cache_kib() == WRITER_CACHE_KIB
+    recorder.insert_events(events(uuid4(), range(1)))
+    assert cache_kib() == SMALL_WRITE_CACHE_KIB
+    assert len(stored_rows(tmp_path / "events.sqlite")) == 2 * SMALL_WRITE_EVENTS_MAX + 2
 
 
 def test_the_recorders_reads_keep_their_statements_compiled(
