@@ -671,71 +671,143 @@ def correctness(
     )
 
 
-def workers(seconds: float, warmup: float, rounds: int) -> list[str]:
+@dataclass
+class PgLedger:
+    """A ledger side of the PostgreSQL part: its own database, key, API and projector."""
+
+    name: str
+    env: dict[str, str]
+    cwd: Path
+    key: str = ""
+    acknowledged: int = 0  # on the hot account
+
+
+def pg_ledgers(
+    server: PostgresServer, workdir: Path, baseline: Path | None, database: str
+) -> list[PgLedger]:
+    """This code's ledger side on a new database named ``database``; with ``baseline``
+    (a checkout of an older commit, run through ``PYTHONPATH``) that code's, on a
+    database of its own."""
+    ledgers = [PgLedger("ledger", postgres_env(server.create_database(database), workdir), REPO)]
+    if baseline is not None:
+        env = postgres_env(server.create_database("baseline"), workdir / "baseline")
+        env["PYTHONPATH"] = str(baseline.resolve())
+        ledgers.append(PgLedger("baseline", env, baseline.resolve()))
+    return ledgers
+
+
+def workers(seconds: float, warmup: float, rounds: int, baseline: Path | None = None) -> list[str]:
     """Each shape with ``--workers 1`` and ``--workers 2``, in turn: one first in even
-    rounds, two first in odd ones (``benchlib.in_turn``)."""
+    rounds, two first in odd ones (``benchlib.in_turn``). With ``baseline`` (a checkout of
+    an older commit, run through ``PYTHONPATH``) that code too, on a database of its own
+    with its own projector, its phases in turn with this code's."""
     lines: list[str] = []
-    created = 0
     with (
         tempfile.TemporaryDirectory(prefix="bench-workers-") as temp,
         running_postgres(fsync=True) as server,
+        contextlib.ExitStack() as stack,
     ):
         workdir = Path(temp)
-        url = server.create_database("workers")
-        env = postgres_env(url, workdir)
-        key = keys_create(env)
-        results: dict[tuple[str, int], list[Result]] = {}
-        opened = False
-        with projector(env, workdir):
-            for round_number in range(rounds):
-                for number, shape in enumerate(WORKERS_SHAPES):
-                    for count in in_turn((1, 2), round_number):
-                        argv = [*ledger_argv(), "--no-projections", "--workers", str(count)]
-                        with running(f"workers{count}", argv, env, workdir) as api:
-                            wait_for_workers(api, count)
-                            if not opened:
-                                open_accounts(api.base_url, key)
-                                opened = True
-                            tag = f"{round_number}{number}{count}"
-                            warming = replace(
-                                shape, clients=max(shape.clients, WORKERS_WARM_CLIENTS)
-                            )
-                            warm = measure(api, key, warming, f"wu{tag}", warmup)
-                            cpu_before = tree_cpu_seconds(api.process.pid)
-                            server_before = postgres_cpu_seconds(server)
-                            load_before = os.getloadavg()[0]
-                            with ThreadPoolExecutor(max_workers=1) as pool:
-                                split = pool.submit(clients_per_worker, api, WORKERS_SPLIT_AFTER)
-                                result = measure(api, key, shape, f"wm{tag}", seconds)
-                            cpu = tree_cpu_seconds(api.process.pid) - cpu_before
-                            server_cpu = postgres_cpu_seconds(server) - server_before
-                            results.setdefault((shape.name, count), []).append(result)
-                            created += (warm.created + result.created) if shape.hot else 0
-                        per_transfer_ms = 1000 / max(1, result.created)
-                        print(
-                            f"workers {count}: {line(shape, result, None, WORKERS_PROCESSES)}; "
-                            "serve CPU (all its processes) "
-                            f"{cpu * per_transfer_ms:.2f} ms per transfer, PostgreSQL server "
-                            f"{server_cpu * per_transfer_ms:.2f} ms; cores busy: serve "
-                            f"{cpu / seconds:.2f}, PostgreSQL {server_cpu / seconds:.2f} of "
-                            f"{os.cpu_count()}; clients per worker {split.result()}; load "
-                            f"average {load_before:.1f} -> {os.getloadavg()[0]:.1f}",
-                            flush=True,
-                        )
-            with running("check", [*ledger_argv(), "--no-projections"], env, workdir) as api:
-                checked = correctness(api.base_url, key, env, created)
-        for shape in WORKERS_SHAPES:
-            ones, twos = results[shape.name, 1], results[shape.name, 2]
-            lines.append(
-                f"PostgreSQL, --workers 2 vs --workers 1, {shape.name}: "
-                + ", ".join(
-                    f"{two.transfers_per_s:,.0f} vs {one.transfers_per_s:,.0f} = "
-                    f"{two.transfers_per_s / one.transfers_per_s:.2f}"
-                    for one, two in zip(ones, twos, strict=True)
+        ledgers = pg_ledgers(server, workdir, baseline, "workers")
+        for side in ledgers:
+            side.key = keys_create(side.env, side.cwd)
+            stack.enter_context(projector(side.env, workdir, side.name, side.cwd))
+        results: dict[tuple[str, str, int], list[Result]] = {}
+        opened: set[str] = set()
+        for round_number in range(rounds):
+            for number, shape in enumerate(WORKERS_SHAPES):
+                turns = [(side, count) for side in ledgers for count in (1, 2)]
+                for side, count in in_turn(turns, round_number):
+                    result, created = workers_phase(
+                        side,
+                        count,
+                        shape,
+                        f"{round_number}{number}",
+                        seconds,
+                        warmup,
+                        server,
+                        workdir,
+                        first=side.name not in opened,
+                    )
+                    opened.add(side.name)
+                    results.setdefault((side.name, shape.name, count), []).append(result)
+                    side.acknowledged += created if shape.hot else 0
+        for side in ledgers:
+            argv = [*ledger_argv(), "--no-projections"]
+            with running(f"check-{side.name}", argv, side.env, workdir, side.cwd) as api:
+                checked = correctness(api.base_url, side.key, side.env, side.acknowledged, side.cwd)
+            for shape in WORKERS_SHAPES:
+                ones, twos = results[side.name, shape.name, 1], results[side.name, shape.name, 2]
+                lines.append(
+                    f"PostgreSQL, {side.name}, --workers 2 vs --workers 1, {shape.name}: "
+                    + ", ".join(
+                        f"{two.transfers_per_s:,.0f} vs {one.transfers_per_s:,.0f} = "
+                        f"{two.transfers_per_s / one.transfers_per_s:.2f}"
+                        for one, two in zip(ones, twos, strict=True)
+                    )
                 )
-            )
-        lines.append(f"correctness: {checked}")
+            lines.append(f"correctness, {side.name}: {checked}")
+        if baseline is not None:
+            for shape in WORKERS_SHAPES:
+                for count in (1, 2):
+                    mine, theirs = (
+                        results["ledger", shape.name, count],
+                        results["baseline", shape.name, count],
+                    )
+                    lines.append(
+                        f"PostgreSQL, --workers {count}, ledger vs baseline, {shape.name}: "
+                        + ", ".join(
+                            f"{a.transfers_per_s:,.0f} vs {b.transfers_per_s:,.0f} = "
+                            f"{a.transfers_per_s / b.transfers_per_s:.2f}"
+                            for a, b in zip(mine, theirs, strict=True)
+                        )
+                    )
     return lines
+
+
+def workers_phase(
+    side: PgLedger,
+    count: int,
+    shape: Shape,
+    tag: str,
+    seconds: float,
+    warmup: float,
+    server: PostgresServer,
+    workdir: Path,
+    *,
+    first: bool,
+) -> tuple[Result, int]:
+    """One side's ``serve --workers count`` started, warmed up and measured; its line
+    printed. Returns the measured result and the transfers created (warm-up included).
+    ``first``: the side's accounts are opened first."""
+    argv = [*ledger_argv(), "--no-projections", "--workers", str(count)]
+    name = f"{side.name}-workers{count}"
+    with running(name, argv, side.env, workdir, side.cwd) as api:
+        wait_for_workers(api, count)
+        if first:
+            open_accounts(api.base_url, side.key)
+        warming = replace(shape, clients=max(shape.clients, WORKERS_WARM_CLIENTS))
+        warm = measure(api, side.key, warming, f"wu{tag}{count}", warmup)
+        cpu_before = tree_cpu_seconds(api.process.pid)
+        server_before = postgres_cpu_seconds(server)
+        load_before = os.getloadavg()[0]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            split = pool.submit(clients_per_worker, api, WORKERS_SPLIT_AFTER)
+            result = measure(api, side.key, shape, f"wm{tag}{count}", seconds)
+        cpu = tree_cpu_seconds(api.process.pid) - cpu_before
+        server_cpu = postgres_cpu_seconds(server) - server_before
+    per_transfer_ms = 1000 / max(1, result.created)
+    print(
+        f"{side.name}, workers {count}: {line(shape, result, None, WORKERS_PROCESSES)}; "
+        "serve CPU (all its processes) "
+        f"{cpu * per_transfer_ms:.2f} ms per transfer, PostgreSQL server "
+        f"{server_cpu * per_transfer_ms:.2f} ms; cores busy: serve "
+        f"{cpu / seconds:.2f}, PostgreSQL {server_cpu / seconds:.2f} of "
+        f"{os.cpu_count()}; clients per worker {split.result()}; load "
+        f"average {load_before:.1f} -> {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    return result, warm.created + result.created
 
 
 # The hot account on PostgreSQL, against the column's row lock ---------------------------------
@@ -777,17 +849,6 @@ def pg_line(shape: Shape, ledger: PgPhase, naive: PgPhase) -> str:
         f"{mine.transfers_per_s / theirs.transfers_per_s:.2f}; CPU ms/transfer: ledger "
         f"{cpu(ledger)}; naive {cpu(naive)}"
     )
-
-
-@dataclass
-class PgLedger:
-    """A ledger side of the PostgreSQL part: its own database, key, API and projector."""
-
-    name: str
-    env: dict[str, str]
-    cwd: Path
-    key: str = ""
-    acknowledged: int = 0  # on the hot account
 
 
 def pg_phase(
@@ -878,13 +939,7 @@ def postgres_part(
         contextlib.ExitStack() as stack,
     ):
         workdir = Path(temp)
-        ledgers = [
-            PgLedger("ledger", postgres_env(server.create_database("ledger"), workdir), REPO)
-        ]
-        if baseline is not None:
-            env = postgres_env(server.create_database("baseline"), workdir / "baseline")
-            env["PYTHONPATH"] = str(baseline.resolve())
-            ledgers.append(PgLedger("baseline", env, baseline.resolve()))
+        ledgers = pg_ledgers(server, workdir, baseline, "ledger")
         naive_url = server.create_database("naive")
         apis: dict[str, Server] = {}
         projectors: dict[str, subprocess.Popen[bytes]] = {}
@@ -959,8 +1014,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-tree",
         type=Path,
-        help="embedded and pg: also run the ledger from this checkout (e.g. `git archive` of "
-        "an older commit), through PYTHONPATH, alternating with this code",
+        help="embedded, workers and pg: also run the ledger from this checkout (e.g. `git "
+        "archive` of an older commit), through PYTHONPATH, alternating with this code",
     )
     parser.add_argument(
         "--pg-shapes",
@@ -991,7 +1046,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.seconds, args.warmup, shapes, args.embedded_rounds, args.baseline_tree
         )
     if "workers" in parts:
-        lines += workers(args.seconds, args.warmup, args.rounds)
+        lines += workers(args.seconds, args.warmup, args.rounds, args.baseline_tree)
     if "pg" in parts:
         pg_shapes = [PG_SHAPES[key.strip()] for key in str(args.pg_shapes).split(",")]
         lines += postgres_part(
