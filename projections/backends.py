@@ -185,7 +185,16 @@ class WantedNotices:
         reading_retried(self.datastore, notify)
 
     def read(self) -> int:
-        """The largest position asked for since the first look (0: none yet)."""
+        """The largest position asked for since the first look (0: none yet).
+
+        The largest ever, not the last: readers ask only for positions the log holds
+        (the read path refuses one past its head: ``Queries.reach``; the audit asks for
+        the head it read), so the writer's next read reaches the largest, after which no
+        ask wakes it until a larger one; and each runner (restarted, or of a rebuild's
+        new generation, on its own channel) starts from 0. A position the log did not
+        hold would be read in vain once and then mask smaller asks (``_asked_in_vain``)
+        until the log passed it: their readers would wait for the writer's pause, as
+        with no ask at all, not longer."""
         connection = self._connection
         if connection is None:
             self._listening = ExitStack()
