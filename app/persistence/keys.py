@@ -88,6 +88,11 @@ def split_key(key: str) -> tuple[str, str] | None:
     return key_id, _hash(secret)
 
 
+def new_key() -> str:
+    """A new key: a random id, and 256 random bits of secret."""
+    return f"{KEY_PREFIX}_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -147,12 +152,19 @@ class KeyStore:
     def create(
         self, scope: str, *, name: str | None = None, expires_at: datetime | None = None
     ) -> str:
-        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-        key = f"{KEY_PREFIX}_{key_id}_{secret}"
-        self._insert(key, scope, name, expires_at)
+        key = new_key()
+        with self._connect() as connection:
+            self._insert_on(connection, key, scope, name, expires_at)
         return key
 
-    def _insert(self, key: str, scope: str, name: str | None, expires_at: datetime | None) -> None:
+    def _insert_on(
+        self,
+        connection: Any,
+        key: str,
+        scope: str,
+        name: str | None,
+        expires_at: datetime | None,
+    ) -> None:
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
         if name is not None and not 0 < len(name) <= KEY_NAME_LENGTH_MAX:
@@ -161,36 +173,54 @@ class KeyStore:
         if expires_at is not None and expires_at <= now:
             raise ValueError(f"the expiry {expires_at.isoformat()} is not in the future")
         key_id, secret = parse_key(key)
-        with self._connect() as connection:
-            connection.execute(
-                self._placeholders(
-                    "INSERT INTO ledger_api_keys (secret_hash, key_id, scope, created_at, "
-                    "revoked_at, name, expires_at) VALUES (?, ?, ?, ?, NULL, ?, ?)"
-                ),
-                (
-                    _hash(secret),
-                    key_id,
-                    scope,
-                    now.isoformat(),
-                    name,
-                    None if expires_at is None else expires_at.astimezone(UTC).isoformat(),
-                ),
-            )
+        connection.execute(
+            self._placeholders(
+                "INSERT INTO ledger_api_keys (secret_hash, key_id, scope, created_at, "
+                "revoked_at, name, expires_at) VALUES (?, ?, ?, ?, NULL, ?, ?)"
+            ),
+            (
+                _hash(secret),
+                key_id,
+                scope,
+                now.isoformat(),
+                name,
+                None if expires_at is None else expires_at.astimezone(UTC).isoformat(),
+            ),
+        )
 
     def create_first_admin_key(self, given: str | None = None) -> str | None:
         """On first start (no key yet): the admin key ``given`` by the operator (from a
         secret), stored and not returned, or a new one, returned to be shown once.
-        None when keys exist already."""
+        None when keys exist already. Processes starting together on a new database
+        look and insert one at a time (``_first_start``): one of them makes the key."""
         if given is not None:
             parse_key(given)  # refuse a malformed secret even when keys exist
-        with self._connect() as connection:
+        with self._connect() as connection, self._first_start(connection):
             count = connection.execute("SELECT COUNT(*) FROM ledger_api_keys").fetchone()[0]
-        if count:
-            return None
-        if given is not None:
-            self._insert(given, "admin", "bootstrap", None)
-            return None
-        return self.create("admin", name="first start")
+            if count:
+                return None
+            if given is not None:
+                self._insert_on(connection, given, "admin", "bootstrap", None)
+                return None
+            key = new_key()
+            self._insert_on(connection, key, "admin", "first start", None)
+            return key
+
+    @contextmanager
+    def _first_start(self, connection: Any) -> Iterator[None]:
+        """One transaction in which no other process looks for the first key: the
+        schema lock's on PostgreSQL (decision 0032), SQLite's write lock taken at BEGIN."""
+        if self.is_postgres:
+            with creating_schema(connection):
+                yield
+            return
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
 
     def list(self) -> list[ApiKey]:
         with self._connect() as connection:
