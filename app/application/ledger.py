@@ -32,6 +32,7 @@ from eventsourcing.persistence import (
     JSONTranscoder,
     Mapper,
     PersistenceError,
+    StoredEvent,
     Transcoder,
 )
 from eventsourcing.utils import get_topic
@@ -178,6 +179,15 @@ class Write(Generic[R]):
     plain: RecordTransfer | None = None
 
 
+@dataclass(frozen=True)
+class RacedOnce:
+    """A stream's first lost race lately: until when it counts, and the version the race
+    found the stream at (None: not known)."""
+
+    until: float
+    head: int | None
+
+
 @dataclass
 class _Ran:
     entry: Pending[Any]
@@ -241,8 +251,9 @@ class Ledger(Application[UUID]):
         # until when this process checks its cache before each group (others write).
         self._contended: dict[UUID, float] = {}
         # Streams found moved by another process at one lost race (their first within
-        # ``CONTENDED_SECONDS``), and until when: contended if found so again meanwhile.
-        self._raced_once: dict[UUID, float] = {}
+        # ``CONTENDED_SECONDS``): until when, and the version they were found at;
+        # contended if found past it again meanwhile.
+        self._raced_once: dict[UUID, RacedOnce] = {}
         self._others_seen_until = 0.0
         self._catches_up = catches_up(self.recorder)
         self._write_locking = self.recorder if isinstance(self.recorder, WriteLocking) else None
@@ -1061,9 +1072,10 @@ class Ledger(Application[UUID]):
             self._saw_others()
         if locked:  # contended, or raced once lately: moving again, it is contended
             now = time.monotonic()
-            contended, raced_once = self._contended, self._raced_once
             self._mark_contended(
-                [i for i in newer if max(contended.get(i, 0), raced_once.get(i, 0)) > now]
+                i
+                for i, stored_events in newer.items()
+                if self._contended.get(i, 0) > now or self._moved_again(i, stored_events, now)
             )
         for originator_id, stored_events in newer.items():
             aggregate: Any = cached[originator_id]
@@ -1140,7 +1152,18 @@ class Ledger(Application[UUID]):
         for originator_id in originator_ids:
             self._contended[originator_id] = until
 
-    def _lost_race_on(self, originator_ids: AbstractSet[UUID]) -> None:
+    def _moved_again(self, originator_id: UUID, newer: list[StoredEvent], now: float) -> bool:
+        """Whether a stream raced once lately has moved past the version its lost race
+        found it at. A backend that does not follow the log (SQLite) keeps a group's
+        stale copy after the race: the locked rerun then finds the same move again, which
+        is not another one. Without the events (``newer`` empty: no bulk read), it is
+        taken as moved again."""
+        raced = self._raced_once.get(originator_id)
+        if raced is None or raced.until <= now:
+            return False
+        return not newer or raced.head is None or newer[-1].originator_version > raced.head
+
+    def _lost_race_on(self, originator_ids: AbstractSet[UUID], heads: Mapping[UUID, int]) -> None:
         """Another process moved these streams past what a command read (a lost race).
         A stream becomes contended at its second such finding within
         ``CONTENDED_SECONDS``, or when the locked rerun of the command that lost finds it
@@ -1153,12 +1176,12 @@ class Ledger(Application[UUID]):
         if not originator_ids:
             return
         now = time.monotonic()
-        raced_once = {i: until for i, until in self._raced_once.items() if until > now}
+        raced_once = {i: raced for i, raced in self._raced_once.items() if raced.until > now}
         again = [i for i in originator_ids if i in raced_once or self._contended.get(i, 0) > now]
         self._mark_contended(again)
         until = now + CONTENDED_SECONDS
         for originator_id in originator_ids:
-            raced_once[originator_id] = until
+            raced_once[originator_id] = RacedOnce(until, heads.get(originator_id))
         self._raced_once = raced_once
 
     def _attempt_group(
@@ -1382,7 +1405,7 @@ class Ledger(Application[UUID]):
             return None
         existing = moved & work.presumed
         self.remember_existing(existing)
-        self._lost_race_on(moved - existing)
+        self._lost_race_on(moved - existing, brought)
         return moved
 
     def _moved_streams(
@@ -1403,7 +1426,7 @@ class Ledger(Application[UUID]):
         existing = moved & work.presumed
         self.remember_existing(existing)
         raced = moved - existing
-        self._lost_race_on(raced)
+        self._lost_race_on(raced, heads)
         if raced:
             self._saw_others()
         return moved

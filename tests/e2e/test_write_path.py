@@ -314,6 +314,49 @@ def test_a_stream_that_lost_one_race_is_written_without_the_lock_while_it_moves_
     assert ledger.get_account(user(0)).balance == 100 - 2 - 2 * 3
 
 
+def test_one_race_lost_once_others_are_known_to_write_does_not_make_a_stream_contended(
+    shared_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, in the steady state of several writers: this process has already seen
+    another write (a race on user 5), so a group keeps its stale copies after a lost
+    race (SQLite does not follow the log). The locked rerun then finds user 3 at the
+    version the race found it at: the same move, not another one, and user 3 stays
+    uncontended. It was taken for a second move, and every later write of user 3 went
+    under the lock."""
+    monkeypatch.setattr(ledger_module, "CONTENDED_SECONDS", WAIT_SECONDS)
+    ledger.record_transfer(grant("fund:0", 0, 100))
+    ledger.record_transfer(grant("fund:1", 1, 100))
+    ledger.record_transfer(grant("mine:5:0", 5))  # user 5 cached
+    ledger.record_transfer(RecordTransfer("mine:3:0", user(0), user(3), 1))  # user 3 cached
+    with open_ledger(shared_url) as other:
+        other.record_transfer(grant("theirs:5", 5))
+        assert ledger.record_transfer(grant("mine:5:1", 5)).created  # others seen
+        before = ledger.locked_writes
+        recorder: Any = ledger.recorder
+        insert = recorder.insert_events
+        raced: list[bool] = []
+
+        def insert_after_theirs(*args: Any, **kwargs: Any) -> Any:
+            if not raced:
+                raced.append(True)
+                other.record_transfer(RecordTransfer("theirs:3:0", user(1), user(3), 1))
+            return insert(*args, **kwargs)
+
+        monkeypatch.setattr(recorder, "insert_events", insert_after_theirs)
+        assert ledger.record_transfer(RecordTransfer("mine:3:1", user(0), user(3), 1)).created
+        monkeypatch.setattr(recorder, "insert_events", insert)
+        assert raced
+        assert ledger.locked_writes - before == 1  # the rerun, locked
+        for number in range(1, 4):
+            other.record_transfer(RecordTransfer(f"theirs:3:{number}", user(1), user(3), 1))
+            assert ledger.record_transfer(RecordTransfer(f"mine:{number}", user(0), user(4), 1))
+            mine = RecordTransfer(f"mine:3:{number + 1}", user(0), user(3), 1)
+            assert ledger.record_transfer(mine).created
+    assert ledger.locked_writes - before == 1, "user 3 was treated as contended"
+    assert ledger.get_account(user(3)).balance == 3 + 2 * 3
+    assert ledger.get_account(user(0)).balance == 100 - 2 - 2 * 3
+
+
 def test_a_stream_only_stale_when_a_locked_group_caught_it_up_does_not_become_contended(
     shared_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
