@@ -72,11 +72,13 @@ def tree_cpu_seconds(pid: int, *, with_reaped: bool = False) -> float:
     return total
 
 
-def machine_busy_seconds() -> float:
+def machine_busy_seconds(stat: str | None = None) -> float:
     """CPU seconds every core of the machine has spent busy so far (all but idle and
-    iowait, from /proc/stat): over a phase, divided by its wall time, how many cores its
-    processes and everything else running beside them kept busy."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    iowait, from /proc/stat, or the ``stat`` text given): over a phase, divided by its
+    wall time, how many cores its processes and everything else running beside them
+    kept busy."""
+    text = Path("/proc/stat").read_text() if stat is None else stat
+    fields = text.split("\n", 1)[0].split()[1:]
     ticks = [int(field) for field in fields[:8]]  # user nice system idle iowait irq softirq steal
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 

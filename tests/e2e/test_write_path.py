@@ -245,7 +245,7 @@ def test_a_stream_another_process_keeps_writing_is_caught_up_under_the_lock_not_
         other.record_transfer(RecordTransfer("theirs:0", HOT, user(1), 10))
         assert ledger.record_transfer(RecordTransfer("mine:1", HOT, user(0), 1)).created
         assert (ledger.conflicts, ledger.most_races_lost) == (1, 1)
-        with other_writes_first(monkeypatch, ledger, other, "theirs:1"):
+        with other_writes_first(monkeypatch, ledger, other, from_hot("theirs:1")):
             assert ledger.record_transfer(RecordTransfer("mine:2", HOT, user(0), 1)).created
         assert (ledger.conflicts, ledger.most_races_lost) == (2, 1)
         for number in range(2, 5):
@@ -260,13 +260,17 @@ def test_a_stream_another_process_keeps_writing_is_caught_up_under_the_lock_not_
     assert ledger.get_account(user(0)).balance == 6
 
 
+def from_hot(transfer_id: str) -> RecordTransfer:
+    return RecordTransfer(transfer_id, HOT, user(1), 10)
+
+
 @contextmanager
 def other_writes_first(
-    monkeypatch: pytest.MonkeyPatch, ledger: Ledger, other: Ledger, transfer_id: str
+    monkeypatch: pytest.MonkeyPatch, ledger: Ledger, other: Ledger, theirs: RecordTransfer
 ) -> Iterator[None]:
-    """The other ledger records ``transfer_id`` (10 from HOT) just before this ledger's
-    next store write: that write loses a race on HOT, whatever the backend (a SQLite
-    writer that has seen another one reads its streams again before each group)."""
+    """The other ledger records ``theirs`` just before this ledger's next store write:
+    that write loses a race on its accounts, whatever the backend (a SQLite writer that
+    has seen another one reads its streams again before each group)."""
     recorder: Any = ledger.recorder
     insert = recorder.insert_events
     raced: list[bool] = []
@@ -274,7 +278,7 @@ def other_writes_first(
     def insert_after_theirs(*args: Any, **kwargs: Any) -> Any:
         if not raced:
             raced.append(True)
-            other.record_transfer(RecordTransfer(transfer_id, HOT, user(1), 10))
+            other.record_transfer(theirs)
         return insert(*args, **kwargs)
 
     monkeypatch.setattr(recorder, "insert_events", insert_after_theirs)
@@ -332,20 +336,9 @@ def test_one_race_lost_once_others_are_known_to_write_does_not_make_a_stream_con
         other.record_transfer(grant("theirs:5", 5))
         assert ledger.record_transfer(grant("mine:5:1", 5)).created  # others seen
         before = ledger.locked_writes
-        recorder: Any = ledger.recorder
-        insert = recorder.insert_events
-        raced: list[bool] = []
-
-        def insert_after_theirs(*args: Any, **kwargs: Any) -> Any:
-            if not raced:
-                raced.append(True)
-                other.record_transfer(RecordTransfer("theirs:3:0", user(1), user(3), 1))
-            return insert(*args, **kwargs)
-
-        monkeypatch.setattr(recorder, "insert_events", insert_after_theirs)
-        assert ledger.record_transfer(RecordTransfer("mine:3:1", user(0), user(3), 1)).created
-        monkeypatch.setattr(recorder, "insert_events", insert)
-        assert raced
+        theirs = RecordTransfer("theirs:3:0", user(1), user(3), 1)
+        with other_writes_first(monkeypatch, ledger, other, theirs):
+            assert ledger.record_transfer(RecordTransfer("mine:3:1", user(0), user(3), 1))
         assert ledger.locked_writes - before == 1  # the rerun, locked
         for number in range(1, 4):
             other.record_transfer(RecordTransfer(f"theirs:3:{number}", user(1), user(3), 1))
@@ -369,7 +362,7 @@ def test_a_stream_only_stale_when_a_locked_group_caught_it_up_does_not_become_co
     with open_ledger(shared_url) as other:
         other.record_transfer(RecordTransfer("theirs:0", HOT, user(1), 10))
         assert ledger.record_transfer(RecordTransfer("mine:1", HOT, user(0), 1)).created
-        with other_writes_first(monkeypatch, ledger, other, "theirs:0:again"):
+        with other_writes_first(monkeypatch, ledger, other, from_hot("theirs:0:again")):
             assert ledger.record_transfer(RecordTransfer("mine:1:again", HOT, user(0), 1))
         assert ledger.locked_writes == 2  # two reruns: HOT is contended from here on
         other.record_transfer(grant("theirs:3", 3))  # user 3 is stale here now
@@ -466,7 +459,7 @@ def test_a_contended_group_reads_its_uncached_accounts_before_it_asks_for_the_lo
         other.open_account(OpenAccount("stranger", UNIT))  # never read by this process
         other.record_transfer(RecordTransfer("theirs:0", HOT, user(1), 10))
         assert ledger.record_transfer(RecordTransfer("mine:1", HOT, user(0), 1)).created
-        with other_writes_first(monkeypatch, ledger, other, "theirs:0:again"):
+        with other_writes_first(monkeypatch, ledger, other, from_hot("theirs:0:again")):
             assert ledger.record_transfer(RecordTransfer("mine:1:again", HOT, user(0), 1))
         assert ledger.locked_writes == 2  # two reruns: HOT is contended from here on
         assert ledger.record_transfer(RecordTransfer("mine:2", HOT, "stranger", 1)).created
