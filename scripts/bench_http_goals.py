@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -430,6 +430,11 @@ def line(
     )
 
 
+def versus(pairs: Iterable[tuple[float, float]]) -> str:
+    """Rates side by side, round by round: "a vs b = a/b", comma-separated."""
+    return ", ".join(f"{a:,.0f} vs {b:,.0f} = {a / b:.2f}" for a, b in pairs)
+
+
 # The embedded default ------------------------------------------------------------------------
 
 
@@ -553,10 +558,7 @@ def projections_placement(seconds: float, warmup: float, rounds: int) -> list[st
         lines.append(
             "embedded default, 8 clients, transfers/s until the views caught up: projections "
             "in a separate process vs as threads of serve: "
-            + ", ".join(
-                f"{process:,.0f} vs {threads:,.0f} = {process / threads:.2f}"
-                for threads, process in zip(rates["threads"], rates["process"], strict=True)
-            )
+            + versus(zip(rates["process"], rates["threads"], strict=True))
         )
     return lines
 
@@ -740,9 +742,8 @@ def workers(seconds: float, warmup: float, rounds: int, baseline: Path | None = 
                 ones, twos = results[side.name, shape.name, 1], results[side.name, shape.name, 2]
                 lines.append(
                     f"PostgreSQL, {side.name}, --workers 2 vs --workers 1, {shape.name}: "
-                    + ", ".join(
-                        f"{two.transfers_per_s:,.0f} vs {one.transfers_per_s:,.0f} = "
-                        f"{two.transfers_per_s / one.transfers_per_s:.2f}"
+                    + versus(
+                        (two.transfers_per_s, one.transfers_per_s)
                         for one, two in zip(ones, twos, strict=True)
                     )
                 )
@@ -756,9 +757,8 @@ def workers(seconds: float, warmup: float, rounds: int, baseline: Path | None = 
                     )
                     lines.append(
                         f"PostgreSQL, --workers {count}, ledger vs baseline, {shape.name}: "
-                        + ", ".join(
-                            f"{a.transfers_per_s:,.0f} vs {b.transfers_per_s:,.0f} = "
-                            f"{a.transfers_per_s / b.transfers_per_s:.2f}"
+                        + versus(
+                            (a.transfers_per_s, b.transfers_per_s)
                             for a, b in zip(mine, theirs, strict=True)
                         )
                     )
