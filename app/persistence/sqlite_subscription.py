@@ -52,10 +52,9 @@ WRITER_CACHED_STATEMENTS: Final = 16
 # default (the library asks for one: a read's BEGIN and its query compiled every call).
 POOL_CACHED_STATEMENTS: Final = 128
 # The write connection's page cache for a large write, in KiB (SQLite's default is
-# 2 MiB): the log's
-# (originator_id, originator_version) index outgrows that after some 100,000 events, and
-# each insert then read its index page back from the OS (docs/benchmarks.md, eighth
-# session, "batch").
+# 2 MiB): the log's (originator_id, originator_version) index outgrows that after some
+# 100,000 events, and each insert then read its index page back from the OS
+# (docs/benchmarks.md, eighth session, "batch").
 WRITER_CACHE_KIB: Final = 65_536
 # The write connection's page cache for a small write (a group of single transfers), in
 # KiB. A commit walks every page the cache holds whenever its write split an index page
@@ -67,7 +66,7 @@ WRITER_CACHE_KIB: Final = 65_536
 # longest ago (mostly the log's rows, written once); growing it again keeps every page.
 SMALL_WRITE_CACHE_KIB: Final = 4_096
 # Events of a write up to which it is small (a hundred transfers: its pages, about 1.3
-# a event, fit the small cache twice, so SQLite never spills them before the commit).
+# an event, fit the small cache twice, so SQLite never spills them before the commit).
 SMALL_WRITE_EVENTS_MAX: Final = 300
 # The write connection checkpoints the WAL once it holds this many pages (about 40 MiB),
 # not SQLite's default 1,000: each checkpoint copies the pages written since the last
