@@ -133,6 +133,15 @@ class Pending(Generic[R]):
     def expired(self, now: float) -> bool:
         return now >= self.deadline
 
+    def failed_unwritten(self, now: float, timeout_seconds: float) -> bool:
+        """A command taken and not yet run again (after a conflict) whose deadline has
+        passed is not run again: it fails ``unwritten_at_deadline`` (True), so that no
+        write is made for a caller who stopped waiting."""
+        if not self.expired(now):
+            return False
+        self.fail(unwritten_at_deadline(timeout_seconds))
+        return True
+
     def take(self) -> bool:
         """The writer takes it (from here on its caller can no longer withdraw it):
         False when its caller withdrew it first."""
@@ -439,8 +448,7 @@ class Committer:
                 if group and units + entry.units > GROUP_UNITS_MAX:
                     break
                 self._retry.remove(entry)
-                if entry.expired(now):  # its caller stopped waiting: not run again
-                    entry.fail(unwritten_at_deadline(self.timeout_seconds))
+                if entry.failed_unwritten(now, self.timeout_seconds):
                     continue
                 group.append(entry)
                 units += entry.units

@@ -45,12 +45,7 @@ from app.application.commands import (
     UpdateAccountMetadata,
     VoidPendingTransfer,
 )
-from app.application.committer import (
-    GROUP_UNITS_MAX,
-    Committer,
-    Pending,
-    unwritten_at_deadline,
-)
+from app.application.committer import GROUP_UNITS_MAX, Committer, Pending
 from app.application.lean_batch import Stamps, lean_batch, lean_transfers
 from app.application.views import (
     AccountOutcome,
@@ -1363,14 +1358,8 @@ class Ledger(Application[UUID]):
         written or not, and it is not, so that no write is made for callers who all
         stopped waiting. A caller still listening hears ``write_timeout``: nothing of
         its command was written."""
-        now = time.monotonic()
-        awaited: list[Pending[Any]] = []
-        for entry in entries:
-            if entry.expired(now):
-                entry.fail(unwritten_at_deadline(self.committer.timeout_seconds))
-            else:
-                awaited.append(entry)
-        return awaited
+        now, timeout = time.monotonic(), self.committer.timeout_seconds
+        return [entry for entry in entries if not entry.failed_unwritten(now, timeout)]
 
     def _may_retry(self, entry: Pending[Any]) -> bool:
         entry.conflicts += 1
