@@ -26,6 +26,7 @@ from app.application.views import (
     TransferView,
     UnitTotals,
 )
+from app.domain.account import Account
 from app.domain.lots import Allocation
 from app.domain.postings import BalanceDelta
 from app.domain.statement import statement_action
@@ -56,6 +57,13 @@ ACCOUNT_COLUMNS: Final = ", ".join(
         "position",
         "updated_at",
     )
+)
+
+# The kinds of statement line a transfer's recording writes, one on each leg's account;
+# its later lines (a hold settled) are of other kinds.
+_OPENING_LINES: Final = tuple(
+    kind.__name__
+    for kind in (Account.Debited, Account.Credited, Account.DebitReserved, Account.CreditReserved)
 )
 
 _ZERO_COUNTERS: Final = {
@@ -107,12 +115,7 @@ class RowReader(SqlAccess):
     def commit_end(self, position: int) -> int:
         """The last position of the commit that ``position`` falls in (as far as the
         view has seen it); ``position`` itself between commits."""
-        row = self._one(
-            "SELECT end_position FROM {commits} WHERE start_position <= ? "
-            "ORDER BY start_position DESC LIMIT 1",
-            [position],
-        )
-        return position if row is None else max(position, int(row["end_position"]))
+        return self._commit_span(position)[1]
 
     # Accounts --------------------------------------------------------------------------
 
@@ -325,23 +328,9 @@ class RowReader(SqlAccess):
         return None if row is None else _transfer(row)
 
     def transfers(self, query: TransferFilter) -> list[TransferView]:
-        conditions: list[str] = []
-        params: list[Any] = []
         if query.account_id is not None:
-            conditions.append("(t.debit_account_id = ? OR t.credit_account_id = ?)")
-            params += [query.account_id, query.account_id]
-        if query.status is not None:
-            conditions.append("t.status = ?")
-            params.append(query.status)
-        if query.since is not None:
-            conditions.append("t.recorded_at >= ?")
-            params.append(timestamp_text(query.since))
-        if query.until is not None:
-            conditions.append("t.recorded_at < ?")
-            params.append(timestamp_text(query.until))
-        if query.cursor is not None:
-            conditions.append("t.position < ?" if query.order == "desc" else "t.position > ?")
-            params.append(query.cursor)
+            return self._account_transfers(query, query.account_id)
+        conditions, params = _transfer_conditions(query)
         joins, join_params = _metadata_joins(
             query.metadata, "transfer_metadata", "transfer_id", "t.transfer_id"
         )
@@ -353,6 +342,62 @@ class RowReader(SqlAccess):
             [*join_params, *params, min(query.limit, PAGE_SIZE_MAX)],
         )
         return [_transfer(row) for row in rows]
+
+    def _account_transfers(self, query: TransferFilter, account_id: str) -> list[TransferView]:
+        """The transfers with ``account_id`` on a leg, through the account's ``entries``
+        (its primary key, in position order) rather than an index of the transfers per
+        debit and per credit account: each leg's first line of a transfer (a debit, a
+        credit or a reservation) is in the commit that recorded the transfer, so the
+        lines' order is the transfers' order but within one commit. So the page is read
+        in the lines' order, and then the whole commit of its last line, and put in the
+        transfers' order (decision 0033)."""
+        limit = min(query.limit, PAGE_SIZE_MAX)
+        descending = query.order == "desc"
+        conditions, params = _transfer_conditions(query)
+        conditions[:0] = [
+            "e.account_id = ?",
+            f"e.kind IN ({', '.join('?' * len(_OPENING_LINES))})",
+            "t.transfer_id = e.transfer_id",
+            "(t.debit_account_id = ? OR t.credit_account_id = ?)",
+        ]
+        params[:0] = [account_id, *_OPENING_LINES, account_id, account_id]
+        for index, pair in enumerate(sorted(query.metadata.items())):
+            conditions.append(
+                f"EXISTS (SELECT 1 FROM {{transfer_metadata}} m{index} WHERE "
+                f"m{index}.transfer_id = t.transfer_id AND m{index}.key = ? "
+                f"AND m{index}.value = ?)"
+            )
+            params += pair
+        if query.cursor is not None:  # the lines of the cursor's commit, and past it
+            start, end = self._commit_span(query.cursor)
+            conditions.append("e.position <= ?" if descending else "e.position >= ?")
+            params.append(end if descending else start)
+        # CROSS JOIN: SQLite keeps the lines as the outer loop (the account's key).
+        statement = (
+            "SELECT t.*, e.position AS line_position "
+            "FROM {entries} e CROSS JOIN {transfers} t "
+            f"WHERE {' AND '.join(conditions)} "
+        )
+        direction = "DESC" if descending else "ASC"
+        rows = self._all(f"{statement}ORDER BY e.position {direction} LIMIT ?", [*params, limit])
+        if len(rows) == limit:  # the last line's commit may hold more of the page
+            start, end = self._commit_span(int(rows[-1]["line_position"]))
+            rows += self._all(f"{statement}AND e.position BETWEEN ? AND ?", [*params, start, end])
+        found = {row["transfer_id"]: row for row in rows}
+        ordered = sorted(found.values(), key=lambda row: int(row["position"]), reverse=descending)
+        return [_transfer(row) for row in ordered[:limit]]
+
+    def _commit_span(self, position: int) -> tuple[int, int]:
+        """The first and last position of the commit ``position`` falls in (as far as
+        the view has seen it); ``position`` alone between commits."""
+        row = self._one(
+            "SELECT start_position, end_position FROM {commits} WHERE start_position <= ? "
+            "ORDER BY start_position DESC LIMIT 1",
+            [position],
+        )
+        if row is None or int(row["end_position"]) < position:
+            return position, position
+        return int(row["start_position"]), int(row["end_position"])
 
     def due_expiries(self, now: datetime, limit: int) -> list[str]:
         rows = self._all(
@@ -507,6 +552,25 @@ def rarest_pair_search(query: AccountFilter, pairs: list[tuple[str, str]]) -> tu
         "ORDER BY m.account_id LIMIT ?)) ORDER BY b.account_id"
     )
     return statement, [*params, min(query.limit, PAGE_SIZE_MAX)]
+
+
+def _transfer_conditions(query: TransferFilter) -> tuple[list[str], list[Any]]:
+    """The conditions on the transfers' own columns (``t``), but their account's."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if query.status is not None:
+        conditions.append("t.status = ?")
+        params.append(query.status)
+    if query.since is not None:
+        conditions.append("t.recorded_at >= ?")
+        params.append(timestamp_text(query.since))
+    if query.until is not None:
+        conditions.append("t.recorded_at < ?")
+        params.append(timestamp_text(query.until))
+    if query.cursor is not None:
+        conditions.append("t.position < ?" if query.order == "desc" else "t.position > ?")
+        params.append(query.cursor)
+    return conditions, params
 
 
 def _metadata_joins(

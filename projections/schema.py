@@ -61,8 +61,6 @@ INDEXES: Final = (
     "balances_by_status",
     "account_metadata_by_pair",
     "entries_by_time",
-    "transfers_by_debit",
-    "transfers_by_credit",
     "transfers_by_position",
     "transfers_by_status",
     "transfers_by_time",
@@ -71,6 +69,12 @@ INDEXES: Final = (
     "metadata_changes_by_time",
     *LOT_INDEXES,
 )
+# Indexes these tables no longer have: dropped where an older version made them. Not a
+# change of ``SCHEMA_VERSION``: the tables and their rows are as they were, and every
+# version's reads answer the same with or without them (decision 0033).
+# ``transfers_by_debit`` and ``transfers_by_credit``: an account's transfers are found
+# through its ``entries`` (``RowReader.transfers``).
+DROPPED_INDEXES: Final = ("transfers_by_debit", "transfers_by_credit")
 
 SCHEMA: Final = [
     """CREATE TABLE IF NOT EXISTS {balances} (
@@ -144,10 +148,6 @@ SCHEMA: Final = [
         grant_terms TEXT,
         allocations TEXT
     )""",
-    "CREATE INDEX IF NOT EXISTS {transfers_by_debit_index} "
-    "ON {transfers} (debit_account_id, position)",
-    "CREATE INDEX IF NOT EXISTS {transfers_by_credit_index} "
-    "ON {transfers} (credit_account_id, position)",
     "CREATE INDEX IF NOT EXISTS {transfers_by_position_index} ON {transfers} (position)",
     "CREATE INDEX IF NOT EXISTS {transfers_by_status_index} ON {transfers} (status, position)",
     "CREATE INDEX IF NOT EXISTS {transfers_by_time_index} ON {transfers} (recorded_at, position)",
@@ -191,6 +191,7 @@ SCHEMA: Final = [
         version INTEGER NOT NULL
     )""",
     *LOT_SCHEMA,
+    *(f"DROP INDEX IF EXISTS {{{index}_dropped}}" for index in DROPPED_INDEXES),
 ]
 
 
@@ -198,6 +199,10 @@ def table_names(prefix: str = "") -> dict[str, str]:
     names = {name: f"{prefix}{name}" for name in TABLES}
     for index in INDEXES:
         names[f"{index}_index"] = f"{prefix}{index}_idx"
+    # Named apart from ``_index``: a backend that qualifies table names by their schema
+    # qualifies these too (PostgreSQL's DROP INDEX finds an index by its schema).
+    for index in DROPPED_INDEXES:
+        names[f"{index}_dropped"] = f"{prefix}{index}_idx"
     return names
 
 

@@ -5,11 +5,11 @@ the log itself (folds of the events) rather than against hard-coded figures."""
 import functools
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +30,7 @@ from app.domain.account import Account
 from app.domain.errors import AccountNotFoundError, ValidationError
 from app.domain.values import account_uuid
 from app.persistence.stores import event_store_env, sqlite_url
-from projections.backends import LedgerView
+from projections.backends import LedgerView, PostgresLedgerView
 from projections.runner import measure_lag, open_view, start_runner
 from projections.schema import SCHEMA_VERSION
 from tests.support.pgserver import PostgresServer
@@ -407,6 +407,49 @@ def test_views_from_before_account_types_are_rebuilt_and_say_each_accounts_type(
     )
 
 
+def index_names(view: LedgerView) -> set[str]:
+    if isinstance(view, PostgresLedgerView):
+        schema = cast("Any", view).datastore.schema
+        rows = view._all("SELECT indexname AS name FROM pg_indexes WHERE schemaname = ?", [schema])
+    else:
+        rows = view._all("SELECT name FROM sqlite_master WHERE type = 'index'")
+    return {row["name"] for row in rows}
+
+
+def test_views_with_an_older_versions_account_indexes_of_transfers_drop_them_and_keep_rows(
+    history: Books,
+) -> None:
+    """Views an older version built (with ``transfers_by_debit`` and
+    ``transfers_by_credit``) are of the same schema version: opened by this one they
+    keep their rows and checkpoint, lose the two indexes, and list each account's
+    transfers as before (decision 0033)."""
+    queries, head = history.queries, history.queries.head()
+    accounts = ("bank", "user:1", "user:3")
+
+    def listings() -> dict[str, list[str]]:
+        return {
+            name: transfer_ids(queries.transfers(TransferFilter(account_id=name)).value)
+            for name in accounts
+        }
+
+    expected = listings()
+    assert all(expected.values())
+    older = {"transfers_by_debit_idx", "transfers_by_credit_idx"}
+    view: Any = history.view
+    with view.datastore.transaction(commit=True) as cursor:
+        for leg in ("debit", "credit"):
+            statement = (
+                f"CREATE INDEX transfers_by_{leg}_idx ON {{transfers}} ({leg}_account_id, position)"
+            )
+            cursor.execute(view._sql(statement))
+    assert older <= index_names(history.view)
+    reopened = reopen(history)
+    assert reopened.checkpoint() == head, "not rebuilt"
+    assert not older & index_names(reopened)
+    queries = history.queries
+    assert listings() == expected
+
+
 def test_processes_opening_views_of_another_version_at_once_rebuild_them_once(
     history: Books,
 ) -> None:
@@ -544,6 +587,88 @@ def test_transfer_pages_run_in_either_order_without_gaps(history: Books) -> None
         assert seen == transfer_ids(everything)
         positions = [transfer.position or 0 for transfer in everything]
         assert positions == sorted(positions, reverse=order == "desc")
+
+
+PAIRS: Final = [("a", "b"), ("b", "c"), ("c", "a"), ("a", "c")]
+
+
+def test_an_accounts_transfer_pages_are_the_transfers_with_it_on_a_leg(books: Books) -> None:
+    """An account's transfers are read through its statement lines (decision 0033):
+    page after page of three, in either order and with each filter, they are the
+    transfers of the unfiltered listing that have the account on a leg. The history
+    holds atomic batches whose transfers' ids run against their order, holds posted and
+    voided (lines of the same transfer in later commits), a reversal, a grant and its
+    expiry, and single transfers written by threads together (group commits)."""
+    ledger = books.ledger
+    ledger.open_account(OpenAccount("bank", UNIT, allow_negative=True))
+    for name in ("a", "b", "c"):
+        ledger.open_account(OpenAccount(name, UNIT, allow_negative=True))
+    for batch in range(3):
+        commands = [
+            RecordTransfer(f"batch:{batch}:{9 - n}", *PAIRS[n % 4], 1 + n) for n in range(8)
+        ]
+        ledger.record_batch(commands, atomic=True)
+    soon = datetime.now(tz=UTC) + timedelta(hours=1)
+    grant = RecordTransfer("grant", "bank", "a", 50, grant=GrantTerms(expires_at=soon))
+    ledger.record_transfer(grant)
+    for number in range(4):
+        hold = RecordTransfer(f"hold:{number}", "a", "c", 2, pending=True, timeout_seconds=600)
+        ledger.record_transfer(hold)
+    ledger.post_pending("hold:0")
+    ledger.void_pending("hold:1")
+    ledger.record_transfer(RecordTransfer("tagged", "c", "a", 3, metadata={"kind": "tag"}))
+    ledger.reverse_transfer("batch:1:9", "reversal")
+
+    def single(number: int) -> Callable[[], object]:
+        pair = ("a", "b") if number % 2 else ("c", "a")
+        return lambda: ledger.record_transfer(RecordTransfer(f"one:{number}", *pair, 1))
+
+    run_in_threads([single(number) for number in range(12)], CATCH_UP_SECONDS)
+    books.clock.offset = timedelta(hours=2)
+    assert ledger.expire_grant("grant") is not None
+    books.project()
+    # A writer may put a commit's transfers in another order than its lines: in the
+    # views, each batch's transfers' positions run backwards within their commit.
+    view = books.view
+    with view._transaction(commit=True) as writing:
+        spans = "SELECT start_position, end_position FROM {commits} "
+        for span in view._all(spans + "WHERE end_position > start_position + 9"):
+            start, end = int(span["start_position"]), int(span["end_position"])
+            view._run(
+                writing,
+                "UPDATE {transfers} SET position = ? - position WHERE position BETWEEN ? AND ?",
+                [start + end, start, end],
+            )
+    queries = books.queries
+    everything = queries.transfers(TransferFilter(order="asc", limit=1000)).value
+    assert [t.id for t in everything][:3] == ["batch:0:2", "batch:0:3", "batch:0:4"]
+    middle = everything[len(everything) // 2].recorded_at
+    filters: list[dict[str, Any]] = [
+        {},
+        {"status": "posted"},
+        {"status": "pending"},
+        {"metadata": {"kind": "tag"}},
+        {"since": middle},
+        {"until": middle},
+    ]
+    checked = 0
+    for account_id, order, fields in itertools.product(("a", "b", "c"), ("asc", "desc"), filters):
+        every = queries.transfers(TransferFilter(order=order, limit=1000, **fields)).value
+        expected = [t.id for t in every if account_id in (t.debit_account_id, t.credit_account_id)]
+        seen: list[str] = []
+        cursor: int | None = None
+        while True:
+            search = TransferFilter(
+                account_id=account_id, order=order, cursor=cursor, limit=3, **fields
+            )
+            page = queries.transfers(search).value
+            seen += transfer_ids(page)
+            if len(page) < 3:
+                break
+            cursor = page[-1].position
+        assert seen == expected, (account_id, order, fields)
+        checked += len(expected) > 3
+    assert checked >= 12, "many listings span several pages"
 
 
 # History and totals --------------------------------------------------------------------
