@@ -241,10 +241,12 @@ class Committer:
         self.groups_taken = 0
         self.most_groups_waited = 0
         # Commands queued so far, and how many of them were queued when the last group
-        # was answered and how many that group answered (``_gathered``).
+        # was answered and how many that group answered (``_gathered``); whether the
+        # group being written has marked its answers yet (``answering``).
         self._arrived = 0
         self._arrived_at_answer = 0
         self._answered_last = 0
+        self._answers_marked = False
         # How long each recent group write took (seconds), for tests and metrics.
         self.write_seconds: deque[float] = deque(maxlen=WRITE_TIMES_KEPT)
 
@@ -409,9 +411,11 @@ class Committer:
             if not group:  # every command it took was withdrawn or expired: nothing to write
                 continue
             started = time.monotonic()
+            self._answers_marked = False
             try:
                 again = self._write_group(group)
             except BaseException as error:  # noqa: BLE001  # a store fault: every waiter hears it
+                self.answering()
                 # Said in the log too: a run of failed groups (an outage) leaves a trace
                 # beyond the callers' 503s.
                 log.warning(
@@ -428,11 +432,25 @@ class Committer:
             self.write_seconds.append(now - started)
             for entry in again:
                 entry.not_before = now + _backoff_seconds(entry.conflicts)
+            self.answering()  # a group writer that did not say when it answered
             with self._lock:
                 if again:
                     self._retry.extend(entry for entry in again if not entry.settled)
-                self._arrived_at_answer = self._arrived
                 self._answered_last = len(group) - len(again)
+
+    def answering(self) -> None:
+        """On the writer thread, as its group's callers are about to be answered (the
+        group writer calls it once its write is final; else the writer, after it): the
+        commands queued from now on are those callers coming back (``_gathered``). Said
+        before the answers, not after the group writer returns, because what it does
+        after them (snapshots, a store write of their own) can take as long as the
+        callers take to send their next command, which would then count as queued
+        before and be waited for in vain. The first call per group counts."""
+        if self._answers_marked:
+            return
+        self._answers_marked = True
+        with self._lock:
+            self._arrived_at_answer = self._arrived
 
     def _next_group(self) -> list[Pending[Any]] | None:
         with self._lock:

@@ -89,6 +89,7 @@ from app.persistence.positions import existing_streams, recorded_position, strea
 from app.persistence.streams import (
     StoredStream,
     catches_up,
+    commits_in_process,
     events_after,
     read_streams,
     writes_streams_together,
@@ -115,9 +116,10 @@ CONTENDED_SECONDS: Final = 1.0
 # After it saw another process's write, the writer checks its cached streams against the
 # store before each group for this long (one query), instead of trusting them.
 OTHER_WRITERS_SECONDS: Final = 10.0
-# While other processes write the store, the writer waits at most this long (and no
-# longer than its last write took) for the callers it just answered before it takes its
-# next group (``Committer._gathered``).
+# Where the store's write is this process's own work (SQLite), and elsewhere while other
+# processes write the store, the writer waits at most this long (and no longer than its
+# last write took) for the callers it just answered before it takes its next group
+# (``Committer._gathered``).
 GATHER_SECONDS_MAX: Final = 0.005
 # New ids found to exist (resent commands) remembered until their commands run again; a
 # command abandoned meanwhile (its deadline passed) would leave its id behind for good.
@@ -251,6 +253,7 @@ class Ledger(Application[UUID]):
         self._raced_once: dict[UUID, RacedOnce] = {}
         self._others_seen_until = 0.0
         self._catches_up = catches_up(self.recorder)
+        self._gathers_alone = commits_in_process(self.recorder)
         self._write_locking = self.recorder if isinstance(self.recorder, WriteLocking) else None
         self._log_follower = self.recorder if isinstance(self.recorder, FollowsLog) else None
         self.committer = Committer(
@@ -1123,10 +1126,14 @@ class Ledger(Application[UUID]):
         return brought
 
     def _gather_seconds(self) -> float:
-        """Writes of several processes wait for each other only where the store has a
-        write lock (decision 0018): there, while others write, a group waits a moment
-        for the callers the last one answered (``Committer._gathered``)."""
-        if self._write_locking is None or not self._others_write():
+        """How long a group may wait for the callers the last one answered
+        (``Committer._gathered``). Where the write is this process's own work (SQLite),
+        always: each group's commit costs the process about the same CPU however few
+        commands it holds, CPU its callers' event loop needs too (decision 0014,
+        eleventh addendum). Elsewhere writes of several processes wait for each other
+        only where the store has a write lock (decision 0018): there, while others
+        write."""
+        if not self._gathers_alone and (self._write_locking is None or not self._others_write()):
             return 0.0
         recent = self.committer.write_seconds
         return min(GATHER_SECONDS_MAX, recent[-1] if recent else 0.0)
@@ -1215,6 +1222,7 @@ class Ledger(Application[UUID]):
         self._follow_others()  # nothing it brings back concerns this group: it won
         # Rejections are answered only now: they may rest on what earlier commands of
         # the group did, which is final only once written.
+        self.committer.answering()
         for r in ran:
             self._answer(r, written)
         self._snapshot_accounts(work)

@@ -65,6 +65,13 @@ def writes_streams_together(recorder: AggregateRecorder) -> bool:
     )
 
 
+def commits_in_process(recorder: AggregateRecorder) -> bool:
+    """Whether a write to this recorder is this process's own work from start to end
+    (SQLite: the insert, the commit's WAL frames and its sync run on the writing
+    thread): the fewer writes its commands share out, the more of its CPU each costs."""
+    return isinstance(recorder, SQLiteAggregateRecorder)
+
+
 def catches_up(events: ApplicationRecorder) -> bool:
     """Whether ``events_after`` has a bulk query for this backend (else it answers None)."""
     return isinstance(events, SQLiteApplicationRecorder | PostgresApplicationRecorder)

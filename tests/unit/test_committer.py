@@ -622,6 +622,7 @@ def test_the_callers_one_write_answers_are_woken_by_one_callback_on_their_loop(
 
 
 GATHER_CLIENTS: Final = 4
+GATHER_DEADLINE_SECONDS: Final = 2.0
 GATHER_ROUNDS: Final = 6
 CLIENT_PAUSE_SECONDS: Final = 0.02
 
@@ -679,6 +680,41 @@ def test_a_gathering_writer_waits_no_longer_than_its_window_for_callers_who_do_n
     assert waited < window + DEADLINE_SLACK_SECONDS
     assert store.groups[-1] == ["lone"]
     committer.close()
+
+
+def test_a_caller_back_before_its_writer_is_done_after_the_answers_is_not_waited_for() -> None:
+    """The gather wait counts the commands queued since the group writer said it was
+    answering (``Committer.answering``), not since it returned: what it does after its
+    answers (snapshots, a store write of their own) can last until the callers it
+    answered have sent their next command, which must not be waited for again. The
+    window is far longer than the callers' deadline: waited for, the second command
+    would be answered outcome_unknown."""
+    back = threading.Event()
+
+    def write_group(group: list[Pending[Any]]) -> list[Pending[Any]]:
+        committer.answering()
+        for entry in group:
+            entry.answer(("done", entry.command))
+        if group[0].command == "first":  # busy after its answers until the caller is back
+            assert back.wait(WAIT_SECONDS)
+        return []
+
+    committer = Committer(
+        write_group,
+        queue_units_max=100,
+        timeout_seconds=GATHER_DEADLINE_SECONDS,
+        gather_seconds=lambda: 10 * WAIT_SECONDS,
+    )
+    try:
+        assert committer.submit("first") == ("done", "first")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            second = pool.submit(committer.submit, "second")
+            assert eventually(lambda: committer.queued_units == 1, WAIT_SECONDS)
+            back.set()
+            assert second.result(WAIT_SECONDS) == ("done", "second")
+    finally:
+        back.set()
+        committer.close()
 
 
 def timed_submit(committer: Committer, command: Any) -> tuple[Any, float]:
