@@ -38,11 +38,23 @@ class Opaque:
         return "<opaque>"
 
 
+class Writes(io.StringIO):
+    """A buffer that also keeps the text of each ``write`` it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
 @pytest.fixture
-def stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+def stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Writes]:
     """The process's logging configured as ``ledger serve`` does, onto a buffer."""
     handlers = list(logging.getLogger().handlers)
-    buffer = io.StringIO()
+    buffer = Writes()
     monkeypatch.setattr(sys, "stderr", buffer)
     configure_logging(Settings(data_dir=tmp_path))
     yield buffer
@@ -82,6 +94,15 @@ def test_the_access_line_is_the_configured_chains_line_byte_for_byte(
         "level": "info",
         "timestamp": json.loads(by_access_log)["timestamp"],
     }
+
+
+def test_each_log_line_reaches_the_stream_in_one_write(stderr: Writes) -> None:
+    """``print`` writes a line and its newline apart: on a stream that writes through
+    (``PYTHONUNBUFFERED``) two system calls per line, the access line's included."""
+    log_request("POST", "/v1/transfers", 201, 1.25)
+    structlog.get_logger("app.api").warning("slow", seconds=2)
+    assert [json.loads(text)["event"] for text in stderr.writes] == ["request", "slow"]
+    assert all(text.count("\n") == 1 and text.endswith("\n") for text in stderr.writes)
 
 
 def test_under_another_structlog_configuration_the_access_line_goes_through_structlog(
