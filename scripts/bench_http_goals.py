@@ -73,6 +73,7 @@ from benchlib import (
     in_turn,
     machine,
     machine_busy_seconds,
+    main_and_other_threads_cpu_seconds,
     postgres_server_cpu_seconds,
     tree_cpu_seconds,
 )
@@ -788,19 +789,30 @@ def workers_phase(
             open_accounts(api.base_url, side.key)
         warming = replace(shape, clients=max(shape.clients, WORKERS_WARM_CLIENTS))
         warm = measure(api, side.key, warming, f"wu{tag}{count}", warmup)
+        # With one worker the API process is serve itself; with more, its children.
+        api_pids = [api.process.pid] if count == 1 else child_pids(api.process.pid)
         cpu_before = tree_cpu_seconds(api.process.pid)
+        threads_before = main_and_other_threads_cpu_seconds(api_pids)
         server_before = postgres_cpu_seconds(server)
         load_before = os.getloadavg()[0]
         with ThreadPoolExecutor(max_workers=1) as pool:
             split = pool.submit(clients_per_worker, api, WORKERS_SPLIT_AFTER)
             result = measure(api, side.key, shape, f"wm{tag}{count}", seconds)
         cpu = tree_cpu_seconds(api.process.pid) - cpu_before
+        loops, others = (
+            after - before
+            for after, before in zip(
+                main_and_other_threads_cpu_seconds(api_pids), threads_before, strict=True
+            )
+        )
         server_cpu = postgres_cpu_seconds(server) - server_before
     per_transfer_ms = 1000 / max(1, result.created)
     print(
         f"{side.name}, workers {count}: {line(shape, result, None, WORKERS_PROCESSES)}; "
         "serve CPU (all its processes) "
-        f"{cpu * per_transfer_ms:.2f} ms per transfer, PostgreSQL server "
+        f"{cpu * per_transfer_ms:.2f} ms per transfer (the API workers' event loops "
+        f"{loops * per_transfer_ms:.2f}, their other threads: committers and helpers "
+        f"{others * per_transfer_ms:.2f}), PostgreSQL server "
         f"{server_cpu * per_transfer_ms:.2f} ms; cores busy: serve "
         f"{cpu / seconds:.2f}, PostgreSQL {server_cpu / seconds:.2f} of "
         f"{os.cpu_count()}; clients per worker {split.result()}; load "

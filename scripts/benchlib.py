@@ -72,6 +72,29 @@ def tree_cpu_seconds(pid: int, *, with_reaped: bool = False) -> float:
     return total
 
 
+def main_and_other_threads_cpu_seconds(pids: Sequence[int]) -> tuple[float, float]:
+    """User + system CPU so far of these processes' main threads (a ``ledger serve``
+    worker's event loop) and of all their other threads (its committer and helpers), from
+    /proc; a thread or process gone meanwhile counts for nothing."""
+    main = other = 0.0
+    for pid in pids:
+        try:
+            tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            if tid == pid:
+                main += seconds
+            else:
+                other += seconds
+    return main, other
+
+
 def machine_busy_seconds(stat: str | None = None) -> float:
     """CPU seconds every core of the machine has spent busy so far (all but idle and
     iowait, from /proc/stat, or the ``stat`` text given): over a phase, divided by its
