@@ -3,13 +3,14 @@ exactly-once) with our projection and reader mixed in, in SQLite or PostgreSQL."
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, Final, TypeVar, cast
 
 import psycopg
 import structlog
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import OperationalError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
@@ -28,6 +29,7 @@ from projections.projection import RowWriter
 from projections.reader import RowReader
 from projections.schema import (
     APPLICATION_NAME,
+    DROPPED_INDEXES,
     JSON_COLUMN_TYPE,
     SCHEMA,
     SCHEMA_VERSION,
@@ -51,6 +53,11 @@ VIEW_RANDOM_PAGE_COST: Final = 1.1
 # account's entries) is copied back once per checkpoint instead of once per 1,000
 # pages. About 40 MB of WAL at 4 kB pages (decision 0013, eighth-session addendum).
 VIEWS_WAL_AUTOCHECKPOINT_PAGES: Final = 10_000
+# How long opening the views waits for the table lock that dropping an index an older
+# version made takes (PostgreSQL's ACCESS EXCLUSIVE, which waits for every read of the
+# table and makes every later one wait behind it). Past it the index is kept until the
+# next start: it costs writes, not answers (decision 0033 addendum).
+INDEX_DROP_LOCK_WAIT_SECONDS: Final = 1
 
 
 class LedgerView(RowWriter, RowReader):
@@ -100,6 +107,29 @@ class LedgerView(RowWriter, RowReader):
 
     def _lock_views(self, cursor: Cursor) -> None:
         """Take the views' write lock before reading what to do (the backend's way)."""
+        raise NotImplementedError
+
+    def drop_unused_indexes(self) -> None:
+        """Drop the indexes an older version made and this one does not use
+        (``DROPPED_INDEXES``), each in a transaction of its own that waits for its lock at
+        most ``INDEX_DROP_LOCK_WAIT_SECONDS``: a long read of the table (an export, an
+        audit) or a busy writer keeps it until a later start, instead of stalling this
+        start and, on PostgreSQL, every reader queued behind the drop's lock."""
+        for index in DROPPED_INDEXES:
+            try:
+                with self._transaction(commit=True) as cursor:
+                    self._bound_lock_wait(cursor)
+                    self._run(cursor, f"DROP INDEX IF EXISTS {{{index}_dropped}}")
+            except (OperationalError, psycopg.OperationalError, sqlite3.OperationalError) as error:
+                log.warning(
+                    "views.index_kept",
+                    index=index,
+                    message=f"an unused index of an older version is kept until a later "
+                    f"start: {error}",
+                )
+
+    def _bound_lock_wait(self, cursor: Cursor) -> None:
+        """Make this transaction's lock waits end at ``INDEX_DROP_LOCK_WAIT_SECONDS``."""
         raise NotImplementedError
 
     def _empty(self, cursor: Cursor) -> None:
@@ -242,6 +272,11 @@ class SQLiteLedgerView(LedgerView, SQLiteTrackingRecorder):
     def create_table(self) -> None:
         super().create_table()
         self.settle_schema_version()
+        self.drop_unused_indexes()
+
+    def _bound_lock_wait(self, cursor: Cursor) -> None:
+        """Nothing: in WAL mode readers never hold off a writer, and the drop waits for
+        the views' writer as any write does (the connection's busy timeout)."""
 
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Cursor]:
         return self.datastore.transaction(commit=commit)
@@ -301,6 +336,10 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
         with schema_locked(self.datastore):
             super().create_table()
             self.settle_schema_version()
+        self.drop_unused_indexes()
+
+    def _bound_lock_wait(self, cursor: Cursor) -> None:
+        self._run(cursor, f"SET LOCAL lock_timeout = '{INDEX_DROP_LOCK_WAIT_SECONDS}s'")
 
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Cursor]:
         return self.datastore.transaction(commit=commit)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
+import psycopg
 import pytest
 from eventsourcing.persistence import Tracking
 from psycopg import Cursor
@@ -17,7 +18,11 @@ from psycopg.pq import TransactionStatus
 
 from app.application.read_model import AccountFilter
 from app.domain.account import Account
-from projections.backends import VIEW_RANDOM_PAGE_COST, PostgresLedgerView
+from projections.backends import (
+    INDEX_DROP_LOCK_WAIT_SECONDS,
+    VIEW_RANDOM_PAGE_COST,
+    PostgresLedgerView,
+)
 from projections.reader import rarest_pair_search
 from projections.runner import open_view
 from projections.schema import APPLICATION_NAME
@@ -168,3 +173,53 @@ def test_processes_opening_new_views_at_once_all_open_them(postgres_url: str) ->
         finally:
             for view in opened:
                 view.datastore.close()
+
+
+def index_names(view: PostgresLedgerView) -> set[str]:
+    schema = cast("Any", view).datastore.schema
+    rows = view._all("SELECT indexname AS name FROM pg_indexes WHERE schemaname = ?", [schema])
+    return {row["name"] for row in rows}
+
+
+def test_an_older_index_behind_a_long_read_is_kept_and_the_views_still_open(
+    postgres_url: str,
+) -> None:
+    """Dropping an index an older version made (``DROPPED_INDEXES``) takes the table's
+    ACCESS EXCLUSIVE lock, which waits for every read of it and holds every later read
+    behind it. Opening the views behind a long read (an export, an audit) waits for it
+    at most ``INDEX_DROP_LOCK_WAIT_SECONDS``, keeps the index, and lets other readers
+    on; a later start drops it."""
+    first = open_view(postgres_url, 1)
+    assert isinstance(first, PostgresLedgerView)
+    older = "transfers_by_debit_idx"
+    schema = cast("Any", first).datastore.schema
+    with first.datastore.transaction(commit=True) as cursor:
+        cursor.execute(first._sql(f"CREATE INDEX {older} ON {{transfers}} (debit_account_id)"))
+    first.datastore.close()
+    with psycopg.connect(postgres_url) as long_read:
+        # The read's transaction stays open, holding its lock on the table.
+        long_read.execute(f'SELECT COUNT(*) FROM "{schema}".transfers').fetchone()
+        opened: list[PostgresLedgerView] = []
+
+        def open_behind_the_read() -> None:
+            view = open_view(postgres_url, 1)
+            assert isinstance(view, PostgresLedgerView)
+            opened.append(view)
+
+        opener = threading.Thread(target=open_behind_the_read)
+        opener.start()
+        opener.join(timeout=INDEX_DROP_LOCK_WAIT_SECONDS + 30)
+        assert opened, "opening the views waited for the long read"
+        view = opened[0]
+        try:
+            assert older in index_names(view), "dropped although a read held the table"
+            assert view._one("SELECT COUNT(*) AS n FROM {transfers}")["n"] == 0  # others read
+        finally:
+            view.datastore.close()
+        long_read.rollback()
+    later = open_view(postgres_url, 1)
+    assert isinstance(later, PostgresLedgerView)
+    try:
+        assert older not in index_names(later)
+    finally:
+        later.datastore.close()
