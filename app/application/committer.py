@@ -133,7 +133,7 @@ class Pending(Generic[R]):
     def expired(self, now: float) -> bool:
         return now >= self.deadline
 
-    def failed_unwritten(self, now: float, timeout_seconds: float) -> bool:
+    def fail_if_expired(self, now: float, timeout_seconds: float) -> bool:
         """A command taken and not yet run again (after a conflict) whose deadline has
         passed is not run again: it fails ``unwritten_at_deadline`` (True), so that no
         write is made for a caller who stopped waiting."""
@@ -466,7 +466,7 @@ class Committer:
                 if group and units + entry.units > GROUP_UNITS_MAX:
                     break
                 self._retry.remove(entry)
-                if entry.failed_unwritten(now, self.timeout_seconds):
+                if entry.fail_if_expired(now, self.timeout_seconds):
                     continue
                 group.append(entry)
                 units += entry.units

@@ -1367,7 +1367,7 @@ class Ledger(Application[UUID]):
         stopped waiting. A caller still listening hears ``write_timeout``: nothing of
         its command was written."""
         now, timeout = time.monotonic(), self.committer.timeout_seconds
-        return [entry for entry in entries if not entry.failed_unwritten(now, timeout)]
+        return [entry for entry in entries if not entry.fail_if_expired(now, timeout)]
 
     def _may_retry(self, entry: Pending[Any]) -> bool:
         entry.conflicts += 1
