@@ -45,6 +45,10 @@ STOP_JOIN_SECONDS: Final = 5.0
 WRITE_TIMES_KEPT: Final = 4096
 RETRY_BACKOFF_BASE_SECONDS: Final = 0.001
 RETRY_BACKOFF_CAP_SECONDS: Final = 0.05
+# After a gather wait that ran out (the answered callers did not all come back in time),
+# the writer takes that many of its next groups that would have waited at once: 1, 3, 7,
+# then 15 after each further wait in a row that ran out (``Committer._gathered``).
+GATHER_SKIPS_MAX: Final = 15
 
 
 # A queued command's life: waiting in the queue (its caller may still withdraw it), taken
@@ -247,6 +251,13 @@ class Committer:
         self._arrived_at_answer = 0
         self._answered_last = 0
         self._answers_marked = False
+        # How many groups that would wait are taken at once after the last gather wait
+        # that ran out, and how many of them are left (``_gathered``); waits that ran
+        # out and groups taken at once so far.
+        self._gather_skips = 0
+        self._gather_skips_left = 0
+        self.gathers_run_out = 0
+        self.gathers_skipped = 0
         # How long each recent group write took (seconds), for tests and metrics.
         self.write_seconds: deque[float] = deque(maxlen=WRITE_TIMES_KEPT)
 
@@ -494,19 +505,37 @@ class Committer:
         it just answered come back a moment later and wait out a whole write of this
         process and one of the other's. Their callers split into two halves that
         alternate, and each process writes half-size groups at the same commit rate.
-        Waiting for them costs nothing the lock wait would not have cost anyway."""
+        Waiting for them costs nothing the lock wait would not have cost anyway.
+
+        Callers that do not come straight back (they pause between commands) are
+        waited for in vain, and every caller of the group waits with them. So a wait
+        that ran out makes the writer take its next group that would wait at once, and
+        after more in a row the next 3, 7, then 15 (``GATHER_SKIPS_MAX``); a wait that
+        ends with its callers back starts over."""
         seconds = self._gather_seconds()
-        if seconds <= 0 or self._stopping or not group:
+        if seconds <= 0 or self._stopping or not group or self._back():
+            return False
+        if self._gather_skips_left:
+            self._gather_skips_left -= 1
+            self.gathers_skipped += 1
             return False
         until = time.monotonic() + seconds
         waited = False
-        while self._arrived - self._arrived_at_answer < self._answered_last:
+        while not self._back():
             left = until - time.monotonic()
             if left <= 0:
-                break
+                self.gathers_run_out += 1
+                self._gather_skips = min(GATHER_SKIPS_MAX, 2 * self._gather_skips + 1)
+                self._gather_skips_left = self._gather_skips
+                return waited
             self._sleep(left)
             waited = True
+        self._gather_skips = 0
         return waited
+
+    def _back(self) -> bool:
+        """Whether as many commands as the last group answered were queued since."""
+        return self._arrived - self._arrived_at_answer >= self._answered_last
 
     def top_up(self, group: list[Pending[Any]]) -> None:
         """Add to ``group`` (in place, up to the group size) what was queued since it

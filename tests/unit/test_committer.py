@@ -673,8 +673,10 @@ def test_a_gathering_writer_waits_no_longer_than_its_window_for_callers_who_do_n
         timeout_seconds=WAIT_SECONDS,
         gather_seconds=lambda: window,
     )
-    queued_behind_a_write(store, committer, 3)
-    # The last write answered 3 callers, who are gone: one lone caller waits the window.
+    committer.submit("first")
+    committer.submit_all([(number, 1) for number in range(3)])  # back: no wait
+    # The last write answered 3 commands, whose caller is gone: one lone caller waits
+    # the window.
     _, waited = timed_submit(committer, "lone")
     assert window <= waited + 0.01
     assert waited < window + DEADLINE_SLACK_SECONDS
@@ -714,6 +716,92 @@ def test_a_caller_back_before_its_writer_is_done_after_the_answers_is_not_waited
             assert second.result(WAIT_SECONDS) == ("done", "second")
     finally:
         back.set()
+        committer.close()
+
+
+def test_after_a_gather_wait_that_ran_out_the_next_group_is_taken_at_once(
+    store: FakeStore,
+) -> None:
+    """Callers that pause between commands do not come straight back: a gather wait for
+    them runs out, and every caller of the group waited in vain. The writer then takes
+    its next group that would wait at once, and gathers again after it. The window
+    grows far past the callers' deadline after the first wait: a group that waited
+    again would be answered outcome_unknown (and the test would run that long)."""
+    windows = [SHORT_TIMEOUT_SECONDS / 10]
+    committer = Committer(
+        store.write_group,
+        queue_units_max=100,
+        timeout_seconds=GATHER_DEADLINE_SECONDS,
+        gather_seconds=lambda: windows[-1],
+    )
+    try:
+        # 3 answered; 2 come: the wait for the third runs out.
+        assert committer.submit_all([("gone", 1)] * 3) == [("done", "gone")] * 3
+        assert committer.submit_all([("back", 1)] * 2) == [("done", "back")] * 2
+        assert (committer.gathers_run_out, committer.gathers_skipped) == (1, 0)
+        windows.append(10 * WAIT_SECONDS)
+        # 2 answered, 1 comes: taken at once.
+        assert committer.submit("pausing") == ("done", "pausing")
+        assert (committer.gathers_run_out, committer.gathers_skipped) == (1, 1)
+        # 1 answered, 1 comes: no wait was due, none was skipped.
+        assert committer.submit_all([("closed-loop", 1)] * 3) == [("done", "closed-loop")] * 3
+        assert (committer.gathers_run_out, committer.gathers_skipped) == (1, 1)
+        # 3 answered, 1 comes: the writer waits again, and runs out.
+        windows.append(SHORT_TIMEOUT_SECONDS / 10)
+        assert committer.submit("after") == ("done", "after")
+        assert (committer.gathers_run_out, committer.gathers_skipped) == (2, 1)
+        assert store.groups[-1] == ["after"]
+    finally:
+        committer.close()
+
+
+def test_gather_waits_that_run_out_in_a_row_skip_more_groups_until_callers_come_back(
+    store: FakeStore,
+) -> None:
+    """Waits that run out in a row skip 1, 3, 7, then at most ``GATHER_SKIPS_MAX``
+    groups that would wait; a wait whose callers came back starts over at 1."""
+    windows = [0.001]
+    asked = threading.Event()
+
+    def window() -> float:
+        asked.set()
+        return windows[-1]
+
+    committer = Committer(
+        store.write_group, queue_units_max=100, timeout_seconds=WAIT_SECONDS, gather_seconds=window
+    )
+
+    def alternate(times: int) -> None:
+        """Groups of two commands then one: every group of one would wait for one more."""
+        for _ in range(times):
+            committer.submit_all([("pair", 1)] * 2)
+            committer.submit("one")
+
+    try:
+        committer.submit("first")  # answered nobody before it: no wait
+        # Run out, skip 1, run out, skip 3, 7, 15, then 15 again.
+        alternate(5 + 1 + 3 + 7 + 15 + 15 + 1)
+        assert committer_module.GATHER_SKIPS_MAX == 15
+        assert (committer.gathers_run_out, committer.gathers_skipped) == (6, 41)
+        alternate(15)
+        assert (committer.gathers_run_out, committer.gathers_skipped) == (6, 56)
+        # The next group of one waits (far past any deadline, were nobody to come) and
+        # its caller comes: the group holds both, and the wait did not run out.
+        windows.append(10 * WAIT_SECONDS)
+        committer.submit_all([("pair", 1)] * 2)
+        asked.clear()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            one = pool.submit(committer.submit, "one")
+            assert asked.wait(WAIT_SECONDS)
+            assert committer.submit("back") == ("done", "back")
+            assert one.result(WAIT_SECONDS) == ("done", "one")
+        assert store.groups[-1] == ["one", "back"]
+        assert (committer.gathers_run_out, committer.gathers_skipped) == (6, 56)
+        # Started over: run out, skip 1, run out (after 15 skips it would be skipped).
+        windows.append(0.001)
+        alternate(3)
+        assert (committer.gathers_run_out, committer.gathers_skipped) == (8, 57)
+    finally:
         committer.close()
 
 
