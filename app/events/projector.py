@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
 from typing import Any, Final
+from uuid import UUID
 
 import orjson
 import structlog
@@ -65,6 +66,30 @@ MONITORED_FIELDS: Final = ("balance", "available")
 GRANT_TERMS: Final = ("expires_at", "effective_at", "priority", "category")
 
 
+class StreamTexts:
+    """Stream ids as text (``str(UUID)``, the feed's key of an account's state), each
+    written out once and then looked up by the id's integer (hashing a ``UUID`` calls
+    back into Python): the feed needs an account's text two or three times per transfer,
+    and ``UUID.__str__`` was its largest Python cost of its own. At most ``kept_max``
+    kept: past it, all of them are dropped and written out again as they come."""
+
+    def __init__(self, kept_max: int = FEED_STATES_KEPT_MAX) -> None:
+        self._texts: dict[int, str] = {}
+        self._kept_max = kept_max
+
+    def of(self, stream_id: UUID) -> str:
+        key = stream_id.int
+        text = self._texts.get(key)
+        if text is None:
+            if len(self._texts) >= self._kept_max:
+                self._texts.clear()
+            text = self._texts[key] = str(stream_id)
+        return text
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+
 class ConcurrentProjectorError(Exception):
     """Another projector moved the checkpoint first: this batch is dropped, not written."""
 
@@ -72,9 +97,11 @@ class ConcurrentProjectorError(Exception):
 class _Batch:
     """The state one batch of notifications reads and writes, flushed in one transaction."""
 
-    def __init__(self, cursor: Cursor, ledger: Ledger) -> None:
+    def __init__(self, cursor: Cursor, ledger: Ledger, texts: StreamTexts | None = None) -> None:
         self.cursor = cursor
         self.ledger = ledger
+        # The projector's stream ids as text, kept across its batches.
+        self.stream_text = (texts or StreamTexts()).of
         self.accounts: dict[str, dict[str, Any]] = {}
         self.dirty_accounts: set[str] = set()
         self.effects: dict[tuple[str, str], dict[str, Any]] = {}
@@ -341,7 +368,7 @@ def _account_opened(batch: _Batch, event: Any, position: int) -> None:
         "credits_pending": 0,
         "version": event.originator_version,
     }
-    stream_id = str(event.originator_id)
+    stream_id = batch.stream_text(event.originator_id)
     batch.accounts[stream_id] = state
     batch.dirty_accounts.add(stream_id)
     data = {"account": account_resource(state, position)}
@@ -350,7 +377,7 @@ def _account_opened(batch: _Batch, event: Any, position: int) -> None:
 
 def _account_changed(event_type: str, change: Callable[[dict[str, Any], Any], None]) -> Any:
     def handle(batch: _Batch, event: Any, position: int) -> None:
-        stream_id = str(event.originator_id)
+        stream_id = batch.stream_text(event.originator_id)
         state = batch.account(stream_id)
         change(state, event)
         state["version"] = event.originator_version
@@ -370,7 +397,7 @@ def _update_metadata(state: dict[str, Any], event: Any) -> None:
 
 
 def _balance_changed(batch: _Batch, event: Any, position: int) -> None:
-    stream_id = str(event.originator_id)
+    stream_id = batch.stream_text(event.originator_id)
     state = batch.account(stream_id)
     monitors = batch.monitors_of(state["account_id"])
     # Most accounts have no monitor: their state before the change is never shown.
@@ -561,6 +588,7 @@ class FeedProjector(ThreadWorker):
         # checkpoint of that commit: the next batch starts from them when the checkpoint
         # has not moved since (no other projector wrote), instead of reading them back.
         self._accounts: tuple[int, dict[str, dict[str, Any]]] | None = None
+        self._stream_texts = StreamTexts()
 
     def step(self, limit: int = PROJECTOR_BATCH_MAX) -> int:
         """Project the next notifications; the number of log events read (0: caught up)."""
@@ -584,12 +612,13 @@ class FeedProjector(ThreadWorker):
             head = lock_head(cursor, self.database.is_postgres)
             if head.checkpoint != checkpoint:
                 raise ConcurrentProjectorError(f"checkpoint moved {checkpoint}→{head.checkpoint}")
-            batch = _Batch(cursor, self.ledger)
+            batch = _Batch(cursor, self.ledger, self._stream_texts)
             if kept is not None and kept[0] == checkpoint:
                 # Nobody projected since this projector's last commit: its states stand.
                 batch.accounts = kept[1]
             # The accounts' streams only: a transfer's stream has no feed state to load.
-            batch.prefetch([str(e.originator_id) for e in events if isinstance(e, Account.Event)])
+            text = batch.stream_text
+            batch.prefetch([text(e.originator_id) for e in events if isinstance(e, Account.Event)])
             batch.prefetch_effects(
                 [e.transfer_id for e in events if isinstance(e, Transfer.TransferRecorded)]
             )

@@ -1,0 +1,35 @@
+"""The feed projector's stream ids as text (``StreamTexts``): the text ``str(UUID)``
+writes, whether written out or looked up, and bounded."""
+
+import uuid
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.events.projector import StreamTexts
+
+
+@given(st.lists(st.uuids(), max_size=20))
+def test_a_stream_id_s_text_is_its_str_the_first_time_and_after(ids: list[uuid.UUID]) -> None:
+    texts = StreamTexts()
+    for _ in range(2):  # written out, then looked up
+        assert [texts.of(stream_id) for stream_id in ids] == [str(i) for i in ids]
+
+
+def test_an_equal_id_of_another_object_finds_the_same_text() -> None:
+    texts = StreamTexts()
+    stream_id = uuid.uuid4()
+    first = texts.of(stream_id)
+    assert texts.of(uuid.UUID(str(stream_id))) is first
+    assert len(texts) == 1
+
+
+def test_past_its_bound_it_drops_what_it_kept_and_goes_on_right() -> None:
+    texts = StreamTexts(kept_max=3)
+    ids = [uuid.uuid4() for _ in range(4)]
+    assert [texts.of(stream_id) for stream_id in ids[:3]] == [str(i) for i in ids[:3]]
+    assert len(texts) == 3
+    assert texts.of(ids[3]) == str(ids[3])
+    assert len(texts) == 1  # the three dropped, the fourth kept
+    assert texts.of(ids[0]) == str(ids[0])
+    assert len(texts) == 2
