@@ -111,15 +111,13 @@ class LedgerView(RowWriter, RowReader):
 
     def drop_unused_indexes(self) -> None:
         """Drop the indexes an older version made and this one does not use
-        (``DROPPED_INDEXES``), each in a transaction of its own that waits for its lock at
-        most ``INDEX_DROP_LOCK_WAIT_SECONDS``: a long read of the table (an export, an
-        audit) or a busy writer keeps it until a later start, instead of stalling this
-        start and, on PostgreSQL, every reader queued behind the drop's lock."""
+        (``DROPPED_INDEXES``), each waiting for its lock at most
+        ``INDEX_DROP_LOCK_WAIT_SECONDS``: a long read of the table (an export, an audit)
+        or a busy writer keeps it until a later start, instead of stalling this start
+        (an unused index costs writes, never answers)."""
         for index in DROPPED_INDEXES:
             try:
-                with self._transaction(commit=True) as cursor:
-                    self._bound_lock_wait(cursor)
-                    self._run(cursor, f"DROP INDEX IF EXISTS {{{index}_dropped}}")
+                self._drop_index(f"{{{index}_dropped}}")
             except (OperationalError, psycopg.OperationalError, sqlite3.OperationalError) as error:
                 log.warning(
                     "views.index_kept",
@@ -128,8 +126,9 @@ class LedgerView(RowWriter, RowReader):
                     f"start: {error}",
                 )
 
-    def _bound_lock_wait(self, cursor: Cursor) -> None:
-        """Make this transaction's lock waits end at ``INDEX_DROP_LOCK_WAIT_SECONDS``."""
+    def _drop_index(self, name: str) -> None:
+        """``DROP INDEX IF EXISTS name``, its lock waited for at most
+        ``INDEX_DROP_LOCK_WAIT_SECONDS`` (the backend's way)."""
         raise NotImplementedError
 
     def _empty(self, cursor: Cursor) -> None:
@@ -274,9 +273,17 @@ class SQLiteLedgerView(LedgerView, SQLiteTrackingRecorder):
         self.settle_schema_version()
         self.drop_unused_indexes()
 
-    def _bound_lock_wait(self, cursor: Cursor) -> None:
-        """Nothing: in WAL mode readers never hold off a writer, and the drop waits for
-        the views' writer as any write does (the connection's busy timeout)."""
+    def _drop_index(self, name: str) -> None:
+        # The drop waits for the views' writer only (in WAL mode readers never hold off
+        # a writer), but the connection's busy timeout is long: bounded for this write.
+        with self._transaction(commit=True) as cursor:
+            self._run(cursor, "PRAGMA busy_timeout")
+            previous = int(cursor.fetchone()[0])
+            self._run(cursor, f"PRAGMA busy_timeout = {INDEX_DROP_LOCK_WAIT_SECONDS * 1000}")
+            try:
+                self._run(cursor, f"DROP INDEX IF EXISTS {name}")
+            finally:
+                self._run(cursor, f"PRAGMA busy_timeout = {previous}")
 
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Cursor]:
         return self.datastore.transaction(commit=commit)
@@ -338,8 +345,17 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
             self.settle_schema_version()
         self.drop_unused_indexes()
 
-    def _bound_lock_wait(self, cursor: Cursor) -> None:
-        self._run(cursor, f"SET LOCAL lock_timeout = '{INDEX_DROP_LOCK_WAIT_SECONDS}s'")
+    def _drop_index(self, name: str) -> None:
+        # CONCURRENTLY: no ACCESS EXCLUSIVE lock, so neither reads nor writes of the
+        # table queue behind the drop while it waits for the transactions under way
+        # (outside a transaction: the pool's connections are in autocommit mode). One
+        # that fails part way leaves the index invalid, unused, and dropped next time.
+        with self.datastore.get_connection() as connection:
+            connection.execute(f"SET lock_timeout = '{INDEX_DROP_LOCK_WAIT_SECONDS}s'")
+            try:
+                connection.execute(self._sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+            finally:
+                connection.execute("RESET lock_timeout")
 
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Cursor]:
         return self.datastore.transaction(commit=commit)

@@ -66,9 +66,10 @@ _OPENING_LINES: Final = tuple(
     for kind in (Account.Debited, Account.Credited, Account.DebitReserved, Account.CreditReserved)
 )
 
-# The statuses an account's listing reads through its lines: all, or ``posted`` (most
-# transfers); the others start from the partial indexes of the transfers not posted.
-_LINE_STATUSES: Final = (None, "posted")
+# A metadata pair carried by fewer transfers than this is an account listing's start
+# (its index, then a sort of its matches); a commoner one is checked on each of the
+# account's lines, in their order, until the page is full.
+RARE_PAIR_TRANSFERS: Final = 1_000
 
 _ZERO_COUNTERS: Final = {
     "debits_posted": 0,
@@ -332,16 +333,26 @@ class RowReader(SqlAccess):
         return None if row is None else _transfer(row)
 
     def transfers(self, query: TransferFilter) -> list[TransferView]:
-        if query.account_id is not None and not query.metadata and query.status in _LINE_STATUSES:
-            return self._account_transfers(query, query.account_id)
+        """A page of transfers, from the narrowest start an account's listing has
+        (decision 0033): a hold's status from the partial indexes of the transfers not
+        posted; a metadata pair that few transfers carry from its index; otherwise the
+        account's lines."""
+        account_id = query.account_id
+        if account_id is None:
+            return self._listed(query)
+        if query.status is not None and query.status != "posted":
+            return self._held(query, account_id)
+        if query.metadata and self._a_rare_pair(query.metadata):
+            return self._listed(query, account_id)
+        return self._account_transfers(query, account_id)
+
+    def _listed(self, query: TransferFilter, account_id: str | None = None) -> list[TransferView]:
+        """In position order from the transfers' own indexes (with metadata pairs, from
+        the pairs' index), the account a filter on each row."""
         conditions, params = _transfer_conditions(query)
-        if query.account_id is not None:
-            # A metadata pair (walked through its index) or a hold's status (the partial
-            # indexes of the transfers but posted) is the narrower start (decision 0033).
+        if account_id is not None:
             conditions[:0] = ["(t.debit_account_id = ? OR t.credit_account_id = ?)"]
-            params[:0] = [query.account_id, query.account_id]
-            if query.status is not None and query.status != "posted":
-                conditions.append("t.status <> 'posted'")  # the partial indexes' condition
+            params[:0] = [account_id, account_id]
         joins, join_params = _metadata_joins(
             query.metadata, "transfer_metadata", "transfer_id", "t.transfer_id"
         )
@@ -354,6 +365,58 @@ class RowReader(SqlAccess):
         )
         return [_transfer(row) for row in rows]
 
+    def _held(self, query: TransferFilter, account_id: str) -> list[TransferView]:
+        """An account's transfers of a status but ``posted``: a page from each leg's
+        partial index (``transfers_held_by_debit``, ``..._by_credit``; the condition
+        ``status <> 'posted'`` repeated so that the planner may use them), merged. One
+        query per leg under ``UNION ALL``: SQLite plans an ``OR`` of the two legs with
+        the status index instead, a walk of every transfer of that status."""
+        # The status compared as an expression (``|| ''``): SQLite, without statistics,
+        # would walk the status index for an equality on its first column.
+        conditions, params = _transfer_conditions(replace(query, status=None))
+        conditions[:0] = ["t.status || '' = ?"]
+        params[:0] = [query.status]
+        joins, join_params = _metadata_joins(
+            query.metadata, "transfer_metadata", "transfer_id", "t.transfer_id"
+        )
+        direction = "DESC" if query.order == "desc" else "ASC"
+        limit = min(query.limit, PAGE_SIZE_MAX)
+        legs: list[str] = []
+        leg_params: list[Any] = []
+        for leg, other in (("debit", "credit"), ("credit", "debit")):
+            # The credit leg leaves out a transfer the debit leg found (one account on
+            # both legs is refused at the edge; this keeps the union exact regardless).
+            where = [f"t.{leg}_account_id = ?", "t.status <> 'posted'", *conditions]
+            leg_values = [account_id, *params]
+            if leg == "credit":
+                where.append(f"t.{other}_account_id <> ?")
+                leg_values.append(account_id)
+            legs.append(
+                f"SELECT * FROM (SELECT t.* FROM {{transfers}} t {joins}"
+                f"WHERE {' AND '.join(where)} ORDER BY t.position {direction} LIMIT ?) AS {leg}"
+            )
+            leg_params += [*join_params, *leg_values, limit]
+        rows = self._all(
+            f"SELECT * FROM ({' UNION ALL '.join(legs)}) AS held "
+            f"ORDER BY position {direction} LIMIT ?",
+            [*leg_params, limit],
+        )
+        return [_transfer(row) for row in rows]
+
+    def _a_rare_pair(self, metadata: Mapping[str, str]) -> bool:
+        """Whether fewer than ``RARE_PAIR_TRANSFERS`` transfers carry one of these pairs
+        (each count bounded by that): then the pair's index is the narrower start;
+        a commoner pair is checked on each of the account's lines instead."""
+        for key, value in metadata.items():
+            row = self._one(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM {transfer_metadata} "
+                "WHERE key = ? AND value = ? LIMIT ?) AS matches",
+                [key, value, RARE_PAIR_TRANSFERS],
+            )
+            if row is not None and int(row["n"]) < RARE_PAIR_TRANSFERS:
+                return True
+        return False
+
     def _account_transfers(self, query: TransferFilter, account_id: str) -> list[TransferView]:
         """The transfers with ``account_id`` on a leg (all, or those posted), through the
         account's ``entries`` (its primary key, in position order) rather than an index
@@ -362,7 +425,7 @@ class RowReader(SqlAccess):
         is in the commit that recorded the transfer, and the writer puts an account's
         lines in its transfers' order (the group's commands in turn), so the lines'
         order is the transfers' order (decision 0033 addendum; a test holds the writer
-        to it)."""
+        to it). Metadata pairs (common ones: ``_a_rare_pair``) are checked per line."""
         descending = query.order == "desc"
         conditions, params = _transfer_conditions(query)
         conditions[:0] = [
@@ -372,6 +435,13 @@ class RowReader(SqlAccess):
             "(t.debit_account_id = ? OR t.credit_account_id = ?)",
         ]
         params[:0] = [account_id, *_OPENING_LINES, account_id, account_id]
+        for index, pair in enumerate(sorted(query.metadata.items())):
+            conditions.append(
+                f"EXISTS (SELECT 1 FROM {{transfer_metadata}} m{index} WHERE "
+                f"m{index}.transfer_id = t.transfer_id AND m{index}.key = ? "
+                f"AND m{index}.value = ?)"
+            )
+            params += pair
         if query.cursor is not None:  # the lines of the cursor's commit, and past it
             start, end = self._commit_span(query.cursor)
             conditions.append("e.position <= ?" if descending else "e.position >= ?")

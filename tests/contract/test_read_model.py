@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import projections.reader
 from app.application.commands import GrantTerms, OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.application.queries import Queries
@@ -617,7 +618,10 @@ def assert_lines_in_transfer_order(view: LedgerView) -> None:
     assert shared, "no commit held two transfers of one account"
 
 
-def test_an_accounts_transfer_pages_are_the_transfers_with_it_on_a_leg(books: Books) -> None:
+@pytest.mark.parametrize("pairs", ["rare", "common"])
+def test_an_accounts_transfer_pages_are_the_transfers_with_it_on_a_leg(
+    books: Books, pairs: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An account's transfers are read through its statement lines, or for a hold's
     status or a metadata pair from their indexes (decision 0033): page after page of
     three, in either order and with each filter, they are the transfers of the
@@ -625,7 +629,10 @@ def test_an_accounts_transfer_pages_are_the_transfers_with_it_on_a_leg(books: Bo
     whose transfers' ids run against their order, holds posted and voided (lines of the
     same transfer in later commits), a reversal, a grant and its expiry, and single
     transfers written by threads together (group commits); the writer put every
-    account's lines in its transfers' order."""
+    account's lines in its transfers' order. A metadata pair is taken as rare (its
+    index the start) or as common (checked on each of the account's lines)."""
+    if pairs == "common":
+        monkeypatch.setattr(projections.reader, "RARE_PAIR_TRANSFERS", 1)
     ledger = books.ledger
     ledger.open_account(OpenAccount("bank", UNIT, allow_negative=True))
     for name in ("a", "b", "c"):
@@ -648,7 +655,8 @@ def test_an_accounts_transfer_pages_are_the_transfers_with_it_on_a_leg(books: Bo
 
     def single(number: int) -> Callable[[], object]:
         pair = ("a", "b") if number % 2 else ("c", "a")
-        return lambda: ledger.record_transfer(RecordTransfer(f"one:{number}", *pair, 1))
+        single = RecordTransfer(f"one:{number}", *pair, 1, metadata={"from": "threads"})
+        return lambda: ledger.record_transfer(single)
 
     run_in_threads([single(number) for number in range(12)], CATCH_UP_SECONDS)
     books.clock.offset = timedelta(hours=2)
@@ -665,6 +673,8 @@ def test_an_accounts_transfer_pages_are_the_transfers_with_it_on_a_leg(books: Bo
         {"status": "pending"},
         {"status": "voided"},
         {"metadata": {"kind": "tag"}},
+        {"metadata": {"from": "threads"}},
+        {"metadata": {"from": "threads"}, "status": "posted"},
         {"since": middle},
         {"until": middle},
     ]
