@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, ClassVar, Final, cast
 
 import orjson
@@ -26,6 +26,7 @@ from app.domain.commits import commit_of
 from app.domain.postings import COUNTER_NAMES, Counters, post
 from app.domain.transfer import Transfer, fate_after, initial_fate
 from app.domain.values import transfer_uuid
+from app.persistence.decoding import StreamTexts
 from projections.lots import apply_lot_moves
 from projections.schema import Cursor, SqlAccess, timestamp_text
 
@@ -36,6 +37,9 @@ LOAD_CHUNK_SIZE: Final = 500
 # The most ``balances`` rows a view's writer keeps between batches (``_account_rows``):
 # some 1.5 kB each.
 ACCOUNT_ROWS_KEPT_MAX: Final = 20_000
+# An account's stream id as the views key it (its ``hex``), written out once per account
+# and kept, by every writer of the process (the text of an id never changes).
+account_hex: Final = StreamTexts(attrgetter("hex")).of
 
 COUNTERS: Final = COUNTER_NAMES
 ACCOUNT_STATE: Final = (
@@ -219,7 +223,7 @@ class RowWriter(SqlAccess):
             if isinstance(event, Account.Opened):
                 continue
             if isinstance(event, Account.Event):
-                account_ids.add(event.originator_id.hex)
+                account_ids.add(account_hex(event.originator_id))
             elif isinstance(event, Transfer.TransferRecorded):
                 if event.reversal_of is not None:
                     transfer_ids.add(transfer_uuid(event.reversal_of).hex)
@@ -328,7 +332,7 @@ class RowWriter(SqlAccess):
         )
 
     def _account_of(self, rows: _Rows, event: Account.Event) -> tuple[str, dict[str, Any]]:
-        stream_id = event.originator_id.hex
+        stream_id = account_hex(event.originator_id)
         account = rows.accounts.get(stream_id)
         assert account is not None, f"account event before opening: {event.originator_id}"
         return stream_id, account

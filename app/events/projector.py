@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
 from typing import Any, Final
-from uuid import UUID
 
 import orjson
 import structlog
@@ -33,7 +32,7 @@ from app.events import schema
 from app.events.database import Cursor, Database
 from app.events.store import FeedStore, Head, append_events, lock_head
 from app.events.worker import ThreadWorker
-from app.persistence.decoding import DecodedBatches, domain_event_reader
+from app.persistence.decoding import DecodedBatches, StreamTexts, domain_event_reader
 
 log = structlog.get_logger(__name__)
 
@@ -64,30 +63,6 @@ CATCH_UP_SECONDS_MAX: Final = 60.0
 MONITORED_FIELDS: Final = ("balance", "available")
 # What a grant's public events show of its lot's terms.
 GRANT_TERMS: Final = ("expires_at", "effective_at", "priority", "category")
-
-
-class StreamTexts:
-    """Stream ids as text (``str(UUID)``, the feed's key of an account's state), each
-    written out once and then looked up by the id's integer (hashing a ``UUID`` calls
-    back into Python): the feed needs an account's text two or three times per transfer,
-    and ``UUID.__str__`` was its largest Python cost of its own. At most ``kept_max``
-    kept: past it, all of them are dropped and written out again as they come."""
-
-    def __init__(self, kept_max: int = FEED_STATES_KEPT_MAX) -> None:
-        self._texts: dict[int, str] = {}
-        self._kept_max = kept_max
-
-    def of(self, stream_id: UUID) -> str:
-        key = stream_id.int
-        text = self._texts.get(key)
-        if text is None:
-            if len(self._texts) >= self._kept_max:
-                self._texts.clear()
-            text = self._texts[key] = str(stream_id)
-        return text
-
-    def __len__(self) -> int:
-        return len(self._texts)
 
 
 class ConcurrentProjectorError(Exception):

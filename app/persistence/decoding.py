@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
+from uuid import UUID
 
 from eventsourcing.persistence import Mapper, Notification, StoredEvent, find_id_convertor
 from eventsourcing.utils import resolve_topic
@@ -19,6 +20,8 @@ from eventsourcing.utils import resolve_topic
 # under such batches, fell out of the window and read and decoded the log itself, which
 # cost it more and kept it out.
 SHARED_EVENTS_MAX: Final = 30_000
+# The most stream ids a ``StreamTexts`` keeps as text (some 150 bytes each).
+STREAM_TEXTS_KEPT_MAX: Final = 20_000
 
 
 def domain_event_reader(mapper: Mapper[Any]) -> Callable[[StoredEvent], Any]:
@@ -55,6 +58,34 @@ def domain_event_reader(mapper: Mapper[Any]) -> Callable[[StoredEvent], Any]:
         return event
 
     return to_domain_event
+
+
+class StreamTexts:
+    """Stream ids as text (``str(UUID)`` by default, or what ``write`` makes of one: the
+    feed keys an account's state by the first, the views by its ``hex``), each written
+    out once and then looked up by the id's integer (hashing a ``UUID`` calls back into
+    Python). A reader of the log meets an account's id two or more times per transfer:
+    ``UUID.__str__`` was the feed's largest Python cost of its own. At most ``kept_max``
+    kept: past it, all of them are dropped and written out again as they come."""
+
+    def __init__(
+        self, write: Callable[[UUID], str] = str, kept_max: int = STREAM_TEXTS_KEPT_MAX
+    ) -> None:
+        self._texts: dict[int, str] = {}
+        self._write = write
+        self._kept_max = kept_max
+
+    def of(self, stream_id: UUID) -> str:
+        key = stream_id.int
+        text = self._texts.get(key)
+        if text is None:
+            if len(self._texts) >= self._kept_max:
+                self._texts.clear()
+            text = self._texts[key] = self._write(stream_id)
+        return text
+
+    def __len__(self) -> int:
+        return len(self._texts)
 
 
 @dataclass(frozen=True)

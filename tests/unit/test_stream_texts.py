@@ -1,12 +1,14 @@
-"""The feed projector's stream ids as text (``StreamTexts``): the text ``str(UUID)``
-writes, whether written out or looked up, and bounded."""
+"""Stream ids as text (``StreamTexts``: the feed's ``str(UUID)``, the views' ``hex``):
+the text the id's own method writes, whether written out or looked up, and bounded."""
 
 import uuid
+from operator import attrgetter
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.events.projector import StreamTexts
+from app.persistence.decoding import StreamTexts
+from projections.projection import account_hex
 
 
 @given(st.lists(st.uuids(), max_size=20))
@@ -33,3 +35,16 @@ def test_past_its_bound_it_drops_what_it_kept_and_goes_on_right() -> None:
     assert len(texts) == 1  # the three dropped, the fourth kept
     assert texts.of(ids[0]) == str(ids[0])
     assert len(texts) == 2
+
+
+@given(st.lists(st.uuids(), max_size=20))
+def test_written_by_another_method_it_is_that_method_s_text(ids: list[uuid.UUID]) -> None:
+    texts = StreamTexts(attrgetter("hex"))
+    for _ in range(2):
+        assert [texts.of(stream_id) for stream_id in ids] == [i.hex for i in ids]
+
+
+@given(st.uuids())
+def test_the_views_account_key_is_the_id_s_hex(stream_id: uuid.UUID) -> None:
+    assert account_hex(stream_id) == stream_id.hex
+    assert account_hex(uuid.UUID(str(stream_id))) == stream_id.hex
