@@ -4,6 +4,8 @@ every command, every rejection code, idempotency. Each rejection must change not
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -11,8 +13,11 @@ from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import ACCOUNT_SNAPSHOT_INTERVAL, Ledger
 from app.application.views import AccountView
 from app.domain import errors, limits
+from app.domain.account import Account
+from app.domain.transfer import Transfer
 from app.domain.values import account_uuid
 from tests.conftest import store_env, store_url
+from tests.support.threads import run_in_threads
 
 ISSUANCE = "issuance"
 ALICE = "user:alice"
@@ -651,3 +656,42 @@ def test_a_hot_account_reloads_from_its_snapshot_after_a_restart(
     assert (account.balance, account.version) == (count, count)
     assert restarted.get_account_at_version(ALICE, count).balance == count
     restarted.close()
+
+
+def test_an_accounts_lines_run_in_its_transfers_order_in_the_log(ledger: Ledger) -> None:
+    """The promise an account's transfer listing rests on (decision 0033), on every
+    event store: each account's opening lines of transfers (a debit, a credit or a
+    reservation) come in the log in the order of those transfers' own recordings, within
+    a commit (group commits of threads, atomic and non-atomic batches whose ids run
+    against their order) as across commits."""
+    for name in ("bank", "a", "b", "c"):
+        ledger.open_account(OpenAccount(name, "CREDITS", allow_negative=True))
+    pairs = [("a", "b"), ("b", "c"), ("c", "a"), ("a", "c")]
+    for batch in range(3):
+        commands = [RecordTransfer(f"batch:{batch}:{9 - n}", *pairs[n % 4], 1) for n in range(8)]
+        ledger.record_batch(commands, atomic=batch % 2 == 0)
+    for number in range(3):
+        hold = RecordTransfer(f"hold:{number}", "a", "b", 2, pending=True, timeout_seconds=600)
+        ledger.record_transfer(hold)
+    ledger.post_pending("hold:0")
+    ledger.void_pending("hold:1")
+    ledger.reverse_transfer("batch:0:9", "reversal")
+
+    def single(number: int) -> Callable[[], object]:
+        command = RecordTransfer(f"one:{number}", *pairs[number % 4], 1)
+        return lambda: ledger.record_transfer(command)
+
+    run_in_threads([single(number) for number in range(16)], timeout=60)
+    recorded: dict[str, int] = {}
+    lines: dict[UUID, list[str]] = {}
+    opening = (Account.Debited, Account.Credited, Account.DebitReserved, Account.CreditReserved)
+    for notification in ledger.recorder.select_notifications(start=None, limit=100_000):
+        event: Any = ledger.mapper.to_domain_event(notification)
+        if isinstance(event, Transfer.TransferRecorded):
+            recorded[event.transfer_id] = notification.id
+        elif isinstance(event, opening):
+            lines.setdefault(event.originator_id, []).append(event.transfer_id)
+    assert len(recorded) == 3 * 8 + 3 + 1 + 16
+    for account, transfer_ids in lines.items():
+        positions = [recorded[transfer_id] for transfer_id in transfer_ids]
+        assert positions == sorted(positions), account
