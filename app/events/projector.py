@@ -36,6 +36,10 @@ from app.persistence.decoding import DecodedBatches, StreamTexts, domain_event_r
 
 log = structlog.get_logger(__name__)
 
+# An account's stream id as the feed keys its state (``str``), written out once per
+# account and kept, by every projector of the process (the text of an id never changes).
+account_text: Final = StreamTexts().of
+
 PROJECTOR_BATCH_MAX: Final = 500
 # The largest step of a projector that keeps finding full batches (a backlog).
 PROJECTOR_CATCH_UP_BATCH_MAX: Final = 5_000
@@ -72,11 +76,9 @@ class ConcurrentProjectorError(Exception):
 class _Batch:
     """The state one batch of notifications reads and writes, flushed in one transaction."""
 
-    def __init__(self, cursor: Cursor, ledger: Ledger, texts: StreamTexts | None = None) -> None:
+    def __init__(self, cursor: Cursor, ledger: Ledger) -> None:
         self.cursor = cursor
         self.ledger = ledger
-        # The projector's stream ids as text, kept across its batches.
-        self.stream_text = (texts or StreamTexts()).of
         self.accounts: dict[str, dict[str, Any]] = {}
         self.dirty_accounts: set[str] = set()
         self.effects: dict[tuple[str, str], dict[str, Any]] = {}
@@ -343,7 +345,7 @@ def _account_opened(batch: _Batch, event: Any, position: int) -> None:
         "credits_pending": 0,
         "version": event.originator_version,
     }
-    stream_id = batch.stream_text(event.originator_id)
+    stream_id = account_text(event.originator_id)
     batch.accounts[stream_id] = state
     batch.dirty_accounts.add(stream_id)
     data = {"account": account_resource(state, position)}
@@ -352,7 +354,7 @@ def _account_opened(batch: _Batch, event: Any, position: int) -> None:
 
 def _account_changed(event_type: str, change: Callable[[dict[str, Any], Any], None]) -> Any:
     def handle(batch: _Batch, event: Any, position: int) -> None:
-        stream_id = batch.stream_text(event.originator_id)
+        stream_id = account_text(event.originator_id)
         state = batch.account(stream_id)
         change(state, event)
         state["version"] = event.originator_version
@@ -372,7 +374,7 @@ def _update_metadata(state: dict[str, Any], event: Any) -> None:
 
 
 def _balance_changed(batch: _Batch, event: Any, position: int) -> None:
-    stream_id = batch.stream_text(event.originator_id)
+    stream_id = account_text(event.originator_id)
     state = batch.account(stream_id)
     monitors = batch.monitors_of(state["account_id"])
     # Most accounts have no monitor: their state before the change is never shown.
@@ -563,7 +565,6 @@ class FeedProjector(ThreadWorker):
         # checkpoint of that commit: the next batch starts from them when the checkpoint
         # has not moved since (no other projector wrote), instead of reading them back.
         self._accounts: tuple[int, dict[str, dict[str, Any]]] | None = None
-        self._stream_texts = StreamTexts()
 
     def step(self, limit: int = PROJECTOR_BATCH_MAX) -> int:
         """Project the next notifications; the number of log events read (0: caught up)."""
@@ -587,13 +588,14 @@ class FeedProjector(ThreadWorker):
             head = lock_head(cursor, self.database.is_postgres)
             if head.checkpoint != checkpoint:
                 raise ConcurrentProjectorError(f"checkpoint moved {checkpoint}→{head.checkpoint}")
-            batch = _Batch(cursor, self.ledger, self._stream_texts)
+            batch = _Batch(cursor, self.ledger)
             if kept is not None and kept[0] == checkpoint:
                 # Nobody projected since this projector's last commit: its states stand.
                 batch.accounts = kept[1]
             # The accounts' streams only: a transfer's stream has no feed state to load.
-            text = batch.stream_text
-            batch.prefetch([text(e.originator_id) for e in events if isinstance(e, Account.Event)])
+            batch.prefetch(
+                [account_text(e.originator_id) for e in events if isinstance(e, Account.Event)]
+            )
             batch.prefetch_effects(
                 [e.transfer_id for e in events if isinstance(e, Transfer.TransferRecorded)]
             )

@@ -7,6 +7,7 @@ from operator import attrgetter
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.events.projector import account_text
 from app.persistence.decoding import StreamTexts
 from projections.projection import account_hex
 
@@ -48,3 +49,12 @@ def test_written_by_another_method_it_is_that_method_s_text(ids: list[uuid.UUID]
 def test_the_views_account_key_is_the_id_s_hex(stream_id: uuid.UUID) -> None:
     assert account_hex(stream_id) == stream_id.hex
     assert account_hex(uuid.UUID(str(stream_id))) == stream_id.hex
+
+
+@given(st.uuids())
+def test_the_feeds_account_key_is_the_id_s_str_kept_across_calls(stream_id: uuid.UUID) -> None:
+    """One text per account for every batch of every projector: the same object back
+    for an equal id (a ``StreamTexts`` made per batch, or per call, would write it anew)."""
+    first = account_text(stream_id)
+    assert first == str(stream_id)
+    assert account_text(uuid.UUID(str(stream_id))) is first
