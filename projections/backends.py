@@ -53,10 +53,10 @@ VIEW_RANDOM_PAGE_COST: Final = 1.1
 # account's entries) is copied back once per checkpoint instead of once per 1,000
 # pages. About 40 MB of WAL at 4 kB pages (decision 0013, eighth-session addendum).
 VIEWS_WAL_AUTOCHECKPOINT_PAGES: Final = 10_000
-# How long opening the views waits for the table lock that dropping an index an older
-# version made takes (PostgreSQL's ACCESS EXCLUSIVE, which waits for every read of the
-# table and makes every later one wait behind it). Past it the index is kept until the
-# next start: it costs writes, not answers (decision 0033 addendum).
+# How long opening the views waits to drop an index an older version made: on
+# PostgreSQL for the transactions under way on its table (``DROP INDEX CONCURRENTLY``),
+# on SQLite for the views' writer. Past it the index is kept until the next start: it
+# costs writes, not answers (decision 0033 addendum).
 INDEX_DROP_LOCK_WAIT_SECONDS: Final = 1
 
 
