@@ -10,8 +10,15 @@
   hashed once over it, a uuid5 per transfer's new stream): what an event-sourced write
   of these rows cannot do without.
   Each SQLite line also prints the process CPU time per transfer of both sides (every
-  thread's): on a loaded machine the wall-time ratio favours the shorter phase (the
-  scheduler's credit for a thread that just woke), the CPU ratio does not.
+  thread's), and the time their threads waited for a core (runnable, not running: the
+  machine's other load), both over the timed part only: what a side prepares before
+  it (the floor's rows and ids, the ledger's commands) counts in neither its wall nor
+  its CPU time. On a loaded machine the wall-time ratio favours the shorter phase (the
+  scheduler's credit for a thread that just woke), the CPU ratio does not. A side's
+  wall time less its CPU and its wait for a core is what it spent blocked (its commits'
+  syncs, the ledger's hand-offs between its caller and its writer thread).
+  The floor's connection is given the ledger's write connection's settings (journal
+  mode, synchronous, page cache, checkpoint size).
 * PostgreSQL, atomic batches of 1,000 against the naive column: 8 connections each doing
   single transfers as two ``UPDATE … credits_remaining`` in one transaction. Goal: at
   least 1.5 times the column.
@@ -31,9 +38,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -43,12 +49,13 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import machine
+from benchlib import machine, run_queue_seconds
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.domain.chain import GENESIS
 from app.domain.transfer import Transfer
+from app.persistence.sqlite_subscription import SubscribableSQLiteApplicationRecorder
 from app.persistence.stores import event_store_env, sqlite_url
 from tests.support.pgserver import running_postgres
 
@@ -75,6 +82,17 @@ class Goal:
     # sensitive to a loaded machine than wall time.
     ledger_cpu: list[float] = field(default_factory=list)
     other_cpu: list[float] = field(default_factory=list)
+    # Time per transfer (µs) the side's threads waited for a core, where measured.
+    ledger_waiting: list[float] = field(default_factory=list)
+    other_waiting: list[float] = field(default_factory=list)
+
+    def add(self, mine: "Phase", theirs: "Phase") -> None:
+        self.ledger.append(mine.rate)
+        self.ledger_cpu.append(mine.cpu_per_transfer)
+        self.ledger_waiting.append(mine.waiting_per_transfer)
+        self.other.append(theirs.rate)
+        self.other_cpu.append(theirs.cpu_per_transfer)
+        self.other_waiting.append(theirs.waiting_per_transfer)
 
     def ratios(self) -> list[float]:
         return [mine / theirs for mine, theirs in zip(self.ledger, self.other, strict=True)]
@@ -92,6 +110,11 @@ class Goal:
                 f"; CPU per transfer {mine_cpu:,.1f} µs vs {theirs_cpu:,.1f} µs "
                 f"(ratio {theirs_cpu / mine_cpu:.2f})"
             )
+        if self.ledger_waiting and self.other_waiting:
+            mine_wait, theirs_wait = (
+                statistics.median(w) for w in (self.ledger_waiting, self.other_waiting)
+            )
+            cpu += f"; waiting for a core {mine_wait:,.1f} µs vs {theirs_wait:,.1f} µs"
         return (
             f"{self.name}: ledger {statistics.median(self.ledger):,.0f}/s, {self.baseline} "
             f"{statistics.median(self.other):,.0f}/s, ratio {ratio:.2f} ({verdict}); per round "
@@ -122,33 +145,57 @@ def spend_batch(tag: str) -> list[RecordTransfer]:
     return [RecordTransfer(f"{tag}:{i}", user(i % USERS), "revenue", 1) for i in range(BATCH)]
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One side's timed part: its transfers per second, and per transfer the process CPU
+    time and the time its threads waited for a core (µs, every thread's)."""
+
+    rate: float
+    cpu_per_transfer: float
+    waiting_per_transfer: float
+
+
+class Stopwatch:
+    """Wall, process CPU and run-queue time from its start (``Phase`` at ``stop``)."""
+
+    def __init__(self) -> None:
+        self._cpu = time.process_time()
+        self._waiting = run_queue_seconds()
+        self._wall = time.perf_counter()
+
+    def stop(self, transfers: int) -> Phase:
+        wall = time.perf_counter() - self._wall
+        cpu = time.process_time() - self._cpu
+        waiting = run_queue_seconds() - self._waiting
+        return Phase(transfers / wall, 1e6 * cpu / transfers, 1e6 * waiting / transfers)
+
+
 def ledger_batches(ledger: Ledger, tag: str, count: int) -> float:
-    return timed_ledger_batches(ledger, tag, count)[0]
+    return timed_ledger_batches(ledger, tag, count).rate
 
 
-def timed_ledger_batches(ledger: Ledger, tag: str, count: int) -> tuple[float, float]:
-    """Transfers per second, and the process CPU seconds the batches took (every thread's;
-    not the commands' construction)."""
+def timed_ledger_batches(ledger: Ledger, tag: str, count: int) -> Phase:
+    """The batches' phase (not the commands' construction)."""
     batches = [spend_batch(f"{tag}:{n}") for n in range(count)]
-    started, started_cpu = time.perf_counter(), time.process_time()
+    stopwatch = Stopwatch()
     for batch in batches:
         ledger.record_batch(batch, atomic=True)
-    cpu = time.process_time() - started_cpu
-    return count * BATCH / (time.perf_counter() - started), cpu
+    return stopwatch.stop(count * BATCH)
 
 
 # SQLite: the floor -----------------------------------------------------------------------
 
 
-def library_pragmas(ledger: Ledger) -> tuple[str, int]:
+# The write connection's settings the floor's connection is given, as the ledger's write
+# connection has them after a large write.
+WRITER_PRAGMAS: Final = ("journal_mode", "synchronous", "cache_size", "wal_autocheckpoint")
+
+
+def library_pragmas(ledger: Ledger) -> dict[str, str]:
+    """``WRITER_PRAGMAS`` as the ledger's write connection has them (after a batch)."""
     recorder = ledger.recorder
-    assert isinstance(recorder, SQLiteApplicationRecorder)
-    with recorder.datastore.transaction(commit=False) as cursor:
-        cursor.execute("PRAGMA journal_mode")
-        journal_mode = str(cursor.fetchone()[0])
-        cursor.execute("PRAGMA synchronous")
-        synchronous = int(cursor.fetchone()[0])
-    return journal_mode, synchronous
+    assert isinstance(recorder, SubscribableSQLiteApplicationRecorder)
+    return {name: str(recorder.writer_pragma(name)) for name in WRITER_PRAGMAS}
 
 
 def sample_rows(ledger: Ledger) -> list[tuple[str, int, str, bytes]]:
@@ -166,32 +213,32 @@ def sample_rows(ledger: Ledger) -> list[tuple[str, int, str, bytes]]:
 class Floor:
     """The library's events table in its own file, filled by ``executemany``."""
 
-    def __init__(self, path: Path, journal_mode: str, synchronous: int) -> None:
+    def __init__(self, path: Path, pragmas: dict[str, str]) -> None:
         Ledger(event_store_env(sqlite_url(path))).close()  # the library creates its table
         self.connection = sqlite3.connect(path, isolation_level=None)
-        self.connection.execute(f"PRAGMA journal_mode={journal_mode}")
-        self.connection.execute(f"PRAGMA synchronous={synchronous}")
+        for name, value in pragmas.items():
+            self.connection.execute(f"PRAGMA {name}={value}")
         # Batches of the encoded floor are numbered apart (their stream ids derive from it).
         self._encoded_batch_numbers = itertools.count(0, ENCODED_BATCH_NUMBERS_STEP)
 
-    def batches(self, sample: Sequence[tuple[str, int, str, bytes]], count: int) -> float:
+    def batches(self, sample: Sequence[tuple[str, int, str, bytes]], count: int) -> Phase:
         prepared = []
         for _ in range(count):
             # Fresh stream ids per batch, the same versions, topics and payloads.
             ids = {old: uuid.uuid4().hex for old in {row[0] for row in sample}}
             prepared.append([(ids[o], v, t, s) for o, v, t, s in sample])
-        started = time.perf_counter()
+        stopwatch = Stopwatch()
         for rows in prepared:
             self.connection.execute("BEGIN")
             self.connection.executemany("INSERT INTO stored_events VALUES (?, ?, ?, ?)", rows)
             self.connection.execute("COMMIT")
-        return count * BATCH / (time.perf_counter() - started)
+        return stopwatch.stop(count * BATCH)
 
-    def encoded_batches(self, sample: Sequence[tuple[str, int, str, bytes]], count: int) -> float:
+    def encoded_batches(self, sample: Sequence[tuple[str, int, str, bytes]], count: int) -> Phase:
         """The floor, with each row's state encoded and hash-chained in the timed part."""
         states = [orjson.loads(state) for _, _, _, state in sample]
         first = next(self._encoded_batch_numbers)
-        started = time.perf_counter()
+        stopwatch = Stopwatch()
         for batch in range(first, first + count):
             rows = []
             for (old_id, version, topic, _), state in zip(sample, states, strict=True):
@@ -206,11 +253,11 @@ class Floor:
             self.connection.execute("BEGIN")
             self.connection.executemany("INSERT INTO stored_events VALUES (?, ?, ?, ?)", rows)
             self.connection.execute("COMMIT")
-        return count * BATCH / (time.perf_counter() - started)
+        return stopwatch.stop(count * BATCH)
 
     def least_encoded_batches(
         self, sample: Sequence[tuple[str, int, str, bytes]], count: int
-    ) -> float:
+    ) -> Phase:
         """The floor, with the least encoding and chaining per row in the timed part: each
         row's state (but its link) written once by orjson, its link one SHA-256 over a
         head and those bytes and joined in front of them, and the stream id of each
@@ -224,7 +271,7 @@ class Floor:
             ids = {old: uuid.uuid4().hex for old in {row[0] for row in sample}}
             prepared.append([(ids[o], v, t) for o, v, t, _ in sample])
         first = next(self._encoded_batch_numbers)
-        started = time.perf_counter()
+        stopwatch = Stopwatch()
         for batch, keyed in enumerate(prepared, start=first):
             rows = []
             for (fresh_id, version, topic), state in zip(keyed, states, strict=True):
@@ -242,18 +289,7 @@ class Floor:
             self.connection.execute("BEGIN")
             self.connection.executemany("INSERT INTO stored_events VALUES (?, ?, ?, ?)", rows)
             self.connection.execute("COMMIT")
-        return count * BATCH / (time.perf_counter() - started)
-
-
-def with_cpu(phase: Callable[[], float]) -> tuple[float, float]:
-    """The phase's figure and the process CPU seconds it took (every thread's)."""
-    started = time.process_time()
-    figure = phase()
-    return figure, time.process_time() - started
-
-
-def cpu_per_transfer(seconds: float, batches: int) -> float:
-    return 1e6 * seconds / (batches * BATCH)
+        return stopwatch.stop(count * BATCH)
 
 
 def goal_sqlite(workdir: Path, rounds: int, count: int) -> tuple[Goal, Goal, Goal]:
@@ -271,23 +307,13 @@ def goal_sqlite(workdir: Path, rounds: int, count: int) -> tuple[Goal, Goal, Goa
     with Ledger(event_store_env(sqlite_url(workdir / "ledger.sqlite"))) as ledger:
         set_up(ledger)
         ledger_batches(ledger, "warm", 1)
-        journal_mode, synchronous = library_pragmas(ledger)
-        floor = Floor(workdir / "floor.sqlite", journal_mode, synchronous)
+        floor = Floor(workdir / "floor.sqlite", library_pragmas(ledger))
         sample = sample_rows(ledger)
         for round_number in range(rounds):
-            mine, mine_cpu = timed_ledger_batches(ledger, f"r{round_number}", count)
-            floor_rate, floor_cpu = with_cpu(partial(floor.batches, sample, count))
-            encoded_rate, encoded_cpu = with_cpu(partial(floor.encoded_batches, sample, count))
-            least_rate, least_cpu = with_cpu(partial(floor.least_encoded_batches, sample, count))
-            for side, rate, cpu in (
-                (goal, floor_rate, floor_cpu),
-                (encoded, encoded_rate, encoded_cpu),
-                (least, least_rate, least_cpu),
-            ):
-                side.ledger.append(mine)
-                side.ledger_cpu.append(cpu_per_transfer(mine_cpu, count))
-                side.other.append(rate)
-                side.other_cpu.append(cpu_per_transfer(cpu, count))
+            mine = timed_ledger_batches(ledger, f"r{round_number}", count)
+            goal.add(mine, floor.batches(sample, count))
+            encoded.add(mine, floor.encoded_batches(sample, count))
+            least.add(mine, floor.least_encoded_batches(sample, count))
     return goal, encoded, least
 
 

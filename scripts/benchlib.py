@@ -95,6 +95,20 @@ def main_and_other_threads_cpu_seconds(pids: Sequence[int]) -> tuple[float, floa
     return main, other
 
 
+def run_queue_seconds(task_directory: Path = Path("/proc/self/task")) -> float:
+    """Seconds the threads of this process (or of the process whose ``task`` directory
+    is given) have spent so far runnable but waiting for a core: the second field of
+    each thread's ``schedstat`` (Linux). Over a phase, the part of its wall time that the
+    machine's other load took from it; a thread gone meanwhile counts for nothing."""
+    total = 0
+    for task in task_directory.iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 def machine_busy_seconds(stat: str | None = None) -> float:
     """CPU seconds every core of the machine has spent busy so far (all but idle and
     iowait, from /proc/stat, or the ``stat`` text given): over a phase, divided by its

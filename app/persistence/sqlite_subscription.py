@@ -254,6 +254,20 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
             self._writer = self._writer_connection = None
             writer.close()
 
+    def writer_pragma(self, name: str) -> object:
+        """A setting of the write connection as it is now (``PRAGMA name``), or of a
+        pool's connection while no write has opened it (a benchmark's floor is given the
+        write connection's settings)."""
+        with self._writing:
+            connection = self._writer_connection
+            if connection is not None:
+                value: object = connection.execute(f"PRAGMA {name}").fetchone()[0]
+                return value
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"PRAGMA {name}")
+            pooled: object = cursor.fetchone()[0]
+            return pooled
+
     def close_writer(self) -> None:
         """Close the write connection (the ledger closes it with its store)."""
         with self._writing:

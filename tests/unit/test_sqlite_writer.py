@@ -219,6 +219,21 @@ def test_the_write_connection_keeps_a_large_page_cache_and_every_connection_chec
         )
 
 
+def test_the_write_connections_settings_are_read_from_it_once_it_is_open(
+    recorder: SubscribableSQLiteApplicationRecorder,
+) -> None:
+    """What a benchmark's floor is given: the write connection's own settings, which a
+    pool's connection does not share (its page cache is SQLite's default)."""
+    assert recorder.writer_pragma("journal_mode") == "wal"  # no write yet: a pool's
+    assert recorder.writer_pragma("cache_size") != -WRITER_CACHE_KIB
+    recorder.insert_events(events(uuid4(), range(SMALL_WRITE_EVENTS_MAX + 1)))
+    assert recorder.writer_pragma("cache_size") == -WRITER_CACHE_KIB
+    assert recorder.writer_pragma("wal_autocheckpoint") == WRITER_AUTOCHECKPOINT_PAGES
+    assert recorder.writer_pragma("journal_mode") == "wal"
+    recorder.insert_events(events(uuid4(), range(1)))  # a small write: the small cache
+    assert recorder.writer_pragma("cache_size") == -SMALL_WRITE_CACHE_KIB
+
+
 def test_the_write_connections_page_cache_is_sized_for_each_write(
     recorder: SubscribableSQLiteApplicationRecorder, tmp_path: Path
 ) -> None:
