@@ -34,6 +34,7 @@ from app.heap import SettledHeap
 from app.persistence.keys import KeyStore
 from app.persistence.stores import StoreURLError, sqlite_path
 from app.settings import ConfigurationError, Settings
+from app.writer.client import WriterClient
 from projections.runner import GenerationPointer, GenerationReader, ProjectionWorkers
 
 # A PostgreSQL server that does not answer within this is reported as unreachable.
@@ -214,8 +215,13 @@ def configure_logging(settings: Settings) -> None:
         use_json_lines(JsonLines(configuration(), stamper, renderer, logger, clock))
 
 
-def build_services(settings: Settings, *, projections: bool) -> Services:
+def build_services(
+    settings: Settings, *, projections: bool, writer_socket: Path | None = None
+) -> Services:
     ledger = open_ledger(settings)
+    if writer_socket is not None:
+        # An API worker of ``serve --workers N``: its writes go to the writer process.
+        ledger.use_writer(WriterClient(str(writer_socket), ledger.committer.timeout_seconds))
     try:
         keys = open_keys(settings)
         with opening_read_model(settings):
@@ -252,17 +258,20 @@ def shutdown(services: Services) -> None:
     services.ledger.close()
 
 
-def build_app(settings: Settings, *, projections: bool) -> Litestar:
-    services = build_services(settings, projections=projections)
+def build_app(
+    settings: Settings, *, projections: bool, writer_socket: Path | None = None
+) -> Litestar:
+    services = build_services(settings, projections=projections, writer_socket=writer_socket)
     return create_app(services, on_shutdown=[lambda: shutdown(services)])
 
 
-def asgi_app() -> Litestar:
+def asgi_app(writer_socket: Path | None = None) -> Litestar:
     """For ``uvicorn --factory app.bootstrap:asgi_app`` with several worker processes:
-    API only; the projections run in their own ``ledger project`` process."""
+    API only; the projections run in their own ``ledger project`` process. With
+    ``writer_socket`` (``serve --workers N``), its writes go to that writer process."""
     settings = Settings()
     configure_logging(settings)
-    app = build_app(settings, projections=False)
+    app = build_app(settings, projections=False, writer_socket=writer_socket)
     settle_heap()
     return app
 

@@ -1,6 +1,7 @@
 """The `ledger` command: thin wrappers over the application and the projections."""
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,6 +78,7 @@ from app.persistence.keys import SCOPES, KeyFormatError, KeyStore, parse_key
 from app.persistence.last_audit import LastAuditFile
 from app.settings import ConfigurationError, Settings
 from app.worker_processes import ListenError, WorkerProcesses, answer_pings, listening_sockets
+from app.writer.server import run_writer
 from projections.catchup import collect_less_often, reads_the_log_itself
 from projections.digest import DigestCheckpoints
 from projections.runner import GenerationPointer, ProjectionWorkers, open_view
@@ -152,13 +155,20 @@ def serve(
         except ListenError as error:
             raise ConfigurationError(str(error)) from None
         show_first_key(open_keys(settings), given)
-        supervisor = WorkerProcesses(
-            sockets,
-            worker_command,
-            stop_seconds=GRACEFUL_SHUTDOWN_SECONDS + WORKER_STOP_MARGIN_SECONDS,
-            healthcheck_seconds=WORKER_HEALTHCHECK_SECONDS,
-        )
-        if not supervisor.run():
+        # One writer process owns the ledger's committer; the workers send it their
+        # writes over a socket in a directory only this user can enter, made afresh for
+        # this server (decision 0035).
+        with tempfile.TemporaryDirectory(prefix="ledger-writer-") as directory:
+            writer_socket = Path(directory) / WRITER_SOCKET_NAME
+            supervisor = WorkerProcesses(
+                sockets,
+                functools.partial(worker_command, writer_socket=writer_socket),
+                stop_seconds=GRACEFUL_SHUTDOWN_SECONDS + WORKER_STOP_MARGIN_SECONDS,
+                healthcheck_seconds=WORKER_HEALTHCHECK_SECONDS,
+                writer=functools.partial(writer_command, writer_socket),
+            )
+            started = supervisor.run()
+        if not started:
             typer.echo("ledger: error: an API worker failed to start (its log is above)", err=True)
             raise typer.Exit(EXIT_STORE_FAILED)
         exit_now()
@@ -208,14 +218,33 @@ def server_config(app: Litestar, **address: Any) -> uvicorn.Config:
     )
 
 
-def worker_command(listen_fd: int, control_fd: int) -> list[str]:
+# The writer process's socket, in the supervisor's private directory.
+WRITER_SOCKET_NAME: Final = "writer.sock"
+
+
+def worker_command(
+    listen_fd: int, control_fd: int, *, writer_socket: Path | None = None
+) -> list[str]:
     """How the supervisor starts one API worker of ``serve --workers N``."""
+    writer = () if writer_socket is None else ("--writer-socket", str(writer_socket))
     return [
         sys.executable,
         "-c",
         "from app.cli import main; main()",
         "serve-worker",
         *("--listen-fd", str(listen_fd), "--control-fd", str(control_fd)),
+        *writer,
+    ]
+
+
+def writer_command(writer_socket: Path, control_fd: int) -> list[str]:
+    """How the supervisor starts the writer process of ``serve --workers N``."""
+    return [
+        sys.executable,
+        "-c",
+        "from app.cli import main; main()",
+        "serve-writer",
+        *("--socket", str(writer_socket), "--control-fd", str(control_fd)),
     ]
 
 
@@ -223,15 +252,19 @@ def worker_command(listen_fd: int, control_fd: int) -> list[str]:
 def serve_worker(
     listen_fd: Annotated[int, typer.Option(help="The listening socket (inherited)")],
     control_fd: Annotated[int, typer.Option(help="The supervisor's socket pair (inherited)")],
+    writer_socket: Annotated[
+        Path | None, typer.Option(help="The writer process's socket (else: write here)")
+    ] = None,
 ) -> None:
     """One API process of ``serve --workers N``, started by its supervisor: serves the
     listening socket it was given (its own, decision 0029), answers the supervisor's
-    pings, and drains on SIGTERM or SIGINT as the single process does."""
+    pings, and drains on SIGTERM or SIGINT as the single process does. Its writes go to
+    the writer process at ``writer_socket`` (decision 0035)."""
     listener = socket.socket(fileno=listen_fd)
     control = socket.socket(fileno=control_fd)
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
-    app = asgi_app()
+    app = asgi_app(writer_socket=writer_socket)
     server = StreamEndingServer(server_config(app), app.state.services)
     answer_pings(control, lambda: server.started)
     try:
@@ -239,6 +272,25 @@ def serve_worker(
     except SystemExit as stop:  # _exit_cleanly, after the drain and the app's shutdown
         if stop.code:
             raise
+    exit_now()
+
+
+@cli.command("serve-writer", hidden=True)
+def serve_writer(
+    socket_path: Annotated[Path, typer.Option("--socket", help="Where to listen")],
+    control_fd: Annotated[int, typer.Option(help="The supervisor's socket pair (inherited)")],
+) -> None:
+    """The writer process of ``serve --workers N``, started by its supervisor: the one
+    ledger that writes, for every API worker (decision 0035)."""
+    settings = load_settings()
+    configure_logging(settings)
+    control = socket.socket(fileno=control_fd)
+    ledger = open_configured_ledger(settings)
+    try:
+        settle_heap()
+        run_writer(ledger, socket_path, control)
+    finally:
+        ledger.close()
     exit_now()
 
 

@@ -48,6 +48,8 @@ HEALTHCHECK_SECONDS: Final = 60.0
 RESTART_PAUSE_INITIAL_SECONDS: Final = 0.5
 RESTART_PAUSE_MAX_SECONDS: Final = 10.0
 HEALTHY_AFTER_SECONDS: Final = 30.0
+# How often the supervisor looks at a starting writer process.
+WRITER_START_CHECK_SECONDS: Final = 0.05
 BACKLOG: Final = 2048  # uvicorn's default
 
 
@@ -121,10 +123,15 @@ class Worker:
 # The command that starts worker ``index`` given its listening socket's and its control
 # socket's file descriptors.
 WorkerCommand = Callable[[int, int], Sequence[str]]
+# The command that starts the writer process given its control socket's file descriptor.
+WriterCommand = Callable[[int], Sequence[str]]
 
 
 class WorkerProcesses:
-    """The supervisor of the API worker processes (``run`` in the main thread)."""
+    """The supervisor of the API worker processes (``run`` in the main thread), and of
+    their writer process when there is one (decision 0035): started first and serving
+    before the workers start, restarted like them, stopped after them (their last
+    writes are its to answer)."""
 
     def __init__(
         self,
@@ -133,15 +140,19 @@ class WorkerProcesses:
         *,
         stop_seconds: float,
         healthcheck_seconds: float = HEALTHCHECK_SECONDS,
+        writer: WriterCommand | None = None,
     ) -> None:
         self.sockets = list(sockets)
         self.command = command
+        self.writer = writer
         self.stop_seconds = stop_seconds
         self.healthcheck_seconds = healthcheck_seconds
         self.stopping = threading.Event()
+        # The API workers, by index, then the writer (index ``len(sockets)``) if any.
         self.workers: list[Worker] = []
         self.failed_to_start = False
-        self._pauses = [RESTART_PAUSE_INITIAL_SECONDS] * len(self.sockets)
+        self._slots = len(self.sockets) + (writer is not None)
+        self._pauses = [RESTART_PAUSE_INITIAL_SECONDS] * self._slots
         self._restart_at: dict[int, float] = {}
         self._all_serving_said = False
 
@@ -161,12 +172,37 @@ class WorkerProcesses:
         """``run`` for a caller that sets ``stopping`` itself."""
         try:
             log.info("workers.starting", pid=os.getpid(), workers=len(self.sockets))
+            writer = self._writer_serving()
+            if self.failed_to_start or self.stopping.is_set():
+                return not self.failed_to_start
             self.workers = [self._start(index) for index in range(len(self.sockets))]
+            if writer is not None:
+                self.workers.append(writer)
             while not self.stopping.wait(CHECK_INTERVAL_SECONDS):
                 self.check()
         finally:
             self.stop()
         return not self.failed_to_start
+
+    def _writer_serving(self) -> Worker | None:
+        """Start the writer, if there is one, and wait until it serves: a writer that
+        ends or stays silent before that would do the same at every restart."""
+        if self.writer is None:
+            return None
+        writer = self._start(len(self.sockets))
+        while not writer.serving:
+            if self.stopping.wait(WRITER_START_CHECK_SECONDS):
+                self._stop_each([writer], time.monotonic() + self.stop_seconds)
+                return None
+            now = time.monotonic()
+            code = writer.process.poll()
+            if code is None and self._answered(writer, now):
+                continue
+            log.error("workers.writer_failed_to_start", pid=writer.process.pid, exit_code=code)
+            self.failed_to_start = True
+            self._stop_each([writer], now)
+            return None
+        return writer
 
     def check(self) -> None:
         now = time.monotonic()
@@ -206,15 +242,22 @@ class WorkerProcesses:
 
     def stop(self) -> None:
         """Close the listening sockets, SIGTERM every worker, wait for each to drain up
-        to ``stop_seconds`` in all, then kill what is left."""
+        to ``stop_seconds`` in all, then kill what is left; then the writer likewise."""
         self.stopping.set()
         for sock in self.sockets:
             sock.close()
         running = [w for i, w in enumerate(self.workers) if i not in self._restart_at]
+        api = [w for w in running if w.index < len(self.sockets)]
+        self._stop_each(api, time.monotonic() + self.stop_seconds)
+        writer = [w for w in running if w.index == len(self.sockets)]
+        self._stop_each(writer, time.monotonic() + self.stop_seconds)
+        self._restart_at.clear()
+        log.info("workers.stopped", pid=os.getpid())
+
+    def _stop_each(self, running: Sequence[Worker], deadline: float) -> None:
         for worker in running:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_seconds
         for worker in running:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.process.wait(max(0.0, deadline - time.monotonic()))
@@ -223,19 +266,23 @@ class WorkerProcesses:
                 worker.process.kill()
                 worker.process.wait()
             worker.control.close()
-        self._restart_at.clear()
-        log.info("workers.stopped", pid=os.getpid())
 
     def _on_signal(self, *_: object) -> None:
         self.stopping.set()
 
     def _start(self, index: int) -> Worker:
         mine, theirs = socket.socketpair()
-        listen_fd = self.sockets[index].fileno()
+        if index < len(self.sockets):
+            listen_fd = self.sockets[index].fileno()
+            argv = list(self.command(listen_fd, theirs.fileno()))
+            fds: tuple[int, ...] = (listen_fd, theirs.fileno())
+        else:
+            assert self.writer is not None, "the slot past the workers is the writer's"
+            argv, fds = list(self.writer(theirs.fileno())), (theirs.fileno(),)
         with theirs:
             process = subprocess.Popen(
-                list(self.command(listen_fd, theirs.fileno())),
-                pass_fds=(listen_fd, theirs.fileno()),
+                argv,
+                pass_fds=fds,
                 # Its own session: a Ctrl+C at the terminal reaches the supervisor only,
                 # which drains the workers once (a worker that got the terminal's SIGINT
                 # beside the supervisor's SIGTERM took it as a second Ctrl+C, forcing
@@ -264,15 +311,19 @@ class WorkerProcesses:
         return now - worker.answered_at <= self.healthcheck_seconds
 
     def _say_when_all_serving(self) -> None:
-        if self._all_serving_said or not all(w.serving for w in self.workers):
+        if (
+            self._all_serving_said
+            or len(self.workers) < self._slots
+            or not all(w.serving for w in self.workers)
+        ):
             return
         self._all_serving_said = True
         host, port = self.sockets[0].getsockname()[:2]
         log.info(
             "workers.serving",
             url=f"http://{f'[{host}]' if ':' in host else host}:{port}",
-            workers=len(self.workers),
-            pids=[w.process.pid for w in self.workers],
+            workers=len(self.sockets),
+            pids=[w.process.pid for w in self.workers[: len(self.sockets)]],
         )
 
     def _next_pause(self, index: int, ran_seconds: float) -> float:

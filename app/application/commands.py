@@ -23,6 +23,7 @@ update's changes) into read-only copies: what was checked is what is written, wh
 the caller does afterwards with the dict it passed or with the command.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -68,6 +69,22 @@ class Checked:
             object.__setattr__(self, name, frozen(getattr(self, name)))
         object.__setattr__(self, "_rules_passed", True)
         return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its fields (its frozen mappings as dicts) and its mark: the writer
+        process of ``serve --workers N`` gets the command an API worker checked, still
+        marked checked (``app/writer/wire.py``)."""
+        assert dataclasses.is_dataclass(self), "commands are dataclasses"
+        fields = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+        for name in self._mappings:
+            fields[name] = dict(fields[name])
+        return (_rebuilt, (type(self), fields, self._rules_passed))
+
+
+def _rebuilt(cls: type[Checked], fields: dict[str, Any], checked: bool) -> Checked:
+    """A pickled command again (``Checked.__reduce__``), marked as it was."""
+    command = cls(**fields)
+    return command._marked() if checked else command
 
 
 # The rules across fields: each runs once per command, from checked() or from an edge

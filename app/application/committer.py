@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import structlog
 
@@ -202,6 +202,29 @@ def never_gather() -> float:
     return 0.0
 
 
+def raised_or_given(answers: Sequence[Any]) -> Any:
+    """The one answer of a single command's ``submit_all``: raised when it is an error."""
+    (result,) = answers
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+class CommandQueue(Protocol):
+    """Where the ledger hands its write commands and waits for their answers: its own
+    ``Committer``, or the writer process's (``app.writer.client.WriterClient``)."""
+
+    def submit(self, command: Any, units: int = 1) -> Any: ...
+
+    def submit_all(self, commands: Sequence[tuple[Any, int]]) -> list[Any]: ...
+
+    async def submit_async(self, command: Any, units: int = 1) -> Any: ...
+
+    async def submit_all_async(self, commands: Sequence[tuple[Any, int]]) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+
 class Committer:
     """A bounded queue in front of one writer thread (started on first use)."""
 
@@ -265,10 +288,7 @@ class Committer:
 
     def submit(self, command: Any, units: int = 1) -> Any:
         """Queue one command and wait for its answer (raised when it is an error)."""
-        result = self.submit_all([(command, units)])[0]
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        return raised_or_given(self.submit_all([(command, units)]))
 
     def submit_all(self, commands: Sequence[tuple[Any, int]]) -> list[Any]:
         """Queue these commands together (all or none) and wait for each answer. Every
@@ -335,10 +355,14 @@ class Committer:
             raise result
         return result
 
-    async def submit_all_async(self, commands: Sequence[tuple[Any, int]]) -> list[Any]:
+    async def submit_all_async(
+        self, commands: Sequence[tuple[Any, int]], *, deadline: float | None = None
+    ) -> list[Any]:
         """``submit_all`` for a caller on an event loop: queued together, answered
         together (each answer a result or an exception instance, in order); the loop
-        is woken once, when the last of them is settled or at the deadline.
+        is woken once, when the last of them is settled or at the deadline (``deadline``,
+        a ``time.monotonic`` time, when the caller brings its own: the writer process
+        keeps each API worker's caller's).
 
         The writer is woken once per turn of the loop, not per command: after the loop
         has run what is ready now (other requests read from their sockets meanwhile
@@ -347,7 +371,8 @@ class Committer:
         interpreter lock the loop holds."""
         if not commands:
             return []
-        deadline = time.monotonic() + self.timeout_seconds
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout_seconds
         entries: list[Pending[Any]] = [
             Pending(command, units, deadline) for command, units in commands
         ]

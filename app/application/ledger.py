@@ -45,7 +45,7 @@ from app.application.commands import (
     UpdateAccountMetadata,
     VoidPendingTransfer,
 )
-from app.application.committer import GROUP_UNITS_MAX, Committer, Pending
+from app.application.committer import GROUP_UNITS_MAX, CommandQueue, Committer, Pending
 from app.application.lean_batch import Stamps, lean_batch, lean_transfers
 from app.application.views import (
     AccountOutcome,
@@ -146,6 +146,22 @@ WRITE_QUEUE_MAX_DEFAULT: Final = 20_000
 # this many (a conflict with another process retries one command, not the whole call).
 GRANT_EXPIRIES_MAX: Final = GROUP_UNITS_MAX
 EXPIRY_COMMAND_SIZE: Final = 250
+# The write builders an ``Order`` may name (``Ledger.write_for``: ``_<name>_write``).
+WRITE_BUILDERS: Final = frozenset(
+    {
+        "open_account",
+        "close_account",
+        "update_account",
+        "transfer",
+        "atomic_batch",
+        "post_pending",
+        "void_pending",
+        "expire_pending",
+        "reverse_transfer",
+        "expire_grant",
+        "expiry",
+    }
+)
 
 
 # What one grant's expiry answers: the expiry transfer, the error that refused it, or
@@ -174,6 +190,14 @@ class Write(Generic[R]):
     # A single transfer of a new id: what ``apply`` records, which a group may instead
     # plan in one pass with its neighbours (``lean_transfers``).
     plain: RecordTransfer | None = None
+    # What the command is, as plain values: the name of the ledger's builder of this
+    # write and its argument (``Ledger.write_for`` builds the same write from it). An
+    # API worker of ``serve --workers N`` sends it to the writer process.
+    order: "Order | None" = None
+
+
+# A write command as plain values: (its builder's name, the builder's argument).
+Order = tuple[str, Any]
 
 
 @dataclass(frozen=True)
@@ -264,6 +288,9 @@ class Ledger(Application[UUID]):
             ),
             gather_seconds=self._gather_seconds,
         )
+        # Where write commands go: this process's committer, or (an API worker of
+        # ``serve --workers N``) the writer process's, through ``use_writer``.
+        self.commands: CommandQueue = self.committer
 
     def construct_mapper(self) -> Mapper[UUID]:
         """The library's mapper, writing each new event's fields as the bytes its chain
@@ -282,7 +309,23 @@ class Ledger(Application[UUID]):
         super().register_transcodings(transcoder)
         register_domain_transcodings(transcoder)
 
+    def use_writer(self, commands: "CommandQueue") -> None:
+        """Send every write command to ``commands`` (the writer process's committer, in
+        an API worker of ``serve --workers N``) instead of this process's committer."""
+        self.commands = commands
+
+    def write_for(self, order: Order) -> Write[Any]:
+        """The write an ``Order`` names (the writer process runs what API workers send)."""
+        name, argument = order
+        if name not in WRITE_BUILDERS:
+            raise ValueError(f"no write command is named {name!r}")
+        write: Write[Any] = getattr(self, f"_{name}_write")(argument)
+        return write
+
     def close(self) -> None:
+        commands = getattr(self, "commands", None)
+        if commands is not None:
+            commands.close()
         committer = getattr(self, "committer", None)
         if committer is not None:
             committer.close()
@@ -339,7 +382,7 @@ class Ledger(Application[UUID]):
             view = AccountView.of(account, now=self.clock())
             return lambda written: AccountOutcome(view, created=True, position=written.commit)
 
-        return Write(apply, account_ids=(command.id,))
+        return Write(apply, account_ids=(command.id,), order=("open_account", command))
 
     def close_account(self, account_id: str) -> AccountOutcome:
         return self._submit(self._close_account_write(account_id))
@@ -362,7 +405,7 @@ class Ledger(Application[UUID]):
                 )
             return lambda written: AccountOutcome(view, created=False, position=written.commit)
 
-        return Write(apply, account_ids=(account_id,))
+        return Write(apply, account_ids=(account_id,), order=("close_account", account_id))
 
     def update_account(
         self, account_id: str, metadata_changes: Mapping[str, str | None]
@@ -391,7 +434,7 @@ class Ledger(Application[UUID]):
                 )
             return lambda written: AccountOutcome(view, created=False, position=written.commit)
 
-        return Write(apply, account_ids=(account_id,))
+        return Write(apply, account_ids=(account_id,), order=("update_account", command))
 
     def get_account(self, account_id: str) -> AccountView:
         """The account as its own stream says now (the write side; views come from
@@ -434,6 +477,7 @@ class Ledger(Application[UUID]):
             transfer_ids=(command.id,),
             new_transfer_ids=(command.id,),
             plain=command,
+            order=("transfer", command),
         )
 
     def record_batch(self, commands: Sequence[RecordTransfer], *, atomic: bool) -> BatchOutcome:
@@ -441,7 +485,7 @@ class Ledger(Application[UUID]):
         if atomic:
             return self._submit(self._atomic_batch_write(commands))
         refused, writes = self._independent_batch_writes(commands)
-        answers = self.committer.submit_all([(write, write.units) for write in writes.values()])
+        answers = self.commands.submit_all([(write, write.units) for write in writes.values()])
         return _batch_outcome(len(commands), refused, writes, answers)
 
     async def record_batch_async(
@@ -452,7 +496,7 @@ class Ledger(Application[UUID]):
         if atomic:
             return await self._submit_async(self._atomic_batch_write(commands))
         refused, writes = self._independent_batch_writes(commands)
-        answers = await self.committer.submit_all_async(
+        answers = await self.commands.submit_all_async(
             [(write, write.units) for write in writes.values()]
         )
         return _batch_outcome(len(commands), refused, writes, answers)
@@ -483,6 +527,7 @@ class Ledger(Application[UUID]):
             transfer_ids=tuple(command.id for command in checked),
             units=len(checked),
             new_transfer_ids=tuple(command.id for command in checked),
+            order=("atomic_batch", tuple(checked)),
         )
 
     def _independent_batch_writes(
@@ -675,7 +720,7 @@ class Ledger(Application[UUID]):
             transfer.post(posted_amount, now, consumed)
             return self._outcome(transfer)
 
-        return Write(apply, transfer_ids=(transfer_id,))
+        return Write(apply, transfer_ids=(transfer_id,), order=("post_pending", command))
 
     def void_pending(self, transfer_id: str) -> TransferOutcome:
         return self._submit(self._void_pending_write(VoidPendingTransfer(transfer_id)))
@@ -697,11 +742,14 @@ class Ledger(Application[UUID]):
             self._settle_hold(work, transfer, 0, now)
             return self._outcome(transfer)
 
-        return Write(apply, transfer_ids=(transfer_id,))
+        return Write(apply, transfer_ids=(transfer_id,), order=("void_pending", command))
 
     def expire_pending(self, transfer_id: str) -> TransferOutcome:
         """Release a hold whose timeout has passed. Safe to run twice: an expired hold
         is answered as it is, with nothing written."""
+        return self._submit(self._expire_pending_write(transfer_id))
+
+    def _expire_pending_write(self, transfer_id: str) -> Write[TransferOutcome]:
         transfer_id = check_id(transfer_id, "transfer_id")
 
         def apply(work: Workspace) -> Callable[[Written], TransferOutcome]:
@@ -716,7 +764,7 @@ class Ledger(Application[UUID]):
             self._settle_hold(work, transfer, 0, now)
             return self._outcome(transfer)
 
-        return self._submit(Write(apply, transfer_ids=(transfer_id,)))
+        return Write(apply, transfer_ids=(transfer_id,), order=("expire_pending", transfer_id))
 
     def _settle_hold(
         self, work: Workspace, transfer: Transfer, posted_amount: int, now: datetime
@@ -785,7 +833,10 @@ class Ledger(Application[UUID]):
             return finish
 
         return Write(
-            apply, transfer_ids=(transfer_id, reversal_id), new_transfer_ids=(reversal_id,)
+            apply,
+            transfer_ids=(transfer_id, reversal_id),
+            new_transfer_ids=(reversal_id,),
+            order=("reverse_transfer", command),
         )
 
     def _plan_reversal(
@@ -817,13 +868,16 @@ class Ledger(Application[UUID]):
         """Move an expired grant's free remainder to breakage, by the transfer
         ``expiry:<grant id>``. Safe to run twice (the second answers the first's
         transfer); None when nothing is left to move."""
+        return self._submit(self._expire_grant_write(grant_id))
+
+    def _expire_grant_write(self, grant_id: str) -> Write[TransferOutcome | None]:
         grant_id = check_id(grant_id, "grant_id")
 
         def apply(work: Workspace) -> Callable[[Written], TransferOutcome | None]:
             return self._expire_one(work, grant_id, self.clock())
 
         expiry_id = derived_transfer_id("expiry", grant_id)
-        return self._submit(Write(apply, transfer_ids=(grant_id, expiry_id)))
+        return Write(apply, transfer_ids=(grant_id, expiry_id), order=("expire_grant", grant_id))
 
     def expire_grants(self, due: Sequence[DueGrant]) -> list[GrantExpiry]:
         """Expire many grants (the expiry worker's batch): per grant, what
@@ -844,7 +898,7 @@ class Ledger(Application[UUID]):
             for start in range(0, len(checked), EXPIRY_COMMAND_SIZE)
         ]
         results: list[GrantExpiry] = []
-        for answer in self.committer.submit_all([(write, write.units) for write in writes]):
+        for answer in self.commands.submit_all([(write, write.units) for write in writes]):
             if isinstance(answer, BaseException):
                 raise answer  # a store fault: the worker's next round tries again
             results.extend(answer)
@@ -866,7 +920,12 @@ class Ledger(Application[UUID]):
 
         # No transfer is read: not the grants, nor the expiries (a lot with something
         # free has none yet; were one there, the store's unique stream would refuse it).
-        return Write(apply, account_ids=tuple(d.account_id for d in due), units=len(due))
+        return Write(
+            apply,
+            account_ids=tuple(d.account_id for d in due),
+            units=len(due),
+            order=("expiry", tuple(due)),
+        )
 
     def _expire_one(
         self, work: Workspace, grant_id: str, now: datetime
@@ -962,13 +1021,13 @@ class Ledger(Application[UUID]):
     # The writer's side -----------------------------------------------------------------
 
     def _submit(self, write: Write[R]) -> R:
-        result: R = self.committer.submit(write, write.units)
+        result: R = self.commands.submit(write, write.units)
         return result
 
     def _submit_async(self, write: Write[R]) -> Coroutine[Any, Any, R]:
         """The committer's answer to ``write``, to await on the event loop: its own
         coroutine, not one more layer that every wake-up of the caller runs through."""
-        answer: Coroutine[Any, Any, R] = self.committer.submit_async(write, write.units)
+        answer: Coroutine[Any, Any, R] = self.commands.submit_async(write, write.units)
         return answer
 
     def _write_group(self, group: list[Pending[Any]]) -> list[Pending[Any]]:

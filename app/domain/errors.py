@@ -170,6 +170,10 @@ class BatchRejectedError(LedgerError):
         self.code = cause.code  # type: ignore[misc]  # the batch fails with its item's code
         self.kind = cause.kind  # type: ignore[misc]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as what it is made of (an exception pickles its message alone)."""
+        return (type(self), (self.index, self.cause))
+
 
 def error_kinds() -> dict[str, str]:
     """Every stable code and the kind of rejection it is."""

@@ -1,0 +1,188 @@
+"""The writer process of ``serve --workers N`` (decision 0035): the one ledger that
+writes, fed by the API workers over a Unix socket.
+
+Each call an API worker sends (``app/writer/wire.py``) is rebuilt into the ledger's
+writes (``Ledger.write_for``) and queued on the ledger's committer with its caller's
+deadline, so the committer groups the commands of every worker as one process's
+committer groups its own callers'; each call is answered once all its commands are
+(after their commit: acknowledged means durable). Answers made in one turn of the loop
+go back to their worker in one message.
+
+On SIGTERM or SIGINT (or when the supervisor is gone) it stops accepting connections,
+answers every call it took (each within its deadline), then closes the ledger.
+"""
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, cast
+
+import structlog
+
+from app.application.ledger import Ledger, Write
+from app.domain.errors import LedgerError
+from app.worker_processes import answer_pings
+from app.writer.wire import Answer, Call, Frames, WireError, frame, portable
+
+log = structlog.get_logger(__name__)
+
+# How long a drain waits past the longest deadline of the calls it still answers.
+DRAIN_MARGIN_SECONDS: Final = 2.0
+
+
+class _Connection(asyncio.Protocol):
+    """One API worker's connection."""
+
+    def __init__(self, writer: "Writer") -> None:
+        self._writer = writer
+        self._frames = Frames()
+        self._transport: asyncio.Transport | None = None
+        self._outgoing: list[Answer] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not ``asyncio.Transport`` subclasses, only alike.
+        self._transport = cast(asyncio.Transport, transport)
+        self._writer.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._frames.feed(data)
+        except WireError:
+            log.exception("writer.unreadable_call")
+            self.close()
+            return
+        for calls in messages:
+            for call in calls:
+                self._writer.take(call, self)
+
+    def answer(self, answer: Answer) -> None:
+        """Queue ``answer`` for this turn's message to the worker."""
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(answer)
+
+    def _flush(self) -> None:
+        answers, self._outgoing = self._outgoing, []
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frame(answers))
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002  # asyncio's
+        self._writer.connections.discard(self)
+        self._transport = None
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class Writer:
+    """The ledger's committer behind a Unix socket."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.connections: set[_Connection] = set()
+        self._running: set[asyncio.Task[None]] = set()
+        self._latest_deadline = 0.0
+        self.serving = False
+
+    def take(self, call: Call, connection: _Connection) -> None:
+        """Queue one call's commands on the committer; answer it when they are."""
+        call_id, seconds_left, orders = call
+        deadline = time.monotonic() + seconds_left
+        self._latest_deadline = max(self._latest_deadline, deadline)
+        answers: list[Any] = [None] * len(orders)
+        writes: list[tuple[int, Write[Any]]] = []
+        for index, order in enumerate(orders):
+            try:
+                writes.append((index, self.ledger.write_for(order)))
+            except LedgerError as error:  # refused as the worker's own ledger would have
+                answers[index] = error
+            except Exception as error:  # the process boundary: said, answered
+                log.exception("writer.unbuildable_order", order=repr(order)[:300])
+                answers[index] = portable(error)
+        if not writes:
+            connection.answer((call_id, answers))
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._run(call_id, deadline, writes, answers, connection)
+        )
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(
+        self,
+        call_id: int,
+        deadline: float,
+        writes: Sequence[tuple[int, Write[Any]]],
+        answers: list[Any],
+        connection: _Connection,
+    ) -> None:
+        try:
+            results = await self.ledger.committer.submit_all_async(
+                [(write, write.units) for _, write in writes], deadline=deadline
+            )
+        except LedgerError as error:  # not queued at all (overloaded, shutting down)
+            connection.answer((call_id, error))
+            return
+        for (index, _), result in zip(writes, results, strict=True):
+            answers[index] = portable(result)
+        connection.answer((call_id, answers))
+
+    async def serve(self, path: Path, stopping: asyncio.Event) -> None:
+        """Listen at ``path`` until ``stopping`` is set, then drain."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # the socket of a writer before this one (killed, restarted)
+        server = await loop.create_unix_server(lambda: _Connection(self), str(path))
+        self.serving = True
+        log.info("writer.serving", pid=os.getpid(), socket=str(path))
+        try:
+            await stopping.wait()
+        finally:
+            self.serving = False
+            server.close()
+            await self.drain()
+            for connection in list(self.connections):
+                connection.close()
+            await server.wait_closed()
+        log.info("writer.stopped", pid=os.getpid())
+
+    async def drain(self) -> None:
+        """Answer every call taken (their deadlines bound the wait)."""
+        if not self._running:
+            return
+        bound = max(0.0, self._latest_deadline - time.monotonic()) + DRAIN_MARGIN_SECONDS
+        await asyncio.wait(set(self._running), timeout=bound)
+        await asyncio.sleep(0)  # the answers' flush, due this turn
+
+
+def run_writer(ledger: Ledger, path: Path, control: socket.socket) -> None:
+    """The writer process's life: serve until a signal (or the supervisor is gone)."""
+    writer = Writer(ledger)
+    answer_pings(control, lambda: writer.serving)
+    ledger.committer.start()
+
+    async def main() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await writer.serve(path, stopping)
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's, as uvicorn's workers run, when it is installed."""
+    try:
+        import uvloop  # noqa: PLC0415  # optional, as uvicorn takes it
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

@@ -1,0 +1,115 @@
+"""The wire form between the API workers of ``serve --workers N`` and their writer process.
+
+A message is a frame: its length (4 bytes, big-endian) and a pickle of a list. From an
+API worker the list holds calls, ``(call id, seconds left, orders)``: the orders
+(``app.application.ledger.Order``) of one ``submit_all``, queued together by the writer,
+with what is left of their caller's deadline. From the writer it holds answers, ``(call
+id, answers)``: one result or domain error per order, in order, or one domain error for
+the whole call when it could not be queued (``overloaded``).
+
+Pickle, not JSON: the commands, their outcomes and the ledger's errors (with their codes
+and context) come back as the same types, with no second description of each to keep in
+step with the first (tests/unit/test_writer_wire.py sends every kind both ways). Only
+this server's processes can reach the socket (a directory of mode 0700, made by the
+supervisor), and loading takes only the classes of this application and a few of the
+standard library's value types (``_Loader``): a frame cannot name any other callable.
+An answer that is not a domain error (a bug in the writer) travels as ``WriterFaultError``,
+which the API answers as it answers its own bugs (500).
+"""
+
+import io
+import pickle
+import struct
+from collections.abc import Sequence
+from typing import Any, Final
+
+from app.domain.errors import LedgerError
+
+PICKLE_PROTOCOL: Final = pickle.HIGHEST_PROTOCOL
+HEADER: Final = struct.Struct(">I")
+# A frame larger than this is refused as corrupt (an atomic batch of the largest size,
+# its outcome included, is some hundreds of kilobytes).
+FRAME_BYTES_MAX: Final = 256 * 1024 * 1024
+# What a frame may name besides this application's own classes.
+_STANDARD_TYPES: Final = frozenset(
+    {
+        ("datetime", "datetime"),
+        ("datetime", "timezone"),
+        ("datetime", "timedelta"),
+        ("datetime", "date"),
+        ("uuid", "UUID"),
+        ("copyreg", "_reconstructor"),
+        ("builtins", "object"),
+        ("builtins", "frozenset"),
+        ("builtins", "set"),
+    }
+)
+_APPLICATION: Final = "app."
+
+# (call id, seconds left of its caller's deadline, orders)
+Call = tuple[int, float, Sequence[Any]]
+# (call id, per order a result or a domain error; or the call's own error)
+Answer = tuple[int, "list[Any] | LedgerError"]
+
+
+class WireError(ValueError):
+    """A frame that is not this wire form (corrupt, too large, naming a foreign class)."""
+
+
+class WriterFaultError(RuntimeError):
+    """The writer met an error that is not one of the ledger's answers (a bug)."""
+
+
+def frame(items: Sequence[Any]) -> bytes:
+    """One message of ``items`` (calls or answers)."""
+    body = pickle.dumps(items, PICKLE_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+def portable(answer: Any) -> Any:
+    """An answer as it may travel: any error that is not the ledger's own becomes a
+    ``WriterFaultError`` saying what it was."""
+    if isinstance(answer, BaseException) and not isinstance(answer, LedgerError):
+        return WriterFaultError(f"the writer process failed: {answer!r}")
+    return answer
+
+
+class _Loader(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith(_APPLICATION) or (module, name) in _STANDARD_TYPES:
+            return super().find_class(module, name)
+        raise WireError(f"a frame named {module}.{name}, which the wire form never carries")
+
+
+def unframe(body: bytes) -> list[Any]:
+    try:
+        items = _Loader(io.BytesIO(body)).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as error:
+        raise WireError(f"an unreadable frame: {error!r}") from None
+    if not isinstance(items, list):
+        raise WireError("a frame that is not a list")
+    return items
+
+
+class Frames:
+    """Splits a byte stream into its messages (each a list of calls or answers)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[list[Any]]:
+        buffer = self._buffer
+        buffer += data
+        messages: list[list[Any]] = []
+        start = 0
+        while len(buffer) - start >= HEADER.size:
+            (length,) = HEADER.unpack_from(buffer, start)
+            if length > FRAME_BYTES_MAX:
+                raise WireError(f"a frame of {length} bytes")
+            end = start + HEADER.size + length
+            if len(buffer) < end:
+                break
+            messages.append(unframe(bytes(buffer[start + HEADER.size : end])))
+            start = end
+        del buffer[:start]
+        return messages
