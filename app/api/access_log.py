@@ -74,7 +74,7 @@ class JsonLines:
     configured: tuple[Any, ...]  # ``configuration()`` when this was set up
     stamp: TimeStamper  # its time stamper
     render: Processor  # its renderer (to one text line)
-    logger: Any  # where its lines go (a structlog PrintLogger)
+    logger: Any  # where its lines go (a structlog WriteLogger)
     clock: IsoUtcClock | None = None  # ``stamp``'s text made cheaper, when it has one
 
 

@@ -97,8 +97,9 @@ def test_the_access_line_is_the_configured_chains_line_byte_for_byte(
 
 
 def test_each_log_line_reaches_the_stream_in_one_write(stderr: Writes) -> None:
-    """``print`` writes a line and its newline apart: on a stream that writes through
-    (``PYTHONUNBUFFERED``) two system calls per line, the access line's included."""
+    """``print`` (structlog's ``PrintLogger``) writes a line and its newline apart: on a
+    stream that writes through (``PYTHONUNBUFFERED``) two system calls per line, the
+    access line's included. The configured logger writes both at once."""
     log_request("POST", "/v1/transfers", 201, 1.25)
     structlog.get_logger("app.api").warning("slow", seconds=2)
     assert [json.loads(text)["event"] for text in stderr.writes] == ["request", "slow"]
