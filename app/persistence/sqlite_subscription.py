@@ -125,8 +125,9 @@ class SubscribableSQLiteApplicationRecorder(ExecutemanySQLiteRecorder):
         cache_sqlite_statements(self.datastore, POOL_CACHED_STATEMENTS)
         if not self.datastore.pool.is_sqlite_memory_mode:
             # The pool's connections commit too (snapshots): the same checkpoint size,
-            # else the first of them to commit past SQLite's default checkpoints for all.
-            on_new_sqlite_connections(self.datastore, _set_checkpoint_size)
+            # else the first of them to commit past SQLite's default checkpoints for all;
+            # and no sync of their own (``_tune_pooled``).
+            on_new_sqlite_connections(self.datastore, _tune_pooled)
         self._held = _Held()
         self._writer: SQLiteConnection | None = None
         self._writer_connection: sqlite3.Connection | None = None
@@ -335,6 +336,25 @@ def _tune_writer(connection: sqlite3.Connection) -> None:
     """The write connection's page cache and checkpoint size (see their limits)."""
     connection.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
     _set_checkpoint_size(connection)
+
+
+# The pool's commits' ``synchronous``: NORMAL, which in WAL mode does not sync the WAL at
+# each commit (checkpoints still sync it before copying it back, and the database file
+# after). The events never commit through the pool (the write connection and the write
+# lock's connection do, at the library's FULL); the pool's commits are the snapshots,
+# written after the events they summarise were committed and synced, and the tables'
+# creation. A snapshot is an optimisation: its frames follow its events' in the WAL, and
+# the next events' commit syncs them too; a power loss before that can only lose the
+# snapshot (the account is then folded from an older one), never keep it without its
+# events. Its own sync cost a batch of 1,000 transfers a second ``fdatasync`` of the WAL
+# on the writer's path (decision 0031, twelfth-session addendum).
+POOLED_SYNCHRONOUS: Final = "NORMAL"
+
+
+def _tune_pooled(connection: sqlite3.Connection) -> None:
+    """A pool connection's checkpoint size and sync (see their limits)."""
+    _set_checkpoint_size(connection)
+    connection.execute(f"PRAGMA synchronous = {POOLED_SYNCHRONOUS}")
 
 
 def _set_checkpoint_size(connection: sqlite3.Connection) -> None:

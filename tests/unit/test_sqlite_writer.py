@@ -14,9 +14,10 @@ import pytest
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from eventsourcing.sqlite import SQLiteDatastore
 
+from app.application import ledger as ledger_module
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
-from app.compat import ExecutemanySQLiteRecorder
+from app.compat import ExecutemanySQLiteRecorder, on_new_sqlite_connections
 from app.domain.values import transfer_uuid
 from app.persistence.sqlite_subscription import (
     SMALL_WRITE_CACHE_KIB,
@@ -28,6 +29,9 @@ from app.persistence.sqlite_subscription import (
 from app.persistence.stores import event_store_env, sqlite_url
 
 LOCK_HELD_SECONDS: Final = 0.3
+# ``PRAGMA synchronous`` as SQLite answers it.
+NORMAL_SYNC: Final = 1
+FULL_SYNC: Final = 2
 READS: Final = 5
 
 
@@ -217,6 +221,49 @@ def test_the_write_connection_keeps_a_large_page_cache_and_every_connection_chec
         assert plain.execute("PRAGMA wal_autocheckpoint").fetchone() != (
             WRITER_AUTOCHECKPOINT_PAGES,
         )
+
+
+def test_the_events_commit_with_a_sync_of_their_own_and_the_pools_commits_without(
+    recorder: SubscribableSQLiteApplicationRecorder,
+) -> None:
+    """FULL (2): every commit syncs the WAL. NORMAL (1): a commit does not, the next FULL
+    one syncs its frames with its own (the pool's commits are snapshots: optimisations)."""
+    recorder.insert_events(events(uuid4(), range(1)))
+    assert recorder.writer_pragma("synchronous") == FULL_SYNC
+    with recorder.write_lock(timeout_seconds=5) as held:
+        assert held
+        locked = recorder._held.connection
+        assert locked is not None
+        assert locked.execute("PRAGMA synchronous").fetchone() == (FULL_SYNC,)
+    with recorder.datastore.transaction(commit=False) as cursor:
+        pooled = cursor.sqlite_cursor.connection
+        assert tuple(pooled.execute("PRAGMA synchronous").fetchone()) == (NORMAL_SYNC,)
+
+
+def test_a_ledgers_events_never_commit_through_the_pool_and_its_snapshots_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What lets the pool's commits go without a sync of their own: only snapshots (and
+    the tables' creation) are written through it."""
+    monkeypatch.setattr(ledger_module, "ACCOUNT_SNAPSHOT_INTERVAL", 3)
+    ledger = Ledger(event_store_env(sqlite_url(tmp_path / "ledger.sqlite")))
+    pooled_statements: list[str] = []
+    on_new_sqlite_connections(
+        ledger.recorder.datastore,  # type: ignore[attr-defined]
+        lambda connection: connection.set_trace_callback(pooled_statements.append),
+    )
+    ledger.open_account(OpenAccount("issuer", "CREDITS", allow_negative=True))
+    ledger.open_account(OpenAccount("alice", "CREDITS"))
+    for index in range(4):
+        ledger.record_transfer(RecordTransfer(f"t{index}", "issuer", "alice", 1))
+    ledger.record_batch(
+        [RecordTransfer(f"b{index}", "issuer", "alice", 1) for index in range(4)], atomic=True
+    )
+    ledger.close()
+    inserts = [s for s in pooled_statements if s.lstrip().upper().startswith("INSERT")]
+    assert inserts  # the snapshots
+    assert all("snapshots" in statement for statement in inserts)
+    assert not any("stored_events" in statement for statement in inserts)
 
 
 def test_the_write_connections_settings_are_read_from_it_once_it_is_open(
