@@ -10,9 +10,10 @@ it took."""
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 
@@ -180,4 +181,35 @@ def test_a_thread_off_the_loop_writes_through_a_connection_of_its_own(
     with running_writer(writing_ledger, path):
         api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
         assert api_ledger.open_account(OpenAccount("a", "EUR")).created
+    assert writing_ledger.get_account("a").unit == "EUR"
+
+
+def test_a_writer_asked_to_stop_answers_the_calls_it_took_before_it_ends(
+    writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path
+) -> None:
+    path = tmp_path / "writer.sock"
+    committer = writing_ledger.committer
+    write_group = committer._write_group
+    taken = threading.Event()
+
+    def slow_group(group: list[Any]) -> list[Any]:
+        taken.set()
+        time.sleep(0.3)  # the stop comes while this group is being written
+        return write_group(group)
+
+    committer._write_group = slow_group
+    running = RunningWriter(writing_ledger, path)
+    api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
+
+    async def story() -> None:
+        opening = asyncio.ensure_future(api_ledger.open_account_async(OpenAccount("a", "EUR")))
+        while not taken.is_set():
+            await asyncio.sleep(0.01)
+        running.loop.call_soon_threadsafe(running.stopping.set)
+        assert (await opening).created  # answered after its commit, not cut off
+
+    try:
+        asyncio.run(story())
+    finally:
+        running.stop()
     assert writing_ledger.get_account("a").unit == "EUR"
