@@ -54,11 +54,12 @@ def lost(why: str) -> OutcomeUnknownError:
 
 
 class _Waiting:
-    """One call sent (or about to be): its orders' count and its caller's future."""
+    """One call sent (or about to be): its id, its orders' count and its caller's future."""
 
-    __slots__ = ("count", "future", "sent")
+    __slots__ = ("call_id", "count", "future", "sent")
 
-    def __init__(self, count: int, future: "asyncio.Future[list[Any]]") -> None:
+    def __init__(self, call_id: int, count: int, future: "asyncio.Future[list[Any]]") -> None:
+        self.call_id = call_id
         self.count = count
         self.future = future
         self.sent = False
@@ -89,13 +90,19 @@ class _Link(asyncio.Protocol):
     def send(self, orders: Sequence[Any], deadline: float) -> _Waiting:
         """Queue a call for this turn's message; its answers come to the returned future."""
         call_id = next(self._ids)
-        waiting = _Waiting(len(orders), self.loop.create_future())
+        waiting = _Waiting(call_id, len(orders), self.loop.create_future())
         self.waiting[call_id] = waiting
         if not self._outgoing:
             self.loop.call_soon(self._flush)
         self._outgoing.append((call_id, deadline - time.monotonic(), orders))
         self._outgoing_ids.append(call_id)
         return waiting
+
+    def give_up(self, waiting: _Waiting, timeout_seconds: float) -> None:
+        """Its caller's deadline and the grace passed with no answer: ``outcome_unknown``
+        (a late answer is dropped)."""
+        self.waiting.pop(waiting.call_id, None)
+        waiting.settle([lost(f"no answer within {timeout_seconds}s")] * waiting.count)
 
     def _flush(self) -> None:
         calls, self._outgoing = self._outgoing, []
@@ -172,8 +179,9 @@ class WriterClient:
         loop = link.loop
         timer = loop.call_at(
             _loop_time(loop, deadline + self.grace_seconds),
-            waiting.settle,
-            [lost(f"no answer within {self.timeout_seconds}s")] * len(orders),
+            link.give_up,
+            waiting,
+            self.timeout_seconds,
         )
         try:
             return await waiting.future
@@ -219,6 +227,11 @@ class WriterClient:
             self._connecting = None
             return made
         return await self._connecting
+
+    @property
+    def calls_waiting(self) -> int:
+        """Calls sent whose callers still wait for their answers."""
+        return 0 if self._link is None else len(self._link.waiting)
 
     def _lost(self, link: _Link) -> None:
         if self._link is link:

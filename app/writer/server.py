@@ -25,7 +25,7 @@ from typing import Any, Final, cast
 import structlog
 
 from app.application.ledger import Ledger, Write
-from app.domain.errors import LedgerError
+from app.domain.errors import LedgerError, StoreUnavailableError
 from app.worker_processes import answer_pings
 from app.writer.wire import Answer, Call, Frames, WireError, frame, portable
 
@@ -33,6 +33,9 @@ log = structlog.get_logger(__name__)
 
 # How long a drain waits past the longest deadline of the calls it still answers.
 DRAIN_MARGIN_SECONDS: Final = 2.0
+# What a call that comes while the writer drains is told (503: its caller may retry
+# shortly, when the supervisor has started the next writer).
+STOPPING: Final = "the ledger's writer process is stopping; nothing was written: retry shortly"
 
 
 class _Connection(asyncio.Protocol):
@@ -89,10 +92,14 @@ class Writer:
         self._running: set[asyncio.Task[None]] = set()
         self._latest_deadline = 0.0
         self.serving = False
+        self.draining = False
 
     def take(self, call: Call, connection: _Connection) -> None:
         """Queue one call's commands on the committer; answer it when they are."""
         call_id, seconds_left, orders = call
+        if self.draining:  # past its last call: nothing more is queued, nothing written
+            connection.answer((call_id, StoreUnavailableError(STOPPING)))
+            return
         deadline = time.monotonic() + seconds_left
         self._latest_deadline = max(self._latest_deadline, deadline)
         answers: list[Any] = [None] * len(orders)
@@ -145,6 +152,7 @@ class Writer:
             await stopping.wait()
         finally:
             self.serving = False
+            self.draining = True
             server.close()
             await self.drain()
             for connection in list(self.connections):

@@ -139,10 +139,12 @@ def test_a_sent_command_whose_answer_never_comes_is_outcome_unknown_within_a_bou
 
     async def story() -> None:
         server = await silent_writer(path, hang_up=hang_up)
-        api_ledger.use_writer(WriterClient(str(path), 0.2, grace_seconds=0.1))
+        client = WriterClient(str(path), 0.2, grace_seconds=0.1)
+        api_ledger.use_writer(client)
         try:
             with pytest.raises(OutcomeUnknownError) as raised:
                 await api_ledger.record_transfer_async(RecordTransfer("t", "a", "b", 1))
+            assert client.calls_waiting == 0  # nothing kept for an answer that never comes
         finally:
             server.close()
         assert "sending the same request again is safe" in str(raised.value)
@@ -184,7 +186,7 @@ def test_a_thread_off_the_loop_writes_through_a_connection_of_its_own(
     assert writing_ledger.get_account("a").unit == "EUR"
 
 
-def test_a_writer_asked_to_stop_answers_the_calls_it_took_before_it_ends(
+def test_a_writer_asked_to_stop_answers_the_calls_it_took_and_refuses_new_ones(
     writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path
 ) -> None:
     path = tmp_path / "writer.sock"
@@ -206,6 +208,11 @@ def test_a_writer_asked_to_stop_answers_the_calls_it_took_before_it_ends(
         while not taken.is_set():
             await asyncio.sleep(0.01)
         running.loop.call_soon_threadsafe(running.stopping.set)
+        while not running.writer.draining:
+            await asyncio.sleep(0.01)
+        # A call that comes while it drains is refused, not queued.
+        with pytest.raises(StoreUnavailableError):
+            await api_ledger.open_account_async(OpenAccount("b", "EUR"))
         assert (await opening).created  # answered after its commit, not cut off
 
     try:
@@ -213,3 +220,5 @@ def test_a_writer_asked_to_stop_answers_the_calls_it_took_before_it_ends(
     finally:
         running.stop()
     assert writing_ledger.get_account("a").unit == "EUR"
+    with pytest.raises(AccountNotFoundError):
+        writing_ledger.get_account("b")
