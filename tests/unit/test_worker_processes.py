@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Final
 
 import pytest
@@ -195,3 +196,82 @@ def test_a_worker_whose_supervisor_is_gone_stops_by_itself() -> None:
             worker.kill()
             worker.wait()
         sockets[0].close()
+
+
+# A toy writer process (decision 0035): answers pings and, on SIGTERM, notes how many
+# toy workers of its supervisor were still running then.
+TOY_WRITER: Final = """
+import os, signal, socket, sys, threading
+from pathlib import Path
+from app.worker_processes import answer_pings
+control = socket.socket(fileno=int(sys.argv[1]))
+stopping = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+if sys.argv[2] == "exits":
+    raise SystemExit(1)
+answer_pings(control, lambda: True)
+stopping.wait()
+def toy_worker(entry):
+    try:
+        stat = (entry / "stat").read_text()
+        command = (entry / "cmdline").read_bytes()
+    except OSError:
+        return False
+    ppid = int(stat.rsplit(")", 1)[1].split()[1])
+    return ppid == os.getppid() and b"listener.accept" in command and entry.name != str(os.getpid())
+running = [e for e in Path("/proc").iterdir() if e.name.isdigit() and toy_worker(e)]
+if len(sys.argv) > 3:
+    Path(sys.argv[3]).write_text(f"workers running: {len(running)}")
+"""
+
+
+def toy_writer(mode: str, note: str = "") -> Callable[[int], Sequence[str]]:
+    def command(control_fd: int) -> list[str]:
+        return [sys.executable, "-c", TOY_WRITER, str(control_fd), mode, note]
+
+    return command
+
+
+def test_the_writer_serves_before_any_worker_starts_and_a_killed_one_is_replaced() -> None:
+    sockets = listening_sockets("127.0.0.1", 0, 2)
+    supervisor = WorkerProcesses(
+        sockets, toy_worker(), stop_seconds=WAIT_SECONDS, writer=toy_writer("serves")
+    )
+    with supervising(supervisor):
+        wait_until(lambda: serving(supervisor, 3), "the workers and the writer never started")
+        writer = supervisor.workers[2]
+        # Started first: it was serving before the workers' processes existed.
+        assert writer.started_at < min(w.started_at for w in supervisor.workers[:2])
+        os.kill(writer.process.pid, signal.SIGKILL)
+        wait_until(
+            lambda: (
+                supervisor.workers[2].process is not writer.process
+                and supervisor.workers[2].serving
+            ),
+            "the writer was never replaced",
+        )
+
+
+def test_a_writer_that_cannot_start_stops_the_server_before_any_worker_starts() -> None:
+    sockets = listening_sockets("127.0.0.1", 0, 2)
+    supervisor = WorkerProcesses(
+        sockets, toy_worker(), stop_seconds=WAIT_SECONDS, writer=toy_writer("exits")
+    )
+    assert supervisor.run_without_signals() is False
+    assert supervisor.workers == []  # no worker was started for a server with no writer
+    assert all(sock.fileno() == -1 for sock in sockets)
+
+
+def test_the_writer_is_stopped_after_every_worker_has_drained(tmp_path: Path) -> None:
+    note = tmp_path / "writer-stopped"
+    sockets = listening_sockets("127.0.0.1", 0, 2)
+    supervisor = WorkerProcesses(
+        sockets, toy_worker(), stop_seconds=WAIT_SECONDS, writer=toy_writer("serves", str(note))
+    )
+    with supervising(supervisor):
+        wait_until(lambda: serving(supervisor, 3), "the workers and the writer never started")
+        writer = supervisor.workers[2].process
+    # The workers' last writes are the writer's to answer: it is asked to stop only
+    # once none of them runs any more.
+    assert writer.returncode == 0
+    assert note.read_text() == "workers running: 0"

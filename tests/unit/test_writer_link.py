@@ -164,16 +164,49 @@ def test_a_command_whose_deadline_passed_before_the_writer_took_it_is_never_writ
         writing_ledger.get_account("late")
 
 
-def test_the_writers_refusal_to_queue_reaches_the_caller_as_overloaded(
-    writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path
+def slowed(ledger: Ledger, seconds: float) -> threading.Event:
+    """Each group write of ``ledger`` takes ``seconds`` longer; the event is set once
+    the first group is taken."""
+    committer = ledger.committer
+    write_group = committer._write_group
+    taken = threading.Event()
+
+    def slow_group(group: list[Any]) -> list[Any]:
+        taken.set()
+        time.sleep(seconds)
+        return write_group(group)
+
+    committer._write_group = slow_group
+    return taken
+
+
+def test_the_writers_full_queue_reaches_the_caller_as_overloaded(
+    api_ledger: Ledger, tmp_path: Path
 ) -> None:
     path = tmp_path / "writer.sock"
-    with running_writer(writing_ledger, path):
-        writing_ledger.committer.close()  # it queues nothing more: refused as overload
-        api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
+    writing_ledger = Ledger({**event_store_env("memory://"), "WRITE_QUEUE_MAX": "1"})
+    taken = slowed(writing_ledger, 1.0)  # long enough for the next two calls to come
+    api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
+
+    async def story() -> None:
+        first = asyncio.ensure_future(api_ledger.open_account_async(OpenAccount("a", "EUR")))
+        while not taken.is_set():
+            await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(api_ledger.open_account_async(OpenAccount("b", "EUR")))
+        await asyncio.sleep(0.05)  # queued behind the group being written: the queue is full
         with pytest.raises(OverloadedError) as raised:
-            asyncio.run(api_ledger.open_account_async(OpenAccount("a", "EUR")))
-    assert raised.value.code == "overloaded"
+            await api_ledger.open_account_async(OpenAccount("c", "EUR"))
+        assert raised.value.code == "overloaded"
+        assert (await first).created
+        assert (await second).created
+
+    try:
+        with running_writer(writing_ledger, path):
+            asyncio.run(story())
+        with pytest.raises(AccountNotFoundError):
+            writing_ledger.get_account("c")
+    finally:
+        writing_ledger.close()
 
 
 def test_a_thread_off_the_loop_writes_through_a_connection_of_its_own(
@@ -190,16 +223,7 @@ def test_a_writer_asked_to_stop_answers_the_calls_it_took_and_refuses_new_ones(
     writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path
 ) -> None:
     path = tmp_path / "writer.sock"
-    committer = writing_ledger.committer
-    write_group = committer._write_group
-    taken = threading.Event()
-
-    def slow_group(group: list[Any]) -> list[Any]:
-        taken.set()
-        time.sleep(0.3)  # the stop comes while this group is being written
-        return write_group(group)
-
-    committer._write_group = slow_group
+    taken = slowed(writing_ledger, 0.3)  # the stop comes while the group is being written
     running = RunningWriter(writing_ledger, path)
     api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
 
