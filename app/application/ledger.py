@@ -314,6 +314,13 @@ class Ledger(Application[UUID]):
         an API worker of ``serve --workers N``) instead of this process's committer."""
         self.commands = commands
 
+    def gather_callers(self) -> None:
+        """Let each group wait a moment for the callers the last one answered on every
+        store, as on SQLite (``_gather_seconds``): the writer process of ``serve
+        --workers N``, whose callers come back through an API worker and a hop each,
+        met the next group's commit otherwise only a few at a time (decision 0035)."""
+        self._gathers_alone = True
+
     def write_for(self, order: Order) -> Write[Any]:
         """The write an ``Order`` names (the writer process runs what API workers send)."""
         name, argument = order

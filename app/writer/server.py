@@ -88,6 +88,7 @@ class Writer:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
+        ledger.gather_callers()
         self.connections: set[_Connection] = set()
         self._running: set[asyncio.Task[None]] = set()
         self._latest_deadline = 0.0

@@ -18,7 +18,7 @@ from typing import Any, Final
 import pytest
 
 from app.application.commands import OpenAccount, RecordTransfer
-from app.application.ledger import Ledger
+from app.application.ledger import GATHER_SECONDS_MAX, Ledger
 from app.domain.errors import (
     AccountNotFoundError,
     OutcomeUnknownError,
@@ -246,3 +246,14 @@ def test_a_writer_asked_to_stop_answers_the_calls_it_took_and_refuses_new_ones(
     assert writing_ledger.get_account("a").unit == "EUR"
     with pytest.raises(AccountNotFoundError):
         writing_ledger.get_account("b")
+
+
+def test_the_writers_ledger_waits_for_the_callers_it_answered_on_any_store(
+    writing_ledger: Ledger,
+) -> None:
+    """A ledger alone on a store other than SQLite takes its next group at once; the
+    writer process's waits a moment for its callers to come back through the hop."""
+    writing_ledger.open_account(OpenAccount("a", "EUR"))
+    assert writing_ledger._gather_seconds() == 0.0
+    Writer(writing_ledger)
+    assert 0.0 < writing_ledger._gather_seconds() <= GATHER_SECONDS_MAX
