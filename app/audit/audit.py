@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+from uuid import UUID
 
 from app.application.ledger import Ledger
 from app.application.read_model import PAGE_SIZE_MAX, ReadModel
@@ -67,6 +68,9 @@ class _TransferPage:
     records: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     legs: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0] * 5))
     statuses: list[tuple[str, int | None, str]] = field(default_factory=list)
+    # (account stream, position, transfer id) of each line that opens a transfer on an
+    # account: a debit, a credit or a reservation.
+    openings: list[tuple[str, int, str]] = field(default_factory=list)
 
 
 SCRATCH_SCHEMA: Final = [
@@ -79,7 +83,17 @@ SCRATCH_SCHEMA: Final = [
     "dpend INTEGER NOT NULL DEFAULT 0, cpend INTEGER NOT NULL DEFAULT 0, "
     "legs INTEGER NOT NULL DEFAULT 0, position INTEGER)",
     "CREATE INDEX transfers_by_stream ON transfers (stream_id)",
+    "CREATE TABLE openings (stream_id TEXT, position INTEGER, transfer_id TEXT, "
+    "PRIMARY KEY (stream_id, position)) WITHOUT ROWID",
 ]
+# The lines that open a transfer on an account, in the order the account's listing of
+# transfers shows them (decision 0033).
+OPENING_LINES: Final = (
+    Account.Debited,
+    Account.Credited,
+    Account.DebitReserved,
+    Account.CreditReserved,
+)
 
 
 @contextmanager
@@ -129,6 +143,7 @@ class Auditor:
             self._process_page(page)
             self._check_transfers()
             self._check_pending_holds()
+            self._check_opening_order()
             self._check_unit_sums()
             self.lots.check_breakage(datetime.now(tz=UTC))
             if self.view is not None:
@@ -207,6 +222,8 @@ class Auditor:
             legs[2] += delta.debits_pending
             legs[3] += delta.credits_pending
             legs[4] += 1
+            if isinstance(event, OPENING_LINES):
+                page.openings.append((event.originator_id.hex, position, event.transfer_id))
         elif isinstance(event, Transfer.PendingPosted):
             page.statuses.append(("posted", event.amount, event.originator_id.hex))
         elif isinstance(event, Transfer.PendingVoided):
@@ -239,6 +256,7 @@ class Auditor:
             "WHERE stream_id = ?",
             page.statuses,
         )
+        self.scratch.executemany("INSERT INTO openings VALUES (?, ?, ?)", page.openings)
 
     def _check_streams(self, page: list[tuple[int, Any]]) -> None:
         """Versions without gaps and unbroken hash chains, stream by stream."""
@@ -357,6 +375,35 @@ class Auditor:
                             f"{held[(side, account.id)]}",
                         )
                     )
+
+    def _check_opening_order(self) -> None:
+        """Each account's opening lines come in the order of their transfers' own
+        recordings: an account's transfers are listed, and paged, in its lines' order
+        (decision 0033), which the writer promises to keep the transfers' order. A
+        transfer's first line on the account counts: a second one is a money violation,
+        reported as such."""
+        for stream_id, transfer_id, recorded, position, before, before_recorded in (
+            self.scratch.execute(
+                "SELECT * FROM (SELECT o.stream_id, o.transfer_id, t.position, o.line, "
+                "LAG(o.transfer_id) OVER lines, LAG(t.position) OVER lines AS before "
+                "FROM (SELECT stream_id, transfer_id, MIN(position) AS line FROM openings "
+                "GROUP BY stream_id, transfer_id) o "
+                "JOIN transfers t ON t.transfer_id = o.transfer_id "
+                "WINDOW lines AS (PARTITION BY o.stream_id ORDER BY o.line)) "
+                f"WHERE position < before LIMIT {VIOLATIONS_KEPT_MAX}"
+            )
+        ):
+            account = self.full.accounts.get(UUID(stream_id))
+            self.report.add(
+                Violation(
+                    "lines_out_of_order",
+                    stream_id if account is None else account.id,
+                    f"the line of {transfer_id} (recorded at {recorded}) follows the line "
+                    f"of {before} (recorded at {before_recorded}): the account's transfers "
+                    "would be listed out of their order",
+                    position,
+                )
+            )
 
     def _check_unit_sums(self) -> None:
         self.report.accounts = len(self.full.accounts)

@@ -423,6 +423,41 @@ def test_a_skipped_version_is_a_version_gap(planted: Built) -> None:
     )
 
 
+def test_an_accounts_lines_against_their_transfers_order_are_lines_out_of_order(
+    planted: Built,
+) -> None:
+    """Two whole, balanced transfers whose lines on Alice run against the order of their
+    recordings, every chain and version right: only the listing's order gives it away."""
+    alice, shop = account_uuid(ALICE), account_uuid(SHOP)
+    with planted.stores.open_ledger() as ledger:
+        first, second = (
+            Transfer.record(name, ALICE, SHOP, 3, "CREDITS", False, None, {})
+            for name in ("swapped:1", "swapped:2")
+        )
+        payer: Any = ledger.repository.get(alice)
+        payee: Any = ledger.repository.get(shop)
+        now = payer.modified_on
+        for name in ("swapped:2", "swapped:1"):
+            payer.debit(name, 3, pending=False, now=now)
+        for name in ("swapped:1", "swapped:2"):
+            payee.credit(name, 3, pending=False)
+        events = [*first.collect_events(), *second.collect_events()]
+        positions = append_to_store(
+            ledger, [*events, *payer.collect_events(), *payee.collect_events()]
+        )
+
+    report = audit(planted.stores)
+
+    assert kinds(report) == {"lines_out_of_order"}
+    [out_of_order] = report.violations
+    assert out_of_order.subject == ALICE
+    assert out_of_order.position == positions[3]  # Alice's line of swapped:1, her second
+    assert out_of_order.detail.startswith(
+        f"the line of swapped:1 (recorded at {positions[0]}) follows the line of swapped:2 "
+        f"(recorded at {positions[1]})"
+    )
+
+
 def test_a_duplicated_debit_leg_is_an_unbalanced_transfer(planted: Built) -> None:
     """The same transfer's debit leg appended again to the account's stream."""
     forge(planted.stores, account_uuid(ALICE), Account.Debited, transfer_id="spend:1", amount=37)
