@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-from uuid import UUID
 
 from app.application.ledger import Ledger
 from app.application.read_model import PAGE_SIZE_MAX, ReadModel
@@ -66,11 +65,13 @@ class _TransferPage:
     """Per-transfer facts gathered in one page of the log, before they are flushed."""
 
     records: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    legs: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0] * 5))
+    # Per transfer: the sums of its legs (debits and credits, posted and pending), their
+    # count, and the position of its first line opening it on a debit and on a credit
+    # account (a debit or debit reservation; a credit or credit reservation), if any.
+    legs: dict[str, list[Any]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0, 0, None, None])
+    )
     statuses: list[tuple[str, int | None, str]] = field(default_factory=list)
-    # (account stream, position, transfer id) of each line that opens a transfer on an
-    # account: a debit, a credit or a reservation.
-    openings: list[tuple[str, int, str]] = field(default_factory=list)
 
 
 SCRATCH_SCHEMA: Final = [
@@ -81,19 +82,14 @@ SCRATCH_SCHEMA: Final = [
     "debit_account_id TEXT, credit_account_id TEXT, recorded INTEGER NOT NULL DEFAULT 0, "
     "dp INTEGER NOT NULL DEFAULT 0, cp INTEGER NOT NULL DEFAULT 0, "
     "dpend INTEGER NOT NULL DEFAULT 0, cpend INTEGER NOT NULL DEFAULT 0, "
-    "legs INTEGER NOT NULL DEFAULT 0, position INTEGER)",
+    "legs INTEGER NOT NULL DEFAULT 0, position INTEGER, debit_line INTEGER, "
+    "credit_line INTEGER)",
     "CREATE INDEX transfers_by_stream ON transfers (stream_id)",
-    "CREATE TABLE openings (stream_id TEXT, position INTEGER, transfer_id TEXT, "
-    "PRIMARY KEY (stream_id, position)) WITHOUT ROWID",
 ]
-# The lines that open a transfer on an account, in the order the account's listing of
-# transfers shows them (decision 0033).
-OPENING_LINES: Final = (
-    Account.Debited,
-    Account.Credited,
-    Account.DebitReserved,
-    Account.CreditReserved,
-)
+# The lines that open a transfer on an account, on its debit side and on its credit
+# side: an account lists its transfers in the order of these lines (decision 0033).
+OPENS_DEBIT: Final = (Account.Debited, Account.DebitReserved)
+OPENS_CREDIT: Final = (Account.Credited, Account.CreditReserved)
 
 
 @contextmanager
@@ -222,8 +218,11 @@ class Auditor:
             legs[2] += delta.debits_pending
             legs[3] += delta.credits_pending
             legs[4] += 1
-            if isinstance(event, OPENING_LINES):
-                page.openings.append((event.originator_id.hex, position, event.transfer_id))
+            side = (
+                5 if isinstance(event, OPENS_DEBIT) else 6 if isinstance(event, OPENS_CREDIT) else 0
+            )
+            if side and legs[side] is None:
+                legs[side] = position
         elif isinstance(event, Transfer.PendingPosted):
             page.statuses.append(("posted", event.amount, event.originator_id.hex))
         elif isinstance(event, Transfer.PendingVoided):
@@ -245,10 +244,12 @@ class Auditor:
             list(page.records.values()),
         )
         self.scratch.executemany(
-            "INSERT INTO transfers (transfer_id, dp, cp, dpend, cpend, legs) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (transfer_id) DO UPDATE SET "
-            "dp = dp + excluded.dp, cp = cp + excluded.cp, dpend = dpend + excluded.dpend, "
-            "cpend = cpend + excluded.cpend, legs = legs + excluded.legs",
+            "INSERT INTO transfers (transfer_id, dp, cp, dpend, cpend, legs, debit_line, "
+            "credit_line) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (transfer_id) DO UPDATE "
+            "SET dp = dp + excluded.dp, cp = cp + excluded.cp, dpend = dpend + excluded.dpend, "
+            "cpend = cpend + excluded.cpend, legs = legs + excluded.legs, "
+            "debit_line = COALESCE(debit_line, excluded.debit_line), "
+            "credit_line = COALESCE(credit_line, excluded.credit_line)",
             [(transfer_id, *legs) for transfer_id, legs in page.legs.items()],
         )
         self.scratch.executemany(
@@ -256,7 +257,6 @@ class Auditor:
             "WHERE stream_id = ?",
             page.statuses,
         )
-        self.scratch.executemany("INSERT INTO openings VALUES (?, ?, ?)", page.openings)
 
     def _check_streams(self, page: list[tuple[int, Any]]) -> None:
         """Versions without gaps and unbroken hash chains, stream by stream."""
@@ -380,28 +380,34 @@ class Auditor:
         """Each account's opening lines come in the order of their transfers' own
         recordings: an account's transfers are listed, and paged, in its lines' order
         (decision 0033), which the writer promises to keep the transfers' order. A
-        transfer's first line on the account counts: a second one is a money violation,
+        transfer's first line on each side counts: a second one is a money violation,
         reported as such."""
-        for stream_id, transfer_id, recorded, position, before, before_recorded in (
-            self.scratch.execute(
-                "SELECT * FROM (SELECT o.stream_id, o.transfer_id, t.position, o.line, "
-                "LAG(o.transfer_id) OVER lines, LAG(t.position) OVER lines AS before "
-                "FROM (SELECT stream_id, transfer_id, MIN(position) AS line FROM openings "
-                "GROUP BY stream_id, transfer_id) o "
-                "JOIN transfers t ON t.transfer_id = o.transfer_id "
-                "WINDOW lines AS (PARTITION BY o.stream_id ORDER BY o.line)) "
-                f"WHERE position < before LIMIT {VIOLATIONS_KEPT_MAX}"
-            )
+        for (
+            account_id,
+            transfer_id,
+            recorded,
+            line,
+            before,
+            before_recorded,
+        ) in self.scratch.execute(
+            "SELECT * FROM (SELECT account_id, transfer_id, position, line, "
+            "LAG(transfer_id) OVER lines, LAG(position) OVER lines AS before FROM ("
+            "SELECT debit_account_id AS account_id, transfer_id, position, "
+            "debit_line AS line FROM transfers WHERE debit_line IS NOT NULL "
+            "AND recorded > 0 UNION ALL "
+            "SELECT credit_account_id, transfer_id, position, credit_line FROM transfers "
+            "WHERE credit_line IS NOT NULL AND recorded > 0) "
+            "WINDOW lines AS (PARTITION BY account_id ORDER BY line)) "
+            f"WHERE position < before LIMIT {VIOLATIONS_KEPT_MAX}"
         ):
-            account = self.full.accounts.get(UUID(stream_id))
             self.report.add(
                 Violation(
                     "lines_out_of_order",
-                    stream_id if account is None else account.id,
+                    account_id,
                     f"the line of {transfer_id} (recorded at {recorded}) follows the line "
                     f"of {before} (recorded at {before_recorded}): the account's transfers "
                     "would be listed out of their order",
-                    position,
+                    line,
                 )
             )
 
