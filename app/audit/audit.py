@@ -382,14 +382,7 @@ class Auditor:
         (decision 0033), which the writer promises to keep the transfers' order. A
         transfer's first line on each side counts: a second one is a money violation,
         reported as such."""
-        for (
-            account_id,
-            transfer_id,
-            recorded,
-            line,
-            before,
-            before_recorded,
-        ) in self.scratch.execute(
+        rows = self.scratch.execute(
             "SELECT * FROM (SELECT account_id, transfer_id, position, line, "
             "LAG(transfer_id) OVER lines, LAG(position) OVER lines AS before FROM ("
             "SELECT debit_account_id AS account_id, transfer_id, position, "
@@ -398,8 +391,10 @@ class Auditor:
             "SELECT credit_account_id, transfer_id, position, credit_line FROM transfers "
             "WHERE credit_line IS NOT NULL AND recorded > 0) "
             "WINDOW lines AS (PARTITION BY account_id ORDER BY line)) "
-            f"WHERE position < before LIMIT {VIOLATIONS_KEPT_MAX}"
-        ):
+            "WHERE position < before LIMIT ?",
+            (VIOLATIONS_KEPT_MAX,),
+        )
+        for account_id, transfer_id, recorded, line, before, before_recorded in rows:
             self.report.add(
                 Violation(
                     "lines_out_of_order",
