@@ -40,8 +40,11 @@ from prometheus_client import Histogram
 from psycopg_pool import ConnectionPool
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-# Nothing of this application is imported here at module level: the domain imports this
-# module (``initialise_aggregate``), so an import of the API here would be a cycle.
+from app.persistence.rows import StoredRows, row_of
+
+# Nothing else of this application is imported here at module level (``rows`` imports
+# only the library): the domain imports this module (``initialise_aggregate``), so an
+# import of the API here would be a cycle.
 
 TRecorder = TypeVar("TRecorder", bound=ApplicationRecorder)
 
@@ -115,31 +118,16 @@ class ExecutemanySQLiteRecorder(SQLiteApplicationRecorder):
     ) -> Sequence[int] | None:
         if not stored_events:
             return []
-        rows = self._rows(stored_events)
+        # Rows the mapper made as it encoded the events (``StoredRows``) go as they are.
+        rows = (
+            stored_events.rows
+            if isinstance(stored_events, StoredRows)
+            else [row_of(event) for event in stored_events]
+        )
         c.executemany(self.insert_events_statement, rows)
         c.execute("SELECT last_insert_rowid()")
         last = int(c.fetchone()[0])
         return list(range(last - len(rows) + 1, last + 1))
-
-    @staticmethod
-    def _rows(stored_events: Sequence[StoredEvent]) -> list[tuple[str, int, str, bytearray]]:
-        """The table's columns of each event, in order. The state goes as a
-        ``bytearray`` (the same BLOB): ``sqlite3`` binds a ``bytes`` parameter only
-        after asking its adapter protocol, which raises and formats an
-        ``AttributeError`` for every row (about 900 instructions more per row than the
-        copy)."""
-        return [
-            (
-                # What ``UUID.hex`` answers, without its Python-level property call.
-                f"{originator_id.int:032x}"
-                if isinstance(originator_id := event.originator_id, UUID)
-                else originator_id,
-                event.originator_version,
-                event.topic,
-                bytearray(event.state),
-            )
-            for event in stored_events
-        ]
 
 
 # eventsourcing 9.5: a Notification is a frozen dataclass whose constructor sets each

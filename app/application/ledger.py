@@ -56,6 +56,7 @@ from app.application.views import (
     TransferView,
 )
 from app.application.workspace import Workspace, WriterCache, Written, image_of, restore_image
+from app.compat import ExecutemanySQLiteRecorder
 from app.domain import limits
 from app.domain.account import Account, term_record
 from app.domain.chain import command_time, current_command_time
@@ -279,6 +280,8 @@ class Ledger(Application[UUID]):
         self._catches_up = catches_up(self.recorder)
         self._gathers_alone = commits_in_process(self.recorder)
         self._write_locking = self.recorder if isinstance(self.recorder, WriteLocking) else None
+        # A recorder that binds the mapper's rows as they are (app/persistence/rows.py).
+        self._binds_rows = isinstance(self.recorder, ExecutemanySQLiteRecorder)
         self._log_follower = self.recorder if isinstance(self.recorder, FollowsLog) else None
         self.committer = Committer(
             self._write_group,
@@ -1353,10 +1356,13 @@ class Ledger(Application[UUID]):
         """One store write of the events (what ``EventStore.put`` does, without building
         a ``Recording`` and a ``Notification`` per event that nothing here reads)."""
         mapper = self.mapper
-        if isinstance(mapper, ChainedMapper):  # always (construct_mapper): one loop
-            stored = mapper.to_stored_events(events)
-        else:
+        stored: Sequence[StoredEvent]
+        if not isinstance(mapper, ChainedMapper):  # never (construct_mapper)
             stored = [mapper.to_stored_event(event) for event in events]
+        elif self._binds_rows:  # the SQLite recorder: the rows it binds, made in one loop
+            stored = mapper.to_stored_rows(events)
+        else:
+            stored = mapper.to_stored_events(events)
         return Written(events, self.recorder.insert_events(stored))
 
     def _run_command(

@@ -18,7 +18,7 @@ keys for every event. An event with any attribute the write path did not put the
 are snapshots and events with a time inside a field (a grant's terms).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
@@ -29,8 +29,13 @@ from eventsourcing.utils import get_topic
 
 from app.domain.chain import ENCODED_FIELDS
 from app.domain.commits import COMMIT_ID, COMMIT_LAST
+from app.persistence.rows import StoredRows, row_of
 
 _EMPTY_OBJECT: Final = b"{}"
+# A stored state's pieces joined: as ``bytes`` for a stored event, as a ``bytearray`` for
+# a row (what the SQLite recorder binds: one copy fewer).
+_JOIN_BYTES: Final[Callable[[Iterable[bytes]], bytes | bytearray]] = b"".join
+_JOIN_BYTEARRAY: Final[Callable[[Iterable[bytes]], bytes | bytearray]] = bytearray().join
 # Set on the events of a write after they were built (app.domain.commits).
 _COMMIT_MARKS: Final = 2
 
@@ -62,6 +67,59 @@ class ChainedMapper(Mapper[UUID]):
         looked up once per run of equal ones, each time stamp formatted once)."""
         stored_events: list[StoredEvent] = []
         append = stored_events.append
+        for mapped in self._mapped(domain_events, _JOIN_BYTES):
+            if isinstance(mapped, StoredEvent):
+                append(mapped)
+                continue
+            originator_id, version, topic, state = mapped
+            # As the library builds the events it reads: its frozen dataclass's
+            # constructor would only set the same four attributes one by one.
+            stored_event = object.__new__(StoredEvent)
+            object.__setattr__(
+                stored_event,
+                "__dict__",
+                {
+                    "originator_id": originator_id,
+                    "originator_version": version,
+                    "topic": topic,
+                    "state": state,
+                },
+            )
+            append(stored_event)
+        return stored_events
+
+    def to_stored_rows(self, domain_events: Sequence[Any]) -> StoredRows:
+        """``to_stored_events``, kept as the rows the SQLite recorder binds, made in the
+        same loop (app/persistence/rows.py): each row equals the one the recorder
+        would make of the stored event ``to_stored_events`` answers."""
+        stored_rows = StoredRows()
+        append_row, append_id = stored_rows.rows.append, stored_rows.originator_ids.append
+        for mapped in self._mapped(domain_events, _JOIN_BYTEARRAY):
+            if isinstance(mapped, StoredEvent):
+                append_row(row_of(mapped))
+                append_id(mapped.originator_id)
+                continue
+            originator_id, version, topic, state = mapped
+            append_row(
+                (
+                    # What ``UUID.hex`` answers, without its Python-level property call.
+                    f"{originator_id.int:032x}"
+                    if isinstance(originator_id, UUID)
+                    else originator_id,
+                    version,
+                    topic,
+                    state if type(state) is bytearray else bytearray(state),
+                )
+            )
+            append_id(originator_id)
+        return stored_rows
+
+    def _mapped(
+        self, domain_events: Sequence[Any], join: Callable[[Iterable[bytes]], bytes | bytearray]
+    ) -> Iterator[StoredEvent | tuple[Any, int, str, bytes | bytearray]]:
+        """Each event mapped: its stream id, version, topic and stored state (its pieces
+        put together by ``join``), or the library's own ``StoredEvent`` of it when it
+        was not built by the write path as it is now."""
         shapes = self._shape_pieces
         last_time = self._last_time
         times: dict[int, tuple[datetime, bytes]] = {}
@@ -72,7 +130,7 @@ class ChainedMapper(Mapper[UUID]):
             state: dict[str, Any] = vars(domain_event)
             kept = state.get(ENCODED_FIELDS)
             if kept is None:
-                append(super().to_stored_event(domain_event))
+                yield super().to_stored_event(domain_event)
                 continue
             encoded, left_out, size = kept
             marks = len(state) - size
@@ -84,7 +142,7 @@ class ChainedMapper(Mapper[UUID]):
                     commit_pieces = self._commit_pieces(commit_id)
                 commit = commit_pieces[1] if state[COMMIT_LAST] else commit_pieces[0]
             else:  # something else was added to the event since it was built
-                append(super().to_stored_event(without_kept_bytes(domain_event)))
+                yield super().to_stored_event(without_kept_bytes(domain_event))
                 continue
             shape = (type(domain_event), left_out, state.get("originator_topic"))
             pieces = shapes.get(shape)
@@ -98,7 +156,7 @@ class ChainedMapper(Mapper[UUID]):
                 last_time = times.get(id(moment))
                 if last_time is None:
                     last_time = times[id(moment)] = self._time_piece(moment)
-            stored = b"".join(
+            stored = join(
                 (
                     last_time[1],
                     b',"chain":"',
@@ -109,22 +167,8 @@ class ChainedMapper(Mapper[UUID]):
                 )
             )
             if transform:
-                stored = self._transformed(stored)
-            # As the library builds the events it reads: its frozen dataclass's
-            # constructor would only set the same four attributes one by one.
-            stored_event = object.__new__(StoredEvent)
-            object.__setattr__(
-                stored_event,
-                "__dict__",
-                {
-                    "originator_id": state["originator_id"],
-                    "originator_version": state["originator_version"],
-                    "topic": pieces[0],
-                    "state": stored,
-                },
-            )
-            append(stored_event)
-        return stored_events
+                stored = self._transformed(bytes(stored))
+            yield (state["originator_id"], state["originator_version"], pieces[0], stored)
 
     def _transformed(self, stored: bytes) -> bytes:
         if self.compressor:

@@ -17,6 +17,7 @@ from app.domain.account import Account
 from app.domain.chain import ENCODED_FIELDS, GENESIS, first_broken_link
 from app.domain.commits import mark_commit
 from app.persistence.mapper import ChainedMapper, without_kept_bytes
+from app.persistence.rows import StoredRows, row_of
 from app.persistence.stores import event_store_env
 from app.persistence.transcodings import register_domain_transcodings
 from tests.unit.test_transcoder import write_history
@@ -31,14 +32,22 @@ def mapped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[Le
     every event the mapper stored and what it stored."""
     seen: Mapped = []
     to_stored_events = ChainedMapper.to_stored_events
+    to_stored_rows = ChainedMapper.to_stored_rows
 
     def recording(self: ChainedMapper, domain_events: Sequence[Any]) -> list[StoredEvent]:
         stored = to_stored_events(self, domain_events)
         seen.extend(zip(domain_events, stored, strict=True))
         return stored
 
-    # Every event the ledger stores goes through here (to_stored_event included).
+    def recording_rows(self: ChainedMapper, domain_events: Sequence[Any]) -> StoredRows:
+        stored = to_stored_rows(self, domain_events)
+        seen.extend(zip(domain_events, stored, strict=True))  # each row as a StoredEvent
+        return stored
+
+    # Every event the ledger stores goes through one of these (to_stored_event included):
+    # the rows on SQLite, the stored events elsewhere.
     monkeypatch.setattr(ChainedMapper, "to_stored_events", recording)
+    monkeypatch.setattr(ChainedMapper, "to_stored_rows", recording_rows)
     with Ledger(event_store_env(f"sqlite:///{tmp_path / 'ledger.sqlite'}")) as ledger:
         write_history(ledger)
         ledger.update_account("bob", {"tier": "silver"})
@@ -128,21 +137,67 @@ def test_an_event_given_another_attribute_after_it_was_built_is_stored_whole() -
     assert state == json.loads(library_mapper().to_stored_event(without_kept_bytes(event)).state)
 
 
+def with_a_late_field(seen: Mapped) -> list[Any]:
+    """The events seen, with one among them that had a field set after its link (so the
+    library maps it, among the others)."""
+    events = [event for event, _ in seen]
+    odd = Account.open("odd", "CREDITS", False, 0, {})
+    (late,) = odd.collect_events()
+    vars(late)["note"] = "set after the link"
+    events.insert(len(events) // 2, late)
+    return events
+
+
 def test_events_mapped_together_are_stored_as_each_mapped_alone(
     mapped: tuple[Ledger, Mapped],
 ) -> None:
     ledger, seen = mapped
     assert isinstance(ledger.mapper, ChainedMapper)
-    events = [event for event, _ in seen]
-    odd = Account.open("odd", "CREDITS", False, 0, {})
-    (late,) = odd.collect_events()
-    vars(late)["note"] = "set after the link"  # mapped by the library, among the others
-    events.insert(len(events) // 2, late)
+    events = with_a_late_field(seen)
     together = ledger.mapper.to_stored_events(events)
     alone = [ledger.mapper.to_stored_event(event) for event in events]
     assert [vars(stored) for stored in together] == [vars(stored) for stored in alone]
     # ... and as they were stored when written
     assert [vars(stored) for stored in together[:10]] == [vars(first) for _, first in seen[:10]]
+
+
+def test_rows_mapped_together_are_the_rows_the_recorder_makes_of_the_stored_events(
+    mapped: tuple[Ledger, Mapped],
+) -> None:
+    """What the SQLite recorder binds is the same whether the mapper made the rows
+    (``to_stored_rows``) or the recorder made them of stored events; and the rows read as
+    those very stored events."""
+    ledger, seen = mapped
+    assert isinstance(ledger.mapper, ChainedMapper)
+    events = with_a_late_field(seen)
+    assert any(ENCODED_FIELDS not in vars(event) for event in events)  # a snapshot, too
+    stored_events = ledger.mapper.to_stored_events(events)
+    rows = ledger.mapper.to_stored_rows(events)
+    assert rows.rows == [row_of(stored) for stored in stored_events]
+    assert all(type(row[3]) is bytearray for row in rows.rows)
+    assert len(rows) == len(stored_events)
+    assert [vars(stored) for stored in rows] == [vars(stored) for stored in stored_events]
+    assert [vars(stored) for stored in rows[2:5]] == [vars(s) for s in stored_events[2:5]]
+
+
+def test_the_recorder_stores_the_mappers_rows_as_it_stores_the_stored_events(
+    mapped: tuple[Ledger, Mapped], tmp_path: Path
+) -> None:
+    ledger, seen = mapped
+    assert isinstance(ledger.mapper, ChainedMapper)
+    # One of each stream's versions (a snapshot was mapped too, at an event's version).
+    keyed = {(event.originator_id, event.originator_version): event for event, _ in seen}
+    events = list(keyed.values())
+    tables = []
+    for name, stored in (
+        ("rows", ledger.mapper.to_stored_rows(events)),
+        ("events", ledger.mapper.to_stored_events(events)),
+    ):
+        with Ledger(event_store_env(f"sqlite:///{tmp_path / name}.sqlite")) as other:
+            assert other.recorder.insert_events(stored) == list(range(1, len(events) + 1))
+            tables.append(other.recorder.select_notifications(1, len(events) + 1))
+    assert [vars(n) for n in tables[0]] == [vars(n) for n in tables[1]]
+    assert len(tables[0]) == len(events)
 
 
 def test_each_moment_is_formatted_once_per_call_however_its_events_are_interleaved(
