@@ -40,6 +40,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -49,7 +50,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import machine, run_queue_seconds
+from benchlib import in_turn, machine, run_queue_seconds
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
@@ -310,8 +311,15 @@ def goal_sqlite(workdir: Path, rounds: int, count: int) -> tuple[Goal, Goal, Goa
         floor = Floor(workdir / "floor.sqlite", library_pragmas(ledger))
         sample = sample_rows(ledger)
         for round_number in range(rounds):
-            mine = timed_ledger_batches(ledger, f"r{round_number}", count)
-            goal.add(mine, floor.batches(sample, count))
+            # The goal's two sides in turn (the ledger first in even rounds, the floor
+            # first in odd ones); the floors for context after them.
+            sides = {
+                "ledger": partial(timed_ledger_batches, ledger, f"r{round_number}", count),
+                "floor": partial(floor.batches, sample, count),
+            }
+            phases = {name: sides[name]() for name in in_turn(list(sides), round_number)}
+            mine = phases["ledger"]
+            goal.add(mine, phases["floor"])
             encoded.add(mine, floor.encoded_batches(sample, count))
             least.add(mine, floor.least_encoded_batches(sample, count))
     return goal, encoded, least
