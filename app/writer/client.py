@@ -88,13 +88,22 @@ class _Link(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def send(self, orders: Sequence[Any], deadline: float) -> _Waiting:
-        """Queue a call for this turn's message; its answers come to the returned future."""
+        """Queue a call for this turn's message; its answers come to the returned future.
+        On a link already lost it is answered ``store_unavailable`` at once (never sent)."""
         call_id = next(self._ids)
         waiting = _Waiting(call_id, len(orders), self.loop.create_future())
+        if not self.open:
+            waiting.settle([unreachable("the connection was lost")] * waiting.count)
+            return waiting
         self.waiting[call_id] = waiting
         if not self._outgoing:
             self.loop.call_soon(self._flush)
-        self._outgoing.append((call_id, deadline - time.monotonic(), orders))
+        # The deadline itself, a ``time.monotonic`` time, not the seconds left: the
+        # writer is on this host and CLOCK_MONOTONIC is one clock for every process of
+        # a Linux system, so a writer late to read the call still drops it once its
+        # caller's deadline has passed (``write_timeout``, nothing written) rather than
+        # counting the seconds left from when it read it.
+        self._outgoing.append((call_id, deadline, orders))
         self._outgoing_ids.append(call_id)
         return waiting
 
@@ -108,7 +117,11 @@ class _Link(asyncio.Protocol):
         calls, self._outgoing = self._outgoing, []
         ids, self._outgoing_ids = self._outgoing_ids, []
         if not self.open or self._transport is None:
-            return  # lost meanwhile: ``connection_lost`` answered them unsent
+            for call_id in ids:  # lost meanwhile: nothing was sent
+                waiting = self.waiting.pop(call_id, None)
+                if waiting is not None:
+                    waiting.settle([unreachable("the connection was lost")] * waiting.count)
+            return
         for call_id in ids:
             waiting = self.waiting.get(call_id)
             if waiting is not None:
@@ -160,7 +173,7 @@ class WriterClient:
         self.timeout_seconds = timeout_seconds
         self.grace_seconds = grace_seconds
         self._link: _Link | None = None
-        self._connecting: asyncio.Future[_Link | None] | None = None
+        self._connecting: asyncio.Task[_Link | str] | None = None
         self._said_unreachable = False
 
     async def submit_async(self, command: Write[Any], units: int = 1) -> Any:
@@ -172,9 +185,9 @@ class WriterClient:
             return []
         deadline = time.monotonic() + self.timeout_seconds
         orders = [_order_of(write) for write, _units in commands]
-        link = await self._connected()
-        if link is None:
-            return [unreachable("no writer is listening")] * len(orders)
+        link = await self._connected(deadline)
+        if isinstance(link, str):
+            return [unreachable(link)] * len(orders)
         waiting = link.send(orders, deadline)
         loop = link.loop
         timer = loop.call_at(
@@ -203,30 +216,43 @@ class WriterClient:
 
         return asyncio.run(submitted())
 
-    async def _connected(self) -> _Link | None:
+    async def _connected(self, deadline: float) -> _Link | str:
+        """The open link to the writer, made now if there is none: one attempt at a
+        time, which the callers that come meanwhile share. Why not, when no writer
+        listens or none accepted the connection by ``deadline``."""
         link = self._link
         if link is not None and link.open:
             return link
-        if self._connecting is None:
-            loop = asyncio.get_running_loop()
-            self._connecting = loop.create_future()
-            try:
+        connecting = self._connecting
+        if connecting is None:
+            connecting = asyncio.get_running_loop().create_task(self._connect(deadline))
+            self._connecting = connecting
+        # Shielded: a caller cancelled while it waits (its request gone) leaves the
+        # attempt to the others. The attempt is bounded by the deadline of the caller
+        # that began it, the earliest of those waiting (each has ``timeout_seconds``).
+        return await asyncio.shield(connecting)
+
+    async def _connect(self, deadline: float) -> _Link | str:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(_loop_time(loop, deadline)):
                 _, made = await loop.create_unix_connection(
                     lambda: _Link(loop, self._lost), self.path
                 )
-            except OSError as error:
-                if not self._said_unreachable:  # once per outage, not once per write
-                    self._said_unreachable = True
-                    log.warning("writer_client.unreachable", path=self.path, error=str(error))
-                self._connecting.set_result(None)
-                self._connecting = None
-                return None
+        except OSError as error:  # TimeoutError included: no writer accepted in time
+            if not self._said_unreachable:  # once per outage, not once per write
+                self._said_unreachable = True
+                log.warning("writer_client.unreachable", path=self.path, error=repr(error))
+            if isinstance(error, TimeoutError):
+                return "no writer accepted the connection by the write's deadline"
+            return "no writer is listening"
+        else:
             self._link = made
             self._said_unreachable = False
-            self._connecting.set_result(made)
-            self._connecting = None
             return made
-        return await self._connecting
+        finally:
+            # Whatever happened (an error, a cancel): the next call tries again.
+            self._connecting = None
 
     @property
     def calls_waiting(self) -> int:
@@ -239,8 +265,11 @@ class WriterClient:
 
     def close(self) -> None:
         link, self._link = self._link, None
-        if link is not None:
-            with contextlib.suppress(RuntimeError):  # its loop is closed already
+        connecting, self._connecting = self._connecting, None
+        with contextlib.suppress(RuntimeError):  # its loop is closed already
+            if connecting is not None:
+                connecting.cancel()
+            if link is not None:
                 link.close()
 
 

@@ -97,11 +97,13 @@ class Writer:
 
     def take(self, call: Call, connection: _Connection) -> None:
         """Queue one call's commands on the committer; answer it when they are."""
-        call_id, seconds_left, orders = call
+        # The caller's deadline as the API worker sent it, a ``time.monotonic`` time (one
+        # clock for every process of this host): a call read after it passed is dropped
+        # by the committer (``write_timeout``, nothing written), however late it was read.
+        call_id, deadline, orders = call
         if self.draining:  # past its last call: nothing more is queued, nothing written
             connection.answer((call_id, StoreUnavailableError(STOPPING)))
             return
-        deadline = time.monotonic() + seconds_left
         self._latest_deadline = max(self._latest_deadline, deadline)
         answers: list[Any] = [None] * len(orders)
         writes: list[tuple[int, Write[Any]]] = []

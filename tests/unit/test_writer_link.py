@@ -3,9 +3,11 @@ server.py, decision 0035), both ends in this process over a real Unix socket: an
 after the writer's commit; ``store_unavailable`` at once with no writer; a connection
 lost with commands sent is ``outcome_unknown``; a writer that never answers is answered
 ``outcome_unknown`` by the deadline and its grace, never a hang; a command whose deadline
-passed before the writer took it is ``write_timeout`` with nothing written; the writer's
-refusal to queue (``overloaded``) reaches the caller; and a draining writer answers what
-it took."""
+passed before the writer took it is ``write_timeout`` with nothing written, however late
+the writer read it; a connection attempt cancelled, failed or never completed leaves the
+next call free; a call on a connection already lost is ``store_unavailable`` at once; the
+writer's refusal to queue (``overloaded``) reaches the caller; and a draining writer
+answers what it took."""
 
 import asyncio
 import contextlib
@@ -24,6 +26,7 @@ from app.domain.errors import (
     OutcomeUnknownError,
     OverloadedError,
     StoreUnavailableError,
+    TransferNotFoundError,
     WriteTimeoutError,
 )
 from app.persistence.stores import event_store_env
@@ -31,6 +34,7 @@ from app.writer.client import WriterClient
 from app.writer.server import Writer
 
 TIMEOUT_SECONDS: Final = 10.0
+WAIT_SECONDS: Final = 60.0  # a bound against hanging, never a measure of speed
 
 
 class RunningWriter:
@@ -62,6 +66,17 @@ def running_writer(ledger: Ledger, path: Path) -> Iterator[RunningWriter]:
         yield running
     finally:
         running.stop()
+
+
+@contextlib.contextmanager
+def writing_through(
+    writing: Ledger, api: Ledger, path: Path, timeout_seconds: float = TIMEOUT_SECONDS
+) -> Iterator[tuple[RunningWriter, WriterClient]]:
+    """A writer serving ``writing`` at ``path``, and ``api``'s writes sent to it."""
+    client = WriterClient(str(path), timeout_seconds, grace_seconds=0.1)
+    with running_writer(writing, path) as running:
+        api.use_writer(client)
+        yield running, client
 
 
 @pytest.fixture
@@ -133,14 +148,27 @@ async def silent_writer(path: Path, *, hang_up: bool) -> asyncio.AbstractServer:
 
 @pytest.mark.parametrize("hang_up", [True, False], ids=["connection lost", "writer hangs"])
 def test_a_sent_command_whose_answer_never_comes_is_outcome_unknown_within_a_bound(
-    api_ledger: Ledger, tmp_path: Path, hang_up: bool
+    api_ledger: Ledger, tmp_path: Path, hang_up: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "writer.sock"
+    timeout, grace = 0.2, 0.1
 
     async def story() -> None:
         server = await silent_writer(path, hang_up=hang_up)
-        client = WriterClient(str(path), 0.2, grace_seconds=0.1)
+        client = WriterClient(str(path), timeout, grace_seconds=grace)
         api_ledger.use_writer(client)
+        loop = asyncio.get_running_loop()
+        give_ups: list[tuple[float, asyncio.TimerHandle]] = []
+        call_at = loop.call_at
+
+        def watched_call_at(when: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+            handle = call_at(when, callback, *args)
+            if getattr(callback, "__name__", "") == "give_up":
+                give_ups.append((loop.time(), handle))
+            return handle
+
+        monkeypatch.setattr(loop, "call_at", watched_call_at)
+        before = loop.time()
         try:
             with pytest.raises(OutcomeUnknownError) as raised:
                 await api_ledger.record_transfer_async(RecordTransfer("t", "a", "b", 1))
@@ -148,36 +176,164 @@ def test_a_sent_command_whose_answer_never_comes_is_outcome_unknown_within_a_bou
         finally:
             server.close()
         assert "sending the same request again is safe" in str(raised.value)
+        # Given up at the caller's deadline (taken between ``before`` and the timer's
+        # making) and the grace, on the loop's own clock.
+        [(made_at, timer)] = give_ups
+        slack = 1e-3  # two clocks read one after the other by ``_loop_time``
+        assert before + timeout + grace - slack <= timer.when() <= made_at + timeout + grace + slack
 
     asyncio.run(story())
+
+
+def test_a_call_the_writer_reads_after_its_callers_deadline_is_never_written(
+    writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path
+) -> None:
+    """The caller's deadline crosses as a time on the host's monotonic clock, not as the
+    seconds left: a writer whose loop was busy past the deadline (and the grace, so the
+    caller was answered ``outcome_unknown``) drops the call when it reads it at last,
+    rather than writing it for a caller who stopped waiting."""
+    path = tmp_path / "writer.sock"
+    writing_ledger.open_account(OpenAccount("bank", "EUR", allow_negative=True))
+    writing_ledger.open_account(OpenAccount("alice", "EUR"))
+    busy = threading.Event()
+    with writing_through(writing_ledger, api_ledger, path, 0.2) as (running, client):
+
+        async def story() -> None:
+            running.loop.call_soon_threadsafe(busy.wait)  # the writer's loop stalls
+            try:
+                with pytest.raises(OutcomeUnknownError):
+                    await api_ledger.record_transfer_async(
+                        RecordTransfer("late", "bank", "alice", 1)
+                    )
+            finally:
+                busy.set()
+            # A call after it on the same connection: answered after its commit, so the
+            # late call was read and queued before it.
+            client.timeout_seconds = TIMEOUT_SECONDS
+            transfer = RecordTransfer("after", "bank", "alice", 1)
+            assert (await api_ledger.record_transfer_async(transfer)).created
+
+        asyncio.run(story())
+    assert writing_ledger.get_transfer("after").amount == 1
+    with pytest.raises(TransferNotFoundError):
+        writing_ledger.get_transfer("late")
+
+
+def test_a_caller_cancelled_while_connecting_leaves_the_connection_to_the_next_call(
+    writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path
+) -> None:
+    with writing_through(writing_ledger, api_ledger, tmp_path / "writer.sock") as (_, client):
+
+        async def story() -> None:
+            first = asyncio.ensure_future(api_ledger.open_account_async(OpenAccount("a", "EUR")))
+            while client._connecting is None:
+                await asyncio.sleep(0)
+            first.cancel()  # its request gone while the connection is being made
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            second = api_ledger.open_account_async(OpenAccount("b", "EUR"))
+            assert (await asyncio.wait_for(second, WAIT_SECONDS)).created
+
+        asyncio.run(story())
+    assert writing_ledger.get_account("b").unit == "EUR"
+
+
+async def never_connects(*_: Any, **__: Any) -> Any:
+    await asyncio.Event().wait()
+
+
+async def fails_to_connect(*_: Any, **__: Any) -> Any:
+    raise RuntimeError("a connection that failed otherwise than refused")
+
+
+@pytest.mark.parametrize("connect", [never_connects, fails_to_connect])
+def test_a_connection_attempt_that_fails_or_never_completes_leaves_the_next_call_free(
+    writing_ledger: Ledger,
+    api_ledger: Ledger,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    connect: Any,
+) -> None:
+    path = tmp_path / "writer.sock"
+    with writing_through(writing_ledger, api_ledger, path, 0.2) as (_, client):
+
+        async def story() -> None:
+            loop = asyncio.get_running_loop()
+            with monkeypatch.context() as patched:
+                patched.setattr(loop, "create_unix_connection", connect)
+                first = api_ledger.open_account_async(OpenAccount("a", "EUR"))
+                # Bounded by its deadline (store_unavailable: nothing was sent), or the
+                # error of a bug; never a wait for an attempt that has ended.
+                with pytest.raises((StoreUnavailableError, RuntimeError)):
+                    await asyncio.wait_for(first, WAIT_SECONDS)
+            client.timeout_seconds = TIMEOUT_SECONDS
+            second = api_ledger.open_account_async(OpenAccount("b", "EUR"))
+            assert (await asyncio.wait_for(second, WAIT_SECONDS)).created
+
+        asyncio.run(story())
+    assert writing_ledger.get_account("b").unit == "EUR"
+    with pytest.raises(AccountNotFoundError):
+        writing_ledger.get_account("a")
+
+
+def test_a_call_handed_to_a_connection_already_lost_is_store_unavailable_at_once(
+    tmp_path: Path,
+) -> None:
+    """A caller that waited for a connection may resume after it was lost: its call is
+    never sent, so it is told ``store_unavailable`` there and then, not ``outcome_unknown``
+    at its deadline."""
+    path = tmp_path / "writer.sock"
+
+    async def story() -> None:
+        server = await asyncio.start_unix_server(lambda _, writer: writer.close(), str(path))
+        client = WriterClient(str(path), TIMEOUT_SECONDS)
+        try:
+            link = await client._connected(time.monotonic() + TIMEOUT_SECONDS)
+            assert not isinstance(link, str)
+            while link.open:  # until the writer's hang-up is seen
+                await asyncio.sleep(0.01)
+            waiting = link.send([("close_account", "a")], time.monotonic() + TIMEOUT_SECONDS)
+            assert waiting.future.done()
+            [answer] = waiting.future.result()
+            assert isinstance(answer, StoreUnavailableError)
+            assert client.calls_waiting == 0
+        finally:
+            client.close()
+            server.close()
+
+    asyncio.run(asyncio.wait_for(story(), WAIT_SECONDS))
 
 
 def test_a_command_whose_deadline_passed_before_the_writer_took_it_is_never_written(
     writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path
 ) -> None:
-    path = tmp_path / "writer.sock"
-    with running_writer(writing_ledger, path):
-        api_ledger.use_writer(WriterClient(str(path), 0.0))
-        with pytest.raises(WriteTimeoutError):
-            asyncio.run(api_ledger.open_account_async(OpenAccount("late", "EUR")))
+    with writing_through(writing_ledger, api_ledger, tmp_path / "writer.sock") as (_, client):
+
+        async def story() -> None:
+            assert (await api_ledger.open_account_async(OpenAccount("a", "EUR"))).created
+            client.timeout_seconds = 0.0  # sent on the open connection, its deadline now
+            with pytest.raises(WriteTimeoutError):
+                await api_ledger.open_account_async(OpenAccount("late", "EUR"))
+
+        asyncio.run(story())
     with pytest.raises(AccountNotFoundError):
         writing_ledger.get_account("late")
 
 
-def slowed(ledger: Ledger, seconds: float) -> threading.Event:
-    """Each group write of ``ledger`` takes ``seconds`` longer; the event is set once
-    the first group is taken."""
+def held(ledger: Ledger) -> tuple[threading.Event, threading.Event]:
+    """Each group write of ``ledger`` waits until the second event is set; the first is
+    set once a group is taken."""
     committer = ledger.committer
     write_group = committer._write_group
-    taken = threading.Event()
+    taken, release = threading.Event(), threading.Event()
 
-    def slow_group(group: list[Any]) -> list[Any]:
+    def held_group(group: list[Any]) -> list[Any]:
         taken.set()
-        time.sleep(seconds)
+        release.wait()
         return write_group(group)
 
-    committer._write_group = slow_group
-    return taken
+    committer._write_group = held_group
+    return taken, release
 
 
 def test_the_writers_full_queue_reaches_the_caller_as_overloaded(
@@ -185,17 +341,22 @@ def test_the_writers_full_queue_reaches_the_caller_as_overloaded(
 ) -> None:
     path = tmp_path / "writer.sock"
     writing_ledger = Ledger({**event_store_env("memory://"), "WRITE_QUEUE_MAX": "1"})
-    taken = slowed(writing_ledger, 1.0)  # long enough for the next two calls to come
+    taken, release = held(writing_ledger)
     api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
 
     async def story() -> None:
-        first = asyncio.ensure_future(api_ledger.open_account_async(OpenAccount("a", "EUR")))
-        while not taken.is_set():
-            await asyncio.sleep(0.01)
-        second = asyncio.ensure_future(api_ledger.open_account_async(OpenAccount("b", "EUR")))
-        await asyncio.sleep(0.05)  # queued behind the group being written: the queue is full
-        with pytest.raises(OverloadedError) as raised:
-            await api_ledger.open_account_async(OpenAccount("c", "EUR"))
+        try:
+            first = asyncio.ensure_future(api_ledger.open_account_async(OpenAccount("a", "EUR")))
+            while not taken.is_set():
+                await asyncio.sleep(0.01)
+            second = asyncio.ensure_future(api_ledger.open_account_async(OpenAccount("b", "EUR")))
+            # Queued behind the group being written: the queue is full.
+            while writing_ledger.committer.queued_units < 1:
+                await asyncio.sleep(0.01)
+            with pytest.raises(OverloadedError) as raised:
+                await api_ledger.open_account_async(OpenAccount("c", "EUR"))
+        finally:
+            release.set()
         assert raised.value.code == "overloaded"
         assert (await first).created
         assert (await second).created
@@ -223,20 +384,23 @@ def test_a_writer_asked_to_stop_answers_the_calls_it_took_and_refuses_new_ones(
     writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path
 ) -> None:
     path = tmp_path / "writer.sock"
-    taken = slowed(writing_ledger, 0.3)  # the stop comes while the group is being written
+    taken, release = held(writing_ledger)  # the stop comes while the group is being written
     running = RunningWriter(writing_ledger, path)
     api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
 
     async def story() -> None:
-        opening = asyncio.ensure_future(api_ledger.open_account_async(OpenAccount("a", "EUR")))
-        while not taken.is_set():
-            await asyncio.sleep(0.01)
-        running.loop.call_soon_threadsafe(running.stopping.set)
-        while not running.writer.draining:
-            await asyncio.sleep(0.01)
-        # A call that comes while it drains is refused, not queued.
-        with pytest.raises(StoreUnavailableError):
-            await api_ledger.open_account_async(OpenAccount("b", "EUR"))
+        try:
+            opening = asyncio.ensure_future(api_ledger.open_account_async(OpenAccount("a", "EUR")))
+            while not taken.is_set():
+                await asyncio.sleep(0.01)
+            running.loop.call_soon_threadsafe(running.stopping.set)
+            while not running.writer.draining:
+                await asyncio.sleep(0.01)
+            # A call that comes while it drains is refused, not queued.
+            with pytest.raises(StoreUnavailableError):
+                await api_ledger.open_account_async(OpenAccount("b", "EUR"))
+        finally:
+            release.set()
         assert (await opening).created  # answered after its commit, not cut off
 
     try:
