@@ -83,6 +83,8 @@ class Checked:
 
 def _rebuilt(cls: type[Checked], fields: dict[str, Any], checked: bool) -> Checked:
     """A pickled command again (``Checked.__reduce__``), marked as it was."""
+    if not (isinstance(cls, type) and issubclass(cls, Checked)):
+        raise TypeError(f"{cls!r} is not a command")
     command = cls(**fields)
     return command._marked() if checked else command
 

@@ -70,6 +70,8 @@ from app.domain.errors import (
     IdempotencyConflictError,
     LedgerError,
     OutcomeUnknownError,
+    StorageFullError,
+    StoreUnavailableError,
     TransferNotFoundError,
     UnitMismatchError,
     ValidationError,
@@ -126,6 +128,9 @@ GATHER_SECONDS_MAX: Final = 0.005
 # command abandoned meanwhile (its deadline passed) would leave its id behind for good.
 # Forgetting one is safe: the store's unique key refuses it again and it is found again.
 FOUND_EXISTING_MAX: Final = 10_000
+# A batch item's answer that is a store fault already typed (``store_fault``), as the
+# writer process of ``serve --workers N`` sends it: not a rejection of the item.
+STORE_FAULT_ANSWERS: Final = (StorageFullError, StoreUnavailableError)
 # A hot account replays at most this many events after its newest snapshot when it is
 # not in the cache (e.g. right after a restart).
 ACCOUNT_SNAPSHOT_INTERVAL: Final = 500
@@ -1764,8 +1769,12 @@ def _batch_outcome(
     results: dict[int, TransferOutcome | Exception] = dict(refused)
     faults: dict[int, BaseException] = {}
     for index, answer in zip(writes, answers, strict=True):
-        if isinstance(answer, BaseException) and not isinstance(answer, LedgerError):
-            faults[index] = answer  # a store fault, not a rejection of this item
+        if isinstance(answer, BaseException) and (
+            not isinstance(answer, LedgerError) or isinstance(answer, STORE_FAULT_ANSWERS)
+        ):
+            # A store fault, not a rejection of this item: raw in process, already
+            # typed when it came from the writer process (decision 0035).
+            faults[index] = answer
         else:
             results[index] = answer
     if faults:

@@ -11,12 +11,18 @@ Pickle, not JSON: the commands, their outcomes and the ledger's errors (with the
 and context) come back as the same types, with no second description of each to keep in
 step with the first (tests/unit/test_writer_wire.py sends every kind both ways). Only
 this server's processes can reach the socket (a directory of mode 0700, made by the
-supervisor), and loading takes only the classes of this application and a few of the
-standard library's value types (``_Loader``): a frame cannot name any other callable.
-An answer that is not a domain error (a bug in the writer) travels as ``WriterFaultError``,
-which the API answers as it answers its own bugs (500).
+supervisor), and loading takes only the value classes of the commands, their outcomes
+and the ledger's errors, the one function commands are rebuilt by, and a few of the
+standard library's value types, each by its exact name (``_Loader``): a frame cannot
+name any other callable.
+A store fault in the writer's commit travels as the ledger's answer for it
+(``storage_full``, ``store_unavailable``), as the API maps it in process; an answer that
+is not a domain error (a bug in the writer) travels as ``WriterFaultError``, which the
+API answers as it answers its own bugs (500).
 """
 
+import dataclasses
+import importlib
 import io
 import pickle
 import struct
@@ -24,13 +30,14 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from app.domain.errors import LedgerError
+from app.persistence.faults import store_fault
 
 PICKLE_PROTOCOL: Final = pickle.HIGHEST_PROTOCOL
 HEADER: Final = struct.Struct(">I")
 # A frame larger than this is refused as corrupt (an atomic batch of the largest size,
 # its outcome included, is some hundreds of kilobytes).
 FRAME_BYTES_MAX: Final = 256 * 1024 * 1024
-# What a frame may name besides this application's own classes.
+# The standard library's value types a frame may name.
 _STANDARD_TYPES: Final = frozenset(
     {
         ("datetime", "datetime"),
@@ -38,13 +45,19 @@ _STANDARD_TYPES: Final = frozenset(
         ("datetime", "timedelta"),
         ("datetime", "date"),
         ("uuid", "UUID"),
-        ("copyreg", "_reconstructor"),
-        ("builtins", "object"),
         ("builtins", "frozenset"),
         ("builtins", "set"),
     }
 )
-_APPLICATION: Final = "app."
+# The modules whose value classes a frame may name: the commands, their outcomes, the
+# lots they move, the ledger's errors and this module's own.
+_VALUE_MODULES: Final = (
+    "app.application.commands",
+    "app.application.views",
+    "app.domain.lots",
+    "app.domain.errors",
+    "app.writer.wire",
+)
 
 # (call id, seconds left of its caller's deadline, orders)
 Call = tuple[int, float, Sequence[Any]]
@@ -67,18 +80,46 @@ def frame(items: Sequence[Any]) -> bytes:
 
 
 def portable(answer: Any) -> Any:
-    """An answer as it may travel: any error that is not the ledger's own becomes a
-    ``WriterFaultError`` saying what it was."""
+    """An answer as it may travel: a store fault as the ledger's answer for it
+    (``storage_full``, ``store_unavailable``: ``store_fault``, as the API maps it in
+    process), and any other error that is not the ledger's own as a ``WriterFaultError``
+    saying what it was."""
     if isinstance(answer, BaseException) and not isinstance(answer, LedgerError):
+        fault = store_fault(answer)
+        if fault is not None:
+            return fault
         return WriterFaultError(f"the writer process failed: {answer!r}")
     return answer
 
 
+def _value_classes() -> frozenset[tuple[str, str]]:
+    """Each value class of ``_VALUE_MODULES`` (a dataclass or an error, defined there)
+    and the one function a command is rebuilt by (``_rebuilt``, which builds only
+    commands)."""
+    names = {("app.application.commands", "_rebuilt")}
+    for module_name in _VALUE_MODULES:
+        module = importlib.import_module(module_name)
+        for name, value in vars(module).items():
+            if (
+                isinstance(value, type)
+                and value.__module__ == module_name
+                and (dataclasses.is_dataclass(value) or issubclass(value, Exception))
+            ):
+                names.add((module_name, name))
+    return frozenset(names)
+
+
 class _Loader(pickle.Unpickler):
+    """Loads only the names of ``_ALLOWED``, each exactly (protocol 4 would resolve a
+    dotted name such as ``os.system`` through any module's globals)."""
+
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith(_APPLICATION) or (module, name) in _STANDARD_TYPES:
+        if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         raise WireError(f"a frame named {module}.{name}, which the wire form never carries")
+
+
+_ALLOWED: Final = _value_classes() | _STANDARD_TYPES
 
 
 def unframe(body: bytes) -> list[Any]:

@@ -5,7 +5,6 @@ through the wire form and back before its committer, and whose answers do too, a
 exactly as the same ledger without it."""
 
 import itertools
-import pickle
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -263,10 +262,57 @@ def test_an_error_that_is_not_the_ledgers_crosses_as_a_writer_fault() -> None:
     assert portable(PostPendingTransfer("t")) == PostPendingTransfer("t")
 
 
-def test_a_frame_naming_a_callable_outside_the_wire_form_is_refused() -> None:
-    body = pickle.dumps([print])
+def _text(value: str) -> bytes:
+    """Pickle's SHORT_BINUNICODE of ``value``."""
+    encoded = value.encode()
+    return b"\x8c" + bytes([len(encoded)]) + encoded
+
+
+def _global(module: str, name: str) -> bytes:
+    """Pickle opcodes that put ``module``'s ``name`` on the stack (STACK_GLOBAL)."""
+    return _text(module) + _text(name) + b"\x93"
+
+
+def _call_frame(function: bytes, arguments: bytes) -> bytes:
+    """A frame whose list holds ``function`` called with the tuple ``arguments``, as a
+    hostile peer would write it by hand (protocol 4: a dotted name is resolved through
+    the named module's globals)."""
+    body = b"\x80\x04]" + function + arguments + b"Ra."
+    return len(body).to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize(
+    ("function", "arguments"),
+    [
+        pytest.param(_global("builtins", "print"), b")", id="a builtin"),
+        pytest.param(_global("app.cli", "os.getpid"), b")", id="a dotted name in app"),
+        pytest.param(_global("app.application.commands", "os.getpid"), b")", id="dotted"),
+        pytest.param(_global("app.cli", "main"), b")", id="an app function"),
+        pytest.param(
+            _global("app.application.ledger", "Ledger"), b"}\x85", id="an app class outside"
+        ),
+        pytest.param(
+            _global("app.application.commands", "_rebuilt"),
+            _global("app.writer.wire", "WriterFaultError") + b"}\x89\x87",
+            id="the command rebuilder given a non-command",
+        ),
+    ],
+)
+def test_a_frame_naming_a_callable_outside_the_wire_form_is_refused(
+    function: bytes, arguments: bytes
+) -> None:
     with pytest.raises(WireError):
-        Frames().feed(len(body).to_bytes(4, "big") + body)
+        Frames().feed(_call_frame(function, arguments))
+
+
+def test_the_hand_made_frames_of_the_refusal_test_are_read_when_they_name_a_value() -> None:
+    """The frames above are well formed: the same opcodes naming an allowed class load."""
+    message = Frames().feed(
+        _call_frame(
+            _global("app.application.commands", "PostPendingTransfer"), _text("t") + b"\x85"
+        )
+    )
+    assert message == [[PostPendingTransfer("t")]]
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
