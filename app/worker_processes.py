@@ -16,6 +16,7 @@ every restart), and on SIGTERM or SIGINT closes its copies of the sockets and dr
 workers (uvicorn's graceful shutdown in each), killing what is left past a bound.
 """
 
+import asyncio
 import contextlib
 import os
 import select
@@ -88,20 +89,38 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
-def answer_pings(control: socket.socket, serving: Callable[[], bool]) -> threading.Thread:
+def answer_pings(
+    control: socket.socket,
+    serving: Callable[[], bool],
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> threading.Thread:
     """In a worker: answer each of the supervisor's pings (serving or still starting),
-    from a thread of its own. When the supervisor is gone (its end closed, whatever
-    killed it), the worker stops as on SIGTERM, draining its requests."""
+    from a thread of its own, or with ``loop`` from that event loop: a process whose loop
+    is wedged (a callback that never returns) then answers nothing, and the supervisor's
+    health check replaces it as it replaces one that is gone. When the supervisor is
+    gone (its end closed, whatever killed it), the worker stops as on SIGTERM, draining
+    its requests."""
+
+    def reply() -> None:
+        # On the loop, which must never block: a full socket (a supervisor that stopped
+        # reading) loses the answer, as a silent process would.
+        with contextlib.suppress(OSError):
+            control.send(SERVING if serving() else STARTING, socket.MSG_DONTWAIT)
 
     def answer() -> None:
         while True:
             try:
                 asked = control.recv(64)
                 if asked:
-                    control.sendall(SERVING if serving() else STARTING)
+                    if loop is None:
+                        control.sendall(SERVING if serving() else STARTING)
+                    else:
+                        loop.call_soon_threadsafe(reply)
                     continue
             except OSError:
                 pass
+            except RuntimeError:  # the loop is closed: the process is ending
+                return
             os.kill(os.getpid(), signal.SIGTERM)
             return
 

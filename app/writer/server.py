@@ -175,12 +175,14 @@ class Writer:
 def run_writer(ledger: Ledger, path: Path, control: socket.socket) -> None:
     """The writer process's life: serve until a signal (or the supervisor is gone)."""
     writer = Writer(ledger)
-    answer_pings(control, lambda: writer.serving)
     ledger.committer.start()
 
     async def main() -> None:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # Answered from the loop that serves: a writer whose loop is wedged falls
+        # silent, and the supervisor replaces it (a thread would answer for it).
+        answer_pings(control, lambda: writer.serving, loop)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
         await writer.serve(path, stopping)

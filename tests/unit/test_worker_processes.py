@@ -1,6 +1,8 @@
 """The supervisor of ``serve --workers N`` with real processes: toy workers that answer
 each connection with their pid, so that a test sees which worker accepted it."""
 
+import asyncio
+import contextvars
 import os
 import signal
 import socket
@@ -11,15 +13,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVarTuple
 
 import pytest
 
 from app.worker_processes import (
+    PING,
+    SERVING,
     STARTUP_FAILURE,
     ListenError,
     WorkerProcesses,
+    answer_pings,
     listening_sockets,
+    readable,
 )
 
 WAIT_SECONDS: Final = 60.0  # a bound against hanging, never a measure of speed
@@ -74,6 +80,22 @@ def supervising(supervisor: WorkerProcesses) -> Iterator[threading.Thread]:
 def answering_pid(port: int) -> int:
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT_SECONDS) as connection:
         return int(connection.recv(64))
+
+
+def run_to_its_end(supervisor: WorkerProcesses) -> bool:
+    """``run_without_signals`` within a bound: a supervisor still running past it is
+    stopped and fails the test, rather than hanging the suite."""
+    ended: list[bool] = []
+    running = threading.Thread(
+        target=lambda: ended.append(supervisor.run_without_signals()), daemon=True
+    )
+    running.start()
+    running.join(WAIT_SECONDS)
+    if running.is_alive():
+        supervisor.stopping.set()
+        running.join(WAIT_SECONDS)
+        pytest.fail("the supervisor never ended by itself")
+    return ended[0]
 
 
 def serving(supervisor: WorkerProcesses, count: int) -> bool:
@@ -161,7 +183,7 @@ def test_a_worker_that_stops_answering_pings_is_killed_and_replaced() -> None:
 def test_a_worker_that_fails_to_start_stops_the_server() -> None:
     sockets = listening_sockets("127.0.0.1", 0, 2)
     supervisor = WorkerProcesses(sockets, exits_with(STARTUP_FAILURE), stop_seconds=WAIT_SECONDS)
-    assert supervisor.run_without_signals() is False
+    assert run_to_its_end(supervisor) is False
     assert all(sock.fileno() == -1 for sock in sockets)
 
 
@@ -257,7 +279,7 @@ def test_a_writer_that_cannot_start_stops_the_server_before_any_worker_starts() 
     supervisor = WorkerProcesses(
         sockets, toy_worker(), stop_seconds=WAIT_SECONDS, writer=toy_writer("exits")
     )
-    assert supervisor.run_without_signals() is False
+    assert run_to_its_end(supervisor) is False
     assert supervisor.workers == []  # no worker was started for a server with no writer
     assert all(sock.fileno() == -1 for sock in sockets)
 
@@ -275,3 +297,61 @@ def test_the_writer_is_stopped_after_every_worker_has_drained(tmp_path: Path) ->
     # once none of them runs any more.
     assert writer.returncode == 0
     assert note.read_text() == "workers running: 0"
+
+
+Arguments = TypeVarTuple("Arguments")
+
+
+class HandOffsSeen(asyncio.SelectorEventLoop):
+    """An event loop that says when a callback was handed to it from another thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed = threading.Event()
+
+    def call_soon_threadsafe(
+        self,
+        callback: Callable[[*Arguments], object],
+        *args: *Arguments,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        handle = super().call_soon_threadsafe(callback, *args, context=context)
+        self.handed.set()
+        return handle
+
+
+def test_pings_answered_from_a_loop_go_unanswered_while_that_loop_is_wedged() -> None:
+    """The writer process answers its pings from its event loop (decision 0035): one whose
+    loop is wedged falls silent, and the supervisor's health check replaces it (a thread
+    answering for it would keep a wedged writer forever)."""
+    loop = HandOffsSeen()
+    looping = threading.Thread(target=loop.run_forever, daemon=True)
+    looping.start()
+    supervisor_end, worker_end = socket.socketpair()
+    supervisor_end.settimeout(WAIT_SECONDS)
+    wedged, told_to_stop = threading.Event(), threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: told_to_stop.set())
+    pings = answer_pings(worker_end, lambda: True, loop)
+    try:
+        supervisor_end.sendall(PING)
+        assert supervisor_end.recv(1) == SERVING
+        loop.call_soon_threadsafe(wedged.wait)  # a callback that does not return
+        loop.handed.clear()
+        supervisor_end.sendall(PING)
+        assert loop.handed.wait(WAIT_SECONDS)  # the ping was read and handed to the loop,
+        assert not readable(supervisor_end)  # which, wedged, has not answered it
+        wedged.set()
+        assert supervisor_end.recv(1) == SERVING  # answered once the loop runs again
+    finally:
+        wedged.set()
+        # The supervisor gone: the process is told to stop, as from a thread (here,
+        # into this test's handler, restored only once it ran).
+        supervisor_end.close()
+        pings.join(WAIT_SECONDS)
+        stopped = told_to_stop.wait(WAIT_SECONDS)
+        signal.signal(signal.SIGTERM, previous)
+        loop.call_soon_threadsafe(loop.stop)
+        looping.join(WAIT_SECONDS)
+        loop.close()
+        worker_end.close()
+    assert stopped
