@@ -389,9 +389,10 @@ def open_accounts(base_url: str, key: str) -> None:
 
 # What the server process and its children are, for the CPU figures: ``ledger serve``
 # and its projections child on the embedded default; with ``--workers N`` the
-# supervisor and its API worker processes (the projections run in ``ledger project``).
+# supervisor and its child processes: the API workers and, from decision 0035 on, their
+# writer process (the projections run in ``ledger project``).
 EMBEDDED_PROCESSES: Final = ("serve", "projections child")
-WORKERS_PROCESSES: Final = ("supervisor", "API workers")
+WORKERS_PROCESSES: Final = ("supervisor", "API workers and writer")
 
 
 def line(

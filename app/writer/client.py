@@ -21,6 +21,7 @@ What a caller is told when the writer cannot answer:
 import asyncio
 import contextlib
 import itertools
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
@@ -30,7 +31,7 @@ import structlog
 from app.application.committer import raised_or_given
 from app.application.ledger import Write
 from app.domain.errors import LedgerError, OutcomeUnknownError, StoreUnavailableError
-from app.writer.wire import Answer, Call, Frames, WireError, frame
+from app.writer.wire import Answer, Call, Frames, WireError, frame, portable
 
 log = structlog.get_logger(__name__)
 
@@ -122,11 +123,20 @@ class _Link(asyncio.Protocol):
                 if waiting is not None:
                     waiting.settle([unreachable("the connection was lost")] * waiting.count)
             return
+        try:
+            message = frame(calls)
+        except (pickle.PicklingError, TypeError, AttributeError) as error:  # a bug: said
+            log.exception("writer_client.unsendable_calls")
+            for call_id in ids:
+                waiting = self.waiting.pop(call_id, None)
+                if waiting is not None:
+                    waiting.settle([portable(error)] * waiting.count)
+            return
         for call_id in ids:
             waiting = self.waiting.get(call_id)
             if waiting is not None:
                 waiting.sent = True
-        self._transport.write(frame(calls))
+        self._transport.write(message)
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -1,7 +1,7 @@
 """The wire form between the API workers of ``serve --workers N`` and their writer process.
 
 A message is a frame: its length (4 bytes, big-endian) and a pickle of a list. From an
-API worker the list holds calls, ``(call id, seconds left, orders)``: the orders
+API worker the list holds calls, ``(call id, deadline, orders)``: the orders
 (``app.application.ledger.Order``) of one ``submit_all``, queued together by the writer,
 with what is left of their caller's deadline. From the writer it holds answers, ``(call
 id, answers)``: one result or domain error per order, in order, or one domain error for
@@ -59,7 +59,7 @@ _VALUE_MODULES: Final = (
     "app.writer.wire",
 )
 
-# (call id, seconds left of its caller's deadline, orders)
+# (call id, its caller's deadline as a ``time.monotonic`` time, orders)
 Call = tuple[int, float, Sequence[Any]]
 # (call id, per order a result or a domain error; or the call's own error)
 Answer = tuple[int, "list[Any] | LedgerError"]

@@ -20,7 +20,7 @@ from typing import Any, Final
 import pytest
 
 from app.application.commands import OpenAccount, RecordTransfer
-from app.application.ledger import GATHER_SECONDS_MAX, Ledger
+from app.application.ledger import GATHER_SECONDS_MAX, Ledger, Write
 from app.domain.errors import (
     AccountNotFoundError,
     OutcomeUnknownError,
@@ -32,6 +32,7 @@ from app.domain.errors import (
 from app.persistence.stores import event_store_env
 from app.writer.client import WriterClient
 from app.writer.server import Writer
+from app.writer.wire import WriterFaultError
 
 TIMEOUT_SECONDS: Final = 10.0
 WAIT_SECONDS: Final = 60.0  # a bound against hanging, never a measure of speed
@@ -421,3 +422,23 @@ def test_the_writers_ledger_waits_for_the_callers_it_answered_on_any_store(
     assert writing_ledger._gather_seconds() == 0.0
     Writer(writing_ledger)
     assert 0.0 < writing_ledger._gather_seconds() <= GATHER_SECONDS_MAX
+
+
+def test_a_command_that_cannot_be_sent_is_answered_as_a_fault_at_once(
+    writing_ledger: Ledger, tmp_path: Path
+) -> None:
+    path = tmp_path / "writer.sock"
+    unsendable: Write[Any] = Write(lambda _: lambda _: None, order=("transfer", lambda: None))
+    with running_writer(writing_ledger, path):
+        client = WriterClient(str(path), TIMEOUT_SECONDS)
+
+        async def story() -> list[Any]:
+            try:
+                answers = await client.submit_all_async([(unsendable, 1)])
+                assert client.calls_waiting == 0  # nothing left waiting for an answer
+                return answers
+            finally:
+                client.close()
+
+        (answer,) = asyncio.run(story())
+    assert isinstance(answer, WriterFaultError)
