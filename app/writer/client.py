@@ -30,7 +30,7 @@ import structlog
 
 from app.application.committer import raised_or_given
 from app.application.ledger import Write
-from app.domain.errors import LedgerError, OutcomeUnknownError, StoreUnavailableError
+from app.domain.errors import OutcomeUnknownError, StoreUnavailableError
 from app.writer.wire import Answer, Call, Frames, WireError, frame, portable
 
 log = structlog.get_logger(__name__)
@@ -152,7 +152,7 @@ class _Link(asyncio.Protocol):
                 waiting = self.waiting.pop(call_id, None)
                 if waiting is None:
                     continue  # its caller stopped waiting (past deadline and grace)
-                if isinstance(outcome, LedgerError):
+                if isinstance(outcome, BaseException):  # the whole call's answer
                     waiting.settle([outcome] * waiting.count)
                 else:
                     waiting.settle(outcome)

@@ -139,6 +139,10 @@ class Writer:
         except LedgerError as error:  # not queued at all (overloaded, shutting down)
             connection.answer((call_id, error))
             return
+        except Exception as error:  # the process boundary: said, and answered as a fault
+            log.exception("writer.call_failed", commands=len(writes))
+            connection.answer((call_id, portable(error)))
+            return
         for (index, _), result in zip(writes, results, strict=True):
             answers[index] = portable(result)
         connection.answer((call_id, answers))

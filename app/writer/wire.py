@@ -61,8 +61,8 @@ _VALUE_MODULES: Final = (
 
 # (call id, its caller's deadline as a ``time.monotonic`` time, orders)
 Call = tuple[int, float, Sequence[Any]]
-# (call id, per order a result or a domain error; or the call's own error)
-Answer = tuple[int, "list[Any] | LedgerError"]
+# (call id, per order a result or an error; or one error for the whole call)
+Answer = tuple[int, "list[Any] | BaseException"]
 
 
 class WireError(ValueError):

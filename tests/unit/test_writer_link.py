@@ -442,3 +442,17 @@ def test_a_command_that_cannot_be_sent_is_answered_as_a_fault_at_once(
 
         (answer,) = asyncio.run(story())
     assert isinstance(answer, WriterFaultError)
+
+
+def test_a_call_the_writer_fails_on_is_answered_as_a_fault_not_left_waiting(
+    writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object, **__: object) -> list[Any]:
+        raise RuntimeError("a bug in the writer")
+
+    monkeypatch.setattr(writing_ledger.committer, "submit_all_async", broken)
+    path = tmp_path / "writer.sock"
+    with running_writer(writing_ledger, path):
+        api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
+        with pytest.raises(WriterFaultError, match="a bug in the writer"):
+            asyncio.run(api_ledger.open_account_async(OpenAccount("a", "EUR")))
