@@ -21,7 +21,7 @@ import pytest
 from app.application.ledger import Ledger
 from app.domain.errors import TransferNotFoundError
 from tests.conftest import store_env
-from tests.e2e.test_serve import children_of, free_port
+from tests.e2e.test_serve import children_of, free_port, ledger_command
 from tests.e2e.test_workers import (
     admin_key,
     assert_audit_passes,
@@ -42,6 +42,7 @@ FUNDS: Final = 1_000_000
 # (1 s), with room for a busy machine: a bound against hanging, not a measure of speed.
 ANSWER_BOUND_SECONDS: Final = 30.0
 RESTART_BOUND_SECONDS: Final = 60.0
+READS: Final = 20
 UNAVAILABLE_CODES: Final = {"outcome_unknown", "write_timeout", "store_unavailable"}
 
 
@@ -160,3 +161,55 @@ def send_until_answered(client: httpx.Client, transfer_id: str, number: int) -> 
         if response.status_code != 503 or time.monotonic() > deadline:
             return response.status_code
         time.sleep(0.1)
+
+
+def test_a_read_right_after_a_write_through_the_writer_sees_it_on_either_worker(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The position a write answers is the writer's commit in the log, the same for
+    every process: a read that asks for it (``Ledger-Min-Position``), on a connection of
+    its own (either worker), waits for the views (``ledger project``) and finds it."""
+    env = environment(postgres_url, tmp_path)
+    key = admin_key(env)
+    port = free_port()
+    project = subprocess.Popen(
+        [*ledger_command(), "project"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    serve = start_serve(env, port, tmp_path / "serve.err")
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        wait_for_workers(tmp_path / "serve.err", serve)
+        with httpx.Client(base_url=base, headers=headers, timeout=ANSWER_BOUND_SECONDS) as client:
+            for account in (
+                {"id": ISSUANCE, "unit": UNIT, "allow_negative": True},
+                {"id": HOT, "unit": UNIT},
+            ):
+                assert client.post("/v1/accounts", json=account).status_code == 201
+            for number in range(READS):
+                body = {
+                    "id": f"read:{number}",
+                    "debit_account_id": ISSUANCE,
+                    "credit_account_id": HOT,
+                    "amount": number + 1,
+                }
+                written = client.post("/v1/transfers", json=body)
+                assert written.status_code == 201
+                position = written.headers["Ledger-Position"]
+                # A new connection each time: the kernel spreads them over both workers.
+                with httpx.Client(base_url=base, headers=headers, timeout=60) as reader:
+                    read = reader.get(
+                        f"/v1/transfers/read:{number}",
+                        headers={"Ledger-Min-Position": position},
+                    )
+                assert read.status_code == 200, read.text
+                assert read.json()["amount"] == number + 1
+                assert int(read.headers["Ledger-Position"]) >= int(position)
+    finally:
+        serve.terminate()
+        serve.wait(timeout=120)
+        project.terminate()
+        project.wait(timeout=120)
