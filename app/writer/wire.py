@@ -3,9 +3,9 @@
 A message is a frame: its length (4 bytes, big-endian) and a pickle of a list. From an
 API worker the list holds calls, ``(call id, deadline, orders)``: the orders
 (``app.application.ledger.Order``) of one ``submit_all``, queued together by the writer,
-with what is left of their caller's deadline. From the writer it holds answers, ``(call
-id, answers)``: one result or domain error per order, in order, or one domain error for
-the whole call when it could not be queued (``overloaded``).
+with their caller's deadline. From the writer it holds answers, ``(call id,
+answers)``: one result or error per order, in order, or one error for the whole call
+when it could not be queued (``overloaded``) or the writer failed on it.
 
 Pickle, not JSON: the commands, their outcomes and the ledger's errors (with their codes
 and context) come back as the same types, with no second description of each to keep in
