@@ -150,16 +150,16 @@ def serve(
         open_configured_ledger(settings).close()
         with opening_read_model(settings):
             GenerationPointer(settings.read_model_url)
-        try:
-            sockets = listening_sockets(host, port, workers)
-        except ListenError as error:
-            raise ConfigurationError(str(error)) from None
-        show_first_key(open_keys(settings), given)
         # One writer process owns the ledger's committer; the workers send it their
         # writes over a socket in a directory only this user can enter, made afresh for
         # this server (decision 0035).
         with tempfile.TemporaryDirectory(prefix="ledger-writer-") as directory:
-            writer_socket = Path(directory) / WRITER_SOCKET_NAME
+            writer_socket = writer_socket_in(directory)
+            try:
+                sockets = listening_sockets(host, port, workers)
+            except ListenError as error:
+                raise ConfigurationError(str(error)) from None
+            show_first_key(open_keys(settings), given)
             supervisor = WorkerProcesses(
                 sockets,
                 functools.partial(worker_command, writer_socket=writer_socket),
@@ -169,7 +169,10 @@ def serve(
             )
             started = supervisor.run()
         if not started:
-            typer.echo("ledger: error: an API worker failed to start (its log is above)", err=True)
+            typer.echo(
+                "ledger: error: a worker or the writer process failed to start (its log is above)",
+                err=True,
+            )
             raise typer.Exit(EXIT_STORE_FAILED)
         exit_now()
     # On the embedded default the projection workers run in a child `ledger project`
@@ -220,6 +223,22 @@ def server_config(app: Litestar, **address: Any) -> uvicorn.Config:
 
 # The writer process's socket, in the supervisor's private directory.
 WRITER_SOCKET_NAME: Final = "writer.sock"
+# The longest path a Unix socket may have on Linux (sun_path's 108 bytes, its NUL included).
+UNIX_SOCKET_PATH_MAX: Final = 107
+
+
+def writer_socket_in(directory: str) -> Path:
+    """The writer process's socket in ``directory``: a path too long for a Unix socket
+    (a long TMPDIR) is said as such before anything starts, not as a writer that fails
+    to start."""
+    path = Path(directory) / WRITER_SOCKET_NAME
+    length = len(os.fsencode(path))
+    if length > UNIX_SOCKET_PATH_MAX:
+        raise ConfigurationError(
+            f"the writer process's socket path {path} is {length} bytes, longer than a Unix "
+            f"socket's may be ({UNIX_SOCKET_PATH_MAX}): set TMPDIR to a shorter directory"
+        )
+    return path
 
 
 def worker_command(

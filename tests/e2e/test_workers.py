@@ -295,23 +295,41 @@ def test_an_address_already_listened_on_is_one_line_and_status_2_before_anything
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
-        refused = subprocess.run(
-            [
-                *ledger_command(),
-                "serve",
-                "--no-projections",
-                *("--workers", str(WORKERS), "--port", str(port)),
-            ],
-            env=environment(postgres_url, tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT_SECONDS,
-            check=False,
-        )
-    assert refused.returncode == 2, refused.stderr[-3000:]
-    assert last_line(refused.stderr) == (
+        refused = refused_serve(environment(postgres_url, tmp_path), port)
+    assert last_line(refused) == (
         f"ledger: error: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
+
+
+def test_a_writer_socket_path_too_long_is_one_line_and_status_2_before_anything_starts(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A long TMPDIR: said as the writer's socket path, not as a worker that failed."""
+    long_directory = tmp_path / ("t" * 100)
+    long_directory.mkdir()
+    env = {**environment(postgres_url, tmp_path), "TMPDIR": str(long_directory)}
+    said = last_line(refused_serve(env, free_port()))
+    assert said.startswith("ledger: error: the writer process's socket path "), said
+    assert said.endswith("set TMPDIR to a shorter directory"), said
+
+
+def refused_serve(env: dict[str, str], port: int) -> str:
+    """``serve --workers N`` refused before anything starts (status 2): its stderr."""
+    refused = subprocess.run(
+        [
+            *ledger_command(),
+            "serve",
+            "--no-projections",
+            *("--workers", str(WORKERS), "--port", str(port)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr[-3000:]
     assert "Traceback" not in refused.stderr
     assert "workers.started" not in refused.stderr
     assert "No API key existed" not in refused.stderr  # no first key made for nothing
+    return refused.stderr
