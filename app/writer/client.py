@@ -54,6 +54,10 @@ def lost(why: str) -> OutcomeUnknownError:
     )
 
 
+# What pickling a call that holds something unpicklable raises (a bug in the ledger).
+UNFRAMABLE: Final = (pickle.PicklingError, TypeError, AttributeError)
+
+
 class _Waiting:
     """One call sent (or about to be): its id, its orders' count and its caller's future."""
 
@@ -125,18 +129,28 @@ class _Link(asyncio.Protocol):
             return
         try:
             message = frame(calls)
-        except (pickle.PicklingError, TypeError, AttributeError) as error:  # a bug: said
-            log.exception("writer_client.unsendable_calls")
-            for call_id in ids:
-                waiting = self.waiting.pop(call_id, None)
-                if waiting is not None:
-                    waiting.settle([portable(error)] * waiting.count)
-            return
+        except UNFRAMABLE:
+            # One call that cannot be framed (a bug) fails alone: the others of the
+            # turn go, each in a frame of its own.
+            message = b"".join(self._framed_alone(call) for call in calls)
         for call_id in ids:
             waiting = self.waiting.get(call_id)
             if waiting is not None:
                 waiting.sent = True
-        self._transport.write(message)
+        if message:
+            self._transport.write(message)
+
+    def _framed_alone(self, call: Call) -> bytes:
+        """``call`` in a frame of its own; nothing when it cannot be framed (a bug: said,
+        and its caller answered the fault at once)."""
+        try:
+            return frame([call])
+        except UNFRAMABLE as error:
+            log.exception("writer_client.unsendable_call")
+            waiting = self.waiting.pop(call[0], None)
+            if waiting is not None:
+                waiting.settle([portable(error)] * waiting.count)
+            return b""
 
     def data_received(self, data: bytes) -> None:
         try:

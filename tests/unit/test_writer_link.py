@@ -434,7 +434,13 @@ def test_a_command_that_cannot_be_sent_is_answered_as_a_fault_at_once(
 
         async def story() -> list[Any]:
             try:
-                answers = await client.submit_all_async([(unsendable, 1)])
+                # A good call in the same turn is sent and answered all the same.
+                good = writing_ledger.write_for(("open_account", OpenAccount("b", "EUR")))
+                answers, (opened,) = await asyncio.gather(
+                    client.submit_all_async([(unsendable, 1)]),
+                    client.submit_all_async([(good, 1)]),
+                )
+                assert opened.created
                 assert client.calls_waiting == 0  # nothing left waiting for an answer
                 return answers
             finally:
@@ -442,6 +448,7 @@ def test_a_command_that_cannot_be_sent_is_answered_as_a_fault_at_once(
 
         (answer,) = asyncio.run(story())
     assert isinstance(answer, WriterFaultError)
+    assert writing_ledger.get_account("b").unit == "EUR"
 
 
 def test_a_call_the_writer_fails_on_is_answered_as_a_fault_not_left_waiting(
