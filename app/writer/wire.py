@@ -125,7 +125,9 @@ _ALLOWED: Final = _value_classes() | _STANDARD_TYPES
 def unframe(body: bytes) -> list[Any]:
     try:
         items = _Loader(io.BytesIO(body)).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as error:
+    except WireError:
+        raise
+    except Exception as error:  # noqa: BLE001  # whatever a corrupt frame makes a loader or an allowed constructor raise
         raise WireError(f"an unreadable frame: {error!r}") from None
     if not isinstance(items, list):
         raise WireError("a frame that is not a list")

@@ -291,6 +291,8 @@ def _call_frame(function: bytes, arguments: bytes) -> bytes:
         pytest.param(
             _global("app.application.ledger", "Ledger"), b"}\x85", id="an app class outside"
         ),
+        pytest.param(_global("uuid", "UUID"), _text("zz") + b"\x85", id="an allowed type refusing"),
+        pytest.param(b"\x82\x01", b")", id="an unregistered extension code"),
         pytest.param(
             _global("app.application.commands", "_rebuilt"),
             _global("app.writer.wire", "WriterFaultError") + b"}\x89\x87",
