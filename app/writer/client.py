@@ -21,7 +21,6 @@ What a caller is told when the writer cannot answer:
 import asyncio
 import contextlib
 import itertools
-import pickle
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
@@ -31,7 +30,7 @@ import structlog
 from app.application.committer import raised_or_given
 from app.application.ledger import Write
 from app.domain.errors import OutcomeUnknownError, StoreUnavailableError
-from app.writer.wire import Answer, Call, Frames, WireError, frame, portable
+from app.writer.wire import UNFRAMABLE, Answer, Call, Frames, WireError, frame, portable
 
 log = structlog.get_logger(__name__)
 
@@ -52,10 +51,6 @@ def lost(why: str) -> OutcomeUnknownError:
         f"the ledger's writer process did not answer ({why}); the write may or may not "
         "have been recorded: sending the same request again is safe"
     )
-
-
-# What pickling a call that holds something unpicklable raises (a bug in the ledger).
-UNFRAMABLE: Final = (pickle.PicklingError, TypeError, AttributeError)
 
 
 class _Waiting:

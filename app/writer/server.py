@@ -27,7 +27,16 @@ import structlog
 from app.application.ledger import Ledger, Write
 from app.domain.errors import LedgerError, StoreUnavailableError
 from app.worker_processes import answer_pings
-from app.writer.wire import Answer, Call, Frames, WireError, frame, portable
+from app.writer.wire import (
+    UNFRAMABLE,
+    Answer,
+    Call,
+    Frames,
+    WireError,
+    WriterFaultError,
+    frame,
+    portable,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -71,8 +80,15 @@ class _Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         answers, self._outgoing = self._outgoing, []
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(frame(answers))
+        if self._transport is None or self._transport.is_closing():
+            return
+        try:
+            message = frame(answers)
+        except UNFRAMABLE:
+            # One answer that cannot be framed (a bug) fails alone, its call answered as
+            # a fault; the others of the turn go, each in a frame of its own.
+            message = b"".join(_framed_alone(answer) for answer in answers)
+        self._transport.write(message)
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002  # asyncio's
         self._writer.connections.discard(self)
@@ -81,6 +97,16 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+def _framed_alone(answer: Answer) -> bytes:
+    """``answer`` in a frame of its own; its call's fault instead when it cannot be
+    framed (said in the log)."""
+    try:
+        return frame([answer])
+    except UNFRAMABLE as error:
+        log.exception("writer.unsendable_answer")
+        return frame([(answer[0], WriterFaultError(f"the writer process failed: {error!r}"))])
 
 
 class Writer:

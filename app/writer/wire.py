@@ -59,6 +59,9 @@ _VALUE_MODULES: Final = (
     "app.writer.wire",
 )
 
+# What pickling a call or an answer that holds something unpicklable raises (a bug).
+UNFRAMABLE: Final = (pickle.PicklingError, TypeError, AttributeError)
+
 # (call id, its caller's deadline as a ``time.monotonic`` time, orders)
 Call = tuple[int, float, Sequence[Any]]
 # (call id, per order a result or an error; or one error for the whole call)

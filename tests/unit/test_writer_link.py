@@ -463,3 +463,43 @@ def test_a_call_the_writer_fails_on_is_answered_as_a_fault_not_left_waiting(
         api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
         with pytest.raises(WriterFaultError, match="a bug in the writer"):
             asyncio.run(api_ledger.open_account_async(OpenAccount("a", "EUR")))
+
+
+def test_an_answer_that_cannot_be_sent_fails_its_call_alone(
+    writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer the writer cannot frame (a bug) is its call's fault at once; the other
+    answers of the same turn reach their callers."""
+    submit_all_async = writing_ledger.committer.submit_all_async
+    both_taken = asyncio.Event()
+    taken = 0
+
+    async def answering(commands: list[Any], **kwargs: Any) -> list[Any]:
+        nonlocal taken
+        taken += 1
+        if taken == 2:  # the two calls are answered in one turn
+            both_taken.set()
+        await both_taken.wait()
+        (write, _), *_ = commands
+        if write.order[1].id == "bad":
+            return [threading.Lock()]  # cannot be pickled
+        results: list[Any] = await submit_all_async(commands, **kwargs)
+        return results
+
+    monkeypatch.setattr(writing_ledger.committer, "submit_all_async", answering)
+    path = tmp_path / "writer.sock"
+    with running_writer(writing_ledger, path):
+        api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
+
+        async def story() -> tuple[Any, Any]:
+            return await asyncio.gather(
+                api_ledger.open_account_async(OpenAccount("bad", "EUR")),
+                api_ledger.open_account_async(OpenAccount("good", "EUR")),
+                return_exceptions=True,
+            )
+
+        bad, good = asyncio.run(story())
+    assert isinstance(bad, WriterFaultError)
+    assert "pickle" in str(bad)
+    assert good.created
+    assert writing_ledger.get_account("good").unit == "EUR"
