@@ -339,9 +339,9 @@ class Ledger(Application[UUID]):
 
     def close(self) -> None:
         commands = getattr(self, "commands", None)
-        if commands is not None:
-            commands.close()
         committer = getattr(self, "committer", None)
+        if commands is not None and commands is not committer:  # the writer process's
+            commands.close()
         if committer is not None:
             committer.close()
         # A recorder with a write connection of its own (SQLite) closes it with the store.
