@@ -34,7 +34,6 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from app.api.services import Services
 from app.application.ledger import Ledger
 from app.audit.anchors import (
     AnchorBreak,
@@ -77,7 +76,12 @@ from app.persistence.faults import STORE_ERRORS
 from app.persistence.keys import SCOPES, KeyFormatError, KeyStore, parse_key
 from app.persistence.last_audit import LastAuditFile
 from app.settings import ConfigurationError, Settings
-from app.worker_processes import ListenError, WorkerProcesses, answer_pings, listening_sockets
+from app.worker_processes import (
+    ListenError,
+    SupervisedServer,
+    WorkerProcesses,
+    listening_sockets,
+)
 from app.writer.server import run_writer
 from projections.catchup import collect_less_often, reads_the_log_itself
 from projections.digest import DigestCheckpoints
@@ -184,7 +188,7 @@ def serve(
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal into the
     # handler that was there before it: make that one a clean exit (status 0, logs flushed).
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    server = StreamEndingServer(server_config(app, host=host, port=port), app.state.services)
+    server = StreamEndingServer(server_config(app, host=host, port=port), app.state.services.events)
     settle_heap()
     try:
         with projections_child(settings.projections_nice) if child else contextlib.nullcontext():
@@ -284,8 +288,7 @@ def serve_worker(
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
     app = asgi_app(writer_socket=writer_socket)
-    server = StreamEndingServer(server_config(app), app.state.services)
-    answer_pings(control, lambda: server.started)
+    server = StreamEndingServer(server_config(app), app.state.services.events, control=control)
     try:
         server.run(sockets=[listener])
     except SystemExit as stop:  # _exit_cleanly, after the drain and the app's shutdown
@@ -320,18 +323,24 @@ def is_embedded(settings: Settings) -> bool:
     )
 
 
-class StreamEndingServer(uvicorn.Server):
+class StreamEndingServer(SupervisedServer):
     """uvicorn's server, which also ends the open event streams when asked to exit:
     they never end by themselves, and the drain would otherwise wait its whole timeout
     for them (clients reconnect elsewhere with Last-Event-ID)."""
 
-    def __init__(self, config: uvicorn.Config, services: Services) -> None:
-        super().__init__(config)
-        self.services = services
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        events: EventServices | None,
+        *,
+        control: socket.socket | None = None,
+    ) -> None:
+        super().__init__(config, control=control)
+        self.events = events
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.services.events is not None:
-            self.services.events.feed.closing.set()
+        if self.events is not None:
+            self.events.feed.closing.set()
         super().handle_exit(sig, frame)
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import structlog
+import uvicorn
 
 log = structlog.get_logger(__name__)
 
@@ -127,6 +128,22 @@ def answer_pings(
     thread = threading.Thread(target=answer, name="supervisor-pings", daemon=True)
     thread.start()
     return thread
+
+
+class SupervisedServer(uvicorn.Server):
+    """uvicorn's server, which with ``control`` (an API worker of ``serve --workers
+    N``) answers its supervisor's pings from the event loop that serves, as the writer
+    process does: a worker whose loop is wedged falls silent and is replaced, where a
+    thread answering for it kept it "serving" for ever, its requests unanswered."""
+
+    def __init__(self, config: uvicorn.Config, *, control: socket.socket | None = None) -> None:
+        super().__init__(config)
+        self.control = control
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.control is not None:
+            answer_pings(self.control, lambda: self.started, asyncio.get_running_loop())
+        await super().serve(sockets)
 
 
 @dataclass

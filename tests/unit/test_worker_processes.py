@@ -355,3 +355,63 @@ def test_pings_answered_from_a_loop_go_unanswered_while_that_loop_is_wedged() ->
         loop.close()
         worker_end.close()
     assert stopped
+
+
+# An API worker as ``serve-worker`` serves (uvicorn's server as it supervises it, given
+# the control socket), with a toy app whose every request wedges the event loop: a blocking wait
+# that never returns, as a callback stuck in a loop would.
+WEDGING_WORKER: Final = """
+import socket, sys, threading
+import uvicorn
+from app.worker_processes import SupervisedServer
+listener = socket.socket(fileno=int(sys.argv[1]))
+control = socket.socket(fileno=int(sys.argv[2]))
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    threading.Event().wait()
+
+config = uvicorn.Config(app, log_config=None, lifespan="on")
+SupervisedServer(config, control=control).run(sockets=[listener])
+"""
+
+
+# The health check of that test: longer than the toy worker takes to start and serve
+# (it answers no ping before its loop runs), short enough to be waited for.
+WEDGE_NOTICED_SECONDS: Final = 5.0
+
+
+def wedging_worker(listen_fd: int, control_fd: int) -> list[str]:
+    return [sys.executable, "-c", WEDGING_WORKER, str(listen_fd), str(control_fd)]
+
+
+def test_an_api_worker_whose_event_loop_is_wedged_is_killed_and_replaced() -> None:
+    """An API worker answers its pings from the event loop that serves its requests: one
+    whose loop is wedged falls silent and is replaced (a thread answering for it kept it
+    "serving" for ever, every request on its socket unanswered)."""
+    sockets = listening_sockets("127.0.0.1", 0, 1)
+    port = sockets[0].getsockname()[1]
+    supervisor = WorkerProcesses(
+        sockets,
+        wedging_worker,
+        stop_seconds=WAIT_SECONDS,
+        healthcheck_seconds=WEDGE_NOTICED_SECONDS,
+    )
+    with supervising(supervisor):
+        wait_until(lambda: serving(supervisor, 1), "the worker never served")
+        wedged = supervisor.workers[0].process
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_SECONDS) as connection:
+            connection.sendall(b"GET / HTTP/1.1\r\nHost: ledger\r\n\r\n")
+            wait_until(lambda: wedged.poll() is not None, "the wedged worker was never killed")
+        assert wedged.returncode == -signal.SIGKILL
+        wait_until(
+            lambda: supervisor.workers[0].process is not wedged and supervisor.workers[0].serving,
+            "it was never replaced",
+        )
