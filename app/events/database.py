@@ -11,10 +11,12 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
+import structlog
 from psycopg_pool import ConnectionPool
 
 from app.persistence.bulk_rows import (
@@ -25,6 +27,8 @@ from app.persistence.bulk_rows import (
 )
 from app.persistence.schema_lock import creating_schema
 
+log = structlog.get_logger(__name__)
+
 SQLITE_BUSY_TIMEOUT_SECONDS: Final = 30
 POSTGRES_POOL_SIZE_MAX: Final = 8
 POSTGRES_POOL_TIMEOUT_SECONDS: Final = 10.0
@@ -33,6 +37,12 @@ CREATE_ATTEMPTS_MAX: Final = 5
 # the projector's batches rewrite the same tail pages of the feed's indexes, and a
 # longer WAL copies each back once per checkpoint (about 40 MB at 4 kB pages).
 FEED_WAL_AUTOCHECKPOINT_PAGES: Final = 10_000
+# Each part's version of its tables (decision 0036), written by the transaction that
+# creates or upgrades them.
+SCHEMA_VERSIONS: Final = """CREATE TABLE IF NOT EXISTS ledger_events_schema (
+    part TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+)"""
 
 
 class Cursor(Protocol):
@@ -95,6 +105,39 @@ class _Rewriting:
 
     def fetchall(self) -> Any:
         return self._cursor.fetchall()
+
+
+@dataclass(frozen=True)
+class SchemaStep:
+    """What takes a part's tables from ``version - 1`` to ``version``, on each backend:
+    run once, in the transaction that opens a database an older version made, before
+    the part's statements of today (which then make what the step dropped: indexes of
+    a rebuilt table). A step is history: it never changes once released."""
+
+    version: int
+    sqlite: Sequence[str]
+    postgres: Sequence[str]
+
+
+@dataclass(frozen=True)
+class PartSchema:
+    """A part of the events database: its tables as this version makes them
+    (``CREATE … IF NOT EXISTS``), and the steps from each older version to this one."""
+
+    name: str
+    statements: Sequence[str]
+    # A table every version of the part made: found without a version recorded, the
+    # database was made by version 1, before versions were recorded.
+    first_table: str
+    steps: Sequence[SchemaStep] = ()
+
+    @property
+    def version(self) -> int:
+        return self.steps[-1].version if self.steps else 1
+
+
+class SchemaTooNewError(RuntimeError):
+    """The events database was upgraded by a newer version of the ledger than this one."""
 
 
 def events_database_url(read_model_url: str) -> str:
@@ -173,22 +216,61 @@ class Database:
             raise
         connection.execute("COMMIT")
 
-    def create(self, statements: Sequence[str]) -> None:
+    def create(self, schema: PartSchema) -> int | None:
+        """Make ``schema``'s tables, or upgrade them to its version, in one transaction
+        taken by one process at a time; the version it found (None: a new database)."""
         if self._pool is not None:
             # One creator at a time on PostgreSQL (decision 0032).
             with self._pool.connection() as connection, creating_schema(connection):
-                for statement in statements:
-                    connection.execute(statement)
-            return
+                return settle_schema(_Rewriting(connection.cursor(), self._types), schema, True)
         for attempt in range(CREATE_ATTEMPTS_MAX):
             try:
+                # The write lock from the start (BEGIN IMMEDIATE): the next process
+                # reads the version this one wrote.
                 with self.transaction(write=True) as cursor:
-                    for statement in statements:
-                        cursor.execute(statement)
+                    return settle_schema(cursor, schema, False)
             except sqlite3.OperationalError as error:
                 # Another process creating at once held the file's write lock for
                 # longer than the busy timeout.
                 if attempt == CREATE_ATTEMPTS_MAX - 1 or "locked" not in str(error):
                     raise
-                continue
-            return
+        raise AssertionError("unreachable: the last attempt raises")
+
+
+def settle_schema(cursor: Cursor, schema: PartSchema, is_postgres: bool) -> int | None:
+    """``Database.create`` inside its transaction: the version found, each step after
+    it, today's statements, the version now."""
+    cursor.execute(SCHEMA_VERSIONS)
+    cursor.execute("SELECT version FROM ledger_events_schema WHERE part = ?", (schema.name,))
+    row = cursor.fetchone()
+    found = int(row[0]) if row is not None else None
+    if found is None and table_exists(cursor, schema.first_table, is_postgres):
+        found = 1
+    if found is not None and found > schema.version:
+        raise SchemaTooNewError(
+            f"the events database's {schema.name} tables are version {found}, made by a "
+            f"newer ledger; this one knows up to version {schema.version}"
+        )
+    steps = [step for step in schema.steps if found is not None and step.version > found]
+    for step in steps:
+        for statement in step.postgres if is_postgres else step.sqlite:
+            cursor.execute(statement)
+    for statement in schema.statements:
+        cursor.execute(statement)
+    if row is None or found != schema.version:
+        cursor.execute(
+            "INSERT INTO ledger_events_schema (part, version) VALUES (?, ?) "
+            "ON CONFLICT (part) DO UPDATE SET version = excluded.version",
+            (schema.name, schema.version),
+        )
+    if steps:
+        log.warning("events.schema_upgraded", part=schema.name, found=found, version=schema.version)
+    return found
+
+
+def table_exists(cursor: Cursor, table: str, is_postgres: bool) -> bool:
+    if is_postgres:
+        cursor.execute("SELECT to_regclass(?) IS NOT NULL", (table,))
+        return bool(cursor.fetchone()[0])
+    cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+    return cursor.fetchone() is not None

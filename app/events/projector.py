@@ -588,6 +588,9 @@ class FeedProjector(ThreadWorker):
             head = lock_head(cursor, self.database.is_postgres)
             if head.checkpoint != checkpoint:
                 raise ConcurrentProjectorError(f"checkpoint moved {checkpoint}→{head.checkpoint}")
+            # What keeps an event from being stored twice (the feed has no unique index
+            # of ids): only events past the checkpoint, which moves with them.
+            assert notifications[0].id > head.checkpoint, (notifications[0].id, checkpoint)
             batch = _Batch(cursor, self.ledger)
             if kept is not None and kept[0] == checkpoint:
                 # Nobody projected since this projector's last commit: its states stand.

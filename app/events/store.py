@@ -14,20 +14,24 @@ from typing import Any, Final
 
 import orjson
 
-from app.events.database import Cursor, Database
+from app.events.database import Cursor, Database, PartSchema, SchemaStep
 
 FEED_PAGE_LIMIT_MAX: Final = 1000
 
-SCHEMA: Final = [
+STATEMENTS: Final = [
     """CREATE TABLE IF NOT EXISTS ledger_feed_head (
         id INTEGER PRIMARY KEY,
         checkpoint BIGINT NOT NULL,
         sequence BIGINT NOT NULL
     )""",
     "INSERT INTO ledger_feed_head VALUES (1, 0, 0) ON CONFLICT DO NOTHING",
+    # ``event_id`` is not an index: no read looks an event up by it, and a unique index
+    # of random ids was most of the feed's cost per event as it grew (version 2).
+    # Nothing is stored twice all the same: each batch's events are written with the
+    # checkpoint they reach, in one transaction, from the checkpoint they were read at.
     """CREATE TABLE IF NOT EXISTS ledger_feed_events (
         sequence BIGINT PRIMARY KEY,
-        event_id TEXT NOT NULL UNIQUE,
+        event_id TEXT NOT NULL,
         type TEXT NOT NULL,
         position BIGINT NOT NULL,
         body TEXT NOT NULL
@@ -63,6 +67,37 @@ SCHEMA: Final = [
     )""",
     "CREATE INDEX IF NOT EXISTS ledger_monitors_by_account ON ledger_monitors (account_id)",
 ]
+
+# Version 2: ``ledger_feed_events.event_id`` no longer unique. SQLite cannot drop a
+# column's constraint: the table is copied into one without it, in sequence order (its
+# indexes then made again by ``STATEMENTS``).
+WITHOUT_EVENT_ID_INDEX: Final = SchemaStep(
+    version=2,
+    sqlite=[
+        """CREATE TABLE ledger_feed_events_v2 (
+            sequence BIGINT PRIMARY KEY,
+            event_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            position BIGINT NOT NULL,
+            body TEXT NOT NULL
+        )""",
+        "INSERT INTO ledger_feed_events_v2 (sequence, event_id, type, position, body) "
+        "SELECT sequence, event_id, type, position, body FROM ledger_feed_events "
+        "ORDER BY sequence",
+        "DROP TABLE ledger_feed_events",
+        "ALTER TABLE ledger_feed_events_v2 RENAME TO ledger_feed_events",
+    ],
+    postgres=[
+        "ALTER TABLE ledger_feed_events DROP CONSTRAINT IF EXISTS ledger_feed_events_event_id_key"
+    ],
+)
+
+SCHEMA: Final = PartSchema(
+    name="feed",
+    statements=STATEMENTS,
+    first_table="ledger_feed_head",
+    steps=[WITHOUT_EVENT_ID_INDEX],
+)
 
 
 @dataclass(frozen=True)

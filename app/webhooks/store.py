@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from app.events import schema
-from app.events.database import Database
+from app.events.database import Database, PartSchema
 from app.events.store import append_events, lock_head
 
 WEBHOOK_PAGE_LIMIT_MAX: Final = 100
@@ -26,7 +26,7 @@ ERROR_TEXT_LENGTH_MAX: Final = 300
 
 EndpointStatus = Literal["enabled", "disabled"]
 
-SCHEMA: Final = [
+STATEMENTS: Final = [
     """CREATE TABLE IF NOT EXISTS ledger_webhooks (
         webhook_id TEXT PRIMARY KEY,
         url TEXT NOT NULL,
@@ -57,6 +57,8 @@ SCHEMA: Final = [
         PRIMARY KEY (webhook_id, sequence)
     )""",
 ]
+# Version 1 still: a step that changes these tables goes in ``steps`` (decision 0036).
+SCHEMA: Final = PartSchema(name="webhooks", statements=STATEMENTS, first_table="ledger_webhooks")
 
 ENDPOINT_COLUMNS: Final = (
     "webhook_id, url, types, description, status, created_at, updated_at, cursor, "
