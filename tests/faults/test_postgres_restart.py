@@ -31,7 +31,7 @@ from app.domain.errors import (
     WriteTimeoutError,
 )
 from app.domain.values import account_uuid
-from app.events.database import Database
+from app.events.database import Database, PartSchema
 from app.persistence import postgres
 from app.persistence.faults import store_fault
 from app.persistence.postgres import insert_on, reading_retried
@@ -471,7 +471,9 @@ def test_the_events_database_works_on_the_first_use_after_a_restart(
     pool: after a restart cut its connections, the next transactions find working ones."""
     database = Database(database_url)
     try:
-        database.create(["CREATE TABLE IF NOT EXISTS marks (n integer)"])
+        database.create(
+            PartSchema("marks", ["CREATE TABLE IF NOT EXISTS marks (n integer)"], "marks")
+        )
         with database.transaction(write=True) as cursor:
             cursor.execute("INSERT INTO marks VALUES (?)", (1,))
 
