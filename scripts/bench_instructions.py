@@ -178,6 +178,7 @@ DESCRIBED: Final = {
     "single": "single transfers, a group write each",
     "group8": "groups of 8 single transfers",
     "spread8": "groups of 8 single transfers spread over the accounts",
+    "hot8": "8 callers on one event loop, single transfers from one hot account",
 }
 
 

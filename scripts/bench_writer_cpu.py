@@ -11,7 +11,12 @@ spends: a group write of one command each); and ``spread8``, the 8-client spread
 of ``bench_http_goals.py`` (groups of eight, each transfer from one account to the
 next of ``--users``, so a group holds some sixteen accounts, against nine with
 ``group8``'s one credited account), ``SPREAD_RUNS`` times ``--transfers`` after as many
-unmeasured (the write connection's page cache filled as a running server's is).
+unmeasured (the write connection's page cache filled as a running server's is); and
+``hot8``, the hot-account shape of ``bench_http_goals.py`` without HTTP: eight callers
+on one event loop, each awaiting ``record_transfer_async`` of one transfer at a time
+from one account (``issuance``) to a user, as many transfers and as many unmeasured
+first as ``spread8`` (each caller its own future and wake-up of the loop, as in
+``ledger serve``). Each line also says the transfers per group write.
 ``--history N`` writes N atomic batches of 1,000 first (unmeasured): a log of some
 100,000 events has an index larger than SQLite's default page cache, and the writer's
 CPU per transfer grows with it.
@@ -34,7 +39,7 @@ from typing import Final
 from bench_instructions import DESCRIBED, ROOT, TRANSFERS_PER_BATCH, export
 from benchlib import in_turn, machine
 
-SHAPES: Final = ("single", "group8", "batch", "spread8")
+SHAPES: Final = ("single", "group8", "batch", "spread8", "hot8")
 GROUP_OF_EIGHT: Final = 8
 # Atomic batches per run of the batch shape (one batch's CPU varies much under load).
 BATCH_RUNS: Final = 5
@@ -43,7 +48,7 @@ SPREAD_RUNS: Final = 8
 
 # Run inside the tree under test (its own app/ and scripts/ first on the path).
 WORKLOAD: Final = """
-import json, sys, tempfile, threading, time
+import asyncio, json, sys, tempfile, threading, time
 from pathlib import Path
 root, users, shape, transfers, batch_runs, history, spread_runs = sys.argv[1:8]
 users, transfers, batch_runs, history = int(users), int(transfers), int(batch_runs), int(history)
@@ -75,10 +80,24 @@ with tempfile.TemporaryDirectory() as tmp:
             for start in range(0, transfers, 8):
                 ledger.record_batch(warm[start : start + 8], atomic=False)
             spends = spread("s", transfers)
+        def hot(tag, count):  # bench_http_goals.py's hot account: 8 callers on one loop
+            async def caller(number):
+                for n in range(number, count, 8):
+                    await ledger.record_transfer_async(RecordTransfer(
+                        f"{tag}:{n}", "issuance", bench_goals.user(n * 7 % users), 1))
+            async def callers():
+                await asyncio.gather(*(caller(number) for number in range(8)))
+            asyncio.run(callers())
+        if shape == "hot8":
+            transfers *= spread_runs
+            hot("w", transfers)
         size = 1 if shape == "single" else 8
+        groups_before = ledger.committer.groups_taken
         writer_started = time.clock_gettime(clock)
         process_started = time.process_time()
-        if shape == "batch":
+        if shape == "hot8":
+            hot("s", transfers)
+        elif shape == "batch":
             for batch in batches:
                 ledger.record_batch(batch, atomic=True)
             transfers *= batch_runs
@@ -90,7 +109,9 @@ with tempfile.TemporaryDirectory() as tmp:
                 ledger.record_batch(spends[start : start + size], atomic=False)
         writer_cpu = time.clock_gettime(clock) - writer_started
         process_cpu = time.process_time() - process_started
-print(json.dumps({"writer": writer_cpu / transfers, "process": process_cpu / transfers}))
+        groups = ledger.committer.groups_taken - groups_before
+print(json.dumps({"writer": writer_cpu / transfers, "process": process_cpu / transfers,
+                  "per_group": transfers / max(1, groups)}))
 """
 
 
@@ -128,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--transfers", type=int, default=1000, help="per run (default 1,000)")
     parser.add_argument("--users", type=int, default=200, help="accounts spent from")
-    parser.add_argument("--shapes", default="single,group8", help="of single, group8, batch")
+    parser.add_argument("--shapes", default="single,group8", help="of " + ", ".join(SHAPES))
     parser.add_argument(
         "--history", type=int, default=1, help="atomic batches of 1,000 written first (default 1)"
     )
@@ -152,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(
                         f"round {round_number + 1}, {shape}, {name}: writer thread "
                         f"{figure['writer'] * 1e6:.1f} µs, process {figure['process'] * 1e6:.1f} µs"
-                        " CPU per transfer",
+                        f" CPU per transfer ({figure['per_group']:.1f} transfers a group write)",
                         flush=True,
                     )
     for shape in shapes:
