@@ -184,13 +184,12 @@ def account_lots(
     status: LotStatusFilter,
     at: datetime,
     position: int | None = None,
-    moment: datetime | None = None,
     after_position: int | None = None,
     limit: int = 100,
 ) -> LotPage:
-    """The account's lots in grant order: now, at a ``position``, or at a ``moment``
-    (each lot's newest change at or before it); statuses as of ``at``, filtered in the
-    query (a page is full whenever that many lots match)."""
+    """The account's lots in grant order: now, or at a ``position`` (each lot's newest
+    change at or before it); statuses as of ``at``, filtered in the query (a page is
+    full whenever that many lots match)."""
     from projections.schema import parse_timestamp, timestamp_text  # noqa: PLC0415
 
     stamp = timestamp_text(at)
@@ -198,17 +197,11 @@ def account_lots(
     if after_position is not None:
         conditions.append("l.granted_position > ?")
         params.append(after_position)  # type: ignore[arg-type]
-    figures_of = "l" if position is None and moment is None else "c"
+    figures_of = "l" if position is None else "c"
     if status != "all":
         conditions.append(_status_condition(status, figures_of))
         params.extend([stamp] * _STATUS_STAMPS[status])
-    if position is not None:
-        bound, column = position, "position"
-    elif moment is not None:
-        bound, column = timestamp_text(moment), "recorded_at"  # type: ignore[assignment]
-    else:
-        bound = column = None  # type: ignore[assignment]
-    if bound is None:
+    if position is None:
         figures = "l.remaining, l.reserved, l.breakage, l.position AS changed"
         source = "{lots} l"
     else:
@@ -217,9 +210,9 @@ def account_lots(
             "{lots} l JOIN {lot_changes} c ON c.account_id = l.account_id "
             "AND c.grant_id = l.grant_id AND c.position = (SELECT MAX(position) "
             "FROM {lot_changes} WHERE account_id = l.account_id AND grant_id = l.grant_id "
-            f"AND {column} <= ?)"
+            "AND position <= ?)"
         )
-        params.insert(0, bound)  # type: ignore[arg-type]
+        params.insert(0, position)  # type: ignore[arg-type]
     page_size = min(limit, LOTS_PAGE_SIZE_MAX)
     # One row past the page says whether there is a next page (no empty last page).
     rows = view._all(
@@ -301,31 +294,27 @@ def unspendable_free(
     at: datetime,
     *,
     position: int | None = None,
-    moment: datetime | None = None,
 ) -> int:
     """What the account's lots hold, unreserved, that cannot be spent at ``at`` (not yet
     effective, or expired): ``available`` is the counters' figure minus this. Now, or as
-    the lots stood at a ``position`` or a ``moment``."""
+    the lots stood at a ``position``."""
     from projections.schema import timestamp_text  # noqa: PLC0415
 
     stamp = timestamp_text(at)
     unspendable = "(l.effective_at > ? OR (l.expires_at IS NOT NULL AND l.expires_at <= ?))"
-    if position is None and moment is None:
+    if position is None:
         row = view._one(
             "SELECT COALESCE(SUM(l.remaining - l.reserved), 0) AS free FROM {lots} l "
             f"WHERE l.account_id = ? AND {unspendable}",
             [account_id, stamp, stamp],
         )
         return int(row["free"])
-    column, bound = (
-        ("position", position) if position is not None else ("recorded_at", timestamp_text(moment))  # type: ignore[arg-type]
-    )
     row = view._one(
         "SELECT COALESCE(SUM(c.remaining - c.reserved), 0) AS free FROM {lots} l "
         "JOIN {lot_changes} c ON c.account_id = l.account_id AND c.grant_id = l.grant_id "
         "AND c.position = (SELECT MAX(position) FROM {lot_changes} WHERE "
-        f"account_id = l.account_id AND grant_id = l.grant_id AND {column} <= ?) "
+        "account_id = l.account_id AND grant_id = l.grant_id AND position <= ?) "
         f"WHERE l.account_id = ? AND {unspendable}",
-        [bound, account_id, stamp, stamp],
+        [position, account_id, stamp, stamp],
     )
     return int(row["free"])

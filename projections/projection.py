@@ -22,7 +22,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
 from app.domain.account import Account, default_account_type, line_allocations
-from app.domain.commits import commit_of
+from app.domain.commits import commit_of, ends_commit
 from app.domain.postings import COUNTER_NAMES, Counters, post
 from app.domain.transfer import Transfer, fate_after, initial_fate
 from app.domain.values import transfer_uuid
@@ -133,7 +133,9 @@ class _Rows:
     changed_transfers: set[str] = field(default_factory=set)
     # (transfer id, key, value) of each new transfer's metadata
     transfer_pairs: list[tuple[str, str, Any]] = field(default_factory=list)
-    commits: dict[int, tuple[int, str]] = field(default_factory=dict)
+    # start position → (end position, time of its last event, latest time up to its end,
+    # whether the commit's last event is in)
+    commits: dict[int, tuple[int, str, str, bool]] = field(default_factory=dict)
     commit_keys: list[tuple[int, str]] = field(default_factory=list)
     # (event, position, account id, time) of every balance change, for the lots view
     lot_moves: list[tuple[Account.BalanceChanged, int, str, str]] = field(default_factory=list)
@@ -184,7 +186,7 @@ class RowWriter(SqlAccess):
         except BaseException:
             # What was cached may not have been written (the cached rows were changed
             # in place by the fold): the next batch reads the rows again.
-            self._open_commit = None
+            self._open_commit = self._latest_at = None
             self._account_rows = None
             raise
         self._keep_account_rows(rows)
@@ -192,6 +194,9 @@ class RowWriter(SqlAccess):
     # The newest commit (start position, key), kept between batches by the one worker
     # that writes this view; dropped whenever a transaction fails.
     _open_commit: tuple[int, str] | None = None
+    # The latest time of any event folded so far (``commits.latest_at``), kept and
+    # dropped with ``_open_commit``.
+    _latest_at: str | None = None
     # The ``balances`` rows as this writer last committed them, by stream id, kept
     # between batches by the one worker that writes this view, like ``_open_commit``
     # (at most ACCOUNT_ROWS_KEPT_MAX, the oldest kept dropped first; all dropped whenever
@@ -241,7 +246,8 @@ class RowWriter(SqlAccess):
         if self._open_commit is None and any(hasattr(e, "timestamp") for e in events):
             self._run(
                 cursor,
-                "SELECT c.start_position, c.recorded_at, k.commit_id FROM {commits} c "
+                "SELECT c.start_position, c.recorded_at, c.latest_at, k.commit_id "
+                "FROM {commits} c "
                 "LEFT JOIN {commit_keys} k ON k.start_position = c.start_position "
                 "ORDER BY c.start_position DESC LIMIT 1",
             )
@@ -249,6 +255,7 @@ class RowWriter(SqlAccess):
             if last is not None:
                 key = last["commit_id"] or _time_key(last["recorded_at"])
                 self._open_commit = (int(last["start_position"]), key)
+                self._latest_at = last["latest_at"]
 
     def _select_in(
         self, cursor: Cursor, table: str, columns: tuple[str, ...], stream_ids: Iterable[str]
@@ -295,7 +302,10 @@ class RowWriter(SqlAccess):
     def _fold_commit(self, rows: _Rows, event: object, position: int, at: str) -> None:
         # The writer names each event's commit (app.domain.commits). Events stored before
         # it did fall back to the earlier rule: a run of events with one time is one
-        # commit (a command's events share one time).
+        # commit (a command's events share one time), whole at each batch's end.
+        latest = self._latest_at
+        if latest is None or at > latest:  # fixed-width text: sorts as time does
+            latest = self._latest_at = at
         commit_id = commit_of(event)
         key = commit_id or _time_key(at)
         if self._open_commit is not None and self._open_commit[1] == key:
@@ -305,7 +315,7 @@ class RowWriter(SqlAccess):
             self._open_commit = (position, key)
             if commit_id is not None:
                 rows.commit_keys.append((start, commit_id))
-        rows.commits[start] = (position, at)
+        rows.commits[start] = (position, at, latest, ends_commit(event) is not False)
 
     def _fold_opened(self, rows: _Rows, event: Account.Opened, position: int, at: str) -> None:
         stream_id = event.originator_id.hex
@@ -453,9 +463,10 @@ class RowWriter(SqlAccess):
         self._insert_many(
             cursor,
             "commits",
-            ("start_position", "end_position", "recorded_at"),
-            [(start, end, at) for start, (end, at) in sorted(rows.commits.items())],
-            "ON CONFLICT (start_position) DO UPDATE SET end_position = excluded.end_position",
+            ("start_position", "end_position", "recorded_at", "latest_at", "whole"),
+            [(start, *commit) for start, commit in sorted(rows.commits.items())],
+            "ON CONFLICT (start_position) DO UPDATE SET end_position = excluded.end_position, "
+            "latest_at = excluded.latest_at, whole = excluded.whole",
         )
         self._insert_many(cursor, "commit_keys", ("start_position", "commit_id"), rows.commit_keys)
 

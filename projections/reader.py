@@ -133,6 +133,27 @@ class RowReader(SqlAccess):
 
     def balance_at_position(self, account_id: str, position: int) -> AccountView | None:
         """The account as it stood after every event at or before ``position``."""
+        then = self._account_then(account_id, position)
+        if then is None:
+            return None
+        view, _ = then
+        assert view.updated_at is not None, "a view row knows when it last changed"
+        at = self.time_at_position(position) or view.updated_at
+        return self._with_lots(view, at, position=position)
+
+    def balance_as_of(self, account_id: str, moment: datetime) -> AccountView | None:
+        """The account as it stood at ``moment``: at the position where ``moment`` cuts
+        the log (``_cut``); ``position`` on the answer is its last change up to there."""
+        cut = self._cut(moment)
+        then = self._account_then(account_id, cut)
+        if then is None:
+            return None
+        view, changed = then
+        return self._with_lots(replace(view, position=changed), moment, position=cut)
+
+    def _account_then(self, account_id: str, position: int) -> tuple[AccountView, int] | None:
+        """The account after every event at or before ``position`` (``position`` on the
+        view), and the position of its last change up to there; None before it opened."""
         account = self._one("SELECT * FROM {balances} WHERE account_id = ?", [account_id])
         if account is None or account["opened_position"] > position:
             return None
@@ -147,49 +168,26 @@ class RowReader(SqlAccess):
             "ORDER BY position DESC LIMIT 1",
             [account_id, position],
         )
-        view = _as_of(account, entry, position, closed=closed, metadata=metadata)
-        assert view.updated_at is not None, "a view row knows when it last changed"
-        at = self.time_at_position(position) or view.updated_at
-        return self._with_lots(view, at, position=position)
-
-    def balance_as_of(self, account_id: str, moment: datetime) -> AccountView | None:
-        """The account as it stood at ``moment`` (by the events' recorded time)."""
-        at = timestamp_text(moment)
-        account = self._one("SELECT * FROM {balances} WHERE account_id = ?", [account_id])
-        if account is None or account["opened_at"] > at:
-            return None
-        entry = self._one(
-            "SELECT * FROM {entries} WHERE account_id = ? AND recorded_at <= ? "
-            "ORDER BY recorded_at DESC, position DESC LIMIT 1",
-            [account_id, at],
-        )
-        closed = account["closed_at"] is not None and account["closed_at"] <= at
-        metadata = self._one(
-            "SELECT metadata FROM {metadata_changes} WHERE account_id = ? AND recorded_at <= ? "
-            "ORDER BY recorded_at DESC, position DESC LIMIT 1",
-            [account_id, at],
-        )
-        position = max(
+        changed = max(
             entry["position"] if entry else account["opened_position"],
             account["closed_position"] if closed else 0,
         )
-        return self._with_lots(
-            _as_of(account, entry, position, closed=closed, metadata=metadata),
-            moment,
-            moment=moment,
-        )
+        return _as_of(account, entry, position, closed=closed, metadata=metadata), changed
+
+    def _cut(self, moment: datetime, *, strict: bool = False) -> int:
+        """Where ``moment`` cuts the log: the end of the last whole commit such that no
+        event up to it was recorded after ``moment`` (at or after it: ``strict``); 0
+        before the first. Every read by time reads the views at this position, so that
+        it is one state of the log whatever the clock did (decision 0036)."""
+        row = self._one(f"SELECT {_cut_of(strict=strict)} AS cut", [timestamp_text(moment)])
+        return 0 if row is None or row["cut"] is None else int(row["cut"])
 
     def _with_lots(
-        self,
-        account: AccountView,
-        at: datetime,
-        *,
-        position: int | None = None,
-        moment: datetime | None = None,
+        self, account: AccountView, at: datetime, *, position: int | None = None
     ) -> AccountView:
         """``available`` as spending saw it at ``at``: without unspendable lots (future
-        or expired grants, projections/lots.py)."""
-        unspendable = unspendable_free(self, account.id, at, position=position, moment=moment)
+        or expired grants, projections/lots.py), as they stood at ``position``."""
+        unspendable = unspendable_free(self, account.id, at, position=position)
         if not unspendable:
             return account
         spendable = account.balance - account.debits_pending - unspendable
@@ -237,12 +235,13 @@ class RowReader(SqlAccess):
     def history(
         self, account_id: str, interval: Interval, since: datetime, until: datetime
     ) -> list[HistoryPoint]:
-        """The account at the end of each interval: one index lookup per interval."""
+        """The account at the end of each interval (where the instant cuts the log,
+        before it): two index lookups per interval."""
         points = []
         for start, end in interval_bounds(interval, since, until):
             entry = self._one(
-                "SELECT * FROM {entries} WHERE account_id = ? AND recorded_at < ? "
-                "ORDER BY recorded_at DESC, position DESC LIMIT 1",
+                "SELECT * FROM {entries} WHERE account_id = ? "
+                f"AND position <= {_cut_of(strict=True)} ORDER BY position DESC LIMIT 1",
                 [account_id, timestamp_text(end)],
             )
             counters = entry if entry is not None else _ZERO_COUNTERS
@@ -262,23 +261,21 @@ class RowReader(SqlAccess):
     def totals(
         self, *, position: int | None = None, moment: datetime | None = None
     ) -> list[UnitTotals]:
-        """Per unit, each account's counters as of ``position`` or ``moment``."""
-        if position is not None:
-            opened, bound, order = "b.opened_position <= ?", "e.position <= ?", "e.position"
-            limit: Any = position
-        else:
+        """Per unit, each account's counters as of ``position`` or ``moment`` (where it
+        cuts the log: ``_cut``)."""
+        if position is None:
             assert moment is not None, "totals need a position or a moment"
-            opened, bound = "b.opened_at <= ?", "e.recorded_at <= ?"
-            order, limit = "e.recorded_at DESC, e.position", timestamp_text(moment)
+            position = self._cut(moment)
         rows = self._all(
             "SELECT b.unit AS unit, COUNT(*) AS account_count, "
             "COALESCE(SUM(l.debits_posted), 0) AS debits_posted, "
             "COALESCE(SUM(l.credits_posted), 0) AS credits_posted "
             "FROM {balances} b LEFT JOIN {entries} l ON l.account_id = b.account_id "
             "AND l.position = (SELECT e.position FROM {entries} e "
-            f"WHERE e.account_id = b.account_id AND {bound} ORDER BY {order} DESC LIMIT 1) "
-            f"WHERE {opened} GROUP BY b.unit ORDER BY b.unit",
-            [limit, limit],
+            "WHERE e.account_id = b.account_id AND e.position <= ? "
+            "ORDER BY e.position DESC LIMIT 1) "
+            "WHERE b.opened_position <= ? GROUP BY b.unit ORDER BY b.unit",
+            [position, position],
         )
         return [
             UnitTotals(
@@ -302,16 +299,18 @@ class RowReader(SqlAccess):
         until: datetime | None = None,
         limit: int = 100,
     ) -> list[StatementLine]:
-        """Statement lines, newest first; ``before_position`` is the page cursor."""
+        """Statement lines, newest first; ``before_position`` is the page cursor;
+        ``since`` and ``until`` bound them by where each instant cuts the log (before
+        it): a range of the primary key."""
         conditions, params = ["e.account_id = ?"], [account_id]
         if before_position is not None:
             conditions.append("e.position < ?")
             params.append(before_position)  # type: ignore[arg-type]
         if since is not None:
-            conditions.append("e.recorded_at >= ?")
+            conditions.append(f"e.position > COALESCE({_cut_of(strict=True)}, 0)")
             params.append(timestamp_text(since))
         if until is not None:
-            conditions.append("e.recorded_at < ?")
+            conditions.append(f"e.position <= {_cut_of(strict=True)}")
             params.append(timestamp_text(until))
         rows = self._all(
             "SELECT e.*, t.debit_account_id, t.credit_account_id, t.metadata, "
@@ -493,14 +492,16 @@ class RowReader(SqlAccess):
         after_position: int | None = None,
         limit: int = 100,
     ) -> LotPage:
-        """The account's credit lots (projections/lots.py)."""
+        """The account's credit lots (projections/lots.py); as of a ``moment``, at the
+        position where it cuts the log."""
+        if moment is not None:
+            position = self._cut(moment)
         return account_lots(
             self,
             account_id,
             status=status,
             at=at,
             position=position,
-            moment=moment,
             after_position=after_position,
             limit=limit,
         )
@@ -521,6 +522,19 @@ class RowReader(SqlAccess):
             [after_id, min(limit, PAGE_SIZE_MAX)],
         )
         return [_transfer(row) for row in rows]
+
+
+def _cut_of(*, strict: bool) -> str:
+    """Where an instant (one ``?``) cuts the log, as a scalar subquery (NULL before the
+    first commit): the end of the last whole commit whose ``latest_at`` is at or before
+    it (before it: ``strict``). ``latest_at`` rises with the start position, so this is
+    one descent of ``commits_by_time`` (the commit a batch boundary cut, if any, is the
+    newest row: one step more)."""
+    compare = "<" if strict else "<="
+    return (
+        f"(SELECT end_position FROM {{commits}} WHERE latest_at {compare} ? AND whole "
+        "ORDER BY latest_at DESC, start_position DESC LIMIT 1)"
+    )
 
 
 def _id_range(query: AccountFilter, ids: str) -> tuple[list[str], list[Any]]:

@@ -11,12 +11,17 @@ One view database holds the views that one projection keeps together:
 - ``entries``: one statement line per balance-changing event, carrying the counters
   *after* the event — this is also the balance history: an as-of query is one index
   lookup (``ORDER BY position DESC LIMIT 1``), O(log n) whatever the history length;
+  as of a time, at the position where that time cuts the log (``commits``);
 - ``transfers``: the transfers index, for lookup, listing and expiry;
 - ``metadata_changes``: each account's metadata as it stood after its opening and
   after each update, so that a past read shows the metadata of then;
-- ``commits`` and ``commit_keys``: where each commit (one store write) starts and ends;
-- ``view_schema``: the version of these tables (``SCHEMA_VERSION``); a view database
-  built by another version is rebuilt from the log when opened (``projections.backends``);
+- ``commits`` and ``commit_keys``: where each commit (one store write) starts and ends,
+  and the latest time of any event up to its end (``latest_at``, rising with the log):
+  "as of T" is the end of the last whole commit whose ``latest_at`` is at or before T
+  (decision 0036);
+- ``view_schema``: the version of these tables (``SCHEMA_VERSION``, which also names the
+  views' place); a view database found built by another version is rebuilt from the log
+  when opened (``projections.backends``);
 - ``lots`` and ``lot_changes``: credit lots (``projections/lots.py``);
 - the library's tracking table: the checkpoint.
 
@@ -33,13 +38,16 @@ from projections.lots import LOT_INDEXES, LOT_SCHEMA, LOT_TABLES
 
 APPLICATION_NAME: Final = "ledger"
 # The version of the tables below. Bump it with any change to them or to what the
-# projection writes into them: view databases of another version are rebuilt from the
-# log when opened (views are disposable; the log is the truth). Version 2: metadata
+# projection writes into them: the views' place is named by it (``projections.runner.
+# view_schema``), so a newer version builds its own from the log beside an older one's
+# (views are disposable; the log is the truth; decision 0036). Version 2: metadata
 # history (``metadata_changes``); databases from before versions count as version 1.
 # Version 3: how many accounts have each metadata pair (``account_metadata_counts``).
 # Version 4: each account's type (``balances.account_type``). Version 5: each pair row
-# of ``account_metadata`` carries its account's whole metadata.
-SCHEMA_VERSION: Final = 5
+# of ``account_metadata`` carries its account's whole metadata. Version 6: each commit's
+# ``latest_at`` and ``whole``, where the reads by time cut the log (decision 0036);
+# without ``entries_by_time`` and ``metadata_changes_by_time``.
+SCHEMA_VERSION: Final = 6
 # The type of a JSON column that a query filters on (``{json}`` in the statements).
 JSON_COLUMN_TYPE: Final = {"sqlite": "TEXT", "postgres": "JSONB"}
 
@@ -60,7 +68,6 @@ INDEXES: Final = (
     "balances_by_unit",
     "balances_by_status",
     "account_metadata_by_pair",
-    "entries_by_time",
     "transfers_held_by_debit",
     "transfers_held_by_credit",
     "transfers_by_position",
@@ -68,7 +75,7 @@ INDEXES: Final = (
     "transfers_by_time",
     "transfers_due",
     "transfer_metadata_by_pair",
-    "metadata_changes_by_time",
+    "commits_by_time",
     *LOT_INDEXES,
 )
 # Indexes these tables no longer have: dropped where an older version made them. Not a
@@ -127,8 +134,6 @@ SCHEMA: Final = [
         allocations TEXT,
         PRIMARY KEY (account_id, position)
     )""",
-    "CREATE INDEX IF NOT EXISTS {entries_by_time_index} "
-    "ON {entries} (account_id, recorded_at, position)",
     """CREATE TABLE IF NOT EXISTS {transfers} (
         transfer_id TEXT PRIMARY KEY,
         stream_id TEXT NOT NULL UNIQUE,
@@ -169,11 +174,17 @@ SCHEMA: Final = [
     )""",
     "CREATE INDEX IF NOT EXISTS {transfer_metadata_by_pair_index} "
     "ON {transfer_metadata} (key, value, transfer_id)",
+    # ``latest_at``: the latest time of any event up to the commit's end (a running
+    # maximum, so it rises with the log and its index is appended to); ``whole``: false
+    # while the views hold only the commit's first part (a batch boundary cut it).
     """CREATE TABLE IF NOT EXISTS {commits} (
         start_position BIGINT PRIMARY KEY,
         end_position BIGINT NOT NULL,
-        recorded_at TEXT NOT NULL
+        recorded_at TEXT NOT NULL,
+        latest_at TEXT NOT NULL,
+        whole BOOLEAN NOT NULL
     )""",
+    "CREATE INDEX IF NOT EXISTS {commits_by_time_index} ON {commits} (latest_at, start_position)",
     # The writer's commit id of each commit that has one (app.domain.commits): lets a
     # restarted worker continue a commit a batch boundary cut in two.
     """CREATE TABLE IF NOT EXISTS {commit_keys} (
@@ -187,8 +198,6 @@ SCHEMA: Final = [
         metadata TEXT NOT NULL,
         PRIMARY KEY (account_id, position)
     )""",
-    "CREATE INDEX IF NOT EXISTS {metadata_changes_by_time_index} "
-    "ON {metadata_changes} (account_id, recorded_at, position)",
     """CREATE TABLE IF NOT EXISTS {account_metadata_counts} (
         key TEXT NOT NULL,
         value TEXT NOT NULL,

@@ -165,8 +165,8 @@ class Auditor:
         # read model (projections/) or its fold, because it exists to catch their bugs.
         self.lots.apply(position, event)
         account = self.full.apply(position, event)
-        if self.window.admits(position, event):
-            self.at_instant.apply(position, event)
+        for admitted_position, admitted in self.window.admit(position, event):
+            self.at_instant.apply(admitted_position, admitted)
         if account is None or not isinstance(event, Account.BalanceChanged):
             return
         self.entry_counts[account.id] += 1

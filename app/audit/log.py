@@ -24,11 +24,6 @@ class Instant:
     position: int | None = None
     moment: datetime | None = None
 
-    def includes(self, position: int, timestamp: datetime) -> bool:
-        if self.position is not None and position > self.position:
-            return False
-        return self.moment is None or timestamp <= self.moment
-
     def describe(self) -> str:
         if self.position is not None:
             return f"position {self.position}"
@@ -105,29 +100,46 @@ class CommitTracker:
 
 
 class InstantWindow:
-    """Which events an instant admits, in one pass over the log: by time, every event
-    recorded at or before it (a command's events share one time); by position, every
-    event up to it and, when it falls inside a commit, the rest of that commit."""
+    """Which events an instant admits, in one pass over the log (``admit``): by
+    position, every event up to it and, when it falls inside a commit, the rest of that
+    commit; by time, every commit before the first event recorded after it, each
+    admitted once its last event is in. That is the views' "as of" (decision 0036): one
+    state of the log whatever the clock did, never an event recorded after the instant;
+    where times rise with positions, every event recorded at or before it."""
 
     def __init__(self, instant: Instant) -> None:
         self.instant = instant
         self.tracker = CommitTracker()
         self.closed = False
         self.last_position: int | None = None
+        # By time: the events of the commit under way, admitted when it ends.
+        self._commit: list[tuple[int, Any]] = []
 
-    def admits(self, position: int, event: Any) -> bool:
-        if self.instant.position is None:
-            admitted = self.instant.includes(position, event.timestamp)
-        elif self.closed:
-            admitted = False
-        elif position <= self.instant.position or not self.tracker.quiescent:
+    def admit(self, position: int, event: Any) -> list[tuple[int, Any]]:
+        """The events this one lets in (in log order): itself, none, or by time, its
+        whole commit once it ends the commit."""
+        moment = self.instant.moment
+        if self.closed:
+            return []
+        if self.instant.position is not None:
+            if position > self.instant.position and self.tracker.quiescent:
+                self.closed = True
+                return []
             self.tracker.observe(event)
-            admitted = True
-        else:
-            admitted = False
+            admitted = [(position, event)]
+        elif moment is None:
+            admitted = [(position, event)]
+        elif event.timestamp > moment:
             self.closed = True
-        if admitted:
-            self.last_position = position
+            self._commit = []
+            return []
+        else:
+            self.tracker.observe(event)
+            self._commit.append((position, event))
+            if not self.tracker.quiescent:
+                return []
+            admitted, self._commit = self._commit, []
+        self.last_position = admitted[-1][0]
         return admitted
 
 
@@ -137,7 +149,6 @@ def read_at(
     """The events an instant admits (see InstantWindow), in log order."""
     window = InstantWindow(instant)
     for position, event in read_log(ledger, on_page=on_page):
-        if window.admits(position, event):
-            yield position, event
-        elif window.closed:
+        yield from window.admit(position, event)
+        if window.closed:
             return

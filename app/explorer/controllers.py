@@ -144,7 +144,8 @@ class PagesController(Controller):
             return missing("account", account_id, viewer, choice.moment)
         window = pages.history_window(opened_at, choice.moment or now)
         history = reads.history(account_id, window)
-        # A statement "as of" an instant holds every line recorded at or before it.
+        # A statement "as of" an instant holds every line up to where the instant cuts
+        # the log (at or before it: strictly before the next microsecond; decision 0036).
         until = None if choice.moment is None else choice.moment + timedelta(microseconds=1)
         lines = reads.statement(account_id, before_position=before, until=until)
         more = len(lines) == STATEMENT_PAGE_SIZE

@@ -168,6 +168,20 @@ class History:
             self.ledger.clock = real_clock
 
 
+def write_history(ledger: Ledger, funding: list[int], history: list[Step]) -> None:
+    """Open the accounts, fund the users from the bank, then run the steps."""
+    for name, allow_negative, overdraft_limit in ACCOUNTS:
+        ledger.open_account(
+            OpenAccount(name, UNIT, allow_negative=allow_negative, overdraft_limit=overdraft_limit)
+        )
+    runner = History(ledger)
+    for number, amount in enumerate(funding, start=1):
+        if amount:
+            runner.run(Pay(0, number, amount))
+    for step in history:
+        runner.run(step)
+
+
 # The oracle: which version of each account stood when ------------------------------------
 
 
@@ -316,18 +330,7 @@ def test_as_of_answers_equal_a_fold_of_the_account_events_up_to_that_instant(
         event_store_url = f"sqlite:///{directory / 'events.sqlite'}"
         read_model_url = f"sqlite:///{directory / 'views.sqlite'}"
         with Ledger(event_store_env(event_store_url)) as ledger:
-            for name, allow_negative, overdraft_limit in ACCOUNTS:
-                ledger.open_account(
-                    OpenAccount(
-                        name, UNIT, allow_negative=allow_negative, overdraft_limit=overdraft_limit
-                    )
-                )
-            runner = History(ledger)
-            for number, amount in enumerate(funding, start=1):
-                if amount:
-                    runner.run(Pay(0, number, amount))
-            for step in history:
-                runner.run(step)
+            write_history(ledger, funding, history)
 
             head = ledger.recorder.max_notification_id() or 0
             worker = start_runner(event_store_url, read_model_url, 1)
