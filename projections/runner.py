@@ -1,10 +1,10 @@
 """Projection workers: the catch-up runner over our views, plus lag,
 read-your-writes, the expiry worker, and rebuild-beside-and-switch by generations.
 
-A *generation* is one complete copy of the views: a SQLite file ``views.gN.sqlite``
-or a PostgreSQL schema ``ledger_views_gN``. A small pointer names the generation
-readers use; a rebuild fills generation N+1 from position zero while N keeps
-serving, then moves the pointer in one write (decision 0006).
+A *generation* is one complete copy of the views: a SQLite file ``views.gN.vV.sqlite``
+or a PostgreSQL schema ``ledger_views_gN_vV`` (V: the version of its tables). A small
+pointer names the generation readers use; a rebuild fills generation N+1 from position
+zero while N keeps serving, then moves the pointer in one write (decision 0006).
 """
 
 import sqlite3
@@ -36,6 +36,7 @@ from projections.backends import LedgerView, PostgresLedgerView, SQLiteLedgerVie
 from projections.catchup import CatchUpRunner
 from projections.digest import DigestCheckpoints, keep_digest
 from projections.projection import LedgerProjection
+from projections.schema import SCHEMA_VERSION
 
 log = structlog.get_logger(__name__)
 
@@ -121,14 +122,27 @@ def _sqlite_path(url: str) -> Path:
     )
 
 
+def view_schema(generation: int) -> str:
+    """The PostgreSQL schema of a generation of the views, as this version's tables
+    (``SCHEMA_VERSION``) have it: named by both, so that a process of a newer version
+    builds its own views beside those an older one still writes and reads (a rolling
+    upgrade), never in them (decision 0036)."""
+    return f"ledger_views_g{generation}_v{SCHEMA_VERSION}"
+
+
+def view_file(read_model_url: str, generation: int) -> Path:
+    """The SQLite file of a generation of the views (named as ``view_schema``)."""
+    base = _sqlite_path(read_model_url)
+    return base.with_name(f"{base.stem}.g{generation}.v{SCHEMA_VERSION}{base.suffix}")
+
+
 def view_env(read_model_url: str, generation: int) -> dict[str, str]:
     """Library keys for the views, prefixed with the projection's name."""
     if urlsplit(read_model_url).scheme in ("postgresql", "postgres"):
         env = postgres_env(read_model_url)
-        env["POSTGRES_SCHEMA"] = f"ledger_views_g{generation}"
+        env["POSTGRES_SCHEMA"] = view_schema(generation)
     else:
-        base = _sqlite_path(read_model_url)
-        env = sqlite_env(str(base.with_name(f"{base.stem}.g{generation}{base.suffix}")))
+        env = sqlite_env(str(view_file(read_model_url, generation)))
     return {VIEW_ENV_PREFIX + key: value for key, value in env.items()}
 
 

@@ -47,7 +47,7 @@ from app.domain.errors import AccountNotFoundError
 from app.domain.transfer import Transfer
 from app.domain.values import account_uuid, transfer_uuid
 from app.persistence.positions import recorded_position
-from projections.runner import GenerationPointer
+from projections.runner import GenerationPointer, view_file, view_schema
 from tests.support.audit_ledger import (
     ALICE,
     BOB,
@@ -1102,15 +1102,14 @@ def run_view_sql(stores: Any, statement: str, params: list[Any]) -> None:
     """One statement on the live view generation's tables, by hand."""
     generation = GenerationPointer(stores.read_model_url).current
     if stores.backend == "sqlite":
-        path = Path(stores.read_model_url.removeprefix("sqlite://")[1:])
-        path = path.with_name(f"{path.stem}.g{generation}{path.suffix}")
+        path = view_file(stores.read_model_url, generation)
         with closing(sqlite3.connect(path)) as connection:
             connection.execute(statement.format(schema=""), params)
             connection.commit()
         return
     with psycopg.connect(stores.read_model_url, autocommit=True) as connection:
         connection.execute(
-            statement.format(schema=f'"ledger_views_g{generation}".').replace("?", "%s"),
+            statement.format(schema=f'"{view_schema(generation)}".').replace("?", "%s"),
             params,
         )
 

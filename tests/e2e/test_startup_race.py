@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from projections.runner import view_schema
 from tests.e2e.startup_workers import (
     PROJECT,
     SERVE,
@@ -69,7 +70,7 @@ def test_processes_starting_together_on_a_new_database_all_start_and_leave_the_s
         assert start_up(kind, settings_for(reference, tmp_path / f"reference-{kind}")) == []
     whole = catalog(reference)
     assert any(name.endswith("_append function") for name in whole), whole
-    assert any("ledger_views_g1." in name for name in whole), whole
+    assert any(f"{view_schema(1)}." in name for name in whole), whole
 
     urls = [postgres_server.create_database(f"startup_{run}_{number}") for number in range(ROUNDS)]
     context = multiprocessing.get_context("spawn")

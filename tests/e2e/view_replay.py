@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 from app.application.ledger import Ledger
 from app.domain.account import Account, default_account_type, line_allocations
 from app.domain.transfer import Transfer
-from projections.runner import VIEW_ENV_PREFIX, view_env
+from projections.runner import VIEW_ENV_PREFIX, view_env, view_schema
 from projections.views import APPLICATION_NAME, parse_timestamp, timestamp_text
 
 NOTIFICATION_PAGE: Final = 1000
@@ -254,7 +254,8 @@ def sqlite_view_path(read_model_url: str, generation: int) -> Path:
 def _select_all(read_model_url: str, generation: int, table: str) -> list[Row]:
     if is_postgres(read_model_url):
         with psycopg.connect(read_model_url, row_factory=dict_row) as connection:
-            cursor = connection.execute(f'SELECT * FROM "ledger_views_g{generation}"."{table}"')
+            schema = view_schema(generation)
+            cursor = connection.execute(f'SELECT * FROM "{schema}"."{table}"')
             return [_normalised(row) for row in cursor.fetchall()]
     lite = sqlite3.connect(sqlite_view_path(read_model_url, generation), timeout=30)
     try:
@@ -410,7 +411,7 @@ class CheckpointProbe:
         if self.postgres:
             if self._connection is None:
                 self._connection = psycopg.connect(self.read_model_url, autocommit=True)
-            schema = f'"ledger_views_g{self.generation}".'
+            schema = f'"{view_schema(self.generation)}".'
             try:
                 return self._connection.execute(
                     statement.format(schema=schema).replace("?", "%s"), params

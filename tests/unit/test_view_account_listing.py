@@ -15,14 +15,14 @@ from app.application.read_model import TransferFilter
 from app.domain.transfer import TransferStatus
 from app.persistence.stores import sqlite_url
 from projections.backends import INDEX_DROP_LOCK_WAIT_SECONDS, LedgerView
-from projections.runner import open_view
+from projections.runner import open_view, view_file
 
 # Well past the bound, well short of the views' busy timeout (10 s per index).
 OPEN_DEADLINE_SECONDS = INDEX_DROP_LOCK_WAIT_SECONDS + 4
 
 
 def views_file(tmp_path: Path) -> Path:
-    return tmp_path / "views.g1.sqlite"
+    return view_file(sqlite_url(tmp_path / "views.sqlite"), 1)
 
 
 def index_names(view: LedgerView) -> set[str]:

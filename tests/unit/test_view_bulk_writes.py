@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from projections.backends import PostgresLedgerView
-from projections.runner import open_view
+from projections.runner import open_view, view_schema
 from projections.schema import TABLES, SqlAccess
 from tests.support.pgserver import PostgresServer
 from tests.support.view_log import Log, apply, every_kind_log, postgres_rows
@@ -24,8 +24,9 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
 
 def rows_of(url: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every view table's rows (the first generation's schema)."""
-    rows = postgres_rows(url, [f"ledger_views_g1.{table}" for table in TABLES])
-    return {name.removeprefix("ledger_views_g1."): found for name, found in rows.items()}
+    schema = view_schema(1)
+    rows = postgres_rows(url, [f"{schema}.{table}" for table in TABLES])
+    return {name.removeprefix(f"{schema}."): found for name, found in rows.items()}
 
 
 @pytest.mark.parametrize("batch_events", [1, 7, 10_000])

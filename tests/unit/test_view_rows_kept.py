@@ -20,7 +20,7 @@ from app.application.ledger import Ledger
 from app.persistence.decoding import domain_event_reader
 from app.persistence.stores import sqlite_url
 from projections import projection
-from projections.runner import open_view
+from projections.runner import open_view, view_file
 from projections.schema import TABLES, timestamp_text
 from tests.support.view_log import apply, every_kind_log
 
@@ -53,8 +53,8 @@ def tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     return found
 
 
-def view_file(directory: Path, generation: int) -> Path:
-    return directory / f"views.g{generation}.sqlite"
+def generation_file(directory: Path, generation: int) -> Path:
+    return view_file(sqlite_url(directory / "views.sqlite"), generation)
 
 
 def test_a_live_batch_reads_back_no_row_of_an_account_an_earlier_batch_wrote(
@@ -101,7 +101,7 @@ def test_a_failed_batch_leaves_no_row_kept(
     apply(view, ledger, notifications[half:])
     whole = open_view(sqlite_url(tmp_path / "views.sqlite"), 2)
     apply(whole, ledger, notifications)
-    assert tables(view_file(tmp_path, 1)) == tables(view_file(tmp_path, 2))
+    assert tables(generation_file(tmp_path, 1)) == tables(generation_file(tmp_path, 2))
 
 
 def test_the_rows_kept_are_bounded_oldest_first(
@@ -150,7 +150,7 @@ def test_the_views_written_batch_by_batch_are_those_of_one_catch_up(
         start = end
     whole = open_view(sqlite_url(directory / "views.sqlite"), 2)
     apply(whole, ledger, notifications)
-    assert tables(view_file(directory, 1)) == tables(view_file(directory, 2))
+    assert tables(generation_file(directory, 1)) == tables(generation_file(directory, 2))
 
 
 def apart_in_time(event: Any) -> Any:
@@ -189,4 +189,4 @@ def test_a_batch_formats_each_instant_once_however_its_events_interleave(
     assert {e.timestamp for e in events} <= set(formatted)
     assert [moment for moment, times in Counter(formatted).items() if times > 1] == []
     open_view(url, 2).apply_at_positions(events, positions, tracking)
-    assert tables(view_file(tmp_path, 1)) == tables(view_file(tmp_path, 2))
+    assert tables(generation_file(tmp_path, 1)) == tables(generation_file(tmp_path, 2))
