@@ -37,7 +37,7 @@ CREATE_ATTEMPTS_MAX: Final = 5
 # the projector's batches rewrite the same tail pages of the feed's indexes, and a
 # longer WAL copies each back once per checkpoint (about 40 MB at 4 kB pages).
 FEED_WAL_AUTOCHECKPOINT_PAGES: Final = 10_000
-# Each part's version of its tables (decision 0036), written by the transaction that
+# Each part's version of its tables (decision 0037), written by the transaction that
 # creates or upgrades them.
 SCHEMA_VERSIONS: Final = """CREATE TABLE IF NOT EXISTS ledger_events_schema (
     part TEXT PRIMARY KEY,

@@ -57,7 +57,7 @@ STATEMENTS: Final = [
         PRIMARY KEY (webhook_id, sequence)
     )""",
 ]
-# Version 1 still: a step that changes these tables goes in ``steps`` (decision 0036).
+# Version 1 still: a step that changes these tables goes in ``steps`` (decision 0037).
 SCHEMA: Final = PartSchema(name="webhooks", statements=STATEMENTS, first_table="ledger_webhooks")
 
 ENDPOINT_COLUMNS: Final = (

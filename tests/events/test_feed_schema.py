@@ -1,4 +1,4 @@
-"""The events database's schema versions (decision 0036): a feed made by the version
+"""The events database's schema versions (decision 0037): a feed made by the version
 before versions were recorded (its ``event_id`` unique) opens under today's code and
 loses that index, every row as it was (events, their ids and sequences, the head, the
 accounts' states, the waiting effects, monitors, webhooks); processes opening it at once
