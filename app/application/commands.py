@@ -74,11 +74,24 @@ class Checked:
         """Pickled as its fields (its frozen mappings as dicts) and its mark: the writer
         process of ``serve --workers N`` gets the command an API worker checked, still
         marked checked (``app/writer/wire.py``)."""
-        assert dataclasses.is_dataclass(self), "commands are dataclasses"
-        fields = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+        fields = {name: getattr(self, name) for name in _field_names(type(self))}
         for name in self._mappings:
             fields[name] = dict(fields[name])
         return (_rebuilt, (type(self), fields, self._rules_passed))
+
+
+# Each command class's field names (``_field_names``).
+_FIELD_NAMES: Final[dict[type, tuple[str, ...]]] = {}
+
+
+def _field_names(cls: type[Checked]) -> tuple[str, ...]:
+    """A command class's field names, read once (``dataclasses.fields`` builds its
+    answer anew at each call, for every command the writer process is sent)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        assert dataclasses.is_dataclass(cls), "commands are dataclasses"
+        names = _FIELD_NAMES[cls] = tuple(item.name for item in dataclasses.fields(cls))
+    return names
 
 
 def _rebuilt(cls: type[Checked], fields: dict[str, Any], checked: bool) -> Checked:

@@ -114,15 +114,25 @@ def _value_classes() -> frozenset[tuple[str, str]]:
 
 class _Loader(pickle.Unpickler):
     """Loads only the names of ``_ALLOWED``, each exactly (protocol 4 would resolve a
-    dotted name such as ``os.system`` through any module's globals)."""
+    dotted name such as ``os.system`` through any module's globals). Each is resolved
+    once, at import, not looked up in its module again for every frame."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        raise WireError(f"a frame named {module}.{name}, which the wire form never carries")
+        try:
+            return _ALLOWED[module, name]
+        except KeyError:
+            raise WireError(
+                f"a frame named {module}.{name}, which the wire form never carries"
+            ) from None
 
 
-_ALLOWED: Final = _value_classes() | _STANDARD_TYPES
+def _resolved(names: frozenset[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    return {
+        (module, name): getattr(importlib.import_module(module), name) for module, name in names
+    }
+
+
+_ALLOWED: Final = _resolved(_value_classes() | _STANDARD_TYPES)
 
 
 def unframe(body: bytes) -> list[Any]:
