@@ -182,6 +182,11 @@ class RowReader(SqlAccess):
         row = self._one(f"SELECT {_cut_of(strict=strict)} AS cut", [timestamp_text(moment)])
         return 0 if row is None or row["cut"] is None else int(row["cut"])
 
+    def cut(self, moment: datetime) -> int:
+        """Where ``moment`` cuts the log (``_cut``): the position an answer as of it
+        reflects."""
+        return self._cut(moment)
+
     def _with_lots(
         self, account: AccountView, at: datetime, *, position: int | None = None
     ) -> AccountView:

@@ -228,8 +228,10 @@ class Queries:
             view, position = self._commit_end(at_position)
             return Answer(view.totals(position=position), position)
         if as_of is not None:
+            # Read at the cut, once: the answer says the position its figures are at.
             view = self._past(as_of, min_position)
-            return Answer(view.totals(moment=as_of), view.checkpoint())
+            position = view.cut(as_of)
+            return Answer(view.totals(position=position), position)
         # Now: the log's head is a commit's end; the views may stand inside a commit
         # (a long commit spans several projection batches), so they are read at the head.
         head = self.head()

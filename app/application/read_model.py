@@ -82,6 +82,11 @@ class ReadModel(Protocol):
         """The last position of the commit ``position`` falls in."""
         ...
 
+    def cut(self, moment: datetime) -> int:
+        """Where ``moment`` cuts the log (decision 0036): the position every read as of
+        it reflects; 0 before the first commit."""
+        ...
+
     # Accounts
     def balance(self, account_id: str) -> AccountView | None: ...
 

@@ -229,6 +229,20 @@ def test_history_and_totals_answer_over_http(client: Client) -> None:
     assert all(unit["balance_sum"] == 0 for unit in before["units"])
 
 
+def test_totals_as_of_a_time_say_the_position_they_reflect(client: Client) -> None:
+    """As of a time the totals are those at the position where it cuts the log (decision
+    0036), and that is the position they say: read at it, they are the same."""
+    open_issuer(client)
+    open_account(client, "a")
+    first = fund(client, "a", 7)
+    fund(client, "a", 5)
+    as_of = ok(client.get("/v1/ledger/totals", params={"as_of": first["recorded_at"]}))
+    assert [unit["credits_posted"] for unit in as_of["units"]] == [7]
+    assert as_of["position"] == first["position"]
+    at = ok(client.get("/v1/ledger/totals", params={"at_position": as_of["position"]}))
+    assert at["units"] == as_of["units"]
+
+
 def test_a_transfers_answer_says_its_position_in_the_header_too(client: Client) -> None:
     """Written now (201) or replayed (200): the write's position, body and header alike."""
     open_issuer(client)
