@@ -376,6 +376,31 @@ class Committer:
         entries: list[Pending[Any]] = [
             Pending(command, units, deadline) for command, units in commands
         ]
+        await self._settled_on_loop(entries, deadline)
+        return [self._answer_of(entry) for entry in entries]
+
+    def submit_all_then(
+        self,
+        commands: Sequence[tuple[Any, int]],
+        deadline: float,
+        then: Callable[[list[Any]], object],
+    ) -> None:
+        """``submit_all_async`` without a task of its own: ``then`` is called on the
+        caller's loop with each command's answer, once the last is settled or at
+        ``deadline`` (a ``time.monotonic`` time). For the writer process, which would
+        otherwise make a task for each call it takes. Only queueing itself (overload)
+        raises, here."""
+        entries: list[Pending[Any]] = [
+            Pending(command, units, deadline) for command, units in commands
+        ]
+        settled = self._settled_on_loop(entries, deadline)
+        settled.add_done_callback(lambda _: then([self._answer_of(entry) for entry in entries]))
+
+    def _settled_on_loop(
+        self, entries: Sequence[Pending[Any]], deadline: float
+    ) -> "asyncio.Future[None]":
+        """Queue ``entries`` together from the running loop: a future of that loop, done
+        when the last of them is settled or at ``deadline``."""
         loop = asyncio.get_running_loop()
         self._enqueue(entries, wake=False)
         handoff = self._handoff_on(loop)
@@ -394,8 +419,7 @@ class Committer:
 
             for entry in entries:
                 entry.listen(one_settled)
-        await settled
-        return [self._answer_of(entry) for entry in entries]
+        return settled
 
     def _await(self, entry: Pending[Any]) -> Any:
         """The command's answer (a result or an error instance) within its deadline."""

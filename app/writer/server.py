@@ -14,6 +14,7 @@ answers every call it took (each within its deadline), then closes the ledger.
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -116,7 +117,10 @@ class Writer:
         self.ledger = ledger
         ledger.gather_callers()
         self.connections: set[_Connection] = set()
-        self._running: set[asyncio.Task[None]] = set()
+        # Calls queued on the committer and not yet answered; set once they all are,
+        # while the writer drains.
+        self._running = 0
+        self._drained: asyncio.Event | None = None
         self._latest_deadline = 0.0
         self.serving = False
         self.draining = False
@@ -144,23 +148,12 @@ class Writer:
         if not writes:
             connection.answer((call_id, answers))
             return
-        task = asyncio.get_running_loop().create_task(
-            self._run(call_id, deadline, writes, answers, connection)
-        )
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def _run(
-        self,
-        call_id: int,
-        deadline: float,
-        writes: Sequence[tuple[int, Write[Any]]],
-        answers: list[Any],
-        connection: _Connection,
-    ) -> None:
+        # Answered by a callback on this loop, not from a task made for each call.
         try:
-            results = await self.ledger.committer.submit_all_async(
-                [(write, write.units) for _, write in writes], deadline=deadline
+            self.ledger.committer.submit_all_then(
+                [(write, write.units) for _, write in writes],
+                deadline,
+                functools.partial(self._answered, call_id, writes, answers, connection),
             )
         except LedgerError as error:  # not queued at all (overloaded, shutting down)
             connection.answer((call_id, error))
@@ -169,9 +162,22 @@ class Writer:
             log.exception("writer.call_failed", commands=len(writes))
             connection.answer((call_id, portable(error)))
             return
+        self._running += 1
+
+    def _answered(
+        self,
+        call_id: int,
+        writes: Sequence[tuple[int, Write[Any]]],
+        answers: list[Any],
+        connection: _Connection,
+        results: list[Any],
+    ) -> None:
+        self._running -= 1
         for (index, _), result in zip(writes, results, strict=True):
             answers[index] = portable(result)
         connection.answer((call_id, answers))
+        if not self._running and self._drained is not None:
+            self._drained.set()
 
     async def serve(self, path: Path, stopping: asyncio.Event) -> None:
         """Listen at ``path`` until ``stopping`` is set, then drain."""
@@ -198,7 +204,10 @@ class Writer:
         if not self._running:
             return
         bound = max(0.0, self._latest_deadline - time.monotonic()) + DRAIN_MARGIN_SECONDS
-        await asyncio.wait(set(self._running), timeout=bound)
+        self._drained = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(bound):
+                await self._drained.wait()
         await asyncio.sleep(0)  # the answers' flush, due this turn
 
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -454,10 +454,10 @@ def test_a_command_that_cannot_be_sent_is_answered_as_a_fault_at_once(
 def test_a_call_the_writer_fails_on_is_answered_as_a_fault_not_left_waiting(
     writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*_: object, **__: object) -> list[Any]:
+    def broken(*_: object) -> None:
         raise RuntimeError("a bug in the writer")
 
-    monkeypatch.setattr(writing_ledger.committer, "submit_all_async", broken)
+    monkeypatch.setattr(writing_ledger.committer, "submit_all_then", broken)
     path = tmp_path / "writer.sock"
     with running_writer(writing_ledger, path):
         api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
@@ -470,23 +470,26 @@ def test_an_answer_that_cannot_be_sent_fails_its_call_alone(
 ) -> None:
     """An answer the writer cannot frame (a bug) is its call's fault at once; the other
     answers of the same turn reach their callers."""
-    submit_all_async = writing_ledger.committer.submit_all_async
-    both_taken = asyncio.Event()
-    taken = 0
+    submit_all_then = writing_ledger.committer.submit_all_then
+    taken: dict[str, tuple[list[Any], float, Callable[[list[Any]], object]]] = {}
 
-    async def answering(commands: list[Any], **kwargs: Any) -> list[Any]:
-        nonlocal taken
-        taken += 1
-        if taken == 2:  # the two calls are answered in one turn
-            both_taken.set()
-        await both_taken.wait()
+    def answering(
+        commands: list[Any], deadline: float, then: Callable[[list[Any]], object]
+    ) -> None:
         (write, _), *_ = commands
-        if write.order[1].id == "bad":
-            return [threading.Lock()]  # cannot be pickled
-        results: list[Any] = await submit_all_async(commands, **kwargs)
-        return results
+        taken[write.order[1].id] = (commands, deadline, then)
+        if len(taken) < 2:
+            return
+        _, _, then_bad = taken["bad"]
+        good, good_deadline, then_good = taken["good"]
 
-    monkeypatch.setattr(writing_ledger.committer, "submit_all_async", answering)
+        def both(results: list[Any]) -> None:  # the two answered in one turn
+            then_bad([threading.Lock()])  # cannot be pickled
+            then_good(results)
+
+        submit_all_then(good, good_deadline, both)
+
+    monkeypatch.setattr(writing_ledger.committer, "submit_all_then", answering)
     path = tmp_path / "writer.sock"
     with running_writer(writing_ledger, path):
         api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
