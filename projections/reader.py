@@ -133,7 +133,8 @@ class RowReader(SqlAccess):
 
     def balance_at_position(self, account_id: str, position: int) -> AccountView | None:
         """The account as it stood after every event at or before ``position``."""
-        then = self._account_then(account_id, position)
+        account = self._one("SELECT * FROM {balances} WHERE account_id = ?", [account_id])
+        then = None if account is None else self._account_then(account, position)
         if then is None:
             return None
         view, _ = then
@@ -143,20 +144,29 @@ class RowReader(SqlAccess):
 
     def balance_as_of(self, account_id: str, moment: datetime) -> AccountView | None:
         """The account as it stood at ``moment``: at the position where ``moment`` cuts
-        the log (``_cut``); ``position`` on the answer is its last change up to there."""
-        cut = self._cut(moment)
-        then = self._account_then(account_id, cut)
+        the log (``_cut``); ``position`` on the answer is its last change up to there.
+        The cut is read with the account's row (one statement)."""
+        account = self._one(
+            f"SELECT b.*, {_cut_of(strict=False)} AS cut FROM {{balances}} b "
+            "WHERE b.account_id = ?",
+            [timestamp_text(moment), account_id],
+        )
+        if account is None:
+            return None
+        cut = 0 if account["cut"] is None else int(account["cut"])
+        then = self._account_then(account, cut)
         if then is None:
             return None
         view, changed = then
         return self._with_lots(replace(view, position=changed), moment, position=cut)
 
-    def _account_then(self, account_id: str, position: int) -> tuple[AccountView, int] | None:
-        """The account after every event at or before ``position`` (``position`` on the
-        view), and the position of its last change up to there; None before it opened."""
-        account = self._one("SELECT * FROM {balances} WHERE account_id = ?", [account_id])
-        if account is None or account["opened_position"] > position:
+    def _account_then(self, account: Any, position: int) -> tuple[AccountView, int] | None:
+        """The account (its ``balances`` row) after every event at or before ``position``
+        (``position`` on the view), and the position of its last change up to there;
+        None before it opened."""
+        if account["opened_position"] > position:
             return None
+        account_id = account["account_id"]
         entry = self._one(
             "SELECT * FROM {entries} WHERE account_id = ? AND position <= ? "
             "ORDER BY position DESC LIMIT 1",
