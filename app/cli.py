@@ -773,7 +773,12 @@ def explain_command(
     as_of: AsOf = None,
     output_format: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
 ) -> None:
-    """Why is this balance what it is: the statement from opening, line by line."""
+    """Why is this balance what it is: the statement from opening, line by line.
+
+    Without --as-of it reads the account's own stream. With --as-of it answers at the
+    audit's cut of the log (as `replay --as-of` and the API's as_of do): it reads the log
+    from its start up to the first event recorded after that time, so its cost grows
+    with the log before that time, not with the account."""
     if output_format not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")
     instant = parse_instant(as_of, None)

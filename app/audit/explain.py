@@ -1,14 +1,17 @@
-""" "Why is this balance 37?": an account's statement, line by line, from its own stream."""
+""" "Why is this balance 37?": an account's statement, line by line, from its own stream
+(as of a time: from the log's prefix up to that time's cut)."""
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
+from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
 from app.application.ledger import Ledger
+from app.audit.log import Instant, read_admitted
 from app.domain.account import Account, counterparty_id, line_allocations
 from app.domain.errors import AccountNotFoundError
 from app.domain.postings import Counters, post
@@ -16,6 +19,8 @@ from app.domain.transfer import Transfer, fate_after, initial_fate
 from app.domain.values import account_uuid, check_id, transfer_uuid
 
 TRANSFER_CACHE_SIZE: Final = 4096
+# Below every stream's first version (INITIAL_VERSION = 0): "none of the stream".
+NO_VERSION: Final = -1
 
 
 @dataclass(frozen=True)
@@ -51,21 +56,30 @@ class TransferFacts:
 
 
 def explain(ledger: Ledger, account_id: str, moment: datetime | None) -> Iterator[StatementLine]:
-    """Every line of the account's history up to ``moment`` (all of it when None)."""
+    """Every line of the account's history as of ``moment`` (all of it when None).
+
+    As of a time is the audit's cut of the log (decision 0036), found by reading the
+    log from its start up to the first event recorded after that time: the views'
+    ``balance_as_of`` and ``ledger replay --as-of`` answer at the same cut."""
     account_id = check_id(account_id, "account_id")
-    history: Iterator[Any] = iter(ledger.events.get(account_uuid(account_id)))
+    if moment is None:
+        cut = None
+        history: Iterator[Any] = iter(ledger.events.get(account_uuid(account_id)))
+    else:
+        cut = _read_cut(ledger, account_uuid(account_id), moment)
+        history = iter(cut.account_events)
     first = next(history, None)
-    if not isinstance(first, Account.Opened) or (moment is not None and first.timestamp > moment):
+    if not isinstance(first, Account.Opened):
         raise AccountNotFoundError(f"account {account_id} does not exist at that time")
 
     @lru_cache(maxsize=TRANSFER_CACHE_SIZE)
     def facts(transfer_id: str) -> TransferFacts:
-        return _transfer_facts(ledger, transfer_id, moment)
+        return _transfer_facts(
+            ledger, transfer_id, None if cut is None else cut.end_of(transfer_id)
+        )
 
     counters = Counters()
     for event in history:  # the rest of the stream, read once
-        if moment is not None and event.timestamp > moment:
-            return
         if not isinstance(event, Account.BalanceChanged):
             continue
         delta = event.delta()
@@ -90,10 +104,44 @@ def explain(ledger: Ledger, account_id: str, moment: datetime | None) -> Iterato
         )
 
 
-def _transfer_facts(ledger: Ledger, transfer_id: str, moment: datetime | None) -> TransferFacts:
-    """The transfer as it stood at ``moment``: a hold's fate is what it was then."""
+@dataclass(frozen=True)
+class Cut:
+    """What of one account a cut by time holds: its events, and the last version in
+    the cut of each transfer it took part in."""
+
+    account_events: list[Any]
+    transfer_versions: dict[UUID, int]
+
+    def end_of(self, transfer_id: str) -> int:
+        # A leg and the transfer's record are one commit: a leg in the cut has its
+        # transfer in it too. NO_VERSION (none of its stream) only for a log that broke it.
+        return self.transfer_versions.get(transfer_uuid(transfer_id), NO_VERSION)
+
+
+def _read_cut(ledger: Ledger, account: UUID, moment: datetime) -> Cut:
+    """One read of the log's prefix, a whole commit at a time (its events are ordered by
+    aggregate, so a transfer's events may come before the account's legs in it)."""
+    cut = Cut([], {})
+    transfers: set[UUID] = set()
+    for commit in read_admitted(ledger, Instant(moment=moment)):
+        own = [event for _, event in commit if event.originator_id == account]
+        cut.account_events.extend(own)
+        transfers.update(
+            transfer_uuid(event.transfer_id)
+            for event in own
+            if isinstance(event, Account.BalanceChanged)
+        )
+        for _, event in commit:
+            if event.originator_id in transfers:
+                cut.transfer_versions[event.originator_id] = event.originator_version
+    return cut
+
+
+def _transfer_facts(ledger: Ledger, transfer_id: str, last_version: int | None) -> TransferFacts:
+    """The transfer as it stood at the cut (its events up to ``last_version``; all of
+    them when None): a hold's fate is what it was then."""
     try:
-        events: list[Any] = list(ledger.events.get(transfer_uuid(transfer_id)))
+        events: list[Any] = list(ledger.events.get(transfer_uuid(transfer_id), lte=last_version))
     except AggregateNotFoundError:  # pragma: no cover - the stream exists if a leg names it
         events = []
     recorded = next((e for e in events if isinstance(e, Transfer.TransferRecorded)), None)
@@ -101,8 +149,6 @@ def _transfer_facts(ledger: Ledger, transfer_id: str, moment: datetime | None) -
         return TransferFacts("?", "?", pending=False, status="unknown", metadata={})
     status = initial_fate(recorded.pending)
     for event in events[1:]:
-        if moment is not None and event.timestamp > moment:
-            break
         status = fate_after(status, event)
     return TransferFacts(
         recorded.debit_account_id,

@@ -147,8 +147,19 @@ def read_at(
     ledger: Ledger, instant: Instant, on_page: Callable[[int, int], None] | None = None
 ) -> Iterator[tuple[int, Any]]:
     """The events an instant admits (see InstantWindow), in log order."""
+    for admitted in read_admitted(ledger, instant, on_page):
+        yield from admitted
+
+
+def read_admitted(
+    ledger: Ledger, instant: Instant, on_page: Callable[[int, int], None] | None = None
+) -> Iterator[list[tuple[int, Any]]]:
+    """The events an instant admits, in log order, as InstantWindow lets them in: by
+    time, a whole commit at a time. The log is read up to the first event outside."""
     window = InstantWindow(instant)
     for position, event in read_log(ledger, on_page=on_page):
-        yield from window.admit(position, event)
+        admitted = window.admit(position, event)
+        if admitted:
+            yield admitted
         if window.closed:
             return
