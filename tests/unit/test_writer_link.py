@@ -54,6 +54,12 @@ class RunningWriter:
     def _run(self) -> None:
         self.loop.run_until_complete(self.writer.serve(self.path, self.stopping))
 
+    def stopped_within(self, timeout: float) -> bool:
+        """Whether the writer's serve (its drain included) ended within ``timeout``
+        seconds, without being stopped again."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.stopping.set)
         self._thread.join()
@@ -381,13 +387,16 @@ def test_a_thread_off_the_loop_writes_through_a_connection_of_its_own(
     assert writing_ledger.get_account("a").unit == "EUR"
 
 
-def test_a_writer_asked_to_stop_answers_the_calls_it_took_and_refuses_new_ones(
+def test_a_writer_asked_to_stop_answers_the_calls_it_took_refuses_new_ones_and_stops(
     writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path
 ) -> None:
+    """The drain ends with the last answer to a call it took (a count of the calls not
+    yet answered), not at its bound: the calls' latest deadline, here far past
+    ``WAIT_SECONDS``, is only for answers that never come."""
     path = tmp_path / "writer.sock"
     taken, release = held(writing_ledger)  # the stop comes while the group is being written
     running = RunningWriter(writing_ledger, path)
-    api_ledger.use_writer(WriterClient(str(path), TIMEOUT_SECONDS))
+    api_ledger.use_writer(WriterClient(str(path), 2 * WAIT_SECONDS))
 
     async def story() -> None:
         try:
@@ -406,6 +415,7 @@ def test_a_writer_asked_to_stop_answers_the_calls_it_took_and_refuses_new_ones(
 
     try:
         asyncio.run(story())
+        assert running.stopped_within(WAIT_SECONDS), "the drain waited for its bound"
     finally:
         running.stop()
     assert writing_ledger.get_account("a").unit == "EUR"
