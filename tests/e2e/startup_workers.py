@@ -29,11 +29,10 @@ PROJECT: Final = "project"
 
 
 def settings_for(url: str, data_dir: Path) -> Settings:
-    """The settings of a deployment on one PostgreSQL database (log, views, keys)."""
-    os.environ["LEDGER_EVENT_STORE"] = url
-    os.environ["LEDGER_READ_MODEL"] = url
-    os.environ["LEDGER_DATA_DIR"] = str(data_dir)
-    return Settings()
+    """The settings of a deployment on one PostgreSQL database (log, views, keys). Given
+    as arguments, not set in ``os.environ``: the test process runs the reference start-up
+    itself, and a later test's ``Settings()`` there would read a dropped database."""
+    return Settings(event_store=url, read_model=url, data_dir=data_dir)
 
 
 def start_up(kind: str, settings: Settings) -> list[str]:
