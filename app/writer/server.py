@@ -173,11 +173,13 @@ class Writer:
         results: list[Any],
     ) -> None:
         self._running -= 1
-        for (index, _), result in zip(writes, results, strict=True):
-            answers[index] = portable(result)
-        connection.answer((call_id, answers))
-        if not self._running and self._drained is not None:
-            self._drained.set()
+        try:
+            for (index, _), result in zip(writes, results, strict=True):
+                answers[index] = portable(result)
+            connection.answer((call_id, answers))
+        finally:  # a bug answering this call leaves it unanswered, not the drain waiting
+            if not self._running and self._drained is not None:
+                self._drained.set()
 
     async def serve(self, path: Path, stopping: asyncio.Event) -> None:
         """Listen at ``path`` until ``stopping`` is set, then drain."""

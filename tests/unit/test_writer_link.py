@@ -475,6 +475,42 @@ def test_a_call_the_writer_fails_on_is_answered_as_a_fault_not_left_waiting(
             asyncio.run(api_ledger.open_account_async(OpenAccount("a", "EUR")))
 
 
+def test_a_bug_answering_the_drains_last_call_does_not_hold_the_stop_to_its_bound(
+    writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call whose answer the writer fails to build (a bug) stays unanswered (its
+    command may have committed: outcome unknown), but it is no longer counted: the drain
+    ends, where it waited for the calls' latest deadline (here far past ``WAIT_SECONDS``)."""
+
+    def broken(_: object) -> None:
+        raise RuntimeError("a bug while answering")
+
+    path = tmp_path / "writer.sock"
+    taken, release = held(writing_ledger)
+    running = RunningWriter(writing_ledger, path)
+    api_ledger.use_writer(WriterClient(str(path), 2 * WAIT_SECONDS))
+
+    async def story() -> None:
+        opening = asyncio.ensure_future(api_ledger.open_account_async(OpenAccount("a", "EUR")))
+        while not taken.is_set():
+            await asyncio.sleep(0.01)
+        monkeypatch.setattr("app.writer.server.portable", broken)
+        running.loop.call_soon_threadsafe(running.stopping.set)
+        while not running.writer.draining:
+            await asyncio.sleep(0.01)
+        release.set()
+        assert running.stopped_within(WAIT_SECONDS), "the drain waited for its bound"
+        with pytest.raises(OutcomeUnknownError):  # the writer's connection closed unanswered
+            await opening
+
+    try:
+        asyncio.run(story())
+    finally:
+        release.set()
+        running.stop()
+    assert writing_ledger.get_account("a").unit == "EUR"
+
+
 def test_an_answer_that_cannot_be_sent_fails_its_call_alone(
     writing_ledger: Ledger, api_ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
