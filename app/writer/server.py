@@ -35,6 +35,7 @@ from app.writer.wire import (
     Frames,
     WireError,
     WriterFaultError,
+    checked_calls,
     frame,
     portable,
 )
@@ -64,14 +65,13 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            messages = self._frames.feed(data)
+            calls = checked_calls(self._frames.feed(data))
         except WireError:
             log.exception("writer.unreadable_call")
             self.close()
             return
-        for calls in messages:
-            for call in calls:
-                self._writer.take(call, self)
+        for call in calls:
+            self._writer.take(call, self)
 
     def answer(self, answer: Answer) -> None:
         """Queue ``answer`` for this turn's message to the worker."""

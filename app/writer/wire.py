@@ -24,6 +24,7 @@ API answers as it answers its own bugs (500).
 import dataclasses
 import importlib
 import io
+import math
 import pickle
 import struct
 from collections.abc import Sequence
@@ -145,6 +146,33 @@ def unframe(body: bytes) -> list[Any]:
     if not isinstance(items, list):
         raise WireError("a frame that is not a list")
     return items
+
+
+def checked_calls(messages: list[list[Any]]) -> list[Call]:
+    """Every call of ``messages``, each checked to be a call's shape (an id, a finite
+    deadline, a sequence of ``(builder name, argument)`` orders) before any is taken;
+    ``WireError`` otherwise, so that one malformed frame is refused whole rather than
+    failing half-way through its message (or, with a NaN deadline, never expiring)."""
+    calls: list[Call] = []
+    for message in messages:
+        for call in message:
+            if not (
+                isinstance(call, tuple)
+                and len(call) == 3  # (id, deadline, orders)
+                and type(call[0]) is int
+                and type(call[1]) is float
+                and math.isfinite(call[1])
+                and isinstance(call[2], list | tuple)
+                and all(_is_order(order) for order in call[2])
+            ):
+                raise WireError(f"a frame holding something that is not a call: {call!r:.200}")
+            calls.append(call)
+    return calls
+
+
+def _is_order(order: Any) -> bool:
+    """Whether ``order`` has an ``Order``'s shape: ``(builder name, argument)``."""
+    return isinstance(order, tuple) and len(order) == 2 and type(order[0]) is str
 
 
 class Frames:

@@ -11,6 +11,7 @@ answers what it took."""
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from app.domain.errors import (
 from app.persistence.stores import event_store_env
 from app.writer.client import WriterClient
 from app.writer.server import Writer
-from app.writer.wire import WriterFaultError
+from app.writer.wire import WriterFaultError, frame
 
 TIMEOUT_SECONDS: Final = 10.0
 WAIT_SECONDS: Final = 60.0  # a bound against hanging, never a measure of speed
@@ -552,3 +553,28 @@ def test_an_answer_that_cannot_be_sent_fails_its_call_alone(
     assert "pickle" in str(bad)
     assert good.created
     assert writing_ledger.get_account("good").unit == "EUR"
+
+
+@pytest.mark.parametrize(
+    ("label", "after_the_call"),
+    [
+        ("a message holding something that is not a call", [5]),
+        ("a call whose deadline is not a number", [(2, float("nan"), [])]),
+        ("a call whose orders are not orders", [(2, time.monotonic() + WAIT_SECONDS, [5])]),
+    ],
+)
+def test_a_message_holding_a_malformed_call_is_refused_whole_and_nothing_of_it_written(
+    writing_ledger: Ledger, tmp_path: Path, label: str, after_the_call: list[Any]
+) -> None:
+    # A well-formed call first: taken before the malformed one was met, it was written
+    # although the connection then failed (asyncio closing it, its answer lost).
+    call = (1, time.monotonic() + WAIT_SECONDS, [("open_account", OpenAccount("a", "EUR"))])
+    path = tmp_path / "writer.sock"
+    with running_writer(writing_ledger, path) as running, socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(WAIT_SECONDS)
+        sock.connect(str(path))
+        sock.sendall(frame([call, *after_the_call]))
+        assert sock.recv(65536) == b"", f"{label}: the writer closes the connection"
+        assert running.writer.serving
+    with pytest.raises(AccountNotFoundError):
+        writing_ledger.get_account("a")
