@@ -75,6 +75,7 @@ from benchlib import (
     machine_busy_seconds,
     main_and_other_threads_cpu_seconds,
     postgres_server_cpu_seconds,
+    syn_retransmits,
     tree_cpu_seconds,
 )
 
@@ -796,6 +797,7 @@ def workers_phase(
         threads_before = main_and_other_threads_cpu_seconds(api_pids)
         server_before = postgres_cpu_seconds(server)
         load_before = os.getloadavg()[0]
+        syns_before = syn_retransmits()
         with ThreadPoolExecutor(max_workers=1) as pool:
             split = pool.submit(clients_per_worker, api, WORKERS_SPLIT_AFTER)
             result = measure(api, side.key, shape, f"wm{tag}{count}", seconds)
@@ -807,6 +809,7 @@ def workers_phase(
             )
         )
         server_cpu = postgres_cpu_seconds(server) - server_before
+        syns = syn_retransmits() - syns_before
     per_transfer_ms = 1000 / max(1, result.created)
     print(
         f"{side.name}, workers {count}: {line(shape, result, None, WORKERS_PROCESSES)}; "
@@ -817,7 +820,8 @@ def workers_phase(
         f"{server_cpu * per_transfer_ms:.2f} ms; cores busy: serve "
         f"{cpu / seconds:.2f}, PostgreSQL {server_cpu / seconds:.2f} of "
         f"{os.cpu_count()}; clients per worker {split.result()}; load "
-        f"average {load_before:.1f} -> {os.getloadavg()[0]:.1f}",
+        f"average {load_before:.1f} -> {os.getloadavg()[0]:.1f}; SYNs sent again on the "
+        f"machine {syns}",
         flush=True,
     )
     return result, warm.created + result.created

@@ -120,6 +120,16 @@ def machine_busy_seconds(stat: str | None = None) -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def syn_retransmits(netstat: str | None = None) -> int:
+    """How many TCP SYNs the kernel has sent again so far, machine-wide (``TcpExt:``
+    ``TCPSynRetrans`` of /proc/net/netstat, or the ``netstat`` text given). A SYN's first
+    resend comes after 1 s (the initial retransmission timeout): over a phase, one that
+    rose says a connection opened in it may have waited that second."""
+    text = Path("/proc/net/netstat").read_text() if netstat is None else netstat
+    names, values = (line.split() for line in text.splitlines() if line.startswith("TcpExt:"))
+    return int(dict(zip(names, values, strict=True))["TCPSynRetrans"])
+
+
 def postgres_server_cpu_seconds(datadir: Path) -> float:
     """User + system CPU of a PostgreSQL server so far: its postmaster's, the backends
     it has reaped and every live process below it."""
