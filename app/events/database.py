@@ -26,6 +26,7 @@ from app.persistence.bulk_rows import (
     insert_rows_sql,
 )
 from app.persistence.schema_lock import creating_schema
+from app.settings import ConfigurationError
 
 log = structlog.get_logger(__name__)
 
@@ -136,8 +137,9 @@ class PartSchema:
         return self.steps[-1].version if self.steps else 1
 
 
-class SchemaTooNewError(RuntimeError):
-    """The events database was upgraded by a newer version of the ledger than this one."""
+class SchemaTooNewError(ConfigurationError):
+    """The events database was upgraded by a newer version of the ledger than this one:
+    a setting's database this process cannot use, said as one line by every command."""
 
 
 def events_database_url(read_model_url: str) -> str:

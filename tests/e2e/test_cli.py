@@ -25,6 +25,8 @@ from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.bootstrap import build_services, shutdown
 from app.cli import EXIT_CONFIGURATION, cli
+from app.events import store as feed
+from app.events.database import Database, events_database_url
 from app.persistence.keys import KeyStore
 from app.persistence.stores import event_store_env, sqlite_url
 from app.settings import Settings
@@ -272,3 +274,26 @@ def test_an_expired_key_is_refused_by_the_api(tmp_path: Path) -> None:
         assert states == {"lasting": "active", "brief": "expired"}
     finally:
         shutdown(services)
+
+
+def test_an_events_database_upgraded_by_a_newer_ledger_is_one_line_and_left_as_it_was(
+    written: dict[str, str],
+) -> None:
+    settings = Settings(data_dir=Path(written["LEDGER_DATA_DIR"]))
+    database = Database(events_database_url(settings.read_model_url))
+    try:
+        database.create(feed.SCHEMA)
+        with database.transaction(write=True) as cursor:
+            cursor.execute("UPDATE ledger_events_schema SET version = 99 WHERE part = 'feed'")
+    finally:
+        database.close()
+    process = run_process(written, "serve", "--port", str(closed_port()))
+    assert process.returncode == EXIT_CONFIGURATION, process.stderr
+    assert_one_line_error(process.stderr, "feed", "version 99", "newer ledger")
+    database = Database(events_database_url(settings.read_model_url))
+    try:
+        with database.transaction() as cursor:
+            cursor.execute("SELECT part, version FROM ledger_events_schema ORDER BY part")
+            assert cursor.fetchall() == [("feed", 99)]
+    finally:
+        database.close()
