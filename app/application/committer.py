@@ -390,6 +390,9 @@ class Committer:
         ``deadline`` (a ``time.monotonic`` time). For the writer process, which would
         otherwise make a task for each call it takes. Only queueing itself (overload)
         raises, here."""
+        if not commands:
+            asyncio.get_running_loop().call_soon(then, [])
+            return
         entries: list[Pending[Any]] = [
             Pending(command, units, deadline) for command, units in commands
         ]

@@ -455,6 +455,24 @@ def test_commands_queued_together_from_a_loop_are_answered_together_in_order() -
     committer.close()
 
 
+def test_no_commands_handed_over_with_a_callback_are_answered_at_once() -> None:
+    """``submit_all_then`` with nothing to write calls back with no answers on the loop's
+    next turn, as ``submit_all_async`` returns ``[]``, not at the (here distant) deadline."""
+
+    def writing(group: list[Pending[Any]]) -> list[Pending[Any]]:
+        raise AssertionError(f"nothing should be written: {group}")
+
+    committer = Committer(writing, queue_units_max=10, timeout_seconds=WAIT_SECONDS)
+
+    async def scenario() -> list[Any]:
+        answered: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        committer.submit_all_then([], time.monotonic() + 3600, answered.set_result)
+        return await asyncio.wait_for(answered, WAIT_SECONDS)
+
+    assert asyncio.run(scenario()) == []
+    committer.close()
+
+
 def test_commands_queued_together_from_a_loop_answer_at_their_deadline(
     store: FakeStore,
 ) -> None:
