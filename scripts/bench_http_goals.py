@@ -45,6 +45,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -75,7 +76,8 @@ from benchlib import (
     machine_busy_seconds,
     main_and_other_threads_cpu_seconds,
     postgres_server_cpu_seconds,
-    syn_retransmits,
+    tcp_counters,
+    tcp_stall_counters_moved,
     tree_cpu_seconds,
 )
 
@@ -244,6 +246,25 @@ class Shape:
 
 
 @dataclass(frozen=True)
+class Request:
+    """One request of a phase, where a stall can be matched to what else happened."""
+
+    sent_at: float  # wall clock (time.time()) when its first byte was written
+    after_s: float  # since the phase's start
+    ms: float
+    client: int
+    on_connection: int  # its number on the client's connection (1: the first)
+
+    def __str__(self) -> str:
+        clock = time.strftime("%H:%M:%S", time.gmtime(self.sent_at))
+        return (
+            f"{self.ms:,.0f} ms, sent {self.after_s:.3f} s into the phase "
+            f"({clock}.{int(self.sent_at % 1 * 1000):03d} UTC) by client {self.client} as "
+            f"request {self.on_connection} on its connection"
+        )
+
+
+@dataclass(frozen=True)
 class Result:
     transfers_per_s: float
     p50_ms: float
@@ -263,6 +284,11 @@ class Result:
     # The machine's cores kept busy during the phase (by every process, this one and the
     # naive service included): how near the two cores the phase ran.
     cores_busy: float = float("nan")
+    # The phase's slowest request, and the connections its clients opened (one each, at
+    # the start: a client never opens another) with the longest wait for one.
+    slowest: Request | None = None
+    connections: int = 0
+    connect_max_ms: float = float("nan")
 
 
 def bodies(prefix: str, shape: Shape, client: int) -> Callable[[], bytes]:
@@ -294,21 +320,38 @@ async def load(port: int, key: str, shape: Shape, prefix: str, seconds: float) -
         f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
     ).encode()
     latencies: list[float] = []
-    created = errors = 0
+    created = errors = connections = 0
+    connect_max = 0.0
+    slowest: Request | None = None
     started = time.perf_counter()
+    wall_offset = time.time() - started
     deadline = started + seconds
 
     async def client(number: int) -> None:
-        nonlocal created, errors
+        nonlocal created, errors, connections, connect_max, slowest
         make = bodies(prefix, shape, number)
+        connecting = time.perf_counter()
         reader, writer = await asyncio.open_connection(HOST, port)
+        connections += 1
+        connect_max = max(connect_max, time.perf_counter() - connecting)
+        sent_on_connection = 0
         try:
             while time.perf_counter() < deadline:
                 body = make()
                 sent = time.perf_counter()
                 writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                sent_on_connection += 1
                 status = await read_response(reader)
-                latencies.append(time.perf_counter() - sent)
+                latency = time.perf_counter() - sent
+                latencies.append(latency)
+                if slowest is None or latency * 1000 > slowest.ms:
+                    slowest = Request(
+                        sent + wall_offset,
+                        sent - started,
+                        latency * 1000,
+                        number,
+                        sent_on_connection,
+                    )
                 if 200 <= status < 300:
                     created += shape.batch or 1
                 else:
@@ -329,6 +372,9 @@ async def load(port: int, key: str, shape: Shape, prefix: str, seconds: float) -
         max_ms=(ordered[-1] if ordered else float("nan")) * 1000,
         created=created,
         errors=errors,
+        slowest=slowest,
+        connections=connections,
+        connect_max_ms=connect_max * 1000,
     )
 
 
@@ -590,11 +636,12 @@ def projector(
         process.wait(timeout=30)
 
 
-WORKERS_SHAPES: Final = (
-    Shape("single, spread, 8 clients", 8, 0, hot=False),
-    Shape("single, spread, 64 clients", 64, 0, hot=False),
-    Shape("single, 1 hot account, 8 clients", 8, 0, hot=True),
-)
+# By the key ``--workers-shapes`` names them.
+WORKERS_SHAPES: Final = {
+    "8": Shape("single, spread, 8 clients", 8, 0, hot=False),
+    "64": Shape("single, spread, 64 clients", 64, 0, hot=False),
+    "hot": Shape("single, 1 hot account, 8 clients", 8, 0, hot=True),
+}
 
 
 WORKERS_START_SECONDS: Final = 120.0
@@ -701,7 +748,13 @@ def pg_ledgers(
     return ledgers
 
 
-def workers(seconds: float, warmup: float, rounds: int, baseline: Path | None = None) -> list[str]:
+def workers(
+    seconds: float,
+    warmup: float,
+    rounds: int,
+    baseline: Path | None = None,
+    shapes: Sequence[Shape] = tuple(WORKERS_SHAPES.values()),
+) -> list[str]:
     """Each shape with ``--workers 1`` and ``--workers 2``, in turn: one first in even
     rounds, two first in odd ones (``benchlib.in_turn``). With ``baseline`` (a checkout of
     an older commit, run through ``PYTHONPATH``) that code too, on a database of its own
@@ -720,7 +773,7 @@ def workers(seconds: float, warmup: float, rounds: int, baseline: Path | None = 
         results: dict[tuple[str, str, int], list[Result]] = {}
         opened: set[str] = set()
         for round_number in range(rounds):
-            for number, shape in enumerate(WORKERS_SHAPES):
+            for number, shape in enumerate(shapes):
                 turns = [(side, count) for side in ledgers for count in (1, 2)]
                 for side, count in in_turn(turns, round_number):
                     result, created = workers_phase(
@@ -741,7 +794,7 @@ def workers(seconds: float, warmup: float, rounds: int, baseline: Path | None = 
             argv = [*ledger_argv(), "--no-projections"]
             with running(f"check-{side.name}", argv, side.env, workdir, side.cwd) as api:
                 checked = correctness(api.base_url, side.key, side.env, side.acknowledged, side.cwd)
-            for shape in WORKERS_SHAPES:
+            for shape in shapes:
                 ones, twos = results[side.name, shape.name, 1], results[side.name, shape.name, 2]
                 lines.append(
                     f"PostgreSQL, {side.name}, --workers 2 vs --workers 1, {shape.name}: "
@@ -752,7 +805,7 @@ def workers(seconds: float, warmup: float, rounds: int, baseline: Path | None = 
                 )
             lines.append(f"correctness, {side.name}: {checked}")
         if baseline is not None:
-            for shape in WORKERS_SHAPES:
+            for shape in shapes:
                 for count in (1, 2):
                     mine, theirs = (
                         results["ledger", shape.name, count],
@@ -797,7 +850,9 @@ def workers_phase(
         threads_before = main_and_other_threads_cpu_seconds(api_pids)
         server_before = postgres_cpu_seconds(server)
         load_before = os.getloadavg()[0]
-        syns_before = syn_retransmits()
+        tcp_before = tcp_counters()
+        window = time.time()
+        sessions_before = postgres_sessions(server)
         with ThreadPoolExecutor(max_workers=1) as pool:
             split = pool.submit(clients_per_worker, api, WORKERS_SPLIT_AFTER)
             result = measure(api, side.key, shape, f"wm{tag}{count}", seconds)
@@ -809,7 +864,10 @@ def workers_phase(
             )
         )
         server_cpu = postgres_cpu_seconds(server) - server_before
-        syns = syn_retransmits() - syns_before
+        tcp_moved = tcp_stall_counters_moved(tcp_before, tcp_counters())
+        opened_in_phase = postgres_backends_since(server, window)
+        sessions = postgres_sessions(server) - sessions_before
+        slow_lines = slow_access_lines(api, window)
     per_transfer_ms = 1000 / max(1, result.created)
     print(
         f"{side.name}, workers {count}: {line(shape, result, None, WORKERS_PROCESSES)}; "
@@ -820,11 +878,75 @@ def workers_phase(
         f"{server_cpu * per_transfer_ms:.2f} ms; cores busy: serve "
         f"{cpu / seconds:.2f}, PostgreSQL {server_cpu / seconds:.2f} of "
         f"{os.cpu_count()}; clients per worker {split.result()}; load "
-        f"average {load_before:.1f} -> {os.getloadavg()[0]:.1f}; SYNs sent again on the "
-        f"machine {syns}",
+        f"average {load_before:.1f} -> {os.getloadavg()[0]:.1f}",
         flush=True,
     )
+    print(f"  {stall_line(result, tcp_moved, opened_in_phase, sessions, slow_lines)}", flush=True)
     return result, warm.created + result.created
+
+
+# A request this slow is a stall: the phase's line says where it may have come from.
+STALL_MS: Final = 500.0
+
+
+def stall_line(
+    result: Result, tcp_moved: str, opened_in_phase: int, sessions: int, slow_lines: list[str]
+) -> str:
+    """What a phase tells about its slowest request: when and on which connection it was
+    sent; the TCP counters that moved (``benchlib.TCP_STALL_COUNTERS``); the connections
+    the clients opened (all at the start) and PostgreSQL's new ones (still open at the
+    end, and every session begun meanwhile, closed ones included); the server's access
+    lines of requests over ``STALL_MS`` (its own time: a request the server answered fast
+    but the client waited long for was held up between them)."""
+    server_side = "; ".join(slow_lines) or "none"
+    return (
+        f"slowest request {result.slowest}; TCP counters {tcp_moved}; client connections "
+        f"{result.connections} (longest connect {result.connect_max_ms:.0f} ms); PostgreSQL "
+        f"connections opened during the phase {opened_in_phase} still open, {sessions} "
+        f"sessions begun; server's access lines over {STALL_MS:.0f} ms: {server_side}"
+    )
+
+
+def postgres_backends_since(server: PostgresServer, since: float) -> int:
+    """Client backends of the PostgreSQL server that began at or after ``since`` (wall
+    clock) and are still open, this query's own left out."""
+    with psycopg.connect(server.url("postgres"), autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+            "AND pid <> pg_backend_pid() AND backend_start >= to_timestamp(%s)",
+            (since,),
+        ).fetchone()
+    assert row is not None, "count(*) returns a row"
+    return int(row[0])
+
+
+def postgres_sessions(server: PostgresServer) -> int:
+    """Sessions begun so far on the server's databases but ``postgres`` (where these
+    queries run), from ``pg_stat_database``: a session counts once its backend has
+    reported, at the latest when it ends."""
+    with psycopg.connect(server.url("postgres"), autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT sum(sessions) FROM pg_stat_database WHERE datname <> 'postgres'"
+        ).fetchone()
+    assert row is not None, "sum() returns a row"
+    return int(row[0] or 0)
+
+
+ACCESS_MS = re.compile(r'"ms": ?([0-9.]+)')
+ACCESS_TIMESTAMP = re.compile(r'"timestamp": ?"([^"]+)"')
+
+
+def slow_access_lines(server: Server, since: float) -> list[str]:
+    """The server's access lines (its stderr) written at or after ``since`` (wall clock)
+    of requests that took it ``STALL_MS`` or more."""
+    found = []
+    for text in server.stderr.read_text(errors="replace").splitlines():
+        took, stamp = ACCESS_MS.search(text), ACCESS_TIMESTAMP.search(text)
+        if took is None or stamp is None or float(took.group(1)) < STALL_MS:
+            continue
+        if datetime.fromisoformat(stamp.group(1).replace("Z", "+00:00")).timestamp() >= since:
+            found.append(text.strip())
+    return found
 
 
 # The hot account on PostgreSQL, against the column's row lock ---------------------------------
@@ -1040,6 +1162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"pg: the shapes, of {','.join(PG_SHAPES)}",
     )
     parser.add_argument(
+        "--workers-shapes",
+        default=",".join(WORKERS_SHAPES),
+        help=f"workers: the shapes, of {','.join(WORKERS_SHAPES)}",
+    )
+    parser.add_argument(
         "--pg-pause-projector",
         action="store_true",
         help="pg: stop each ledger's projector during its measured phases (it catches up "
@@ -1063,7 +1190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.seconds, args.warmup, shapes, args.embedded_rounds, args.baseline_tree
         )
     if "workers" in parts:
-        lines += workers(args.seconds, args.warmup, args.rounds, args.baseline_tree)
+        chosen = [WORKERS_SHAPES[key.strip()] for key in str(args.workers_shapes).split(",")]
+        lines += workers(args.seconds, args.warmup, args.rounds, args.baseline_tree, chosen)
     if "pg" in parts:
         pg_shapes = [PG_SHAPES[key.strip()] for key in str(args.pg_shapes).split(",")]
         lines += postgres_part(

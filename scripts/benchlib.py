@@ -120,14 +120,46 @@ def machine_busy_seconds(stat: str | None = None) -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
+# The kernel's TCP counters a stalled request is looked for in (``TcpExt:`` of
+# /proc/net/netstat): connections a full listen queue dropped (ListenOverflows: the
+# accept queue; ListenDrops: every drop at a listener; TCPReqQFullDrop: the SYN queue),
+# SYNs and SYN-ACKs sent again (TCPSynRetrans: the first resend waits 1 s, the initial
+# retransmission timeout) and retransmission timeouts on established connections
+# (TCPTimeouts: 200 ms at least on loopback).
+TCP_STALL_COUNTERS: Final = (
+    "ListenOverflows",
+    "ListenDrops",
+    "TCPReqQFullDrop",
+    "TCPSynRetrans",
+    "TCPTimeouts",
+)
+
+
+def tcp_counters(netstat: str | None = None) -> dict[str, int]:
+    """The machine's ``TcpExt:`` counters so far (/proc/net/netstat, or the ``netstat``
+    text given), by name."""
+    text = Path("/proc/net/netstat").read_text() if netstat is None else netstat
+    names, values = (line.split() for line in text.splitlines() if line.startswith("TcpExt:"))
+    return {name: int(value) for name, value in zip(names[1:], values[1:], strict=True)}
+
+
+def tcp_stall_counters_moved(before: dict[str, int], after: dict[str, int]) -> str:
+    """How much each of ``TCP_STALL_COUNTERS`` rose between two readings, as
+    ``name +n`` joined by commas (``none moved`` if none did)."""
+    moved = [
+        f"{name} +{after[name] - before[name]}"
+        for name in TCP_STALL_COUNTERS
+        if after.get(name, 0) != before.get(name, 0)
+    ]
+    return ", ".join(moved) or "none moved"
+
+
 def syn_retransmits(netstat: str | None = None) -> int:
     """How many TCP SYNs the kernel has sent again so far, machine-wide (``TcpExt:``
     ``TCPSynRetrans`` of /proc/net/netstat, or the ``netstat`` text given). A SYN's first
     resend comes after 1 s (the initial retransmission timeout): over a phase, one that
     rose says a connection opened in it may have waited that second."""
-    text = Path("/proc/net/netstat").read_text() if netstat is None else netstat
-    names, values = (line.split() for line in text.splitlines() if line.startswith("TcpExt:"))
-    return int(dict(zip(names, values, strict=True))["TCPSynRetrans"])
+    return tcp_counters(netstat)["TCPSynRetrans"]
 
 
 def postgres_server_cpu_seconds(datadir: Path) -> float:
