@@ -220,6 +220,7 @@ def shutdown(services: Services) -> None:
     if services.workers is not None:
         services.workers.stop()
     services.ledger.close()
+    services.keys.close()
 
 
 def build_app(

@@ -107,6 +107,13 @@ class KeyStore:
         # and this spares it the key's parsing and hashing each time.
         self._checked: dict[str, tuple[float, KeyCheck]] = {}
         self._lock = threading.Lock()
+        # PostgreSQL: the one connection every use of the store takes in turn, opened
+        # here and kept (see ``_connect``).
+        self._kept: psycopg.Connection[Any] | None = None
+        self._kept_lock = threading.Lock()
+        # One look-up at a time: the requests that find a key's confirmation stale
+        # together wait for the first one's answer instead of each asking the store.
+        self._looking_up = threading.Lock()
         with self._connect() as connection, creating_schema(connection):
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS ledger_api_keys (key_id TEXT PRIMARY KEY, "
@@ -134,9 +141,16 @@ class KeyStore:
 
     @contextmanager
     def _connect(self) -> Iterator[Any]:
+        """A connection to the store. On PostgreSQL the kept one, used by one thread at
+        a time and checked with a ping (one round trip) before each use, replaced when
+        the ping fails (a restarted server cut it): a look-up on a connection of its
+        own opened a TCP connection and a server process on a request's path, once
+        every ``VERIFIED_KEY_TTL_SECONDS`` per key and API process, and a request
+        waited 1 s more whenever that connection's SYN had to be sent again
+        (decision 0026)."""
         if self.is_postgres:
-            with psycopg.connect(self.url, autocommit=True) as connection:
-                yield connection
+            with self._kept_lock:
+                yield self._kept_connection()
             return
         path = Path(sqlite_path(self.url))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +159,26 @@ class KeyStore:
             yield lite
         finally:
             lite.close()
+
+    def _kept_connection(self) -> psycopg.Connection[Any]:
+        """The kept connection, pinged; a new one if it was never opened or is broken."""
+        kept = self._kept
+        if kept is not None:
+            try:
+                kept.execute("")
+            except psycopg.Error:
+                kept.close()
+            else:
+                return kept
+        self._kept = psycopg.connect(self.url, autocommit=True)
+        return self._kept
+
+    def close(self) -> None:
+        """Close the kept connection (PostgreSQL); a later use opens another."""
+        with self._kept_lock:
+            if self._kept is not None:
+                self._kept.close()
+                self._kept = None
 
     def _placeholders(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.is_postgres else statement
@@ -258,6 +292,16 @@ class KeyStore:
         its key on every request without keeping the secret."""
         cached = self._fresh(key_id)
         if cached is None:
+            cached = self._looked_up(key_id)
+        return KeyCheck(Verdict.UNKNOWN) if cached is None else _verdict(cached, digest)
+
+    def _looked_up(self, key_id: str) -> tuple[str, str, str | None] | None:
+        """Key ``key_id``'s stored digest, scope and expiry (None: unknown or revoked),
+        confirmed by the store now or by the look-up another thread just made."""
+        with self._looking_up:
+            cached = self._fresh(key_id)
+            if cached is not None:
+                return cached
             with self._connect() as connection:
                 row = connection.execute(
                     self._placeholders(
@@ -267,11 +311,11 @@ class KeyStore:
                     (key_id,),
                 ).fetchone()
             if row is None:
-                return KeyCheck(Verdict.UNKNOWN)
+                return None
             cached = (str(row[0]), str(row[1]), row[2])
             with self._lock:
                 self._verified[key_id] = (time.monotonic() + VERIFIED_KEY_TTL_SECONDS, cached)
-        return _verdict(cached, digest)
+            return cached
 
     def check_cached(self, key: str) -> KeyCheck | None:
         """``check`` without touching the store: the verdict when the key was verified
