@@ -92,7 +92,7 @@ from app.persistence.positions import existing_streams, recorded_position, strea
 from app.persistence.streams import (
     StoredStream,
     catches_up,
-    commits_in_process,
+    commits_per_group,
     events_after,
     read_streams,
     writes_streams_together,
@@ -283,7 +283,7 @@ class Ledger(Application[UUID]):
         self._raced_once: dict[UUID, RacedOnce] = {}
         self._others_seen_until = 0.0
         self._catches_up = catches_up(self.recorder)
-        self._gathers_alone = commits_in_process(self.recorder)
+        self._gathers_alone = commits_per_group(self.recorder)
         self._write_locking = self.recorder if isinstance(self.recorder, WriteLocking) else None
         # A recorder that binds the mapper's rows as they are (app/persistence/rows.py).
         self._binds_rows = isinstance(self.recorder, ExecutemanySQLiteRecorder)
@@ -1201,12 +1201,13 @@ class Ledger(Application[UUID]):
 
     def _gather_seconds(self) -> float:
         """How long a group may wait for the callers the last one answered
-        (``Committer._gathered``). Where the write is this process's own work (SQLite),
-        always: each group's commit costs the process about the same CPU however few
-        commands it holds, CPU its callers' event loop needs too (decision 0014,
-        eleventh addendum). Elsewhere writes of several processes wait for each other
-        only where the store has a write lock (decision 0018): there, while others
-        write."""
+        (``Committer._gathered``). On SQLite and PostgreSQL, always: each group's
+        write costs about the same however few commands it holds (SQLite: this
+        process's CPU, which its callers' event loop needs too; PostgreSQL: the
+        server's commit and the writer's planning), decision 0014's eleventh addendum
+        and its PostgreSQL addendum. Elsewhere writes of several processes wait for
+        each other only where the store has a write lock (decision 0018): there, while
+        others write."""
         if not self._gathers_alone and (self._write_locking is None or not self._others_write()):
             return 0.0
         recent = self.committer.write_seconds

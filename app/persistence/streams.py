@@ -65,11 +65,14 @@ def writes_streams_together(recorder: AggregateRecorder) -> bool:
     )
 
 
-def commits_in_process(recorder: AggregateRecorder) -> bool:
-    """Whether a write to this recorder is this process's own work from start to end
-    (SQLite: the insert, the commit's WAL frames and its sync run on the writing
-    thread): the fewer writes its commands share out, the more of its CPU each costs."""
-    return isinstance(recorder, SQLiteAggregateRecorder)
+def commits_per_group(recorder: AggregateRecorder) -> bool:
+    """Whether each write to this recorder costs about the same however few commands
+    share it, so that a writer alone should wait for its answered callers before its
+    next group (decision 0014, eleventh addendum and its PostgreSQL addendum). SQLite:
+    the insert, the commit's WAL frames and its sync run on the writing thread.
+    PostgreSQL: the round trip, the write function's lock, notification and commit
+    (with its flush) on the server, and the writer's own planning and hand-off."""
+    return isinstance(recorder, SQLiteAggregateRecorder | PostgresAggregateRecorder)
 
 
 def catches_up(events: ApplicationRecorder) -> bool:
