@@ -1,5 +1,6 @@
 """ "Why is this balance 37?": an account's statement, line by line, from its own stream
-(as of a time: from the log's prefix up to that time's cut)."""
+(as of a time: the part of it, and of its transfers' streams, in that time's cut of the
+log)."""
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -11,8 +12,9 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 
 from app.application.ledger import Ledger
-from app.audit.log import Instant, read_admitted
+from app.audit.log import Instant, read_admitted, read_stamps
 from app.domain.account import Account, counterparty_id, line_allocations
+from app.domain.commits import commit_of
 from app.domain.errors import AccountNotFoundError
 from app.domain.postings import Counters, post
 from app.domain.transfer import Transfer, fate_after, initial_fate
@@ -58,15 +60,15 @@ class TransferFacts:
 def explain(ledger: Ledger, account_id: str, moment: datetime | None) -> Iterator[StatementLine]:
     """Every line of the account's history as of ``moment`` (all of it when None).
 
-    As of a time is the audit's cut of the log (decision 0036), found by reading the
-    log from its start up to the first event recorded after that time: the views'
-    ``balance_as_of`` and ``ledger replay --as-of`` answer at the same cut."""
+    As of a time is the audit's cut of the log (decision 0036), found from the time
+    stamps and commit marks of the log's events up to that time (``account_cut``): the
+    views' ``balance_as_of`` and ``ledger replay --as-of`` answer at the same cut."""
     account_id = check_id(account_id, "account_id")
     if moment is None:
         cut = None
         history: Iterator[Any] = iter(ledger.events.get(account_uuid(account_id)))
     else:
-        cut = _read_cut(ledger, account_uuid(account_id), moment)
+        cut = account_cut(ledger, account_uuid(account_id), moment)
         history = iter(cut.account_events)
     first = next(history, None)
     if not isinstance(first, Account.Opened):
@@ -118,9 +120,46 @@ class Cut:
         return self.transfer_versions.get(transfer_uuid(transfer_id), NO_VERSION)
 
 
-def _read_cut(ledger: Ledger, account: UUID, moment: datetime) -> Cut:
-    """One read of the log's prefix, a whole commit at a time (its events are ordered by
-    aggregate, so a transfer's events may come before the account's legs in it)."""
+def account_cut(ledger: Ledger, account: UUID, moment: datetime) -> Cut:
+    """The account's stream and its transfers' streams, each cut where the log's cut by
+    time ends: an event is in it when its commit is (the marks say which commit each
+    event is in). Which commits are in is found by the audit's window over the log's
+    time stamps and commit marks alone (``read_stamps``: no event built), read only
+    until every commit of these streams is in, or the window closes. The transfers'
+    streams are read whole first, as explain without a time reads them. Streams written
+    before the marks are cut by the full read (``account_cut_by_replay``)."""
+    streams = [list(ledger.events.get(account))]
+    transfers = {
+        transfer_uuid(event.transfer_id)
+        for event in streams[0]
+        if isinstance(event, Account.BalanceChanged)
+    }
+    streams.extend(list(ledger.events.get(transfer)) for transfer in sorted(transfers))
+    wanted = {commit_of(event) for stream in streams for event in stream}
+    if None in wanted:
+        return account_cut_by_replay(ledger, account, moment)
+    admitted: set[str | None] = set()
+    for commit in read_admitted(ledger, Instant(moment=moment), reader=read_stamps):
+        admitted.add(commit_of(commit[-1][1]))  # one commit, its events' marks alike
+        if wanted <= admitted:
+            break
+    cut = Cut([], {})
+    for stream in streams:
+        inside = [event for event in stream if commit_of(event) in admitted]
+        # The cut is a prefix of the log, so of each stream.
+        assert inside == stream[: len(inside)], "a stream's events in a cut are its first"
+        if stream is streams[0]:
+            cut.account_events.extend(inside)
+        elif inside:
+            cut.transfer_versions[inside[-1].originator_id] = inside[-1].originator_version
+    return cut
+
+
+def account_cut_by_replay(ledger: Ledger, account: UUID, moment: datetime) -> Cut:
+    """The same cut, from one read of the log's prefix as domain events, a whole commit
+    at a time (its events are ordered by aggregate, so a transfer's events may come
+    before the account's legs in it): for logs written before the commit marks, where
+    only the events themselves tell where a commit ends."""
     cut = Cut([], {})
     transfers: set[UUID] = set()
     for commit in read_admitted(ledger, Instant(moment=moment)):

@@ -6,15 +6,25 @@ Every audit tool starts here and never at the projections: the log is the truth.
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol, cast
 
 from app.application.ledger import Ledger
 from app.domain.account import Account
-from app.domain.commits import ends_commit
+from app.domain.commits import COMMIT_ID, COMMIT_LAST, ends_commit
 from app.domain.postings import Counters, post
 from app.domain.transfer import Transfer
+from app.persistence.positions import log_states
+from app.persistence.transcoder import EVENT_TIME_KEY, OrjsonTranscoder
 
 LOG_PAGE_SIZE: Final = 2000
+
+
+class LogReader(Protocol):
+    """``read_log`` or ``read_stamps``: (position, event or stamp), in log order."""
+
+    def __call__(
+        self, ledger: Ledger, *, on_page: Callable[[int, int], None] | None = None
+    ) -> Iterator[tuple[int, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -35,13 +45,15 @@ class Instant:
 def read_log(
     ledger: Ledger,
     *,
+    after: int = 0,
     stop_position: int | None = None,
     on_page: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[int, Any]]:
-    """(position, event) for every event up to ``stop_position`` (inclusive)."""
+    """(position, event) for every event after ``after`` up to ``stop_position``
+    (inclusive)."""
     head = ledger.recorder.max_notification_id() or 0
     stop = head if stop_position is None else min(stop_position, head)
-    position = 0
+    position = after
     while position < stop:
         notifications = ledger.recorder.select_notifications(
             start=position, limit=LOG_PAGE_SIZE, stop=stop, inclusive_of_start=False
@@ -53,6 +65,83 @@ def read_log(
         position = notifications[-1].id
         if on_page is not None:
             on_page(position, stop)
+
+
+class Stamp:
+    """What the cut by time needs of a run of events of one commit (``InstantWindow``
+    takes it as one event): the latest time stamp among them and the commit's marks
+    (``commit_last``: the run ends the commit), read from the stored states without
+    building the domain events."""
+
+    __slots__ = ("commit_id", "commit_last", "timestamp")
+
+    def __init__(self, timestamp: datetime, commit_id: str, commit_last: bool) -> None:
+        self.timestamp = timestamp
+        self.commit_id = commit_id
+        self.commit_last = commit_last
+
+
+def read_stamps(
+    ledger: Ledger, *, on_page: Callable[[int, int], None] | None = None
+) -> Iterator[tuple[int, Any]]:
+    """The log in order, for the cut by time alone: (position, stamp) for each run of
+    events of one commit within a page (the run's last position, its latest time: the
+    window by time takes a run as it takes its events one by one, since none but a
+    commit's last ends it and any of them recorded after the instant closes it at that
+    commit), and (position, domain event) for each event without commit marks (the
+    tracker's legs rule needs the event: logs written before the marks). Two columns
+    read, each state parsed and three fields picked, nothing built
+    (``scripts/bench_explain.py``)."""
+    recorder = ledger.recorder
+    head = recorder.max_notification_id() or 0
+    position = 0
+    while position < head:
+        stored = log_states(recorder, position, LOG_PAGE_SIZE)
+        page = [(at, state) for at, state in stored if at <= head]
+        if not page:
+            return
+        yield from _stamps_of(ledger, position, page)
+        position = page[-1][0]
+        if on_page is not None:
+            on_page(position, head)
+
+
+def _stamps_of(
+    ledger: Ledger, after: int, page: list[tuple[int, bytes]]
+) -> Iterator[tuple[int, Any]]:
+    """``read_stamps`` of one page of stored states (the events after ``after``)."""
+    mapper = ledger.mapper
+    decode = cast("OrjsonTranscoder", mapper.transcoder).decode_fields
+    run: Stamp | None = None
+    run_end = after
+    unmarked: dict[int, Any] | None = None
+    for at, stored in page:
+        state = stored
+        if mapper.cipher is not None:
+            state = mapper.cipher.decrypt(state)
+        if mapper.compressor is not None:
+            state = mapper.compressor.decompress(state)
+        fields = decode(state, EVENT_TIME_KEY)
+        commit_id = fields.get(COMMIT_ID)
+        if type(commit_id) is not str:
+            if run is not None:
+                yield run_end, run
+                run = None
+            if unmarked is None:  # the page again, as domain events
+                unmarked = dict(read_log(ledger, after=after, stop_position=page[-1][0]))
+            yield at, unmarked[at]
+            continue
+        moment = fields[EVENT_TIME_KEY]
+        if run is not None and run.commit_id == commit_id:
+            run.timestamp = max(run.timestamp, moment)
+            run.commit_last = fields.get(COMMIT_LAST) is True
+        else:
+            if run is not None:
+                yield run_end, run
+            run = Stamp(moment, commit_id, fields.get(COMMIT_LAST) is True)
+        run_end = at
+    if run is not None:
+        yield run_end, run
 
 
 class CommitTracker:
@@ -152,12 +241,17 @@ def read_at(
 
 
 def read_admitted(
-    ledger: Ledger, instant: Instant, on_page: Callable[[int, int], None] | None = None
+    ledger: Ledger,
+    instant: Instant,
+    on_page: Callable[[int, int], None] | None = None,
+    *,
+    reader: LogReader = read_log,
 ) -> Iterator[list[tuple[int, Any]]]:
     """The events an instant admits, in log order, as InstantWindow lets them in: by
-    time, a whole commit at a time. The log is read up to the first event outside."""
+    time, a whole commit at a time. The log is read up to the first event outside, by
+    ``reader``: ``read_log`` (domain events) or ``read_stamps`` (for the cut alone)."""
     window = InstantWindow(instant)
-    for position, event in read_log(ledger, on_page=on_page):
+    for position, event in reader(ledger, on_page=on_page):
         admitted = window.admit(position, event)
         if admitted:
             yield admitted

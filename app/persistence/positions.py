@@ -12,7 +12,7 @@ from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.popo import POPOApplicationRecorder
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from app.compat import popo_position
 from app.persistence.postgres import read_with
@@ -49,12 +49,10 @@ def existing_streams(recorder: ApplicationRecorder, originator_ids: list[UUID]) 
                 cursor.execute(statement, [originator_id.hex for originator_id in chunk])
                 found.update(UUID(row[0]) for row in cursor.fetchall())
         elif isinstance(recorder, PostgresApplicationRecorder):
-            query = SQL(
+            query = _on_events(
+                recorder,
                 "SELECT originator_id FROM {schema}.{table} "
-                "WHERE originator_version = 0 AND originator_id = ANY(%s)"
-            ).format(
-                schema=Identifier(recorder.datastore.schema),
-                table=Identifier(recorder.events_table_name),
+                "WHERE originator_version = 0 AND originator_id = ANY(%s)",
             )
             rows = read_with(recorder, partial(_all, statement=query, params=(chunk,)))
             found.update(UUID(str(row["originator_id"])) for row in rows)
@@ -79,12 +77,10 @@ def _sqlite_position(recorder: SQLiteApplicationRecorder, originator_id: UUID, v
 def _postgres_position(
     recorder: PostgresApplicationRecorder, originator_id: UUID, version: int
 ) -> int:
-    statement = SQL(
+    statement = _on_events(
+        recorder,
         "SELECT notification_id FROM {schema}.{table} "
-        "WHERE originator_id = %s AND originator_version = %s"
-    ).format(
-        schema=Identifier(recorder.datastore.schema),
-        table=Identifier(recorder.events_table_name),
+        "WHERE originator_id = %s AND originator_version = %s",
     )
     rows = read_with(recorder, lambda cursor: _all(cursor, statement, (originator_id, version)))
     if not rows:
@@ -110,12 +106,10 @@ def stream_heads(recorder: ApplicationRecorder, originator_ids: list[UUID]) -> d
                 cursor.execute(statement, [originator_id.hex for originator_id in chunk])
                 heads.update((UUID(row[0]), int(row[1])) for row in cursor.fetchall())
         elif isinstance(recorder, PostgresApplicationRecorder):
-            query = SQL(
+            query = _on_events(
+                recorder,
                 "SELECT originator_id, MAX(originator_version) AS head FROM {schema}.{table} "
-                "WHERE originator_id = ANY(%s) GROUP BY originator_id"
-            ).format(
-                schema=Identifier(recorder.datastore.schema),
-                table=Identifier(recorder.events_table_name),
+                "WHERE originator_id = ANY(%s) GROUP BY originator_id",
             )
             rows = read_with(recorder, partial(_all, statement=query, params=(chunk,)))
             heads.update((UUID(str(row["originator_id"])), int(row["head"])) for row in rows)
@@ -125,6 +119,44 @@ def stream_heads(recorder: ApplicationRecorder, originator_ids: list[UUID]) -> d
                 if last:
                     heads[originator_id] = last[0].originator_version
     return heads
+
+
+def log_states(recorder: ApplicationRecorder, after: int, limit: int) -> list[tuple[int, bytes]]:
+    """The stored states of the log's next ``limit`` events after position ``after``,
+    with their positions: all a scan for the cut by time reads of each event
+    (``app.audit.log.read_stamps``). On SQL backends two columns, read as tuples (a
+    notification also parses its stream's id, the larger part of reading one);
+    elsewhere taken from the notifications."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        statement = (
+            f"SELECT rowid, state FROM {recorder.events_table_name} "  # noqa: S608  # our table
+            "WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        )
+        with recorder.datastore.transaction(commit=False) as cursor:
+            rows = cursor.sqlite_cursor
+            rows.row_factory = None  # tuples (the connection's factory makes Row objects)
+            rows.execute(statement, (after, limit))
+            return rows.fetchall()
+    if isinstance(recorder, PostgresApplicationRecorder):
+        query = _on_events(
+            recorder,
+            "SELECT notification_id, state FROM {schema}.{table} "
+            "WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
+        )
+        found = read_with(recorder, partial(_all, statement=query, params=(after, limit)))
+        return [(int(row["notification_id"]), bytes(row["state"])) for row in found]
+    notifications = recorder.select_notifications(
+        start=after, limit=limit, inclusive_of_start=False
+    )
+    return [(notification.id, notification.state) for notification in notifications]
+
+
+def _on_events(recorder: PostgresApplicationRecorder, statement: str) -> Composed:
+    """``statement`` with ``{schema}.{table}`` naming the recorder's events table."""
+    return SQL(statement).format(
+        schema=Identifier(recorder.datastore.schema),
+        table=Identifier(recorder.events_table_name),
+    )
 
 
 def _all(cursor: Any, statement: Any, params: tuple[Any, ...]) -> list[Any]:

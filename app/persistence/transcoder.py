@@ -87,6 +87,16 @@ class OrjsonTranscoder(JSONTranscoder):
                 return decoded
         return self._untagged(decoded)
 
+    def decode_fields(self, data: bytes, time_key: str) -> dict[str, Any]:
+        """A stored state's top level with only ``time_key``'s value untagged (an
+        event's time stamp), the rest as parsed: for readers that pick a few fields of
+        each event and build none (``app.audit.log.read_stamps``)."""
+        decoded: dict[str, Any] = orjson.loads(data)
+        stamp = self._tagged_text(decoded.get(time_key))
+        if stamp is not None:
+            decoded[time_key] = self._value_of(*stamp)
+        return decoded
+
     @staticmethod
     def _tagged_text(value: Any) -> tuple[str, str] | None:
         """(transcoding name, text) when ``value`` is a tagged text (a time stamp, …)."""

@@ -5,31 +5,50 @@ the account's own stream recorded after T.
 Two logs whose times do not rise with positions: the clock stepped back between two
 transfers; and a monotone clock with group commits (each command stamped when taken,
 its events written in a commit ordered by aggregate, so a commit holds several times).
+
+The cut is found from the log's time stamps and commit marks alone (``account_cut``,
+no event built); it must be the cut the audit's full replay of the log finds
+(``account_cut_by_replay``): on every backend, whatever the clock did (hypothesis), and
+across events stored before the commit marks.
 """
 
 import asyncio
+import itertools
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, cast
 from unittest import mock
 
+import pytest
 from eventsourcing.persistence import Tracking
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.application import ledger as ledger_module
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
-from app.audit.explain import explain
-from app.audit.log import Instant
+from app.audit.explain import account_cut, account_cut_by_replay, explain
+from app.audit.log import Instant, LogReader, read_admitted, read_log, read_stamps
 from app.audit.replay import replay
 from app.domain.commits import commit_of
 from app.domain.errors import AccountNotFoundError
+from app.domain.values import account_uuid
 from app.persistence.stores import event_store_env
 from projections.runner import open_view
 from projections.views import APPLICATION_NAME, LedgerViewMixin
-from tests.unit.test_time_travel_clock import Logged, read_events
+from tests.conftest import store_env, store_url
+from tests.unit.test_time_travel import ACCOUNTS, Batch, Pay, Reverse, Settle, Step, steps
+from tests.unit.test_time_travel import write_history as write_history_steps
+from tests.unit.test_time_travel_clock import (
+    STEP_MS_MAX,
+    Logged,
+    SteppingClock,
+    instants,
+    read_events,
+)
 
 BASE: Final = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
 MICROSECOND: Final = timedelta(microseconds=1)
@@ -153,3 +172,130 @@ def test_explain_as_of_a_time_inside_a_group_commit_agrees_with_the_views() -> N
                     assert_explain_agrees(ledger, view, ["bank", *users], instant)
         finally:
             cast(Any, view).datastore.close()
+
+
+# The cut from time stamps and marks alone, against the full replay's -----------------
+
+
+def versions(events: Sequence[Any]) -> list[tuple[Any, int]]:
+    return [(event.originator_id, event.originator_version) for event in events]
+
+
+def assert_cut_as_the_replay_finds_it(ledger: Ledger, names: list[str], moment: datetime) -> int:
+    """The account's events and its transfers' last versions in the cut, found from the
+    stamps, equal the full replay's; answers how many account events the cuts held."""
+    held = 0
+    for name in names:
+        fast = account_cut(ledger, account_uuid(name), moment)
+        full = account_cut_by_replay(ledger, account_uuid(name), moment)
+        where = (name, moment.isoformat())
+        assert versions(fast.account_events) == versions(full.account_events), where
+        assert fast.transfer_versions == full.transfer_versions, where
+        held += len(full.account_events)
+    return held
+
+
+# A history with every kind of step: holds posted in part and voided, a batch (one
+# commit of several commands), a reversal; the clock steps back at some of them.
+FIXED_HISTORY: Final[list[Step]] = [
+    Pay(1, 2, 30),
+    Pay(2, 3, 20, pending=True),
+    Batch((Pay(1, 3, 5), Pay(3, 1, 7, pending=True), Pay(2, 1, 9))),
+    Settle(0, "post", 50),
+    Pay(1, 2, 11, pending=True),
+    Settle(1, "void", 100),
+    Reverse(0),
+    Pay(3, 2, 4),
+]
+FIXED_STEPS_MS: Final = [300, 500, 200, 400, 700, 300, -2_500, 400, 800, 300, -700, 600]
+NAMES: Final = [name for name, _, _ in ACCOUNTS]
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "kurrentdb-fake"],
+)
+def test_the_cut_found_from_time_stamps_is_the_full_replays_on_every_backend(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    clock = SteppingClock(FIXED_STEPS_MS)
+    url = store_url(backend, tmp_path, request)
+    with (
+        mock.patch.object(ledger_module, "utc_now", clock.stamp),
+        Ledger(store_env(url)) as ledger,
+    ):
+        ledger.clock = clock.now
+        write_history_steps(ledger, [100, 50, 80], FIXED_HISTORY)
+        moments = sorted(instants(read_events(ledger)))
+        held = [assert_cut_as_the_replay_finds_it(ledger, NAMES, moment) for moment in moments]
+        # The instants run from before the first event to after the last.
+        assert held[0] == 0
+        assert held[-1] == sum(len(list(ledger.events.get(account_uuid(n)))) for n in NAMES)
+        assert 0 < held[len(held) // 2] < held[-1]
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    history=st.lists(steps, min_size=1, max_size=12),
+    funding=st.lists(st.integers(0, 300), min_size=3, max_size=3),
+    steps_ms=st.lists(st.integers(-STEP_MS_MAX, STEP_MS_MAX), min_size=1, max_size=12),
+)
+def test_the_cut_found_from_time_stamps_is_the_full_replays_whatever_the_clock(
+    history: list[Step], funding: list[int], steps_ms: list[int]
+) -> None:
+    clock = SteppingClock(steps_ms)
+    with (
+        tempfile.TemporaryDirectory(prefix="explain-cut-") as directory,
+        mock.patch.object(ledger_module, "utc_now", clock.stamp),
+        Ledger(event_store_env(f"sqlite:///{Path(directory) / 'events.sqlite'}")) as ledger,
+    ):
+        ledger.clock = clock.now
+        write_history_steps(ledger, funding, history)
+        for moment in instants(read_events(ledger)):
+            assert_cut_as_the_replay_finds_it(ledger, NAMES, moment)
+
+
+def cut_end(ledger: Ledger, moment: datetime, reader: LogReader) -> int:
+    """Where the audit's window by time ends the log, reading it with ``reader``."""
+    commits = read_admitted(ledger, Instant(moment=moment), reader=reader)
+    ends = [commit[-1][0] for commit in commits]
+    return ends[-1] if ends else 0
+
+
+def test_the_cut_found_from_time_stamps_takes_events_stored_before_the_marks_whole() -> None:
+    # The first commands are written as by a ledger from before the commit marks (no
+    # marks: the window applies its legs rule to those events, read whole), among them
+    # a group commit of two callers (its events ordered by aggregate, so its times
+    # interleave); the later ones with marks. Old and new accounts trade, so the scan
+    # for a new account's cut crosses the unmarked commits.
+    clock = ListedClock(timedelta(seconds=second) for second in itertools.count())
+    with ledger_on(clock) as (ledger, _):
+        for name in ("bank", "old", "older", "new"):
+            ledger.open_account(OpenAccount(name, "CREDITS", allow_negative=name == "bank"))
+
+        async def callers() -> None:
+            await asyncio.gather(
+                *(
+                    ledger.record_transfer_async(RecordTransfer(f"g-{name}", "bank", name, 9))
+                    for name in ("old", "older", "old", "older")
+                )
+            )
+
+        with mock.patch.object(ledger_module, "mark_commit", return_value=""):
+            ledger.record_transfer(RecordTransfer("t1", "bank", "old", 50))
+            asyncio.run(callers())
+        ledger.record_transfer(RecordTransfer("t4", "old", "new", 20))
+        ledger.record_transfer(RecordTransfer("t5", "bank", "new", 3))
+        events = read_events(ledger)
+        assert commit_of(events[-1].event) is not None
+        assert all(commit_of(logged.event) is None for logged in events[4:-6]), "marked"
+        for moment in instants(events):
+            assert cut_end(ledger, moment, read_stamps) == cut_end(ledger, moment, read_log)
+            assert_cut_as_the_replay_finds_it(ledger, ["new", "old"], moment)
+        t4 = next(e.event.timestamp for e in events if getattr(e.event, "transfer_id", "") == "t4")
+        assert [line.transfer_id for line in explain(ledger, "new", t4)] == ["t4"]
+        assert [line.transfer_id for line in explain(ledger, "new", t4 - MICROSECOND)] == []
