@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import psycopg
 import structlog
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
@@ -29,6 +28,7 @@ from app.application.read_model import ReadModel
 from app.domain.errors import LedgerError
 from app.persistence.decoding import DecodedBatches
 from app.persistence.faults import STORE_ERRORS, store_fault
+from app.persistence.kept_connection import KeptConnection
 from app.persistence.schema_lock import creating_schema
 from app.persistence.stores import event_store_env, postgres_env, sqlite_env
 from app.supervisor import Supervisor, WorkerState
@@ -64,6 +64,9 @@ class GenerationPointer:
     def __init__(self, read_model_url: str) -> None:
         self.url = read_model_url
         self.is_postgres = urlsplit(read_model_url).scheme in ("postgresql", "postgres")
+        # PostgreSQL: the pointer is read every second (by a reader on a request's path,
+        # by the projections' watcher) on one connection kept for it.
+        self._kept = KeptConnection(read_model_url)
         with self._connect() as connection, creating_schema(connection):
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS ledger_view_generation ("
@@ -77,7 +80,7 @@ class GenerationPointer:
     @contextmanager
     def _connect(self) -> Iterator[Any]:
         if self.is_postgres:
-            with psycopg.connect(self.url, autocommit=True) as connection:
+            with self._kept.using() as connection:
                 yield connection
             return
         path = _sqlite_path(self.url)

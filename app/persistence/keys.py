@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-import psycopg
-
+from app.persistence.kept_connection import KeptConnection
 from app.persistence.schema_lock import creating_schema
 from app.persistence.stores import sqlite_path
 
@@ -109,8 +108,7 @@ class KeyStore:
         self._lock = threading.Lock()
         # PostgreSQL: the one connection every use of the store takes in turn, opened
         # here and kept (see ``_connect``).
-        self._kept: psycopg.Connection[Any] | None = None
-        self._kept_lock = threading.Lock()
+        self._kept = KeptConnection(url)
         # One look-up at a time: the requests that find a key's confirmation stale
         # together wait for the first one's answer instead of each asking the store.
         self._looking_up = threading.Lock()
@@ -141,16 +139,13 @@ class KeyStore:
 
     @contextmanager
     def _connect(self) -> Iterator[Any]:
-        """A connection to the store. On PostgreSQL the kept one, used by one thread at
-        a time and checked with a ping (one round trip) before each use, replaced when
-        the ping fails (a restarted server cut it): a look-up on a connection of its
-        own opened a TCP connection and a server process on a request's path, once
-        every ``VERIFIED_KEY_TTL_SECONDS`` per key and API process, and a request
-        waited 1 s more whenever that connection's SYN had to be sent again
-        (decision 0026)."""
+        """A connection to the store. On PostgreSQL the kept one (``KeptConnection``): a
+        look-up on a connection of its own opened a TCP connection and a server process
+        on a request's path, once every ``VERIFIED_KEY_TTL_SECONDS`` per key and API
+        process."""
         if self.is_postgres:
-            with self._kept_lock:
-                yield self._kept_connection()
+            with self._kept.using() as connection:
+                yield connection
             return
         path = Path(sqlite_path(self.url))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,25 +155,9 @@ class KeyStore:
         finally:
             lite.close()
 
-    def _kept_connection(self) -> psycopg.Connection[Any]:
-        """The kept connection, pinged; a new one if it was never opened or is broken."""
-        kept = self._kept
-        if kept is not None:
-            try:
-                kept.execute("")
-            except psycopg.Error:
-                kept.close()
-            else:
-                return kept
-        self._kept = psycopg.connect(self.url, autocommit=True)
-        return self._kept
-
     def close(self) -> None:
         """Close the kept connection (PostgreSQL); a later use opens another."""
-        with self._kept_lock:
-            if self._kept is not None:
-                self._kept.close()
-                self._kept = None
+        self._kept.close()
 
     def _placeholders(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.is_postgres else statement

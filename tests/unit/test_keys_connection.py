@@ -14,25 +14,13 @@ import pytest
 
 from app.persistence import keys as keys_module
 from app.persistence.keys import KeyStore, Verdict
+from tests.support.connects import counting_connects
 
 pytestmark = pytest.mark.postgres
 
 LOOK_UPS: Final = 5
 TOGETHER: Final = 8
 WAIT_SECONDS: Final = 10.0
-
-
-def counting_connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every connection psycopg opens from now on, by the URL it was given."""
-    opened: list[str] = []
-    connect = psycopg.connect
-
-    def counted(url: str, **options: Any) -> psycopg.Connection[Any]:
-        opened.append(url)
-        return connect(url, **options)
-
-    monkeypatch.setattr(psycopg, "connect", counted)
-    return opened
 
 
 @pytest.fixture

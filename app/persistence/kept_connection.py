@@ -1,0 +1,53 @@
+"""One PostgreSQL connection a store keeps for its few, small statements instead of
+opening one per use: a connection opened on a request's path made the request wait for a
+TCP handshake and a server process forked for it, and 1 s more whenever the SYN had to be
+sent again (decision 0026, fourteenth session's addendum)."""
+
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+
+class KeptConnection:
+    """A connection to ``url`` (autocommit), opened on first use and kept; one thread
+    uses it at a time. Before each use it is pinged (one round trip, as psycopg_pool's
+    check does) and replaced if the ping fails: a restarted server, or its
+    ``idle_session_timeout``, cut it. Closed by ``close()``, or when the holder is
+    collected (a store made for one statement, as ``ledger`` commands do)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._held: list[psycopg.Connection[Any]] = []  # none yet, or the one kept
+        self._lock = threading.Lock()
+        weakref.finalize(self, _close_all, self._held)
+
+    @contextmanager
+    def using(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock:
+            yield self._pinged()
+
+    def _pinged(self) -> psycopg.Connection[Any]:
+        if self._held:
+            kept = self._held[0]
+            try:
+                kept.execute("")
+            except psycopg.Error:
+                _close_all(self._held)
+            else:
+                return kept
+        self._held.append(psycopg.connect(self.url, autocommit=True))
+        return self._held[0]
+
+    def close(self) -> None:
+        """Close the connection; a later use opens another."""
+        with self._lock:
+            _close_all(self._held)
+
+
+def _close_all(held: list[psycopg.Connection[Any]]) -> None:
+    while held:
+        held.pop().close()

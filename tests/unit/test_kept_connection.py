@@ -1,0 +1,43 @@
+"""The connection a store keeps on PostgreSQL (``KeptConnection``): the views' generation
+pointer, read every second by a reader on a request's path and by the projections'
+watcher, is read on it instead of on a connection opened per read; one a holder dropped
+without closing it is closed when the holder goes."""
+
+import gc
+import warnings
+from typing import Final
+
+import pytest
+
+from app.persistence.kept_connection import KeptConnection
+from projections.runner import GenerationPointer
+from tests.support.connects import counting_connects
+
+pytestmark = pytest.mark.postgres
+
+READS: Final = 5
+
+
+def test_the_generation_pointer_read_again_opens_no_connection(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pointer = GenerationPointer(postgres_url)
+    opened = counting_connects(monkeypatch)
+    assert [pointer.read() for _ in range(READS)] == [(1, None)] * READS
+    pointer.start_building(2)
+    assert pointer.read() == (1, 2)  # each read asks the table
+    assert opened == []
+
+
+def test_a_connection_whose_holder_is_dropped_unclosed_is_closed_without_a_warning(
+    postgres_url: str,
+) -> None:
+    kept = KeptConnection(postgres_url)
+    with kept.using() as connection:
+        assert connection.execute("SELECT 1").fetchone() == (1,)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del kept
+        gc.collect()
+    assert connection.closed
+    assert [str(warning.message) for warning in caught] == []
