@@ -3,6 +3,7 @@ opening one per use: a connection opened on a request's path made the request wa
 TCP handshake and a server process forked for it, and 1 s more whenever the SYN had to be
 sent again (decision 0026, fourteenth session's addendum)."""
 
+import math
 import threading
 import weakref
 from collections.abc import Iterator
@@ -11,16 +12,22 @@ from typing import Any
 
 import psycopg
 
+from app.persistence.stores import STORE_TIMEOUT_SECONDS
+
 
 class KeptConnection:
     """A connection to ``url`` (autocommit), opened on first use and kept; one thread
     uses it at a time. Before each use it is pinged (one round trip, as psycopg_pool's
     check does) and replaced if the ping fails: a restarted server, or its
     ``idle_session_timeout``, cut it. Closed by ``close()``, or when the holder is
-    collected (a store made for one statement, as ``ledger`` commands do)."""
+    collected (a store made for one statement, as ``ledger`` commands do). Opening it
+    and each statement on it take at most ``timeout_seconds``: a statement past it is
+    cancelled by the server, a store fault, where it waited as long as a lock on its
+    table was held and every user of the connection waited behind it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout_seconds: float = STORE_TIMEOUT_SECONDS) -> None:
         self.url = url
+        self.timeout_seconds = timeout_seconds
         self._held: list[psycopg.Connection[Any]] = []  # none yet, or the one kept
         self._lock = threading.Lock()
         weakref.finalize(self, _close_all, self._held)
@@ -39,7 +46,14 @@ class KeptConnection:
                 _close_all(self._held)
             else:
                 return kept
-        self._held.append(psycopg.connect(self.url, autocommit=True))
+        self._held.append(
+            psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=max(1, math.ceil(self.timeout_seconds)),
+                options=f"-c statement_timeout={math.ceil(self.timeout_seconds * 1000)}",
+            )
+        )
         return self._held[0]
 
     def close(self) -> None:

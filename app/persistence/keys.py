@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from app.domain.errors import StoreUnavailableError
+from app.persistence.faults import UNAVAILABLE_DETAIL
 from app.persistence.kept_connection import KeptConnection
 from app.persistence.schema_lock import creating_schema
-from app.persistence.stores import sqlite_path
+from app.persistence.stores import STORE_TIMEOUT_SECONDS, sqlite_path
 
 Scope = Literal["read", "write", "admin"]
 SCOPES: Final[tuple[Scope, ...]] = ("read", "write", "admin")
@@ -28,6 +30,13 @@ KEY_PREFIX: Final = "lk"
 # A verified key is trusted this long before it is looked up again: the delay after
 # which a revocation takes effect on a busy server.
 VERIFIED_KEY_TTL_SECONDS: Final = 5.0
+# PostgreSQL: how long opening the kept connection and each statement on it may take,
+# and how long a look-up waits for the one under way: past it the request answers a
+# store fault (503), where it waited as long as the store did not answer (a lock on the
+# keys table, a connection whose server stopped answering), and every request needing a
+# look-up in the process waited behind it. The store's bound (the schema's creators on
+# the ledger's connections wait no longer either).
+KEY_STORE_TIMEOUT_SECONDS: Final[float] = STORE_TIMEOUT_SECONDS
 # Whole keys remembered as checked (``KeyStore.check_cached``); all are forgotten past it.
 CHECKED_KEYS_KEPT: Final = 1_000
 
@@ -108,7 +117,7 @@ class KeyStore:
         self._lock = threading.Lock()
         # PostgreSQL: the one connection every use of the store takes in turn, opened
         # here and kept (see ``_connect``).
-        self._kept = KeptConnection(url)
+        self._kept = KeptConnection(url, KEY_STORE_TIMEOUT_SECONDS)
         # One look-up at a time: the requests that find a key's confirmation stale
         # together wait for the first one's answer instead of each asking the store.
         self._looking_up = threading.Lock()
@@ -277,7 +286,9 @@ class KeyStore:
     def _looked_up(self, key_id: str) -> tuple[str, str, str | None] | None:
         """Key ``key_id``'s stored digest, scope and expiry (None: unknown or revoked),
         confirmed by the store now or by the look-up another thread just made."""
-        with self._looking_up:
+        if not self._looking_up.acquire(timeout=KEY_STORE_TIMEOUT_SECONDS):
+            raise StoreUnavailableError(UNAVAILABLE_DETAIL)
+        try:
             cached = self._fresh(key_id)
             if cached is not None:
                 return cached
@@ -295,6 +306,8 @@ class KeyStore:
             with self._lock:
                 self._verified[key_id] = (time.monotonic() + VERIFIED_KEY_TTL_SECONDS, cached)
             return cached
+        finally:
+            self._looking_up.release()
 
     def check_cached(self, key: str) -> KeyCheck | None:
         """``check`` without touching the store: the verdict when the key was verified

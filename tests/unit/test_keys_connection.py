@@ -5,6 +5,7 @@ connection and a server process, and a request waited 1 s more whenever its SYN 
 sent again. The requests that find the key stale together wait for one look-up."""
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
@@ -12,7 +13,9 @@ from typing import Any, Final
 import psycopg
 import pytest
 
+from app.domain.errors import StoreUnavailableError
 from app.persistence import keys as keys_module
+from app.persistence.faults import store_fault
 from app.persistence.keys import KeyStore, Verdict
 from tests.support.connects import counting_connects
 
@@ -72,13 +75,13 @@ class WaitersCounted:
         self.arrived = 0
         self.changed = threading.Condition()
 
-    def __enter__(self) -> None:
+    def acquire(self, timeout: float = -1) -> bool:
         with self.changed:
             self.arrived += 1
             self.changed.notify_all()
-        self.lock.acquire()
+        return self.lock.acquire(timeout=timeout)
 
-    def __exit__(self, *_: object) -> None:
+    def release(self) -> None:
         self.lock.release()
 
     def wait_for(self, count: int) -> bool:
@@ -116,3 +119,75 @@ def test_requests_finding_a_key_stale_together_ask_the_store_once(
         thread.join()
     assert scopes == ["write"] * TOGETHER
     assert asked == [True]
+
+
+# A bound small enough for a test to wait out many times over.
+SHORT_TIMEOUT_SECONDS: Final = 0.2
+
+
+def checked_in_threads(keys: KeyStore, key: str, count: int) -> tuple[list[Any], bool]:
+    """``keys.check(key)`` in ``count`` threads at once: what each answered or raised,
+    and whether all had answered within ``WAIT_SECONDS``."""
+    outcomes: list[Any] = []
+
+    def check() -> None:
+        try:
+            outcomes.append(keys.check(key))
+        except Exception as error:  # noqa: BLE001  # the test looks at what was raised
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=check) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + WAIT_SECONDS
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return outcomes, not any(thread.is_alive() for thread in threads)
+
+
+def test_a_look_up_the_store_does_not_answer_is_a_store_fault_within_its_bound(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keys table locked by another session (a migration, a ``LOCK TABLE``): the
+    look-ups queued on the kept connection each end at the statement timeout with a
+    store fault (503), instead of every request that needs one waiting as long as the
+    lock is held."""
+    monkeypatch.setattr(keys_module, "KEY_STORE_TIMEOUT_SECONDS", SHORT_TIMEOUT_SECONDS)
+    keys = KeyStore(postgres_url)
+    key = keys.create("write")
+    monkeypatch.setattr(keys_module, "VERIFIED_KEY_TTL_SECONDS", -1.0)
+    try:
+        with psycopg.connect(postgres_url) as locker:
+            locker.execute("LOCK TABLE ledger_api_keys IN ACCESS EXCLUSIVE MODE")
+            try:
+                outcomes, answered = checked_in_threads(keys, key, TOGETHER)
+            finally:
+                locker.rollback()  # the threads of a hung look-up end too
+        assert answered, "a look-up waited for the lock past its bound"
+        assert len(outcomes) == TOGETHER
+        for outcome in outcomes:
+            assert isinstance(outcome, BaseException), outcome
+            assert isinstance(store_fault(outcome), StoreUnavailableError), repr(outcome)
+        assert keys.check(key).scope == "write"  # the lock gone, the same connection works
+    finally:
+        keys.close()
+
+
+def test_a_request_behind_a_stuck_look_up_is_a_store_fault_at_the_bound(
+    keys: KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another request's look-up does not end (a connection whose server stopped
+    answering): the requests that come for the look-up after it wait for it no longer
+    than the bound, then answer a store fault."""
+    key = keys.create("read")
+    monkeypatch.setattr(keys_module, "VERIFIED_KEY_TTL_SECONDS", -1.0)
+    monkeypatch.setattr(keys_module, "KEY_STORE_TIMEOUT_SECONDS", SHORT_TIMEOUT_SECONDS)
+    stuck = keys._looking_up
+    stuck.acquire()  # the look-up under way, held by a request that never finishes
+    try:
+        outcomes, answered = checked_in_threads(keys, key, 2)
+    finally:
+        stuck.release()
+    assert answered, "a request waited for another's look-up past the bound"
+    assert [type(store_fault(o)) for o in outcomes] == [StoreUnavailableError] * 2, outcomes
+    assert keys.check(key).scope == "read"  # the look-up free again
