@@ -23,23 +23,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from bench_audit import Plan, build_log, user_id, working_directory
 from benchlib import in_turn, machine
 
 REPO: Final = Path(__file__).resolve().parent.parent
 LOG_FILE: Final = "events.sqlite"
 # What each side explains: without --as-of, then as of two instants of the log's span.
 CASES: Final = ("no --as-of", "as of the middle", "as of the last event")
+# bench_audit's first user (not imported in a side's process: bench_audit puts this
+# tree's root first on the import path, and a side must import its own tree's code).
+FIRST_USER: Final = "user:0"
 
 
 def measure_side(log: Path, account_id: str, moments: list[str], repeats: int) -> dict[str, Any]:
     """Best wall ms of each case, and a digest of its lines (in the side's process)."""
+    import app  # noqa: PLC0415
     from app.application.ledger import Ledger  # noqa: PLC0415
     from app.audit.explain import explain  # noqa: PLC0415
     from app.persistence.stores import event_store_env, sqlite_url  # noqa: PLC0415
 
     ledger = Ledger(event_store_env(sqlite_url(log)))
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {"imported": str(Path(app.__file__).resolve().parent.parent)}
     try:
         for case, moment in zip(CASES, [None, *moments], strict=True):
             instant = None if moment is None else datetime.fromisoformat(moment)
@@ -83,6 +86,8 @@ def run_side(tree: Path, log: Path, moments: list[str], args: argparse.Namespace
     if done.returncode != 0:
         raise SystemExit(f"{tree}: measuring failed:\n{done.stderr}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if figures["imported"] != str(tree):
+        raise SystemExit(f"{tree}: the side imported the code of {figures['imported']}")
     return figures
 
 
@@ -92,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--transfers", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=20240601)
-    parser.add_argument("--account", default=user_id(0), help="the account explained")
+    parser.add_argument("--account", default=FIRST_USER, help="the account explained")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="calls per case a round")
     parser.add_argument("--workdir", type=Path, help="keep the log here (reused if built)")
@@ -104,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.baseline_tree is None:
         parser.error("--baseline-tree is required")
+    from bench_audit import Plan, build_log, working_directory  # noqa: PLC0415
+
     sides = {"baseline": args.baseline_tree.resolve(), "this tree": REPO}
     with working_directory(args.workdir) as workdir:
         log = workdir / f"{LOG_FILE}.{args.transfers}.{args.users}.{args.seed}"
