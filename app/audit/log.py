@@ -6,7 +6,7 @@ Every audit tool starts here and never at the projections: the log is the truth.
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol
 
 from app.application.ledger import Ledger
 from app.domain.account import Account
@@ -96,8 +96,9 @@ def read_stamps(
     head = recorder.max_notification_id() or 0
     position = 0
     while position < head:
-        stored = log_states(recorder, position, LOG_PAGE_SIZE)
-        page = [(at, state) for at, state in stored if at <= head]
+        page = log_states(recorder, position, LOG_PAGE_SIZE)
+        if page and page[-1][0] > head:  # written since the head was read
+            page = [(at, state) for at, state in page if at <= head]
         if not page:
             return
         yield from _stamps_of(ledger, position, page)
@@ -111,17 +112,20 @@ def _stamps_of(
 ) -> Iterator[tuple[int, Any]]:
     """``read_stamps`` of one page of stored states (the events after ``after``)."""
     mapper = ledger.mapper
-    decode = cast("OrjsonTranscoder", mapper.transcoder).decode_fields
+    transcoder = mapper.transcoder
+    decode: Callable[[bytes], Any] = transcoder.decode  # another transcoder: values whole
+    untag: Callable[[Any], Any] = _as_read
+    if isinstance(transcoder, OrjsonTranscoder):
+        decode, untag = transcoder.decode_tagged, transcoder.untag
+    transform = mapper.cipher is not None or mapper.compressor is not None
     run: Stamp | None = None
     run_end = after
     unmarked: dict[int, Any] | None = None
+    # The last time stamp read, as stored and as a datetime (a command's events share it).
+    tagged_time: Any = None
+    moment = datetime.min
     for at, stored in page:
-        state = stored
-        if mapper.cipher is not None:
-            state = mapper.cipher.decrypt(state)
-        if mapper.compressor is not None:
-            state = mapper.compressor.decompress(state)
-        fields = decode(state, EVENT_TIME_KEY)
+        fields = decode(_plain(mapper, stored) if transform else stored)
         commit_id = fields.get(COMMIT_ID)
         if type(commit_id) is not str:
             if run is not None:
@@ -131,7 +135,9 @@ def _stamps_of(
                 unmarked = dict(read_log(ledger, after=after, stop_position=page[-1][0]))
             yield at, unmarked[at]
             continue
-        moment = fields[EVENT_TIME_KEY]
+        if fields[EVENT_TIME_KEY] != tagged_time:
+            tagged_time = fields[EVENT_TIME_KEY]
+            moment = untag(tagged_time)
         if run is not None and run.commit_id == commit_id:
             run.timestamp = max(run.timestamp, moment)
             run.commit_last = fields.get(COMMIT_LAST) is True
@@ -142,6 +148,19 @@ def _stamps_of(
         run_end = at
     if run is not None:
         yield run_end, run
+
+
+def _as_read(value: Any) -> Any:
+    return value
+
+
+def _plain(mapper: Any, stored: bytes) -> bytes:
+    """A stored state decrypted and decompressed, as the mapper reads it."""
+    if mapper.cipher is not None:
+        stored = mapper.cipher.decrypt(stored)
+    if mapper.compressor is not None:
+        stored = mapper.compressor.decompress(stored)
+    return stored
 
 
 class CommitTracker:

@@ -87,15 +87,18 @@ class OrjsonTranscoder(JSONTranscoder):
                 return decoded
         return self._untagged(decoded)
 
-    def decode_fields(self, data: bytes, time_key: str) -> dict[str, Any]:
-        """A stored state's top level with only ``time_key``'s value untagged (an
-        event's time stamp), the rest as parsed: for readers that pick a few fields of
-        each event and build none (``app.audit.log.read_stamps``)."""
-        decoded: dict[str, Any] = orjson.loads(data)
-        stamp = self._tagged_text(decoded.get(time_key))
-        if stamp is not None:
-            decoded[time_key] = self._value_of(*stamp)
-        return decoded
+    @staticmethod
+    def decode_tagged(data: bytes) -> Any:
+        """The document as parsed, its tagged values left as tags (``untag`` turns one
+        into its value): for readers that pick a few fields of each event's state and
+        build none (``app.audit.log.read_stamps``)."""
+        return orjson.loads(data)
+
+    def untag(self, value: Any) -> Any:
+        """A value of a ``decode_tagged`` document as ``decode`` reads it, when it is a
+        tagged text (a time stamp, …); any other value as it is."""
+        tagged = self._tagged_text(value)
+        return value if tagged is None else self._value_of(*tagged)
 
     @staticmethod
     def _tagged_text(value: Any) -> tuple[str, str] | None:

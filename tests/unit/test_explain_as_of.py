@@ -34,7 +34,7 @@ from app.audit.explain import account_cut, account_cut_by_replay, explain
 from app.audit.log import Instant, LogReader, read_admitted, read_log, read_stamps
 from app.audit.replay import replay
 from app.domain.commits import commit_of
-from app.domain.errors import AccountNotFoundError
+from app.domain.errors import AccountNotFoundError, LedgerError
 from app.domain.values import account_uuid
 from app.persistence.stores import event_store_env
 from projections.runner import open_view
@@ -243,10 +243,13 @@ def test_the_cut_found_from_time_stamps_is_the_full_replays_on_every_backend(
     history=st.lists(steps, min_size=1, max_size=12),
     funding=st.lists(st.integers(0, 300), min_size=3, max_size=3),
     steps_ms=st.lists(st.integers(-STEP_MS_MAX, STEP_MS_MAX), min_size=1, max_size=12),
+    together=st.lists(st.integers(1, len(ACCOUNTS) - 1), max_size=6),
 )
 def test_the_cut_found_from_time_stamps_is_the_full_replays_whatever_the_clock(
-    history: list[Step], funding: list[int], steps_ms: list[int]
+    history: list[Step], funding: list[int], steps_ms: list[int], together: list[int]
 ) -> None:
+    # After the drawn history, transfers from the bank to the drawn users sent at once:
+    # group commits, each command stamped when taken, so a commit holds several times.
     clock = SteppingClock(steps_ms)
     with (
         tempfile.TemporaryDirectory(prefix="explain-cut-") as directory,
@@ -255,6 +258,21 @@ def test_the_cut_found_from_time_stamps_is_the_full_replays_whatever_the_clock(
     ):
         ledger.clock = clock.now
         write_history_steps(ledger, funding, history)
+
+        async def at_once() -> None:
+            answers = await asyncio.gather(
+                *(
+                    ledger.record_transfer_async(
+                        RecordTransfer(f"g{number}", "bank", ACCOUNTS[user][0], number + 1)
+                    )
+                    for number, user in enumerate(together)
+                ),
+                return_exceptions=True,
+            )
+            # A closed account refuses its transfer (the history may close one).
+            assert all(not isinstance(a, Exception) or isinstance(a, LedgerError) for a in answers)
+
+        asyncio.run(at_once())
         for moment in instants(read_events(ledger)):
             assert_cut_as_the_replay_finds_it(ledger, NAMES, moment)
 
