@@ -7,6 +7,7 @@ iteration, the tracking recorder's ``max_tracking_id``).
 
 import asyncio
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -102,6 +103,27 @@ def set_pool_check(pool: ConnectionPool[Any], check: Callable[[Any], None]) -> N
     """Replace the check the pool runs on each connection before handing it out."""
     assert hasattr(pool, "_check"), "psycopg_pool keeps its connection check in _check"
     pool._check = check
+
+
+# psycopg_pool 3.2/3.3: the pool keeps its idle connections in the protected deque
+# ``_pool`` and hands out the one at its left (``_get_ready_connection``: ``popleft``),
+# while a returned one goes to its right; it has no option for the other order.
+def hand_out_last_returned(pool: ConnectionPool[Any]) -> None:
+    """Make the pool hand out the connection returned last (a stack), not the one idle
+    longest (a queue). Everything else of the pool's hand-out (its count of the fewest
+    idle connections, which its shrinking reads; its errors) is its own: the idle
+    connection returned last is moved to the deque's left, where the pool takes it."""
+    idle = getattr(pool, "_pool", None)
+    hand_out = getattr(pool, "_get_ready_connection", None)
+    assert isinstance(idle, deque), "psycopg_pool keeps its idle connections in _pool"
+    assert callable(hand_out), "psycopg_pool hands out through _get_ready_connection"
+
+    def last_returned_first(timeout: float | None) -> Any:
+        if len(idle) > 1:
+            idle.rotate(1)
+        return hand_out(timeout)
+
+    pool._get_ready_connection = last_returned_first  # type: ignore[method-assign]
 
 
 class ExecutemanySQLiteRecorder(SQLiteApplicationRecorder):

@@ -311,3 +311,28 @@ def assert_spends_the_rest(mine: Ledger, theirs: Ledger) -> None:
     assert mine.record_transfer(RecordTransfer("mine", HOT, "user:2", 90)).created
     assert theirs.get_account(HOT).balance == 0
     assert theirs.get_account(HOT).debits_posted == 100
+
+
+def test_one_writers_writes_in_a_row_run_on_one_server_process(postgres_url: str) -> None:
+    """The pool hands out the connection returned last (``LedgerPostgresFactory``), so
+    a writer's writes one after another run on the server process it wrote with last,
+    however many others the pool holds idle: not on each of them in turn."""
+    with Ledger(store_env(postgres_url)) as ledger:
+        recorder = recorder_of(ledger)
+        recorder.datastore.pool.wait()  # the pool's own connections all opened first
+        with (
+            recorder.datastore.get_connection() as first,
+            recorder.datastore.get_connection() as second,
+            recorder.datastore.get_connection() as third,
+        ):
+            for connection in (first, second, third):
+                connection.execute("SELECT 1")
+        for number in range(3):
+            ledger.open_account(OpenAccount(f"user:{number}", UNIT))
+        with psycopg.connect(postgres_url, autocommit=True) as watcher:
+            writers = watcher.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND query LIKE %s",
+                (f"%{recorder.write_function_name}%",),
+            ).fetchall()
+    assert len(writers) == 1

@@ -36,6 +36,7 @@ from litestar import Litestar, Response, get, post
 from litestar.testing import TestClient
 from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from psycopg_pool import ConnectionPool
 from uvicorn import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -48,6 +49,7 @@ from app.compat import (
     ProblemHttpToolsProtocol,
     add_to_histogram,
     cache_sqlite_statements,
+    hand_out_last_returned,
     initialise_aggregate,
     insert_tracking,
     new_notification,
@@ -470,6 +472,23 @@ def test_the_postgres_pool_runs_the_check_we_set_on_each_connection_it_hands_out
         set_pool_check(pool, checked.append)
         with ledger.recorder.datastore.get_connection() as connection:  # type: ignore[attr-defined]
             assert checked == [connection]
+
+
+@pytest.mark.postgres
+def test_the_postgres_pool_hands_out_the_connection_returned_last(postgres_url: str) -> None:
+    with ConnectionPool(postgres_url, min_size=2, max_size=2, open=True) as pool:
+        pool.wait()
+        hand_out_last_returned(pool)
+        with pool.connection() as first, pool.connection() as second:
+            assert first is not second
+        # ``second`` went back first, then ``first``: the pool's own order (a queue)
+        # would hand out ``second``, idle longest, now.
+        with pool.connection() as again:
+            assert again is first
+            with pool.connection() as other:
+                assert other is second
+        with pool.connection() as last:
+            assert last is first
 
 
 def test_one_try_of_the_librarys_snapshot_insert_writes_and_fails_without_retrying(
