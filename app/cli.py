@@ -776,9 +776,11 @@ def explain_command(
     """Why is this balance what it is: the statement from opening, line by line.
 
     Without --as-of it reads the account's own stream. With --as-of it answers at the
-    audit's cut of the log (as `replay --as-of` and the API's as_of do): it reads the log
-    from its start up to the first event recorded after that time, so its cost grows
-    with the log before that time, not with the account."""
+    audit's cut of the log (as `replay --as-of` and the API's as_of do): it reads the time
+    stamps and commit marks of the log's events from its start up to the first one
+    recorded after that time (or until the account's last commit is in), then the
+    account's stream, so its cost grows with the log before that time (about 0.5 s for
+    300,000 events, 20-30 times explain without --as-of), not with the account."""
     if output_format not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")
     instant = parse_instant(as_of, None)
