@@ -30,8 +30,16 @@ from hypothesis import strategies as st
 from app.application import ledger as ledger_module
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
+from app.audit import log as log_module
 from app.audit.explain import account_cut, account_cut_by_replay, explain
-from app.audit.log import Instant, LogReader, read_admitted, read_log, read_stamps
+from app.audit.log import (
+    LOG_PAGE_SIZE,
+    Instant,
+    LogReader,
+    read_admitted,
+    read_log,
+    read_stamps,
+)
 from app.audit.replay import replay
 from app.domain.commits import commit_of
 from app.domain.errors import AccountNotFoundError, LedgerError
@@ -46,6 +54,7 @@ from tests.unit.test_time_travel_clock import (
     STEP_MS_MAX,
     Logged,
     SteppingClock,
+    history_on_sqlite,
     instants,
     read_events,
 )
@@ -250,14 +259,7 @@ def test_the_cut_found_from_time_stamps_is_the_full_replays_whatever_the_clock(
 ) -> None:
     # After the drawn history, transfers from the bank to the drawn users sent at once:
     # group commits, each command stamped when taken, so a commit holds several times.
-    clock = SteppingClock(steps_ms)
-    with (
-        tempfile.TemporaryDirectory(prefix="explain-cut-") as directory,
-        mock.patch.object(ledger_module, "utc_now", clock.stamp),
-        Ledger(event_store_env(f"sqlite:///{Path(directory) / 'events.sqlite'}")) as ledger,
-    ):
-        ledger.clock = clock.now
-        write_history_steps(ledger, funding, history)
+    with history_on_sqlite(funding, history, steps_ms) as ledger:
 
         async def at_once() -> None:
             answers = await asyncio.gather(
@@ -284,12 +286,20 @@ def cut_end(ledger: Ledger, moment: datetime, reader: LogReader) -> int:
     return ends[-1] if ends else 0
 
 
-def test_the_cut_found_from_time_stamps_takes_events_stored_before_the_marks_whole() -> None:
+# The scan's own page size, and pages of one and two events (ends inside commits).
+PAGE_SIZES: Final = [LOG_PAGE_SIZE, 1, 2]
+
+
+@pytest.mark.parametrize("page_size", PAGE_SIZES)
+def test_the_cut_found_from_time_stamps_takes_events_stored_before_the_marks_whole(
+    page_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The first commands are written as by a ledger from before the commit marks (no
     # marks: the window applies its legs rule to those events, read whole), among them
     # a group commit of two callers (its events ordered by aggregate, so its times
     # interleave); the later ones with marks. Old and new accounts trade, so the scan
     # for a new account's cut crosses the unmarked commits.
+    monkeypatch.setattr(log_module, "LOG_PAGE_SIZE", page_size)
     clock = ListedClock(timedelta(seconds=second) for second in itertools.count())
     with ledger_on(clock) as (ledger, _):
         for name in ("bank", "old", "older", "new"):
@@ -317,3 +327,20 @@ def test_the_cut_found_from_time_stamps_takes_events_stored_before_the_marks_who
         t4 = next(e.event.timestamp for e in events if getattr(e.event, "transfer_id", "") == "t4")
         assert [line.transfer_id for line in explain(ledger, "new", t4)] == ["t4"]
         assert [line.transfer_id for line in explain(ledger, "new", t4 - MICROSECOND)] == []
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3, 5])
+def test_the_cut_found_from_time_stamps_is_the_full_replays_across_pages_of_the_scan(
+    page_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan reads the log a page at a time (``LOG_PAGE_SIZE``), and a run of one
+    commit's stamps ends with its page: pages of a few events put their ends inside
+    commits, at a commit's last event and between commits, and the cut stays the full
+    replay's (which a log shorter than one page never shows)."""
+    monkeypatch.setattr(log_module, "LOG_PAGE_SIZE", page_size)
+    with history_on_sqlite([100, 50, 80], FIXED_HISTORY, FIXED_STEPS_MS) as ledger:
+        events = read_events(ledger)
+        assert len(events) > 2 * page_size
+        for moment in instants(events):
+            assert cut_end(ledger, moment, read_stamps) == cut_end(ledger, moment, read_log)
+            assert_cut_as_the_replay_finds_it(ledger, NAMES, moment)

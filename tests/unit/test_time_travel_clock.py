@@ -25,6 +25,8 @@ may fall inside a commit: the half-projected commit is in no cut.
 
 import itertools
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -238,6 +240,22 @@ def project(view: LedgerViewMixin, events: list[Logged], batch_size: int, projec
         )
 
 
+@contextmanager
+def history_on_sqlite(
+    funding: list[int], history: list[Step], steps_ms: list[int]
+) -> Iterator[Ledger]:
+    """A ledger on a SQLite file holding ``history``, its clock stepped by ``steps_ms``."""
+    clock = SteppingClock(steps_ms)
+    with (
+        tempfile.TemporaryDirectory(prefix="clock-") as directory,
+        mock.patch.object(ledger_module, "utc_now", clock.stamp),
+        Ledger(event_store_env(f"sqlite:///{Path(directory) / 'events.sqlite'}")) as ledger,
+    ):
+        ledger.clock = clock.now
+        write_history(ledger, funding, history)
+        yield ledger
+
+
 @settings(
     max_examples=25,
     deadline=None,
@@ -258,14 +276,7 @@ def test_as_of_reads_are_a_cut_of_the_log_whatever_the_clock(
     batch_size: int,
     unprojected: int,
 ) -> None:
-    clock = SteppingClock(steps_ms)
-    with (
-        tempfile.TemporaryDirectory(prefix="clock-") as directory,
-        mock.patch.object(ledger_module, "utc_now", clock.stamp),
-        Ledger(event_store_env(f"sqlite:///{Path(directory) / 'events.sqlite'}")) as ledger,
-    ):
-        ledger.clock = clock.now
-        write_history(ledger, funding, history)
+    with history_on_sqlite(funding, history, steps_ms) as ledger:
         events = read_events(ledger)
         projected = events[max(0, len(events) - 1 - unprojected)].position
         view = views.fresh()
