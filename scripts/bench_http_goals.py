@@ -48,6 +48,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -852,7 +853,8 @@ def workers_phase(
         load_before = os.getloadavg()[0]
         tcp_before = tcp_counters()
         window = time.time()
-        sessions_before = postgres_sessions(server)
+        database = urlsplit(side.env["LEDGER_EVENT_STORE"]).path.lstrip("/")
+        sessions_before = postgres_sessions(server, database)
         with ThreadPoolExecutor(max_workers=1) as pool:
             split = pool.submit(clients_per_worker, api, WORKERS_SPLIT_AFTER)
             result = measure(api, side.key, shape, f"wm{tag}{count}", seconds)
@@ -865,8 +867,8 @@ def workers_phase(
         )
         server_cpu = postgres_cpu_seconds(server) - server_before
         tcp_moved = tcp_stall_counters_moved(tcp_before, tcp_counters())
-        opened_in_phase = postgres_backends_since(server, window)
-        sessions = postgres_sessions(server) - sessions_before
+        opened_in_phase = postgres_backends_since(server, database, window)
+        sessions = postgres_sessions(server, database) - sessions_before
         slow_lines = slow_access_lines(api, window)
     per_transfer_ms = 1000 / max(1, result.created)
     print(
@@ -894,39 +896,40 @@ def stall_line(
 ) -> str:
     """What a phase tells about its slowest request: when and on which connection it was
     sent; the TCP counters that moved (``benchlib.TCP_STALL_COUNTERS``); the connections
-    the clients opened (all at the start) and PostgreSQL's new ones (still open at the
-    end, and every session begun meanwhile, closed ones included); the server's access
+    the clients opened (all at the start) and the new ones on the side's database (still
+    open at the end, and every session begun meanwhile, closed ones included: serve's and
+    its projector's); the server's access
     lines of requests over ``STALL_MS`` (its own time: a request the server answered fast
     but the client waited long for was held up between them)."""
     server_side = "; ".join(slow_lines) or "none"
     return (
         f"slowest request {result.slowest}; TCP counters {tcp_moved}; client connections "
         f"{result.connections} (longest connect {result.connect_max_ms:.0f} ms); PostgreSQL "
-        f"connections opened during the phase {opened_in_phase} still open, {sessions} "
-        f"sessions begun; server's access lines over {STALL_MS:.0f} ms: {server_side}"
+        f"connections to the side's database opened during the phase {opened_in_phase} "
+        f"still open, {sessions} sessions begun; server's access lines over "
+        f"{STALL_MS:.0f} ms: {server_side}"
     )
 
 
-def postgres_backends_since(server: PostgresServer, since: float) -> int:
-    """Client backends of the PostgreSQL server that began at or after ``since`` (wall
-    clock) and are still open, this query's own left out."""
+def postgres_backends_since(server: PostgresServer, database: str, since: float) -> int:
+    """Client backends on ``database`` that began at or after ``since`` (wall clock) and
+    are still open."""
     with psycopg.connect(server.url("postgres"), autocommit=True) as connection:
         row = connection.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-            "AND pid <> pg_backend_pid() AND backend_start >= to_timestamp(%s)",
-            (since,),
+            "AND datname = %s AND backend_start >= to_timestamp(%s)",
+            (database, since),
         ).fetchone()
     assert row is not None, "count(*) returns a row"
     return int(row[0])
 
 
-def postgres_sessions(server: PostgresServer) -> int:
-    """Sessions begun so far on the server's databases but ``postgres`` (where these
-    queries run), from ``pg_stat_database``: a session counts once its backend has
-    reported, at the latest when it ends."""
+def postgres_sessions(server: PostgresServer, database: str) -> int:
+    """Sessions begun so far on ``database`` (``pg_stat_database``): a session counts
+    once its backend has reported, at the latest when it ends."""
     with psycopg.connect(server.url("postgres"), autocommit=True) as connection:
         row = connection.execute(
-            "SELECT sum(sessions) FROM pg_stat_database WHERE datname <> 'postgres'"
+            "SELECT sum(sessions) FROM pg_stat_database WHERE datname = %s", (database,)
         ).fetchone()
     assert row is not None, "sum() returns a row"
     return int(row[0] or 0)
