@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import psycopg
 from eventsourcing.persistence import ApplicationRecorder, Notification
 
 from app.audit.anchors import GENESIS, Anchor, extend, notifications_after
 from app.persistence.decoding import DecodedBatches
+from app.persistence.kept_connection import KeptConnection
 from app.persistence.schema_lock import creating_schema
 from app.persistence.stores import STORE_TIMEOUT_SECONDS, sqlite_path
 
@@ -54,6 +54,8 @@ class DigestCheckpoints:
         self.url = read_model_url
         self.is_postgres = urlsplit(read_model_url).scheme in ("postgresql", "postgres")
         self._kept: sqlite3.Connection | None = None
+        # PostgreSQL: one connection for every use (a checkpoint is recorded each second).
+        self._kept_postgres = KeptConnection(read_model_url, STORE_TIMEOUT_SECONDS)
         with self._connect() as connection, creating_schema(connection):
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS ledger_log_digest ("
@@ -63,9 +65,7 @@ class DigestCheckpoints:
     @contextmanager
     def _connect(self) -> Iterator[Any]:
         if self.is_postgres:
-            with psycopg.connect(
-                self.url, autocommit=True, connect_timeout=STORE_TIMEOUT_SECONDS
-            ) as connection:
+            with self._kept_postgres.using() as connection:
                 yield connection
             return
         path = Path(sqlite_path(self.url))
@@ -116,6 +116,7 @@ class DigestCheckpoints:
         kept, self._kept = self._kept, None
         if kept is not None:
             kept.close()
+        self._kept_postgres.close()
 
 
 def carry_digest(

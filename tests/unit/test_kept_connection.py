@@ -1,7 +1,8 @@
 """The connection a store keeps on PostgreSQL (``KeptConnection``): the views' generation
 pointer, read every second by a reader on a request's path and by the projections'
-watcher, is read on it instead of on a connection opened per read; one a holder dropped
-without closing it is closed when the holder goes."""
+watcher, and the log's digest checkpoints, recorded every second by the projections, use
+it instead of a connection opened per use; one a holder dropped without closing it is
+closed when the holder goes."""
 
 import gc
 import warnings
@@ -9,7 +10,9 @@ from typing import Final
 
 import pytest
 
+from app.audit.anchors import Anchor
 from app.persistence.kept_connection import KeptConnection
+from projections.digest import DigestCheckpoints
 from projections.runner import GenerationPointer
 from tests.support.connects import counting_connects
 
@@ -27,6 +30,18 @@ def test_the_generation_pointer_read_again_opens_no_connection(
     pointer.start_building(2)
     assert pointer.read() == (1, 2)  # each read asks the table
     assert opened == []
+
+
+def test_digest_checkpoints_recorded_again_open_no_connection(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoints = DigestCheckpoints(postgres_url)
+    opened = counting_connects(monkeypatch)
+    for position in range(1, READS + 1):
+        checkpoints.record(Anchor(position, f"digest{position}", position))
+    assert checkpoints.newest() == Anchor(READS, f"digest{READS}", READS)
+    assert opened == []
+    checkpoints.close()
 
 
 def test_a_connection_whose_holder_is_dropped_unclosed_is_closed_without_a_warning(
