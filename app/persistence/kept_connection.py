@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from app.persistence.stores import STORE_TIMEOUT_SECONDS
 
@@ -51,10 +52,16 @@ class KeptConnection:
                 self.url,
                 autocommit=True,
                 connect_timeout=max(1, math.ceil(self.timeout_seconds)),
-                options=f"-c statement_timeout={math.ceil(self.timeout_seconds * 1000)}",
+                options=self._options(),
             )
         )
         return self._held[0]
+
+    def _options(self) -> str:
+        """The URL's own server options (``?options=…``), and the statement timeout."""
+        given = conninfo_to_dict(self.url).get("options")
+        timeout = f"-c statement_timeout={math.ceil(self.timeout_seconds * 1000)}"
+        return timeout if not given else f"{given} {timeout}"
 
     def close(self) -> None:
         """Close the connection; a later use opens another."""

@@ -19,6 +19,7 @@ from tests.support.connects import counting_connects
 pytestmark = pytest.mark.postgres
 
 READS: Final = 5
+TIMEOUT_SECONDS: Final = 3
 
 
 def test_the_generation_pointer_read_again_opens_no_connection(
@@ -56,3 +57,19 @@ def test_a_connection_whose_holder_is_dropped_unclosed_is_closed_without_a_warni
         gc.collect()
     assert connection.closed
     assert [str(warning.message) for warning in caught] == []
+
+
+def test_a_kept_connection_keeps_the_urls_server_options_beside_its_statement_timeout(
+    postgres_url: str,
+) -> None:
+    """A URL that sets server options (``?options=-c …``) keeps them: the statement
+    timeout the connection adds goes beside them, not in their place."""
+    url = f"{postgres_url}?options=-c%20search_path%3Dkept_probe"
+    kept = KeptConnection(url, timeout_seconds=TIMEOUT_SECONDS)
+    try:
+        with kept.using() as connection:
+            assert connection.execute("SHOW search_path").fetchone() == ("kept_probe",)
+            shown = connection.execute("SHOW statement_timeout").fetchone()
+            assert shown == (f"{TIMEOUT_SECONDS}s",)
+    finally:
+        kept.close()
