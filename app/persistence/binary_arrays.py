@@ -17,6 +17,7 @@ from typing import Final
 from uuid import UUID
 
 import psycopg
+from psycopg.abc import AdaptContext
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
@@ -24,6 +25,7 @@ UUID_OID: Final = 2950
 INT8_OID: Final = 20
 TEXT_OID: Final = 25
 BYTEA_OID: Final = 17
+UTF8: Final = "utf-8"  # Python's name for it, as psycopg's ``ConnectionInfo.encoding``
 # One dimension, no nulls, the element type; the dimension's length and lower bound.
 _HEADER: Final = struct.Struct("!iiIii")
 _EMPTY: Final = struct.Struct("!iiI")  # an empty array has no dimension
@@ -33,12 +35,17 @@ _INT8_LENGTH: Final = _LENGTH.pack(8)
 
 
 class PackedArray:
-    """One array parameter, already in PostgreSQL's binary array format."""
+    """One array parameter, already in PostgreSQL's binary array format.
 
-    __slots__ = ("data",)
+    ``texts``: a text array's strings, packed in UTF-8; kept to pack them again in the
+    connection's encoding where that is another (the server reads a binary text in the
+    client's encoding)."""
 
-    def __init__(self, data: bytes) -> None:
+    __slots__ = ("data", "texts")
+
+    def __init__(self, data: bytes, texts: Sequence[str] | None = None) -> None:
         self.data = data
+        self.texts = texts
 
 
 class PackedArrayDumper(Dumper):
@@ -47,8 +54,16 @@ class PackedArrayDumper(Dumper):
     format = Format.BINARY
     oid = 0
 
+    def __init__(self, cls: type, context: AdaptContext | None = None) -> None:
+        super().__init__(cls, context)
+        # As psycopg's own text dumper: SQL_ASCII ("ascii") takes UTF-8 as it is.
+        encoding = self.connection.info.encoding if self.connection else UTF8
+        self._encoding = UTF8 if encoding in (UTF8, "ascii") else encoding
+
     def dump(self, obj: PackedArray) -> bytes:
-        return obj.data
+        if obj.texts is None or self._encoding == UTF8:
+            return obj.data
+        return _sized(TEXT_OID, [v.encode(self._encoding) for v in obj.texts]).data
 
 
 def _packed(element_oid: int, elements: list[bytes]) -> PackedArray:
@@ -70,12 +85,14 @@ def bytea_array(values: Sequence[bytes]) -> PackedArray:
 
 
 def text_array(values: Sequence[str]) -> PackedArray:
-    return _sized(TEXT_OID, [v.encode() for v in values])
+    packed = _sized(TEXT_OID, [v.encode() for v in values])
+    packed.texts = values
+    return packed
 
 
 def _sized(element_oid: int, values: Sequence[bytes]) -> PackedArray:
-    """Elements of varying length (text's binary form is its UTF-8 bytes, bytea's its
-    bytes), each after its length."""
+    """Elements of varying length (text's binary form is its bytes in the client's
+    encoding, bytea's its bytes), each after its length."""
     return _packed(element_oid, [_LENGTH.pack(len(v)) + v for v in values])
 
 

@@ -20,8 +20,8 @@ TEXTS: Final = ["", "a", 'quote " and comma , {braces} \\ NULL', "é ü 漢字 �
 STATES: Final = [b"", bytes(range(256)), b"\x00" * 3, b"{}" * 5_000]
 
 
-def read_back(url: str, cast: str, packed: Any) -> list[Any]:
-    with psycopg.connect(url, autocommit=True) as connection:
+def read_back(url: str, cast: str, packed: Any, client_encoding: str = "UTF8") -> list[Any]:
+    with psycopg.connect(url, autocommit=True, client_encoding=client_encoding) as connection:
         row = connection.execute(f"SELECT %b::{cast}", (packed,), prepare=True).fetchone()
     assert row is not None
     found: list[Any] = row[0]
@@ -48,3 +48,10 @@ def test_an_array_of_another_element_type_is_refused_not_misread(postgres_url: s
         read_back(postgres_url, "uuid[]", bigint_array([1, 2]))
     with pytest.raises(psycopg.errors.DatatypeMismatch):
         read_back(postgres_url, "bytea[]", text_array(["a"]))
+
+
+def test_texts_read_back_as_given_whatever_the_clients_encoding(postgres_url: str) -> None:
+    # The server reads a binary text in the client's encoding (PGCLIENTENCODING, or a
+    # LATIN1 database's default): UTF-8 bytes sent as they are would be stored as "Ã©".
+    texts = ["é ü", "plain"]
+    assert read_back(postgres_url, "text[]", text_array(texts), "LATIN1") == texts
