@@ -87,10 +87,21 @@ from projections.catchup import collect_less_often, reads_the_log_itself
 from projections.digest import DigestCheckpoints
 from projections.runner import GenerationPointer, ProjectionWorkers, open_view
 from projections.runner import rebuild as rebuild_views
+from projections.view_sets import (
+    WATCH_SECONDS_DEFAULT,
+    WATCH_SECONDS_MAX,
+    ViewSet,
+    ViewSetInUseError,
+    choose,
+    drop_set,
+    find_sets,
+    idle_sets,
+)
 
 # Exit statuses besides 0 (success) and 1 (the audit found violations).
 EXIT_CONFIGURATION: Final = 2  # a setting or an option cannot be used (click's usage errors too)
 EXIT_STORE_FAILED: Final = 3  # a store failed while the command ran
+EXIT_IN_USE: Final = 4  # a view set to drop may still be in use: it was left as it is
 EXIT_INTERRUPTED: Final = 130
 
 
@@ -120,6 +131,11 @@ cli = typer.Typer(
 )
 keys_cli = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
+views_cli = typer.Typer(
+    help="View sets (generations, versions of the tables): list, drop the old.",
+    no_args_is_help=True,
+)
+cli.add_typer(views_cli, name="views")
 
 
 def load_settings() -> Settings:
@@ -500,6 +516,129 @@ def rebuild() -> None:
         with opening_read_model(settings):
             generation = rebuild_views(settings.event_store_url, settings.read_model_url, show)
     typer.echo(f"switched to view generation {generation}")
+
+
+VIEW_SET_COLUMNS: Final = (
+    "name",
+    "version",
+    "generation",
+    "state",
+    "size_bytes",
+    "checkpoint",
+    "reached_at",
+    "written_at",
+    "in_use",
+)
+# The table's columns (``--format json`` has them all, with why a set is in use).
+VIEW_SET_TABLE: Final = (
+    "name",
+    "version",
+    "generation",
+    "state",
+    "size",
+    "checkpoint",
+    "reached (UTC)",
+    "in use",
+)
+
+
+@views_cli.command("list")
+def views_list(
+    output_format: Annotated[str, typer.Option("--format", help="table | json")] = "table",
+) -> None:
+    """Every view set of the read model: this version's current one (and the one a
+    rebuild is filling), and those older generations and versions left behind."""
+    if output_format not in ("table", "json"):
+        raise typer.BadParameter("--format must be table or json")
+    settings = load_settings()
+    with opening_read_model(settings):
+        sets = find_sets(settings.read_model_url)
+    rows = [view_set_row(view_set) for view_set in sets]
+    if output_format == "json":
+        typer.echo(json.dumps(rows))
+        return
+    lines = [VIEW_SET_TABLE]
+    for row in rows:
+        reached = row["reached_at"]
+        lines.append(
+            (
+                row["name"],
+                str(row["version"] or "?"),
+                str(row["generation"]),
+                row["state"],
+                megabytes(row["size_bytes"]),
+                str(row["checkpoint"] or ""),
+                reached[:16].replace("T", " ") if reached else "",
+                "yes" if row["in_use"] else "",
+            )
+        )
+    widths = [max(len(line[column]) for line in lines) for column in range(len(VIEW_SET_TABLE))]
+    for line in lines:  # one set a line, whatever the terminal's width (names are long)
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+
+
+def view_set_row(view_set: ViewSet) -> dict[str, Any]:
+    row = asdict(view_set)
+    row["version"] = view_set.version or view_set.tables_version
+    del row["tables_version"]
+    for name in ("reached_at", "written_at"):
+        row[name] = None if row[name] is None else row[name].isoformat()
+    return {column: row[column] for column in VIEW_SET_COLUMNS}
+
+
+def megabytes(size_bytes: int) -> str:
+    return f"{size_bytes / 1_000_000:.1f} MB"
+
+
+@views_cli.command("drop")
+def views_drop(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Sets by name (`views list`); else every old one")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Drop them (else only say which)")] = False,
+    watch_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0, max=WATCH_SECONDS_MAX, help="How long to watch their checkpoints first"
+        ),
+    ] = WATCH_SECONDS_DEFAULT,
+) -> None:
+    """Drop view sets other than the current one and one a rebuild is filling: those
+    named, or every other. Without --yes it only says what it would drop. A set another
+    process holds, or whose checkpoint moves while watched, is left as it is (exit 4)."""
+    settings = load_settings()
+    url = settings.read_model_url
+    with opening_read_model(settings):
+        sets = find_sets(url)
+    try:
+        chosen = choose(sets, names or [])
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    if not chosen:
+        typer.echo("no old view sets")
+        return
+    if not yes:
+        for view_set in chosen:
+            typer.echo(f"would drop {view_set.name} ({megabytes(view_set.size_bytes)})")
+        typer.echo("nothing dropped: add --yes to drop them", err=True)
+        return
+    refused = 0
+    for view_set, seen_in_use in idle_sets(url, chosen, watch_seconds).items():
+        reason = seen_in_use
+        if reason is None:
+            try:
+                drop_set(url, view_set.name)
+            except ViewSetInUseError as error:
+                reason = str(error)
+        if reason is None:
+            typer.echo(f"dropped {view_set.name} ({megabytes(view_set.size_bytes)})")
+        else:
+            typer.echo(f"ledger: error: {view_set.name} is in use, not dropped: {reason}", err=True)
+            refused += 1
+    if refused:
+        raise typer.Exit(EXIT_IN_USE)
 
 
 DURATION: Final = re.compile(r"(\d{1,6})([dhm])")
