@@ -11,12 +11,18 @@ backends, for random instants T (the events' own times, a microsecond either sid
 and between):
 
 - ``totals(moment=T)`` equals ``totals(position=cut)``, and every unit balances to 0;
-- ``balance_as_of(a, T)`` equals ``balance_at_position(a, cut)``, and no event of the
-  account up to the position it reflects was recorded after T;
+- ``balance_as_of(a, T)`` equals ``balance_at_position(a, cut)`` (but for ``available``,
+  judged at T), and no event of the account up to the position it reflects was
+  recorded after T;
 - ``history`` ends each interval at the cut of its end (before it);
 - ``entries(since=, until=)`` are the lines between the cuts of ``since`` and ``until``;
 - the audit's replay as of T (``app.audit.replay``, its own fold of the log) equals the
-  views' answers.
+  views' answers;
+- an account's credit lots as of T (grants with and without expiry, spent in burn-down
+  order by debits and holds, expired to breakage) are its lots at the cut, equal to the
+  lots of the account folded from the log up to the cut, and with its general lot they
+  sum to ``balance_as_of``: the lots and the balance are read at one cut; its
+  ``available`` as of T is the folded account's at T.
 
 The cut is computed here from the notification log alone. The views are projected in
 batches of a drawn size (which cut commits in two), and up to a drawn position, which
@@ -25,7 +31,7 @@ may fall inside a commit: the half-projected commit is in no cut.
 
 import itertools
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +45,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.application import ledger as ledger_module
+from app.application.commands import GrantTerms, RecordTransfer
 from app.application.ledger import Ledger
 from app.application.views import AccountView
 from app.audit.log import Instant
@@ -51,7 +58,13 @@ from projections.runner import open_view
 from projections.views import APPLICATION_NAME, LedgerViewMixin
 from tests.support.pgserver import PostgresServer
 from tests.unit.test_replay_properties import assert_replay_equals_view
-from tests.unit.test_time_travel import ACCOUNTS, MICROSECOND, Step, steps, write_history
+from tests.unit.test_time_travel import (
+    ACCOUNTS,
+    MICROSECOND,
+    History,
+    steps,
+    write_history,
+)
 
 BACKENDS: Final = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 # Two seconds before an hour: the clock's steps cross it, so history's intervals matter.
@@ -60,6 +73,73 @@ STEP_MS_MAX: Final = 3_000
 HOUR: Final = timedelta(hours=1)
 # The audit's replay (which reads the whole log) is compared at every this many instants.
 REPLAY_EVERY: Final = 4
+# A grant expires this long after it is given, at the most (the clock's steps cross it).
+GRANT_EXPIRY_MS_MAX: Final = 6_000
+LOTS_LIMIT: Final = 1_000
+
+
+@dataclass(frozen=True)
+class Give:
+    """A grant from the bank to a user: a lot that expires ``expires_ms`` after the
+    clock's now (None: never), spent before the general lot when its ``priority`` is
+    lower."""
+
+    credit: int
+    amount: int
+    expires_ms: int | None
+    priority: int
+
+
+@dataclass(frozen=True)
+class ExpireGrant:
+    """Expire one of the grants given so far (refused while it has not expired)."""
+
+    pick: int
+
+
+class GrantingHistory(History):
+    """The shared histories' steps, and grants and their expiry."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        super().__init__(ledger)
+        self.grants: list[str] = []
+
+    def _run(self, step: object) -> None:
+        if isinstance(step, Give):
+            self.number += 1
+            expires_at = (
+                None
+                if step.expires_ms is None
+                else self.ledger.clock() + timedelta(milliseconds=step.expires_ms)
+            )
+            terms = GrantTerms(expires_at=expires_at, priority=step.priority)
+            command = RecordTransfer(
+                f"g{self.number}",
+                ACCOUNTS[0][0],
+                ACCOUNTS[step.credit][0],
+                step.amount,
+                grant=terms,
+            )
+            self.ledger.record_transfer(command)
+            self.grants.append(command.id)
+            self.posted.append(command.id)
+        elif isinstance(step, ExpireGrant) and self.grants:
+            self.ledger.expire_grant(self.grants[step.pick % len(self.grants)])
+        else:
+            super()._run(step)
+
+
+grant_steps: st.SearchStrategy[object] = st.one_of(
+    steps,
+    st.builds(
+        Give,
+        st.integers(1, len(ACCOUNTS) - 1),
+        st.integers(1, 150),
+        st.none() | st.integers(0, GRANT_EXPIRY_MS_MAX),
+        st.sampled_from([10, 50, 90]),
+    ),
+    st.builds(ExpireGrant, st.integers(0, 100)),
+)
 
 
 class SteppingClock:
@@ -116,6 +196,9 @@ class Cuts:
 
 
 def counters(row: AccountView | None) -> tuple[Any, ...] | None:
+    """The figures a position fixes. Not ``available``: it is judged at an instant (a
+    lot expired by then is not spendable, its expiry written or not), so as of T it is
+    T's and at a position its commit's time's; ``check_lots`` checks it at T."""
     if row is None:
         return None
     return (
@@ -125,7 +208,6 @@ def counters(row: AccountView | None) -> tuple[Any, ...] | None:
         row.credits_pending,
         row.status,
         row.balance,
-        row.available,
         row.metadata,
     )
 
@@ -242,7 +324,7 @@ def project(view: LedgerViewMixin, events: list[Logged], batch_size: int, projec
 
 @contextmanager
 def history_on_sqlite(
-    funding: list[int], history: list[Step], steps_ms: list[int]
+    funding: list[int], history: Sequence[object], steps_ms: list[int]
 ) -> Iterator[Ledger]:
     """A ledger on a SQLite file holding ``history``, its clock stepped by ``steps_ms``."""
     clock = SteppingClock(steps_ms)
@@ -252,7 +334,7 @@ def history_on_sqlite(
         Ledger(event_store_env(f"sqlite:///{Path(directory) / 'events.sqlite'}")) as ledger,
     ):
         ledger.clock = clock.now
-        write_history(ledger, funding, history)
+        write_history(ledger, funding, history, GrantingHistory)
         yield ledger
 
 
@@ -262,7 +344,7 @@ def history_on_sqlite(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(
-    history=st.lists(steps, min_size=1, max_size=20),
+    history=st.lists(grant_steps, min_size=1, max_size=24),
     funding=st.lists(st.integers(0, 300), min_size=3, max_size=3),
     steps_ms=st.lists(st.integers(-STEP_MS_MAX, STEP_MS_MAX), min_size=1, max_size=12),
     batch_size=st.integers(1, 40),
@@ -270,7 +352,7 @@ def history_on_sqlite(
 )
 def test_as_of_reads_are_a_cut_of_the_log_whatever_the_clock(
     views: Views,
-    history: list[Step],
+    history: list[object],
     funding: list[int],
     steps_ms: list[int],
     batch_size: int,
@@ -297,7 +379,47 @@ def check_every_read(view: LedgerViewMixin, events: list[Logged], cuts: Cuts) ->
         check_totals(view, cuts, moment)
         for name, _, _ in ACCOUNTS:
             check_account(view, events, cuts, name, moment)
+            check_lots(view, events, cuts, name, moment)
     for name, _, _ in ACCOUNTS:
         check_history(view, cuts, name, max(moments))
         for since, until in itertools.pairwise(moments[::3]):
             check_entries(view, cuts, name, min(since, until), max(since, until))
+
+
+def check_lots(
+    view: LedgerViewMixin, events: list[Logged], cuts: Cuts, name: str, moment: datetime
+) -> None:
+    """The account's lots as of ``moment`` are its lots at the cut, and those of the
+    account folded from the log up to the cut; with the general lot they make the
+    balance as of ``moment``."""
+    where = f"{name} lots as of {moment.isoformat()}"
+    cut = cuts.cut(moment)
+    shown = view.lots(name, status="all", at=moment, moment=moment, limit=LOTS_LIMIT).items
+    at_cut = view.lots(name, status="all", at=moment, position=cut, limit=LOTS_LIMIT).items
+    assert shown == at_cut, where
+    folded = fold_account(events, name, cut)
+    row = view.balance_as_of(name, moment)
+    if folded is None:
+        assert (shown, row) == ([], None), where
+        return
+    held = {lot.grant_id: (lot.remaining, lot.reserved) for lot in shown if lot.remaining}
+    assert held == {
+        lot.grant_id: (lot.remaining, lot.reserved)
+        for lot in folded.lots
+        if lot.grant_id is not None and lot.remaining
+    }, where
+    assert row is not None, where
+    assert row.balance == folded.lots.general.remaining + sum(r for r, _ in held.values()), where
+    assert row.available == AccountView.of(folded, now=moment).available, where
+
+
+def fold_account(events: list[Logged], name: str, position: int) -> Account | None:
+    """The account as its events up to ``position`` make it (None before its opening)."""
+    account: Account | None = None
+    for logged in events:
+        event = logged.event
+        if logged.position > position:
+            break
+        if isinstance(event, Account.Event) and event.originator_id == account_uuid(name):
+            account = cast(Account | None, event.mutate(account))
+    return account
