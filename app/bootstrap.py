@@ -219,6 +219,8 @@ def shutdown(services: Services) -> None:
         services.events.close()
     if services.workers is not None:
         services.workers.stop()
+    if isinstance(services.queries.source, GenerationReader):
+        services.queries.source.close()
     services.ledger.close()
     services.keys.close()
 

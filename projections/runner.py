@@ -116,6 +116,10 @@ class GenerationPointer:
         with self._connect() as connection:
             connection.execute(statement.format(int(generation)))
 
+    def close(self) -> None:
+        """Close the kept connection (PostgreSQL); a later use opens another."""
+        self._kept.close()
+
 
 def _sqlite_path(url: str) -> Path:
     return Path(
@@ -245,6 +249,7 @@ class ProjectionWorkers:
         with self._lock:
             if self._runner is not None:
                 self._runner.__exit__(None, None, None)
+        self.pointer.close()  # after the generation watcher, stopped with the rest
 
     def lag(self) -> Lag:
         return measure_lag(self.ledger, self.view, self.generation)
@@ -429,3 +434,7 @@ class GenerationReader:
     def lag(self) -> Lag:
         generation, view = self.current()
         return measure_lag(self.ledger, view, generation)
+
+    def close(self) -> None:
+        """Close the pointer's kept connection (PostgreSQL), at the process's shutdown."""
+        self.pointer.close()

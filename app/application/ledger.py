@@ -119,9 +119,9 @@ CONTENDED_SECONDS: Final = 1.0
 # After it saw another process's write, the writer checks its cached streams against the
 # store before each group for this long (one query), instead of trusting them.
 OTHER_WRITERS_SECONDS: Final = 10.0
-# Where the store's write is this process's own work (SQLite), and elsewhere while other
-# processes write the store, the writer waits at most this long (and no longer than its
-# last write took) for the callers it just answered before it takes its next group
+# On SQLite and PostgreSQL (``commits_per_group``), and elsewhere while other processes
+# write the store, the writer waits at most this long (and no longer than its last write
+# took) for the callers it just answered before it takes its next group
 # (``Committer._gathered``).
 GATHER_SECONDS_MAX: Final = 0.005
 # New ids found to exist (resent commands) remembered until their commands run again; a

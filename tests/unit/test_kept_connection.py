@@ -6,20 +6,26 @@ closed when the holder goes."""
 
 import gc
 import warnings
+from pathlib import Path
 from typing import Final
 
+import psycopg
 import pytest
 
 from app.audit.anchors import Anchor
+from app.bootstrap import build_services, shutdown
 from app.persistence.kept_connection import KeptConnection
+from app.settings import Settings
 from projections.digest import DigestCheckpoints
 from projections.runner import GenerationPointer
 from tests.support.connects import counting_connects
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.postgres
 
 READS: Final = 5
 TIMEOUT_SECONDS: Final = 3
+SESSIONS_GONE_SECONDS: Final = 5.0
 
 
 def test_the_generation_pointer_read_again_opens_no_connection(
@@ -73,3 +79,31 @@ def test_a_kept_connection_keeps_the_urls_server_options_beside_its_statement_ti
             assert shown == (f"{TIMEOUT_SECONDS}s",)
     finally:
         kept.close()
+
+
+@pytest.mark.parametrize("projections", [False, True], ids=["api-only", "with-projections"])
+def test_a_process_shut_down_keeps_no_generation_pointer_session_open(
+    postgres_url: str, tmp_path: Path, projections: bool
+) -> None:
+    """``shutdown`` closes the views' generation pointer's kept connection (the reader's
+    of an API-only process, the projections' of one that runs them) with the rest, not
+    when the services are collected: the sessions whose last statement touched the
+    pointer's table are gone."""
+    settings = Settings(
+        event_store=postgres_url, read_model=postgres_url, data_dir=tmp_path, log_format="console"
+    )
+    services = build_services(settings, projections=projections)
+    services.view()  # every kept connection in use once
+    shutdown(services)
+    left: list[tuple[str]] = []
+    with psycopg.connect(postgres_url, autocommit=True) as watcher:
+
+        def none_left() -> bool:
+            left[:] = watcher.execute(
+                "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND query LIKE '%ledger_view_generation%'"
+            ).fetchall()
+            return not left
+
+        # A closed session's server process leaves the view a moment after.
+        assert eventually(none_left, SESSIONS_GONE_SECONDS), left
