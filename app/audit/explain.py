@@ -126,16 +126,24 @@ def account_cut(ledger: Ledger, account: UUID, moment: datetime) -> Cut:
     event is in). Which commits are in is found by the audit's window over the log's
     time stamps and commit marks alone (``read_stamps``: no event built), read only
     until every commit of these streams is in, or the window closes. The transfers'
-    streams are read whole first, as explain without a time reads them. Streams written
-    before the marks are cut by the full read (``account_cut_by_replay``)."""
-    streams = [list(ledger.events.get(account))]
+    streams are read whole first, as explain without a time reads them (their commits
+    and versions kept). Streams written before the marks are cut by the full read
+    (``account_cut_by_replay``)."""
+    own = list(ledger.events.get(account))
     transfers = {
         transfer_uuid(event.transfer_id)
-        for event in streams[0]
+        for event in own
         if isinstance(event, Account.BalanceChanged)
     }
-    streams.extend(list(ledger.events.get(transfer)) for transfer in sorted(transfers))
-    wanted = {commit_of(event) for stream in streams for event in stream}
+    # Of each transfer's events, only the commit and the version are kept.
+    commits = {
+        transfer: [
+            (commit_of(event), event.originator_version) for event in ledger.events.get(transfer)
+        ]
+        for transfer in sorted(transfers)
+    }
+    wanted = {commit_of(event) for event in own}
+    wanted.update(commit for marks in commits.values() for commit, _ in marks)
     if None in wanted:
         return account_cut_by_replay(ledger, account, moment)
     admitted: set[str | None] = set()
@@ -143,15 +151,14 @@ def account_cut(ledger: Ledger, account: UUID, moment: datetime) -> Cut:
         admitted.add(commit_of(commit[-1][1]))  # one commit, its events' marks alike
         if wanted <= admitted:
             break
-    cut = Cut([], {})
-    for stream in streams:
-        inside = [event for event in stream if commit_of(event) in admitted]
-        # The cut is a prefix of the log, so of each stream.
-        assert inside == stream[: len(inside)], "a stream's events in a cut are its first"
-        if stream is streams[0]:
-            cut.account_events.extend(inside)
-        elif inside:
-            cut.transfer_versions[inside[-1].originator_id] = inside[-1].originator_version
+    # The cut is a prefix of the log, so of each stream: its first events.
+    cut = Cut([event for event in own if commit_of(event) in admitted], {})
+    assert cut.account_events == own[: len(cut.account_events)], "the cut is a prefix"
+    for transfer, marks in commits.items():
+        versions = [version for commit, version in marks if commit in admitted]
+        assert versions == [version for _, version in marks[: len(versions)]], "a prefix"
+        if versions:
+            cut.transfer_versions[transfer] = versions[-1]
     return cut
 
 
