@@ -23,8 +23,10 @@ from app.compat import postgres_connection_kwargs
 # ("ledger schema" in ASCII, cut to a bigint). Only creators of the schema take it.
 SCHEMA_LOCK_KEY: Final = int.from_bytes(b"ledgersc", "big") >> 1
 # How long a creator waits for another's creation (each takes milliseconds; one that
-# waits behind a long write lock to check an index takes up to the store's timeout),
-# or less where the connection's statement timeout is shorter.
+# waits behind a long write lock to check an index, or an upgrade step, takes longer).
+# The creation's transaction has this statement timeout too, whatever its connection's
+# own (a kept connection's is the store's 10 s): else a start-up behind a creation of
+# over 10 s failed where it should have waited.
 SCHEMA_LOCK_WAIT_SECONDS: Final = 60
 
 
@@ -39,6 +41,7 @@ def creating_schema(connection: Any) -> Iterator[None]:
         return
     with connection.transaction():
         connection.execute(f"SET LOCAL lock_timeout = '{SCHEMA_LOCK_WAIT_SECONDS}s'")
+        connection.execute(f"SET LOCAL statement_timeout = '{SCHEMA_LOCK_WAIT_SECONDS}s'")
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
         yield
 

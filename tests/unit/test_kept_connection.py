@@ -5,6 +5,7 @@ it instead of a connection opened per use; one a holder dropped without closing 
 closed when the holder goes."""
 
 import gc
+import threading
 import warnings
 from pathlib import Path
 from typing import Final
@@ -15,6 +16,7 @@ import pytest
 from app.audit.anchors import Anchor
 from app.bootstrap import build_services, shutdown
 from app.persistence.kept_connection import KeptConnection
+from app.persistence.schema_lock import creating_schema
 from app.settings import Settings
 from projections.digest import DigestCheckpoints
 from projections.runner import GenerationPointer
@@ -107,3 +109,34 @@ def test_a_process_shut_down_keeps_no_generation_pointer_session_open(
 
         # A closed session's server process leaves the view a moment after.
         assert eventually(none_left, SESSIONS_GONE_SECONDS), left
+
+
+def test_a_creation_on_a_kept_connection_waits_for_the_schema_lock_past_its_timeout(
+    postgres_url: str,
+) -> None:
+    """The schema lock may be held longer than a kept connection's statement timeout (an
+    upgrade step): a creator behind it waits for it (up to ``SCHEMA_LOCK_WAIT_SECONDS``)
+    instead of failing at its connection's timeout."""
+    kept = KeptConnection(postgres_url, timeout_seconds=0.2)
+    holder = KeptConnection(postgres_url)
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold_the_lock() -> None:
+        with holder.using() as connection, creating_schema(connection):
+            locked.set()
+            release.wait(TIMEOUT_SECONDS)
+
+    other = threading.Thread(target=hold_the_lock)
+    other.start()
+    try:
+        assert locked.wait(TIMEOUT_SECONDS)
+        threading.Timer(1.0, release.set).start()  # five times the connection's timeout
+        with kept.using() as connection, creating_schema(connection):
+            assert connection.execute("SELECT 1").fetchone() == (1,)
+        assert release.is_set()  # it waited for the holder
+    finally:
+        release.set()
+        other.join()
+        kept.close()
+        holder.close()
