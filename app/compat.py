@@ -7,6 +7,7 @@ iteration, the tracking recorder's ``max_tracking_id``).
 
 import asyncio
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -107,19 +108,26 @@ def set_pool_check(pool: ConnectionPool[Any], check: Callable[[Any], None]) -> N
 
 # psycopg_pool 3.2/3.3: the pool keeps its idle connections in the protected deque
 # ``_pool`` and hands out the one at its left (``_get_ready_connection``: ``popleft``),
-# while a returned one goes to its right; it has no option for the other order.
+# while a returned one goes to its right; it has no option for the other order. It ends a
+# connection past its ``max_lifetime`` (the connection's ``_expire_at``) only when it is
+# returned (or on ``check()``).
 def hand_out_last_returned(pool: ConnectionPool[Any]) -> None:
     """Make the pool hand out the connection returned last (a stack), not the one idle
     longest (a queue). Everything else of the pool's hand-out (its count of the fewest
     idle connections, which its shrinking reads; its errors) is its own: the idle
-    connection returned last is moved to the deque's left, where the pool takes it."""
+    connection returned last is moved to the deque's left, where the pool takes it.
+
+    Except when the one idle longest is past its lifetime: that one is handed out, as
+    the queue would, so that its return replaces it. A stack alone never hands out
+    those below its top, which then outlived their lifetime for as long as the
+    process ran (the library's ``POSTGRES_CONN_MAX_AGE``, an hour by default)."""
     idle = getattr(pool, "_pool", None)
     hand_out = getattr(pool, "_get_ready_connection", None)
     assert isinstance(idle, deque), "psycopg_pool keeps its idle connections in _pool"
     assert callable(hand_out), "psycopg_pool hands out through _get_ready_connection"
 
     def last_returned_first(timeout: float | None) -> Any:
-        if len(idle) > 1:
+        if len(idle) > 1 and idle[0]._expire_at > time.monotonic():
             idle.rotate(1)
         return hand_out(timeout)
 

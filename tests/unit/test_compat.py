@@ -491,6 +491,30 @@ def test_the_postgres_pool_hands_out_the_connection_returned_last(postgres_url: 
             assert last is first
 
 
+@pytest.mark.postgres
+def test_the_postgres_pool_handing_out_the_last_returned_still_ends_expired_connections(
+    postgres_url: str,
+) -> None:
+    """psycopg_pool ends a connection past its lifetime (``_expire_at``) when it is
+    returned: the idle ones below the stack's top, never handed out, are handed out
+    once expired and so replaced."""
+    with ConnectionPool(postgres_url, min_size=3, max_size=3, open=True) as pool:
+        pool.wait()
+        hand_out_last_returned(pool)
+        with pool.connection() as top:
+            pass
+        below = [connection for connection in pool._pool if connection is not top]
+        assert len(below) == 2
+        for connection in below:
+            connection._expire_at = 0.0  # past its lifetime
+        for _ in range(3):
+            with pool.connection():
+                pass
+        pool.wait()  # the replacements opened
+        assert not {id(connection) for connection in below} & {id(c) for c in pool._pool}
+        assert all(connection.closed for connection in below)
+
+
 def test_one_try_of_the_librarys_snapshot_insert_writes_and_fails_without_retrying(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
