@@ -12,17 +12,14 @@ generation pointer, outside any view generation, so that ``ledger rebuild`` keep
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from eventsourcing.persistence import ApplicationRecorder, Notification
 
 from app.audit.anchors import GENESIS, Anchor, extend, notifications_after
 from app.persistence.decoding import DecodedBatches
-from app.persistence.kept_connection import KeptConnection
+from app.persistence.kept_connection import StoreConnection
 from app.persistence.schema_lock import creating_schema
 from app.persistence.stores import STORE_TIMEOUT_SECONDS, sqlite_path
 
@@ -52,29 +49,18 @@ class DigestCheckpoints:
 
     def __init__(self, read_model_url: str) -> None:
         self.url = read_model_url
-        self.is_postgres = urlsplit(read_model_url).scheme in ("postgresql", "postgres")
         self._kept: sqlite3.Connection | None = None
         # PostgreSQL: one connection for every use (a checkpoint is recorded each second).
-        self._kept_postgres = KeptConnection(read_model_url, STORE_TIMEOUT_SECONDS)
+        self._connection = StoreConnection(read_model_url)
+        self.is_postgres = self._connection.is_postgres
         with self._connect() as connection, creating_schema(connection):
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS ledger_log_digest ("
                 "position BIGINT PRIMARY KEY, digest TEXT NOT NULL, events BIGINT NOT NULL)"
             )
 
-    @contextmanager
-    def _connect(self) -> Iterator[Any]:
-        if self.is_postgres:
-            with self._kept_postgres.using() as connection:
-                yield connection
-            return
-        path = Path(sqlite_path(self.url))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lite = sqlite3.connect(path, timeout=STORE_TIMEOUT_SECONDS, isolation_level=None)
-        try:
-            yield lite
-        finally:
-            lite.close()
+    def _connect(self) -> AbstractContextManager[Any]:
+        return self._connection.using()
 
     def newest(self) -> Anchor | None:
         with self._connect() as connection:
@@ -116,7 +102,7 @@ class DigestCheckpoints:
         kept, self._kept = self._kept, None
         if kept is not None:
             kept.close()
-        self._kept_postgres.close()
+        self._connection.close()
 
 
 def carry_digest(

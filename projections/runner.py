@@ -7,11 +7,10 @@ pointer names the generation readers use; a rebuild fills generation N+1 from po
 zero while N keeps serving, then moves the pointer in one write (decision 0006).
 """
 
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ from app.application.read_model import ReadModel
 from app.domain.errors import LedgerError
 from app.persistence.decoding import DecodedBatches
 from app.persistence.faults import STORE_ERRORS, store_fault
-from app.persistence.kept_connection import KeptConnection
+from app.persistence.kept_connection import StoreConnection
 from app.persistence.schema_lock import creating_schema
 from app.persistence.stores import event_store_env, postgres_env, sqlite_env
 from app.supervisor import Supervisor, WorkerState
@@ -52,6 +51,8 @@ GENERATION_CHECK_SECONDS: Final = 1.0
 RUNNER_CHECK_SECONDS: Final = 0.5
 REBUILD_POLL_SECONDS: Final = 0.25
 POINTER_CHECK_SECONDS: Final = 1.0
+# SQLite: how long a use of the generation pointer waits for another writer's lock.
+POINTER_SQLITE_BUSY_SECONDS: Final = 30
 
 
 class WorkerDownError(RuntimeError):
@@ -63,10 +64,12 @@ class GenerationPointer:
 
     def __init__(self, read_model_url: str) -> None:
         self.url = read_model_url
-        self.is_postgres = urlsplit(read_model_url).scheme in ("postgresql", "postgres")
         # PostgreSQL: the pointer is read every second (by a reader on a request's path,
         # by the projections' watcher) on one connection kept for it.
-        self._kept = KeptConnection(read_model_url)
+        self._connection = StoreConnection(
+            read_model_url, sqlite_busy_seconds=POINTER_SQLITE_BUSY_SECONDS
+        )
+        self.is_postgres = self._connection.is_postgres
         with self._connect() as connection, creating_schema(connection):
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS ledger_view_generation ("
@@ -77,19 +80,8 @@ class GenerationPointer:
                 "INSERT INTO ledger_view_generation VALUES (1, 1, NULL) ON CONFLICT DO NOTHING"
             )
 
-    @contextmanager
-    def _connect(self) -> Iterator[Any]:
-        if self.is_postgres:
-            with self._kept.using() as connection:
-                yield connection
-            return
-        path = _sqlite_path(self.url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lite = sqlite3.connect(path, timeout=30, isolation_level=None)
-        try:
-            yield lite
-        finally:
-            lite.close()
+    def _connect(self) -> AbstractContextManager[Any]:
+        return self._connection.using()
 
     def read(self) -> tuple[int, int | None]:
         with self._connect() as connection:
@@ -118,7 +110,7 @@ class GenerationPointer:
 
     def close(self) -> None:
         """Close the kept connection (PostgreSQL); a later use opens another."""
-        self._kept.close()
+        self._connection.close()
 
 
 def _sqlite_path(url: str) -> Path:

@@ -4,16 +4,19 @@ TCP handshake and a server process forked for it, and 1 s more whenever the SYN 
 sent again (decision 0026, fourteenth session's addendum)."""
 
 import math
+import sqlite3
 import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from app.persistence.stores import STORE_TIMEOUT_SECONDS
+from app.persistence.stores import STORE_TIMEOUT_SECONDS, sqlite_path
 
 
 class KeptConnection:
@@ -67,6 +70,44 @@ class KeptConnection:
         """Close the connection; a later use opens another."""
         with self._lock:
             _close_all(self._held)
+
+
+class StoreConnection:
+    """The connection a small store's statements run on (the API keys, the views'
+    generation pointer, the log's digest checkpoints): on PostgreSQL the one it keeps
+    (``KeptConnection``, with its timeout), on SQLite one opened per use (autocommit,
+    waiting up to ``sqlite_busy_seconds`` for another writer's lock; the file's folder
+    made on first use)."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout_seconds: float = STORE_TIMEOUT_SECONDS,
+        *,
+        sqlite_busy_seconds: float = STORE_TIMEOUT_SECONDS,
+    ) -> None:
+        self.url = url
+        self.is_postgres = urlsplit(url).scheme in ("postgresql", "postgres")
+        self.sqlite_busy_seconds = sqlite_busy_seconds
+        self._kept = KeptConnection(url, timeout_seconds)
+
+    @contextmanager
+    def using(self) -> Iterator[Any]:
+        if self.is_postgres:
+            with self._kept.using() as connection:
+                yield connection
+            return
+        path = Path(sqlite_path(self.url))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lite = sqlite3.connect(path, timeout=self.sqlite_busy_seconds, isolation_level=None)
+        try:
+            yield lite
+        finally:
+            lite.close()
+
+    def close(self) -> None:
+        """Close the kept connection (PostgreSQL); a later use opens another."""
+        self._kept.close()
 
 
 def _close_all(held: list[psycopg.Connection[Any]]) -> None:

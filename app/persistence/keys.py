@@ -11,18 +11,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
 
 from app.domain.errors import StoreUnavailableError
 from app.persistence.faults import UNAVAILABLE_DETAIL
-from app.persistence.kept_connection import KeptConnection
+from app.persistence.kept_connection import StoreConnection
 from app.persistence.schema_lock import creating_schema
-from app.persistence.stores import STORE_TIMEOUT_SECONDS, sqlite_path
+from app.persistence.stores import STORE_TIMEOUT_SECONDS
 
 Scope = Literal["read", "write", "admin"]
 SCOPES: Final[tuple[Scope, ...]] = ("read", "write", "admin")
@@ -37,6 +35,8 @@ VERIFIED_KEY_TTL_SECONDS: Final = 5.0
 # look-up in the process waited behind it. The store's bound (the schema's creators on
 # the ledger's connections wait no longer either).
 KEY_STORE_TIMEOUT_SECONDS: Final[float] = STORE_TIMEOUT_SECONDS
+# SQLite: how long a use waits for another process's write lock on the keys' file.
+SQLITE_BUSY_SECONDS: Final = 30
 # Whole keys remembered as checked (``KeyStore.check_cached``); all are forgotten past it.
 CHECKED_KEYS_KEPT: Final = 1_000
 
@@ -108,7 +108,6 @@ def _hash(secret: str) -> str:
 class KeyStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.is_postgres = urlsplit(url).scheme in ("postgresql", "postgres")
         self._verified: dict[str, tuple[float, tuple[str, str, str | None]]] = {}
         # Whole keys found valid from memory (no expiry of their own), until their
         # ``_verified`` entry goes stale: the API checks the same key on every request,
@@ -117,7 +116,10 @@ class KeyStore:
         self._lock = threading.Lock()
         # PostgreSQL: the one connection every use of the store takes in turn, opened
         # here and kept (see ``_connect``).
-        self._kept = KeptConnection(url, KEY_STORE_TIMEOUT_SECONDS)
+        self._connection = StoreConnection(
+            url, KEY_STORE_TIMEOUT_SECONDS, sqlite_busy_seconds=SQLITE_BUSY_SECONDS
+        )
+        self.is_postgres = self._connection.is_postgres
         # One look-up at a time: the requests that find a key's confirmation stale
         # together wait for the first one's answer instead of each asking the store.
         self._looking_up = threading.Lock()
@@ -146,27 +148,16 @@ class KeyStore:
                     if "duplicate column" not in str(error):
                         raise
 
-    @contextmanager
-    def _connect(self) -> Iterator[Any]:
+    def _connect(self) -> AbstractContextManager[Any]:
         """A connection to the store. On PostgreSQL the kept one (``KeptConnection``): a
         look-up on a connection of its own opened a TCP connection and a server process
         on a request's path, once every ``VERIFIED_KEY_TTL_SECONDS`` per key and API
         process."""
-        if self.is_postgres:
-            with self._kept.using() as connection:
-                yield connection
-            return
-        path = Path(sqlite_path(self.url))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lite = sqlite3.connect(path, timeout=30, isolation_level=None)
-        try:
-            yield lite
-        finally:
-            lite.close()
+        return self._connection.using()
 
     def close(self) -> None:
         """Close the kept connection (PostgreSQL); a later use opens another."""
-        self._kept.close()
+        self._connection.close()
 
     def _placeholders(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.is_postgres else statement
