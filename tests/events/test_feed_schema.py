@@ -150,6 +150,8 @@ while projector.step(int(sys.argv[3])):
 """
 KILL_STEP_EVENTS: Final = 4
 KILLS: Final = 5
+# Of the kills, at least this many must land before the projector reaches the end.
+MID_WORK_KILLS_MIN: Final = 3
 CHILD_SECONDS_MAX: Final = 120.0
 
 
@@ -424,15 +426,24 @@ def test_a_projector_killed_at_random_moments_and_run_again_stores_each_event_on
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert child.stdout is not None
-        for _ in range(chooser.randint(1, 12)):
-            assert child.stdout.readline() == "step\n", f"seed {seed}"
+        steps = chooser.randint(1, 12)
+        lines = [child.stdout.readline() for _ in range(steps)]
         child.send_signal(signal.SIGKILL)  # during the next steps, or between two
-        child.wait(timeout=CHILD_SECONDS_MAX)
+        returncode = child.wait(timeout=CHILD_SECONDS_MAX)
         database = Database(url)
-        checkpoints.append(FeedStore(database).head().checkpoint)
+        checkpoint = FeedStore(database).head().checkpoint
         database.close()
-    assert checkpoints == sorted(checkpoints)
-    assert checkpoints[-1] < head, f"every kill must land before the end (seed {seed})"
+        if checkpoint == head:
+            # The projector reached the end before the kill landed (it runs ahead of this
+            # process's reads, more so with this process kept off the cores under load):
+            # one started again would have nothing to do.
+            break
+        assert lines == ["step\n"] * steps, f"stopped on its own ({returncode}), seed {seed}"
+        checkpoints.append(checkpoint)
+    assert checkpoints == sorted(checkpoints), f"seed {seed}"
+    assert len(checkpoints) >= MID_WORK_KILLS_MIN, (
+        f"too few kills landed before the end: {checkpoints}, head {head} (seed {seed})"
+    )
     subprocess.run(
         [sys.executable, "-c", PROJECTOR, str(log_path), url, str(KILL_STEP_EVENTS)],
         cwd=REPOSITORY,
