@@ -552,7 +552,7 @@ class Committer:
         group answered were queued since, or the gather window passed: whether it waited.
 
         Several processes writing one PostgreSQL store commit one after another (the
-        events table's lock is held to each commit's flush). A group taken at once
+        writers' lock is held to each commit's flush). A group taken at once
         holds only the callers that queued while the last write was in flight; those
         it just answered come back a moment later and wait out a whole write of this
         process and one of the other's. Their callers split into two halves that

@@ -14,6 +14,7 @@ import math
 import threading
 import time
 import weakref
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar, cast
@@ -72,6 +73,9 @@ INSERT_RETRY_WAIT_SECONDS: Final = 0.2
 # A write brings back what other writers committed since this thread's previous write
 # (decision 0027), at most this many events: past it the writer has lost track of them.
 OTHERS_WRITTEN_MAX: Final = 10_000
+# The first half of the writers' advisory lock key (``writers_lock_key``), the same in
+# every process of every version of the ledger that takes it ("ledw" in ASCII).
+WRITERS_LOCK_CLASS: Final = int.from_bytes(b"ledw", "big") >> 1
 UNKNOWN_COMMIT_DETAIL: Final = (
     "the store's connection was lost while the write was being committed, and it could "
     "not be reached again: the write may or may not have been recorded. Sending the same "
@@ -88,10 +92,10 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
     """The library's recorder, plus ``write_lock`` (``app/persistence/write_lock.py``).
 
     The lock is the one every writer of the events table already takes in its insert
-    transaction (``LOCK TABLE … IN EXCLUSIVE MODE``, which keeps notification ids in
-    commit order): held from before the read, it makes the read and the write one
-    critical section. PostgreSQL grants a table lock to its waiters in the order they
-    asked, so a command waiting for it is not overtaken by a writer that came later."""
+    transaction (``writers_lock_statements``, which keeps notification ids in commit
+    order): held from before the read, it makes the read and the write one critical
+    section. PostgreSQL grants a lock to its waiters in the order they asked, so a
+    command waiting for it is not overtaken by a writer that came later."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -115,10 +119,8 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
             function=Identifier(self.write_function_name),
             id_type=Identifier(self.datastore.originator_id_type),
         )
-        self.lock_statement = (
-            SQL("LOCK TABLE {0}.{1} IN EXCLUSIVE MODE")
-            .format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-            .as_bytes(None)
+        self.lock_statements = tuple(
+            statement.as_bytes(None) for statement in writers_lock_statements(self)
         )
         self.after_statement = postgres_after_query(self).as_bytes(None)
         self._uuid_ids = self.datastore.originator_id_type == "uuid"
@@ -243,13 +245,14 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         timeout = b"SET LOCAL lock_timeout = '%dms'" % milliseconds
         try:
             if not after:
-                connection.execute(b"BEGIN; " + timeout + b"; " + self.lock_statement)
+                connection.execute(b"; ".join((b"BEGIN", timeout, *self.lock_statements)))
                 return True
             reading = connection.cursor()
             with connection.pipeline(), connection.cursor() as cursor:
                 cursor.execute(b"BEGIN")
                 cursor.execute(timeout)
-                cursor.execute(self.lock_statement)
+                for statement in self.lock_statements:
+                    cursor.execute(statement)
                 reading.execute(self.after_statement, (list(after), list(after.values())))
             self._held.read_ahead = (dict(after), reading.fetchall())
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
@@ -380,11 +383,49 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
                 raise
 
 
+def writers_lock_key(schema: str, table: str) -> tuple[int, int]:
+    """The advisory lock every writer of the events table ``schema.table`` takes
+    (``writers_lock_statements``): the ledger's class, and the table's qualified name
+    hashed (CRC-32, the same in every process and version) to a signed 32-bit int."""
+    digest = zlib.crc32(f"{schema}.{table}".encode())
+    return WRITERS_LOCK_CLASS, digest - (1 << 32) if digest >= 1 << 31 else digest
+
+
+def writers_lock_statements(recorder: PostgresApplicationRecorder) -> tuple[Composed, Composed]:
+    """What a writer of the events table takes before its insert, held to its commit,
+    so that writers commit one at a time and notification ids in commit order (a reader
+    following the log never passes over a gap that a slower writer fills in later):
+
+    - the table in ``ROW EXCLUSIVE`` mode, which its insert takes anyway: taken first, it
+      waits for a writer that holds the table in ``EXCLUSIVE`` mode (the library's own
+      insert, and the ledger's versions before this one, during a rolling upgrade);
+    - then the writers' advisory lock (``writers_lock_key``), which orders the ledger's
+      writers among themselves.
+
+    Not the library's ``LOCK TABLE … IN EXCLUSIVE MODE``: that mode conflicts with the
+    ``SHARE UPDATE EXCLUSIVE`` lock that VACUUM, ANALYZE and autovacuum take. Autovacuum
+    then skipped the table whenever a write held it (never vacuumed or analyzed under a
+    steady load), and when it did get the table between two writes, every writer queued
+    behind it until PostgreSQL's deadlock check cancelled it, ``deadlock_timeout`` (1 s)
+    later: the "1 s stall" that held every caller of a group (decision 0039). An
+    anti-wraparound vacuum, which is never cancelled, would have held them for its
+    whole run. Neither mode taken here conflicts with it."""
+    schema, table = recorder.datastore.schema, recorder.events_table_name
+    key_class, key = writers_lock_key(schema, table)
+    return (
+        SQL("LOCK TABLE {0}.{1} IN ROW EXCLUSIVE MODE").format(
+            Identifier(schema), Identifier(table)
+        ),
+        SQL("SELECT pg_advisory_xact_lock({0}, {1})").format(key_class, key),
+    )
+
+
 def write_function(recorder: LedgerPostgresApplicationRecorder) -> Composed:
     """The events table's write as one server-side function (decision 0027): what the
-    library's insert does in four statements (the lock's wait, the table lock that keeps
-    notification ids in commit order, the notification, the insert returning the new
-    ids), plus, under that lock, the events committed after the caller's log position
+    library's insert does in four statements (the lock's wait, the writers' lock that
+    keeps notification ids in commit order (``writers_lock_statements``), the
+    notification, the insert returning the new ids), plus, under that lock, the events
+    committed after the caller's log position
     (``known``: every earlier writer has committed, so none is missed; at most
     ``others_max`` + 1 of them, enough to tell when there were more). Called as one
     statement in autocommit mode, it is one round trip and one transaction.
@@ -403,7 +444,8 @@ def write_function(recorder: LedgerPostgresApplicationRecorder) -> Composed:
         "DECLARE written bigint[]; "
         "BEGIN "
         "PERFORM set_config('lock_timeout', lock_timeout_ms || 'ms', true); "
-        "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+        "LOCK TABLE {schema}.{table} IN ROW EXCLUSIVE MODE; "
+        "PERFORM pg_advisory_xact_lock({key_class}, {key}); "
         "IF known IS NOT NULL THEN "
         "RETURN QUERY SELECT e.notification_id, e.originator_id, e.originator_version, "
         "e.topic, e.state, NULL::text FROM {schema}.{table} AS e "
@@ -430,6 +472,8 @@ def write_function(recorder: LedgerPostgresApplicationRecorder) -> Composed:
         table=Identifier(recorder.events_table_name),
         channel=Identifier(recorder.channel_name),
         id_type=Identifier(recorder.datastore.originator_id_type),
+        key_class=WRITERS_LOCK_CLASS,
+        key=writers_lock_key(recorder.datastore.schema, recorder.events_table_name)[1],
     )
 
 
@@ -443,7 +487,7 @@ def insert_on(
     """The write function's rows for these events (``write_function``), committed in the
     same round trip. ``begin``: the connection is in autocommit mode and the call is its
     own transaction (one statement); else the caller opened the transaction (and holds
-    the table lock: decision 0018), and the call and its COMMIT go in one pipeline. A
+    the writers' lock: decision 0018), and the call and its COMMIT go in one pipeline. A
     write refused by the unique key says so in its rows (``write_function``); either
     way the connection is left idle."""
     if not stored_events:

@@ -1,6 +1,6 @@
 """PostgreSQL writes and the writer's reads in as few round trips as the protocol allows
 (``app/persistence/postgres.py``): on a loaded machine each round trip waits for two
-processes to be scheduled, and while a write holds the events table's lock, every other
+processes to be scheduled, and while a write holds the writers' lock, every other
 process's write waits with it."""
 
 import tempfile
@@ -20,6 +20,7 @@ from app.persistence.postgres import (
     LedgerPostgresApplicationRecorder,
     PingIfIdle,
     postgres_after_query,
+    writers_lock_key,
 )
 from app.persistence.streams import events_after
 from tests.conftest import store_env
@@ -130,13 +131,19 @@ def test_reads_under_the_write_lock_use_the_connection_that_holds_it_and_others_
                 row = cursor.fetchone()
                 assert row is not None
             assert round_trips.since_last() == 1
+            key_class, key = writers_lock_key(recorder.datastore.schema, recorder.events_table_name)
             with psycopg.connect(postgres_url, autocommit=True) as admin:
                 [(holder,)] = admin.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 "
+                    "AND classid::bigint = %s AND objid::bigint = %s AND granted",
+                    (key_class, key & 0xFFFF_FFFF),
+                ).fetchall()
+                [(table_holder,)] = admin.execute(
                     "SELECT pid FROM pg_locks WHERE relation = %s::regclass "
-                    "AND mode = 'ExclusiveLock' AND granted",
+                    "AND mode = 'RowExclusiveLock' AND granted",
                     (table,),
                 ).fetchall()
-            assert row["pid"] == holder
+            assert row["pid"] == holder == table_holder
             event = StoredEvent(uuid4(), 0, "test:Written", b"{}")
             assert recorder.insert_events([event])
             assert round_trips.since_last() == 1, "the held write commits in one round trip"
