@@ -32,6 +32,7 @@ from app.events.service import EventServices
 from app.heap import SettledHeap
 from app.persistence.keys import KeyStore
 from app.persistence.stores import StoreURLError, sqlite_path
+from app.persistence.tcp_liveness import tcp_liveness
 from app.settings import ConfigurationError, Settings
 from app.writer.client import WriterClient
 from projections.runner import GenerationPointer, GenerationReader, ProjectionWorkers
@@ -96,7 +97,8 @@ def _check_reachable(url: str) -> None:
     """PostgreSQL: connect once with a short timeout, for the server's own reason
     (the library's pool would wait half a minute and then only say it timed out)."""
     if urlsplit(url).scheme in ("postgresql", "postgres"):
-        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS):
+        liveness = tcp_liveness(CONNECT_TIMEOUT_SECONDS, url)
+        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS, **liveness):
             pass
 
 

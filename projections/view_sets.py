@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
-from app.persistence.stores import sqlite_path
+from app.persistence.stores import STORE_TIMEOUT_SECONDS, sqlite_path
+from app.persistence.tcp_liveness import tcp_liveness
 from projections.projection import LedgerProjection
 from projections.runner import GenerationPointer
 from projections.schema import APPLICATION_NAME, SCHEMA_VERSION, parse_timestamp
@@ -292,7 +293,9 @@ class PostgresViewSets:
         self.url = url
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
-        return psycopg.connect(self.url, autocommit=True)
+        return psycopg.connect(
+            self.url, autocommit=True, **tcp_liveness(STORE_TIMEOUT_SECONDS, self.url)
+        )
 
     def names(self) -> list[tuple[str, int, int | None]]:
         with self._connect() as connection:

@@ -26,6 +26,8 @@ from app.persistence.bulk_rows import (
     insert_rows_sql,
 )
 from app.persistence.schema_lock import creating_schema
+from app.persistence.stores import STORE_TIMEOUT_SECONDS
+from app.persistence.tcp_liveness import tcp_liveness
 from app.settings import ConfigurationError
 
 log = structlog.get_logger(__name__)
@@ -174,6 +176,7 @@ class Database:
                 # and batched, so a round trip each is cheap, and the first requests
                 # after a restart succeed instead of each failing once per connection.
                 check=ConnectionPool.check_connection,
+                kwargs=tcp_liveness(STORE_TIMEOUT_SECONDS, url),
                 open=True,
             )
         else:

@@ -17,6 +17,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from app.persistence.stores import STORE_TIMEOUT_SECONDS, sqlite_path
+from app.persistence.tcp_liveness import tcp_liveness
 
 
 class KeptConnection:
@@ -56,6 +57,7 @@ class KeptConnection:
                 autocommit=True,
                 connect_timeout=max(1, math.ceil(self.timeout_seconds)),
                 options=self._options(),
+                **tcp_liveness(self.timeout_seconds, self.url),
             )
         )
         return self._held[0]

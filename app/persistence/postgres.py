@@ -52,6 +52,8 @@ from app.persistence import binary_arrays
 from app.persistence.binary_arrays import bigint_array, bytea_array, text_array, uuid_array
 from app.persistence.deadlines import seconds_left
 from app.persistence.schema_lock import schema_locked
+from app.persistence.stores import STORE_TIMEOUT_SECONDS
+from app.persistence.tcp_liveness import LIVENESS_KEYS, liveness_env_key, tcp_liveness
 
 STATEMENT_TIMEOUT_KEY = "POSTGRES_STATEMENT_TIMEOUT"
 # With pre-ping on, a pooled connection is pinged before use only when it was last handed
@@ -626,6 +628,8 @@ class LedgerPostgresFactory(PostgresFactory):
         statement_timeout = self.env.get(STATEMENT_TIMEOUT_KEY)
         if statement_timeout:
             kwargs["options"] = f"-c statement_timeout={int(statement_timeout) * 1000}"
+        given = {key: self.env.get(liveness_env_key(key)) for key in LIVENESS_KEYS}
+        kwargs.update(tcp_liveness(int(statement_timeout or STORE_TIMEOUT_SECONDS), given))
         # The connection returned last goes out first: the writer's one write a group
         # then runs on the same server process group after group, where the pool's
         # queue would take each group to the process idle longest, all of them in turn

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
+from app.persistence.tcp_liveness import LIVENESS_KEYS, liveness_env_key
+
 # Every wait on a store is bounded by this (SQLite's busy wait for its write lock,
 # PostgreSQL's connect, pool, lock and statement timeouts, KurrentDB's call deadline):
 # long enough for a burst of contending processes, short enough that a store that went
@@ -84,6 +86,8 @@ def postgres_env(url: str, timeout_seconds: int = STORE_TIMEOUT_SECONDS) -> dict
         key, _, value = option.partition("=")
         if key == "schema":
             env["POSTGRES_SCHEMA"] = unquote(value)
+        elif key in LIVENESS_KEYS:  # the URL's own, for our factory (``tcp_liveness``)
+            env[liveness_env_key(key)] = unquote(value)
     return env
 
 

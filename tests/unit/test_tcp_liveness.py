@@ -1,0 +1,116 @@
+"""A PostgreSQL server that vanishes without a reset (a cable pulled, a frozen machine)
+must not hold a statement for TCP's 15 minutes of retransmissions: every connection the
+product opens gives its peer's silence up after about the store's timeout (keep-alive
+probes and ``tcp_user_timeout``), read here from the kernel's settings for each socket
+as it is opened (the tests' servers listen on 127.0.0.1: TCP, not a Unix socket)."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+from app.application.ledger import Ledger
+from app.bootstrap import build_services, open_ledger, shutdown
+from app.events.database import Database
+from app.persistence.kept_connection import KeptConnection
+from app.persistence.stores import STORE_TIMEOUT_SECONDS, event_store_env
+from app.settings import Settings
+from projections.view_sets import PostgresViewSets
+from tests.support.connects import recording_liveness
+
+pytestmark = pytest.mark.postgres
+
+# A URL's own choice, unlike the product's (an idle of 7 s, 30 s unacknowledged).
+URL_IDLE_SECONDS: Final = 7
+URL_USER_TIMEOUT_MS: Final = 30_000
+URL_LIVENESS: Final = f"keepalives_idle={URL_IDLE_SECONDS}&tcp_user_timeout={URL_USER_TIMEOUT_MS}"
+
+
+def settings_for(url: str, tmp_path: Path) -> Settings:
+    return Settings(event_store=url, read_model=url, data_dir=tmp_path, log_format="console")
+
+
+def the_event_store_and_its_start_up_check(url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(settings_for(url, tmp_path))
+    ledger.close()
+
+
+def a_kept_connection(url: str, tmp_path: Path) -> None:
+    kept = KeptConnection(url)
+    with kept.using() as connection:
+        connection.execute("SELECT 1")
+    kept.close()
+
+
+def the_events_database(url: str, tmp_path: Path) -> None:
+    database = Database(url)
+    with database.transaction() as cursor:
+        cursor.execute("SELECT 1")
+    database.close()
+
+
+def the_view_sets(url: str, tmp_path: Path) -> None:
+    PostgresViewSets(url).names()
+
+
+def a_whole_process(url: str, tmp_path: Path) -> None:
+    """The API with its projections: the ledger's pool, the views' pools, the keys'
+    and the generation pointer's kept connections, the digest's, the events database."""
+    services = build_services(settings_for(url, tmp_path), projections=True)
+    try:
+        services.view()
+        services.keys.create("read")
+    finally:
+        shutdown(services)
+
+
+@pytest.mark.parametrize(
+    "opener",
+    [
+        the_event_store_and_its_start_up_check,
+        a_kept_connection,
+        the_events_database,
+        the_view_sets,
+        a_whole_process,
+    ],
+)
+def test_every_connection_gives_a_silent_peer_up_within_the_stores_timeout(
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    opener: Callable[[str, Path], None],
+) -> None:
+    opened = recording_liveness(monkeypatch)
+    opener(postgres_url, tmp_path)
+    assert opened  # the path connected
+    unbounded = [
+        seen
+        for seen in opened
+        if not seen.keepalive or seen.silence_seconds_max > STORE_TIMEOUT_SECONDS
+    ]
+    assert unbounded == []
+
+
+def test_a_kept_connection_takes_the_urls_own_keepalive_settings(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = recording_liveness(monkeypatch)
+    a_kept_connection(f"{postgres_url}?{URL_LIVENESS}", Path())
+    assert [(seen.idle_seconds, seen.user_timeout_ms) for seen in opened] == [
+        (URL_IDLE_SECONDS, URL_USER_TIMEOUT_MS)
+    ]
+
+
+def test_the_event_stores_pool_takes_the_urls_own_keepalive_settings(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = recording_liveness(monkeypatch)
+    ledger = Ledger(event_store_env(f"{postgres_url}?{URL_LIVENESS}"))
+    try:
+        ledger.recorder.max_notification_id()
+    finally:
+        ledger.close()
+    assert opened
+    chosen = {(seen.idle_seconds, seen.user_timeout_ms) for seen in opened}
+    assert chosen == {(URL_IDLE_SECONDS, URL_USER_TIMEOUT_MS)}
