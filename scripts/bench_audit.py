@@ -17,13 +17,21 @@ One run:
   times ours / beancount and ours / hledger are printed (goal: our replay faster
   than both, i.e. ratios below 1).
 
+With ``--baseline-tree DIR`` (a checkout of an older commit) it measures instead our
+replay, audit and beancount export on this tree and on that one, sides in turn for
+``--rounds`` rounds, each a fresh process importing its own tree's code (``PYTHONPATH``;
+the tree each imported is printed), and prints this tree's phase time over the
+baseline's; the sides must give the same balances, audit counts and journal.
+
 Run from the repository root::
 
     .venv/bin/python scripts/bench_audit.py --quick
     .venv/bin/python scripts/bench_audit.py --json var/bench_audit.json
+    .venv/bin/python scripts/bench_audit.py --quick --baseline-tree /tmp/bench-s15
 """
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -42,10 +50,13 @@ from typing import Any, Final
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# This tree's code, after whatever PYTHONPATH names: a side of a baseline run (or a
+# script importing this one in a side's process) must import its own tree's code.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from benchlib import git_commit, machine
+from benchlib import git_commit, in_turn, machine
 
+import app
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.audit.audit import Auditor
@@ -62,6 +73,9 @@ GROUP_SIZE: Final = 50  # users per batch: keeps aggregate loads per batch low
 REPORT_EVERY_SECONDS: Final = 30.0
 MANIFEST: Final = "manifest.json"
 HWM_POLL_SECONDS: Final = 0.05
+REPO: Final = Path(__file__).resolve().parent.parent
+# What a baseline run measures on each side (the names of run_child's measurements).
+COMPARED: Final = ("replay", "audit", "export-beancount")
 
 console = Console(width=max(120, Console().width))
 log = Console(stderr=True)
@@ -238,6 +252,7 @@ def child_main(args: argparse.Namespace) -> int:
     else:
         raise SystemExit(f"unknown measurement {kind!r}")
     figures["vm_hwm_kib"] = vm_hwm_kib("self")
+    figures["imported"] = str(Path(app.__file__).resolve().parent.parent)
     Path(args.result).write_text(json.dumps(figures))
     return 0
 
@@ -290,12 +305,17 @@ def vm_hwm_kib(pid: int | str) -> int | None:
     return None
 
 
-def run_process(name: str, command: list[str], stdout_path: Path | None = None) -> Run:
+def run_process(
+    name: str,
+    command: list[str],
+    stdout_path: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Run:
     log.print(f"  {name}: {' '.join(command[-6:])}")
     polled = 0
     with (stdout_path or Path(os.devnull)).open("wb") as stdout:
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=stdout)
+        process = subprocess.Popen(command, stdout=stdout, env=env)
         while True:
             polled = max(polled, vm_hwm_kib(process.pid) or 0)
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
@@ -309,11 +329,15 @@ def run_process(name: str, command: list[str], stdout_path: Path | None = None) 
     return Run(name, wall, usage.ru_maxrss, polled)
 
 
-def run_child(name: str, workdir: Path, arguments: list[str]) -> Run:
+def run_child(name: str, workdir: Path, arguments: list[str], tree: Path = REPO) -> Run:
+    """This script's ``--measure`` in a fresh process importing ``tree``'s code."""
     result = workdir / f"result-{name}.json"
     command = [sys.executable, str(Path(__file__).resolve()), *arguments, "--result", str(result)]
-    measured = run_process(name, command)
+    pythonpath = os.pathsep.join([str(tree), str(Path(__file__).resolve().parent)])
+    measured = run_process(name, command, env={**os.environ, "PYTHONPATH": pythonpath})
     measured.figures = json.loads(result.read_text())
+    if measured.figures.get("imported", str(tree)) != str(tree):
+        raise SystemExit(f"{name}: {tree}'s side imported {measured.figures['imported']}")
     log_run(measured)
     return measured
 
@@ -452,6 +476,46 @@ def run(plan: Plan, workdir: Path) -> Results:
     return results
 
 
+def measure_tree(store: str, workdir: Path, side: str, tree: Path) -> dict[str, Any]:
+    """``COMPARED`` on ``tree``'s code (a fresh process each): their runs, and what they
+    answered (balances, audit counts, journal) to compare with the other side's."""
+    balances = workdir / f"balances-{side}.json"
+    journal = workdir / f"export-{side}.beancount"
+    arguments = {
+        "replay": ["--measure", "replay", "--store", store, "--out", str(balances)],
+        "audit": ["--measure", "audit", "--store", store],
+        "export-beancount": ["--measure", "export", "--store", store, "--format", "beancount"],
+    }
+    arguments["export-beancount"] += ["--out", str(journal)]
+    runs = {name: run_child(f"{side}-{name}", workdir, arguments[name], tree) for name in COMPARED}
+    audit = runs["audit"].figures
+    answers = (
+        hashlib.sha256(balances.read_bytes()).hexdigest(),
+        [audit[name] for name in ("events", "accounts", "transfers", "violations")],
+        hashlib.sha256(journal.read_bytes()).hexdigest(),
+    )
+    return {"runs": runs, "answers": answers, "imported": runs["replay"].figures["imported"]}
+
+
+def compare_trees(store: str, workdir: Path, baseline: Path, rounds: int) -> None:
+    """``COMPARED`` on the baseline tree and this one, sides in turn, ``rounds`` times:
+    each phase's seconds and this tree's over the baseline's."""
+    sides = {"baseline": baseline, "this-tree": REPO}
+    for number in range(rounds):
+        found = {
+            side: measure_tree(store, workdir, side, sides[side])
+            for side in in_turn(list(sides), number)
+        }
+        load = os.getloadavg()[0]
+        console.print(f"round {number + 1} (load {load:.1f}), phase s, baseline -> this tree:")
+        for name in COMPARED:
+            before, after = (found[side]["runs"][name].seconds for side in sides)
+            console.print(f"  {name}: {before:,.2f} -> {after:,.2f} (x{after / before:.3f})")
+        same = found["baseline"]["answers"] == found["this-tree"]["answers"]
+        console.print(f"  {'same answers' if same else 'ANSWERS DIFFER'}; imported:", end=" ")
+        console.print(", ".join(f"{side} {found[side]['imported']}" for side in sides))
+
+
 # Report ------------------------------------------------------------------------------------
 
 
@@ -537,6 +601,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, help="user accounts (default 1000; quick 200)")
     parser.add_argument("--seed", type=int, default=20240601, help="random seed")
     parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="a checkout of an older commit: measure our replay, audit and export there and "
+        "here, sides in turn (no beancount or hledger)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --baseline-tree")
+    parser.add_argument(
         "--workdir",
         type=Path,
         help="keep the log and journals here, and reuse a log built there with the same "
@@ -580,6 +651,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commit = git_commit()  # the code this run imported (others may commit meanwhile)
     log.print(f"plan: {plan}; load average {load_before:.1f} on {os.cpu_count()} cpus")
     started = time.perf_counter()
+    if args.baseline_tree is not None:
+        with working_directory(args.workdir) as workdir:
+            store, _ = load_or_build(workdir, plan)
+            compare_trees(store, workdir, args.baseline_tree.resolve(), int(args.rounds))
+        console.print(f"machine: {machine()}; commit {commit}")
+        return 0
     with working_directory(args.workdir) as workdir:
         results = run(plan, workdir)
     seconds = time.perf_counter() - started

@@ -29,8 +29,8 @@ REPO: Final = Path(__file__).resolve().parent.parent
 LOG_FILE: Final = "events.sqlite"
 # What each side explains: without --as-of, then as of two instants of the log's span.
 CASES: Final = ("no --as-of", "as of the middle", "as of the last event")
-# bench_audit's first user (not imported in a side's process: bench_audit puts this
-# tree's root first on the import path, and a side must import its own tree's code).
+# bench_audit's first user (``bench_audit.user_id(0)``; bench_audit is imported only
+# when the log is built, not in a side's process).
 FIRST_USER: Final = "user:0"
 
 
