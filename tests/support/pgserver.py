@@ -84,7 +84,8 @@ def _as_server_user(command: list[str]) -> list[str]:
 
 
 @contextmanager
-def running_postgres(*, fsync: bool = True) -> Iterator[PostgresServer]:
+def running_postgres(*, fsync: bool = True, settings: str = "") -> Iterator[PostgresServer]:
+    """A throwaway server; ``settings``: more ``-c name=value`` options for it (benchmarks)."""
     bindir = _bindir()
     workdir = Path(tempfile.mkdtemp(prefix="ledger-pg-"))
     datadir = workdir / "data"
@@ -113,8 +114,8 @@ def running_postgres(*, fsync: bool = True) -> Iterator[PostgresServer]:
     with reserved_port() as port:
         options = (
             f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-            f"-c fsync={'on' if fsync else 'off'} -c shared_buffers=256MB"
-        )
+            f"-c fsync={'on' if fsync else 'off'} -c shared_buffers=256MB {settings}"
+        ).strip()
         server = PostgresServer(
             host="127.0.0.1", port=port, user="postgres", datadir=datadir, options=options
         )
