@@ -105,8 +105,14 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         # Per thread (the writer's is the one that matters): the log position up to
         # which it has seen every event, and what others wrote that it has not taken.
         self._follow = threading.local()
-        # (A new name whenever its signature changes: CREATE OR REPLACE cannot change it.)
-        self.write_function_name = f"{self.channel_name}_append"
+        # A new name whenever its signature changes (CREATE OR REPLACE cannot change it)
+        # or the locks it takes do: during a rolling upgrade each version's processes
+        # replace the function at their start, and the others' then run that body
+        # under their own locks. ``<channel>_append``, before decision 0039, took the
+        # table IN EXCLUSIVE MODE: run by a holder of this version's write lock, that
+        # waited for another writer's ROW EXCLUSIVE lock, while that writer waited for
+        # the writers' lock (a deadlock, cancelled a second later).
+        self.write_function_name = f"{self.channel_name}_write"
         self.check_identifier_length(self.write_function_name)
         self.sql_create_statements.append(write_function(self))
         # The arguments go in PostgreSQL's binary format (``%b``): in text, psycopg's

@@ -69,7 +69,7 @@ def test_processes_starting_together_on_a_new_database_all_start_and_leave_the_s
     for kind in (PROJECT, SERVE):
         assert start_up(kind, settings_for(reference, tmp_path / f"reference-{kind}")) == []
     whole = catalog(reference)
-    assert any(name.endswith("_append function") for name in whole), whole
+    assert any(name.endswith("_write function") for name in whole), whole
     assert any(f"{view_schema(1)}." in name for name in whole), whole
 
     urls = [postgres_server.create_database(f"startup_{run}_{number}") for number in range(ROUNDS)]
