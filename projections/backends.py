@@ -4,6 +4,7 @@ exactly-once) with our projection and reader mixed in, in SQLite or PostgreSQL."
 import contextlib
 import os
 import sqlite3
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, Final, TypeVar, cast
@@ -62,6 +63,13 @@ INDEX_DROP_LOCK_WAIT_SECONDS: Final = 1
 
 class LedgerView(RowWriter, RowReader):
     """What both backends share: the projection's writes and the reader's queries."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the view's connections (its datastore's pool) and where readers say
+        what they wait for: at the process's shutdown, not when a runner is replaced,
+        since a reader may still hold the view it took. Its server sessions otherwise
+        stayed open until the process exited."""
 
     def settle_schema_version(self) -> None:
         """Once the tables exist: a view database built by another version of the
@@ -260,6 +268,11 @@ class SQLiteLedgerView(LedgerView, SQLiteTrackingRecorder):
         # Where readers waiting for a position tell the writer (not for a memory view).
         self.wanted = None if pool.is_sqlite_memory_mode else WantedPosition(pool.db_name)
 
+    def close(self) -> None:
+        if self.wanted is not None:
+            self.wanted.close()
+        self.datastore.close()
+
     def ask_for(self, position: int) -> None:
         if self.wanted is not None:
             self.wanted.ask_for(position)
@@ -333,6 +346,10 @@ class PostgresLedgerView(LedgerView, PostgresTrackingRecorder):
         # Where readers waiting for a position tell the writer.
         self.wanted = WantedNotices(self.datastore, f"{schema}_wanted")
         self._catalog_types = CatalogTypes(schema)
+
+    def close(self) -> None:
+        self.wanted.close()
+        self.datastore.close()
 
     def ask_for(self, position: int) -> None:
         self.wanted.ask_for(position)

@@ -240,7 +240,10 @@ class ProjectionWorkers:
         self.supervisor.stop()
         with self._lock:
             if self._runner is not None:
-                self._runner.__exit__(None, None, None)
+                try:
+                    self._runner.__exit__(None, None, None)
+                finally:
+                    self._runner.view.close()  # a replaced runner's view is left to readers
         self.pointer.close()  # after the generation watcher, stopped with the rest
 
     def lag(self) -> Lag:
@@ -428,5 +431,10 @@ class GenerationReader:
         return measure_lag(self.ledger, view, generation)
 
     def close(self) -> None:
-        """Close the pointer's kept connection (PostgreSQL), at the process's shutdown."""
+        """Close the views of every generation read (their pools) and the pointer's kept
+        connection, at the process's shutdown."""
+        with self._lock:
+            views, self._views = list(self._views.values()), {}
+        for view in views:
+            view.close()
         self.pointer.close()

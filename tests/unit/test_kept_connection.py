@@ -111,6 +111,35 @@ def test_a_process_shut_down_keeps_no_generation_pointer_session_open(
         assert eventually(none_left, SESSIONS_GONE_SECONDS), left
 
 
+@pytest.mark.parametrize("projections", [False, True], ids=["api-only", "with-projections"])
+def test_a_process_shut_down_leaves_no_session_open_on_its_databases(
+    postgres_url: str, tmp_path: Path, projections: bool
+) -> None:
+    """``shutdown`` closes every connection the services opened, the views' pools among
+    them (the reader's of each generation it read, the runner's): none is left to the
+    server until the process exits, or the garbage collector gets to it."""
+    settings = Settings(
+        event_store=postgres_url, read_model=postgres_url, data_dir=tmp_path, log_format="console"
+    )
+    services = build_services(settings, projections=projections)
+    services.keys.create("read")
+    services.view().checkpoint()  # the views' pool in use
+    kept_alive = services  # held to the end: only ``shutdown`` may close what it opened
+    shutdown(services)
+    left: list[tuple[str, str]] = []
+    with psycopg.connect(postgres_url, autocommit=True) as watcher:
+
+        def none_left() -> bool:
+            left[:] = watcher.execute(
+                "SELECT application_name, query FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+            return not left
+
+        assert eventually(none_left, SESSIONS_GONE_SECONDS), left
+    assert kept_alive.settings is settings
+
+
 def test_a_creation_on_a_kept_connection_waits_for_the_schema_lock_past_its_timeout(
     postgres_url: str,
 ) -> None:
