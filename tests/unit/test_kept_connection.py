@@ -84,47 +84,19 @@ def test_a_kept_connection_keeps_the_urls_server_options_beside_its_statement_ti
 
 
 @pytest.mark.parametrize("projections", [False, True], ids=["api-only", "with-projections"])
-def test_a_process_shut_down_keeps_no_generation_pointer_session_open(
-    postgres_url: str, tmp_path: Path, projections: bool
-) -> None:
-    """``shutdown`` closes the views' generation pointer's kept connection (the reader's
-    of an API-only process, the projections' of one that runs them) with the rest, not
-    when the services are collected: the sessions whose last statement touched the
-    pointer's table are gone."""
-    settings = Settings(
-        event_store=postgres_url, read_model=postgres_url, data_dir=tmp_path, log_format="console"
-    )
-    services = build_services(settings, projections=projections)
-    services.view()  # every kept connection in use once
-    shutdown(services)
-    left: list[tuple[str]] = []
-    with psycopg.connect(postgres_url, autocommit=True) as watcher:
-
-        def none_left() -> bool:
-            left[:] = watcher.execute(
-                "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND query LIKE '%ledger_view_generation%'"
-            ).fetchall()
-            return not left
-
-        # A closed session's server process leaves the view a moment after.
-        assert eventually(none_left, SESSIONS_GONE_SECONDS), left
-
-
-@pytest.mark.parametrize("projections", [False, True], ids=["api-only", "with-projections"])
 def test_a_process_shut_down_leaves_no_session_open_on_its_databases(
     postgres_url: str, tmp_path: Path, projections: bool
 ) -> None:
-    """``shutdown`` closes every connection the services opened, the views' pools among
-    them (the reader's of each generation it read, the runner's): none is left to the
-    server until the process exits, or the garbage collector gets to it."""
+    """``shutdown`` closes every connection the services opened with the rest, not when
+    the services are collected: the views' generation pointer's kept connection (the
+    reader's of an API-only process, the projections' of one that runs them), the keys'
+    and the views' pools (the reader's of each generation it read, the runner's)."""
     settings = Settings(
         event_store=postgres_url, read_model=postgres_url, data_dir=tmp_path, log_format="console"
     )
     services = build_services(settings, projections=projections)
     services.keys.create("read")
     services.view().checkpoint()  # the views' pool in use
-    kept_alive = services  # held to the end: only ``shutdown`` may close what it opened
     shutdown(services)
     left: list[tuple[str, str]] = []
     with psycopg.connect(postgres_url, autocommit=True) as watcher:
@@ -136,8 +108,8 @@ def test_a_process_shut_down_leaves_no_session_open_on_its_databases(
             ).fetchall()
             return not left
 
+        # A closed session's server process leaves the view a moment after.
         assert eventually(none_left, SESSIONS_GONE_SECONDS), left
-    assert kept_alive.settings is settings
 
 
 def test_a_creation_on_a_kept_connection_waits_for_the_schema_lock_past_its_timeout(
