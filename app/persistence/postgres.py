@@ -94,10 +94,10 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
     """The library's recorder, plus ``write_lock`` (``app/persistence/write_lock.py``).
 
     The lock is the one every writer of the events table already takes in its insert
-    transaction (``writers_lock_statements``, which keeps notification ids in commit
-    order): held from before the read, it makes the read and the write one critical
-    section. PostgreSQL grants a lock to its waiters in the order they asked, so a
-    command waiting for it is not overtaken by a writer that came later."""
+    transaction (``lock_function``, which keeps notification ids in commit order):
+    held from before the read, it makes the read and the write one critical section.
+    PostgreSQL grants a lock to its waiters in the order they asked, so a command
+    waiting for it is not overtaken by a writer that came later."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,8 +113,10 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         # waited for another writer's ROW EXCLUSIVE lock, while that writer waited for
         # the writers' lock (a deadlock, cancelled a second later).
         self.write_function_name = f"{self.channel_name}_write"
-        self.check_identifier_length(self.write_function_name)
-        self.sql_create_statements.append(write_function(self))
+        self.lock_function_name = f"{self.channel_name}_lock"
+        for name in (self.write_function_name, self.lock_function_name):
+            self.check_identifier_length(name)
+        self.sql_create_statements += [write_function(self), lock_function(self)]
         # The arguments go in PostgreSQL's binary format (``%b``): in text, psycopg's
         # array dumper quotes every id and topic and hex-escapes every event's state in
         # Python, about a third of the writer's client CPU per group write; the arrays
@@ -127,8 +129,13 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
             function=Identifier(self.write_function_name),
             id_type=Identifier(self.datastore.originator_id_type),
         )
-        self.lock_statements = tuple(
-            statement.as_bytes(None) for statement in writers_lock_statements(self)
+        self.lock_statement = (
+            SQL("SELECT {schema}.{function}(%d)")
+            .format(
+                schema=Identifier(self.datastore.schema),
+                function=Identifier(self.lock_function_name),
+            )
+            .as_bytes(None)
         )
         self.after_statement = postgres_after_query(self).as_bytes(None)
         self._uuid_ids = self.datastore.originator_id_type == "uuid"
@@ -250,17 +257,15 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         events in the same round trip, once the lock is held (``read_ahead``)."""
         milliseconds = max(LOCK_WAIT_MIN_MILLISECONDS, math.ceil(timeout_seconds * 1000))
         # Statements as bytes: composing them per group cost about 20 µs of CPU.
-        timeout = b"SET LOCAL lock_timeout = '%dms'" % milliseconds
+        lock = self.lock_statement % milliseconds
         try:
             if not after:
-                connection.execute(b"; ".join((b"BEGIN", timeout, *self.lock_statements)))
+                connection.execute(b"BEGIN; " + lock)
                 return True
             reading = connection.cursor()
             with connection.pipeline(), connection.cursor() as cursor:
                 cursor.execute(b"BEGIN")
-                cursor.execute(timeout)
-                for statement in self.lock_statements:
-                    cursor.execute(statement)
+                cursor.execute(lock)
                 reading.execute(self.after_statement, (list(after), list(after.values())))
             self._held.read_ahead = (dict(after), reading.fetchall())
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
@@ -393,22 +398,25 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
 
 def writers_lock_key(schema: str, table: str) -> tuple[int, int]:
     """The advisory lock every writer of the events table ``schema.table`` takes
-    (``writers_lock_statements``): the ledger's class, and the table's qualified name
+    (``lock_function``): the ledger's class, and the table's qualified name
     hashed (CRC-32, the same in every process and version) to a signed 32-bit int."""
     digest = zlib.crc32(f"{schema}.{table}".encode())
     return WRITERS_LOCK_CLASS, digest - (1 << 32) if digest >= 1 << 31 else digest
 
 
-def writers_lock_statements(recorder: PostgresApplicationRecorder) -> tuple[Composed, Composed]:
-    """What a writer of the events table takes before its insert, held to its commit,
-    so that writers commit one at a time and notification ids in commit order (a reader
-    following the log never passes over a gap that a slower writer fills in later):
+def lock_function(recorder: LedgerPostgresApplicationRecorder) -> Composed:
+    """The write lock (decision 0018) as one server-side function, ``<channel>_lock``:
+    what a writer of the events table takes before its insert, held to its commit, so
+    that writers commit one at a time and notification ids in commit order (a reader
+    following the log never passes over a gap that a slower writer fills in later). The
+    write function (``write_function``) takes the same two:
 
     - the table in ``ROW EXCLUSIVE`` mode, which its insert takes anyway: taken first, it
       waits for a writer that holds the table in ``EXCLUSIVE`` mode (the library's own
       insert, and the ledger's versions before this one, during a rolling upgrade);
     - then the writers' advisory lock (``writers_lock_key``), which orders the ledger's
-      writers among themselves.
+      writers among themselves. It waits only for what the wait for the table left of
+      ``lock_timeout_ms``: the two waits together end by it, not each.
 
     Not the library's ``LOCK TABLE … IN EXCLUSIVE MODE``: that mode conflicts with the
     ``SHARE UPDATE EXCLUSIVE`` lock that VACUUM, ANALYZE and autovacuum take. Autovacuum
@@ -417,21 +425,48 @@ def writers_lock_statements(recorder: PostgresApplicationRecorder) -> tuple[Comp
     behind it until PostgreSQL's deadlock check cancelled it, ``deadlock_timeout`` (1 s)
     later: the "1 s stall" that held every caller of a group (decision 0039). An
     anti-wraparound vacuum, which is never cancelled, would have held them for its
-    whole run. Neither mode taken here conflicts with it."""
-    schema, table = recorder.datastore.schema, recorder.events_table_name
-    key_class, key = writers_lock_key(schema, table)
-    return (
-        SQL("LOCK TABLE {0}.{1} IN ROW EXCLUSIVE MODE").format(
-            Identifier(schema), Identifier(table)
-        ),
-        SQL("SELECT pg_advisory_xact_lock({0}, {1})").format(key_class, key),
+    whole run. Neither mode taken here conflicts with it.
+
+    A function, planned once per connection: the remaining wait computed by a statement
+    of its own cost 25-40 µs of planning per lock."""
+    return SQL(
+        "CREATE OR REPLACE FUNCTION {schema}.{function}(lock_timeout_ms integer) "
+        "RETURNS void LANGUAGE plpgsql AS $BODY$ BEGIN {locks}END $BODY$"
+    ).format(
+        schema=Identifier(recorder.datastore.schema),
+        function=Identifier(recorder.lock_function_name),
+        locks=writers_locks(recorder, wait_left=True),
+    )
+
+
+def writers_locks(recorder: PostgresApplicationRecorder, *, wait_left: bool) -> Composed:
+    """The two locks of ``lock_function`` as PL/pgSQL statements, each wait bounded by
+    the argument ``lock_timeout_ms``; ``wait_left``: the writers' lock waits only for
+    what the wait for the table left of it (never with a ``lock_timeout_ms`` of 0, which
+    waits for ever)."""
+    key_class, key = writers_lock_key(recorder.datastore.schema, recorder.events_table_name)
+    left = SQL(
+        "PERFORM set_config('lock_timeout', greatest(lock_timeout_ms - ceil(1000 * "
+        "extract(epoch FROM clock_timestamp() - transaction_timestamp())), {least})::bigint "
+        "|| 'ms', true); "
+    ).format(least=LOCK_WAIT_MIN_MILLISECONDS)
+    return SQL(
+        "PERFORM set_config('lock_timeout', lock_timeout_ms || 'ms', true); "
+        "LOCK TABLE {schema}.{table} IN ROW EXCLUSIVE MODE; "
+        "{left}PERFORM pg_advisory_xact_lock({key_class}, {key}); "
+    ).format(
+        schema=Identifier(recorder.datastore.schema),
+        table=Identifier(recorder.events_table_name),
+        left=left if wait_left else SQL(""),
+        key_class=key_class,
+        key=key,
     )
 
 
 def write_function(recorder: LedgerPostgresApplicationRecorder) -> Composed:
     """The events table's write as one server-side function (decision 0027): what the
     library's insert does in four statements (the lock's wait, the writers' lock that
-    keeps notification ids in commit order (``writers_lock_statements``), the
+    keeps notification ids in commit order (``lock_function``), the
     notification, the insert returning the new ids), plus, under that lock, the events
     committed after the caller's log position
     (``known``: every earlier writer has committed, so none is missed; at most
@@ -451,9 +486,7 @@ def write_function(recorder: LedgerPostgresApplicationRecorder) -> Composed:
         "LANGUAGE plpgsql AS $BODY$ "
         "DECLARE written bigint[]; "
         "BEGIN "
-        "PERFORM set_config('lock_timeout', lock_timeout_ms || 'ms', true); "
-        "LOCK TABLE {schema}.{table} IN ROW EXCLUSIVE MODE; "
-        "PERFORM pg_advisory_xact_lock({key_class}, {key}); "
+        "{locks}"
         "IF known IS NOT NULL THEN "
         "RETURN QUERY SELECT e.notification_id, e.originator_id, e.originator_version, "
         "e.topic, e.state, NULL::text FROM {schema}.{table} AS e "
@@ -480,8 +513,7 @@ def write_function(recorder: LedgerPostgresApplicationRecorder) -> Composed:
         table=Identifier(recorder.events_table_name),
         channel=Identifier(recorder.channel_name),
         id_type=Identifier(recorder.datastore.originator_id_type),
-        key_class=WRITERS_LOCK_CLASS,
-        key=writers_lock_key(recorder.datastore.schema, recorder.events_table_name)[1],
+        locks=writers_locks(recorder, wait_left=False),
     )
 
 

@@ -23,7 +23,7 @@ from psycopg.sql import SQL, Identifier
 
 from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
-from app.persistence.postgres import LedgerPostgresApplicationRecorder
+from app.persistence.postgres import LedgerPostgresApplicationRecorder, writers_lock_key
 from app.persistence.streams import events_after
 from tests.conftest import store_env
 
@@ -186,6 +186,49 @@ def test_the_write_lock_reads_ahead_once_a_writer_holding_the_table_has_committe
         found = waiting.result(WAIT_SECONDS)
     assert found is not None
     assert [(e.originator_version, e.topic) for e in found[stream]] == [(1, "test:Older")]
+
+
+# The write lock's timeout, and the two holds that take it past its timeout when each of
+# its two waits has a timeout of its own: the table's, ended at three quarters of it (an
+# older version's writer), then the writers' lock, ended at 1.4 times it.
+SPLIT_LOCK_TIMEOUT_SECONDS: Final = 2.0
+TABLE_HELD_SECONDS: Final = 1.5
+WRITERS_LOCK_HELD_SECONDS: Final = 1.3
+
+
+def test_the_write_locks_waits_for_the_table_and_the_writers_lock_end_by_its_timeout(
+    ledger: Ledger, postgres_url: str
+) -> None:
+    """The write lock waits for the table (an older version's writer holds it), then for
+    the writers' lock: it waits for the second only for what is left of its timeout, so
+    that it answers "not free in time" by then (decision 0018: at most until the
+    group's earliest deadline), not after waiting up to its whole timeout twice."""
+    table = events_table(ledger)
+    recorder = ledger.recorder
+    assert isinstance(recorder, LedgerPostgresApplicationRecorder)
+    key_class, key = writers_lock_key(recorder.datastore.schema, recorder.events_table_name)
+
+    def try_the_lock() -> bool:
+        with recorder.write_lock(SPLIT_LOCK_TIMEOUT_SECONDS) as held:
+            return held
+
+    with (
+        psycopg.connect(postgres_url) as older,
+        psycopg.connect(postgres_url) as writer,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        older.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+        writer.execute("SELECT pg_advisory_xact_lock(%s, %s)", (key_class, key))
+        asked = pool.submit(try_the_lock)
+        time.sleep(TABLE_HELD_SECONDS)
+        assert not asked.done(), "the write lock was held with a writer holding the table"
+        older.commit()
+        time.sleep(WRITERS_LOCK_HELD_SECONDS)
+        writer.commit()
+        held = asked.result(WAIT_SECONDS)
+    assert not held, "the write lock waited past its timeout"
+    with recorder.write_lock(SPLIT_LOCK_TIMEOUT_SECONDS) as held_after:
+        assert held_after, "the lock stayed held after a wait that timed out"
 
 
 def test_an_older_process_started_since_leaves_this_versions_writes_alone(
