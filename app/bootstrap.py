@@ -10,7 +10,7 @@ import logging
 import sqlite3
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -184,36 +184,42 @@ def configure_logging(settings: Settings) -> None:
 def build_services(
     settings: Settings, *, projections: bool, writer_socket: Path | None = None
 ) -> Services:
-    ledger = open_ledger(settings)
-    if writer_socket is not None:
-        # An API worker of ``serve --workers N``: its writes go to the writer process.
-        ledger.use_writer(WriterClient(str(writer_socket), ledger.committer.timeout_seconds))
-    try:
+    # What is built is closed again if a later step fails (the last first), not left to
+    # the garbage collector: a caller holding the error holds it all, the projections'
+    # workers running and their sessions open.
+    with ExitStack() as built:
+        ledger = open_ledger(settings)
+        built.callback(ledger.close)
+        if writer_socket is not None:
+            # An API worker of ``serve --workers N``: its writes go to the writer process.
+            ledger.use_writer(WriterClient(str(writer_socket), ledger.committer.timeout_seconds))
         keys = open_keys(settings)
+        built.callback(keys.close)
         with opening_read_model(settings):
-            GenerationPointer(settings.read_model_url)  # creates the pointer on first start
+            GenerationPointer(settings.read_model_url).close()  # made on first start
+            workers: ProjectionWorkers | None = None
             if projections:
                 workers = ProjectionWorkers(
                     settings.event_store_url, settings.read_model_url, ledger
                 ).start()
-                queries = Queries(ledger, workers, wait_seconds=settings.read_wait_seconds)
-                # The feed projector and webhook deliveries run beside the view workers.
-                events = EventServices.build(settings, ledger, run_workers=True)
-                return Services(
-                    settings=settings,
-                    ledger=ledger,
-                    keys=keys,
-                    queries=queries,
-                    workers=workers,
-                    events=events,
-                )
-            reader = GenerationReader(settings.read_model_url, ledger)
-            queries = Queries(ledger, reader, wait_seconds=settings.read_wait_seconds)
-            events = EventServices.build(settings, ledger, run_workers=False)
-    except BaseException:
-        ledger.close()
-        raise
-    return Services(settings=settings, ledger=ledger, keys=keys, queries=queries, events=events)
+                built.callback(workers.stop)
+                source: ProjectionWorkers | GenerationReader = workers
+            else:
+                source = GenerationReader(settings.read_model_url, ledger)
+                built.callback(source.close)
+            queries = Queries(ledger, source, wait_seconds=settings.read_wait_seconds)
+            # With the projections, the feed projector and webhook deliveries run beside
+            # the view workers.
+            events = EventServices.build(settings, ledger, run_workers=projections)
+        built.pop_all()
+    return Services(
+        settings=settings,
+        ledger=ledger,
+        keys=keys,
+        queries=queries,
+        workers=workers,
+        events=events,
+    )
 
 
 def shutdown(services: Services) -> None:

@@ -83,8 +83,12 @@ class EventServices:
         """``shared``: the batches this process's views runner reads and decodes, which
         the feed projector then projects instead of reading them again."""
         database = Database(events_database_url(settings.read_model_url))
-        feed_store = FeedStore(database)
-        webhooks = WebhookStore(database)
+        try:  # the tables created or upgraded here may be refused (made by a newer version)
+            feed_store = FeedStore(database)
+            webhooks = WebhookStore(database)
+        except BaseException:
+            database.close()
+            raise
         workers = None
         if run_workers:
             workers = EventWorkers(ledger, feed_store, webhooks, delivery_policy(settings), shared)

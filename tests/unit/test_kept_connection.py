@@ -15,6 +15,14 @@ import pytest
 
 from app.audit.anchors import Anchor
 from app.bootstrap import build_services, shutdown
+from app.events import store as feed_schema
+from app.events.database import (
+    Database,
+    PartSchema,
+    SchemaStep,
+    SchemaTooNewError,
+    events_database_url,
+)
 from app.persistence.kept_connection import KeptConnection
 from app.persistence.schema_lock import creating_schema
 from app.settings import Settings
@@ -98,18 +106,34 @@ def test_a_process_shut_down_leaves_no_session_open_on_its_databases(
     services.keys.create("read")
     services.view().checkpoint()  # the views' pool in use
     shutdown(services)
-    left: list[tuple[str, str]] = []
-    with psycopg.connect(postgres_url, autocommit=True) as watcher:
+    assert_no_session_left(postgres_url)
 
-        def none_left() -> bool:
-            left[:] = watcher.execute(
-                "SELECT application_name, query FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            ).fetchall()
-            return not left
 
-        # A closed session's server process leaves the view a moment after.
-        assert eventually(none_left, SESSIONS_GONE_SECONDS), left
+@pytest.mark.parametrize("projections", [False, True], ids=["api-only", "with-projections"])
+def test_a_start_that_fails_part_way_leaves_no_session_open(
+    postgres_url: str, tmp_path: Path, projections: bool
+) -> None:
+    """``build_services`` failing at its last step (the events database made by a newer
+    version, refused) closes what it had built by then: the ledger, the keys' kept
+    connection, the projections' workers, the events database's pool. Itself, while the
+    caller still holds the error (its traceback holds the objects built), not when the
+    garbage collector gets to them."""
+    events = Database(events_database_url(postgres_url))
+    newer = PartSchema(
+        feed_schema.SCHEMA.name,
+        feed_schema.SCHEMA.statements,
+        feed_schema.SCHEMA.first_table,
+        [*feed_schema.SCHEMA.steps, SchemaStep(feed_schema.SCHEMA.version + 1, [], [])],
+    )
+    events.create(newer)
+    events.close()
+    settings = Settings(
+        event_store=postgres_url, read_model=postgres_url, data_dir=tmp_path, log_format="console"
+    )
+    with pytest.raises(SchemaTooNewError) as refused:
+        build_services(settings, projections=projections)
+    assert_no_session_left(postgres_url)
+    assert "version" in str(refused.value)
 
 
 def test_a_creation_on_a_kept_connection_waits_for_the_schema_lock_past_its_timeout(
@@ -141,3 +165,19 @@ def test_a_creation_on_a_kept_connection_waits_for_the_schema_lock_past_its_time
         other.join()
         kept.close()
         holder.close()
+
+
+def assert_no_session_left(url: str) -> None:
+    """No session but this check's own on ``url``'s database."""
+    left: list[tuple[str]] = []
+    with psycopg.connect(url, autocommit=True) as watcher:
+
+        def none_left() -> bool:
+            left[:] = watcher.execute(
+                "SELECT query FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+            return not left
+
+        # A closed session's server process leaves the view a moment after.
+        assert eventually(none_left, SESSIONS_GONE_SECONDS), left
