@@ -18,10 +18,11 @@ One run:
   than both, i.e. ratios below 1).
 
 With ``--baseline-tree DIR`` (a checkout of an older commit) it measures instead our
-replay, audit and beancount export on this tree and on that one, sides in turn for
-``--rounds`` rounds, each a fresh process importing its own tree's code (``PYTHONPATH``;
-the tree each imported is printed), and prints this tree's phase time over the
-baseline's; the sides must give the same balances, audit counts and journal.
+``read_log`` alone, replay, audit and beancount export on this tree and on that one,
+each measure on both sides back to back (in turn) for ``--rounds`` rounds, each a fresh
+process importing its own tree's code (``PYTHONPATH``; the tree each imported is
+printed), and prints this tree's wall and CPU time of the phase over the baseline's;
+the sides must give the same events read, balances, audit counts and journal.
 
 Run from the repository root::
 
@@ -61,7 +62,7 @@ from app.application.commands import OpenAccount, RecordTransfer
 from app.application.ledger import Ledger
 from app.audit.audit import Auditor
 from app.audit.export import ROOTS, account_name, write_journal
-from app.audit.log import Instant
+from app.audit.log import Instant, read_log
 from app.audit.replay import replay
 from app.domain.account import default_account_type
 from app.persistence.stores import event_store_env, sqlite_url
@@ -75,7 +76,7 @@ MANIFEST: Final = "manifest.json"
 HWM_POLL_SECONDS: Final = 0.05
 REPO: Final = Path(__file__).resolve().parent.parent
 # What a baseline run measures on each side (the names of run_child's measurements).
-COMPARED: Final = ("replay", "audit", "export-beancount")
+COMPARED: Final = ("read-log", "replay", "audit", "export-beancount")
 
 console = Console(width=max(120, Console().width))
 log = Console(stderr=True)
@@ -159,12 +160,25 @@ def build_log(url: str, plan: Plan) -> dict[str, Any]:
 # Measurements, each in a fresh subprocess ------------------------------------------------
 
 
+class Stopwatch:
+    """This process's wall and CPU seconds since it was made (CPU: what a loaded
+    machine's other work moves least)."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def figures(self) -> dict[str, float]:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        return {"seconds": wall, "cpu_seconds": cpu}
+
+
 def measure_replay(store: str, balances_out: Path) -> dict[str, Any]:
     ledger = Ledger(event_store_env(store))
     try:
-        started = time.perf_counter()
+        watch = Stopwatch()
         accounts = replay(ledger, Instant())
-        seconds = time.perf_counter() - started
+        timed = watch.figures()
         events = ledger.recorder.max_notification_id() or 0
     finally:
         ledger.close()
@@ -173,19 +187,32 @@ def measure_replay(store: str, balances_out: Path) -> dict[str, Any]:
         account_name(a.id, default_account_type(a.allow_negative)): -a.balance for a in accounts
     }
     balances_out.write_text(json.dumps(balances))
-    return {"seconds": seconds, "events": events, "accounts": len(accounts)}
+    return {**timed, "events": events, "accounts": len(accounts)}
+
+
+def measure_read_log(store: str) -> dict[str, Any]:
+    """``read_log`` alone: the whole log as domain events, what replay, audit and export
+    read it with."""
+    ledger = Ledger(event_store_env(store))
+    try:
+        watch = Stopwatch()
+        events = sum(1 for _ in read_log(ledger))
+        timed = watch.figures()
+    finally:
+        ledger.close()
+    return {**timed, "events": events}
 
 
 def measure_audit(store: str) -> dict[str, Any]:
     ledger = Ledger(event_store_env(store))
     try:
-        started = time.perf_counter()
+        watch = Stopwatch()
         report = Auditor(ledger, Instant(), None).run()
-        seconds = time.perf_counter() - started
+        timed = watch.figures()
     finally:
         ledger.close()
     return {
-        "seconds": seconds,
+        **timed,
         "events": report.events,
         "accounts": report.accounts,
         "transfers": report.transfers,
@@ -196,15 +223,15 @@ def measure_audit(store: str) -> dict[str, Any]:
 def measure_export(store: str, journal_format: str, out: Path) -> dict[str, Any]:
     ledger = Ledger(event_store_env(store))
     try:
-        started = time.perf_counter()
+        watch = Stopwatch()
         with out.open("w") as stream:
             transactions = write_journal(ledger, Instant(), stream, journal_format)
-        seconds = time.perf_counter() - started
+        timed = watch.figures()
         events = ledger.recorder.max_notification_id() or 0
     finally:
         ledger.close()
     return {
-        "seconds": seconds,
+        **timed,
         "events": events,
         "transactions": transactions,
         "bytes": out.stat().st_size,
@@ -243,6 +270,8 @@ def child_main(args: argparse.Namespace) -> int:
     kind = str(args.measure)
     if kind == "replay":
         figures = measure_replay(str(args.store), Path(args.out))
+    elif kind == "read-log":
+        figures = measure_read_log(str(args.store))
     elif kind == "audit":
         figures = measure_audit(str(args.store))
     elif kind == "export":
@@ -476,44 +505,68 @@ def run(plan: Plan, workdir: Path) -> Results:
     return results
 
 
-def measure_tree(store: str, workdir: Path, side: str, tree: Path) -> dict[str, Any]:
-    """``COMPARED`` on ``tree``'s code (a fresh process each): their runs, and what they
-    answered (balances, audit counts, journal) to compare with the other side's."""
-    balances = workdir / f"balances-{side}.json"
+def side_arguments(store: str, workdir: Path, side: str) -> dict[str, list[str]]:
+    """Each of ``COMPARED``'s ``--measure`` arguments on ``side`` (files of its own)."""
     journal = workdir / f"export-{side}.beancount"
-    arguments = {
-        "replay": ["--measure", "replay", "--store", store, "--out", str(balances)],
+    return {
+        "read-log": ["--measure", "read-log", "--store", store],
+        "replay": [
+            "--measure",
+            "replay",
+            "--store",
+            store,
+            "--out",
+            str(balances_of(workdir, side)),
+        ],
         "audit": ["--measure", "audit", "--store", store],
-        "export-beancount": ["--measure", "export", "--store", store, "--format", "beancount"],
+        "export-beancount": [
+            *("--measure", "export", "--store", store, "--format", "beancount"),
+            *("--out", str(journal)),
+        ],
     }
-    arguments["export-beancount"] += ["--out", str(journal)]
-    runs = {name: run_child(f"{side}-{name}", workdir, arguments[name], tree) for name in COMPARED}
+
+
+def balances_of(workdir: Path, side: str) -> Path:
+    return workdir / f"balances-{side}.json"
+
+
+def answers_of(runs: dict[str, Run], workdir: Path, side: str) -> tuple[Any, ...]:
+    """What ``side``'s runs answered: events read, balances, audit counts, journal."""
     audit = runs["audit"].figures
-    answers = (
-        hashlib.sha256(balances.read_bytes()).hexdigest(),
+    return (
+        runs["read-log"].figures["events"],
+        hashlib.sha256(balances_of(workdir, side).read_bytes()).hexdigest(),
         [audit[name] for name in ("events", "accounts", "transfers", "violations")],
-        hashlib.sha256(journal.read_bytes()).hexdigest(),
+        hashlib.sha256((workdir / f"export-{side}.beancount").read_bytes()).hexdigest(),
     )
-    return {"runs": runs, "answers": answers, "imported": runs["replay"].figures["imported"]}
 
 
 def compare_trees(store: str, workdir: Path, baseline: Path, rounds: int) -> None:
-    """``COMPARED`` on the baseline tree and this one, sides in turn, ``rounds`` times:
-    each phase's seconds and this tree's over the baseline's."""
+    """``COMPARED`` on the baseline tree and this one, ``rounds`` times, each measure on
+    both sides back to back (in turn): each phase's wall and CPU seconds and this tree's
+    over the baseline's."""
     sides = {"baseline": baseline, "this-tree": REPO}
     for number in range(rounds):
-        found = {
-            side: measure_tree(store, workdir, side, sides[side])
-            for side in in_turn(list(sides), number)
-        }
-        load = os.getloadavg()[0]
-        console.print(f"round {number + 1} (load {load:.1f}), phase s, baseline -> this tree:")
+        runs: dict[str, dict[str, Run]] = {side: {} for side in sides}
         for name in COMPARED:
-            before, after = (found[side]["runs"][name].seconds for side in sides)
-            console.print(f"  {name}: {before:,.2f} -> {after:,.2f} (x{after / before:.3f})")
-        same = found["baseline"]["answers"] == found["this-tree"]["answers"]
-        console.print(f"  {'same answers' if same else 'ANSWERS DIFFER'}; imported:", end=" ")
-        console.print(", ".join(f"{side} {found[side]['imported']}" for side in sides))
+            for side in in_turn(list(sides), number):
+                arguments = side_arguments(store, workdir, side)[name]
+                runs[side][name] = run_child(f"{side}-{name}", workdir, arguments, sides[side])
+        load = os.getloadavg()[0]
+        console.print(f"round {number + 1} (load {load:.1f}), baseline -> this tree:")
+        for name in COMPARED:
+            before, after = (runs[side][name].figures for side in sides)
+            wall = after["seconds"] / before["seconds"]
+            cpu = after["cpu_seconds"] / before["cpu_seconds"]
+            console.print(
+                f"  {name}: wall {before['seconds']:,.2f} -> {after['seconds']:,.2f} s "
+                f"(x{wall:.3f}), CPU {before['cpu_seconds']:,.2f} -> "
+                f"{after['cpu_seconds']:,.2f} s (x{cpu:.3f})"
+            )
+        answers = {side: answers_of(runs[side], workdir, side) for side in sides}
+        same = answers["baseline"] == answers["this-tree"]
+        imported = ", ".join(f"{side} {runs[side]['replay'].figures['imported']}" for side in sides)
+        console.print(f"  {'same answers' if same else 'ANSWERS DIFFER'}; imported: {imported}")
 
 
 # Report ------------------------------------------------------------------------------------
