@@ -4,6 +4,7 @@ exactly-once) with our projection and reader mixed in, in SQLite or PostgreSQL."
 import contextlib
 import os
 import sqlite3
+import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -172,11 +173,17 @@ class WantedPosition:
         self.path = f"{view_path}-wanted"
         self._fd: int | None = None
         self._unusable = False
+        # An ask or a look and the close, one at a time: a runner replaced while
+        # serving closes its view's file while a reader that took the view may be
+        # asking, whose write then went to a closed descriptor (EBADF) or to the file
+        # the number was given to since (8 bytes over its start). Closed stays closed.
+        self._lock = threading.Lock()
+        self._closed = False
 
     def _opened(self) -> int | None:
         """The file, opened once; None when it cannot be (a read-only directory, say):
         then readers wait as before, for the writer's next read after its pause."""
-        if self._fd is None and not self._unusable:
+        if self._fd is None and not self._unusable and not self._closed:
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as error:
@@ -185,19 +192,23 @@ class WantedPosition:
         return self._fd
 
     def ask_for(self, position: int) -> None:
-        fd = self._opened()
-        if fd is not None:
-            os.pwrite(fd, position.to_bytes(8, "big"), 0)
+        with self._lock:
+            fd = self._opened()
+            if fd is not None:
+                os.pwrite(fd, position.to_bytes(8, "big"), 0)
 
     def read(self) -> int:
-        """The position asked for last (0: none yet, or no file)."""
-        fd = self._opened()
-        return 0 if fd is None else int.from_bytes(os.pread(fd, 8, 0) or b"\0", "big")
+        """The position asked for last (0: none yet, no file, or closed)."""
+        with self._lock:
+            fd = self._opened()
+            return 0 if fd is None else int.from_bytes(os.pread(fd, 8, 0) or b"\0", "big")
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 class WantedNotices:

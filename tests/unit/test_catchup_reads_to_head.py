@@ -6,6 +6,7 @@ subscription, no thread but its writer), and so it does on PostgreSQL, waiting l
 between reads while the log is busy."""
 
 import gc
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ WAIT_SECONDS: Final = 60.0
 # A writer's pause long enough that a read waiting it out is plainly seen.
 LONG_PAUSE_SECONDS: Final = 30.0
 QUIET_PAUSE_SECONDS: Final = 0.25
+# How long an ask lets a close in another thread go first (it waits for the ask).
+CLOSE_WAIT_SECONDS: Final = 0.5
 # Four pauses' reads, one woken and some slack for a slow machine (hundreds unpaused).
 READS_IN_FOUR_PAUSES_MAX: Final = 8
 
@@ -496,3 +499,40 @@ def test_a_view_whose_wanted_file_cannot_be_made_still_waits_and_reads(tmp_path:
     wanted.ask_for(42)
     assert wanted.read() == 0
     wanted.close()
+
+
+def test_a_wanted_file_closed_while_a_reader_asks_is_closed_after_the_ask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner replaced while serving (a rebuild's switch, a restart after a failure)
+    closes its view's wanted file while a reader that took the view may be asking
+    through it. The close waits for the ask: the ask never writes through a descriptor
+    closed under it (EBADF, a 500 seen in the suite) or since given to another file
+    (8 bytes over that file's start). Closed, the view asks and looks no more."""
+    wanted = WantedPosition(str(tmp_path / "views.g1.sqlite"))
+    victim = tmp_path / "another-file"
+    victim.write_bytes(b"x" * 16)
+    opened = wanted._opened
+    closer = threading.Thread(target=wanted.close)
+    others: list[int] = []
+
+    def opened_then_closed_elsewhere() -> int | None:
+        fd = opened()
+        closer.start()  # the runner's replacement closes the view now
+        closer.join(CLOSE_WAIT_SECONDS)
+        others.append(os.open(victim, os.O_RDWR))  # the lowest free number: a closed one
+        return fd
+
+    monkeypatch.setattr(wanted, "_opened", opened_then_closed_elsewhere)
+    try:
+        wanted.ask_for(7)
+    finally:
+        closer.join()
+        for fd in others:
+            os.close(fd)
+    assert victim.read_bytes() == b"x" * 16
+    assert Path(wanted.path).read_bytes() == (7).to_bytes(8, "big")
+    monkeypatch.undo()
+    wanted.ask_for(9)
+    assert wanted.read() == 0
+    assert Path(wanted.path).read_bytes() == (7).to_bytes(8, "big")
