@@ -10,11 +10,10 @@ from typing import Final
 
 import pytest
 
-from app.application.ledger import Ledger
 from app.bootstrap import build_services, open_ledger, shutdown
 from app.events.database import Database
 from app.persistence.kept_connection import KeptConnection
-from app.persistence.stores import STORE_TIMEOUT_SECONDS, event_store_env
+from app.persistence.stores import STORE_TIMEOUT_SECONDS
 from app.settings import Settings
 from projections.view_sets import PostgresViewSets
 from tests.support.connects import recording_liveness
@@ -65,52 +64,38 @@ def a_whole_process(url: str, tmp_path: Path) -> None:
         shutdown(services)
 
 
-@pytest.mark.parametrize(
-    "opener",
-    [
-        the_event_store_and_its_start_up_check,
-        a_kept_connection,
-        the_events_database,
-        the_view_sets,
-        a_whole_process,
-    ],
-)
-def test_every_connection_gives_a_silent_peer_up_within_the_stores_timeout(
+OPENERS: Final = [
+    the_event_store_and_its_start_up_check,
+    a_kept_connection,
+    the_events_database,
+    the_view_sets,
+    a_whole_process,
+]
+
+
+@pytest.mark.parametrize("opener", OPENERS)
+@pytest.mark.parametrize("urls_own", [False, True], ids=["products", "urls-own"])
+def test_every_connection_gives_a_silent_peer_up_within_the_stores_timeout_or_the_urls(
     postgres_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     opener: Callable[[str, Path], None],
+    urls_own: bool,
 ) -> None:
+    """The product's bound, or a URL's own values where it sets them, on every path: not
+    only where the product's options are merged in by the library's environment (the
+    events database's pool, the view sets and the start-up check pass the URL beside
+    options that would override its query)."""
     opened = recording_liveness(monkeypatch)
-    opener(postgres_url, tmp_path)
+    opener(f"{postgres_url}?{URL_LIVENESS}" if urls_own else postgres_url, tmp_path)
     assert opened  # the path connected
+    if urls_own:
+        chosen = {(seen.idle_seconds, seen.user_timeout_ms) for seen in opened}
+        assert chosen == {(URL_IDLE_SECONDS, URL_USER_TIMEOUT_MS)}
+        return
     unbounded = [
         seen
         for seen in opened
         if not seen.keepalive or seen.silence_seconds_max > STORE_TIMEOUT_SECONDS
     ]
     assert unbounded == []
-
-
-def test_a_kept_connection_takes_the_urls_own_keepalive_settings(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    opened = recording_liveness(monkeypatch)
-    a_kept_connection(f"{postgres_url}?{URL_LIVENESS}", Path())
-    assert [(seen.idle_seconds, seen.user_timeout_ms) for seen in opened] == [
-        (URL_IDLE_SECONDS, URL_USER_TIMEOUT_MS)
-    ]
-
-
-def test_the_event_stores_pool_takes_the_urls_own_keepalive_settings(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    opened = recording_liveness(monkeypatch)
-    ledger = Ledger(event_store_env(f"{postgres_url}?{URL_LIVENESS}"))
-    try:
-        ledger.recorder.max_notification_id()
-    finally:
-        ledger.close()
-    assert opened
-    chosen = {(seen.idle_seconds, seen.user_timeout_ms) for seen in opened}
-    assert chosen == {(URL_IDLE_SECONDS, URL_USER_TIMEOUT_MS)}
