@@ -53,7 +53,7 @@ from app.persistence.binary_arrays import bigint_array, bytea_array, text_array,
 from app.persistence.deadlines import seconds_left
 from app.persistence.schema_lock import schema_locked
 from app.persistence.stores import STORE_TIMEOUT_SECONDS
-from app.persistence.tcp_liveness import LIVENESS_KEYS, liveness_env_key, tcp_liveness
+from app.persistence.tcp_liveness import LIVENESS_ENV_KEY, tcp_liveness
 
 STATEMENT_TIMEOUT_KEY = "POSTGRES_STATEMENT_TIMEOUT"
 # With pre-ping on, a pooled connection is pinged before use only when it was last handed
@@ -666,7 +666,7 @@ class LedgerPostgresFactory(PostgresFactory):
         statement_timeout = self.env.get(STATEMENT_TIMEOUT_KEY)
         if statement_timeout:
             kwargs["options"] = f"-c statement_timeout={int(statement_timeout) * 1000}"
-        given = {key: self.env.get(liveness_env_key(key)) for key in LIVENESS_KEYS}
+        given = self.env.get(LIVENESS_ENV_KEY) or ""
         kwargs.update(tcp_liveness(int(statement_timeout or STORE_TIMEOUT_SECONDS), given))
         # The connection returned last goes out first: the writer's one write a group
         # then runs on the same server process group after group, where the pool's

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-from app.persistence.tcp_liveness import LIVENESS_KEYS, liveness_env_key
+from app.persistence.tcp_liveness import LIVENESS_ENV_KEY, urls_liveness
 
 # Every wait on a store is bounded by this (SQLite's busy wait for its write lock,
 # PostgreSQL's connect, pool, lock and statement timeouts, KurrentDB's call deadline):
@@ -82,12 +82,13 @@ def postgres_env(url: str, timeout_seconds: int = STORE_TIMEOUT_SECONDS) -> dict
         "POSTGRES_STATEMENT_TIMEOUT": str(timeout_seconds),
         "POSTGRES_PRE_PING": "y",
     }
+    query: dict[str, str] = {}
     for option in parts.query.split("&") if parts.query else []:
         key, _, value = option.partition("=")
-        if key == "schema":
-            env["POSTGRES_SCHEMA"] = unquote(value)
-        elif key in LIVENESS_KEYS:  # the URL's own, for our factory (``tcp_liveness``)
-            env[liveness_env_key(key)] = unquote(value)
+        query[key] = unquote(value)
+    if "schema" in query:
+        env["POSTGRES_SCHEMA"] = query["schema"]
+    env[LIVENESS_ENV_KEY] = urls_liveness(query)  # the URL's own, for our factory
     return env
 
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 # libpq's names, as a URL's query (``?keepalives_idle=…``) or a keyword argument gives them.
 LIVENESS_KEYS: Final = (
@@ -31,10 +31,19 @@ KEEPALIVE_PROBES: Final = 5
 SILENCE_SECONDS_MIN: Final = 2
 
 
-def liveness_env_key(key: str) -> str:
-    """The library environment's key that carries a URL's own ``key`` (one of
-    ``LIVENESS_KEYS``) from ``postgres_env`` to our factory's pool."""
-    return f"POSTGRES_{key.upper()}"
+# The library environment's key that carries a URL's own values (libpq's conninfo, empty
+# where it sets none) from ``postgres_env`` to our factory's pool. One key, always set: a
+# runner's environment holds the event store's keys and the views' (prefixed with the
+# projection's name) together, and the library reads a key the views' set lacks from the
+# event store's, so a value of the event store's URL the read model's did not set became
+# the views' own.
+LIVENESS_ENV_KEY: Final = "POSTGRES_TCP_LIVENESS"
+
+
+def urls_liveness(query: Mapping[str, str]) -> str:
+    """What ``LIVENESS_ENV_KEY`` holds for a URL whose query gives ``query``: those of
+    ``LIVENESS_KEYS`` it sets, as a conninfo string ('' for none)."""
+    return make_conninfo("", **{key: query[key] for key in LIVENESS_KEYS if key in query})
 
 
 def tcp_liveness(timeout_seconds: float, given: str | Mapping[str, Any] = "") -> dict[str, Any]:

@@ -28,13 +28,15 @@ def counting_connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 class Liveness:
     """What the kernel holds for a client socket: whether keep-alive probes are on, the
     idle seconds before the first, the seconds between them, how many, and the
-    milliseconds unacknowledged data may wait (``TCP_USER_TIMEOUT``; 0: TCP's own)."""
+    milliseconds unacknowledged data may wait (``TCP_USER_TIMEOUT``; 0: TCP's own), and
+    the database the connection is to."""
 
     keepalive: int
     idle_seconds: int
     interval_seconds: int
     probes: int
     user_timeout_ms: int
+    database: str
 
     @property
     def silence_seconds_max(self) -> int:
@@ -62,6 +64,7 @@ def liveness_of(connection: psycopg.Connection[Any]) -> Liveness:
             interval_seconds=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
             probes=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
             user_timeout_ms=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+            database=connection.info.dbname,
         )
 
 

@@ -4,19 +4,24 @@ product opens gives its peer's silence up after about the store's timeout (keep-
 probes and ``tcp_user_timeout``), read here from the kernel's settings for each socket
 as it is opened (the tests' servers listen on 127.0.0.1: TCP, not a Unix socket)."""
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from app.bootstrap import build_services, open_ledger, shutdown
 from app.events.database import Database
 from app.persistence.kept_connection import KeptConnection
 from app.persistence.stores import STORE_TIMEOUT_SECONDS
+from app.persistence.tcp_liveness import tcp_liveness
 from app.settings import Settings
+from projections.runner import start_runner
 from projections.view_sets import PostgresViewSets
 from tests.support.connects import recording_liveness
+from tests.support.pgserver import PostgresServer
 
 pytestmark = pytest.mark.postgres
 
@@ -99,3 +104,27 @@ def test_every_connection_gives_a_silent_peer_up_within_the_stores_timeout_or_th
         if not seen.keepalive or seen.silence_seconds_max > STORE_TIMEOUT_SECONDS
     ]
     assert unbounded == []
+
+
+def test_a_runners_views_take_the_read_models_liveness_not_the_event_stores(
+    postgres_server: PostgresServer, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The views' pool of a runner, whose environment holds the event store's keys and
+    the views' (prefixed) together, takes the read model URL's liveness: an event store
+    URL's own values are not the views' where the read model's URL sets none."""
+    views_url = postgres_server.create_database(f"views_{uuid.uuid4().hex}")
+    views_database = conninfo_to_dict(views_url)["dbname"]
+    opened = recording_liveness(monkeypatch)
+    runner = start_runner(f"{postgres_url}?{URL_LIVENESS}", views_url, 1)
+    try:
+        runner.view.checkpoint()
+    finally:
+        runner.__exit__(None, None, None)
+        runner.view.close()
+    products = tcp_liveness(STORE_TIMEOUT_SECONDS)
+    chosen = {
+        (seen.idle_seconds, seen.user_timeout_ms)
+        for seen in opened
+        if seen.database == views_database
+    }
+    assert chosen == {(products["keepalives_idle"], products["tcp_user_timeout"])}
