@@ -24,6 +24,7 @@ PAGE_SIZE: Final = 3
 # sequence does after a rolled back write): two apart, two together, and the first.
 REMOVED: Final = (1, 5, 9, 10)
 EVENTS_TABLE: Final = "stored_events"  # the library's SQLite table
+LOG_MAX: Final = 1_000  # more than any test here writes
 
 
 @pytest.fixture
@@ -90,3 +91,29 @@ def test_on_sqlite_the_log_is_read_by_the_recorders_own_query(
         assert read(ledger, 0, None) == rows
         assert read(ledger, 2, rows[-3][0]) == [row for row in rows if 2 < row[0] <= rows[-3][0]]
     assert asked == [], "a page went to the library's query (a row object and a UUID per row)"
+
+
+def test_on_every_backend_each_event_after_the_start_up_to_the_stop_is_read_once(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page no longer than the positions left, on each store's own query: pages of
+    one, two and three events, the start and the stop on each position, beside it and
+    in a gap (KurrentDB's commit positions skip numbers between any two events)."""
+    ledger.open_account(OpenAccount("bank", UNIT, allow_negative=True))
+    ledger.open_account(OpenAccount("a", UNIT))
+    for number in range(3):
+        ledger.record_transfer(RecordTransfer(f"t{number}", "bank", "a", number + 1))
+    positions = [
+        notification.id
+        for notification in ledger.recorder.select_notifications(start=None, limit=LOG_MAX)
+    ]
+    assert positions[-1] == ledger.recorder.max_notification_id()
+    ends = sorted({0, *positions, *(position + step for position in positions for step in (-1, 1))})
+    for page_size in range(1, PAGE_SIZE + 1):
+        monkeypatch.setattr(log_module, "LOG_PAGE_SIZE", page_size)
+        for after in ends:
+            for stop in [None, *ends]:
+                last = positions[-1] if stop is None else stop
+                expected = [position for position in positions if after < position <= last]
+                found = read_log(ledger, after=after, stop_position=stop)
+                assert [position for position, _ in found] == expected, (page_size, after, stop)
