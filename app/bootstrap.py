@@ -223,14 +223,19 @@ def build_services(
 
 
 def shutdown(services: Services) -> None:
-    if services.events is not None:
-        services.events.close()
-    if services.workers is not None:
-        services.workers.stop()
-    if isinstance(services.queries.source, GenerationReader):
-        services.queries.source.close()
-    services.ledger.close()
-    services.keys.close()
+    """Close what ``build_services`` built, in this order: the events' workers and
+    database, the projections' workers or the reader, the ledger, the keys. Each close
+    runs even when one before it fails (a runner whose last batch failed as the store
+    went away raises at its stop), that error raised after the rest are closed."""
+    with ExitStack() as closing:  # the callbacks run last first
+        closing.callback(services.keys.close)
+        closing.callback(services.ledger.close)
+        if isinstance(services.queries.source, GenerationReader):
+            closing.callback(services.queries.source.close)
+        if services.workers is not None:
+            closing.callback(services.workers.stop)
+        if services.events is not None:
+            closing.callback(services.events.close)
 
 
 def build_app(

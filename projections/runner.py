@@ -238,13 +238,15 @@ class ProjectionWorkers:
 
     def stop(self) -> None:
         self.supervisor.stop()
-        with self._lock:
-            if self._runner is not None:
-                try:
-                    self._runner.__exit__(None, None, None)
-                finally:
-                    self._runner.view.close()  # a replaced runner's view is left to readers
-        self.pointer.close()  # after the generation watcher, stopped with the rest
+        try:
+            with self._lock:
+                if self._runner is not None:
+                    try:
+                        self._runner.__exit__(None, None, None)  # raises its failure
+                    finally:
+                        self._runner.view.close()  # a replaced one's is left to readers
+        finally:
+            self.pointer.close()  # after the generation watcher, stopped with the rest
 
     def lag(self) -> Lag:
         return measure_lag(self.ledger, self.view, self.generation)

@@ -26,6 +26,7 @@ from app.events.database import (
 from app.persistence.kept_connection import KeptConnection
 from app.persistence.schema_lock import creating_schema
 from app.settings import Settings
+from projections.catchup import CatchUpRunner
 from projections.digest import DigestCheckpoints
 from projections.runner import GenerationPointer
 from tests.support.connects import counting_connects
@@ -181,3 +182,25 @@ def assert_no_session_left(url: str) -> None:
 
         # A closed session's server process leaves the view a moment after.
         assert eventually(none_left, SESSIONS_GONE_SECONDS), left
+
+
+def test_a_shutdown_whose_runner_fails_at_its_stop_still_leaves_no_session_open(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner whose last batch failed (the store gone first, say) raises that failure
+    at its stop: ``shutdown`` still closes the generation pointer, the ledger and the
+    keys behind it, and raises the failure after."""
+    settings = Settings(
+        event_store=postgres_url, read_model=postgres_url, data_dir=tmp_path, log_format="console"
+    )
+    services = build_services(settings, projections=True)
+    services.keys.create("read")
+    services.view().checkpoint()
+
+    def failed(runner: CatchUpRunner) -> None:
+        raise RuntimeError("the runner's last batch failed")
+
+    monkeypatch.setattr(CatchUpRunner, "_raise_error", failed)
+    with pytest.raises(RuntimeError, match="last batch failed"):
+        shutdown(services)
+    assert_no_session_left(postgres_url)
