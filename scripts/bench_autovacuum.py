@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -30,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from benchlib import in_turn, machine
+from benchlib import imported_tree, in_turn, machine, measured_in_tree
 
 REPO: Final = Path(__file__).resolve().parent.parent
 SERVER_SETTINGS: Final = (
@@ -48,12 +47,11 @@ def measure_side(url: str, args: argparse.Namespace, tag: str) -> dict[str, Any]
     """One phase (in the side's process, importing its tree's code)."""
     import psycopg  # noqa: PLC0415
 
-    import app  # noqa: PLC0415
     from app.application.commands import OpenAccount, RecordTransfer  # noqa: PLC0415
     from app.application.ledger import Ledger  # noqa: PLC0415
     from app.persistence.stores import event_store_env  # noqa: PLC0415
 
-    figures: dict[str, Any] = {"imported": str(Path(app.__file__).resolve().parent.parent)}
+    figures: dict[str, Any] = {"imported": imported_tree()}
     with Ledger(event_store_env(url)) as ledger:
         recorder: Any = ledger.recorder
         table = f"{recorder.datastore.schema}.{recorder.events_table_name}"
@@ -137,17 +135,10 @@ def stall_moments(starts: list[float]) -> list[float]:
 
 def run_side(tree: Path, url: str, args: argparse.Namespace, tag: str) -> dict[str, Any]:
     """``measure_side`` in a process of its own, importing ``tree``'s code."""
-    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{Path(__file__).parent}"}
-    argv = [sys.executable, str(Path(__file__).resolve()), "--measure", url, "--tag", tag]
-    argv += ["--load", str(args.load), "--seconds", str(args.seconds)]
-    argv += ["--clients", str(args.clients), "--pause-ms", str(args.pause_ms)]
-    done = subprocess.run(argv, cwd=tree, env=env, check=False, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{tree}: measuring failed:\n{done.stderr}")
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    if figures["imported"] != str(tree):
-        raise SystemExit(f"{tree}: the side imported the code of {figures['imported']}")
-    return figures
+    arguments = ["--measure", url, "--tag", tag, "--load", str(args.load)]
+    arguments += ["--seconds", str(args.seconds), "--clients", str(args.clients)]
+    arguments += ["--pause-ms", str(args.pause_ms)]
+    return measured_in_tree(tree, __file__, arguments)
 
 
 def phase_line(side: str, found: dict[str, Any]) -> str:

@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from benchlib import in_turn, machine
+from benchlib import imported_tree, in_turn, machine, measured_in_tree
 
 REPO: Final = Path(__file__).resolve().parent.parent
 LOG_FILE: Final = "events.sqlite"
@@ -36,13 +35,12 @@ FIRST_USER: Final = "user:0"
 
 def measure_side(log: Path, account_id: str, moments: list[str], repeats: int) -> dict[str, Any]:
     """Best wall ms of each case, and a digest of its lines (in the side's process)."""
-    import app  # noqa: PLC0415
     from app.application.ledger import Ledger  # noqa: PLC0415
     from app.audit.explain import explain  # noqa: PLC0415
     from app.persistence.stores import event_store_env, sqlite_url  # noqa: PLC0415
 
     ledger = Ledger(event_store_env(sqlite_url(log)))
-    figures: dict[str, Any] = {"imported": str(Path(app.__file__).resolve().parent.parent)}
+    figures: dict[str, Any] = {"imported": imported_tree()}
     try:
         for case, moment in zip(CASES, [None, *moments], strict=True):
             instant = None if moment is None else datetime.fromisoformat(moment)
@@ -78,17 +76,9 @@ def log_span(log: Path) -> tuple[datetime, datetime]:
 
 def run_side(tree: Path, log: Path, moments: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """``measure_side`` in a process of its own, importing ``tree``'s code."""
-    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{Path(__file__).parent}"}
-    argv = [sys.executable, str(Path(__file__).resolve()), "--measure", str(log)]
-    argv += ["--account", args.account, "--repeats", str(args.repeats)]
-    argv += ["--moments", *moments]
-    done = subprocess.run(argv, cwd=tree, env=env, check=False, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{tree}: measuring failed:\n{done.stderr}")
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    if figures["imported"] != str(tree):
-        raise SystemExit(f"{tree}: the side imported the code of {figures['imported']}")
-    return figures
+    arguments = ["--measure", str(log), "--account", args.account]
+    arguments += ["--repeats", str(args.repeats), "--moments", *moments]
+    return measured_in_tree(tree, __file__, arguments)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

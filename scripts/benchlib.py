@@ -1,11 +1,13 @@
 """Shared by the benchmark scripts (and the tests' servers): what machine and which
 commit a figure belongs to; ports for the servers they start."""
 
+import json
 import os
 import platform
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -14,6 +16,28 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 T = TypeVar("T")
+
+
+def measured_in_tree(tree: Path, script: str, arguments: Sequence[str]) -> dict[str, Any]:
+    """The figures ``script`` prints (JSON, its last line) when run with ``arguments`` in a
+    process of its own that imports ``tree``'s code (``PYTHONPATH``: a baseline tree's
+    side of a same-run comparison); the side must say so (``imported_tree``)."""
+    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{Path(__file__).parent}"}
+    argv = [sys.executable, str(Path(script).resolve()), *arguments]
+    done = subprocess.run(argv, cwd=tree, env=env, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: measuring failed:\n{done.stderr}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if figures["imported"] != str(tree):
+        raise SystemExit(f"{tree}: the side imported the code of {figures['imported']}")
+    return figures
+
+
+def imported_tree() -> str:
+    """The root of the tree whose ``app`` this process imports (``measured_in_tree``)."""
+    import app  # noqa: PLC0415  # the side's own, by its PYTHONPATH
+
+    return str(Path(app.__file__).resolve().parent.parent)
 
 
 def machine() -> dict[str, Any]:
